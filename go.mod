@@ -1,0 +1,3 @@
+module github.com/edgellm/edgellm
+
+go 1.26.8
