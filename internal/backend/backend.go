@@ -1,0 +1,38 @@
+// Package backend is the Go node's view of the Python backend process: a
+// narrow Backend interface, its gRPC implementation over one long-lived
+// connection (Dial), and a Supervisor that starts, health-checks, restarts and
+// stops the Python process and serves the same interface.
+//
+// Errors from the backend keep their gRPC status codes (read them with
+// status.Code, which sees through wrapping): INVALID_ARGUMENT for bad input,
+// NOT_FOUND for an unknown model, UNAVAILABLE when the backend cannot serve,
+// CANCELLED after Abort.
+package backend
+
+import (
+	"context"
+
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
+)
+
+// Backend is what the node asks of a backend.
+type Backend interface {
+	// Generate runs one generation and calls onToken for each streamed
+	// response, in order; the last one carries finish reason, usage and
+	// timings. An error from onToken ends the call and is returned.
+	Generate(ctx context.Context, req *pb.GenerateRequest, onToken func(*pb.GenerateResponse) error) error
+	// Abort stops the running generation with this request id; false when
+	// none was running.
+	Abort(ctx context.Context, requestID string) (bool, error)
+	// LoadModel prepares and loads a model, calling onProgress (may be nil)
+	// as it works, and returns the loaded model's description.
+	LoadModel(ctx context.Context, model string, onProgress func(*pb.LoadModelProgress)) (*pb.ModelInfo, error)
+	// UnloadModel frees a loaded model.
+	UnloadModel(ctx context.Context, model string) error
+	// ListModels lists the models the backend can serve, loaded or not.
+	ListModels(ctx context.Context) ([]*pb.ModelInfo, error)
+	// Status reports the backend's version, device, memory and speed.
+	Status(ctx context.Context) (*pb.StatusResponse, error)
+	// Close releases the backend; for a Supervisor it stops the process.
+	Close() error
+}

@@ -1,0 +1,83 @@
+package backend
+
+import (
+	"bytes"
+	"io"
+	"sync"
+)
+
+// maxLineBytes caps one stored line so that a backend writing megabytes
+// without a newline cannot grow the buffer without bound.
+const maxLineBytes = 4096
+
+var _ io.Writer = (*lineRing)(nil)
+
+// lineRing is an io.Writer that keeps the last n complete lines written to it
+// (plus the unfinished last one): the stderr tail shown in start-up errors.
+// It is safe for concurrent use.
+type lineRing struct {
+	mu      sync.Mutex
+	lines   []string // ring storage, len ≤ n
+	next    int      // index the next line goes to once full
+	n       int
+	partial []byte
+}
+
+func newLineRing(n int) *lineRing {
+	if n < 1 {
+		n = 1
+	}
+	return &lineRing{n: n, lines: make([]string, 0, n)}
+}
+
+// Write stores p, splitting it into lines. It never fails.
+func (r *lineRing) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rest := p
+	for len(rest) > 0 {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			r.appendPartial(rest)
+			break
+		}
+		r.appendPartial(rest[:i])
+		r.push(string(bytes.TrimRight(r.partial, "\r")))
+		r.partial = r.partial[:0]
+		rest = rest[i+1:]
+	}
+	return len(p), nil
+}
+
+func (r *lineRing) appendPartial(b []byte) {
+	if room := maxLineBytes - len(r.partial); room < len(b) {
+		b = b[:max(room, 0)]
+	}
+	r.partial = append(r.partial, b...)
+}
+
+func (r *lineRing) push(line string) {
+	if len(r.lines) < r.n {
+		r.lines = append(r.lines, line)
+		return
+	}
+	r.lines[r.next] = line
+	r.next = (r.next + 1) % r.n
+}
+
+// Lines returns the kept lines, oldest first, including an unfinished last
+// line; at most n.
+func (r *lineRing) Lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.lines)+1)
+	out = append(out, r.lines[r.next:]...)
+	out = append(out, r.lines[:r.next]...)
+	if len(r.partial) > 0 {
+		out = append(out, string(r.partial))
+	}
+	if len(out) > r.n {
+		out = out[len(out)-r.n:]
+	}
+	return out
+}

@@ -1,0 +1,48 @@
+package backend
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestLineRing(t *testing.T) {
+	tests := []struct {
+		name   string
+		n      int
+		writes []string
+		want   []string
+	}{
+		{"empty", 3, nil, []string{}},
+		{"fewer than n", 3, []string{"a\nb\n"}, []string{"a", "b"}},
+		{"keeps last n", 3, []string{"1\n2\n3\n4\n5\n"}, []string{"3", "4", "5"}},
+		{"split across writes", 3, []string{"hel", "lo\nwor", "ld\n"}, []string{"hello", "world"}},
+		{"unfinished last line", 2, []string{"a\nb\nc"}, []string{"b", "c"}},
+		{"crlf", 3, []string{"a\r\nb\r\n"}, []string{"a", "b"}},
+		{"wraps many times", 2, []string{strings.Repeat("x\n", 7) + "y\nz\n"}, []string{"y", "z"}},
+		{"empty lines kept", 3, []string{"a\n\nb\n"}, []string{"a", "", "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newLineRing(tt.n)
+			for _, w := range tt.writes {
+				if n, err := r.Write([]byte(w)); err != nil || n != len(w) {
+					t.Fatalf("Write = %d, %v", n, err)
+				}
+			}
+			if got := r.Lines(); !slices.Equal(got, tt.want) {
+				t.Errorf("Lines() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLineRingCapsLongLines(t *testing.T) {
+	r := newLineRing(2)
+	r.Write([]byte(strings.Repeat("x", 3*maxLineBytes)))
+	r.Write([]byte(strings.Repeat("y", 10) + "\n"))
+	got := r.Lines()
+	if len(got) != 1 || len(got[0]) != maxLineBytes {
+		t.Fatalf("got %d lines, first %d bytes; want 1 line of %d", len(got), len(got[0]), maxLineBytes)
+	}
+}

@@ -1,0 +1,52 @@
+package config
+
+import "fmt"
+
+// Environment variables the node reads; this file and DefaultDataDir are the
+// only places that read them.
+const (
+	// EnvDataDir sets Config.DataDir.
+	EnvDataDir = "EDGELLM_DATA_DIR"
+	// EnvConfig names the config file when --config is not given.
+	EnvConfig = "EDGELLM_CONFIG"
+	// EnvLogLevel sets Node.LogLevel.
+	EnvLogLevel = "EDGELLM_LOG_LEVEL"
+	// EnvModel sets Node.Model.
+	EnvModel = "EDGELLM_MODEL"
+	// EnvModelsDir sets Node.ModelsDir.
+	EnvModelsDir = "EDGELLM_MODELS_DIR"
+	// EnvDevice sets Node.Device.
+	EnvDevice = "EDGELLM_DEVICE"
+	// EnvPython sets Node.Supervisor.Python.
+	EnvPython = "EDGELLM_PYTHON"
+)
+
+// envSetting maps one environment variable onto the config. An empty value
+// counts as unset.
+type envSetting struct {
+	name  string
+	apply func(*Config, string) error
+}
+
+func envSettings() []envSetting {
+	return []envSetting{
+		{EnvLogLevel, func(c *Config, v string) error { c.Node.LogLevel = v; return nil }},
+		{EnvModel, func(c *Config, v string) error { c.Node.Model = v; return nil }},
+		{EnvModelsDir, func(c *Config, v string) error { c.Node.ModelsDir = v; return nil }},
+		{EnvDevice, func(c *Config, v string) error { c.Node.Device = v; return nil }},
+		{EnvPython, func(c *Config, v string) error { c.Node.Supervisor.Python = v; return nil }},
+	}
+}
+
+func applyEnv(cfg *Config, lookupEnv func(string) (string, bool)) error {
+	for _, s := range envSettings() {
+		v, ok := lookupEnv(s.name)
+		if !ok || v == "" {
+			continue
+		}
+		if err := s.apply(cfg, v); err != nil {
+			return fmt.Errorf("%w: %s=%q: %w", ErrInvalid, s.name, v, err)
+		}
+	}
+	return nil
+}
