@@ -1,0 +1,120 @@
+"""Typed backend configuration: defaults < YAML file < environment < command-line flags.
+
+The YAML file is the node's `edgellm.yaml` (in the data directory, or given with
+`--config`); the backend reads only its `backend:` section. Environment variables are
+read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgellm.errors import InvalidRequest
+
+CONFIG_FILE_NAME = "edgellm.yaml"
+DEVICES = ("auto", "cpu", "cuda")
+
+# Environment variable -> config field.
+ENV_VARS = {
+    "EDGELLM_DATA_DIR": "data_dir",
+    "EDGELLM_MODELS_DIR": "models_dir",
+    "EDGELLM_DEVICE": "device",
+    "EDGELLM_ENGINE": "engine",
+}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    # Node data directory; holds edgellm.yaml. Default $XDG_DATA_HOME/edgellm or
+    # ~/.local/share/edgellm.
+    data_dir: Path
+    # Model store root: one directory per model id. Default <data_dir>/models.
+    models_dir: Path
+    # Where engines compute: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+    device: str = "auto"
+    # Engine used when a request does not name one; see edgellm.engine.registry.
+    engine: str = "torch"
+    # Seconds a SIGTERM'd server waits for running requests before it exits.
+    shutdown_grace_s: float = 5.0
+    # Measure prefill/decode speed once per loaded model (reported by Control.Status).
+    calibrate: bool = True
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    xdg = env.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg) / "edgellm"
+    return Path(env.get("HOME") or Path.home()) / ".local" / "share" / "edgellm"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidRequest(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidRequest(f"config file {path}: top level must be a mapping")
+    section = doc.get("backend") or {}
+    if not isinstance(section, dict):
+        raise InvalidRequest(f"config file {path}: 'backend' must be a mapping")
+    known = {f.name for f in dataclasses.fields(BackendConfig)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise InvalidRequest(f"config file {path}: unknown backend keys {unknown}")
+    return dict(section)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    return {field: env[var] for var, field in ENV_VARS.items() if env.get(var)}
+
+
+def load_config(
+    config_file: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> BackendConfig:
+    """Merge defaults, the YAML file, the environment and `overrides` (flags; None = unset)."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    layered_env = _from_env(env)
+    data_dir = Path(
+        flags.get("data_dir") or layered_env.get("data_dir") or default_data_dir(env)
+    ).expanduser()
+    path = Path(config_file) if config_file else data_dir / CONFIG_FILE_NAME
+    from_file = _read_file(path) if config_file or path.is_file() else {}
+    merged: dict[str, Any] = {**from_file, **layered_env, **flags}
+    merged["data_dir"] = Path(merged.get("data_dir") or data_dir).expanduser()
+    merged["models_dir"] = Path(
+        merged.get("models_dir") or merged["data_dir"] / "models"
+    ).expanduser()
+    return _validated(merged)
+
+
+def _validated(values: dict[str, Any]) -> BackendConfig:
+    if values.get("device", "auto") not in DEVICES:
+        raise InvalidRequest(f"device must be one of {list(DEVICES)}, got {values['device']!r}")
+    for key, cast in (("shutdown_grace_s", float), ("calibrate", _as_bool)):
+        if key in values:
+            try:
+                values[key] = cast(values[key])
+            except ValueError as exc:
+                raise InvalidRequest(f"{key}: {exc}") from exc
+    return BackendConfig(**values)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

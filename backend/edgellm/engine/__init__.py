@@ -1,0 +1,1 @@
+"""Engines: what turns a request into tokens. Pick one by name via `edgellm.engine.registry`."""

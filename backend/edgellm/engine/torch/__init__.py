@@ -1,0 +1,1 @@
+"""The torch engine: transformers model code, split by contiguous layer range."""

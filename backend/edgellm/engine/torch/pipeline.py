@@ -1,0 +1,57 @@
+"""A chain of stages that together cover all layers, run in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
+from edgellm.errors import InvalidRequest
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage]) -> None:
+        expected = 0
+        for stage in stages:
+            if stage.layers.start != expected:
+                raise InvalidRequest(
+                    f"stage layers must be contiguous: expected start {expected}, "
+                    f"got [{stage.layers.start}, {stage.layers.end})"
+                )
+            expected = stage.layers.end
+        if not stages or expected != stages[0].num_layers_total:
+            raise InvalidRequest(f"stages cover layers [0, {expected}), not the whole model")
+        self.stages = stages
+
+    @classmethod
+    def load(cls, model_dir: Path, splits: list[int] | None = None, device: str = "cpu"):
+        """Stages split at the given layer indices, e.g. [13] -> [0, 13) + [13, n)."""
+        if not splits:
+            return cls([Stage(model_dir, None, device)])
+        bounds = [0, *splits]
+        first = Stage(model_dir, LayerRange(0, splits[0]), device)
+        total = first.num_layers_total
+        stages = [first]
+        for start, end in zip(bounds[1:], [*splits[1:], total]):
+            stages.append(Stage(model_dir, LayerRange(start, end), device))
+        return cls(stages)
+
+    @property
+    def device(self) -> torch.device:
+        return self.stages[0].device
+
+    def session(self, max_positions: int) -> PipelineSession:
+        return PipelineSession([s.session(max_positions) for s in self.stages])
+
+
+class PipelineSession:
+    def __init__(self, sessions: list[StageSession]) -> None:
+        self.sessions = sessions
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids [1, n] -> float32 logits [1, vocab] of the last position."""
+        x = input_ids
+        for session in self.sessions:
+            x = session.forward(x)
+        return x

@@ -1,0 +1,136 @@
+"""A pipeline stage: layers [start, end) of a decoder-only transformers model.
+
+The first stage embeds token ids; later stages take hidden states; the last applies the
+final norm and the LM head. A stage reads only its own tensors from the store's
+safetensors file (mmap), into a model built from a copy of the config with
+`num_hidden_layers = end - start`. Each request gets its own `StageSession` (KV cache and
+position), so activations in, activations out: a session never assumes the next stage is
+local, and a later issue can put stages on different peers.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoConfig, AutoModel, DynamicCache
+from transformers.initialization import no_init_weights
+
+from edgellm.errors import InvalidRequest, StoreError
+from edgellm.models.manifest import WEIGHTS_NAME
+
+_LAYER_PREFIX = "layers."
+
+
+@dataclass(frozen=True)
+class LayerRange:
+    start: int  # first layer, inclusive
+    end: int  # last layer, exclusive
+
+    def validate(self, num_layers: int) -> None:
+        if not 0 <= self.start < self.end <= num_layers:
+            raise InvalidRequest(
+                f"layer range [{self.start}, {self.end}) must lie within [0, {num_layers})"
+            )
+
+
+def _stage_name(name: str, prefix: str, layers: LayerRange) -> str | None:
+    """Map a stored tensor name to this stage's module name, or None if not ours."""
+    if not name.startswith(prefix):
+        return None
+    inner = name[len(prefix) :]
+    if inner.startswith(_LAYER_PREFIX):
+        index_text, _, rest = inner[len(_LAYER_PREFIX) :].partition(".")
+        index = int(index_text)
+        if not layers.start <= index < layers.end:
+            return None
+        return f"{_LAYER_PREFIX}{index - layers.start}.{rest}"
+    return inner
+
+
+class Stage:
+    """Weights of one layer range, shared by every session that runs through it."""
+
+    def __init__(self, model_dir: Path, layers: LayerRange | None = None, device: str = "cpu"):
+        full = AutoConfig.from_pretrained(model_dir)
+        self.num_layers_total: int = full.num_hidden_layers
+        self.layers = layers or LayerRange(0, self.num_layers_total)
+        self.layers.validate(self.num_layers_total)
+        self.is_first = self.layers.start == 0
+        self.is_last = self.layers.end == self.num_layers_total
+        self.device = torch.device(device)
+        self.config = copy.deepcopy(full)
+        self.config.num_hidden_layers = self.layers.end - self.layers.start
+        with no_init_weights():
+            self.model = AutoModel.from_config(self.config)
+        self.lm_head: torch.Tensor | None = None
+        self._load_weights(Path(model_dir) / WEIGHTS_NAME)
+        self.model.to(self.device).eval()
+
+    def _load_weights(self, path: Path) -> None:
+        prefix = self.model.base_model_prefix + "."
+        state: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
+                local = _stage_name(name, prefix, self.layers)
+                if local is not None:
+                    state[local] = f.get_tensor(name)
+            head = self._head_weight(f, prefix) if self.is_last else None
+        if not self.is_first:
+            state.pop("embed_tokens.weight", None)
+            self.model.embed_tokens = None
+        if not self.is_last:
+            state.pop("norm.weight", None)
+            self.model.norm = nn.Identity()
+        missing, unexpected = self.model.load_state_dict(state, strict=False, assign=True)
+        if unexpected or [m for m in missing if not m.startswith("rotary_emb")]:
+            raise StoreError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        self.lm_head = None if head is None else head.to(self.device)
+
+    def _head_weight(self, f, prefix: str) -> torch.Tensor:
+        if "lm_head.weight" in f.keys():
+            return f.get_tensor("lm_head.weight")
+        if getattr(self.config, "tie_word_embeddings", False):
+            return f.get_tensor(prefix + "embed_tokens.weight")
+        raise StoreError("store has no lm_head.weight and the embeddings are not tied")
+
+    def session(self, max_positions: int) -> StageSession:
+        return StageSession(self, max_positions)
+
+
+class StageSession:
+    """One request's pass through a stage: its KV cache and the next position."""
+
+    def __init__(self, stage: Stage, max_positions: int) -> None:
+        self.stage = stage
+        self.cache = DynamicCache(config=stage.config)
+        self.position = 0
+        # Generate passes an all-ones 2D mask; views of one buffer avoid a tensor per token.
+        self._mask = torch.ones(1, max_positions, dtype=torch.long, device=stage.device)
+        self._positions = torch.arange(max_positions, device=stage.device).unsqueeze(0)
+
+    @torch.inference_mode()
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Token ids [1, n] (first stage) or hidden states [1, n, h] -> hidden states
+        [1, n, h], or float32 logits [1, vocab] of the last position on the last stage."""
+        stage = self.stage
+        n = inputs.shape[1]
+        end = self.position + n
+        kwargs = {"input_ids": inputs} if stage.is_first else {"inputs_embeds": inputs}
+        out = stage.model(
+            **kwargs,
+            attention_mask=self._mask[:, :end],
+            position_ids=self._positions[:, self.position : end],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.position = end
+        hidden = out.last_hidden_state
+        if not stage.is_last:
+            return hidden
+        logits = nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
+        return logits[:, -1].to(copy=True, dtype=torch.float32)

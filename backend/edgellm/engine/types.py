@@ -1,0 +1,79 @@
+"""Engine-neutral request and output types."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"  # the model emitted an end-of-sequence token
+    LENGTH = "length"  # max_tokens reached
+    STOP_STRING = "stop_string"  # a stop string was produced
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    # Tokens to generate at most; None means min(256, room left in the context window).
+    max_tokens: int | None = None
+    # 0 is greedy; range [0, 2].
+    temperature: float = 0.0
+    # Nucleus mass, range (0, 1].
+    top_p: float = 1.0
+    # Keep the k most likely tokens; 0 disables.
+    top_k: int = 0
+    # Seed for sampling; None draws a random one.
+    seed: int | None = None
+    # Generation stops before the first occurrence of any of these.
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    # Exactly one of the three inputs is set.
+    prompt: str | None = None  # one user turn, chat template applied
+    messages: tuple[ChatMessage, ...] | None = None  # a conversation, chat template applied
+    raw_prompt: str | None = None  # raw text, no template
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    # time.monotonic() when the request arrived; TTFT counts from here (None: from generate).
+    arrival_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    ttft_ms: float  # request start to first token produced
+    prefill_tokens_per_s: float  # prompt tokens over prefill time
+    decode_tokens_per_s: float  # tokens after the first over the time they took
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """Output for one decoded token; the last chunk of a request has finish_reason set."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """Throughput measured on this machine for one model."""
+
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float

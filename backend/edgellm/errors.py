@@ -1,0 +1,40 @@
+"""The backend's exception hierarchy.
+
+Recoverable errors concern one request or one model; the server maps them to a gRPC
+status code and keeps serving. Fatal errors mean this process cannot go on (vLLM's
+`EngineDeadError` spirit): the server reports them and exits so the supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+
+class EdgeLLMError(Exception):
+    """Base of every error the backend raises on purpose."""
+
+
+class RecoverableError(EdgeLLMError):
+    """A request or a model failed; the backend keeps serving."""
+
+
+class InvalidRequest(RecoverableError):
+    """The request is malformed or out of range (gRPC INVALID_ARGUMENT)."""
+
+
+class ModelNotFound(RecoverableError):
+    """No known model has that id (gRPC NOT_FOUND)."""
+
+
+class Unavailable(RecoverableError):
+    """The backend cannot serve this right now, e.g. a model failed to load (UNAVAILABLE)."""
+
+
+class RequestCancelled(RecoverableError):
+    """The request was aborted or its client went away (gRPC CANCELLED)."""
+
+
+class StoreError(RecoverableError):
+    """The model store is missing or holds something unexpected."""
+
+
+class FatalError(EdgeLLMError):
+    """The backend cannot continue; the process should exit."""

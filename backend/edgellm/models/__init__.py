@@ -1,0 +1,1 @@
+"""Known models and the content-addressed model store."""

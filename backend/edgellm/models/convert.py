@@ -1,0 +1,114 @@
+"""Convert a GGUF file into a store directory (safetensors + config + tokenizer).
+
+transformers refuses `save_pretrained` on a GGUF-loaded model, so the state dict is
+written with safetensors directly. Bytes must be identical on every machine (the
+weights CID names them): tensors are sorted by name, contiguous, and the metadata fixed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from edgellm.models.cid import file_cid
+from edgellm.models.manifest import WEIGHTS_NAME, Manifest
+from edgellm.models.registry import ModelSpec
+
+# (phase, done, total); total 0 means unknown.
+ProgressFn = Callable[[str, int, int], None]
+
+PHASE_READ = "reading GGUF"
+PHASE_WRITE = "writing safetensors"
+PHASE_HASH = "hashing weights"
+PHASE_LOAD = "loading"
+
+_SAFETENSORS_METADATA = {"format": "pt"}
+
+
+@contextmanager
+def _gguf_progress(progress: ProgressFn) -> Iterator[None]:
+    """Route transformers' GGUF de-quantization loop (a bare tqdm) to `progress`.
+
+    transformers offers no callback there, and its tqdm would write to stderr even when
+    piped; the loop looks the name up in its module, so swapping it is enough.
+    """
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    def tracked(iterable, *args, **kwargs):
+        items = list(iterable)
+        for done, item in enumerate(items):
+            progress(PHASE_READ, done, len(items))
+            yield item
+        progress(PHASE_READ, len(items), len(items))
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = tracked
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def _load_gguf(spec: ModelSpec, progress: ProgressFn):
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    gguf = spec.source.path()
+    with _gguf_progress(progress):
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return model, tokenizer
+
+
+def _weights(model) -> dict:
+    state = model.state_dict()
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    return {name: state[name].detach().contiguous().clone() for name in sorted(state)}
+
+
+def _plain_config(model):
+    """The model config without the GGUF quantization marker, so it loads as plain weights."""
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = ""
+    return config
+
+
+def convert_gguf(spec: ModelSpec, out_dir: Path, progress: ProgressFn) -> Manifest:
+    """Write the store files for `spec` into `out_dir` (an empty directory)."""
+    from safetensors.torch import save_file
+
+    progress(PHASE_READ, 0, 0)
+    model, tokenizer = _load_gguf(spec, progress)
+    tensors = _weights(model)
+    progress(PHASE_READ, 1, 1)
+
+    progress(PHASE_WRITE, 0, 1)
+    weights = out_dir / WEIGHTS_NAME
+    save_file(tensors, str(weights), metadata=_SAFETENSORS_METADATA)
+    config = _plain_config(model)
+    config.save_pretrained(out_dir)
+    model.generation_config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    progress(PHASE_WRITE, 1, 1)
+
+    size = weights.stat().st_size
+    progress(PHASE_HASH, 0, size)
+    cid = file_cid(weights, progress=lambda done, total: progress(PHASE_HASH, done, total))
+    manifest = Manifest(
+        id=spec.id,
+        weights_cid=cid,
+        architecture=(config.architectures or [type(model).__name__])[0],
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        context_length=config.max_position_embeddings,
+        dtype=str(next(iter(tensors.values())).dtype).removeprefix("torch."),
+        weights_bytes=size,
+    )
+    manifest.write(out_dir)
+    return manifest

@@ -1,0 +1,91 @@
+"""The model store: one directory per model id under `models_dir`, written atomically.
+
+A conversion writes into a temporary sibling directory and renames it into place, under
+an exclusive lock file, so concurrent converters never see or leave a half-written entry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from edgellm.errors import StoreError
+from edgellm.models.convert import PHASE_READ, ProgressFn, convert_gguf
+from edgellm.models.manifest import FORMAT_VERSION, MANIFEST_NAME, WEIGHTS_NAME, Manifest
+from edgellm.models.registry import ModelRegistry
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+class ModelStore:
+    def __init__(self, models_dir: Path, registry: ModelRegistry | None = None) -> None:
+        self.models_dir = Path(models_dir)
+        self.registry = registry or ModelRegistry()
+
+    def path(self, model_id: str) -> Path:
+        self.registry.get(model_id)
+        return self.models_dir / model_id
+
+    def manifest(self, model_id: str) -> Manifest | None:
+        """The manifest of a complete, current entry, or None when it is not in the store."""
+        directory = self.path(model_id)
+        if not (directory / MANIFEST_NAME).is_file():
+            return None
+        try:
+            manifest = Manifest.read(directory)
+        except StoreError:
+            return None
+        if manifest.format_version != FORMAT_VERSION or not (directory / WEIGHTS_NAME).is_file():
+            return None
+        return manifest
+
+    def ensure(self, model_id: str, progress: ProgressFn | None = None) -> Manifest:
+        """Convert `model_id` into the store unless it is already there; return its manifest."""
+        progress = progress or _no_progress
+        manifest = self.manifest(model_id)
+        if manifest is not None:
+            return manifest
+        spec = self.registry.get(model_id)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked(model_id):
+            manifest = self.manifest(model_id)  # another process may have finished meanwhile
+            if manifest is not None:
+                return manifest
+            progress(PHASE_READ, 0, 0)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{model_id}.tmp-", dir=self.models_dir))
+            try:
+                manifest = convert_gguf(spec, tmp, progress)
+                self._install(tmp, self.models_dir / model_id)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return manifest
+
+    @contextmanager
+    def _locked(self, model_id: str) -> Iterator[None]:
+        lock_path = self.models_dir / f".{model_id}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @staticmethod
+    def _install(tmp: Path, target: Path) -> None:
+        os.chmod(tmp, 0o755)
+        for child in tmp.iterdir():
+            os.chmod(child, 0o644)  # mkdtemp and safetensors create owner-only files
+        if target.exists():
+            # An incomplete or outdated entry; we hold the lock, so nobody else writes it.
+            stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+            os.rename(target, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        os.rename(tmp, target)
