@@ -1,0 +1,67 @@
+package p2p
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+)
+
+// IdentityFile is the name of the node's private key inside its data directory.
+const IdentityFile = "identity.key"
+
+// LoadOrCreateIdentity returns the node's persistent Ed25519 identity stored in
+// dataDir/identity.key, creating the directory and a fresh key (mode 0600) on
+// first use. A key of another type is refused.
+func LoadOrCreateIdentity(dataDir string) (crypto.PrivKey, error) {
+	path := filepath.Join(dataDir, IdentityFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		return decodeIdentity(path, data)
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate identity: %w", err)
+	}
+	data, err = crypto.MarshalPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("encode identity: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	// O_EXCL: two processes starting at once must not overwrite each other.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return LoadOrCreateIdentity(dataDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write identity: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write identity: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write identity: %w", err)
+	}
+	return priv, nil
+}
+
+func decodeIdentity(path string, data []byte) (crypto.PrivKey, error) {
+	priv, err := crypto.UnmarshalPrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", path, ErrInvalidConfig, err)
+	}
+	if priv.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("%s: %w: identity key must be Ed25519", path, ErrInvalidConfig)
+	}
+	return priv, nil
+}
