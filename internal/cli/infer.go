@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/edgellm/edgellm/internal/backend"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
+)
+
+const (
+	// abortGrace is how long an aborted generation may take to end before
+	// the node cancels the stream itself.
+	abortGrace = 5 * time.Second
+	// maxStdinPrompt caps a prompt read from stdin.
+	maxStdinPrompt = 64 << 20
+)
+
+const inferLong = `Answer a prompt. With no peers configured it runs on this machine: the node
+starts its backend, loads the model (the first use converts it, which takes
+about 40 s; progress shows on a terminal), and streams the answer to stdout as
+it is generated.
+
+PROMPT is one argument (quote it), or - to read it from stdin. The model's chat
+template is applied unless --raw is given.
+
+Sampling flags that are not given are left to the backend's defaults: greedy
+decoding (temperature 0, reproducible), top-p 1, no top-k, at most 256 new
+tokens (clamped to the context window). The backend checks ranges and rejects
+out-of-range values with exit code 2.
+
+--json prints one object instead of the streamed text: text, model,
+weights_cid, request_id, prompt_tokens, completion_tokens, finish_reason
+("stop": end of sequence, "length": max tokens, "stop_string": a --stop
+string), ttft_ms, tokens_per_s (decode), prefill_tokens_per_s, total_ms.
+
+Ctrl-C aborts the generation and exits with code 130.`
+
+// inferOptions holds the infer command's flags.
+type inferOptions struct {
+	model       string
+	maxTokens   int32
+	temperature float32
+	topP        float32
+	topK        int32
+	seed        uint64
+	stop        []string
+	system      string
+	raw         bool
+	json        bool
+}
+
+func newInferCommand(app *App) *cobra.Command {
+	o := &inferOptions{}
+	cmd := &cobra.Command{
+		Use:   "infer [flags] PROMPT",
+		Short: "Answer a prompt with a language model",
+		Long:  inferLong,
+		Example: `  edgellm infer "What is the capital of France?"
+  echo "Write a haiku about the sea" | edgellm infer --temperature 0.8 --seed 7 -
+  edgellm infer --json --max-tokens 32 "Say hi"`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error { return app.runInfer(cmd, o, args[0]) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.model, "model", "", "model id (default $EDGELLM_MODEL, else node.model, else smollm2-135m)")
+	f.Int32Var(&o.maxTokens, "max-tokens", 0, "most tokens to generate (backend default 256, clamped to the context window)")
+	f.Float32Var(&o.temperature, "temperature", 0, "sampling temperature in [0, 2]; 0 is greedy (backend default 0)")
+	f.Float32Var(&o.topP, "top-p", 0, "nucleus sampling mass in (0, 1] (backend default 1)")
+	f.Int32Var(&o.topK, "top-k", 0, "sample from the k most likely tokens; 0 disables (backend default 0)")
+	f.Uint64Var(&o.seed, "seed", 0, "seed for reproducible sampling (backend default: random)")
+	f.StringArrayVar(&o.stop, "stop", nil, "stop before this string; repeat for several")
+	f.StringVar(&o.system, "system", "", "system message placed before the prompt")
+	f.BoolVar(&o.raw, "raw", false, "send the prompt as raw text, without the chat template")
+	f.BoolVar(&o.json, "json", false, "print one JSON object with the text, usage and timings")
+	return cmd
+}
+
+// runInfer answers one prompt on this machine's backend.
+func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error {
+	prompt, err := readPrompt(app.stdin, arg)
+	if err != nil {
+		return err
+	}
+	cfg, err := app.config(cmd)
+	if err != nil {
+		return err
+	}
+	if o.model == "" {
+		o.model = cfg.Node.Model
+	}
+	req, err := o.request(cmd.Flags(), prompt)
+	if err != nil {
+		return err
+	}
+	n, err := app.openBackend(app.interrupt, cfg)
+	if err != nil {
+		return err
+	}
+	defer app.closeQuietly(n)
+	info, err := app.loadModel(app.interrupt, n, o.model)
+	if err != nil {
+		return err
+	}
+	res, err := app.generate(cmd.Context(), n, req, o.json)
+	if err != nil {
+		return err
+	}
+	res.WeightsCID = info.GetWeightsCid()
+	if o.json {
+		return writeJSON(app.stdout, res)
+	}
+	return nil
+}
+
+// readPrompt returns the prompt argument, or stdin for "-"; an empty prompt
+// is an invalid argument.
+func readPrompt(stdin io.Reader, arg string) (string, error) {
+	prompt := arg
+	if arg == "-" {
+		data, err := io.ReadAll(io.LimitReader(stdin, maxStdinPrompt+1))
+		if err != nil {
+			return "", fmt.Errorf("read prompt from stdin: %w", err)
+		}
+		if len(data) > maxStdinPrompt {
+			return "", fmt.Errorf("%w: prompt on stdin is larger than %d bytes", ErrInvalidArgument, maxStdinPrompt)
+		}
+		prompt = strings.TrimSuffix(string(data), "\n")
+	}
+	if strings.TrimSpace(prompt) == "" {
+		return "", fmt.Errorf("%w: empty prompt", ErrInvalidArgument)
+	}
+	return prompt, nil
+}
+
+// request builds the GenerateRequest; sampling flags not given stay unset.
+func (o *inferOptions) request(flags *pflag.FlagSet, prompt string) (*pb.GenerateRequest, error) {
+	req := &pb.GenerateRequest{RequestId: newRequestID(), Model: o.model, Sampling: &pb.SamplingParams{Stop: o.stop}}
+	switch {
+	case o.raw && o.system != "":
+		return nil, fmt.Errorf("%w: --raw and --system cannot be combined", ErrUsage)
+	case o.raw:
+		req.Input = &pb.GenerateRequest_RawPrompt{RawPrompt: prompt}
+	case o.system != "":
+		req.Input = &pb.GenerateRequest_Messages{Messages: &pb.ChatMessages{Messages: []*pb.ChatMessage{
+			{Role: "system", Content: o.system}, {Role: "user", Content: prompt}}}}
+	default:
+		req.Input = &pb.GenerateRequest_Prompt{Prompt: prompt}
+	}
+	sp := req.Sampling
+	set := flags.Changed
+	if set("max-tokens") {
+		sp.MaxTokens = &o.maxTokens
+	}
+	if set("temperature") {
+		sp.Temperature = &o.temperature
+	}
+	if set("top-p") {
+		sp.TopP = &o.topP
+	}
+	if set("top-k") {
+		sp.TopK = &o.topK
+	}
+	if set("seed") {
+		sp.Seed = &o.seed
+	}
+	return req, nil
+}
+
+// newRequestID returns a random id for Abort.
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return "cli-" + hex.EncodeToString(b[:])
+}
+
+// loadModel loads the model, showing progress on a terminal.
+func (app *App) loadModel(ctx context.Context, b backend.Backend, model string) (*pb.ModelInfo, error) {
+	line := newProgressLine(app.stderr, model)
+	defer line.clear()
+	phase := ""
+	info, err := b.LoadModel(ctx, model, func(p *pb.LoadModelProgress) {
+		if p.GetPhase() != phase {
+			phase = p.GetPhase()
+			app.log.Info("loading model", "model", model, "phase", phase)
+		}
+		line.update(p)
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: while loading %s", ErrInterrupted, model)
+	}
+	return info, err
+}
+
+// closeQuietly closes c, logging a failure.
+func (app *App) closeQuietly(c io.Closer) {
+	if err := c.Close(); err != nil {
+		app.log.Warn("stopping the backend", "err", err)
+	}
+}
