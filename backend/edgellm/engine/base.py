@@ -41,8 +41,9 @@ class Engine(ABC):
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[GenerationChunk]:
-        """Yield one chunk per decoded token; raises InvalidRequest before the first chunk
-        for bad input and RequestCancelled once `cancel` is set."""
+        """An iterator of one chunk per decoded token. Bad input raises InvalidRequest from
+        this call itself (not from the iterator); the iterator raises RequestCancelled once
+        `cancel` is set."""
 
     def calibrate(self) -> Speeds:
         """Measure prefill and decode speed on this machine (optional hook)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.errors import InvalidRequest
@@ -27,15 +29,9 @@ class Pipeline:
     @classmethod
     def load(cls, model_dir: Path, splits: list[int] | None = None, device: str = "cpu"):
         """Stages split at the given layer indices, e.g. [13] -> [0, 13) + [13, n)."""
-        if not splits:
-            return cls([Stage(model_dir, None, device)])
-        bounds = [0, *splits]
-        first = Stage(model_dir, LayerRange(0, splits[0]), device)
-        total = first.num_layers_total
-        stages = [first]
-        for start, end in zip(bounds[1:], [*splits[1:], total]):
-            stages.append(Stage(model_dir, LayerRange(start, end), device))
-        return cls(stages)
+        total = AutoConfig.from_pretrained(model_dir).num_hidden_layers
+        bounds = [0, *(splits or []), total]
+        return cls([Stage(model_dir, LayerRange(a, b), device) for a, b in pairwise(bounds)])
 
     @property
     def device(self) -> torch.device:

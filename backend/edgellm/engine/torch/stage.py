@@ -75,11 +75,12 @@ class Stage:
         prefix = self.model.base_model_prefix + "."
         state: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
+            names = set(f.keys())
+            for name in sorted(names):
                 local = _stage_name(name, prefix, self.layers)
                 if local is not None:
                     state[local] = f.get_tensor(name)
-            head = self._head_weight(f, prefix) if self.is_last else None
+            head = self._head_weight(f, names, prefix) if self.is_last else None
         if not self.is_first:
             state.pop("embed_tokens.weight", None)
             self.model.embed_tokens = None
@@ -91,8 +92,8 @@ class Stage:
             raise StoreError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
         self.lm_head = None if head is None else head.to(self.device)
 
-    def _head_weight(self, f, prefix: str) -> torch.Tensor:
-        if "lm_head.weight" in f.keys():
+    def _head_weight(self, f, names: set[str], prefix: str) -> torch.Tensor:
+        if "lm_head.weight" in names:
             return f.get_tensor("lm_head.weight")
         if getattr(self.config, "tie_word_embeddings", False):
             return f.get_tensor(prefix + "embed_tokens.weight")

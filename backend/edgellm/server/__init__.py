@@ -1,0 +1,1 @@
+"""The backend's gRPC server: Inference, Control and grpc.health.v1."""

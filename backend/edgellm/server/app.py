@@ -1,0 +1,129 @@
+"""Server lifecycle: bind, report health, stop on SIGTERM/SIGINT or when the parent dies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from edgellm.config import BackendConfig
+from edgellm.errors import FatalError
+from edgellm.models.store import ModelStore
+from edgellm.server.control import ControlService
+from edgellm.server.inference import InferenceService
+from edgellm.server.models import ModelManager, RequestTracker
+from edgellm.server.status import device_name, resolve_device
+from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    "",
+    inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+    control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
+)
+PARENT_POLL_S = 1.0
+MAX_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    # "unix:/abs/path.sock" or "127.0.0.1:PORT".
+    listen: str
+    # Exit when this process is gone (None: never).
+    parent_pid: int | None = None
+
+
+def _prepare_socket(listen: str) -> Path | None:
+    """For a unix address, remove a stale socket file left by a crashed server."""
+    if not listen.startswith("unix:"):
+        return None
+    path = Path(listen.removeprefix("unix:").removeprefix("//"))
+    if not path.is_absolute():
+        raise FatalError(f"unix socket path must be absolute, got {listen!r}")
+    if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def parent_alive(pid: int) -> bool:
+    """False once `pid` is gone or a zombie (dead but not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def build(
+    config: BackendConfig, device: str
+) -> tuple[grpc.Server, health.HealthServicer, RequestTracker]:
+    store = ModelStore(config.models_dir)
+    models = ModelManager(store, config.engine, device, config.calibrate)
+    tracker = RequestTracker()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
+    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(models, tracker), server)
+    control_pb2_grpc.add_ControlServicer_to_server(ControlService(models, tracker, device), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return server, health_servicer, tracker
+
+
+def serve(config: BackendConfig, options: ServeOptions) -> int:
+    device = resolve_device(config.device)
+    socket_path = _prepare_socket(options.listen)
+    server, health_servicer, tracker = build(config, device)
+    try:
+        bound = server.add_insecure_port(options.listen)
+    except RuntimeError as exc:
+        raise FatalError(f"cannot listen on {options.listen}: {exc}") from exc
+    if bound == 0 and socket_path is None:
+        raise FatalError(f"cannot listen on {options.listen}")
+    server.start()
+    for name in SERVICE_NAMES:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving on %s (device %s, models %s)",
+        options.listen,
+        device_name(device),
+        config.models_dir,
+    )
+    reason = _wait_for_stop(options.parent_pid)
+    log.info("stopping: %s", reason)
+    health_servicer.enter_graceful_shutdown()
+    server.stop(config.shutdown_grace_s).wait()
+    tracker.abort_all()
+    if socket_path is not None:
+        socket_path.unlink(missing_ok=True)
+    return 0
+
+
+def _wait_for_stop(parent_pid: int | None) -> str:
+    stop = threading.Event()
+    why: list[str] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        why.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(PARENT_POLL_S):
+        if parent_pid is not None and not parent_alive(parent_pid):
+            return f"parent process {parent_pid} is gone"
+    return why[0] if why else "stop requested"

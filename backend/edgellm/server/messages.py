@@ -1,0 +1,80 @@
+"""Protobuf <-> engine types."""
+
+from __future__ import annotations
+
+import uuid
+
+from edgellm.engine.types import (
+    ChatMessage,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    SamplingParams,
+)
+from edgellm.models.manifest import Manifest
+from edgellm.models.registry import ModelSpec
+from edgellm.v1 import control_pb2, inference_pb2
+
+_FINISH = {
+    FinishReason.STOP: inference_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: inference_pb2.FINISH_REASON_LENGTH,
+    FinishReason.STOP_STRING: inference_pb2.FINISH_REASON_STOP_STRING,
+}
+
+
+def sampling_params(msg: inference_pb2.SamplingParams) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=msg.max_tokens if msg.HasField("max_tokens") else None,
+        temperature=msg.temperature if msg.HasField("temperature") else 0.0,
+        top_p=msg.top_p if msg.HasField("top_p") else 1.0,
+        top_k=msg.top_k if msg.HasField("top_k") else 0,
+        seed=msg.seed if msg.HasField("seed") else None,
+        stop=tuple(msg.stop),
+    )
+
+
+def generation_request(msg: inference_pb2.GenerateRequest, arrival: float) -> GenerationRequest:
+    which = msg.WhichOneof("input")
+    messages = None
+    if which == "messages":
+        messages = tuple(ChatMessage(m.role, m.content) for m in msg.messages.messages)
+    return GenerationRequest(
+        request_id=msg.request_id or uuid.uuid4().hex,
+        prompt=msg.prompt if which == "prompt" else None,
+        messages=messages,
+        raw_prompt=msg.raw_prompt if which == "raw_prompt" else None,
+        sampling=sampling_params(msg.sampling),
+        arrival_time=arrival,
+    )
+
+
+def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.GenerateResponse:
+    out = inference_pb2.GenerateResponse(
+        request_id=request_id, text=chunk.text, token_ids=chunk.token_ids
+    )
+    if chunk.finish_reason is not None:
+        out.finish_reason = _FINISH[chunk.finish_reason]
+    if chunk.usage is not None:
+        out.usage.prompt_tokens = chunk.usage.prompt_tokens
+        out.usage.completion_tokens = chunk.usage.completion_tokens
+    if chunk.timings is not None:
+        t = chunk.timings
+        out.timings.ttft_ms = t.ttft_ms
+        out.timings.decode_tokens_per_s = t.decode_tokens_per_s
+        out.timings.prefill_tokens_per_s = t.prefill_tokens_per_s
+        out.timings.total_ms = t.total_ms
+    return out
+
+
+def model_info(spec: ModelSpec, manifest: Manifest | None, loaded: bool) -> control_pb2.ModelInfo:
+    info = control_pb2.ModelInfo(id=spec.id, description=spec.description, loaded=loaded)
+    if manifest is not None:
+        info.in_store = True
+        info.weights_cid = manifest.weights_cid
+        info.architecture = manifest.architecture
+        info.num_layers = manifest.num_layers
+        info.hidden_size = manifest.hidden_size
+        info.context_length = manifest.context_length
+        info.dtype = manifest.dtype
+        info.weights_bytes = manifest.weights_bytes
+    return info

@@ -1,0 +1,157 @@
+"""Loaded models: load on demand (converting into the store first), one generation at a
+time per model, measured speeds."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgellm.engine.base import Engine, EngineConfig
+from edgellm.engine.registry import engine_class
+from edgellm.engine.types import Speeds
+from edgellm.errors import InvalidRequest, RecoverableError, Unavailable
+from edgellm.models.convert import PHASE_LOAD, ProgressFn
+from edgellm.models.manifest import Manifest
+from edgellm.models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+PHASE_CALIBRATE = "measuring speed"
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    engine: Engine
+    speeds: Speeds
+    # Held while a generation runs: one request at a time per model.
+    busy: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _quiet(phase: str, done: int, total: int) -> None:
+    pass
+
+
+class ModelManager:
+    def __init__(self, store: ModelStore, engine: str, device: str, calibrate: bool) -> None:
+        self.store = store
+        self._engine = engine
+        self._device = device
+        self._calibrate = calibrate
+        self._loaded: dict[str, LoadedModel] = {}
+        self._guard = threading.Lock()  # protects _loaded and _loading
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, model_id: str) -> LoadedModel | None:
+        with self._guard:
+            return self._loaded.get(model_id)
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._guard:
+            return list(self._loaded.values())
+
+    def load(self, model_id: str, progress: ProgressFn | None = None) -> LoadedModel:
+        """The loaded model, loading (and converting) it first if needed."""
+        progress = progress or _quiet
+        self.store.registry.get(model_id)  # NOT_FOUND before anything else
+        with self._guard:
+            gate = self._loading.setdefault(model_id, threading.Lock())
+        with gate:
+            model = self.get(model_id)
+            if model is None:
+                model = self._load(model_id, progress)
+                with self._guard:
+                    self._loaded[model_id] = model
+        return model
+
+    def _load(self, model_id: str, progress: ProgressFn) -> LoadedModel:
+        started = time.monotonic()
+        try:
+            manifest = self.store.ensure(model_id, progress)
+            progress(PHASE_LOAD, 0, 1)
+            config = EngineConfig(model_dir=self.store.path(model_id), device=self._device)
+            engine = engine_class(self._engine).load(config)
+            progress(PHASE_LOAD, 1, 1)
+            speeds = self._measure(engine, progress)
+        except RecoverableError:
+            raise
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise Unavailable(f"cannot load model {model_id!r}: {exc}") from exc
+        log.info(
+            "loaded %s (%s) in %.1fs; prefill %.0f tok/s, decode %.1f tok/s",
+            model_id,
+            manifest.weights_cid,
+            time.monotonic() - started,
+            speeds.prefill_tokens_per_s,
+            speeds.decode_tokens_per_s,
+        )
+        return LoadedModel(manifest, engine, speeds)
+
+    def _measure(self, engine: Engine, progress: ProgressFn) -> Speeds:
+        if not self._calibrate:
+            return Speeds(0.0, 0.0)
+        progress(PHASE_CALIBRATE, 0, 1)
+        speeds = engine.calibrate()
+        progress(PHASE_CALIBRATE, 1, 1)
+        return speeds
+
+    def unload(self, model_id: str) -> bool:
+        self.store.registry.get(model_id)
+        with self._guard:
+            model = self._loaded.pop(model_id, None)
+        if model is None:
+            return False
+        with model.busy:  # let a running generation finish first
+            model.engine.close()
+        return True
+
+
+class RequestTracker:
+    """Running requests by id, so Abort can reach them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Event] = {}
+
+    def start(self, request_id: str) -> threading.Event:
+        with self._lock:
+            if request_id in self._running:
+                raise InvalidRequest(f"request_id {request_id!r} is already running")
+            event = threading.Event()
+            self._running[request_id] = event
+            return event
+
+    def finish(self, request_id: str) -> None:
+        with self._lock:
+            self._running.pop(request_id, None)
+
+    def abort(self, request_id: str) -> bool:
+        with self._lock:
+            event = self._running.get(request_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def abort_all(self) -> None:
+        with self._lock:
+            events = list(self._running.values())
+        for event in events:
+            event.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+
+def wait_for(lock: threading.Lock, cancel: threading.Event, on_cancel: Callable[[], None]) -> None:
+    """Acquire `lock`, giving up (via on_cancel, which raises) once `cancel` is set."""
+    while not lock.acquire(timeout=0.05):
+        if cancel.is_set():
+            on_cancel()
+    if cancel.is_set():
+        lock.release()
+        on_cancel()
