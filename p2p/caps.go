@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -131,7 +132,7 @@ func (s *CapsService) serve(st network.Stream) error {
 }
 
 // readCapsRequest reads one size-capped CapabilityRequest.
-func readCapsRequest(r network.Stream) (*pb.CapabilityRequest, error) {
+func readCapsRequest(r io.Reader) (*pb.CapabilityRequest, error) {
 	var req pb.CapabilityRequest
 	if err := pbio.NewDelimitedReader(r, MaxRequestSize).ReadMsg(&req); err != nil {
 		return nil, fmt.Errorf("read caps request: %w", err)
@@ -187,7 +188,7 @@ func (s *CapsService) fetch(st network.Stream, p peer.ID) (*Record, []byte, erro
 }
 
 // readEnvelope reads one length-delimited message of at most MaxRecordSize.
-func readEnvelope(st network.Stream) ([]byte, error) {
+func readEnvelope(st io.Reader) ([]byte, error) {
 	r := msgio.NewVarintReaderSize(st, MaxRecordSize)
 	msg, err := r.ReadMsg()
 	if err != nil {

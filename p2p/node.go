@@ -27,6 +27,8 @@ type Node struct {
 	leaveErr  error
 	closeOnce sync.Once
 	closeErr  error
+	downOnce  sync.Once
+	downErr   error
 }
 
 // New starts a node. Close (after Leave, for a worker) ends it.
@@ -151,12 +153,17 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
-// shutdown stops without withdrawing; used by Close and by crash tests.
+// shutdown stops without withdrawing; used by Close and by crash tests. It is
+// idempotent.
 func (n *Node) shutdown() error {
-	if n.adv != nil {
-		n.adv.stop()
-	}
-	return errors.Join(n.caps.Close(), n.disc.Close(), n.host.Close())
+	n.downOnce.Do(func() {
+		n.leaveOnce.Do(func() {}) // a stopped node cannot withdraw any more
+		if n.adv != nil {
+			n.adv.stop()
+		}
+		n.downErr = errors.Join(n.caps.Close(), n.disc.Close(), n.host.Close())
+	})
+	return n.downErr
 }
 
 // FetchRecord reads p's record: directly over CapsProtocol when p answers,

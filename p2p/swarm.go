@@ -162,3 +162,5 @@ func ParseBootstrapAddrs(ss []string) ([]peer.AddrInfo, error) {
 	}
 	return infos, nil
 }
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }

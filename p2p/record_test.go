@@ -1,0 +1,157 @@
+package p2p
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// signedRecord signs a record of key's peer with seq, valid for ttl from now.
+func signedRecord(t testing.TB, key crypto.PrivKey, seq uint64, ttl time.Duration, c Capabilities) ([]byte, *Record) {
+	t.Helper()
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rec := &Record{Capabilities: c, PeerID: id, Seq: seq, Issued: now.Add(-time.Second), Expires: now.Add(ttl),
+		Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/4001")}}
+	env, err := SealRecord(rec, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, rec
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	key := newKey(t)
+	env, want := signedRecord(t, key, 7, time.Minute, sampleCaps("smollm2-135m"))
+	got, err := OpenRecord(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PeerID != want.PeerID || got.Seq != 7 || got.Device != "cpu" || len(got.Models) != 1 ||
+		got.Models[0].LayerRanges[0] != (LayerRange{0, 30}) || got.PricePer1kMicros != 1500 ||
+		got.RayAddress != want.RayAddress || !got.Addrs[0].Equal(want.Addrs[0]) {
+		t.Fatalf("round trip: %+v", got)
+	}
+	if !got.Serves("smollm2-135m") || !got.Serves("bafk-smollm2-135m") || got.Serves("other") {
+		t.Fatal("Serves")
+	}
+}
+
+func TestForgedRecordRefused(t *testing.T) {
+	victim, forger := newKey(t), newKey(t)
+	victimID, _ := peer.IDFromPrivateKey(victim)
+	rec := &Record{PeerID: victimID, Seq: 1, Issued: time.Now(), Expires: time.Now().Add(time.Minute)}
+	// SealRecord refuses to sign for another peer...
+	if _, err := SealRecord(rec, forger); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("SealRecord with a foreign key: %v", err)
+	}
+	// ...and an envelope made by hand is refused on open and by the validator.
+	env, err := record.Seal(rec, forger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := env.Marshal()
+	if _, err := OpenRecord(data); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("OpenRecord(forged) = %v", err)
+	}
+	if err := (Validator{}).Validate(RecordKey(victimID), data); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("Validate(forged) = %v", err)
+	}
+	// A tampered payload breaks the signature.
+	good, _ := signedRecord(t, victim, 1, time.Minute, sampleCaps("m"))
+	i := strings.Index(string(good), "lab")
+	bad := append([]byte(nil), good...)
+	bad[i] = 'X'
+	if _, err := OpenRecord(bad); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("OpenRecord(tampered) = %v", err)
+	}
+}
+
+func TestRecordFieldLimits(t *testing.T) {
+	key := newKey(t)
+	id, _ := peer.IDFromPrivateKey(key)
+	now := time.Now()
+	base := func() *Record {
+		return &Record{Capabilities: sampleCaps("m"), PeerID: id, Seq: 1, Issued: now, Expires: now.Add(time.Minute)}
+	}
+	cases := map[string]func(r *Record){
+		"seq zero":        func(r *Record) { r.Seq = 0 },
+		"expires first":   func(r *Record) { r.Expires = r.Issued.Add(-time.Second) },
+		"lives too long":  func(r *Record) { r.Expires = r.Issued.Add(25 * time.Hour) },
+		"bad layer range": func(r *Record) { r.Models[0].LayerRanges = []LayerRange{{Start: 10, End: 40}} },
+		"empty model id":  func(r *Record) { r.Models[0].ID = "" },
+		"long string":     func(r *Record) { r.Region = strings.Repeat("x", maxStringLen+1) },
+		"negative speed":  func(r *Record) { r.DecodeTokensPerS = -1 },
+		"too many models": func(r *Record) { r.Models = make([]Model, maxModels+1) },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := base()
+			mutate(r)
+			env, err := record.Seal(r, key) // bypass SealRecord's own checks
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := env.Marshal()
+			if _, err := OpenRecord(data); !errors.Is(err, ErrInvalidRecord) {
+				t.Fatalf("OpenRecord = %v, want ErrInvalidRecord", err)
+			}
+		})
+	}
+}
+
+func TestOversizedRecordRefused(t *testing.T) {
+	key := newKey(t)
+	c := sampleCaps()
+	for i := 0; i < maxModels; i++ {
+		c.Models = append(c.Models, Model{ID: strings.Repeat("m", 250) + string(rune('a'+i%26)),
+			WeightsCID: strings.Repeat("c", 200), NumLayers: 1})
+	}
+	id, _ := peer.IDFromPrivateKey(key)
+	rec := &Record{Capabilities: c, PeerID: id, Seq: 1, Issued: time.Now(), Expires: time.Now().Add(time.Minute)}
+	if _, err := SealRecord(rec, key); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("SealRecord(huge) = %v", err)
+	}
+	env, _ := record.Seal(rec, key)
+	data, _ := env.Marshal()
+	if _, err := OpenRecord(data); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("OpenRecord(huge) = %v", err)
+	}
+	if err := (Validator{}).Validate(RecordKey(id), data); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("Validate(huge) = %v", err)
+	}
+}
+
+func FuzzOpenRecord(f *testing.F) {
+	key := newKey(f)
+	good, _ := signedRecord(f, key, 3, time.Hour, sampleCaps("a", "b"))
+	withdrawn, _ := signedRecord(f, key, 4, time.Hour, Capabilities{})
+	f.Add(good)
+	f.Add(withdrawn)
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x00})
+	f.Add(good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rec, err := OpenRecord(data)
+		if err != nil {
+			return
+		}
+		// A record that opens is signed by its own peer and re-encodes.
+		if _, err := rec.MarshalRecord(); err != nil {
+			t.Fatal(err)
+		}
+		v := Validator{Now: func() time.Time { return rec.Issued }}
+		if err := v.Validate(RecordKey(rec.PeerID), data); err != nil && !errors.Is(err, ErrRecordExpired) {
+			t.Fatalf("opened but does not validate: %v", err)
+		}
+	})
+}

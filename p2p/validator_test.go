@@ -1,0 +1,45 @@
+package p2p
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func TestValidator(t *testing.T) {
+	key, other := newKey(t), newKey(t)
+	id, _ := peer.IDFromPrivateKey(key)
+	otherID, _ := peer.IDFromPrivateKey(other)
+	older, _ := signedRecord(t, key, 5, time.Minute, sampleCaps("m"))
+	newer, _ := signedRecord(t, key, 6, time.Minute, sampleCaps("m"))
+	expired, _ := signedRecord(t, key, 9, time.Millisecond, sampleCaps("m"))
+	v := Validator{}
+	time.Sleep(2 * time.Millisecond) // let the 1ms record expire (not synchronization)
+
+	if err := v.Validate(RecordKey(id), newer); err != nil {
+		t.Fatalf("valid record: %v", err)
+	}
+	if err := v.Validate(RecordKey(id), expired); !errors.Is(err, ErrRecordExpired) {
+		t.Fatalf("expired: %v", err)
+	}
+	if err := v.Validate(RecordKey(otherID), newer); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("under another peer's key: %v", err)
+	}
+	for _, key := range []string{"/other/" + string(id), "/edgellm-caps/garbage", ""} {
+		if err := v.Validate(key, newer); !errors.Is(err, ErrInvalidRecord) {
+			t.Fatalf("key %q: %v", key, err)
+		}
+	}
+	// Newest sequence wins, in either order; invalid entries never win.
+	for _, vals := range [][][]byte{{older, newer}, {newer, older}, {expired, older, newer, []byte("junk")}} {
+		i, err := v.Select(RecordKey(id), vals)
+		if err != nil || string(vals[i]) != string(newer) {
+			t.Fatalf("Select picked %d (%v)", i, err)
+		}
+	}
+	if _, err := v.Select(RecordKey(id), [][]byte{expired, []byte("junk")}); err == nil {
+		t.Fatal("Select chose among invalid records")
+	}
+}
