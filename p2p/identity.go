@@ -65,3 +65,13 @@ func decodeIdentity(path string, data []byte) (crypto.PrivKey, error) {
 	}
 	return priv, nil
 }
+
+// NewEphemeralIdentity returns a fresh Ed25519 key that is not stored
+// anywhere (benchmarks, throwaway clients).
+func NewEphemeralIdentity() (crypto.PrivKey, error) {
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate identity: %w", err)
+	}
+	return priv, nil
+}
