@@ -63,6 +63,9 @@ func commands(app *App) []*cobra.Command {
 		newInferCommand(app),
 		newModelsCommand(app),
 		newVersionCommand(app),
+		newSwarmCommand(app),
+		newWorkerCommand(app),
+		newPeersCommand(app),
 	}
 }
 

@@ -1,0 +1,238 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+	"unicode/utf8"
+
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/spf13/cobra"
+
+	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/p2p"
+)
+
+// workerStateFile is written while a worker runs: its peer id, addresses and
+// a join string through it, for operators and scripts. Removed on exit.
+const workerStateFile = "worker.json"
+
+// leaveTimeout bounds the withdrawal on Ctrl-C / SIGTERM.
+const leaveTimeout = 10 * time.Second
+
+const workerLong = `Volunteer this machine: start the backend, load the model, join the swarm and
+advertise a signed capability record (device, memory, models with their weights
+CID and layers, measured speeds, load, price, region) until stopped.
+
+The swarm comes from --join, else from <data-dir>/swarm.join (edgellm swarm
+init). Members are found through the join string's bootstrap peers, --bootstrap
+and mDNS on the LAN. The record is refreshed every minute and expires after
+three; Ctrl-C or SIGTERM leaves gracefully (a signed withdrawal, then the
+backend stops) and exits 0. A worker that crashes drops out of others' view when
+its record expires.
+
+Listen addresses are TCP multiaddrs (port 0 picks a free port). QUIC is refused:
+libp2p cannot protect it with the swarm secret. While running, the worker writes
+<data-dir>/worker.json with its peer id, addresses and a join string through it.`
+
+type workerOptions struct {
+	swarm       swarmFlags
+	listen      []string
+	model       string
+	price       float64
+	label       string
+	maxSessions uint32
+	rayAddress  string
+	refresh     time.Duration
+	recordTTL   time.Duration
+}
+
+func newWorkerCommand(app *App) *cobra.Command {
+	o := &workerOptions{}
+	cmd := &cobra.Command{
+		Use:   "worker [--join STRING] [--listen ADDRS] [--price P] [--label L]",
+		Short: "Join a swarm and serve a model to its members",
+		Long:  workerLong,
+		Example: `  edgellm worker --join "$(cat join.txt)"
+  edgellm worker --listen /ip4/0.0.0.0/tcp/4001 --price 0.5 --label eu-west`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error { return app.runWorker(cmd, o) },
+	}
+	o.swarm.register(cmd)
+	f := cmd.Flags()
+	f.StringSliceVar(&o.listen, "listen", nil, "listen multiaddrs, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
+	f.StringVar(&o.model, "model", "", "model to serve (default $EDGELLM_MODEL, else node.model, else smollm2-135m)")
+	f.Float64Var(&o.price, "price", 0, "price per 1000 tokens, in credits (0 = free)")
+	f.StringVar(&o.label, "label", "", "region label shown to others, e.g. eu-west")
+	f.Uint32Var(&o.maxSessions, "max-sessions", 1, "most inference sessions served at once")
+	f.StringVar(&o.rayAddress, "ray-address", "", "address a Ray head should use to reach this machine (default: its first non-loopback IPv4)")
+	f.DurationVar(&o.refresh, "refresh", p2p.DefaultRefreshInterval, "how often the capability record is re-published")
+	f.DurationVar(&o.recordTTL, "record-ttl", p2p.DefaultRecordTTL, "how long a capability record stays valid (at least 3x --refresh)")
+	return cmd
+}
+
+func (o *workerOptions) validate() error {
+	switch {
+	case math.IsNaN(o.price) || math.IsInf(o.price, 0) || o.price < 0 || o.price > 1e9:
+		return fmt.Errorf("%w: --price must be between 0 and 1e9", ErrInvalidArgument)
+	case len(o.label) > 64 || !utf8.ValidString(o.label):
+		return fmt.Errorf("%w: --label must be at most 64 bytes of UTF-8", ErrInvalidArgument)
+	case o.maxSessions == 0:
+		return fmt.Errorf("%w: --max-sessions must be at least 1", ErrInvalidArgument)
+	case len(o.rayAddress) > 255:
+		return fmt.Errorf("%w: --ray-address too long", ErrInvalidArgument)
+	}
+	return nil
+}
+
+func parseListen(ss []string) ([]ma.Multiaddr, error) {
+	var out []ma.Multiaddr
+	for _, s := range ss {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --listen %q: %v", ErrUsage, s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	cfg, err := app.config(cmd)
+	if err != nil {
+		return err
+	}
+	join, err := o.swarm.resolve(cfg)
+	if err != nil {
+		return err
+	}
+	listen, err := parseListen(o.listen)
+	if err != nil {
+		return err
+	}
+	if o.model == "" {
+		o.model = cfg.Node.Model
+	}
+	b, err := app.openBackend(app.interrupt, cfg)
+	if err != nil {
+		return err
+	}
+	defer app.closeQuietly(b)
+	info, err := app.loadModel(app.interrupt, b, o.model)
+	if err != nil {
+		return err
+	}
+	src := &backendSource{b: b, price: uint64(math.Round(o.price * 1e6)), region: o.label,
+		maxSessions: o.maxSessions, rayAddress: o.rayAddress}
+	node, err := p2p.New(
+		p2p.WithDataDir(cfg.DataDir), p2p.WithSecret(join.Secret), p2p.WithListenAddrs(listen...),
+		p2p.WithBootstrap(join.Bootstrap...), p2p.WithMDNS(!o.swarm.noMDNS), p2p.WithCapabilitySource(src),
+		p2p.WithRecordTiming(o.refresh, o.recordTTL), p2p.WithLogger(app.log),
+	)
+	if err != nil {
+		return networkError(err)
+	}
+	src.setHostAddrs(node.Host().Addrs())
+	statePath := filepath.Join(cfg.DataDir, workerStateFile)
+	if err := writeWorkerState(statePath, node); err != nil {
+		app.log.Warn("worker state file", "err", err)
+	}
+	defer os.Remove(statePath)
+	fmt.Fprintf(app.stderr, "Worker %s joined swarm %s, serving %s (%s). Stop with Ctrl-C.\nOthers can join through this worker with:\n%s\n",
+		node.ID(), join.Secret.ID(), info.GetId(), info.GetWeightsCid(), node.JoinString())
+	<-app.interrupt.Done()
+	fmt.Fprintln(app.stderr, "Leaving the swarm…")
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	if err := node.Leave(ctx); err != nil {
+		app.log.Warn("withdrawal not published everywhere; the record will expire", "err", err)
+	}
+	return node.Close()
+}
+
+// networkError marks configuration mistakes (QUIC in a private swarm, bad
+// options) as usage errors.
+func networkError(err error) error {
+	if errors.Is(err, p2p.ErrInvalidConfig) || errors.Is(err, p2p.ErrQUICInPrivateSwarm) {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	return fmt.Errorf("network: %w", err)
+}
+
+type workerState struct {
+	PeerID string   `json:"peer_id"`
+	Addrs  []string `json:"addrs"`
+	Join   string   `json:"join"`
+}
+
+func writeWorkerState(path string, n *p2p.Node) error {
+	st := workerState{PeerID: n.ID().String(), Join: n.JoinString()}
+	for _, a := range n.P2PAddrs() {
+		st.Addrs = append(st.Addrs, a.String())
+	}
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeSecretFile(path, string(data)+"\n")
+}
+
+// backendSource adapts the backend's Status to p2p.CapabilitySource: the
+// loaded models (each holdable whole), device, memory, measured speeds and
+// load, plus the operator's price, label and session limit.
+type backendSource struct {
+	b           backend.Backend
+	price       uint64
+	region      string
+	maxSessions uint32
+	rayAddress  string
+}
+
+var _ p2p.CapabilitySource = (*backendSource)(nil)
+
+// setHostAddrs fills the default Ray address from the host's addresses.
+func (s *backendSource) setHostAddrs(addrs []ma.Multiaddr) {
+	if s.rayAddress != "" {
+		return
+	}
+	s.rayAddress = "127.0.0.1"
+	for _, a := range addrs {
+		ip, err := manet.ToIP(a)
+		if err == nil && ip.To4() != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
+			s.rayAddress = ip.String()
+			return
+		}
+	}
+}
+
+// Capabilities implements p2p.CapabilitySource.
+func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, error) {
+	st, err := s.b.Status(ctx)
+	if err != nil {
+		return p2p.Capabilities{}, err
+	}
+	c := p2p.Capabilities{
+		BackendVersion: st.GetBackendVersion(), Device: st.GetDevice(),
+		MemoryTotalBytes: st.GetMemoryTotalBytes(), MemoryFreeBytes: st.GetMemoryFreeBytes(),
+		PrefillTokensPerS: st.GetPrefillTokensPerS(), DecodeTokensPerS: st.GetDecodeTokensPerS(),
+		ActiveSessions: st.GetActiveRequests(), MaxSessions: s.maxSessions,
+		PricePer1kMicros: s.price, Region: s.region, RayAddress: s.rayAddress,
+	}
+	for _, m := range st.GetLoadedModels() {
+		md := p2p.Model{ID: m.GetId(), WeightsCID: m.GetWeightsCid(), NumLayers: m.GetNumLayers()}
+		if md.NumLayers > 0 {
+			md.LayerRanges = []p2p.LayerRange{{Start: 0, End: md.NumLayers}}
+		}
+		c.Models = append(c.Models, md)
+	}
+	return c, nil
+}
