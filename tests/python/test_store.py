@@ -1,0 +1,64 @@
+"""The model store: manifest and CID are stable on reload; loading reads the store only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from edgellm.models.cid import file_cid
+from edgellm.models.manifest import WEIGHTS_NAME, Manifest
+from edgellm.models.store import ModelStore
+
+from .conftest import MODEL_ID
+
+
+def test_manifest_describes_the_model(store_dir: Path) -> None:
+    manifest = Manifest.read(store_dir)
+    assert manifest.id == MODEL_ID
+    assert (manifest.num_layers, manifest.hidden_size) == (30, 576)
+    assert manifest.context_length == 8192
+    assert manifest.architecture == "LlamaForCausalLM"
+    assert manifest.dtype == "float32"
+    assert manifest.weights_bytes == (store_dir / WEIGHTS_NAME).stat().st_size
+    assert manifest.weights_cid.startswith("bafy")
+
+
+def test_reload_gives_same_cid_and_manifest(models_dir: Path, store_dir: Path) -> None:
+    before = (store_dir / "edgellm-model.json").read_text()
+    manifest = ModelStore(models_dir).ensure(MODEL_ID)  # already there: no conversion
+    assert (store_dir / "edgellm-model.json").read_text() == before
+    assert file_cid(store_dir / WEIGHTS_NAME) == manifest.weights_cid
+
+
+def test_tied_head_is_not_stored(store_dir: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(store_dir / WEIGHTS_NAME), framework="pt") as f:
+        names = set(f.keys())
+    assert "lm_head.weight" not in names
+    assert "model.embed_tokens.weight" in names
+    assert (
+        json.loads((store_dir / "config.json").read_text())["tie_word_embeddings"]
+        is True
+    )
+
+
+def test_prepare_cli_is_quiet_when_piped(models_dir: Path, store_dir: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgellm.models",
+        "prepare",
+        "--models-dir",
+        str(models_dir),
+    ]
+    done = subprocess.run([*cmd, MODEL_ID], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(store_dir)
+    assert done.stderr == ""
+    bad = subprocess.run(
+        [*cmd, "no-such-model"], check=False, capture_output=True, text=True
+    )
+    assert bad.returncode == 1
+    assert "unknown model 'no-such-model'" in bad.stderr
