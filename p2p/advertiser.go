@@ -2,12 +2,14 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 )
@@ -164,7 +166,11 @@ func (a *advertiser) withdraw(ctx context.Context) error {
 		return err
 	}
 	a.caps.SetRecord(env)
-	if err := a.disc.PutRecord(ctx, env); err != nil {
+	err = a.disc.PutRecord(ctx, env)
+	if errors.Is(err, kb.ErrLookupFailure) {
+		return nil // alone in the swarm: nobody to tell, the local copy is withdrawn
+	}
+	if err != nil {
 		return fmt.Errorf("publish withdrawal: %w", err)
 	}
 	return nil

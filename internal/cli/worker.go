@@ -156,7 +156,11 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if err := node.Leave(ctx); err != nil {
 		app.log.Warn("withdrawal not published everywhere; the record will expire", "err", err)
 	}
-	return node.Close()
+	if err := node.Close(); err != nil {
+		app.log.Warn("closing the network", "err", err)
+	}
+	fmt.Fprintln(app.stderr, "Left the swarm.")
+	return nil
 }
 
 // networkError marks configuration mistakes (QUIC in a private swarm, bad

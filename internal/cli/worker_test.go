@@ -1,0 +1,250 @@
+package cli_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgellm/edgellm/internal/testutil"
+)
+
+// buildEdgellm builds the edgellm binary into a temporary directory.
+func buildEdgellm(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "edgellm")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = testutil.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type cliEnv struct {
+	t   *testing.T
+	bin string
+	env []string
+}
+
+// run runs edgellm to completion and returns stdout, stderr and exit code.
+func (c *cliEnv) run(args ...string) (string, string, int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd.Env = c.env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatalf("run %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+type workerProc struct {
+	cmd     *exec.Cmd
+	dataDir string
+	stderr  *bytes.Buffer
+	done    chan error
+}
+
+// startWorker starts `edgellm worker` and waits for its worker.json.
+func (c *cliEnv) startWorker(dataDir string, args ...string) *workerProc {
+	c.t.Helper()
+	full := append([]string{"--data-dir", dataDir, "worker", "--listen", "/ip4/127.0.0.1/tcp/0",
+		"--refresh", "2s", "--record-ttl", "6s"}, args...)
+	cmd := exec.Command(c.bin, full...)
+	cmd.Env = c.env
+	w := &workerProc{cmd: cmd, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = w.stderr
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() { w.done <- cmd.Wait() }()
+	c.t.Cleanup(func() { w.stop(c.t) })
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(dataDir, "worker.json")); err == nil {
+			return w
+		}
+		select {
+		case err := <-w.done:
+			w.done <- err
+			c.t.Fatalf("worker exited before joining: %v\n%s", err, w.stderr)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("worker did not join in time\n%s", w.stderr)
+		}
+	}
+}
+
+func (w *workerProc) state(t *testing.T) (peerID string, addrs []string) {
+	data, err := os.ReadFile(filepath.Join(w.dataDir, "worker.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		PeerID string   `json:"peer_id"`
+		Addrs  []string `json:"addrs"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.PeerID, st.Addrs
+}
+
+// stop sends SIGTERM and waits; it is a no-op once the worker has exited.
+func (w *workerProc) stop(t *testing.T) error {
+	if w.cmd.ProcessState != nil {
+		return nil
+	}
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-w.done:
+		w.done <- err
+		return err
+	case <-time.After(60 * time.Second):
+		w.cmd.Process.Kill()
+		err := <-w.done
+		w.done <- err
+		t.Errorf("worker ignored SIGTERM\n%s", w.stderr)
+		return err
+	}
+}
+
+type peerEntry struct {
+	PeerID string `json:"peer_id"`
+	Models []struct {
+		ID         string `json:"id"`
+		WeightsCID string `json:"weights_cid"`
+		NumLayers  int    `json:"num_layers"`
+	} `json:"models"`
+	Device           string   `json:"device"`
+	RTTMs            *float64 `json:"rtt_ms"`
+	DecodeTokensPerS *float64 `json:"decode_tokens_per_s"`
+}
+
+// peers runs `edgellm peers --json` until it lists exactly want (or fails).
+func (c *cliEnv) peersUntil(want map[string]bool, args ...string) []peerEntry {
+	c.t.Helper()
+	var got []peerEntry
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		out, errOut, code := c.run(append([]string{"--data-dir", c.t.TempDir(), "peers", "--json", "--timeout", "8s"}, args...)...)
+		if code != 0 {
+			c.t.Fatalf("peers exited %d: %s", code, errOut)
+		}
+		got = nil
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			c.t.Fatalf("peers --json: %v\n%s", err, out)
+		}
+		ids := map[string]bool{}
+		for _, p := range got {
+			ids[p.PeerID] = true
+		}
+		if len(ids) == len(want) && len(got) == len(want) {
+			all := true
+			for id := range want {
+				all = all && ids[id]
+			}
+			if all {
+				return got
+			}
+		}
+	}
+	c.t.Fatalf("peers never listed exactly %v; last: %+v", want, got)
+	return nil
+}
+
+// TestWorkersAndPeers: two `edgellm worker` processes and a third node;
+// `peers --json` lists both with their models and RTTs, through a bootstrap
+// peer and through mDNS alone; a node of another swarm sees nobody; a
+// malformed join string exits 2 with one line; SIGTERM leaves gracefully.
+func TestWorkersAndPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	testutil.NoLeakedChildren(t)
+	python := testutil.Python(t)
+	c := &cliEnv{t: t, bin: buildEdgellm(t), env: append(os.Environ(),
+		"EDGELLM_PYTHON="+python, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))}
+
+	join, errOut, code := c.run("--data-dir", t.TempDir(), "swarm", "init")
+	join = strings.TrimSpace(join)
+	if code != 0 || strings.Contains(join, "\n") || !strings.HasPrefix(join, "edgellm1:") {
+		t.Fatalf("swarm init: code %d, stdout %q, stderr %q", code, join, errOut)
+	}
+
+	_, stderr, code := c.run("--data-dir", t.TempDir(), "peers", "--join", join[:len(join)-3])
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "invalid join string") {
+		t.Fatalf("malformed join string: code %d, stderr %q", code, stderr)
+	}
+
+	a := c.startWorker(t.TempDir(), "--join", join, "--price", "0.25", "--label", "test")
+	aID, aAddrs := a.state(t)
+	b := c.startWorker(t.TempDir(), "--join", join, "--bootstrap", aAddrs[0])
+	bID, _ := b.state(t)
+	both := map[string]bool{aID: true, bID: true}
+
+	// Through a bootstrap peer, mDNS off.
+	got := c.peersUntil(both, "--join", join, "--no-mdns", "--bootstrap", aAddrs[0])
+	for _, p := range got {
+		if len(p.Models) != 1 || p.Models[0].ID != "smollm2-135m" || p.Models[0].WeightsCID == "" ||
+			p.Models[0].NumLayers != 30 || p.RTTMs == nil || *p.RTTMs <= 0 || p.Device == "" || p.DecodeTokensPerS == nil {
+			t.Fatalf("peer entry incomplete: %+v", p)
+		}
+	}
+	// mDNS alone: no bootstrap address anywhere.
+	c.peersUntil(both, "--join", join, "--model", "smollm2-135m")
+
+	// A node with another swarm's secret sees nobody, even pointed at a member.
+	other, _, _ := c.run("--data-dir", t.TempDir(), "swarm", "init")
+	out, _, code := c.run("--data-dir", t.TempDir(), "peers", "--json", "--timeout", "3s",
+		"--join", strings.TrimSpace(other), "--bootstrap", aAddrs[0])
+	if code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("outsider: code %d, %s", code, out)
+	}
+
+	// Graceful leave: SIGTERM, exit 0, and the other worker alone remains.
+	if err := a.stop(t); err != nil {
+		t.Fatalf("worker exit after SIGTERM: %v\n%s", err, a.stderr)
+	}
+	c.peersUntil(map[string]bool{bID: true}, "--join", join, "--no-mdns", "--bootstrap", mustAddr(t, b))
+	if err := b.stop(t); err != nil {
+		t.Fatalf("worker exit after SIGTERM: %v\n%s", err, b.stderr)
+	}
+	if !strings.Contains(lastLine(b.stderr.String()), "Left the swarm") {
+		t.Fatalf("worker did not report leaving: %q", lastLine(b.stderr.String()))
+	}
+}
+
+func mustAddr(t *testing.T, w *workerProc) string {
+	_, addrs := w.state(t)
+	return addrs[0]
+}
+
+func lastLine(s string) string {
+	var last string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			last = l
+		}
+	}
+	return last
+}
