@@ -1,0 +1,191 @@
+"""The gRPC server as the Go node sees it: a subprocess on a unix socket."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+
+import grpc
+import pytest
+from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .conftest import MODEL_ID
+
+OK_PROMPT = "What is the capital of France?"
+
+
+def _inference(server) -> inference_pb2_grpc.InferenceStub:
+    return inference_pb2_grpc.InferenceStub(server.channel)
+
+
+def _control(server) -> control_pb2_grpc.ControlStub:
+    return control_pb2_grpc.ControlStub(server.channel)
+
+
+def _generate(server, **fields) -> list[inference_pb2.GenerateResponse]:
+    fields.setdefault("model", MODEL_ID)
+    return list(
+        _inference(server).Generate(
+            inference_pb2.GenerateRequest(**fields), timeout=300
+        )
+    )
+
+
+def test_health_serving_for_all_services(server) -> None:
+    stub = health_pb2_grpc.HealthStub(server.channel)
+    for name in ("", "edgellm.v1.Inference", "edgellm.v1.Control"):
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_load_model_streams_progress_then_info(server) -> None:
+    progress = list(
+        _control(server).LoadModel(control_pb2.LoadModelRequest(model=MODEL_ID))
+    )
+    assert progress[-1].HasField("model")
+    info = progress[-1].model
+    assert (info.id, info.loaded, info.in_store, info.num_layers) == (
+        MODEL_ID,
+        True,
+        True,
+        30,
+    )
+    assert info.weights_cid.startswith("bafy")
+    status = _control(server).Status(control_pb2.StatusRequest())
+    assert status.device == "cpu"
+    assert status.memory_total_bytes >= status.memory_free_bytes > 0
+    assert status.decode_tokens_per_s > 0 and status.prefill_tokens_per_s > 0
+    assert [m.id for m in status.loaded_models] == [MODEL_ID]
+
+
+def test_generate_streams_one_response_per_token(server) -> None:
+    responses = _generate(server, prompt=OK_PROMPT, request_id="r1")
+    assert "".join(r.text for r in responses) == "The capital of France is Paris."
+    assert all(len(r.token_ids) == 1 and r.request_id == "r1" for r in responses)
+    last = responses[-1]
+    assert last.finish_reason == inference_pb2.FINISH_REASON_STOP
+    assert last.usage.completion_tokens == len(responses)
+    assert last.usage.prompt_tokens > 0 and last.timings.ttft_ms > 0
+
+
+def test_stop_string_over_grpc(server) -> None:
+    sampling = inference_pb2.SamplingParams(stop=["Paris"])
+    responses = _generate(server, prompt=OK_PROMPT, sampling=sampling)
+    assert "".join(r.text for r in responses) == "The capital of France is "
+    assert responses[-1].finish_reason == inference_pb2.FINISH_REASON_STOP_STRING
+
+
+def test_messages_and_seeded_sampling(server) -> None:
+    messages = inference_pb2.ChatMessages(
+        messages=[inference_pb2.ChatMessage(role="user", content="Name a colour.")]
+    )
+    sampling = inference_pb2.SamplingParams(temperature=0.9, seed=42, max_tokens=8)
+    first = _generate(server, messages=messages, sampling=sampling)
+    again = _generate(server, messages=messages, sampling=sampling)
+    assert [r.token_ids for r in first] == [r.token_ids for r in again]
+    assert first[-1].usage.completion_tokens <= 8
+
+
+S = inference_pb2.SamplingParams
+BAD_REQUESTS = [
+    ({"model": "no-such-model", "prompt": "hi"}, grpc.StatusCode.NOT_FOUND),
+    ({"prompt": ""}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"prompt": "  \n "}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"prompt": "hi", "sampling": S(max_tokens=0)}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"prompt": "hi", "sampling": S(max_tokens=-3)}, grpc.StatusCode.INVALID_ARGUMENT),
+    (
+        {"prompt": "hi", "sampling": S(max_tokens=9000)},
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    ({"prompt": "hi", "sampling": S(temperature=3)}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"prompt": "hi", "sampling": S(top_p=0)}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"prompt": "hi", "sampling": S(top_p=1.01)}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"prompt": "hi", "sampling": S(stop=[""])}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"raw_prompt": "word " * 9000}, grpc.StatusCode.INVALID_ARGUMENT),
+]
+
+
+@pytest.mark.parametrize(("fields", "code"), BAD_REQUESTS)
+def test_bad_requests_get_status_codes(server, fields, code) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        _generate(server, **fields)
+    assert info.value.code() == code
+    assert "\n" not in info.value.details()
+
+
+def test_abort_cancels_stream_and_next_request_works(server) -> None:
+    sampling = inference_pb2.SamplingParams(max_tokens=400)
+    request = inference_pb2.GenerateRequest(
+        model=MODEL_ID,
+        raw_prompt="1, 2, 3, 4, 5,",
+        request_id="long",
+        sampling=sampling,
+    )
+    stream = _inference(server).Generate(request, timeout=300)
+    next(stream)  # running now
+    assert (
+        _inference(server).Abort(inference_pb2.AbortRequest(request_id="long")).aborted
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        list(stream)
+    assert info.value.code() == grpc.StatusCode.CANCELLED
+    assert (
+        not _inference(server)
+        .Abort(inference_pb2.AbortRequest(request_id="long"))
+        .aborted
+    )
+    assert "Paris" in "".join(r.text for r in _generate(server, prompt=OK_PROMPT))
+
+
+def test_concurrent_requests_do_not_mix(server) -> None:
+    results: dict[str, str] = {}
+
+    def run(name: str, prompt: str) -> None:
+        results[name] = "".join(
+            r.text
+            for r in _generate(server, raw_prompt=prompt, sampling=S(max_tokens=12))
+        )
+
+    prompts = {"a": "The first law of motion says", "b": "def add(a, b):"}
+    threads = [threading.Thread(target=run, args=item) for item in prompts.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, prompt in prompts.items():
+        alone = "".join(
+            r.text
+            for r in _generate(server, raw_prompt=prompt, sampling=S(max_tokens=12))
+        )
+        assert results[name] == alone
+
+
+def test_list_models(server) -> None:
+    models = _control(server).ListModels(control_pb2.ListModelsRequest()).models
+    assert [m.id for m in models] == [MODEL_ID]
+    assert models[0].in_store and models[0].description
+
+
+def test_unknown_model_load_is_not_found(server) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(_control(server).LoadModel(control_pb2.LoadModelRequest(model="nope")))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_server_exits_when_parent_dies(start_server) -> None:
+    parent = subprocess.Popen(["sleep", "600"])
+    try:
+        server = start_server("--parent-pid", str(parent.pid))
+    finally:
+        parent.kill()
+        parent.wait()
+    assert server.proc.wait(timeout=60) == 0
+
+
+def test_sigterm_stops_gracefully(start_server) -> None:
+    server = start_server()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0
