@@ -35,7 +35,7 @@ func Dial(addr string) (Backend, error) {
 func dial(addr string) (*grpcBackend, error) {
 	// Reconnect quickly: the peer is a local process that may be starting.
 	params := grpc.ConnectParams{
-		Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
 		MinConnectTimeout: 5 * time.Second,
 	}
 	conn, err := grpc.NewClient(addr,

@@ -129,7 +129,7 @@ func (p *process) waitServing(ctx context.Context) error {
 			return fmt.Errorf("not serving at %s (last health check: %v): %w", p.addr, err, context.Cause(ctx))
 		case <-timer.C:
 		}
-		delay = min(2*delay, 500*time.Millisecond)
+		delay = min(2*delay, 200*time.Millisecond)
 	}
 }
 

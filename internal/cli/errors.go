@@ -96,7 +96,10 @@ func Message(err error) string {
 		msg = strings.Replace(msg, se.Error(), startSummary(se), 1)
 		msg = "backend unavailable: " + msg
 	} else if gs, ok := grpcStatus(err); ok {
-		msg = codeReasons[gs.GRPCStatus().Code()] + strings.Replace(msg, gs.Error(), gs.GRPCStatus().Message(), 1)
+		msg = strings.Replace(msg, gs.Error(), gs.GRPCStatus().Message(), 1)
+		if !errors.Is(err, ErrInterrupted) { // that one names its reason itself
+			msg = codeReasons[gs.GRPCStatus().Code()] + msg
+		}
 	}
 	return oneLine(msg)
 }

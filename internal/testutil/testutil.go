@@ -1,0 +1,123 @@
+// Package testutil holds helpers shared by tests that run the real Python
+// backend: locating the repository, its venv and the shared model store, and
+// checking that a test left no child processes behind.
+package testutil
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+	"testing"
+)
+
+// RepoRoot returns the repository root: the nearest directory above the
+// test's working directory that holds go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Python returns the interpreter that runs the backend in tests:
+// $EDGELLM_PYTHON, else <repo>/.venv/bin/python. It skips the test when
+// neither exists.
+func Python(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("EDGELLM_PYTHON"); p != "" {
+		return p
+	}
+	p := filepath.Join(RepoRoot(t), ".venv", "bin", "python")
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("skipping: needs the backend's Python at %s (run `make setup`): %v", p, err)
+	}
+	return p
+}
+
+// ModelsDir returns the model store shared by all tests, <repo>/.cache/models,
+// so the one-time model conversion happens once.
+func ModelsDir(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(RepoRoot(t), ".cache", "models")
+}
+
+// Children returns the pids of this process's live child processes (Linux;
+// nil elsewhere). Zombies count: a child not yet waited for is a leak too.
+func Children(t testing.TB) []int {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	self := strconv.Itoa(os.Getpid())
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var pids []int
+	for _, path := range stats {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue // exited while we looked
+		}
+		// pid (comm) state ppid ...; comm may contain spaces and parentheses.
+		end := bytes.LastIndexByte(data, ')')
+		fields := bytes.Fields(data[end+1:])
+		if len(fields) >= 2 && string(fields[1]) == self {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// NoLeakedChildren registers a cleanup that fails the test if it left child processes running.
+// Call it first in the test, so that its cleanup runs after the others.
+func NoLeakedChildren(t testing.TB) {
+	t.Helper()
+	before := map[int]bool{}
+	for _, pid := range Children(t) {
+		before[pid] = true
+	}
+	t.Cleanup(func() {
+		for _, pid := range Children(t) {
+			if !before[pid] {
+				t.Errorf("child process %d still running after the test", pid)
+			}
+		}
+	})
+}
+
+// Alive reports whether a process with this pid exists (a zombie counts).
+func Alive(pid int) bool {
+	return syscall.Kill(pid, 0) != syscall.ESRCH
+}
+
+// ProcessesMentioning returns the pids of live processes whose command line
+// contains s, such as a test's unique data directory (Linux; nil elsewhere).
+// Zombies, which have no command line, are not listed.
+func ProcessesMentioning(s string) []int {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var pids []int
+	for _, path := range cmdlines {
+		data, err := os.ReadFile(path)
+		if err != nil || !bytes.Contains(data, []byte(s)) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		if pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
