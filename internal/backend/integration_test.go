@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,9 +22,16 @@ const testModel = "smollm2-135m"
 // closes it and checks that the backend process is gone.
 func startReal(t *testing.T, opts ...Option) *Supervisor {
 	t.Helper()
+	dataDir := t.TempDir()
+	// Speed calibration is for the planner; tests never measure speed.
+	cfgFile := filepath.Join(dataDir, "edgellm.yaml")
+	if err := os.WriteFile(cfgFile, []byte("backend:\n  calibrate: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	base := []Option{
 		WithPython(testutil.Python(t)),
-		WithDataDir(t.TempDir()),
+		WithDataDir(dataDir),
+		WithConfigFile(cfgFile),
 		WithModelsDir(testutil.ModelsDir(t)),
 		WithStderr(testWriter{t}),
 	}
@@ -158,6 +167,27 @@ func killedDuringGeneration(t *testing.T, s *Supervisor) {
 	}
 	if s.Pid() == pid || testutil.Alive(pid) {
 		t.Errorf("pid after restart = %d, killed pid %d alive: %v", s.Pid(), pid, testutil.Alive(pid))
+	}
+}
+
+// TestSupervisorGivesUp checks the restart budget: with no restarts allowed,
+// a killed backend stays down and requests fail with ErrGaveUp.
+func TestSupervisorGivesUp(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	s := startReal(t, WithMaxRestartsPerMinute(0))
+	pid := s.Pid()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Status(t.Context())
+	if errors.Is(err, ErrExited) { // the call raced the death; the next one cannot
+		_, err = s.Status(t.Context())
+	}
+	if !errors.Is(err, ErrGaveUp) {
+		t.Fatalf("Status after the kill: err = %v, want ErrGaveUp", err)
+	}
+	if s.Pid() != 0 || testutil.Alive(pid) {
+		t.Errorf("Pid() = %d, killed pid %d alive: %v", s.Pid(), pid, testutil.Alive(pid))
 	}
 }
 

@@ -5,12 +5,16 @@ package testutil
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RepoRoot returns the repository root: the nearest directory above the
@@ -120,4 +124,33 @@ func ProcessesMentioning(s string) []int {
 		}
 	}
 	return pids
+}
+
+// WaitExit waits until the process pid (not necessarily a child) has exited,
+// watching a pidfd (Linux 5.3+) rather than polling; it fails the test when
+// the process outlives timeout.
+func WaitExit(t testing.TB, pid int, timeout time.Duration) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return // already gone
+	}
+	if err != nil {
+		t.Skipf("skipping: pidfd_open unavailable: %v", err)
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, int(timeout.Milliseconds()))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("poll pidfd of %d: %v", pid, err)
+		}
+		if n == 0 {
+			t.Fatalf("process %d still running after %v", pid, timeout)
+		}
+		return
+	}
 }

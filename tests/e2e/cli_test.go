@@ -6,11 +6,15 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/edgellm/edgellm/internal/testutil"
 )
 
 const capitalQuestion = "What is the capital of France?"
 
 func TestInfer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 
 	t.Run("json answer names Paris", func(t *testing.T) {
@@ -54,6 +58,7 @@ func TestInfer(t *testing.T) {
 }
 
 func TestInferRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	longPrompt := strings.Repeat("word ", 40000)
 	tests := []struct {
@@ -88,12 +93,14 @@ func TestInferRejectsBadInput(t *testing.T) {
 }
 
 func TestInferBackendUnavailable(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := e.run(t, "", []string{"EDGELLM_PYTHON=/bin/false"}, "infer", "hi")
 	wantOneLineError(t, r, 4, "backend unavailable")
 }
 
 func TestInferInterrupt(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cmd := e.command(t, "", nil, "infer", "--max-tokens", "2000", "Write a very long story about a dragon.")
 	stdout, err := cmd.StdoutPipe()
@@ -125,3 +132,38 @@ func TestInferInterrupt(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestBackendDiesWithNode kills the node with SIGKILL mid-generation, so it
+// cannot stop its backend; the backend must exit by itself (Pdeathsig, and
+// its --parent-pid watch).
+func TestBackendDiesWithNode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cmd := e.command(t, "", nil, "infer", "--max-tokens", "2000", "Write a very long story about a dragon.")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(stdout).ReadByte(); err != nil {
+		t.Fatalf("no output: %v", err)
+	}
+	var backends []int
+	for _, pid := range testutil.ProcessesMentioning(e.dataDir) {
+		if pid != cmd.Process.Pid {
+			backends = append(backends, pid)
+		}
+	}
+	if len(backends) == 0 {
+		t.Fatal("found no backend process")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // killed: the error is expected
+	for _, pid := range backends {
+		testutil.WaitExit(t, pid, time.Minute)
+	}
+}

@@ -7,6 +7,7 @@ import (
 )
 
 func TestModelsAndVersion(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 
 	t.Run("models --json lists the embedded model", func(t *testing.T) {
