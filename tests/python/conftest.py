@@ -12,8 +12,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from edgellm.models.store import ModelStore
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgellm.models.store import ModelStore
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / ".cache" / "models"
@@ -57,9 +58,7 @@ class ServerProcess:
         delay = 0.05
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited early:\n{self.log.read_text()[-2000:]}"
-                )
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()[-2000:]}")
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -67,9 +66,7 @@ class ServerProcess:
             except grpc.RpcError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"server not SERVING:\n{self.log.read_text()[-2000:]}"
-                )
+                raise TimeoutError(f"server not SERVING:\n{self.log.read_text()[-2000:]}")
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 

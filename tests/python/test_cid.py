@@ -16,8 +16,7 @@ KUBO_CIDS = {
     12: "bafkreih76ou3zxjxgy6xapa4j6kreuzwqykxq2hq2tywudyc2dy5ujhzui",
     CHUNK_SIZE: "bafkreibruh455iawsviqslif5c7uurdcfdemh22mtnytyzvnzn75kpejxy",
     CHUNK_SIZE + 1: "bafybeiexg2oqkfnj56l7fcmawswqbijt5shq4b5rg6a546uwpkqqzwjioi",
-    MAX_LINKS * CHUNK_SIZE
-    + 1: "bafybeib4y7ghw2rq7bracc4xwtxrbzo7cfvagdpte2tmrkgwl6dyard3cm",
+    MAX_LINKS * CHUNK_SIZE + 1: "bafybeib4y7ghw2rq7bracc4xwtxrbzo7cfvagdpte2tmrkgwl6dyard3cm",
 }
 
 
@@ -34,8 +33,7 @@ def test_file_cid_matches_kubo(tmp_path: Path, size: int) -> None:
 
 def test_raw_cid_of_hello_world() -> None:
     assert (
-        raw_cid(b"hello world\n")
-        == "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+        raw_cid(b"hello world\n") == "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
     )
 
 

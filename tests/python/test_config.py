@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from edgellm.config import load_config
 from edgellm.errors import InvalidRequest
 

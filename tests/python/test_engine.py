@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+
 from edgellm.engine.base import EngineConfig
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.types import (
@@ -15,7 +17,6 @@ from edgellm.engine.types import (
     SamplingParams,
 )
 from edgellm.errors import InvalidRequest, RequestCancelled
-from transformers import AutoModelForCausalLM
 
 LONG_TEXT = " ".join(
     f"Paragraph {i}: the river carries sediment from the mountains to the sea, and the delta "
@@ -109,12 +110,8 @@ def test_capital_of_france(engine: TorchEngine) -> None:
 
 def test_sampling_is_reproducible_per_seed(engine: TorchEngine) -> None:
     request = PROMPTS[1]
-    first = _tokens(
-        engine, _with(request, temperature=1.0, top_p=0.95, top_k=50, seed=7)
-    )
-    again = _tokens(
-        engine, _with(request, temperature=1.0, top_p=0.95, top_k=50, seed=7)
-    )
+    first = _tokens(engine, _with(request, temperature=1.0, top_p=0.95, top_k=50, seed=7))
+    again = _tokens(engine, _with(request, temperature=1.0, top_p=0.95, top_k=50, seed=7))
     others = [
         _tokens(engine, _with(request, temperature=1.0, top_p=0.95, top_k=50, seed=s))
         for s in (8, 9)
@@ -182,9 +179,7 @@ BAD = [
 @pytest.mark.parametrize(("inputs", "sampling", "message"), BAD)
 def test_bad_input_is_invalid_request(engine, inputs, sampling, message) -> None:
     with pytest.raises(InvalidRequest, match=None) as info:
-        engine.generate(
-            GenerationRequest("x", sampling=SamplingParams(**sampling), **inputs)
-        )
+        engine.generate(GenerationRequest("x", sampling=SamplingParams(**sampling), **inputs))
     assert message in str(info.value)
 
 
@@ -194,10 +189,7 @@ def test_max_tokens_message_states_the_numbers(engine: TorchEngine) -> None:
     with pytest.raises(InvalidRequest) as info:
         engine.generate(request)
     room = engine.context_length - prompt_tokens
-    assert (
-        str(info.value)
-        == f"max_tokens must be between 1 and {room} for this prompt, got 0"
-    )
+    assert str(info.value) == f"max_tokens must be between 1 and {room} for this prompt, got 0"
 
 
 def test_default_max_tokens_is_clamped_to_the_window(engine: TorchEngine) -> None:

@@ -8,8 +8,9 @@ import threading
 
 import grpc
 import pytest
-from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 from .conftest import MODEL_ID
 
@@ -26,11 +27,7 @@ def _control(server) -> control_pb2_grpc.ControlStub:
 
 def _generate(server, **fields) -> list[inference_pb2.GenerateResponse]:
     fields.setdefault("model", MODEL_ID)
-    return list(
-        _inference(server).Generate(
-            inference_pb2.GenerateRequest(**fields), timeout=300
-        )
-    )
+    return list(_inference(server).Generate(inference_pb2.GenerateRequest(**fields), timeout=300))
 
 
 def test_health_serving_for_all_services(server) -> None:
@@ -41,9 +38,7 @@ def test_health_serving_for_all_services(server) -> None:
 
 
 def test_load_model_streams_progress_then_info(server) -> None:
-    progress = list(
-        _control(server).LoadModel(control_pb2.LoadModelRequest(model=MODEL_ID))
-    )
+    progress = list(_control(server).LoadModel(control_pb2.LoadModelRequest(model=MODEL_ID)))
     assert progress[-1].HasField("model")
     info = progress[-1].model
     assert (info.id, info.loaded, info.in_store, info.num_layers) == (
@@ -126,17 +121,11 @@ def test_abort_cancels_stream_and_next_request_works(server) -> None:
     )
     stream = _inference(server).Generate(request, timeout=300)
     next(stream)  # running now
-    assert (
-        _inference(server).Abort(inference_pb2.AbortRequest(request_id="long")).aborted
-    )
+    assert _inference(server).Abort(inference_pb2.AbortRequest(request_id="long")).aborted
     with pytest.raises(grpc.RpcError) as info:
         list(stream)
     assert info.value.code() == grpc.StatusCode.CANCELLED
-    assert (
-        not _inference(server)
-        .Abort(inference_pb2.AbortRequest(request_id="long"))
-        .aborted
-    )
+    assert not _inference(server).Abort(inference_pb2.AbortRequest(request_id="long")).aborted
     assert "Paris" in "".join(r.text for r in _generate(server, prompt=OK_PROMPT))
 
 
@@ -145,8 +134,7 @@ def test_concurrent_requests_do_not_mix(server) -> None:
 
     def run(name: str, prompt: str) -> None:
         results[name] = "".join(
-            r.text
-            for r in _generate(server, raw_prompt=prompt, sampling=S(max_tokens=12))
+            r.text for r in _generate(server, raw_prompt=prompt, sampling=S(max_tokens=12))
         )
 
     prompts = {"a": "The first law of motion says", "b": "def add(a, b):"}
@@ -157,8 +145,7 @@ def test_concurrent_requests_do_not_mix(server) -> None:
         t.join()
     for name, prompt in prompts.items():
         alone = "".join(
-            r.text
-            for r in _generate(server, raw_prompt=prompt, sampling=S(max_tokens=12))
+            r.text for r in _generate(server, raw_prompt=prompt, sampling=S(max_tokens=12))
         )
         assert results[name] == alone
 

@@ -39,10 +39,7 @@ def test_tied_head_is_not_stored(store_dir: Path) -> None:
         names = set(f.keys())
     assert "lm_head.weight" not in names
     assert "model.embed_tokens.weight" in names
-    assert (
-        json.loads((store_dir / "config.json").read_text())["tie_word_embeddings"]
-        is True
-    )
+    assert json.loads((store_dir / "config.json").read_text())["tie_word_embeddings"] is True
 
 
 def test_prepare_cli_is_quiet_when_piped(models_dir: Path, store_dir: Path) -> None:
@@ -57,8 +54,6 @@ def test_prepare_cli_is_quiet_when_piped(models_dir: Path, store_dir: Path) -> N
     done = subprocess.run([*cmd, MODEL_ID], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(store_dir)
     assert done.stderr == ""
-    bad = subprocess.run(
-        [*cmd, "no-such-model"], check=False, capture_output=True, text=True
-    )
+    bad = subprocess.run([*cmd, "no-such-model"], check=False, capture_output=True, text=True)
     assert bad.returncode == 1
     assert "unknown model 'no-such-model'" in bad.stderr

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgellm.engine.torch.text import Detokenizer, StopMatcher
 from transformers import AutoTokenizer
+
+from edgellm.engine.torch.text import Detokenizer, StopMatcher
 
 
 @pytest.fixture(scope="module")
@@ -14,12 +15,8 @@ def tokenizer(store_dir: Path):
     return AutoTokenizer.from_pretrained(store_dir)
 
 
-@pytest.mark.parametrize(
-    "text", ["Hello world, héllo wörld!", "emoji 🚀🌍 and 中文字符 mixed"]
-)
-def test_detokenizer_reassembles_text_without_broken_characters(
-    tokenizer, text
-) -> None:
+@pytest.mark.parametrize("text", ["Hello world, héllo wörld!", "emoji 🚀🌍 and 中文字符 mixed"])
+def test_detokenizer_reassembles_text_without_broken_characters(tokenizer, text) -> None:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     detok = Detokenizer(tokenizer, [])
     pieces = [detok.add(i) for i in ids] + [detok.flush()]
