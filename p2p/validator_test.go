@@ -43,3 +43,23 @@ func TestValidator(t *testing.T) {
 		t.Fatal("Select chose among invalid records")
 	}
 }
+
+func FuzzValidator(f *testing.F) {
+	key := newKey(f)
+	id, _ := peer.IDFromPrivateKey(key)
+	good, _ := signedRecord(f, key, 2, time.Hour, sampleCaps("m"))
+	f.Add(RecordKey(id), good)
+	f.Add("/edgellm-caps/", []byte{})
+	f.Add(RecordKey(id), []byte("junk"))
+	f.Fuzz(func(t *testing.T, k string, data []byte) {
+		v := Validator{}
+		verr := v.Validate(k, data)
+		i, err := v.Select(RecordKey(id), [][]byte{data, good})
+		if err != nil || i < 0 || i > 1 {
+			t.Fatalf("Select with one valid record: %d %v", i, err)
+		}
+		if i == 0 && k == RecordKey(id) && verr != nil {
+			t.Fatal("Select picked a record Validate refuses")
+		}
+	})
+}
