@@ -14,7 +14,12 @@ TORCH_WHEEL := $(firstword $(wildcard ../shared/wheels/torch-*+cpu-*.whl))
 PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: setup build infer test test-go test-python lint proto proto-check bench clean
+.PHONY: setup build infer run-worker model test test-go test-python lint proto proto-check bench clean
+
+# Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
+TEST_MODELS_DIR := $(CURDIR)/.cache/models
+JOIN ?=
+WORKER_FLAGS ?=
 
 setup: $(VENV)/.installed $(GOBIN_DIR)/.tools go.sum
 
@@ -44,13 +49,24 @@ $(BIN): $(GO_SOURCES)
 infer: build
 	./$(BIN) infer "$(PROMPT)"
 
-test: setup proto-check lint build test-go test-python
+# Volunteer this machine: serve the embedded model to a swarm. Without JOIN it creates a
+# swarm the first time (edgellm swarm init) and reuses it afterwards; the worker prints a
+# join string through itself for others.
+run-worker: build
+	@if [ -z "$(JOIN)" ]; then ./$(BIN) swarm init >/dev/null 2>&1 || true; fi
+	./$(BIN) worker $(if $(JOIN),--join '$(JOIN)') $(WORKER_FLAGS)
 
-test-go: setup
-	go test -count=1 ./...
+# Convert the embedded model into the test/bench model store ahead of time.
+model: setup
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m edgellm.models prepare smollm2-135m >/dev/null
 
-test-python: setup build
-	$(PY) -m pytest -q tests backend
+test: setup proto-check lint build model test-go test-python
+
+test-go: setup model
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) go test -count=1 -timeout 30m ./...
+
+test-python: setup build model
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m pytest -q tests
 
 lint: setup
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needs to run on: $$out"; exit 1; fi
@@ -86,8 +102,8 @@ proto-check: setup
 gen-proto-into:
 	$(call gen_proto,$(DIR))
 
-bench: build
-	$(PY) bench/run.py
+bench: build model
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) bench/run.py
 
 clean:
 	rm -rf bin .cache bench/results

@@ -1,6 +1,6 @@
 module github.com/edgellm/edgellm
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/ipfs/go-cid v0.6.2
