@@ -128,11 +128,21 @@ func (s *Supervisor) explain(ctx context.Context, p *process, op string, err err
 	defer timer.Stop()
 	select {
 	case <-p.exited:
+		if s.isClosed() {
+			return fmt.Errorf("%w during %s: %w", ErrClosed, op, err)
+		}
 		return fmt.Errorf("%w during %s (%s): %w", ErrExited, op, describeExit(p.exitErr), err)
 	case <-timer.C:
 	case <-ctx.Done():
 	}
 	return err
+}
+
+// isClosed reports whether Close was called.
+func (s *Supervisor) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // setState changes the state under the lock and wakes waiters. It returns

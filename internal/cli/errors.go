@@ -90,16 +90,16 @@ func Message(err error) string {
 	if err == nil {
 		return ""
 	}
+	if errors.Is(err, ErrInterrupted) {
+		return ErrInterrupted.Error() // whatever it cut short, Ctrl-C was the reason
+	}
 	msg := err.Error()
 	var se *backend.StartError
 	if errors.As(err, &se) {
 		msg = strings.Replace(msg, se.Error(), startSummary(se), 1)
 		msg = "backend unavailable: " + msg
 	} else if gs, ok := grpcStatus(err); ok {
-		msg = strings.Replace(msg, gs.Error(), gs.GRPCStatus().Message(), 1)
-		if !errors.Is(err, ErrInterrupted) { // that one names its reason itself
-			msg = codeReasons[gs.GRPCStatus().Code()] + msg
-		}
+		msg = codeReasons[gs.GRPCStatus().Code()] + strings.Replace(msg, gs.Error(), gs.GRPCStatus().Message(), 1)
 	}
 	return oneLine(msg)
 }
