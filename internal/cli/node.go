@@ -24,13 +24,24 @@ type node struct {
 // Close stops the backend, then closes its log.
 func (n *node) Close() error {
 	err := n.Backend.Close()
-	return errors.Join(err, n.logFile.Close())
+	if n.logFile != nil {
+		err = errors.Join(err, n.logFile.Close())
+	}
+	return err
 }
 
-// openBackend starts this machine's backend under a supervisor. Its output
-// goes to <data dir>/logs/backend.log (and to stderr at log level debug).
-// Callers must Close it. ctx bounds the start only.
+// openBackend starts this machine's backend under a supervisor, or connects
+// to the one at node.backend_address. A started backend's output goes to
+// <data dir>/logs/backend.log (and to stderr at log level debug). Callers
+// must Close it. ctx bounds the start only.
 func (app *App) openBackend(ctx context.Context, cfg *config.Config) (*node, error) {
+	if addr := cfg.Node.BackendAddress; addr != "" {
+		b, err := backend.Dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		return &node{Backend: b}, nil
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}

@@ -26,7 +26,7 @@ its Python backend, which loads the model and generates.
 
 Configuration: defaults < edgellm.yaml (in the data directory, or --config)
 < environment (EDGELLM_DATA_DIR, EDGELLM_CONFIG, EDGELLM_MODEL, EDGELLM_MODELS_DIR,
-EDGELLM_DEVICE, EDGELLM_PYTHON, EDGELLM_LOG_LEVEL) < flags.
+EDGELLM_DEVICE, EDGELLM_PYTHON, EDGELLM_BACKEND_ADDRESS, EDGELLM_LOG_LEVEL) < flags.
 
 Exit codes:
   0    success

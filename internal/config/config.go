@@ -60,6 +60,10 @@ type Node struct {
 	// --device. Default "" (the backend's own setting, itself default auto);
 	// env EDGELLM_DEVICE.
 	Device string `yaml:"device"`
+	// BackendAddress is the address of a backend that is already running
+	// (unix:/abs/path.sock or host:port); when set, the node uses it and
+	// starts none. Default "" (start one); env EDGELLM_BACKEND_ADDRESS.
+	BackendAddress string `yaml:"backend_address"`
 	// Supervisor controls the backend process the node starts.
 	Supervisor Supervisor `yaml:"supervisor"`
 }

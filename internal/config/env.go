@@ -17,6 +17,8 @@ const (
 	EnvModelsDir = "EDGELLM_MODELS_DIR"
 	// EnvDevice sets Node.Device.
 	EnvDevice = "EDGELLM_DEVICE"
+	// EnvBackendAddress sets Node.BackendAddress.
+	EnvBackendAddress = "EDGELLM_BACKEND_ADDRESS"
 	// EnvPython sets Node.Supervisor.Python.
 	EnvPython = "EDGELLM_PYTHON"
 )
@@ -34,6 +36,7 @@ func envSettings() []envSetting {
 		{EnvModel, func(c *Config, v string) error { c.Node.Model = v; return nil }},
 		{EnvModelsDir, func(c *Config, v string) error { c.Node.ModelsDir = v; return nil }},
 		{EnvDevice, func(c *Config, v string) error { c.Node.Device = v; return nil }},
+		{EnvBackendAddress, func(c *Config, v string) error { c.Node.BackendAddress = v; return nil }},
 		{EnvPython, func(c *Config, v string) error { c.Node.Supervisor.Python = v; return nil }},
 	}
 }

@@ -57,9 +57,13 @@ func TestInfer(t *testing.T) {
 	})
 }
 
+// TestInferRejectsBadInput runs each bad input through the binary against
+// one shared backend (the backend's own start is covered elsewhere), and one
+// through a backend of its own.
 func TestInferRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	shared := e.sharedBackend(t)
 	longPrompt := strings.Repeat("word ", 40000)
 	tests := []struct {
 		name  string
@@ -83,13 +87,19 @@ func TestInferRejectsBadInput(t *testing.T) {
 		{"no prompt", "", nil, 2, "usage"},
 		{"raw with system", "", []string{"--raw", "--system", "x", "hi"}, 2, "--raw"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			r := e.run(t, tt.stdin, nil, append([]string{"infer"}, tt.args...)...)
-			wantOneLineError(t, r, tt.code, tt.want)
-		})
-	}
+	t.Run("shared backend", func(t *testing.T) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				r := e.run(t, tt.stdin, shared, append([]string{"infer"}, tt.args...)...)
+				wantOneLineError(t, r, tt.code, tt.want)
+			})
+		}
+	})
+	t.Run("own backend", func(t *testing.T) {
+		r := e.run(t, "", nil, "infer", "--max-tokens", "0", "hi")
+		wantOneLineError(t, r, 2, "invalid argument: max_tokens")
+	})
 }
 
 func TestInferBackendUnavailable(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/internal/testutil"
 )
 
@@ -18,6 +19,7 @@ import (
 type env struct {
 	bin     string
 	dataDir string
+	cfgFile string
 	environ []string
 }
 
@@ -42,8 +44,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	dataDir := t.TempDir()
-	cfg := "backend:\n  calibrate: false\n"
-	if err := os.WriteFile(filepath.Join(dataDir, "edgellm.yaml"), []byte(cfg), 0o600); err != nil {
+	cfgFile := filepath.Join(dataDir, "edgellm.yaml")
+	if err := os.WriteFile(cfgFile, []byte("backend:\n  calibrate: false\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -51,8 +53,30 @@ func newEnv(t *testing.T) *env {
 			t.Errorf("processes %v still running with the test's data directory", pids)
 		}
 	})
-	return &env{bin: bin, dataDir: dataDir, environ: append(os.Environ(),
+	return &env{bin: bin, dataDir: dataDir, cfgFile: cfgFile, environ: append(os.Environ(),
 		"EDGELLM_PYTHON="+py, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))}
+}
+
+// sharedBackend starts one backend for many runs of the binary and returns
+// the environment entry that points them at it (node.backend_address), so
+// each run skips its own backend start. Its cleanup stops the backend.
+func (e *env) sharedBackend(t *testing.T) []string {
+	t.Helper()
+	s, err := backend.Start(t.Context(),
+		backend.WithPython(testutil.Python(t)),
+		backend.WithDataDir(e.dataDir),
+		backend.WithConfigFile(e.cfgFile),
+		backend.WithModelsDir(testutil.ModelsDir(t)),
+	)
+	if err != nil {
+		t.Fatalf("start the shared backend: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("stop the shared backend: %v", err)
+		}
+	})
+	return []string{"EDGELLM_BACKEND_ADDRESS=" + s.Addr()}
 }
 
 // command prepares a run of the binary with --data-dir and extra
