@@ -33,6 +33,15 @@ type cliEnv struct {
 	t   *testing.T
 	bin string
 	env []string
+	ns  *testutil.NetNS // when set, every edgellm process runs in this namespace
+}
+
+// command returns the edgellm command line, inside c.ns if set.
+func (c *cliEnv) command(ctx context.Context, args ...string) *exec.Cmd {
+	if c.ns != nil {
+		return c.ns.Command(ctx, c.bin, args...)
+	}
+	return exec.CommandContext(ctx, c.bin, args...)
 }
 
 // run runs edgellm to completion and returns stdout, stderr and exit code.
@@ -40,7 +49,7 @@ func (c *cliEnv) run(args ...string) (string, string, int) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd := c.command(ctx, args...)
 	cmd.Env = c.env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -67,7 +76,7 @@ func (c *cliEnv) startWorker(dataDir string, args ...string) *workerProc {
 	c.t.Helper()
 	full := append([]string{"--data-dir", dataDir, "worker", "--listen", "/ip4/127.0.0.1/tcp/0",
 		"--refresh", "2s", "--record-ttl", "6s"}, args...)
-	cmd := exec.Command(c.bin, full...)
+	cmd := c.command(context.Background(), full...)
 	cmd.Env = c.env
 	w := &workerProc{cmd: cmd, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = w.stderr
@@ -171,37 +180,49 @@ func (c *cliEnv) peersUntil(want map[string]bool, args ...string) []peerEntry {
 	return nil
 }
 
+// newCLIEnv builds edgellm and returns the environment its runs get.
+func newCLIEnv(t *testing.T) *cliEnv {
+	t.Helper()
+	python := testutil.Python(t)
+	return &cliEnv{t: t, bin: buildEdgellm(t), env: append(os.Environ(),
+		"EDGELLM_PYTHON="+python, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))}
+}
+
+// swarmInit runs `edgellm swarm init` and returns the join string.
+func (c *cliEnv) swarmInit() string {
+	c.t.Helper()
+	join, errOut, code := c.run("--data-dir", c.t.TempDir(), "swarm", "init")
+	join = strings.TrimSpace(join)
+	if code != 0 || strings.Contains(join, "\n") || !strings.HasPrefix(join, "edgellm1:") {
+		c.t.Fatalf("swarm init: code %d, stdout %q, stderr %q", code, join, errOut)
+	}
+	return join
+}
+
 // TestWorkersAndPeers: two `edgellm worker` processes and a third node;
-// `peers --json` lists both with their models and RTTs, through a bootstrap
-// peer and through mDNS alone; a node of another swarm sees nobody; a
-// malformed join string exits 2 with one line; SIGTERM leaves gracefully.
+// `peers --json` lists both with their models and RTTs through a bootstrap
+// peer; a node of another swarm sees nobody; a malformed join string exits 2
+// with one line; SIGTERM leaves gracefully. Every node runs with --no-mdns:
+// all traffic is TCP on 127.0.0.1 (mDNS has TestPeersMDNS).
 func TestWorkersAndPeers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
 	testutil.NoLeakedChildren(t)
-	python := testutil.Python(t)
-	c := &cliEnv{t: t, bin: buildEdgellm(t), env: append(os.Environ(),
-		"EDGELLM_PYTHON="+python, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))}
+	c := newCLIEnv(t)
+	join := c.swarmInit()
 
-	join, errOut, code := c.run("--data-dir", t.TempDir(), "swarm", "init")
-	join = strings.TrimSpace(join)
-	if code != 0 || strings.Contains(join, "\n") || !strings.HasPrefix(join, "edgellm1:") {
-		t.Fatalf("swarm init: code %d, stdout %q, stderr %q", code, join, errOut)
-	}
-
-	_, stderr, code := c.run("--data-dir", t.TempDir(), "peers", "--join", join[:len(join)-3])
+	_, stderr, code := c.run("--data-dir", t.TempDir(), "peers", "--no-mdns", "--join", join[:len(join)-3])
 	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "invalid join string") {
 		t.Fatalf("malformed join string: code %d, stderr %q", code, stderr)
 	}
 
-	a := c.startWorker(t.TempDir(), "--join", join, "--price", "0.25", "--label", "test")
+	a := c.startWorker(t.TempDir(), "--no-mdns", "--join", join, "--price", "0.25", "--label", "test")
 	aID, aAddrs := a.state(t)
-	b := c.startWorker(t.TempDir(), "--join", join, "--bootstrap", aAddrs[0])
+	b := c.startWorker(t.TempDir(), "--no-mdns", "--join", join, "--bootstrap", aAddrs[0])
 	bID, _ := b.state(t)
 	both := map[string]bool{aID: true, bID: true}
 
-	// Through a bootstrap peer, mDNS off.
 	got := c.peersUntil(both, "--join", join, "--no-mdns", "--bootstrap", aAddrs[0])
 	for _, p := range got {
 		if len(p.Models) != 1 || p.Models[0].ID != "smollm2-135m" || p.Models[0].WeightsCID == "" ||
@@ -209,13 +230,11 @@ func TestWorkersAndPeers(t *testing.T) {
 			t.Fatalf("peer entry incomplete: %+v", p)
 		}
 	}
-	// mDNS alone: no bootstrap address anywhere.
-	c.peersUntil(both, "--join", join, "--model", "smollm2-135m")
+	c.peersUntil(both, "--join", join, "--no-mdns", "--bootstrap", mustAddr(t, b), "--model", "smollm2-135m")
 
 	// A node with another swarm's secret sees nobody, even pointed at a member.
-	other, _, _ := c.run("--data-dir", t.TempDir(), "swarm", "init")
-	out, _, code := c.run("--data-dir", t.TempDir(), "peers", "--json", "--timeout", "3s",
-		"--join", strings.TrimSpace(other), "--bootstrap", aAddrs[0])
+	out, _, code := c.run("--data-dir", t.TempDir(), "peers", "--json", "--timeout", "3s", "--no-mdns",
+		"--join", c.swarmInit(), "--bootstrap", aAddrs[0])
 	if code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Fatalf("outsider: code %d, %s", code, out)
 	}
@@ -230,6 +249,38 @@ func TestWorkersAndPeers(t *testing.T) {
 	}
 	if !strings.Contains(lastLine(b.stderr.String()), "Left the swarm") {
 		t.Fatalf("worker did not report leaving: %q", lastLine(b.stderr.String()))
+	}
+}
+
+// TestPeersMDNS: two `edgellm worker` processes with no bootstrap address
+// anywhere find each other and are listed by `peers --json` through mDNS
+// alone; a node of another swarm sees nobody. mDNS multicasts on every
+// multicast interface, so every process runs in a network namespace of the
+// test's own whose only interface is loopback; the test skips where no
+// namespace can be made (needs root and iproute2) or EDGELLM_SKIP_MDNS is set.
+func TestPeersMDNS(t *testing.T) {
+	if testing.Short() || os.Getenv("EDGELLM_SKIP_MDNS") != "" {
+		t.Skip("mDNS end-to-end test skipped")
+	}
+	testutil.NoLeakedChildren(t)
+	c := newCLIEnv(t)
+	c.ns = testutil.NewNetNS(t) // deleted after the workers' cleanups stop them
+	join := c.swarmInit()
+
+	a := c.startWorker(t.TempDir(), "--join", join)
+	aID, _ := a.state(t)
+	b := c.startWorker(t.TempDir(), "--join", join)
+	bID, _ := b.state(t)
+	c.peersUntil(map[string]bool{aID: true, bID: true}, "--join", join, "--model", "smollm2-135m")
+
+	out, _, code := c.run("--data-dir", t.TempDir(), "peers", "--json", "--timeout", "3s", "--join", c.swarmInit())
+	if code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("outsider: code %d, %s", code, out)
+	}
+	for _, w := range []*workerProc{a, b} {
+		if err := w.stop(t); err != nil {
+			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package testutil holds helpers shared by tests that run the real Python
 // backend: locating the repository, its venv and the shared model store, and
-// checking that a test left no child processes behind.
+// checking that a test left no child processes behind; and the network
+// namespaces in which tests that multicast (mDNS) run.
 package testutil
 
 import (
