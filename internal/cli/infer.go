@@ -70,7 +70,12 @@ func newInferCommand(app *App) *cobra.Command {
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error { return app.runInfer(cmd, o, args[0]) },
 	}
-	f := cmd.Flags()
+	o.bindFlags(cmd.Flags())
+	return cmd
+}
+
+// bindFlags defines infer's flags on f.
+func (o *inferOptions) bindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.model, "model", "", "model id (default $EDGELLM_MODEL, else node.model, else smollm2-135m)")
 	f.Int32Var(&o.maxTokens, "max-tokens", 0, "most tokens to generate (backend default 256, clamped to the context window)")
 	f.Float32Var(&o.temperature, "temperature", 0, "sampling temperature in [0, 2]; 0 is greedy (backend default 0)")
@@ -81,7 +86,6 @@ func newInferCommand(app *App) *cobra.Command {
 	f.StringVar(&o.system, "system", "", "system message placed before the prompt")
 	f.BoolVar(&o.raw, "raw", false, "send the prompt as raw text, without the chat template")
 	f.BoolVar(&o.json, "json", false, "print one JSON object with the text, usage and timings")
-	return cmd
 }
 
 // runInfer answers one prompt on this machine's backend.

@@ -78,7 +78,11 @@ func (app *App) printModels(models []*pb.ModelInfo) error {
 		if cid == "" {
 			cid = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", m.GetId(), m.GetNumLayers(),
+		layers := "-" // unknown until converted into the store
+		if n := m.GetNumLayers(); n > 0 {
+			layers = fmt.Sprint(n)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.GetId(), layers,
 			yesNo(m.GetInStore()), yesNo(m.GetLoaded()), cid)
 	}
 	return tw.Flush()
