@@ -42,8 +42,12 @@ go.sum: go.mod
 
 build: setup $(BIN)
 
+VERSION_PKG := github.com/edgellm/edgellm/internal/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev) \
+	-X $(VERSION_PKG).Commit=$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
 $(BIN): $(GO_SOURCES)
-	go build -o $(BIN) .
+	go build -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 # The main job on the embedded default model: set up, build, answer a prompt.
 infer: build
