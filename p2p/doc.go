@@ -1,6 +1,6 @@
 // Package p2p is EdgeLLM's network: one libp2p host per node, private swarm
-// membership, discovery (a private Kademlia DHT plus mDNS) and signed
-// capability records.
+// membership, discovery (a private Kademlia DHT plus mDNS), signed
+// capability records and cluster negotiation.
 //
 // # Host
 //
@@ -54,4 +54,39 @@
 // direct, fresh read. Leave publishes a signed withdrawal with a higher
 // sequence number and stops providing; a crashed worker drops out of
 // Lookup once its record expires.
+//
+// # Cluster negotiation
+//
+// /edgellm/cluster/1.0.0 forms a session's Ray cluster (DESIGN.md, request
+// path steps 3, 6 and 7). The requester's ClusterClient.JoinSession opens
+// one stream per chosen worker and sends a JoinRequest: a 16-byte random
+// session id, the model id and weights CID, the layer range [start, end),
+// the host:port of its Ray head, a fresh 32-byte Ray token (NewRayToken;
+// it travels only over this Noise-encrypted stream and prints redacted), a
+// deadline and a heartbeat interval. The worker's ClusterService accepts
+// only a model id and weights CID it advertises (the same CapabilitySource
+// as its record), a layer range within one advertised range, a deadline
+// ahead but at most MaxJoinWait away, a heartbeat interval within its
+// bounds, a session id not in use, and only while under its session limit;
+// then its SessionHandler (the CLI's adapter to the backend's Ray join)
+// joins, and it answers JoinAccepted with its Ray address and its resource
+// name "peer:<peer id>". Anything else gets JoinRefused with a RefuseReason
+// and a text, which the requester sees as a *RefusedError.
+//
+// The stream stays open for the session: the requester sends a heartbeat
+// every interval and the worker acknowledges each. A worker that hears
+// nothing for HeartbeatMisses intervals, or sees the stream die, calls the
+// handler's Leave and frees the slot; a requester that gets no
+// acknowledgement in as long sees SessionHandle.Lost fire, so its failover
+// can re-plan. SessionHandle.Leave ends a session cleanly: the worker leaves
+// Ray, frees the slot, then acknowledges. Closing the service tells every
+// requester ("left") and leaves every session.
+//
+// Every message is length-delimited protobuf of at most
+// MaxClusterMessageSize (4 KiB) bytes, every read and write has a deadline,
+// streams run under the resource-manager service "edgellm.cluster" with
+// their memory reserved, a malformed or oversized join is refused as
+// MALFORMED, and any later garbage resets the stream and ends the session.
+// The protocol has no authentication of its own: only swarm members can
+// open a stream (the gate above), and a swarm is one trust domain.
 package p2p

@@ -27,4 +27,19 @@ var (
 	ErrQUICInPrivateSwarm = errors.New("QUIC cannot be used in a private swarm (libp2p pnet covers TCP only)")
 	// ErrClosed: the object was closed.
 	ErrClosed = errors.New("closed")
+	// ErrJoinRefused: a worker refused a cluster join (see RefusedError for
+	// the reason).
+	ErrJoinRefused = errors.New("join refused")
+	// ErrInvalidJoinRequest: a join request the requester itself cannot send
+	// (bad field, deadline past).
+	ErrInvalidJoinRequest = errors.New("invalid join request")
+	// ErrInvalidClusterMessage: an undecodable or out-of-protocol message on
+	// ClusterProtocol.
+	ErrInvalidClusterMessage = errors.New("invalid cluster message")
+	// ErrClusterMessageTooLarge: a cluster message above
+	// MaxClusterMessageSize.
+	ErrClusterMessageTooLarge = errors.New("cluster message too large")
+	// ErrSessionLost: a cluster session ended without a Leave: the other side
+	// vanished, stopped answering heartbeats, sent garbage or left itself.
+	ErrSessionLost = errors.New("cluster session lost")
 )
