@@ -41,10 +41,11 @@ type Capabilities struct {
 
 // Model is one model a peer serves.
 type Model struct {
-	ID          string
-	WeightsCID  string
-	NumLayers   uint32
-	LayerRanges []LayerRange
+	ID           string
+	WeightsCID   string
+	NumLayers    uint32
+	WeightsBytes uint64 // size of the whole model's weights; 0 = unknown
+	LayerRanges  []LayerRange
 }
 
 // LayerRange is the half-open range of layers [Start, End).
@@ -136,7 +137,9 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 		m.Addrs = append(m.Addrs, a.Bytes())
 	}
 	for _, md := range r.Models {
-		pm := &pb.ServedModel{Id: md.ID, WeightsCid: md.WeightsCID, NumLayers: md.NumLayers}
+		pm := &pb.ServedModel{
+			Id: md.ID, WeightsCid: md.WeightsCID, NumLayers: md.NumLayers, WeightsBytes: md.WeightsBytes,
+		}
 		for _, lr := range md.LayerRanges {
 			pm.LayerRanges = append(pm.LayerRanges, &pb.LayerRange{Start: lr.Start, End: lr.End})
 		}
@@ -214,7 +217,10 @@ func recordFromProto(m *pb.CapabilityRecord) (*Record, error) {
 }
 
 func modelFromProto(pm *pb.ServedModel) (Model, error) {
-	md := Model{ID: pm.GetId(), WeightsCID: pm.GetWeightsCid(), NumLayers: pm.GetNumLayers()}
+	md := Model{
+		ID: pm.GetId(), WeightsCID: pm.GetWeightsCid(), NumLayers: pm.GetNumLayers(),
+		WeightsBytes: pm.GetWeightsBytes(),
+	}
 	if md.ID == "" {
 		return md, fmt.Errorf("empty id")
 	}

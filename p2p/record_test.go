@@ -31,13 +31,16 @@ func signedRecord(t testing.TB, key crypto.PrivKey, seq uint64, ttl time.Duratio
 
 func TestRecordRoundTrip(t *testing.T) {
 	key := newKey(t)
-	env, want := signedRecord(t, key, 7, time.Minute, sampleCaps("smollm2-135m"))
+	caps := sampleCaps("smollm2-135m")
+	caps.Models[0].WeightsBytes = 270 << 20
+	env, want := signedRecord(t, key, 7, time.Minute, caps)
 	got, err := OpenRecord(env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.PeerID != want.PeerID || got.Seq != 7 || got.Device != "cpu" || len(got.Models) != 1 ||
-		got.Models[0].LayerRanges[0] != (LayerRange{0, 30}) || got.PricePer1kMicros != 1500 ||
+		got.Models[0].LayerRanges[0] != (LayerRange{0, 30}) || got.Models[0].WeightsBytes != 270<<20 ||
+		got.PricePer1kMicros != 1500 ||
 		got.RayAddress != want.RayAddress || !got.Addrs[0].Equal(want.Addrs[0]) {
 		t.Fatalf("round trip: %+v", got)
 	}

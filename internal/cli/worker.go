@@ -232,7 +232,10 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 		PricePer1kMicros: s.price, Region: s.region, RayAddress: s.rayAddress,
 	}
 	for _, m := range st.GetLoadedModels() {
-		md := p2p.Model{ID: m.GetId(), WeightsCID: m.GetWeightsCid(), NumLayers: m.GetNumLayers()}
+		md := p2p.Model{
+			ID: m.GetId(), WeightsCID: m.GetWeightsCid(), NumLayers: m.GetNumLayers(),
+			WeightsBytes: m.GetWeightsBytes(),
+		}
 		if md.NumLayers > 0 {
 			md.LayerRanges = []p2p.LayerRange{{Start: 0, End: md.NumLayers}}
 		}

@@ -232,7 +232,10 @@ type ServedModel struct {
 	WeightsCid string `protobuf:"bytes,2,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
 	NumLayers  uint32 `protobuf:"varint,3,opt,name=num_layers,json=numLayers,proto3" json:"num_layers,omitempty"`
 	// The layer ranges the peer can hold, half-open [start, end).
-	LayerRanges   []*LayerRange `protobuf:"bytes,4,rep,name=layer_ranges,json=layerRanges,proto3" json:"layer_ranges,omitempty"`
+	LayerRanges []*LayerRange `protobuf:"bytes,4,rep,name=layer_ranges,json=layerRanges,proto3" json:"layer_ranges,omitempty"`
+	// Size of the whole model's weights in bytes (0 = unknown); the planner
+	// needs it to decide whether a model, or a share of its layers, fits.
+	WeightsBytes  uint64 `protobuf:"varint,5,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +296,13 @@ func (x *ServedModel) GetLayerRanges() []*LayerRange {
 		return x.LayerRanges
 	}
 	return nil
+}
+
+func (x *ServedModel) GetWeightsBytes() uint64 {
+	if x != nil {
+		return x.WeightsBytes
+	}
+	return 0
 }
 
 // LayerRange is the half-open range of layers [start, end).
@@ -485,14 +495,15 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\x1aprice_per_1k_tokens_micros\x18\x10 \x01(\x04R\x16pricePer1kTokensMicros\x12\x16\n" +
 	"\x06region\x18\x11 \x01(\tR\x06region\x12\x1f\n" +
 	"\vray_address\x18\x12 \x01(\tR\n" +
-	"rayAddress\"\x98\x01\n" +
+	"rayAddress\"\xbd\x01\n" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
 	"weightsCid\x12\x1d\n" +
 	"\n" +
 	"num_layers\x18\x03 \x01(\rR\tnumLayers\x129\n" +
-	"\flayer_ranges\x18\x04 \x03(\v2\x16.edgellm.v1.LayerRangeR\vlayerRanges\"4\n" +
+	"\flayer_ranges\x18\x04 \x03(\v2\x16.edgellm.v1.LayerRangeR\vlayerRanges\x12#\n" +
+	"\rweights_bytes\x18\x05 \x01(\x04R\fweightsBytes\"4\n" +
 	"\n" +
 	"LayerRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
