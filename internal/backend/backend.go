@@ -19,7 +19,9 @@ import (
 type Backend interface {
 	// Generate runs one generation and calls onToken for each streamed
 	// response, in order; the last one carries finish reason, usage and
-	// timings. An error from onToken ends the call and is returned.
+	// timings. An error from onToken ends the call and is returned. A request
+	// with a Plan (req.Plan, see NewPlan) runs across the Ray cluster this
+	// backend started with StartClusterHead instead of locally.
 	Generate(ctx context.Context, req *pb.GenerateRequest, onToken func(*pb.GenerateResponse) error) error
 	// Abort stops the running generation with this request id; false when
 	// none was running.
@@ -33,6 +35,16 @@ type Backend interface {
 	ListModels(ctx context.Context) ([]*pb.ModelInfo, error)
 	// Status reports the backend's version, device, memory and speed.
 	Status(ctx context.Context) (*pb.StatusResponse, error)
+	// StartClusterHead starts a Ray head with token authentication for a
+	// session and makes this backend its driver (one at a time). The token
+	// is never logged by either side.
+	StartClusterHead(ctx context.Context, req *pb.StartClusterHeadRequest) (*pb.ClusterNode, error)
+	// JoinCluster starts a Ray worker node that joins a session's head and
+	// offers the request's peer resource.
+	JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*pb.ClusterNode, error)
+	// LeaveCluster stops the Ray processes this backend started for the
+	// session; false when it had none.
+	LeaveCluster(ctx context.Context, sessionID string) (bool, error)
 	// Close releases the backend; for a Supervisor it stops the process.
 	Close() error
 }

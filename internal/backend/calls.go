@@ -66,6 +66,38 @@ func (s *Supervisor) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	return st, s.explain(ctx, p, "status", err)
 }
 
+// StartClusterHead implements Backend. A backend that restarts loses its
+// clusters (the Python side stops every Ray process it started when it
+// exits); callers see their later calls fail.
+func (s *Supervisor) StartClusterHead(ctx context.Context, req *pb.StartClusterHeadRequest) (*pb.ClusterNode, error) {
+	p, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := p.client.StartClusterHead(ctx, req)
+	return n, s.explain(ctx, p, "cluster head start", err)
+}
+
+// JoinCluster implements Backend.
+func (s *Supervisor) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*pb.ClusterNode, error) {
+	p, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := p.client.JoinCluster(ctx, req)
+	return n, s.explain(ctx, p, "cluster join", err)
+}
+
+// LeaveCluster implements Backend.
+func (s *Supervisor) LeaveCluster(ctx context.Context, sessionID string) (bool, error) {
+	p, err := s.current(ctx)
+	if err != nil {
+		return false, err
+	}
+	left, err := p.client.LeaveCluster(ctx, sessionID)
+	return left, s.explain(ctx, p, "cluster leave", err)
+}
+
 // Close stops the backend in stages (UnloadModel best effort, SIGTERM, wait
 // up to the stop timeout, SIGKILL) and any restart under way. It signals
 // only processes this supervisor started. Later calls return nil.

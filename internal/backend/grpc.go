@@ -132,6 +132,33 @@ func (b *grpcBackend) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	return b.control.Status(ctx, &pb.StatusRequest{})
 }
 
+// StartClusterHead implements Backend.
+func (b *grpcBackend) StartClusterHead(ctx context.Context, req *pb.StartClusterHeadRequest) (*pb.ClusterNode, error) {
+	resp, err := b.control.StartClusterHead(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetNode(), nil
+}
+
+// JoinCluster implements Backend.
+func (b *grpcBackend) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*pb.ClusterNode, error) {
+	resp, err := b.control.JoinCluster(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetNode(), nil
+}
+
+// LeaveCluster implements Backend.
+func (b *grpcBackend) LeaveCluster(ctx context.Context, sessionID string) (bool, error) {
+	resp, err := b.control.LeaveCluster(ctx, &pb.LeaveClusterRequest{SessionId: sessionID})
+	if err != nil {
+		return false, err
+	}
+	return resp.GetLeft(), nil
+}
+
 // serving asks the standard health service whether the backend is SERVING.
 func (b *grpcBackend) serving(ctx context.Context) (bool, error) {
 	resp, err := b.health.Check(ctx, &healthpb.HealthCheckRequest{})
