@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/internal/backend"
@@ -39,7 +38,13 @@ its record expires.
 
 Listen addresses are TCP multiaddrs (port 0 picks a free port). QUIC is refused:
 libp2p cannot protect it with the swarm secret. While running, the worker writes
-<data-dir>/worker.json with its peer id, addresses and a join string through it.`
+<data-dir>/worker.json with its peer id, addresses and a join string through it.
+
+Members' infer commands may ask the worker to run layers of the model it serves
+(/edgellm/cluster/1.0.0): it then joins the requester's Ray cluster, bound to
+--ray-address, as a node offering the resource "peer:<its peer id>", at most
+--max-sessions at a time, and leaves it (stopping only the Ray processes it
+started) when the requester leaves, is lost, or the worker stops.`
 
 type workerOptions struct {
 	swarm       swarmFlags
@@ -142,6 +147,14 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 		return networkError(err)
 	}
 	src.setHostAddrs(node.Host().Addrs())
+	clusters, err := p2p.NewClusterService(node.Host(),
+		p2p.WithSessionHandler(&clusterHandler{b: b, bindIP: src.rayAddress, log: app.log}),
+		p2p.WithClusterSource(src), p2p.WithClusterLogger(app.log))
+	if err != nil {
+		node.Close()
+		return networkError(err)
+	}
+	src.sessions = clusters.ActiveSessions
 	statePath := filepath.Join(cfg.DataDir, workerStateFile)
 	if err := writeWorkerState(statePath, node); err != nil {
 		app.log.Warn("worker state file", "err", err)
@@ -151,6 +164,10 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 		node.ID(), join.Secret.ID(), info.GetId(), info.GetWeightsCid(), node.JoinString())
 	<-app.interrupt.Done()
 	fmt.Fprintln(app.stderr, "Leaving the swarm…")
+	// Sessions end first (each leaves its Ray cluster), then the network.
+	if err := clusters.Close(); err != nil {
+		app.log.Warn("ending cluster sessions", "err", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	if err := node.Leave(ctx); err != nil {
@@ -199,6 +216,8 @@ type backendSource struct {
 	region      string
 	maxSessions uint32
 	rayAddress  string
+	// sessions counts the cluster sessions being served (nil: none).
+	sessions func() int
 }
 
 var _ p2p.CapabilitySource = (*backendSource)(nil)
@@ -208,14 +227,7 @@ func (s *backendSource) setHostAddrs(addrs []ma.Multiaddr) {
 	if s.rayAddress != "" {
 		return
 	}
-	s.rayAddress = "127.0.0.1"
-	for _, a := range addrs {
-		ip, err := manet.ToIP(a)
-		if err == nil && ip.To4() != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
-			s.rayAddress = ip.String()
-			return
-		}
-	}
+	s.rayAddress = reachableIPv4(addrs)
 }
 
 // Capabilities implements p2p.CapabilitySource.
@@ -230,6 +242,9 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 		PrefillTokensPerS: st.GetPrefillTokensPerS(), DecodeTokensPerS: st.GetDecodeTokensPerS(),
 		ActiveSessions: st.GetActiveRequests(), MaxSessions: s.maxSessions,
 		PricePer1kMicros: s.price, Region: s.region, RayAddress: s.rayAddress,
+	}
+	if s.sessions != nil { // a worker in a cluster session is busy even between requests
+		c.ActiveSessions = max(c.ActiveSessions, uint32(s.sessions()))
 	}
 	for _, m := range st.GetLoadedModels() {
 		md := p2p.Model{
