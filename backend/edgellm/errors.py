@@ -20,6 +20,10 @@ class InvalidRequest(RecoverableError):
     """The request is malformed or out of range (gRPC INVALID_ARGUMENT)."""
 
 
+class WeightsMismatch(InvalidRequest):
+    """A peer's store holds other weights than the plan names."""
+
+
 class ModelNotFound(RecoverableError):
     """No known model has that id (gRPC NOT_FOUND)."""
 
@@ -34,6 +38,10 @@ class RequestCancelled(RecoverableError):
 
 class StoreError(RecoverableError):
     """The model store is missing or holds something unexpected."""
+
+
+class ClusterError(RecoverableError):
+    """A Ray node or cluster could not start, join or run (UNAVAILABLE)."""
 
 
 class FatalError(EdgeLLMError):

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
 from edgellm.errors import FatalError
 from edgellm.models.store import ModelStore
@@ -70,24 +71,34 @@ def parent_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def build(
-    config: BackendConfig, device: str
-) -> tuple[grpc.Server, health.HealthServicer, RequestTracker]:
+@dataclass
+class Built:
+    server: grpc.Server
+    health: health.HealthServicer
+    tracker: RequestTracker
+    clusters: ClusterManager
+
+
+def build(config: BackendConfig, device: str) -> Built:
     store = ModelStore(config.models_dir)
     models = ModelManager(store, config.engine, device, config.calibrate)
     tracker = RequestTracker()
+    clusters = ClusterManager(config.data_dir / "ray", config.models_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
-    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(models, tracker), server)
-    control_pb2_grpc.add_ControlServicer_to_server(ControlService(models, tracker, device), server)
+    inference = InferenceService(models, tracker, clusters)
+    inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
+    control = ControlService(models, tracker, device, clusters)
+    control_pb2_grpc.add_ControlServicer_to_server(control, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    return server, health_servicer, tracker
+    return Built(server, health_servicer, tracker, clusters)
 
 
 def serve(config: BackendConfig, options: ServeOptions) -> int:
     device = resolve_device(config.device)
     socket_path = _prepare_socket(options.listen)
-    server, health_servicer, tracker = build(config, device)
+    built = build(config, device)
+    server, health_servicer, tracker = built.server, built.health, built.tracker
     try:
         bound = server.add_insecure_port(options.listen)
     except RuntimeError as exc:
@@ -108,6 +119,7 @@ def serve(config: BackendConfig, options: ServeOptions) -> int:
     health_servicer.enter_graceful_shutdown()
     server.stop(config.shutdown_grace_s).wait()
     tracker.abort_all()
+    built.clusters.close()  # every Ray process this backend started, by pid
     if socket_path is not None:
         socket_path.unlink(missing_ok=True)
     return 0

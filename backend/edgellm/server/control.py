@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import grpc
 
+from edgellm.cluster.manager import ClusterManager
 from edgellm.errors import EdgeLLMError
 from edgellm.server import messages
+from edgellm.server.cluster import ClusterControl
 from edgellm.server.models import LoadedModel, ModelManager, RequestTracker
 from edgellm.server.status import abort, device_name, memory
 from edgellm.v1 import control_pb2, control_pb2_grpc
@@ -35,11 +37,14 @@ class _ProgressQueue:
             self.items.put(control_pb2.LoadModelProgress(phase=phase, done=done, total=total))
 
 
-class ControlService(control_pb2_grpc.ControlServicer):
-    def __init__(self, models: ModelManager, tracker: RequestTracker, device: str) -> None:
+class ControlService(ClusterControl, control_pb2_grpc.ControlServicer):
+    def __init__(
+        self, models: ModelManager, tracker: RequestTracker, device: str, clusters: ClusterManager
+    ) -> None:
         self._models = models
         self._tracker = tracker
         self._device = device
+        self._clusters = clusters
 
     def _info(self, model_id: str, loaded: LoadedModel | None = None) -> control_pb2.ModelInfo:
         store = self._models.store

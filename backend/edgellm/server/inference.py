@@ -8,6 +8,8 @@ import time
 
 import grpc
 
+from edgellm.cluster.manager import ClusterManager
+from edgellm.cluster.plan import Plan
 from edgellm.engine.types import GenerationRequest
 from edgellm.errors import EdgeLLMError, RequestCancelled
 from edgellm.server import messages
@@ -19,21 +21,28 @@ log = logging.getLogger(__name__)
 
 
 class InferenceService(inference_pb2_grpc.InferenceServicer):
-    def __init__(self, models: ModelManager, tracker: RequestTracker) -> None:
+    def __init__(
+        self, models: ModelManager, tracker: RequestTracker, clusters: ClusterManager
+    ) -> None:
         self._models = models
         self._tracker = tracker
+        self._clusters = clusters
 
     def Generate(self, request: inference_pb2.GenerateRequest, context: grpc.ServicerContext):
         arrival = time.monotonic()
         try:
             req = messages.generation_request(request, arrival)
+            plan = messages.plan(request.plan) if request.HasField("plan") else None
             cancel = self._tracker.start(req.request_id)
         except EdgeLLMError as exc:
             abort(context, exc)
         # Fires when the RPC ends for any reason, including a client cancel or disconnect.
         context.add_callback(cancel.set)
         try:
-            yield from self._stream(request.model, req, cancel)
+            if plan is None:
+                yield from self._stream(request.model, req, cancel)
+            else:
+                yield from self._stream_plan(request.model, plan, req, cancel)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status code
             if context.is_active():
                 abort(context, exc)
@@ -53,6 +62,24 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                 yield messages.generate_response(req.request_id, chunk)
         finally:
             model.busy.release()
+
+    def _stream_plan(self, model_id: str, plan: Plan, req: GenerationRequest, cancel):
+        """Generate across the cluster of `plan.session_id`; the tokenizer and config come
+        from this backend's store, the layers from each peer's."""
+        manifest = self._models.store.ensure(model_id)
+        model_dir = self._models.store.path(model_id)
+        engine, busy = self._clusters.engine(plan, model_id, model_dir, manifest.num_layers)
+        chunks = engine.generate(req, cancel)
+
+        def cancelled() -> None:
+            raise RequestCancelled(f"request {req.request_id} was aborted")
+
+        wait_for(busy, cancel, cancelled)
+        try:
+            for chunk in chunks:
+                yield messages.generate_response(req.request_id, chunk)
+        finally:
+            busy.release()
 
     def Abort(self, request: inference_pb2.AbortRequest, context: grpc.ServicerContext):
         aborted = self._tracker.abort(request.request_id)

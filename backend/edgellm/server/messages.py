@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from edgellm.cluster.plan import Plan, PlanStage
+from edgellm.engine.torch.stage import LayerRange
 from edgellm.engine.types import (
     ChatMessage,
     FinishReason,
@@ -46,6 +48,15 @@ def generation_request(msg: inference_pb2.GenerateRequest, arrival: float) -> Ge
         sampling=sampling_params(msg.sampling),
         arrival_time=arrival,
     )
+
+
+def plan(msg: inference_pb2.Plan) -> Plan:
+    """The plan as sent; Plan.validate checks it against the model before anything runs."""
+    stages = tuple(
+        PlanStage(s.peer_resource, LayerRange(s.layer_start, s.layer_end), s.weights_cid)
+        for s in msg.stages
+    )
+    return Plan(msg.session_id, stages)
 
 
 def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.GenerateResponse:

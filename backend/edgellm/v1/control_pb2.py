@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gellm/v1/control.proto\x12\nedgellm.v1\"\xe0\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\nnum_layers\x18\x04 \x01(\r\x12\x13\n\x0bhidden_size\x18\x05 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x15\n\rweights_bytes\x18\x08 \x01(\x04\x12\x10\n\x08in_store\x18\t \x01(\x08\x12\x0e\n\x06loaded\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x11LoadModelProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.edgellm.v1.ModelInfo\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\"\x0f\n\rStatusRequest\"\xf2\x01\n\x0eStatusResponse\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14prefill_tokens_per_s\x18\x05 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x61\x63tive_requests\x18\x07 \x01(\r\x12,\n\rloaded_models\x18\x08 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo2\xb3\x02\n\x07\x43ontrol\x12J\n\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n\x0bUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n\nListModels\x12\x1d.edgellm.v1.ListModelsRequest\x1a\x1e.edgellm.v1.ListModelsResponse\x12?\n\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gellm/v1/control.proto\x12\nedgellm.v1\"i\n\x17StartClusterHeadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"[\n\x0b\x43lusterNode\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"A\n\x18StartClusterHeadResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\"z\n\x12JoinClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x05 \x01(\t\"<\n\x13JoinClusterResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\")\n\x13LeaveClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"$\n\x14LeaveClusterResponse\x12\x0c\n\x04left\x18\x01 \x01(\x08\"\xe0\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\nnum_layers\x18\x04 \x01(\r\x12\x13\n\x0bhidden_size\x18\x05 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x15\n\rweights_bytes\x18\x08 \x01(\x04\x12\x10\n\x08in_store\x18\t \x01(\x08\x12\x0e\n\x06loaded\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x11LoadModelProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.edgellm.v1.ModelInfo\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\"\x0f\n\rStatusRequest\"\xf2\x01\n\x0eStatusResponse\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14prefill_tokens_per_s\x18\x05 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x61\x63tive_requests\x18\x07 \x01(\r\x12,\n\rloaded_models\x18\x08 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo2\xb5\x04\n\x07\x43ontrol\x12J\n\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n\x0bUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n\nListModels\x12\x1d.edgellm.v1.ListModelsRequest\x1a\x1e.edgellm.v1.ListModelsResponse\x12?\n\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponse\x12]\n\x10StartClusterHead\x12#.edgellm.v1.StartClusterHeadRequest\x1a$.edgellm.v1.StartClusterHeadResponse\x12N\n\x0bJoinCluster\x12\x1e.edgellm.v1.JoinClusterRequest\x1a\x1f.edgellm.v1.JoinClusterResponse\x12Q\n\x0cLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,24 +32,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgellm.v1.control_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1'
-  _globals['_MODELINFO']._serialized_start=41
-  _globals['_MODELINFO']._serialized_end=265
-  _globals['_LOADMODELREQUEST']._serialized_start=267
-  _globals['_LOADMODELREQUEST']._serialized_end=300
-  _globals['_LOADMODELPROGRESS']._serialized_start=302
-  _globals['_LOADMODELPROGRESS']._serialized_end=403
-  _globals['_UNLOADMODELREQUEST']._serialized_start=405
-  _globals['_UNLOADMODELREQUEST']._serialized_end=440
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=442
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=463
-  _globals['_LISTMODELSREQUEST']._serialized_start=465
-  _globals['_LISTMODELSREQUEST']._serialized_end=484
-  _globals['_LISTMODELSRESPONSE']._serialized_start=486
-  _globals['_LISTMODELSRESPONSE']._serialized_end=545
-  _globals['_STATUSREQUEST']._serialized_start=547
-  _globals['_STATUSREQUEST']._serialized_end=562
-  _globals['_STATUSRESPONSE']._serialized_start=565
-  _globals['_STATUSRESPONSE']._serialized_end=807
-  _globals['_CONTROL']._serialized_start=810
-  _globals['_CONTROL']._serialized_end=1117
+  _globals['_STARTCLUSTERHEADREQUEST']._serialized_start=40
+  _globals['_STARTCLUSTERHEADREQUEST']._serialized_end=145
+  _globals['_CLUSTERNODE']._serialized_start=147
+  _globals['_CLUSTERNODE']._serialized_end=238
+  _globals['_STARTCLUSTERHEADRESPONSE']._serialized_start=240
+  _globals['_STARTCLUSTERHEADRESPONSE']._serialized_end=305
+  _globals['_JOINCLUSTERREQUEST']._serialized_start=307
+  _globals['_JOINCLUSTERREQUEST']._serialized_end=429
+  _globals['_JOINCLUSTERRESPONSE']._serialized_start=431
+  _globals['_JOINCLUSTERRESPONSE']._serialized_end=491
+  _globals['_LEAVECLUSTERREQUEST']._serialized_start=493
+  _globals['_LEAVECLUSTERREQUEST']._serialized_end=534
+  _globals['_LEAVECLUSTERRESPONSE']._serialized_start=536
+  _globals['_LEAVECLUSTERRESPONSE']._serialized_end=572
+  _globals['_MODELINFO']._serialized_start=575
+  _globals['_MODELINFO']._serialized_end=799
+  _globals['_LOADMODELREQUEST']._serialized_start=801
+  _globals['_LOADMODELREQUEST']._serialized_end=834
+  _globals['_LOADMODELPROGRESS']._serialized_start=836
+  _globals['_LOADMODELPROGRESS']._serialized_end=937
+  _globals['_UNLOADMODELREQUEST']._serialized_start=939
+  _globals['_UNLOADMODELREQUEST']._serialized_end=974
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=976
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=997
+  _globals['_LISTMODELSREQUEST']._serialized_start=999
+  _globals['_LISTMODELSREQUEST']._serialized_end=1018
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1020
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1079
+  _globals['_STATUSREQUEST']._serialized_start=1081
+  _globals['_STATUSREQUEST']._serialized_end=1096
+  _globals['_STATUSRESPONSE']._serialized_start=1099
+  _globals['_STATUSRESPONSE']._serialized_end=1341
+  _globals['_CONTROL']._serialized_start=1344
+  _globals['_CONTROL']._serialized_end=1909
 # @@protoc_insertion_point(module_scope)

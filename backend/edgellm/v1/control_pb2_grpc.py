@@ -54,6 +54,21 @@ class ControlStub:
                 request_serializer=edgellm_dot_v1_dot_control__pb2.StatusRequest.SerializeToString,
                 response_deserializer=edgellm_dot_v1_dot_control__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.StartClusterHead = channel.unary_unary(
+                '/edgellm.v1.Control/StartClusterHead',
+                request_serializer=edgellm_dot_v1_dot_control__pb2.StartClusterHeadRequest.SerializeToString,
+                response_deserializer=edgellm_dot_v1_dot_control__pb2.StartClusterHeadResponse.FromString,
+                _registered_method=True)
+        self.JoinCluster = channel.unary_unary(
+                '/edgellm.v1.Control/JoinCluster',
+                request_serializer=edgellm_dot_v1_dot_control__pb2.JoinClusterRequest.SerializeToString,
+                response_deserializer=edgellm_dot_v1_dot_control__pb2.JoinClusterResponse.FromString,
+                _registered_method=True)
+        self.LeaveCluster = channel.unary_unary(
+                '/edgellm.v1.Control/LeaveCluster',
+                request_serializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterRequest.SerializeToString,
+                response_deserializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -88,6 +103,34 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartClusterHead(self, request, context):
+        """Ray clusters, one per inference session (DESIGN.md request path step 4).
+        StartClusterHead starts a Ray head with token authentication on
+        bind_address, and makes this backend the cluster's driver (one head per
+        backend at a time). Call it on the requester before any JoinCluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinCluster(self, request, context):
+        """JoinCluster starts a Ray worker node that joins head_address with the
+        session's token and offers the resource peer_resource, so the plan's stages
+        for this peer land here. A wrong token is refused by Ray: UNAVAILABLE, and
+        nothing is left running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveCluster(self, request, context):
+        """LeaveCluster stops every Ray process this backend started for the session
+        (by pid; never `ray stop`). Unknown sessions answer left=false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +153,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=edgellm_dot_v1_dot_control__pb2.StatusRequest.FromString,
                     response_serializer=edgellm_dot_v1_dot_control__pb2.StatusResponse.SerializeToString,
+            ),
+            'StartClusterHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartClusterHead,
+                    request_deserializer=edgellm_dot_v1_dot_control__pb2.StartClusterHeadRequest.FromString,
+                    response_serializer=edgellm_dot_v1_dot_control__pb2.StartClusterHeadResponse.SerializeToString,
+            ),
+            'JoinCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinCluster,
+                    request_deserializer=edgellm_dot_v1_dot_control__pb2.JoinClusterRequest.FromString,
+                    response_serializer=edgellm_dot_v1_dot_control__pb2.JoinClusterResponse.SerializeToString,
+            ),
+            'LeaveCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveCluster,
+                    request_deserializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterRequest.FromString,
+                    response_serializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +278,87 @@ class Control:
             '/edgellm.v1.Control/Status',
             edgellm_dot_v1_dot_control__pb2.StatusRequest.SerializeToString,
             edgellm_dot_v1_dot_control__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartClusterHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgellm.v1.Control/StartClusterHead',
+            edgellm_dot_v1_dot_control__pb2.StartClusterHeadRequest.SerializeToString,
+            edgellm_dot_v1_dot_control__pb2.StartClusterHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgellm.v1.Control/JoinCluster',
+            edgellm_dot_v1_dot_control__pb2.JoinClusterRequest.SerializeToString,
+            edgellm_dot_v1_dot_control__pb2.JoinClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgellm.v1.Control/LeaveCluster',
+            edgellm_dot_v1_dot_control__pb2.LeaveClusterRequest.SerializeToString,
+            edgellm_dot_v1_dot_control__pb2.LeaveClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

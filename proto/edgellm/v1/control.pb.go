@@ -23,6 +23,406 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type StartClusterHeadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Caller-chosen id, 1-128 of [A-Za-z0-9._-]; Generate's plan names it.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// IP of the interface the workers reach this machine on (not a wildcard).
+	// Ray replaces a loopback address with the machine's routable one.
+	BindAddress string `protobuf:"bytes,2,opt,name=bind_address,json=bindAddress,proto3" json:"bind_address,omitempty"`
+	// The session's Ray token: 64 hex characters (32 random bytes). Never logged.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// Optional: a resource such as "peer:<peer id>" when the head also runs a stage.
+	PeerResource  string `protobuf:"bytes,4,opt,name=peer_resource,json=peerResource,proto3" json:"peer_resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartClusterHeadRequest) Reset() {
+	*x = StartClusterHeadRequest{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartClusterHeadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartClusterHeadRequest) ProtoMessage() {}
+
+func (x *StartClusterHeadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartClusterHeadRequest.ProtoReflect.Descriptor instead.
+func (*StartClusterHeadRequest) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StartClusterHeadRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *StartClusterHeadRequest) GetBindAddress() string {
+	if x != nil {
+		return x.BindAddress
+	}
+	return ""
+}
+
+func (x *StartClusterHeadRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *StartClusterHeadRequest) GetPeerResource() string {
+	if x != nil {
+		return x.PeerResource
+	}
+	return ""
+}
+
+type ClusterNode struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The cluster's head (GCS) address, "IP:PORT", to hand to workers.
+	HeadAddress string `protobuf:"bytes,2,opt,name=head_address,json=headAddress,proto3" json:"head_address,omitempty"`
+	// Pid of the `ray start` process; every Ray process of the node is in its session.
+	Pid           uint32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	PeerResource  string `protobuf:"bytes,4,opt,name=peer_resource,json=peerResource,proto3" json:"peer_resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterNode) Reset() {
+	*x = ClusterNode{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterNode) ProtoMessage() {}
+
+func (x *ClusterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
+func (*ClusterNode) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ClusterNode) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetHeadAddress() string {
+	if x != nil {
+		return x.HeadAddress
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ClusterNode) GetPeerResource() string {
+	if x != nil {
+		return x.PeerResource
+	}
+	return ""
+}
+
+type StartClusterHeadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *ClusterNode           `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartClusterHeadResponse) Reset() {
+	*x = StartClusterHeadResponse{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartClusterHeadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartClusterHeadResponse) ProtoMessage() {}
+
+func (x *StartClusterHeadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartClusterHeadResponse.ProtoReflect.Descriptor instead.
+func (*StartClusterHeadResponse) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StartClusterHeadResponse) GetNode() *ClusterNode {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type JoinClusterRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// "IP:PORT" from the head's StartClusterHeadResponse.
+	HeadAddress string `protobuf:"bytes,2,opt,name=head_address,json=headAddress,proto3" json:"head_address,omitempty"`
+	// The same token the head was started with.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// "peer:<peer id>": the resource the plan's stages for this peer ask for.
+	PeerResource string `protobuf:"bytes,4,opt,name=peer_resource,json=peerResource,proto3" json:"peer_resource,omitempty"`
+	// IP of the interface this worker is reached on (not a wildcard).
+	BindAddress   string `protobuf:"bytes,5,opt,name=bind_address,json=bindAddress,proto3" json:"bind_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterRequest) Reset() {
+	*x = JoinClusterRequest{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterRequest) ProtoMessage() {}
+
+func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
+func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JoinClusterRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetHeadAddress() string {
+	if x != nil {
+		return x.HeadAddress
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetPeerResource() string {
+	if x != nil {
+		return x.PeerResource
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetBindAddress() string {
+	if x != nil {
+		return x.BindAddress
+	}
+	return ""
+}
+
+type JoinClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *ClusterNode           `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterResponse) Reset() {
+	*x = JoinClusterResponse{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterResponse) ProtoMessage() {}
+
+func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
+func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *JoinClusterResponse) GetNode() *ClusterNode {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type LeaveClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveClusterRequest) Reset() {
+	*x = LeaveClusterRequest{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveClusterRequest) ProtoMessage() {}
+
+func (x *LeaveClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveClusterRequest.ProtoReflect.Descriptor instead.
+func (*LeaveClusterRequest) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LeaveClusterRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type LeaveClusterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when this backend had no cluster for that session.
+	Left          bool `protobuf:"varint,1,opt,name=left,proto3" json:"left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveClusterResponse) Reset() {
+	*x = LeaveClusterResponse{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveClusterResponse) ProtoMessage() {}
+
+func (x *LeaveClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveClusterResponse.ProtoReflect.Descriptor instead.
+func (*LeaveClusterResponse) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LeaveClusterResponse) GetLeft() bool {
+	if x != nil {
+		return x.Left
+	}
+	return false
+}
+
 type ModelInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Short id, e.g. "smollm2-135m".
@@ -46,7 +446,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	mi := &file_edgellm_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -58,7 +458,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	mi := &file_edgellm_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -71,7 +471,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ModelInfo) GetId() string {
@@ -160,7 +560,7 @@ type LoadModelRequest struct {
 
 func (x *LoadModelRequest) Reset() {
 	*x = LoadModelRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	mi := &file_edgellm_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -172,7 +572,7 @@ func (x *LoadModelRequest) String() string {
 func (*LoadModelRequest) ProtoMessage() {}
 
 func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	mi := &file_edgellm_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -185,7 +585,7 @@ func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelRequest.ProtoReflect.Descriptor instead.
 func (*LoadModelRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LoadModelRequest) GetModel() string {
@@ -210,7 +610,7 @@ type LoadModelProgress struct {
 
 func (x *LoadModelProgress) Reset() {
 	*x = LoadModelProgress{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	mi := &file_edgellm_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +622,7 @@ func (x *LoadModelProgress) String() string {
 func (*LoadModelProgress) ProtoMessage() {}
 
 func (x *LoadModelProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	mi := &file_edgellm_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +635,7 @@ func (x *LoadModelProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelProgress.ProtoReflect.Descriptor instead.
 func (*LoadModelProgress) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LoadModelProgress) GetPhase() string {
@@ -275,7 +675,7 @@ type UnloadModelRequest struct {
 
 func (x *UnloadModelRequest) Reset() {
 	*x = UnloadModelRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	mi := &file_edgellm_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +687,7 @@ func (x *UnloadModelRequest) String() string {
 func (*UnloadModelRequest) ProtoMessage() {}
 
 func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	mi := &file_edgellm_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +700,7 @@ func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelRequest.ProtoReflect.Descriptor instead.
 func (*UnloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UnloadModelRequest) GetModel() string {
@@ -318,7 +718,7 @@ type UnloadModelResponse struct {
 
 func (x *UnloadModelResponse) Reset() {
 	*x = UnloadModelResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	mi := &file_edgellm_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +730,7 @@ func (x *UnloadModelResponse) String() string {
 func (*UnloadModelResponse) ProtoMessage() {}
 
 func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	mi := &file_edgellm_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +743,7 @@ func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelResponse.ProtoReflect.Descriptor instead.
 func (*UnloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 type ListModelsRequest struct {
@@ -354,7 +754,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	mi := &file_edgellm_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +766,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	mi := &file_edgellm_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +779,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 type ListModelsResponse struct {
@@ -391,7 +791,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[6]
+	mi := &file_edgellm_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +803,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[6]
+	mi := &file_edgellm_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +816,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -434,7 +834,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[7]
+	mi := &file_edgellm_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +846,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[7]
+	mi := &file_edgellm_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +859,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 type StatusResponse struct {
@@ -480,7 +880,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[8]
+	mi := &file_edgellm_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +892,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[8]
+	mi := &file_edgellm_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +905,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatusResponse) GetBackendVersion() string {
@@ -569,7 +969,35 @@ var File_edgellm_v1_control_proto protoreflect.FileDescriptor
 const file_edgellm_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"\x18edgellm/v1/control.proto\x12\n" +
-	"edgellm.v1\"\xd7\x02\n" +
+	"edgellm.v1\"\x96\x01\n" +
+	"\x17StartClusterHeadRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
+	"\fbind_address\x18\x02 \x01(\tR\vbindAddress\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12#\n" +
+	"\rpeer_resource\x18\x04 \x01(\tR\fpeerResource\"\x86\x01\n" +
+	"\vClusterNode\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
+	"\fhead_address\x18\x02 \x01(\tR\vheadAddress\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\rR\x03pid\x12#\n" +
+	"\rpeer_resource\x18\x04 \x01(\tR\fpeerResource\"G\n" +
+	"\x18StartClusterHeadResponse\x12+\n" +
+	"\x04node\x18\x01 \x01(\v2\x17.edgellm.v1.ClusterNodeR\x04node\"\xb4\x01\n" +
+	"\x12JoinClusterRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
+	"\fhead_address\x18\x02 \x01(\tR\vheadAddress\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12#\n" +
+	"\rpeer_resource\x18\x04 \x01(\tR\fpeerResource\x12!\n" +
+	"\fbind_address\x18\x05 \x01(\tR\vbindAddress\"B\n" +
+	"\x13JoinClusterResponse\x12+\n" +
+	"\x04node\x18\x01 \x01(\v2\x17.edgellm.v1.ClusterNodeR\x04node\"4\n" +
+	"\x13LeaveClusterRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"*\n" +
+	"\x14LeaveClusterResponse\x12\x12\n" +
+	"\x04left\x18\x01 \x01(\bR\x04left\"\xd7\x02\n" +
 	"\tModelInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
@@ -608,13 +1036,16 @@ const file_edgellm_v1_control_proto_rawDesc = "" +
 	"\x14prefill_tokens_per_s\x18\x05 \x01(\x01R\x11prefillTokensPerS\x12-\n" +
 	"\x13decode_tokens_per_s\x18\x06 \x01(\x01R\x10decodeTokensPerS\x12'\n" +
 	"\x0factive_requests\x18\a \x01(\rR\x0eactiveRequests\x12:\n" +
-	"\rloaded_models\x18\b \x03(\v2\x15.edgellm.v1.ModelInfoR\floadedModels2\xb3\x02\n" +
+	"\rloaded_models\x18\b \x03(\v2\x15.edgellm.v1.ModelInfoR\floadedModels2\xb5\x04\n" +
 	"\aControl\x12J\n" +
 	"\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n" +
 	"\vUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n" +
 	"\n" +
 	"ListModels\x12\x1d.edgellm.v1.ListModelsRequest\x1a\x1e.edgellm.v1.ListModelsResponse\x12?\n" +
-	"\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3"
+	"\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponse\x12]\n" +
+	"\x10StartClusterHead\x12#.edgellm.v1.StartClusterHeadRequest\x1a$.edgellm.v1.StartClusterHeadResponse\x12N\n" +
+	"\vJoinCluster\x12\x1e.edgellm.v1.JoinClusterRequest\x1a\x1f.edgellm.v1.JoinClusterResponse\x12Q\n" +
+	"\fLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3"
 
 var (
 	file_edgellm_v1_control_proto_rawDescOnce sync.Once
@@ -628,35 +1059,50 @@ func file_edgellm_v1_control_proto_rawDescGZIP() []byte {
 	return file_edgellm_v1_control_proto_rawDescData
 }
 
-var file_edgellm_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_edgellm_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_edgellm_v1_control_proto_goTypes = []any{
-	(*ModelInfo)(nil),           // 0: edgellm.v1.ModelInfo
-	(*LoadModelRequest)(nil),    // 1: edgellm.v1.LoadModelRequest
-	(*LoadModelProgress)(nil),   // 2: edgellm.v1.LoadModelProgress
-	(*UnloadModelRequest)(nil),  // 3: edgellm.v1.UnloadModelRequest
-	(*UnloadModelResponse)(nil), // 4: edgellm.v1.UnloadModelResponse
-	(*ListModelsRequest)(nil),   // 5: edgellm.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),  // 6: edgellm.v1.ListModelsResponse
-	(*StatusRequest)(nil),       // 7: edgellm.v1.StatusRequest
-	(*StatusResponse)(nil),      // 8: edgellm.v1.StatusResponse
+	(*StartClusterHeadRequest)(nil),  // 0: edgellm.v1.StartClusterHeadRequest
+	(*ClusterNode)(nil),              // 1: edgellm.v1.ClusterNode
+	(*StartClusterHeadResponse)(nil), // 2: edgellm.v1.StartClusterHeadResponse
+	(*JoinClusterRequest)(nil),       // 3: edgellm.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),      // 4: edgellm.v1.JoinClusterResponse
+	(*LeaveClusterRequest)(nil),      // 5: edgellm.v1.LeaveClusterRequest
+	(*LeaveClusterResponse)(nil),     // 6: edgellm.v1.LeaveClusterResponse
+	(*ModelInfo)(nil),                // 7: edgellm.v1.ModelInfo
+	(*LoadModelRequest)(nil),         // 8: edgellm.v1.LoadModelRequest
+	(*LoadModelProgress)(nil),        // 9: edgellm.v1.LoadModelProgress
+	(*UnloadModelRequest)(nil),       // 10: edgellm.v1.UnloadModelRequest
+	(*UnloadModelResponse)(nil),      // 11: edgellm.v1.UnloadModelResponse
+	(*ListModelsRequest)(nil),        // 12: edgellm.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),       // 13: edgellm.v1.ListModelsResponse
+	(*StatusRequest)(nil),            // 14: edgellm.v1.StatusRequest
+	(*StatusResponse)(nil),           // 15: edgellm.v1.StatusResponse
 }
 var file_edgellm_v1_control_proto_depIdxs = []int32{
-	0, // 0: edgellm.v1.LoadModelProgress.model:type_name -> edgellm.v1.ModelInfo
-	0, // 1: edgellm.v1.ListModelsResponse.models:type_name -> edgellm.v1.ModelInfo
-	0, // 2: edgellm.v1.StatusResponse.loaded_models:type_name -> edgellm.v1.ModelInfo
-	1, // 3: edgellm.v1.Control.LoadModel:input_type -> edgellm.v1.LoadModelRequest
-	3, // 4: edgellm.v1.Control.UnloadModel:input_type -> edgellm.v1.UnloadModelRequest
-	5, // 5: edgellm.v1.Control.ListModels:input_type -> edgellm.v1.ListModelsRequest
-	7, // 6: edgellm.v1.Control.Status:input_type -> edgellm.v1.StatusRequest
-	2, // 7: edgellm.v1.Control.LoadModel:output_type -> edgellm.v1.LoadModelProgress
-	4, // 8: edgellm.v1.Control.UnloadModel:output_type -> edgellm.v1.UnloadModelResponse
-	6, // 9: edgellm.v1.Control.ListModels:output_type -> edgellm.v1.ListModelsResponse
-	8, // 10: edgellm.v1.Control.Status:output_type -> edgellm.v1.StatusResponse
-	7, // [7:11] is the sub-list for method output_type
-	3, // [3:7] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1,  // 0: edgellm.v1.StartClusterHeadResponse.node:type_name -> edgellm.v1.ClusterNode
+	1,  // 1: edgellm.v1.JoinClusterResponse.node:type_name -> edgellm.v1.ClusterNode
+	7,  // 2: edgellm.v1.LoadModelProgress.model:type_name -> edgellm.v1.ModelInfo
+	7,  // 3: edgellm.v1.ListModelsResponse.models:type_name -> edgellm.v1.ModelInfo
+	7,  // 4: edgellm.v1.StatusResponse.loaded_models:type_name -> edgellm.v1.ModelInfo
+	8,  // 5: edgellm.v1.Control.LoadModel:input_type -> edgellm.v1.LoadModelRequest
+	10, // 6: edgellm.v1.Control.UnloadModel:input_type -> edgellm.v1.UnloadModelRequest
+	12, // 7: edgellm.v1.Control.ListModels:input_type -> edgellm.v1.ListModelsRequest
+	14, // 8: edgellm.v1.Control.Status:input_type -> edgellm.v1.StatusRequest
+	0,  // 9: edgellm.v1.Control.StartClusterHead:input_type -> edgellm.v1.StartClusterHeadRequest
+	3,  // 10: edgellm.v1.Control.JoinCluster:input_type -> edgellm.v1.JoinClusterRequest
+	5,  // 11: edgellm.v1.Control.LeaveCluster:input_type -> edgellm.v1.LeaveClusterRequest
+	9,  // 12: edgellm.v1.Control.LoadModel:output_type -> edgellm.v1.LoadModelProgress
+	11, // 13: edgellm.v1.Control.UnloadModel:output_type -> edgellm.v1.UnloadModelResponse
+	13, // 14: edgellm.v1.Control.ListModels:output_type -> edgellm.v1.ListModelsResponse
+	15, // 15: edgellm.v1.Control.Status:output_type -> edgellm.v1.StatusResponse
+	2,  // 16: edgellm.v1.Control.StartClusterHead:output_type -> edgellm.v1.StartClusterHeadResponse
+	4,  // 17: edgellm.v1.Control.JoinCluster:output_type -> edgellm.v1.JoinClusterResponse
+	6,  // 18: edgellm.v1.Control.LeaveCluster:output_type -> edgellm.v1.LeaveClusterResponse
+	12, // [12:19] is the sub-list for method output_type
+	5,  // [5:12] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_edgellm_v1_control_proto_init() }
@@ -670,7 +1116,7 @@ func file_edgellm_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgellm_v1_control_proto_rawDesc), len(file_edgellm_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

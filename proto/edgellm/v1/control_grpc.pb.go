@@ -21,10 +21,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_LoadModel_FullMethodName   = "/edgellm.v1.Control/LoadModel"
-	Control_UnloadModel_FullMethodName = "/edgellm.v1.Control/UnloadModel"
-	Control_ListModels_FullMethodName  = "/edgellm.v1.Control/ListModels"
-	Control_Status_FullMethodName      = "/edgellm.v1.Control/Status"
+	Control_LoadModel_FullMethodName        = "/edgellm.v1.Control/LoadModel"
+	Control_UnloadModel_FullMethodName      = "/edgellm.v1.Control/UnloadModel"
+	Control_ListModels_FullMethodName       = "/edgellm.v1.Control/ListModels"
+	Control_Status_FullMethodName           = "/edgellm.v1.Control/Status"
+	Control_StartClusterHead_FullMethodName = "/edgellm.v1.Control/StartClusterHead"
+	Control_JoinCluster_FullMethodName      = "/edgellm.v1.Control/JoinCluster"
+	Control_LeaveCluster_FullMethodName     = "/edgellm.v1.Control/LeaveCluster"
 )
 
 // ControlClient is the client API for Control service.
@@ -40,6 +43,19 @@ type ControlClient interface {
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// Status reports device, memory and measured speed.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Ray clusters, one per inference session (DESIGN.md request path step 4).
+	// StartClusterHead starts a Ray head with token authentication on
+	// bind_address, and makes this backend the cluster's driver (one head per
+	// backend at a time). Call it on the requester before any JoinCluster.
+	StartClusterHead(ctx context.Context, in *StartClusterHeadRequest, opts ...grpc.CallOption) (*StartClusterHeadResponse, error)
+	// JoinCluster starts a Ray worker node that joins head_address with the
+	// session's token and offers the resource peer_resource, so the plan's stages
+	// for this peer land here. A wrong token is refused by Ray: UNAVAILABLE, and
+	// nothing is left running.
+	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
+	// LeaveCluster stops every Ray process this backend started for the session
+	// (by pid; never `ray stop`). Unknown sessions answer left=false.
+	LeaveCluster(ctx context.Context, in *LeaveClusterRequest, opts ...grpc.CallOption) (*LeaveClusterResponse, error)
 }
 
 type controlClient struct {
@@ -99,6 +115,36 @@ func (c *controlClient) Status(ctx context.Context, in *StatusRequest, opts ...g
 	return out, nil
 }
 
+func (c *controlClient) StartClusterHead(ctx context.Context, in *StartClusterHeadRequest, opts ...grpc.CallOption) (*StartClusterHeadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartClusterHeadResponse)
+	err := c.cc.Invoke(ctx, Control_StartClusterHead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinClusterResponse)
+	err := c.cc.Invoke(ctx, Control_JoinCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) LeaveCluster(ctx context.Context, in *LeaveClusterRequest, opts ...grpc.CallOption) (*LeaveClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveClusterResponse)
+	err := c.cc.Invoke(ctx, Control_LeaveCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -112,6 +158,19 @@ type ControlServer interface {
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// Status reports device, memory and measured speed.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Ray clusters, one per inference session (DESIGN.md request path step 4).
+	// StartClusterHead starts a Ray head with token authentication on
+	// bind_address, and makes this backend the cluster's driver (one head per
+	// backend at a time). Call it on the requester before any JoinCluster.
+	StartClusterHead(context.Context, *StartClusterHeadRequest) (*StartClusterHeadResponse, error)
+	// JoinCluster starts a Ray worker node that joins head_address with the
+	// session's token and offers the resource peer_resource, so the plan's stages
+	// for this peer land here. A wrong token is refused by Ray: UNAVAILABLE, and
+	// nothing is left running.
+	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
+	// LeaveCluster stops every Ray process this backend started for the session
+	// (by pid; never `ray stop`). Unknown sessions answer left=false.
+	LeaveCluster(context.Context, *LeaveClusterRequest) (*LeaveClusterResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -133,6 +192,15 @@ func (UnimplementedControlServer) ListModels(context.Context, *ListModelsRequest
 }
 func (UnimplementedControlServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedControlServer) StartClusterHead(context.Context, *StartClusterHeadRequest) (*StartClusterHeadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartClusterHead not implemented")
+}
+func (UnimplementedControlServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
+}
+func (UnimplementedControlServer) LeaveCluster(context.Context, *LeaveClusterRequest) (*LeaveClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaveCluster not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -220,6 +288,60 @@ func _Control_Status_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_StartClusterHead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartClusterHeadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).StartClusterHead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_StartClusterHead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).StartClusterHead(ctx, req.(*StartClusterHeadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_JoinCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).JoinCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_JoinCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).JoinCluster(ctx, req.(*JoinClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_LeaveCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).LeaveCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_LeaveCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).LeaveCluster(ctx, req.(*LeaveClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -238,6 +360,18 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Control_Status_Handler,
+		},
+		{
+			MethodName: "StartClusterHead",
+			Handler:    _Control_StartClusterHead_Handler,
+		},
+		{
+			MethodName: "JoinCluster",
+			Handler:    _Control_JoinCluster_Handler,
+		},
+		{
+			MethodName: "LeaveCluster",
+			Handler:    _Control_LeaveCluster_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

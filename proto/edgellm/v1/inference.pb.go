@@ -238,8 +238,11 @@ type GenerateRequest struct {
 	//	*GenerateRequest_Prompt
 	//	*GenerateRequest_Messages
 	//	*GenerateRequest_RawPrompt
-	Input         isGenerateRequest_Input `protobuf_oneof:"input"`
-	Sampling      *SamplingParams         `protobuf:"bytes,6,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	Input    isGenerateRequest_Input `protobuf_oneof:"input"`
+	Sampling *SamplingParams         `protobuf:"bytes,6,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	// Run across a Ray cluster started with Control.StartClusterHead instead of
+	// locally; unset runs the model in this backend.
+	Plan          *Plan `protobuf:"bytes,7,opt,name=plan,proto3" json:"plan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +332,13 @@ func (x *GenerateRequest) GetSampling() *SamplingParams {
 	return nil
 }
 
+func (x *GenerateRequest) GetPlan() *Plan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
 type isGenerateRequest_Input interface {
 	isGenerateRequest_Input()
 }
@@ -354,6 +364,132 @@ func (*GenerateRequest_Messages) isGenerateRequest_Input() {}
 
 func (*GenerateRequest_RawPrompt) isGenerateRequest_Input() {}
 
+// Which peer runs which layers. Stages are ordered, contiguous and cover every
+// layer of the model exactly once; each peer appears once.
+type Plan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session of a cluster this backend started (Control.StartClusterHead).
+	SessionId     string       `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Stages        []*PlanStage `protobuf:"bytes,2,rep,name=stages,proto3" json:"stages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Plan) Reset() {
+	*x = Plan{}
+	mi := &file_edgellm_v1_inference_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Plan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Plan) ProtoMessage() {}
+
+func (x *Plan) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_inference_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Plan.ProtoReflect.Descriptor instead.
+func (*Plan) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Plan) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Plan) GetStages() []*PlanStage {
+	if x != nil {
+		return x.Stages
+	}
+	return nil
+}
+
+type PlanStage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Ray resource the peer's node offers, e.g. "peer:12D3KooW...".
+	PeerResource string `protobuf:"bytes,1,opt,name=peer_resource,json=peerResource,proto3" json:"peer_resource,omitempty"`
+	// Layers [layer_start, layer_end).
+	LayerStart uint32 `protobuf:"varint,2,opt,name=layer_start,json=layerStart,proto3" json:"layer_start,omitempty"`
+	LayerEnd   uint32 `protobuf:"varint,3,opt,name=layer_end,json=layerEnd,proto3" json:"layer_end,omitempty"`
+	// CID the peer's model store must hold; the peer refuses others.
+	WeightsCid    string `protobuf:"bytes,4,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanStage) Reset() {
+	*x = PlanStage{}
+	mi := &file_edgellm_v1_inference_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanStage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanStage) ProtoMessage() {}
+
+func (x *PlanStage) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_inference_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanStage.ProtoReflect.Descriptor instead.
+func (*PlanStage) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PlanStage) GetPeerResource() string {
+	if x != nil {
+		return x.PeerResource
+	}
+	return ""
+}
+
+func (x *PlanStage) GetLayerStart() uint32 {
+	if x != nil {
+		return x.LayerStart
+	}
+	return 0
+}
+
+func (x *PlanStage) GetLayerEnd() uint32 {
+	if x != nil {
+		return x.LayerEnd
+	}
+	return 0
+}
+
+func (x *PlanStage) GetWeightsCid() string {
+	if x != nil {
+		return x.WeightsCid
+	}
+	return ""
+}
+
 type ChatMessages struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Messages      []*ChatMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
@@ -363,7 +499,7 @@ type ChatMessages struct {
 
 func (x *ChatMessages) Reset() {
 	*x = ChatMessages{}
-	mi := &file_edgellm_v1_inference_proto_msgTypes[3]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +511,7 @@ func (x *ChatMessages) String() string {
 func (*ChatMessages) ProtoMessage() {}
 
 func (x *ChatMessages) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_inference_proto_msgTypes[3]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +524,7 @@ func (x *ChatMessages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMessages.ProtoReflect.Descriptor instead.
 func (*ChatMessages) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{3}
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ChatMessages) GetMessages() []*ChatMessage {
@@ -408,7 +544,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_edgellm_v1_inference_proto_msgTypes[4]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +556,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_inference_proto_msgTypes[4]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +569,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{4}
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Usage) GetPromptTokens() uint32 {
@@ -465,7 +601,7 @@ type Timings struct {
 
 func (x *Timings) Reset() {
 	*x = Timings{}
-	mi := &file_edgellm_v1_inference_proto_msgTypes[5]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +613,7 @@ func (x *Timings) String() string {
 func (*Timings) ProtoMessage() {}
 
 func (x *Timings) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_inference_proto_msgTypes[5]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +626,7 @@ func (x *Timings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timings.ProtoReflect.Descriptor instead.
 func (*Timings) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{5}
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Timings) GetTtftMs() float64 {
@@ -539,7 +675,7 @@ type GenerateResponse struct {
 
 func (x *GenerateResponse) Reset() {
 	*x = GenerateResponse{}
-	mi := &file_edgellm_v1_inference_proto_msgTypes[6]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +687,7 @@ func (x *GenerateResponse) String() string {
 func (*GenerateResponse) ProtoMessage() {}
 
 func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_inference_proto_msgTypes[6]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +700,7 @@ func (x *GenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateResponse.ProtoReflect.Descriptor instead.
 func (*GenerateResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{6}
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GenerateResponse) GetRequestId() string {
@@ -618,7 +754,7 @@ type AbortRequest struct {
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_edgellm_v1_inference_proto_msgTypes[7]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +766,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_inference_proto_msgTypes[7]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +779,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{7}
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AbortRequest) GetRequestId() string {
@@ -663,7 +799,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_edgellm_v1_inference_proto_msgTypes[8]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +811,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_inference_proto_msgTypes[8]
+	mi := &file_edgellm_v1_inference_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +824,7 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{8}
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AbortResponse) GetAborted() bool {
@@ -719,7 +855,7 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\f_temperatureB\b\n" +
 	"\x06_top_pB\b\n" +
 	"\x06_top_kB\a\n" +
-	"\x05_seed\"\xfa\x01\n" +
+	"\x05_seed\"\xa0\x02\n" +
 	"\x0fGenerateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -728,8 +864,20 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\bmessages\x18\x04 \x01(\v2\x18.edgellm.v1.ChatMessagesH\x00R\bmessages\x12\x1f\n" +
 	"\n" +
 	"raw_prompt\x18\x05 \x01(\tH\x00R\trawPrompt\x126\n" +
-	"\bsampling\x18\x06 \x01(\v2\x1a.edgellm.v1.SamplingParamsR\bsamplingB\a\n" +
-	"\x05input\"C\n" +
+	"\bsampling\x18\x06 \x01(\v2\x1a.edgellm.v1.SamplingParamsR\bsampling\x12$\n" +
+	"\x04plan\x18\a \x01(\v2\x10.edgellm.v1.PlanR\x04planB\a\n" +
+	"\x05input\"T\n" +
+	"\x04Plan\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12-\n" +
+	"\x06stages\x18\x02 \x03(\v2\x15.edgellm.v1.PlanStageR\x06stages\"\x8f\x01\n" +
+	"\tPlanStage\x12#\n" +
+	"\rpeer_resource\x18\x01 \x01(\tR\fpeerResource\x12\x1f\n" +
+	"\vlayer_start\x18\x02 \x01(\rR\n" +
+	"layerStart\x12\x1b\n" +
+	"\tlayer_end\x18\x03 \x01(\rR\blayerEnd\x12\x1f\n" +
+	"\vweights_cid\x18\x04 \x01(\tR\n" +
+	"weightsCid\"C\n" +
 	"\fChatMessages\x123\n" +
 	"\bmessages\x18\x01 \x03(\v2\x17.edgellm.v1.ChatMessageR\bmessages\"Y\n" +
 	"\x05Usage\x12#\n" +
@@ -775,35 +923,39 @@ func file_edgellm_v1_inference_proto_rawDescGZIP() []byte {
 }
 
 var file_edgellm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_edgellm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_edgellm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_edgellm_v1_inference_proto_goTypes = []any{
 	(FinishReason)(0),        // 0: edgellm.v1.FinishReason
 	(*ChatMessage)(nil),      // 1: edgellm.v1.ChatMessage
 	(*SamplingParams)(nil),   // 2: edgellm.v1.SamplingParams
 	(*GenerateRequest)(nil),  // 3: edgellm.v1.GenerateRequest
-	(*ChatMessages)(nil),     // 4: edgellm.v1.ChatMessages
-	(*Usage)(nil),            // 5: edgellm.v1.Usage
-	(*Timings)(nil),          // 6: edgellm.v1.Timings
-	(*GenerateResponse)(nil), // 7: edgellm.v1.GenerateResponse
-	(*AbortRequest)(nil),     // 8: edgellm.v1.AbortRequest
-	(*AbortResponse)(nil),    // 9: edgellm.v1.AbortResponse
+	(*Plan)(nil),             // 4: edgellm.v1.Plan
+	(*PlanStage)(nil),        // 5: edgellm.v1.PlanStage
+	(*ChatMessages)(nil),     // 6: edgellm.v1.ChatMessages
+	(*Usage)(nil),            // 7: edgellm.v1.Usage
+	(*Timings)(nil),          // 8: edgellm.v1.Timings
+	(*GenerateResponse)(nil), // 9: edgellm.v1.GenerateResponse
+	(*AbortRequest)(nil),     // 10: edgellm.v1.AbortRequest
+	(*AbortResponse)(nil),    // 11: edgellm.v1.AbortResponse
 }
 var file_edgellm_v1_inference_proto_depIdxs = []int32{
-	4, // 0: edgellm.v1.GenerateRequest.messages:type_name -> edgellm.v1.ChatMessages
-	2, // 1: edgellm.v1.GenerateRequest.sampling:type_name -> edgellm.v1.SamplingParams
-	1, // 2: edgellm.v1.ChatMessages.messages:type_name -> edgellm.v1.ChatMessage
-	0, // 3: edgellm.v1.GenerateResponse.finish_reason:type_name -> edgellm.v1.FinishReason
-	5, // 4: edgellm.v1.GenerateResponse.usage:type_name -> edgellm.v1.Usage
-	6, // 5: edgellm.v1.GenerateResponse.timings:type_name -> edgellm.v1.Timings
-	3, // 6: edgellm.v1.Inference.Generate:input_type -> edgellm.v1.GenerateRequest
-	8, // 7: edgellm.v1.Inference.Abort:input_type -> edgellm.v1.AbortRequest
-	7, // 8: edgellm.v1.Inference.Generate:output_type -> edgellm.v1.GenerateResponse
-	9, // 9: edgellm.v1.Inference.Abort:output_type -> edgellm.v1.AbortResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6,  // 0: edgellm.v1.GenerateRequest.messages:type_name -> edgellm.v1.ChatMessages
+	2,  // 1: edgellm.v1.GenerateRequest.sampling:type_name -> edgellm.v1.SamplingParams
+	4,  // 2: edgellm.v1.GenerateRequest.plan:type_name -> edgellm.v1.Plan
+	5,  // 3: edgellm.v1.Plan.stages:type_name -> edgellm.v1.PlanStage
+	1,  // 4: edgellm.v1.ChatMessages.messages:type_name -> edgellm.v1.ChatMessage
+	0,  // 5: edgellm.v1.GenerateResponse.finish_reason:type_name -> edgellm.v1.FinishReason
+	7,  // 6: edgellm.v1.GenerateResponse.usage:type_name -> edgellm.v1.Usage
+	8,  // 7: edgellm.v1.GenerateResponse.timings:type_name -> edgellm.v1.Timings
+	3,  // 8: edgellm.v1.Inference.Generate:input_type -> edgellm.v1.GenerateRequest
+	10, // 9: edgellm.v1.Inference.Abort:input_type -> edgellm.v1.AbortRequest
+	9,  // 10: edgellm.v1.Inference.Generate:output_type -> edgellm.v1.GenerateResponse
+	11, // 11: edgellm.v1.Inference.Abort:output_type -> edgellm.v1.AbortResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_edgellm_v1_inference_proto_init() }
@@ -823,7 +975,7 @@ func file_edgellm_v1_inference_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgellm_v1_inference_proto_rawDesc), len(file_edgellm_v1_inference_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

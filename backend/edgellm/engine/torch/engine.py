@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 from edgellm.engine.base import Engine, EngineConfig
+from edgellm.engine.runner import StageRunner
 from edgellm.engine.torch import generation
 from edgellm.engine.torch.pipeline import Pipeline
 from edgellm.engine.torch.sampler import Sampler
@@ -31,7 +32,7 @@ def _eos_ids(model_dir: Path, tokenizer) -> frozenset[int]:
 
 
 class TorchEngine(Engine):
-    def __init__(self, pipeline: Pipeline, tokenizer, eos_ids: frozenset[int], context: int):
+    def __init__(self, pipeline: StageRunner, tokenizer, eos_ids: frozenset[int], context: int):
         self.pipeline = pipeline
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
@@ -42,9 +43,15 @@ class TorchEngine(Engine):
         """`splits` cuts the model into in-process stages, e.g. [13] -> [0, 13) + [13, n)."""
         model_dir = Path(config.model_dir)
         pipeline = Pipeline.load(model_dir, splits, config.device)
+        return cls.over(pipeline, model_dir)
+
+    @classmethod
+    def over(cls, runner: StageRunner, model_dir: Path) -> TorchEngine:
+        """An engine whose stages run in `runner` (local or on other peers); the tokenizer,
+        generation config and context length come from the local store entry."""
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        context = pipeline.stages[0].config.max_position_embeddings
-        return cls(pipeline, tokenizer, _eos_ids(model_dir, tokenizer), context)
+        context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
+        return cls(runner, tokenizer, _eos_ids(model_dir, tokenizer), context)
 
     @property
     def context_length(self) -> int:
@@ -113,7 +120,9 @@ class TorchEngine(Engine):
         for _ in range(decode):
             step.fill_(int(torch.argmax(logits, dim=-1)))
             logits = session.forward(step)
-        return t1 - t0, time.monotonic() - t1
+        t2 = time.monotonic()
+        session.close()
+        return t1 - t0, t2 - t1
 
     def close(self) -> None:
-        self.pipeline.stages.clear()
+        self.pipeline.close()

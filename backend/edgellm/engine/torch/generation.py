@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgellm.engine.torch.pipeline import Pipeline
+from edgellm.engine.runner import RunnerSession, StageRunner
 from edgellm.engine.torch.sampler import Sampler
 from edgellm.engine.torch.text import Detokenizer, StopMatcher
 from edgellm.engine.types import FinishReason, GenerationChunk, Timings, Usage
@@ -49,20 +49,34 @@ class _Clock:
 
 
 def run(
-    pipeline: Pipeline,
+    pipeline: StageRunner,
     tokenizer,
     eos_ids: frozenset[int],
     job: Job,
     cancel: threading.Event | None = None,
 ) -> Iterator[GenerationChunk]:
     """Yield one chunk per generated token; the last one carries finish, usage and timings."""
+    session = pipeline.session(len(job.prompt_ids) + job.max_tokens)
+    try:
+        yield from _decode(session, pipeline.device, tokenizer, eos_ids, job, cancel)
+    finally:
+        session.close()
+
+
+def _decode(
+    session: RunnerSession,
+    device: torch.device,
+    tokenizer,
+    eos_ids: frozenset[int],
+    job: Job,
+    cancel: threading.Event | None,
+) -> Iterator[GenerationChunk]:
     prompt_tokens = len(job.prompt_ids)
     clock = _Clock(job.start, prompt_tokens)
-    session = pipeline.session(prompt_tokens + job.max_tokens)
     detok = Detokenizer(tokenizer, job.prompt_ids)
     stops = StopMatcher(job.stops)
-    step = torch.empty((1, 1), dtype=torch.long, device=pipeline.device)
-    logits = session.forward(torch.tensor([job.prompt_ids], device=pipeline.device))
+    step = torch.empty((1, 1), dtype=torch.long, device=device)
+    logits = session.forward(torch.tensor([job.prompt_ids], device=device))
     produced = 0
     while True:
         if cancel is not None and cancel.is_set():

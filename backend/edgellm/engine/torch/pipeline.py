@@ -1,4 +1,4 @@
-"""A chain of stages that together cover all layers, run in this process."""
+"""A chain of stages that together cover all layers, run in this process (a StageRunner)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ class Pipeline:
     def session(self, max_positions: int) -> PipelineSession:
         return PipelineSession([s.session(max_positions) for s in self.stages])
 
+    def close(self) -> None:
+        self.stages.clear()
+
 
 class PipelineSession:
     def __init__(self, sessions: list[StageSession]) -> None:
@@ -51,3 +54,6 @@ class PipelineSession:
         for session in self.sessions:
             x = session.forward(x)
         return x
+
+    def close(self) -> None:
+        self.sessions.clear()

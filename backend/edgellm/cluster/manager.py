@@ -1,0 +1,161 @@
+"""Cluster sessions of one backend: the head it started (and drives), the clusters it joined.
+
+One head per backend at a time (a process can drive one Ray cluster); any number of
+joined clusters. Every node is stopped by pid on LeaveCluster, on failure, and on close.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgellm.cluster.address import bind_host, head_address
+from edgellm.cluster.node import NodeConfig, ProgressFn, RayNode
+from edgellm.cluster.plan import Plan, peer_resource, session_id
+from edgellm.cluster.token import RayToken
+from edgellm.engine.torch.engine import TorchEngine
+from edgellm.errors import ClusterError, InvalidRequest
+
+if TYPE_CHECKING:
+    from edgellm.cluster.driver import Driver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterSession:
+    session_id: str
+    node: RayNode
+    is_head: bool
+    # Engines over this cluster, by (model id, plan stages); the head's only.
+    engines: dict[tuple, TorchEngine] = field(default_factory=dict)
+    # Held while a generation runs on this session's engines.
+    busy: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ClusterManager:
+    def __init__(self, work_dir: Path, models_dir: Path, num_cpus: int = 1) -> None:
+        self._work_dir = Path(work_dir)
+        self._models_dir = Path(models_dir)
+        self._num_cpus = num_cpus
+        # Ray is imported on first use, so a backend that never clusters never loads it.
+        self._driver: Driver | None = None
+        self._sessions: dict[str, ClusterSession] = {}
+        self._guard = threading.Lock()
+
+    def _config(self, host: str, head: str | None, peer: str | None) -> NodeConfig:
+        return NodeConfig(
+            host=host,
+            work_dir=self._work_dir,
+            head_address=head,
+            resources={peer: 1} if peer else {},
+            # The head only coordinates unless it also serves a stage (peer named).
+            num_cpus=self._num_cpus if peer or head else 0,
+            env={"EDGELLM_MODELS_DIR": str(self._models_dir)},
+        )
+
+    def _claim(self, sid: str) -> None:
+        with self._guard:
+            if sid in self._sessions:
+                raise InvalidRequest(f"session {sid!r} already has a cluster on this backend")
+
+    def start_head(
+        self, sid: str, bind: str, token: str, peer: str = "", progress: ProgressFn | None = None
+    ) -> ClusterSession:
+        sid, host, secret = session_id(sid), bind_host(bind), RayToken.parse(token)
+        if peer:
+            peer_resource(peer)
+        self._claim(sid)
+        driver = self._get_driver()
+        if driver.connected:
+            raise ClusterError("this backend already drives a cluster; leave it first")
+        node = RayNode.start(self._config(host, None, peer or None), secret, progress)
+        try:
+            driver.connect(node.address, secret.env(node.temp / "auth_token"), node.temp)
+        except BaseException:
+            node.stop()
+            raise
+        return self._add(ClusterSession(sid, node, is_head=True))
+
+    def join(
+        self,
+        sid: str,
+        head: str,
+        token: str,
+        peer: str,
+        bind: str,
+        progress: ProgressFn | None = None,
+    ) -> ClusterSession:
+        sid, head, secret = session_id(sid), head_address(head), RayToken.parse(token)
+        peer, host = peer_resource(peer), bind_host(bind)
+        self._claim(sid)
+        node = RayNode.start(self._config(host, head, peer), secret, progress)
+        return self._add(ClusterSession(sid, node, is_head=False))
+
+    def _get_driver(self) -> Driver:
+        if self._driver is None:
+            from edgellm.cluster.driver import Driver
+
+            self._driver = Driver()
+        return self._driver
+
+    def _add(self, session: ClusterSession) -> ClusterSession:
+        with self._guard:
+            if session.session_id in self._sessions:  # lost a race with the same id
+                self._stop(session)
+                raise InvalidRequest(f"session {session.session_id!r} already has a cluster")
+            self._sessions[session.session_id] = session
+        return session
+
+    def get(self, sid: str) -> ClusterSession:
+        with self._guard:
+            session = self._sessions.get(sid)
+        if session is None:
+            raise InvalidRequest(f"unknown cluster session {sid!r}")
+        return session
+
+    def engine(self, plan: Plan, model_id: str, model_dir: Path, num_layers: int) -> tuple:
+        """The engine running `plan` (built on first use) and the session's busy lock."""
+        plan.validate(num_layers)
+        session = self.get(plan.session_id)
+        if not session.is_head:
+            raise InvalidRequest(f"session {plan.session_id!r} was joined, not started, here")
+        key = (model_id, plan.stages)
+        with session.busy:
+            engine = session.engines.get(key)
+            if engine is None:
+                for old in session.engines.values():  # one plan's actors at a time
+                    old.close()
+                session.engines.clear()
+                from edgellm.cluster.pipeline import RayPipeline
+
+                engine = TorchEngine.over(RayPipeline.load(plan, model_id), model_dir)
+                session.engines[key] = engine
+        return engine, session.busy
+
+    def leave(self, sid: str) -> bool:
+        with self._guard:
+            session = self._sessions.pop(sid, None)
+        if session is None:
+            return False
+        self._stop(session)
+        return True
+
+    def _stop(self, session: ClusterSession) -> None:
+        if session.is_head:
+            with session.busy:
+                for engine in session.engines.values():
+                    engine.close()
+                session.engines.clear()
+            self._get_driver().disconnect()
+        session.node.stop()
+        log.info("left cluster session %s", session.session_id)
+
+    def close(self) -> None:
+        with self._guard:
+            ids = list(self._sessions)
+        for sid in ids:
+            self.leave(sid)

@@ -1,0 +1,183 @@
+"""One Ray node (head or worker) as a child process tree this backend owns.
+
+`ray start --block` runs in a new session (start_new_session=True); readiness is Ray's
+own address file in the node's temp dir; stopping signals every process of that session
+by pid (see procs.py). The token reaches Ray through an owner-only file named by
+RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token; it is never put on a command line or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgellm.cluster import procs
+from edgellm.cluster.address import free_port
+from edgellm.cluster.token import RayToken
+from edgellm.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+PHASE_START = "starting ray"
+ADDRESS_FILE = "ray_current_cluster"  # written by `ray start` once the node is up
+# Ray's unix sockets live at <work_dir>/ray-XXXXXXXX/session_<date>_<time>_<pid>/sockets/
+# plasma_store and must stay within 107 bytes, so a longer work_dir gets a /tmp dir.
+MAX_TEMP_ROOT = 24
+LOG_NAME = "ray-start.log"
+# Set in every Ray process of a node (workers inherit the raylet's environment) to the
+# node's work_dir, so procs.marked() can prove that nothing a node started is left.
+MARKER_ENV = "EDGELLM_RAY_WORK_DIR"
+
+
+def _quiet(phase: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    # IP of the interface the cluster uses (see address.bind_host).
+    host: str
+    # Where this node's temp dir goes; a short /tmp dir when this path is too long.
+    work_dir: Path
+    # None starts a head; "IP:PORT" of a head joins it as a worker.
+    head_address: str | None = None
+    # Custom resources, e.g. {"peer:12D3Koo...": 1}.
+    resources: dict[str, float] | None = None
+    # CPUs Ray may schedule on this node.
+    num_cpus: int = 1
+    # Object store size in bytes (activations are small).
+    object_store_bytes: int = 128 * 1024 * 1024
+    # Extra environment for every Ray process of the node (e.g. EDGELLM_MODELS_DIR).
+    env: dict[str, str] | None = None
+    # Seconds to wait for the node to come up.
+    start_timeout_s: float = 120.0
+
+
+def _temp_root(work_dir: Path) -> Path:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if len(str(work_dir)) <= MAX_TEMP_ROOT:
+        return Path(tempfile.mkdtemp(prefix="ray-", dir=work_dir))
+    return Path(tempfile.mkdtemp(prefix="edgellm-ray-"))
+
+
+def _command(config: NodeConfig, temp: Path) -> list[str]:
+    host = config.host
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block"]
+    cmd += ["--node-ip-address", host, "--temp-dir", str(temp), "--disable-usage-stats"]
+    cmd += ["--num-cpus", str(config.num_cpus), "--num-gpus", "0"]
+    cmd += ["--object-store-memory", str(config.object_store_bytes)]
+    cmd += ["--resources", json.dumps(config.resources or {})]
+    cmd += ["--min-worker-port", "0", "--max-worker-port", "0"]
+    for flag in (
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+    ):
+        cmd += [flag, str(free_port(host))]
+    if config.head_address is None:
+        cmd += ["--head", "--port", str(free_port(host)), "--include-dashboard=false"]
+        cmd += ["--ray-client-server-port", str(free_port(host))]
+    else:
+        cmd += ["--address", config.head_address]
+    return cmd
+
+
+class RayNode:
+    """A running Ray node; `stop()` ends every process it started."""
+
+    def __init__(self, proc: subprocess.Popen, temp: Path, address: str) -> None:
+        self.proc = proc
+        self.temp = temp
+        # GCS address of the cluster ("IP:PORT"), as Ray reports it.
+        self.address = address
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    def start(
+        cls, config: NodeConfig, token: RayToken, progress: ProgressFn | None = None
+    ) -> RayNode:
+        progress = progress or _quiet
+        progress(PHASE_START, 0, 1)
+        temp = _temp_root(config.work_dir)
+        env = {**os.environ, **(config.env or {}), **token.env(token.write(temp))}
+        env[MARKER_ENV] = str(config.work_dir)
+        env.pop("RAY_AUTH_TOKEN", None)  # the file is the one source of the token
+        with (temp / LOG_NAME).open("wb") as out:
+            proc = subprocess.Popen(
+                _command(config, temp),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            address = _wait_ready(proc, temp, config.start_timeout_s)
+        except BaseException:
+            _stop(proc, temp)
+            raise
+        progress(PHASE_START, 1, 1)
+        role = "head" if config.head_address is None else "worker"
+        log.info("ray %s up at %s (pid %d)", role, address, proc.pid)
+        return cls(proc, temp, address)
+
+    def members(self) -> list[int]:
+        """Pids of this node's live processes."""
+        return procs.session_members(self.proc.pid)
+
+    def stop(self) -> None:
+        _stop(self.proc, self.temp)
+
+
+def _log_tail(temp: Path, limit: int = 1500) -> str:
+    try:
+        text = (temp / LOG_NAME).read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-limit:].splitlines() if line.strip())
+
+
+def _wait_ready(proc: subprocess.Popen, temp: Path, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    address_file = temp / ADDRESS_FILE
+    while True:
+        if address_file.is_file():
+            address = address_file.read_text().strip()
+            if address:
+                return address
+        if proc.poll() is not None:
+            raise ClusterError(f"ray start exited with {proc.returncode}: {_log_tail(temp)}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"ray node not up after {timeout_s:.0f}s: {_log_tail(temp)}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _stop(proc: subprocess.Popen, temp: Path) -> None:
+    left = procs.stop_session(proc.pid)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        left.append(proc.pid)
+    if left:
+        log.error("ray processes survived SIGKILL: %s", left)
+    token_file = temp / "auth_token"
+    token_file.unlink(missing_ok=True)
+    shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,109 @@
+"""RayPipeline: the StageRunner whose stages are actors on the plan's peers.
+
+Per token the driver submits one call per stage, each taking the previous call's
+ObjectRef, and waits once for the last: Ray hands activations from stage to stage
+without a driver round-trip in between (small tensors ride inline in the call). The last
+stage returns float32 logits, and the shared decode loop samples on the driver, so
+greedy and seeded sampling are exactly the local engine's.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import ray
+import torch
+from ray.exceptions import RayError, RayTaskError
+
+from edgellm.cluster.actor import StageActor
+from edgellm.cluster.plan import Plan
+from edgellm.errors import ClusterError, EdgeLLMError
+
+# A stage needs little of Ray's CPU accounting: torch uses the threads it is given.
+STAGE_NUM_CPUS = 0.001
+STAGE_RESOURCE_UNITS = 0.001
+LOAD_TIMEOUT_S = 300.0
+
+
+def ray_error(exc: RayError, what: str) -> EdgeLLMError:
+    """Our own error raised inside an actor, or a ClusterError saying what failed."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else None
+    if isinstance(cause, EdgeLLMError):
+        return type(cause)(str(cause))
+    text = " ".join(str(exc).split())
+    return ClusterError(f"{what}: {text[-500:]}")
+
+
+class RayPipeline:
+    def __init__(self, plan: Plan, actors: list, pids: list[int]) -> None:
+        self.plan = plan
+        self.actors = actors
+        # Stage actor pids, in plan order (each on its peer's node).
+        self.pids = pids
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @classmethod
+    def load(cls, plan: Plan, model_id: str) -> RayPipeline:
+        """Start one stage actor per plan stage on its peer and load its layers there."""
+        remote = ray.remote(StageActor)
+        actors = [
+            remote.options(
+                num_cpus=STAGE_NUM_CPUS,
+                resources={s.peer_resource: STAGE_RESOURCE_UNITS},
+                max_restarts=0,
+            ).remote()
+            for s in plan.stages
+        ]
+        loads = [
+            actor.load.remote(model_id, s.layers.start, s.layers.end, s.weights_cid, peer)
+            for actor, s, peer in zip(actors, plan.stages, _peers(plan), strict=True)
+        ]
+        try:
+            pids = ray.get(loads, timeout=LOAD_TIMEOUT_S)
+        except RayError as exc:
+            _kill(actors)
+            raise ray_error(exc, "loading a stage failed") from None
+        return cls(plan, actors, pids)
+
+    def session(self, max_positions: int) -> RaySession:
+        sid = uuid.uuid4().hex
+        try:
+            ray.get([a.open.remote(sid, max_positions) for a in self.actors])
+        except RayError as exc:
+            raise ray_error(exc, "opening a stage session failed") from None
+        return RaySession(self.actors, sid)
+
+    def close(self) -> None:
+        _kill(self.actors)
+        self.actors = []
+
+
+class RaySession:
+    def __init__(self, actors: list, sid: str) -> None:
+        self.actors = actors
+        self.sid = sid
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = input_ids
+        for actor in self.actors:
+            x = actor.forward.remote(self.sid, x)
+        try:
+            return ray.get(x)
+        except RayError as exc:
+            raise ray_error(exc, "a stage failed") from None
+
+    def close(self) -> None:
+        for actor in self.actors:
+            actor.close.remote(self.sid)
+
+
+def _peers(plan: Plan) -> list[str]:
+    return [s.peer_resource for s in plan.stages]
+
+
+def _kill(actors: list) -> None:
+    for actor in actors:
+        ray.kill(actor)

@@ -1,0 +1,71 @@
+"""A placement plan: which peer runs which contiguous layer range of which weights."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from edgellm.engine.torch.stage import LayerRange
+from edgellm.errors import InvalidRequest
+
+PEER_RESOURCE_PREFIX = "peer:"
+_PEER_RESOURCE = re.compile(r"^peer:[A-Za-z0-9._-]{1,128}$")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def peer_resource(text: str) -> str:
+    """A Ray custom resource naming one peer, e.g. "peer:12D3KooW..."."""
+    if not _PEER_RESOURCE.match(text):
+        raise InvalidRequest(
+            f"peer resource must be 'peer:' and 1-128 of [A-Za-z0-9._-], got {text!r}"
+        )
+    return text
+
+
+def session_id(text: str) -> str:
+    if not _SESSION_ID.match(text):
+        raise InvalidRequest(f"session_id must be 1-128 of [A-Za-z0-9._-], got {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class PlanStage:
+    # Ray resource of the peer that runs this stage, e.g. "peer:12D3KooW...".
+    peer_resource: str
+    # Layers [start, end) of the model.
+    layers: LayerRange
+    # CID the peer's store must hold for this model.
+    weights_cid: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    # Cluster session the stages run in (see ClusterManager).
+    session_id: str
+    # Ordered stages; together they cover every layer exactly once.
+    stages: tuple[PlanStage, ...]
+
+    def validate(self, num_layers: int) -> None:
+        session_id(self.session_id)
+        if not self.stages:
+            raise InvalidRequest("plan has no stages")
+        expected = 0
+        seen: set[str] = set()
+        for i, stage in enumerate(self.stages):
+            peer_resource(stage.peer_resource)
+            if stage.peer_resource in seen:
+                raise InvalidRequest(f"plan stage {i}: peer {stage.peer_resource} appears twice")
+            seen.add(stage.peer_resource)
+            if stage.layers.start != expected:
+                raise InvalidRequest(
+                    f"plan stage {i}: layers must be contiguous, expected start {expected}, "
+                    f"got [{stage.layers.start}, {stage.layers.end})"
+                )
+            stage.layers.validate(num_layers)
+            if not stage.weights_cid:
+                raise InvalidRequest(f"plan stage {i}: weights_cid is empty")
+            expected = stage.layers.end
+        if expected != num_layers:
+            raise InvalidRequest(f"plan covers layers [0, {expected}), the model has {num_layers}")
+        if len({s.weights_cid for s in self.stages}) != 1:
+            raise InvalidRequest("plan stages name different weights CIDs")

@@ -1,0 +1,71 @@
+"""Processes by session id: what a `ray start` launcher (started with setsid) left running.
+
+Ray puts each worker in its own process group, so a process-group kill misses them; they
+all stay in the launcher's session, whose id is the launcher's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+POLL_S = 0.1
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes in session `sid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat(int(entry))
+        if fields and fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+def marked(name: str, value: str) -> list[int]:
+    """Live processes of this user whose environment has name=value (a leak check)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        fields = _stat(int(entry))
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if fields and fields[0] != "Z" and needle in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def stop_session(sid: int, grace_s: float = 10.0) -> list[int]:
+    """SIGTERM every process of session `sid`, SIGKILL what is left after `grace_s`;
+    returns the pids still alive after that (empty on success)."""
+    _signal_all(session_members(sid), signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while (left := session_members(sid)) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    _signal_all(left, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while (left := session_members(sid)) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return left

@@ -1,0 +1,178 @@
+"""Distributed inference on real Ray: a head (token auth) and two worker nodes, each a
+separate process tree with its own peer resource, on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from edgellm.cluster import procs
+from edgellm.cluster.manager import ClusterManager
+from edgellm.cluster.node import MARKER_ENV, NodeConfig, RayNode
+from edgellm.cluster.plan import Plan, PlanStage
+from edgellm.cluster.token import RayToken
+from edgellm.engine.base import EngineConfig
+from edgellm.engine.torch.engine import TorchEngine
+from edgellm.engine.torch.stage import LayerRange
+from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.errors import ClusterError, InvalidRequest, WeightsMismatch
+from edgellm.models.store import ModelStore
+
+MODEL_ID = "smollm2-135m"
+SESSION = "test-session"
+SPLIT = 13
+MAX_NEW = 20
+PROMPTS = [
+    GenerationRequest("a", prompt="What is the capital of France?"),
+    GenerationRequest("b", raw_prompt="def fibonacci(n):"),
+]
+
+
+def _with(request: GenerationRequest, **sampling) -> GenerationRequest:
+    params = SamplingParams(**{"max_tokens": MAX_NEW, **sampling})
+    return GenerationRequest(request.request_id, request.prompt, None, request.raw_prompt, params)
+
+
+def _tokens(engine: TorchEngine, request: GenerationRequest) -> list[int]:
+    return [t for chunk in engine.generate(request) for t in chunk.token_ids]
+
+
+class Cluster:
+    def __init__(self, work_dir: Path, models_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.token = RayToken.generate()
+        self.head = ClusterManager(work_dir, models_dir)
+        self.peers = [ClusterManager(work_dir, models_dir) for _ in range(2)]
+        session = self.head.start_head(SESSION, "127.0.0.1", self.token.value)
+        self.address = session.node.address
+        for i, peer in enumerate(self.peers):
+            peer.join(SESSION, self.address, self.token.value, f"peer:p{i}", "127.0.0.1")
+
+    def close(self) -> None:
+        for manager in (*self.peers, self.head):
+            manager.close()
+
+    def leftovers(self) -> list[int]:
+        return procs.marked(MARKER_ENV, str(self.work_dir))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Cluster]:
+    work_dir = tmp_path_factory.mktemp("ray")
+    made = Cluster.__new__(Cluster)  # so teardown can run whatever started
+    try:
+        made.__init__(work_dir, models_dir)
+        yield made
+    finally:
+        if hasattr(made, "head"):
+            made.close()
+        assert procs.marked(MARKER_ENV, str(work_dir)) == []
+
+
+@pytest.fixture(scope="module")
+def cid(models_dir: Path) -> str:
+    return ModelStore(models_dir).manifest(MODEL_ID).weights_cid
+
+
+def _plan(cid: str, split: int = SPLIT) -> Plan:
+    return Plan(
+        SESSION,
+        (
+            PlanStage("peer:p0", LayerRange(0, split), cid),
+            PlanStage("peer:p1", LayerRange(split, 30), cid),
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def distributed(cluster: Cluster, cid: str, store_dir: Path) -> TorchEngine:
+    engine, _ = cluster.head.engine(_plan(cid), MODEL_ID, store_dir, 30)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def local(store_dir: Path) -> TorchEngine:
+    return TorchEngine.load(EngineConfig(store_dir))
+
+
+@pytest.fixture(scope="module")
+def expected(local: TorchEngine, store_dir: Path) -> dict[str, list[int]]:
+    reference = AutoModelForCausalLM.from_pretrained(store_dir).eval()
+    out = {}
+    for request in PROMPTS:
+        ids = torch.tensor([local.prepare(_with(request)).prompt_ids])
+        generated = reference.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=MAX_NEW
+        )
+        out[request.request_id] = generated[0, ids.shape[1] :].tolist()
+    return out
+
+
+def test_stages_run_on_their_peers(cluster: Cluster, distributed: TorchEngine) -> None:
+    pids = distributed.pipeline.pids
+    for peer, pid in zip(cluster.peers, pids, strict=True):
+        (session,) = peer._sessions.values()
+        assert pid in session.node.members()
+
+
+@pytest.mark.parametrize("request_", PROMPTS, ids=lambda r: r.request_id)
+def test_two_peer_greedy_matches_generate(distributed, expected, request_) -> None:
+    assert _tokens(distributed, _with(request_)) == expected[request_.request_id]
+
+
+def test_sampling_with_seed_is_reproducible(distributed, local) -> None:
+    request = _with(PROMPTS[0], temperature=1.0, top_p=0.95, top_k=50, seed=11)
+    first = _tokens(distributed, request)
+    assert first == _tokens(distributed, request)
+    assert first == _tokens(local, request)
+
+
+def test_weights_cid_mismatch_is_refused(cluster: Cluster, store_dir: Path) -> None:
+    wrong = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    with pytest.raises(WeightsMismatch, match="the plan names " + wrong):
+        cluster.head.engine(_plan(wrong, split=10), MODEL_ID, store_dir, 30)
+
+
+def test_wrong_token_is_refused_and_nothing_is_left(cluster: Cluster, tmp_path: Path) -> None:
+    config = NodeConfig(
+        "127.0.0.1", tmp_path, head_address=cluster.address, resources={"peer:intruder": 1}
+    )
+    with pytest.raises(ClusterError, match="(?i)token"):
+        RayNode.start(config, RayToken.generate())
+    assert procs.marked(MARKER_ENV, str(tmp_path)) == []
+
+
+BAD_PLANS = [
+    ((), "plan has no stages"),
+    ((("peer:p0", 0, 10), ("peer:p1", 11, 30)), "layers must be contiguous"),
+    ((("peer:p0", 0, 10), ("peer:p1", 10, 29)), "plan covers layers [0, 29)"),
+    ((("peer:p0", 0, 10), ("peer:p0", 10, 30)), "appears twice"),
+    ((("p0", 0, 30),), "peer resource must be"),
+    ((("peer:p0", 0, 31),), "must lie within [0, 30)"),
+]
+
+
+@pytest.mark.parametrize(("stages", "message"), BAD_PLANS)
+def test_bad_plans_are_invalid(stages, message) -> None:
+    plan = Plan(SESSION, tuple(PlanStage(p, LayerRange(a, b), "bafk") for p, a, b in stages))
+    with pytest.raises(InvalidRequest) as info:
+        plan.validate(30)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [("abc", "64 hex characters, got 3"), ("z" * 64, "hex characters only")],
+)
+def test_bad_tokens_are_invalid(token: str, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        RayToken.parse(token)
+
+
+def test_token_never_shows_in_repr() -> None:
+    token = RayToken.generate()
+    assert token.value not in repr(token) and token.value not in str(token)
