@@ -52,6 +52,10 @@ func ExitCode(err error) int {
 		return ExitInterrupted
 	case errors.Is(err, ErrUsage), errors.Is(err, ErrInvalidArgument):
 		return ExitUsage
+	case errors.Is(err, ErrNotFound):
+		return ExitNotFound
+	case errors.Is(err, ErrUnavailable):
+		return ExitUnavailable
 	case errors.Is(err, backend.ErrStartFailed), errors.Is(err, backend.ErrGaveUp),
 		errors.Is(err, backend.ErrExited), errors.Is(err, backend.ErrClosed):
 		return ExitUnavailable

@@ -24,6 +24,10 @@ type inferResult struct {
 	TokensPerS        float64 `json:"tokens_per_s"`
 	PrefillTokensPerS float64 `json:"prefill_tokens_per_s"`
 	TotalMs           float64 `json:"total_ms"`
+	// TokenIDs are the generated token ids, in order.
+	TokenIDs []uint32 `json:"token_ids"`
+	// Stages says which worker ran which layers; absent for a local run.
+	Stages []stageJSON `json:"stages,omitempty"`
 }
 
 // finishReasons names FinishReason values as in OpenAI's API, plus
@@ -38,6 +42,7 @@ var finishReasons = map[pb.FinishReason]string{
 // finish reason, usage and timings.
 func (r *inferResult) record(resp *pb.GenerateResponse, text *strings.Builder) {
 	text.WriteString(resp.GetText())
+	r.TokenIDs = append(r.TokenIDs, resp.GetTokenIds()...)
 	if fr := resp.GetFinishReason(); fr != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 		r.FinishReason = finishReasons[fr]
 	}
@@ -57,7 +62,7 @@ func (app *App) generate(ctx context.Context, b backend.Backend, req *pb.Generat
 	defer cancel()
 	stop := app.abortOnInterrupt(cancel, b, req.GetRequestId())
 	defer stop()
-	res := &inferResult{Model: req.GetModel(), RequestID: req.GetRequestId()}
+	res := &inferResult{Model: req.GetModel(), RequestID: req.GetRequestId(), TokenIDs: []uint32{}}
 	var text strings.Builder
 	err := b.Generate(ctx, req, func(resp *pb.GenerateResponse) error {
 		res.record(resp, &text)

@@ -24,10 +24,23 @@ const (
 	maxStdinPrompt = 64 << 20
 )
 
-const inferLong = `Answer a prompt. With no peers configured it runs on this machine: the node
-starts its backend, loads the model (the first use converts it, which takes
-about 40 s; progress shows on a terminal), and streams the answer to stdout as
-it is generated.
+const inferLong = `Answer a prompt. With no swarm configured (or with --local) it runs on this
+machine: the node starts its backend, loads the model (the first use converts
+it, which takes about 40 s; progress shows on a terminal), and streams the
+answer to stdout as it is generated.
+
+With a swarm configured (--join, or <data-dir>/swarm.join from edgellm swarm
+init) the model runs across the swarm's workers: infer finds the live workers
+and their RTTs, plans which worker runs which contiguous layers (--stages,
+--max-price, --max-latency; auto picks one worker when one can hold the model),
+starts a Ray head with a fresh token on this machine's backend (bound to
+--ray-address), asks each chosen worker to join it over the encrypted swarm
+connection, streams the answer, and then has every worker leave and stops its
+own head, on success, error and Ctrl-C alike. This machine runs no layers: it
+tokenizes, samples and drives the pipeline. One line per stage (peer and
+layers) goes to stderr. A plan that cannot be made as asked (e.g. more stages
+than workers) exits 2, a model no worker serves exits 3, a worker lost during
+generation exits 4.
 
 PROMPT is one argument (quote it), or - to read it from stdin. The model's chat
 template is applied unless --raw is given.
@@ -40,7 +53,9 @@ out-of-range values with exit code 2.
 --json prints one object instead of the streamed text: text, model,
 weights_cid, request_id, prompt_tokens, completion_tokens, finish_reason
 ("stop": end of sequence, "length": max tokens, "stop_string": a --stop
-string), ttft_ms, tokens_per_s (decode), prefill_tokens_per_s, total_ms.
+string), ttft_ms, tokens_per_s (decode), prefill_tokens_per_s, total_ms,
+token_ids, and for a swarm run stages (peer_id, layer_start, layer_end,
+ray_address, rtt_ms).
 
 Ctrl-C aborts the generation and exits with code 130.`
 
@@ -56,6 +71,7 @@ type inferOptions struct {
 	system      string
 	raw         bool
 	json        bool
+	dist        distOptions
 }
 
 func newInferCommand(app *App) *cobra.Command {
@@ -71,6 +87,7 @@ func newInferCommand(app *App) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error { return app.runInfer(cmd, o, args[0]) },
 	}
 	o.bindFlags(cmd.Flags())
+	o.dist.register(cmd)
 	return cmd
 }
 
@@ -104,6 +121,9 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 	req, err := o.request(cmd.Flags(), prompt)
 	if err != nil {
 		return err
+	}
+	if o.dist.swarmConfigured(cfg) {
+		return app.runDistributed(cmd, o, cfg, req)
 	}
 	n, err := app.openBackend(app.interrupt, cfg)
 	if err != nil {

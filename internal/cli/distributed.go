@@ -1,0 +1,351 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/spf13/cobra"
+
+	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/config"
+	"github.com/edgellm/edgellm/internal/planner"
+	"github.com/edgellm/edgellm/p2p"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
+)
+
+// Distributed inference (DESIGN.md, request path steps 1-6): infer with a
+// swarm configured runs the model across the swarm's workers.
+//
+// Decisions:
+//   - The requester hosts no stage itself: its backend starts the Ray head
+//     and drives the pipeline (tokenizer, sampling), and every layer runs on
+//     a worker. The planner is given workers only, so a plan never names the
+//     requester; hosting a stage locally is a later option (the head would be
+//     started with peer_resource set).
+//   - Discovery lists every live member (not only the model's providers) and
+//     lets the planner filter, so an unknown model fails at once with the
+//     planner's reason instead of after the whole discovery timeout. Only
+//     workers whose record came directly from them (so they are reachable and
+//     their RTT was measured) are planned.
+//   - A worker lost during generation ends it with an error (exit 4); the
+//     failover of step 7 (re-plan and replay) is not done yet.
+//   - The requester's node uses a throwaway identity, as peers does.
+
+const (
+	// clusterJoinTimeout is how long a worker may take to join the Ray head
+	// (starting Ray on a small machine takes tens of seconds).
+	clusterJoinTimeout = 2 * time.Minute
+	// teardownTimeout bounds the leave of every stage and of the head.
+	teardownTimeout = time.Minute
+)
+
+// ErrUnavailable reports that the swarm cannot serve the request now: every
+// provider is busy, or a worker was lost mid-generation.
+var ErrUnavailable = errors.New("unavailable")
+
+// ErrNotFound reports that nothing in the swarm serves what was asked.
+var ErrNotFound = errors.New("not found")
+
+// distOptions are infer's flags for the distributed mode.
+type distOptions struct {
+	swarm       swarmFlags
+	local       bool
+	stages      int
+	maxPrice    float64
+	maxLatency  time.Duration
+	listen      []string
+	rayAddress  string
+	discoverFor time.Duration
+}
+
+func (d *distOptions) register(cmd *cobra.Command) {
+	d.swarm.register(cmd)
+	f := cmd.Flags()
+	f.BoolVar(&d.local, "local", false, "run on this machine even when a swarm is configured")
+	f.IntVar(&d.stages, "stages", 0, "split the model across this many workers (0 = auto: one worker if one can hold it)")
+	f.Float64Var(&d.maxPrice, "max-price", 0, "most credits per 1000 tokens the plan may cost (0 = no limit)")
+	f.DurationVar(&d.maxLatency, "max-latency", 0, "most expected latency per token, e.g. 200ms (0 = no limit)")
+	f.StringSliceVar(&d.listen, "listen", nil, "listen multiaddrs of this node, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
+	f.StringVar(&d.rayAddress, "ray-address", "", "IP the workers reach this machine's Ray head on (default: its first non-loopback IPv4, else 127.0.0.1)")
+	f.DurationVar(&d.discoverFor, "discover-timeout", 10*time.Second, "longest time to look for workers")
+}
+
+// swarmConfigured reports whether infer should use the swarm: --join given
+// or <data-dir>/swarm.join present, and --local not given.
+func (d *distOptions) swarmConfigured(cfg *config.Config) bool {
+	if d.local {
+		return false
+	}
+	if d.swarm.join != "" {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(cfg.DataDir, joinFile))
+	return err == nil
+}
+
+func (d *distOptions) validate() error {
+	switch {
+	case d.stages < 0 || d.stages > 1024:
+		return fmt.Errorf("%w: --stages must be between 0 and 1024", ErrInvalidArgument)
+	case d.maxPrice < 0 || d.maxPrice > 1e9 || d.maxPrice != d.maxPrice:
+		return fmt.Errorf("%w: --max-price must be between 0 and 1e9", ErrInvalidArgument)
+	case d.maxLatency < 0:
+		return fmt.Errorf("%w: --max-latency must not be negative", ErrInvalidArgument)
+	case d.discoverFor <= 0:
+		return fmt.Errorf("%w: --discover-timeout must be positive", ErrInvalidArgument)
+	case d.rayAddress != "" && net.ParseIP(d.rayAddress) == nil:
+		return fmt.Errorf("%w: --ray-address must be an IP address", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// stageJSON is one stage in infer --json's "stages".
+type stageJSON struct {
+	PeerID     string   `json:"peer_id"`
+	LayerStart int      `json:"layer_start"`
+	LayerEnd   int      `json:"layer_end"`
+	RayAddress string   `json:"ray_address"`
+	RTTMs      *float64 `json:"rtt_ms"`
+}
+
+// runDistributed answers the prompt across the swarm: discover, plan,
+// negotiate, cluster, run, tear down.
+func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.Config, req *pb.GenerateRequest) error {
+	d := &o.dist
+	if err := d.validate(); err != nil {
+		return err
+	}
+	join, err := d.swarm.resolve(cfg)
+	if err != nil {
+		return err
+	}
+	listen, err := parseListen(d.listen)
+	if err != nil {
+		return err
+	}
+	key, err := p2p.NewEphemeralIdentity()
+	if err != nil {
+		return err
+	}
+	opts := []p2p.Option{
+		p2p.WithIdentity(key), p2p.WithSecret(join.Secret), p2p.WithBootstrap(join.Bootstrap...),
+		p2p.WithMDNS(!d.swarm.noMDNS), p2p.WithLogger(app.log), p2p.WithLookupTimeout(d.discoverFor),
+	}
+	if len(listen) > 0 {
+		opts = append(opts, p2p.WithListenAddrs(listen...))
+	}
+	node, err := p2p.New(opts...)
+	if err != nil {
+		return networkError(err)
+	}
+	defer node.Close()
+
+	// 1. Discover, 2. plan.
+	plan, rtts, err := app.discoverAndPlan(node, o.model, d)
+	if err != nil {
+		return err
+	}
+	req.Model = plan.Model
+	if !o.json {
+		for i, s := range plan.Stages {
+			fmt.Fprintf(app.stderr, "stage %d/%d: layers [%d,%d) of %d on %s (rtt %s)\n", i+1, len(plan.Stages),
+				s.Start, s.End, plan.NumLayers, s.PeerID, fmtRTT(rtts[s.PeerID]))
+		}
+	}
+
+	// 4. The Ray head on this machine's backend.
+	b, err := app.openBackend(app.interrupt, cfg)
+	if err != nil {
+		return err
+	}
+	defer app.closeQuietly(b)
+	bindIP := d.rayAddress
+	if bindIP == "" {
+		bindIP = reachableIPv4(node.Host().Addrs())
+	}
+	sid, token := p2p.NewSessionID(), p2p.NewRayToken()
+	defer app.leaveHead(b, sid)
+	head, err := b.StartClusterHead(app.interrupt, &pb.StartClusterHeadRequest{
+		SessionId: sid.String(), BindAddress: bindIP, Token: token.Hex()})
+	if err != nil {
+		if app.interrupt.Err() != nil {
+			return fmt.Errorf("%w: while starting the Ray head", ErrInterrupted)
+		}
+		return fmt.Errorf("start the Ray head: %w", err)
+	}
+
+	// 3. Negotiate every stage, in parallel.
+	client, err := p2p.NewClusterClient(node.Host(), p2p.WithJoinTimeout(clusterJoinTimeout),
+		p2p.WithClusterLogger(app.log), p2p.WithLeaveTimeout(teardownTimeout))
+	if err != nil {
+		return err
+	}
+	defer client.Close() // leaves every session still open, in parallel
+	handles, err := app.joinStages(client, plan, sid, token, head.GetHeadAddress())
+	if err != nil {
+		return err
+	}
+
+	// 5. Run, 6. tear down (the defers above, in reverse order).
+	stages := make([]backend.PlanStage, len(plan.Stages))
+	for i, s := range plan.Stages {
+		stages[i] = backend.PlanStage{Resource: handles[i].ResourceName, Start: uint32(s.Start), End: uint32(s.End),
+			WeightsCID: plan.WeightsCID}
+	}
+	req.Plan = backend.NewPlan(sid.String(), stages)
+	ctx, cancel := context.WithCancelCause(cmd.Context())
+	defer cancel(nil)
+	stopWatch := watchLost(handles, cancel)
+	defer stopWatch()
+	res, err := app.generate(ctx, b, req, o.json)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrUnavailable) {
+		return cause
+	}
+	if err != nil {
+		return err
+	}
+	res.WeightsCID = plan.WeightsCID
+	for i, s := range plan.Stages {
+		sj := stageJSON{PeerID: s.PeerID, LayerStart: s.Start, LayerEnd: s.End, RayAddress: handles[i].RayAddress}
+		if rtt := rtts[s.PeerID]; rtt > 0 {
+			ms := float64(rtt.Microseconds()) / 1000
+			sj.RTTMs = &ms
+		}
+		res.Stages = append(res.Stages, sj)
+	}
+	if o.json {
+		return writeJSON(app.stdout, res)
+	}
+	return nil
+}
+
+// discoverAndPlan looks the swarm's workers up and plans the request over
+// them; it returns the plan and the measured RTT of each peer.
+func (app *App) discoverAndPlan(node *p2p.Node, model string, d *distOptions) (planner.Plan, map[string]time.Duration, error) {
+	ctx, cancel := context.WithTimeout(app.interrupt, d.discoverFor)
+	defer cancel()
+	found := settle(ctx, node, "")
+	if app.interrupt.Err() != nil {
+		return planner.Plan{}, nil, fmt.Errorf("%w: while looking for workers", ErrInterrupted)
+	}
+	var peers []planner.Peer
+	rtts := map[string]time.Duration{}
+	for _, p := range found {
+		if !p.Direct || p.Record.PeerID == node.ID() {
+			continue // unreachable now: it could not join a cluster
+		}
+		peers = append(peers, planner.PeerFromRecord(p.Record, planner.Observation{
+			RTT: p.RTT, LAN: onLAN(node, p.Record.PeerID)}))
+		rtts[p.Record.PeerID.String()] = p.RTT
+	}
+	plan, err := planner.Choose(peers, planner.Request{
+		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
+		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
+	})
+	if err != nil {
+		return plan, nil, planError(err, len(peers))
+	}
+	return plan, rtts, nil
+}
+
+// planError maps the planner's refusals to exit codes: a request that cannot
+// be satisfied as asked is a usage error (2), a model nobody serves is not
+// found (3), busy providers are unavailable (4), other limits fail (1).
+func planError(err error, peers int) error {
+	switch {
+	case errors.Is(err, planner.ErrInvalidRequest), errors.Is(err, planner.ErrTooManyStages):
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	case errors.Is(err, planner.ErrNoProvider):
+		return fmt.Errorf("%w: %w (%d workers found)", ErrNotFound, err, peers)
+	case errors.Is(err, planner.ErrBusy):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// joinStages asks each stage's worker to join the session, all at once. On
+// any failure the sessions that were accepted are left (by the client's
+// Close) and the first error is returned.
+func (app *App) joinStages(client *p2p.ClusterClient, plan planner.Plan, sid p2p.SessionID, token p2p.RayToken, head string) ([]*p2p.SessionHandle, error) {
+	handles := make([]*p2p.SessionHandle, len(plan.Stages))
+	errs := make([]error, len(plan.Stages))
+	var wg sync.WaitGroup
+	for i, s := range plan.Stages {
+		id, err := peer.Decode(s.PeerID)
+		if err != nil {
+			return nil, fmt.Errorf("plan names a bad peer id %q: %w", s.PeerID, err)
+		}
+		wg.Go(func() {
+			handles[i], errs[i] = client.JoinSession(app.interrupt, id, p2p.JoinRequest{
+				SessionID: sid, Model: plan.Model, WeightsCID: plan.WeightsCID,
+				Layers:      p2p.LayerRange{Start: uint32(s.Start), End: uint32(s.End)},
+				HeadAddress: head, RayToken: token,
+			})
+		})
+	}
+	wg.Wait()
+	if app.interrupt.Err() != nil {
+		return nil, fmt.Errorf("%w: while workers joined", ErrInterrupted)
+	}
+	for i, err := range errs {
+		if err != nil {
+			s := plan.Stages[i]
+			return nil, fmt.Errorf("%w: worker %s refused layers [%d,%d): %w", ErrUnavailable, s.PeerID, s.Start, s.End, err)
+		}
+	}
+	app.log.Info("cluster formed", "session", sid, "head", head, "stages", len(handles))
+	return handles, nil
+}
+
+// leaveHead stops the session's Ray head on this machine's backend.
+func (app *App) leaveHead(b backend.Backend, sid p2p.SessionID) {
+	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	defer cancel()
+	if _, err := b.LeaveCluster(ctx, sid.String()); err != nil {
+		app.log.Warn("stopping the Ray head", "session", sid, "err", err)
+	}
+}
+
+// watchLost cancels the generation when a worker is lost; stop ends the
+// watch.
+func watchLost(handles []*p2p.SessionHandle, cancel context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	for _, h := range handles {
+		go func() {
+			select {
+			case <-done:
+			case <-h.Lost():
+				cancel(fmt.Errorf("%w: worker %s left the session mid-generation: %v", ErrUnavailable, h.Peer, h.Err()))
+			}
+		}()
+	}
+	return func() { close(done) }
+}
+
+// onLAN reports whether the connection to p is to a private or loopback
+// address.
+func onLAN(node *p2p.Node, p peer.ID) bool {
+	for _, c := range node.Host().Network().ConnsToPeer(p) {
+		a := c.RemoteMultiaddr()
+		if manet.IsPrivateAddr(a) || manet.IsIPLoopback(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func fmtRTT(d time.Duration) string {
+	if d <= 0 {
+		return "not measured"
+	}
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms"
+}
