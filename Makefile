@@ -69,8 +69,10 @@ test: setup proto-check lint build model test-go test-python
 test-go: setup model
 	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) go test -count=1 -timeout 30m ./...
 
+# Tests that start Ray clusters run in a loopback-only network namespace (scripts/in-netns.sh).
 test-python: setup build model
-	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m pytest -q tests
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m pytest -q -m "not ray_cluster" tests
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) scripts/in-netns.sh $(PY) -m pytest -q -m ray_cluster tests
 
 lint: setup
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needs to run on: $$out"; exit 1; fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,26 @@ def models_dir() -> Iterator[Path]:
         os.environ.pop("EDGELLM_MODELS_DIR", None)
     else:
         os.environ["EDGELLM_MODELS_DIR"] = previous
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "ray_cluster: starts Ray nodes; runs only in a loopback-only network namespace "
+        "(make test runs these through scripts/in-netns.sh)",
+    )
+
+
+@pytest.fixture(scope="session")
+def isolated_network() -> None:
+    """Skip unless this process sees only loopback interfaces.
+
+    Ray listens on every interface and replaces a loopback node address with the machine's
+    routable one; in a namespace that has only `lo`, everything stays on 127.0.0.1.
+    """
+    names = sorted(name for _, name in socket.if_nameindex())
+    if names != ["lo"]:
+        pytest.skip(f"Ray tests run only in a loopback-only network namespace (here: {names})")
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError, InvalidRequest, WeightsMismatch
 from edgellm.models.store import ModelStore
 
+pytestmark = pytest.mark.ray_cluster
+
 MODEL_ID = "smollm2-135m"
 SESSION = "test-session"
 SPLIT = 13
@@ -61,7 +63,9 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, isolated_network: None
+) -> Iterator[Cluster]:
     work_dir = tmp_path_factory.mktemp("ray")
     made = Cluster.__new__(Cluster)  # so teardown can run whatever started
     try:
