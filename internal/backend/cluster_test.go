@@ -12,17 +12,18 @@ import (
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// TestClusterRPCs drives the cluster RPCs of the real backend: bad input is
-// INVALID_ARGUMENT without the token in the message, an unknown session is
-// left=false, and a head started on loopback is stopped, process and all, by
-// LeaveCluster.
+const testToken = "abababababababababababababababababababababababababababababababab"
+
+// TestClusterRPCs drives the cluster RPCs of the real backend without
+// starting Ray: bad input is INVALID_ARGUMENT without the token in the
+// message, and an unknown session is left=false.
 func TestClusterRPCs(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts the real backend and a Ray head")
+		t.Skip("starts the real backend")
 	}
 	testutil.NoLeakedChildren(t)
 	s := startReal(t)
-	token := strings.Repeat("ab", 32)
+	token := testToken // never started with: nothing of Ray runs here
 
 	t.Run("leave unknown session", func(t *testing.T) {
 		left, err := s.LeaveCluster(t.Context(), "no-such-session")
@@ -54,25 +55,40 @@ func TestClusterRPCs(t *testing.T) {
 		}
 	})
 
-	t.Run("head starts and leaves", func(t *testing.T) {
-		node, err := s.StartClusterHead(t.Context(), &pb.StartClusterHeadRequest{
-			SessionId: "go-test", BindAddress: "127.0.0.1", Token: token})
-		if err != nil {
-			t.Fatalf("StartClusterHead: %v", err)
-		}
-		if node.GetHeadAddress() == "" || node.GetPid() == 0 || node.GetSessionId() != "go-test" {
-			t.Fatalf("StartClusterHead = %v; want an address and a pid", node)
-		}
-		if !testutil.Alive(int(node.GetPid())) {
-			t.Fatalf("ray pid %d not running", node.GetPid())
-		}
-		left, err := s.LeaveCluster(t.Context(), "go-test")
-		if err != nil || !left {
-			t.Fatalf("LeaveCluster = %v, %v; want true", left, err)
-		}
-		testutil.WaitExit(t, int(node.GetPid()), 30*time.Second)
-		if left, err := s.LeaveCluster(t.Context(), "go-test"); err != nil || left {
-			t.Errorf("second LeaveCluster = %v, %v; want false", left, err)
-		}
-	})
+}
+
+// TestClusterHead: a Ray head started on loopback is stopped, process and
+// all, by LeaveCluster. Ray listens on every interface and swaps a loopback
+// node address for the machine's routable one, so the test re-runs itself in
+// a network namespace whose only interface is loopback (root and iproute2;
+// skipped otherwise, never run on the real network).
+func TestClusterHead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real backend and a Ray head")
+	}
+	if !testutil.InNetNS(t) {
+		testutil.RunTestInNetNS(t, testutil.NewNetNS(t), "TestClusterHead", 5*time.Minute)
+		return
+	}
+	testutil.NoLeakedChildren(t)
+	s := startReal(t)
+	node, err := s.StartClusterHead(t.Context(), &pb.StartClusterHeadRequest{
+		SessionId: "go-test", BindAddress: "127.0.0.1", Token: testToken})
+	if err != nil {
+		t.Fatalf("StartClusterHead: %v", err)
+	}
+	if !strings.HasPrefix(node.GetHeadAddress(), "127.0.0.1:") || node.GetPid() == 0 || node.GetSessionId() != "go-test" {
+		t.Fatalf("StartClusterHead = %v; want an address and a pid", node)
+	}
+	if !testutil.Alive(int(node.GetPid())) {
+		t.Fatalf("ray pid %d not running", node.GetPid())
+	}
+	left, err := s.LeaveCluster(t.Context(), "go-test")
+	if err != nil || !left {
+		t.Fatalf("LeaveCluster = %v, %v; want true", left, err)
+	}
+	testutil.WaitExit(t, int(node.GetPid()), 30*time.Second)
+	if left, err := s.LeaveCluster(t.Context(), "go-test"); err != nil || left {
+		t.Errorf("second LeaveCluster = %v, %v; want false", left, err)
+	}
 }

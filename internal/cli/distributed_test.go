@@ -41,7 +41,8 @@ type distResult struct {
 // and its greedy tokens equal single-process transformers generate. Bad
 // plans exit 2 or 3 with one line; Ctrl-C during generation exits 130 and
 // stops every Ray process of the session. Afterwards no process the test started
-// (edgellm, backend, Ray) is left. All traffic is TCP on 127.0.0.1.
+// (edgellm, backend, Ray) is left. Everything runs in a loopback-only network
+// namespace (root and iproute2; skipped otherwise, never on the real network).
 func TestDistributedInfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -52,6 +53,11 @@ func TestDistributedInfer(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(testutil.RepoRoot(t), "backend", "edgellm", "server", "cluster.py")); err != nil {
 		t.Skip("skipping: the backend has no cluster RPCs (backend/edgellm/server/cluster.py)")
 	}
+	// Ray listens on every interface and swaps a loopback node address for
+	// the machine's routable one: every edgellm process (and so every Ray
+	// node) runs in a namespace whose only interface is loopback. Created
+	// before the workers, so it is deleted after their cleanups stop them.
+	c.ns = testutil.NewNetNS(t)
 	join := c.swarmInit()
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester
 	t.Cleanup(func() { noProcessesOf(t, dirs) })            // after the workers' cleanups
