@@ -6,8 +6,18 @@
 # Environment: BIN (default bin/edgellm), EDGELLM_PYTHON (default .venv/bin/python),
 # EDGELLM_MODELS_DIR (default .cache/models, shared with the tests so the model is
 # converted once), PROMPT, MAX_TOKENS (default 48), STAGES (default 2).
+#
+# Ray listens on every interface and swaps a loopback node address for the machine's
+# routable one. Run as root with iproute2, the demo therefore re-runs itself in a network
+# namespace whose only interface is loopback (scripts/in-netns.sh), so nothing it starts is
+# reachable from elsewhere; otherwise it runs on this machine's network (DEMO_NETNS=0 forces
+# that; expect Ray to bind the machine's address, as a real worker does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ ${DEMO_NETNS:-auto} != 0 && -z ${EDGELLM_DEMO_IN_NETNS:-} && $(id -u) == 0 ]] && command -v ip >/dev/null; then
+	EDGELLM_DEMO_IN_NETNS=1 exec scripts/in-netns.sh "$0" "$@"
+fi
 
 BIN=${BIN:-bin/edgellm}
 PY=${EDGELLM_PYTHON:-$PWD/.venv/bin/python}
@@ -49,7 +59,10 @@ start_worker() {
 	echo "worker $name: $(json_field "$work/$name/worker.json" '["peer_id"]') (pid $pid)"
 }
 
-join=$("$BIN" --data-dir "$work/swarm" swarm init)
+if [[ -n ${EDGELLM_DEMO_IN_NETNS:-} ]]; then
+	echo "(running in a loopback-only network namespace)"
+fi
+join=$("$BIN" --data-dir "$work/swarm" swarm init 2>/dev/null)
 echo "Starting two workers (the first start converts the model once; later ones take seconds)…"
 start_worker a
 boot=$(json_field "$work/a/worker.json" '["addrs"][0]')
