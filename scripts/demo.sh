@@ -62,7 +62,7 @@ start_worker() {
 if [[ -n ${EDGELLM_DEMO_IN_NETNS:-} ]]; then
 	echo "(running in a loopback-only network namespace)"
 fi
-join=$("$BIN" --data-dir "$work/swarm" swarm init 2>/dev/null)
+join=$("$BIN" --data-dir "$work/swarm" swarm init 2>"$work/swarm.log") || { cat "$work/swarm.log" >&2; exit 1; }
 echo "Starting two workers (the first start converts the model once; later ones take seconds)…"
 start_worker a
 boot=$(json_field "$work/a/worker.json" '["addrs"][0]')
