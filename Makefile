@@ -14,7 +14,7 @@ TORCH_WHEEL := $(firstword $(wildcard ../shared/wheels/torch-*+cpu-*.whl))
 PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: setup build infer run-worker model test test-go test-python lint proto proto-check bench clean
+.PHONY: setup build infer run-worker demo model test test-go test-python lint proto proto-check bench clean
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
 TEST_MODELS_DIR := $(CURDIR)/.cache/models
@@ -59,6 +59,11 @@ infer: build
 run-worker: build
 	@if [ -z "$(JOIN)" ]; then ./$(BIN) swarm init >/dev/null 2>&1 || true; fi
 	./$(BIN) worker $(if $(JOIN),--join '$(JOIN)') $(WORKER_FLAGS)
+
+# A local swarm of three nodes (two workers and a requester) and one inference split across
+# the workers; prints the answer, which peer ran which layers, and timings.
+demo: build model
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) scripts/demo.sh
 
 # Convert the embedded model into the test/bench model store ahead of time.
 model: setup
