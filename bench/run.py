@@ -74,6 +74,18 @@ def engine_provider() -> dict[str, Any]:
     return engine_figures.figures(store.path(MODEL_ID))
 
 
+def pipeline_provider() -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "bench"))
+    import pipeline_figures
+
+    from edgellm.config import load_config
+    from edgellm.models.store import ModelStore
+
+    store = ModelStore(load_config().models_dir)
+    store.ensure(MODEL_ID)
+    return pipeline_figures.figures(store.path(MODEL_ID))
+
+
 def go_provider(package: str) -> Provider:
     """A Go program that prints one JSON object of figures on stdout."""
 
@@ -94,6 +106,7 @@ def go_provider(package: str) -> Provider:
 PROVIDERS: dict[str, Provider] = {
     "engine": engine_provider,
     "discovery": go_provider("./bench/discovery"),
+    "pipeline": pipeline_provider,
 }
 
 

@@ -1,0 +1,299 @@
+"""Figures for split (pipeline) inference across two local workers, on the real path.
+
+The swarm part runs the built bin/edgellm as scripts/demo.sh does: `swarm init`, two
+`worker` processes with their own data dirs on 127.0.0.1, `peers` until both are listed,
+then `infer --stages 2`. Ray listens on every interface, so that part always runs inside a
+loopback-only network namespace (scripts/in-netns.sh re-running this file with --swarm);
+with no namespace (not root, no iproute2) the provider raises instead of touching the real
+network. Everything the swarm part starts is stopped by pid.
+
+- cold_ttft_s: wall time from launching a cold `infer --stages 2` (discover, plan, Ray head,
+  workers join, prefill) to the first byte of its streamed answer on stdout; baseline is
+  the single-process torch engine's TTFT on the same prompt (model already loaded).
+- pipeline_decode_ratio: decode tokens/s that `infer --json --stages 2` reports, over plain
+  transformers `generate` decode tokens/s (greedy, same chat-templated prompt, same number
+  of new tokens), measured in the bench process after the swarm is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / "bin" / "edgellm"
+IN_NETNS = REPO / "scripts" / "in-netns.sh"
+PROMPT = "Write a short story about a lighthouse keeper."
+MAX_TOKENS = 24
+REPEATS = 3
+SWARM_DEADLINE_S = 240  # the in-namespace part gives up (and cleans up) after this
+OUTER_TIMEOUT_S = 300
+STOP_GRACE_S = 30
+
+
+# ---------------------------------------------------------------- in the namespace
+
+
+class _Swarm:
+    """Processes started by the swarm part; stop() ends exactly these, by pid."""
+
+    def __init__(self, work: Path, deadline: float) -> None:
+        self.work = work
+        self.deadline = deadline
+        self.procs: list[subprocess.Popen] = []
+        self.join = ""
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"swarm part ran past {SWARM_DEADLINE_S}s")
+        return left
+
+    def run(self, name: str, *args: str, timeout: float | None = None) -> str:
+        log = self.work / f"{name}.log"
+        with log.open("ab") as err:
+            done = subprocess.run(
+                [str(BIN), "--data-dir", str(self.work / name), *args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                timeout=min(timeout or self.left(), self.left()),
+                check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"edgellm {args[0]} exited {done.returncode}: {log.read_text()}")
+        return done.stdout
+
+    def start_worker(self, name: str, *extra: str) -> dict[str, Any]:
+        data = self.work / name
+        data.mkdir()
+        log = (self.work / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [str(BIN), "--data-dir", str(data), "worker", "--no-mdns", "--join", self.join]
+            + ["--listen", "/ip4/127.0.0.1/tcp/0", "--label", f"bench-{name}", *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        self.procs.append(proc)
+        info = data / "worker.json"
+        while not (info.exists() and info.stat().st_size):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"worker {name} exited: {(self.work / f'{name}.log').read_text()}"
+                )
+            self.left()
+            time.sleep(0.2)  # polls a condition: the worker writes worker.json once joined
+        time.sleep(0.1)  # written in one go, but let a partial write finish
+        return json.loads(info.read_text())
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _cold_streamed_infer(swarm: _Swarm, common: list[str]) -> tuple[float, str]:
+    """(seconds from launch to first stdout byte, whole answer) for one cold infer."""
+    log = (swarm.work / "infer-stream.log").open("wb")
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(BIN), "--data-dir", str(swarm.work / "requester"), "infer", *common, PROMPT],
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    swarm.procs.append(proc)
+    assert proc.stdout is not None
+    first = proc.stdout.read(1)  # blocks until the first streamed byte (or EOF)
+    ttft = time.perf_counter() - start
+    rest = proc.stdout.read()
+    code = proc.wait(timeout=swarm.left())
+    if code != 0 or not first:
+        raise RuntimeError(
+            f"streamed infer exited {code}: {(swarm.work / 'infer-stream.log').read_text()}"
+        )
+    return ttft, (first + rest).decode(errors="replace")
+
+
+def swarm_main() -> int:
+    """Run inside the namespace: print one JSON object with the swarm measurements."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    interfaces = sorted(os.listdir("/sys/class/net"))
+    if interfaces != ["lo"]:
+        sys.exit(f"pipeline: refusing to start Ray outside a loopback-only namespace: {interfaces}")
+    work = Path(tempfile.mkdtemp(prefix="edgellm-bench-pipeline."))
+    swarm = _Swarm(work, time.monotonic() + SWARM_DEADLINE_S)
+    try:
+        swarm.join = swarm.run("swarm", "swarm", "init").strip()
+        started = time.monotonic()
+        a = swarm.start_worker("a")
+        boot = a["addrs"][0]
+        swarm.start_worker("b", "--bootstrap", boot)
+        workers_s = time.monotonic() - started
+        net = ["--join", swarm.join, "--no-mdns", "--bootstrap", boot]
+        for _ in range(6):
+            peers = swarm.run("requester", "peers", "--json", *net, "--timeout", "5s")
+            if len(json.loads(peers)) >= 2:
+                break
+        else:
+            raise RuntimeError("the swarm never listed both workers")
+        common = [*net, "--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1"]
+        common += ["--stages", "2", "--max-tokens", str(MAX_TOKENS)]
+        cold_ttft_s, streamed = _cold_streamed_infer(swarm, common)
+        answer = json.loads(swarm.run("requester", "infer", "--json", *common, PROMPT))
+        print(
+            json.dumps(
+                {
+                    "cold_ttft_s": cold_ttft_s,
+                    "streamed_text": streamed,
+                    "workers_start_s": workers_s,
+                    "answer": answer,
+                }
+            )
+        )
+        return 0
+    finally:
+        swarm.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _swarm_in_netns() -> dict[str, Any]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        raise RuntimeError(
+            "pipeline figures need a loopback-only network namespace (root and iproute2); "
+            "not running Ray on this machine's network"
+        )
+    if not BIN.exists():
+        raise FileNotFoundError(f"{BIN} is not built (make build)")
+    env = dict(os.environ)
+    env.setdefault("EDGELLM_PYTHON", sys.executable)
+    env.setdefault("EDGELLM_MODELS_DIR", str(REPO / ".cache" / "models"))
+    proc = subprocess.Popen(
+        [str(IN_NETNS), sys.executable, str(Path(__file__).resolve()), "--swarm"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one group: a timeout stops all of it, and only it
+    )
+    try:
+        out, _ = proc.communicate(timeout=OUTER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=STOP_GRACE_S + 10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        raise TimeoutError(f"swarm part ran past {OUTER_TIMEOUT_S}s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"swarm part exited {proc.returncode} (network namespace or swarm failed; see stderr)"
+        )
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError("swarm part printed no figures (was the network namespace made?)")
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------- in the bench process
+
+
+def _baselines(store_dir: Path, new_tokens: int) -> dict[str, Any]:
+    """Single-process figures on the same chat-templated prompt: transformers `generate`
+    decode tokens/s (N-token run minus 1-token run, median of REPEATS) and the torch
+    engine's TTFT."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgellm.engine.base import EngineConfig
+    from edgellm.engine.torch.engine import TorchEngine
+    from edgellm.engine.types import GenerationRequest, SamplingParams
+
+    engine = TorchEngine.load(EngineConfig(store_dir))
+    ids = torch.tensor([engine.prepare(GenerationRequest("x", prompt=PROMPT)).prompt_ids])
+    model = AutoModelForCausalLM.from_pretrained(store_dir).eval()
+
+    def generate(n: int) -> tuple[float, list[int]]:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n
+            )
+        return time.perf_counter() - start, out[0, ids.shape[1] :].tolist()
+
+    def ttft_ms() -> float:
+        request = GenerationRequest("bench", prompt=PROMPT, sampling=SamplingParams(1))
+        return list(engine.generate(request))[-1].timings.ttft_ms
+
+    generate(4)  # warm-up
+    ttft_ms()
+    rates, ttfts, tokens = [], [], []
+    for _ in range(REPEATS):
+        t1, _ = generate(1)
+        tn, tokens = generate(new_tokens)
+        n = len(tokens)
+        rates.append((n - 1) / (tn - t1) if n > 1 and tn > t1 else 0.0)
+        ttfts.append(ttft_ms())
+    return {
+        "generate_tok_s": statistics.median(rates),
+        "engine_ttft_s": statistics.median(ttfts) / 1000,
+        "prompt_tokens": ids.shape[1],
+        "token_ids": tokens,
+    }
+
+
+def figures(store_dir: Path) -> dict[str, Any]:
+    swarm = _swarm_in_netns()
+    answer = swarm["answer"]
+    base = _baselines(store_dir, max(int(answer["completion_tokens"]), 2))
+    split_tok_s = float(answer["tokens_per_s"])
+    decode_ratio = split_tok_s / base["generate_tok_s"] if base["generate_tok_s"] else 0.0
+    ttft_ratio = swarm["cold_ttft_s"] / base["engine_ttft_s"] if base["engine_ttft_s"] else None
+    return {
+        "pipeline_decode_ratio": {
+            "value": decode_ratio,
+            "unit": "ratio",
+            "baseline": base["generate_tok_s"],
+            "ratio": decode_ratio,
+            "pipeline_tok_s": split_tok_s,
+            "generate_tok_s": base["generate_tok_s"],
+            "pipeline_ttft_ms": answer["ttft_ms"],
+            "stages": len(answer.get("stages") or []),
+            "max_tokens": MAX_TOKENS,
+            "completion_tokens": answer["completion_tokens"],
+            "prompt_tokens": answer["prompt_tokens"],
+            "same_prompt_tokens": answer["prompt_tokens"] == base["prompt_tokens"],
+            "same_tokens": answer.get("token_ids") == base["token_ids"],
+            "repeats": REPEATS,
+        },
+        "cold_ttft_s": {
+            "value": swarm["cold_ttft_s"],
+            "unit": "s",
+            "baseline": base["engine_ttft_s"],
+            "ratio": ttft_ratio,
+            "peers": 3,
+            "stages": 2,
+            "workers_start_s": swarm["workers_start_s"],
+        },
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--swarm"]:
+        sys.exit(swarm_main())
+    sys.exit(f"usage: {sys.argv[0]} --swarm (run by bench/run.py inside a network namespace)")
