@@ -96,9 +96,12 @@ func NewDiscovery(h host.Host, cfg DiscoveryConfig) (Discovery, error) {
 	}()
 	if cfg.MDNS {
 		d.mdns = mdns.NewMdnsService(h, "_edgellm-"+cfg.SwarmID+"._udp", d)
+		// A machine without a multicast-capable interface (many containers and
+		// VPSs) still discovers members through the DHT: mDNS is an extra.
 		if err := d.mdns.Start(); err != nil {
-			d.Close()
-			return nil, fmt.Errorf("mdns: %w", err)
+			d.mdns.Close()
+			d.mdns = nil
+			d.log.Warn("mDNS unavailable; discovering through bootstrap peers and the DHT only", "err", err)
 		}
 	}
 	return d, nil
