@@ -242,7 +242,18 @@ type GenerateRequest struct {
 	Sampling *SamplingParams         `protobuf:"bytes,6,opt,name=sampling,proto3" json:"sampling,omitempty"`
 	// Run across a Ray cluster started with Control.StartClusterHead instead of
 	// locally; unset runs the model in this backend.
-	Plan          *Plan `protobuf:"bytes,7,opt,name=plan,proto3" json:"plan,omitempty"`
+	Plan *Plan `protobuf:"bytes,7,opt,name=plan,proto3" json:"plan,omitempty"`
+	// Tokens this request already produced before a failover: the backend
+	// appends them to the prompt, does not stream them again, and counts them
+	// against max_tokens.
+	ResumeTokenIds []uint32 `protobuf:"varint,8,rep,packed,name=resume_token_ids,json=resumeTokenIds,proto3" json:"resume_token_ids,omitempty"`
+	// Compute the whole prompt even when its prefix is in the KV cache (used by
+	// benchmarks to measure a full prefill).
+	NoPrefixCache bool `protobuf:"varint,9,opt,name=no_prefix_cache,json=noPrefixCache,proto3" json:"no_prefix_cache,omitempty"`
+	// A manifest (JSON, edgellm.kv.manifest) of KV blocks other peers hold for
+	// a prefix of this prompt; the backend may fetch them over IPFS instead of
+	// computing that prefix. Bounded at 1 MiB.
+	KvManifest    []byte `protobuf:"bytes,10,opt,name=kv_manifest,json=kvManifest,proto3" json:"kv_manifest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -335,6 +346,27 @@ func (x *GenerateRequest) GetSampling() *SamplingParams {
 func (x *GenerateRequest) GetPlan() *Plan {
 	if x != nil {
 		return x.Plan
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetResumeTokenIds() []uint32 {
+	if x != nil {
+		return x.ResumeTokenIds
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetNoPrefixCache() bool {
+	if x != nil {
+		return x.NoPrefixCache
+	}
+	return false
+}
+
+func (x *GenerateRequest) GetKvManifest() []byte {
+	if x != nil {
+		return x.KvManifest
 	}
 	return nil
 }
@@ -538,8 +570,11 @@ type Usage struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	PromptTokens     uint32                 `protobuf:"varint,1,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
 	CompletionTokens uint32                 `protobuf:"varint,2,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Prompt tokens whose KV came from the cache (fetched blocks) instead of
+	// being computed.
+	CachedPromptTokens uint32 `protobuf:"varint,3,opt,name=cached_prompt_tokens,json=cachedPromptTokens,proto3" json:"cached_prompt_tokens,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Usage) Reset() {
@@ -586,6 +621,13 @@ func (x *Usage) GetCompletionTokens() uint32 {
 	return 0
 }
 
+func (x *Usage) GetCachedPromptTokens() uint32 {
+	if x != nil {
+		return x.CachedPromptTokens
+	}
+	return 0
+}
+
 type Timings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Request received to first token produced.
@@ -595,8 +637,11 @@ type Timings struct {
 	// Prompt tokens over the prefill time.
 	PrefillTokensPerS float64 `protobuf:"fixed64,3,opt,name=prefill_tokens_per_s,json=prefillTokensPerS,proto3" json:"prefill_tokens_per_s,omitempty"`
 	TotalMs           float64 `protobuf:"fixed64,4,opt,name=total_ms,json=totalMs,proto3" json:"total_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Time spent fetching and checking cached KV blocks, and storing new ones.
+	KvFetchMs     float64 `protobuf:"fixed64,5,opt,name=kv_fetch_ms,json=kvFetchMs,proto3" json:"kv_fetch_ms,omitempty"`
+	KvStoreMs     float64 `protobuf:"fixed64,6,opt,name=kv_store_ms,json=kvStoreMs,proto3" json:"kv_store_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Timings) Reset() {
@@ -653,6 +698,20 @@ func (x *Timings) GetPrefillTokensPerS() float64 {
 func (x *Timings) GetTotalMs() float64 {
 	if x != nil {
 		return x.TotalMs
+	}
+	return 0
+}
+
+func (x *Timings) GetKvFetchMs() float64 {
+	if x != nil {
+		return x.KvFetchMs
+	}
+	return 0
+}
+
+func (x *Timings) GetKvStoreMs() float64 {
+	if x != nil {
+		return x.KvStoreMs
 	}
 	return 0
 }
@@ -855,7 +914,7 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\f_temperatureB\b\n" +
 	"\x06_top_pB\b\n" +
 	"\x06_top_kB\a\n" +
-	"\x05_seed\"\xa0\x02\n" +
+	"\x05_seed\"\x93\x03\n" +
 	"\x0fGenerateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
@@ -865,7 +924,12 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\n" +
 	"raw_prompt\x18\x05 \x01(\tH\x00R\trawPrompt\x126\n" +
 	"\bsampling\x18\x06 \x01(\v2\x1a.edgellm.v1.SamplingParamsR\bsampling\x12$\n" +
-	"\x04plan\x18\a \x01(\v2\x10.edgellm.v1.PlanR\x04planB\a\n" +
+	"\x04plan\x18\a \x01(\v2\x10.edgellm.v1.PlanR\x04plan\x12(\n" +
+	"\x10resume_token_ids\x18\b \x03(\rR\x0eresumeTokenIds\x12&\n" +
+	"\x0fno_prefix_cache\x18\t \x01(\bR\rnoPrefixCache\x12\x1f\n" +
+	"\vkv_manifest\x18\n" +
+	" \x01(\fR\n" +
+	"kvManifestB\a\n" +
 	"\x05input\"T\n" +
 	"\x04Plan\x12\x1d\n" +
 	"\n" +
@@ -879,15 +943,18 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\vweights_cid\x18\x04 \x01(\tR\n" +
 	"weightsCid\"C\n" +
 	"\fChatMessages\x123\n" +
-	"\bmessages\x18\x01 \x03(\v2\x17.edgellm.v1.ChatMessageR\bmessages\"Y\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.edgellm.v1.ChatMessageR\bmessages\"\x8b\x01\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\rR\fpromptTokens\x12+\n" +
-	"\x11completion_tokens\x18\x02 \x01(\rR\x10completionTokens\"\x9d\x01\n" +
+	"\x11completion_tokens\x18\x02 \x01(\rR\x10completionTokens\x120\n" +
+	"\x14cached_prompt_tokens\x18\x03 \x01(\rR\x12cachedPromptTokens\"\xdd\x01\n" +
 	"\aTimings\x12\x17\n" +
 	"\attft_ms\x18\x01 \x01(\x01R\x06ttftMs\x12-\n" +
 	"\x13decode_tokens_per_s\x18\x02 \x01(\x01R\x10decodeTokensPerS\x12/\n" +
 	"\x14prefill_tokens_per_s\x18\x03 \x01(\x01R\x11prefillTokensPerS\x12\x19\n" +
-	"\btotal_ms\x18\x04 \x01(\x01R\atotalMs\"\xf9\x01\n" +
+	"\btotal_ms\x18\x04 \x01(\x01R\atotalMs\x12\x1e\n" +
+	"\vkv_fetch_ms\x18\x05 \x01(\x01R\tkvFetchMs\x12\x1e\n" +
+	"\vkv_store_ms\x18\x06 \x01(\x01R\tkvStoreMs\"\xf9\x01\n" +
 	"\x10GenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
