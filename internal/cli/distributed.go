@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,125 +119,53 @@ type stageJSON struct {
 	RTTMs      *float64 `json:"rtt_ms"`
 }
 
-// runDistributed answers the prompt across the swarm: discover, plan,
-// negotiate, cluster, run, tear down.
+// runDistributed answers the prompt across the swarm: open the cluster
+// (discover, plan, negotiate), generate with failover, tear down.
 func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.Config, req *pb.GenerateRequest) error {
-	d := &o.dist
-	if err := d.validate(); err != nil {
-		return err
-	}
-	join, err := d.swarm.resolve(cfg)
+	c, err := app.openCluster(cmd.Context(), cfg, o.model, &o.dist)
 	if err != nil {
 		return err
 	}
-	listen, err := parseListen(d.listen)
-	if err != nil {
-		return err
-	}
-	key, err := p2p.NewEphemeralIdentity()
-	if err != nil {
-		return err
-	}
-	opts := []p2p.Option{
-		p2p.WithIdentity(key), p2p.WithSecret(join.Secret), p2p.WithBootstrap(join.Bootstrap...),
-		p2p.WithMDNS(!d.swarm.noMDNS), p2p.WithLogger(app.log), p2p.WithLookupTimeout(d.discoverFor),
-	}
-	if len(listen) > 0 {
-		opts = append(opts, p2p.WithListenAddrs(listen...))
-	}
-	node, err := p2p.New(opts...)
-	if err != nil {
-		return networkError(err)
-	}
-	defer node.Close()
-
-	// 1. Discover, 2. plan.
-	plan, rtts, err := app.discoverAndPlan(node, o.model, d)
-	if err != nil {
-		return err
-	}
-	req.Model = plan.Model
+	defer c.Close()
 	if !o.json {
-		for i, s := range plan.Stages {
+		plan := c.Plan()
+		for i, s := range c.Stages() {
 			fmt.Fprintf(app.stderr, "stage %d/%d: layers [%d,%d) of %d on %s (rtt %s)\n", i+1, len(plan.Stages),
-				s.Start, s.End, plan.NumLayers, s.PeerID, fmtRTT(rtts[s.PeerID]))
+				s.LayerStart, s.LayerEnd, plan.NumLayers, s.PeerID, fmtRTT(c.rtt(s.PeerID)))
 		}
 	}
-
-	// 4. The Ray head on this machine's backend.
-	b, err := app.openBackend(app.interrupt, cfg)
-	if err != nil {
-		return err
-	}
-	defer app.closeQuietly(b)
-	bindIP := d.rayAddress
-	if bindIP == "" {
-		bindIP = reachableIPv4(node.Host().Addrs())
-	}
-	sid, token := p2p.NewSessionID(), p2p.NewRayToken()
-	defer app.leaveHead(b, sid)
-	head, err := b.StartClusterHead(app.interrupt, &pb.StartClusterHeadRequest{
-		SessionId: sid.String(), BindAddress: bindIP, Token: token.Hex()})
-	if err != nil {
-		if app.interrupt.Err() != nil {
-			return fmt.Errorf("%w: while starting the Ray head", ErrInterrupted)
+	res := &inferResult{Model: c.Plan().Model, RequestID: req.GetRequestId(), TokenIDs: []uint32{}}
+	var text strings.Builder
+	err = c.Generate(cmd.Context(), req, func(resp *pb.GenerateResponse) error {
+		res.record(resp, &text)
+		if o.json || resp.GetText() == "" {
+			return nil
 		}
-		return fmt.Errorf("start the Ray head: %w", err)
-	}
-
-	// 3. Negotiate every stage, in parallel.
-	client, err := p2p.NewClusterClient(node.Host(), p2p.WithJoinTimeout(clusterJoinTimeout),
-		p2p.WithClusterLogger(app.log), p2p.WithLeaveTimeout(teardownTimeout))
-	if err != nil {
+		_, err := io.WriteString(app.stdout, resp.GetText()) // unbuffered: one write per token
 		return err
-	}
-	defer client.Close() // leaves every session still open, in parallel
-	handles, err := app.joinStages(client, plan, sid, token, head.GetHeadAddress())
-	if err != nil {
-		return err
-	}
-
-	// 5. Run, 6. tear down (the defers above, in reverse order).
-	stages := make([]backend.PlanStage, len(plan.Stages))
-	for i, s := range plan.Stages {
-		stages[i] = backend.PlanStage{Resource: handles[i].ResourceName, Start: uint32(s.Start), End: uint32(s.End),
-			WeightsCID: plan.WeightsCID}
-	}
-	req.Plan = backend.NewPlan(sid.String(), stages)
-	ctx, cancel := context.WithCancelCause(cmd.Context())
-	defer cancel(nil)
-	stopWatch := watchLost(handles, cancel)
-	defer stopWatch()
-	res, err := app.generate(ctx, b, req, o.json)
-	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrUnavailable) {
-		return cause
+	})
+	if !o.json && (err == nil || text.Len() > 0) {
+		fmt.Fprintln(app.stdout)
 	}
 	if err != nil {
 		return err
 	}
-	res.WeightsCID = plan.WeightsCID
-	for i, s := range plan.Stages {
-		sj := stageJSON{PeerID: s.PeerID, LayerStart: s.Start, LayerEnd: s.End, RayAddress: handles[i].RayAddress}
-		if rtt := rtts[s.PeerID]; rtt > 0 {
-			ms := float64(rtt.Microseconds()) / 1000
-			sj.RTTMs = &ms
-		}
-		res.Stages = append(res.Stages, sj)
+	if !o.json {
+		return nil
 	}
-	if o.json {
-		return writeJSON(app.stdout, res)
-	}
-	return nil
+	res.Text = text.String()
+	res.Model, res.WeightsCID, res.Stages = c.Plan().Model, c.WeightsCID(), c.Stages()
+	return writeJSON(app.stdout, res)
 }
 
 // discoverAndPlan looks the swarm's workers up and plans the request over
 // them; it returns the plan and the measured RTT of each peer.
-func (app *App) discoverAndPlan(node *p2p.Node, model string, d *distOptions) (planner.Plan, map[string]time.Duration, error) {
-	ctx, cancel := context.WithTimeout(app.interrupt, d.discoverFor)
+func (app *App) discoverAndPlan(ctx context.Context, node *p2p.Node, model string, d *distOptions) (planner.Plan, map[string]time.Duration, error) {
+	lctx, cancel := context.WithTimeout(ctx, d.discoverFor)
 	defer cancel()
-	found := settle(ctx, node, "")
-	if app.interrupt.Err() != nil {
-		return planner.Plan{}, nil, fmt.Errorf("%w: while looking for workers", ErrInterrupted)
+	found := settle(lctx, node, "")
+	if ctx.Err() != nil {
+		return planner.Plan{}, nil, app.stopped(ctx, "while looking for workers")
 	}
 	var peers []planner.Peer
 	rtts := map[string]time.Duration{}
@@ -275,7 +205,7 @@ func planError(err error, peers int) error {
 // joinStages asks each stage's worker to join the session, all at once. On
 // any failure the sessions that were accepted are left (by the client's
 // Close) and the first error is returned.
-func (app *App) joinStages(client *p2p.ClusterClient, plan planner.Plan, sid p2p.SessionID, token p2p.RayToken, head string) ([]*p2p.SessionHandle, error) {
+func (app *App) joinStages(ctx context.Context, client *p2p.ClusterClient, plan planner.Plan, sid p2p.SessionID, token p2p.RayToken, head string) ([]*p2p.SessionHandle, error) {
 	handles := make([]*p2p.SessionHandle, len(plan.Stages))
 	errs := make([]error, len(plan.Stages))
 	var wg sync.WaitGroup
@@ -285,7 +215,7 @@ func (app *App) joinStages(client *p2p.ClusterClient, plan planner.Plan, sid p2p
 			return nil, fmt.Errorf("plan names a bad peer id %q: %w", s.PeerID, err)
 		}
 		wg.Go(func() {
-			handles[i], errs[i] = client.JoinSession(app.interrupt, id, p2p.JoinRequest{
+			handles[i], errs[i] = client.JoinSession(ctx, id, p2p.JoinRequest{
 				SessionID: sid, Model: plan.Model, WeightsCID: plan.WeightsCID,
 				Layers:      p2p.LayerRange{Start: uint32(s.Start), End: uint32(s.End)},
 				HeadAddress: head, RayToken: token,
@@ -293,8 +223,8 @@ func (app *App) joinStages(client *p2p.ClusterClient, plan planner.Plan, sid p2p
 		})
 	}
 	wg.Wait()
-	if app.interrupt.Err() != nil {
-		return nil, fmt.Errorf("%w: while workers joined", ErrInterrupted)
+	if ctx.Err() != nil {
+		return nil, app.stopped(ctx, "while workers joined")
 	}
 	for i, err := range errs {
 		if err != nil {
