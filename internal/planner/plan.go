@@ -29,6 +29,7 @@ type Stage struct {
 	MemoryBytes uint64        // weights share plus overhead; 0 if size unknown
 	RTT         time.Duration // the RTT the estimate used
 	Compute     time.Duration // expected compute per token
+	Price       uint64        // this stage's share of PricePer1kMicros
 	LAN         bool          // on the LAN or the requester itself
 	Requester   bool          // the requester hosts this stage itself
 }

@@ -85,7 +85,8 @@ func (g *group) toPlan(ch *chain, cs []cand) Plan {
 			LAN: c.lan, Requester: c.requester}
 		st.MemoryBytes = stageBytes(g.weightsBytes, st.Layers(), g.numLayers)
 		st.Compute = computeTime(st.Layers(), g.numLayers, c.speed)
-		p.PricePer1kMicros = addSat(p.PricePer1kMicros, stagePrice(c.price, st.Layers(), g.numLayers))
+		st.Price = stagePrice(c.price, st.Layers(), g.numLayers)
+		p.PricePer1kMicros = addSat(p.PricePer1kMicros, st.Price)
 		p.Stages = append(p.Stages, st)
 	}
 	return p
