@@ -100,6 +100,7 @@ BAD_REQUESTS = [
     ({"prompt": "hi", "sampling": S(top_p=1.01)}, grpc.StatusCode.INVALID_ARGUMENT),
     ({"prompt": "hi", "sampling": S(stop=[""])}, grpc.StatusCode.INVALID_ARGUMENT),
     ({"raw_prompt": "word " * 9000}, grpc.StatusCode.INVALID_ARGUMENT),
+    ({"prompt": "hi", "resume_token_ids": [1, 49152]}, grpc.StatusCode.INVALID_ARGUMENT),
 ]
 
 
@@ -109,6 +110,29 @@ def test_bad_requests_get_status_codes(server, fields, code) -> None:
         _generate(server, **fields)
     assert info.value.code() == code
     assert "\n" not in info.value.details()
+
+
+def test_resume_continues_the_greedy_answer(server) -> None:
+    """A failover replays the tokens produced so far (resume_token_ids): the rest of the
+    answer equals the uninterrupted one, and usage counts the whole answer."""
+    story = "Write a short story about a robot who learns to paint."
+    sampling = S(max_tokens=12)
+    full = _generate(server, prompt=story, sampling=sampling)
+    ids = [t for r in full for t in r.token_ids]
+    assert len(ids) == 12 and full[-1].finish_reason == inference_pb2.FINISH_REASON_LENGTH
+    k = 5
+    rest = _generate(server, prompt=story, sampling=sampling, resume_token_ids=ids[:k])
+    assert [t for r in rest for t in r.token_ids] == ids[k:]
+    head = "".join(r.text for r in full[:k])
+    assert head + "".join(r.text for r in rest) == "".join(r.text for r in full)
+    assert rest[-1].finish_reason == inference_pb2.FINISH_REASON_LENGTH
+    assert rest[-1].usage.completion_tokens == 12
+    assert rest[-1].usage.prompt_tokens == full[-1].usage.prompt_tokens
+    # Everything was produced already: the answer ends at once.
+    done = _generate(server, prompt=story, sampling=sampling, resume_token_ids=ids)
+    assert [list(r.token_ids) for r in done] == [[]]
+    assert done[-1].finish_reason == inference_pb2.FINISH_REASON_LENGTH
+    assert done[-1].usage.completion_tokens == 12
 
 
 def test_abort_cancels_stream_and_next_request_works(server) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import InvalidRequest
 
@@ -58,3 +60,18 @@ def resolve_max_tokens(params: SamplingParams, prompt_tokens: int, context_lengt
             f"max_tokens must be between 1 and {room} for this prompt, got {params.max_tokens}"
         )
     return params.max_tokens
+
+
+def check_resume(resume_ids: Sequence[int], vocab_size: int) -> None:
+    """Tokens a failed-over generation already produced must be real token ids."""
+    for i, token in enumerate(resume_ids):
+        if not 0 <= token < vocab_size:
+            raise InvalidRequest(
+                f"resume_token_ids[{i}] is {token}, outside the vocabulary of {vocab_size} tokens"
+            )
+
+
+def resume_budget(max_tokens: int, resumed: int) -> int:
+    """Tokens still to generate when `resumed` of the `max_tokens` budget were produced
+    before a failover (they count against it); 0 means the answer is already complete."""
+    return max(max_tokens - resumed, 0)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator, Sequence
 
 import grpc
 
 from edgellm.cluster.manager import ClusterManager
 from edgellm.cluster.plan import Plan
-from edgellm.engine.types import GenerationRequest
-from edgellm.errors import EdgeLLMError, RequestCancelled
+from edgellm.engine.types import FinishReason, GenerationChunk, GenerationRequest, Timings, Usage
+from edgellm.engine.validation import check_resume, resume_budget
+from edgellm.errors import EdgeLLMError, InvalidRequest, RequestCancelled
 from edgellm.server import messages
 from edgellm.server.models import ModelManager, RequestTracker, wait_for
 from edgellm.server.status import abort
@@ -32,6 +35,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         arrival = time.monotonic()
         try:
             req = messages.generation_request(request, arrival)
+            resume = tuple(request.resume_token_ids)
             plan = messages.plan(request.plan) if request.HasField("plan") else None
             cancel = self._tracker.start(req.request_id)
         except EdgeLLMError as exc:
@@ -40,18 +44,18 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         context.add_callback(cancel.set)
         try:
             if plan is None:
-                yield from self._stream(request.model, req, cancel)
+                yield from self._stream(request.model, req, resume, cancel)
             else:
-                yield from self._stream_plan(request.model, plan, req, cancel)
+                yield from self._stream_plan(request.model, plan, req, resume, cancel)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status code
             if context.is_active():
                 abort(context, exc)
         finally:
             self._tracker.finish(req.request_id)
 
-    def _stream(self, model_id: str, req: GenerationRequest, cancel: threading.Event):
+    def _stream(self, model_id: str, req: GenerationRequest, resume, cancel: threading.Event):
         model = self._models.load(model_id)  # on demand, so one call is enough
-        chunks = model.engine.generate(req, cancel)
+        chunks = start(model.engine, req, resume, cancel)
 
         def cancelled() -> None:
             raise RequestCancelled(f"request {req.request_id} was aborted")
@@ -63,13 +67,13 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         finally:
             model.busy.release()
 
-    def _stream_plan(self, model_id: str, plan: Plan, req: GenerationRequest, cancel):
+    def _stream_plan(self, model_id: str, plan: Plan, req: GenerationRequest, resume, cancel):
         """Generate across the cluster of `plan.session_id`; the tokenizer and config come
         from this backend's store, the layers from each peer's."""
         manifest = self._models.store.ensure(model_id)
         model_dir = self._models.store.path(model_id)
         engine, busy = self._clusters.engine(plan, model_id, model_dir, manifest.num_layers)
-        chunks = engine.generate(req, cancel)
+        chunks = start(engine, req, resume, cancel)
 
         def cancelled() -> None:
             raise RequestCancelled(f"request {req.request_id} was aborted")
@@ -86,3 +90,47 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         if aborted:
             log.info("abort %s", request.request_id)
         return inference_pb2.AbortResponse(aborted=aborted)
+
+
+def start(
+    engine, req: GenerationRequest, resume: Sequence[int], cancel: threading.Event
+) -> Iterator[GenerationChunk]:
+    """`engine.generate(req)`, or with `resume` (GenerateRequest.resume_token_ids) its
+    continuation after a failover: the tokens already produced are appended to the prompt
+    (so the detokenizer, seeded with the prompt ids, continues the text after them), are
+    not streamed again, and count against max_tokens and in the final usage. Greedy
+    continuation equals the uninterrupted answer; sampled continuation is a valid sample
+    but not the same one (the sampler's generator starts afresh). Like generate, it is
+    eager: bad input raises InvalidRequest here, before the caller waits for the engine.
+
+    Known limits: a stop string straddling the failover point is not matched, and text the
+    detokenizer held back at that point (half a UTF-8 character) may be lost; token ids are
+    exact either way."""
+    if not resume:
+        return engine.generate(req, cancel)
+    prepare = getattr(engine, "prepare", None)
+    if prepare is None:
+        raise InvalidRequest("this engine cannot resume a generation (resume_token_ids)")
+    job = prepare(req)
+    check_resume(resume, len(engine.tokenizer))
+    prompt_tokens, resumed = len(job.prompt_ids), len(resume)
+    remaining = resume_budget(job.max_tokens, resumed)
+    if remaining == 0:  # the lost stream had produced the whole budget
+        usage = Usage(prompt_tokens, resumed)
+        return iter([GenerationChunk("", (), FinishReason.LENGTH, usage, Timings(0, 0, 0, 0))])
+    job = dataclasses.replace(job, prompt_ids=[*job.prompt_ids, *resume], max_tokens=remaining)
+    return _resumed(engine._run(job, cancel), prompt_tokens, resumed)
+
+
+def _resumed(chunks: Iterator[GenerationChunk], prompt_tokens: int, resumed: int):
+    """Usage of the whole answer: the prompt without the replayed tokens, which count as
+    completion tokens."""
+    for chunk in chunks:
+        if chunk.usage is not None:
+            usage = dataclasses.replace(
+                chunk.usage,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=resumed + chunk.usage.completion_tokens,
+            )
+            chunk = dataclasses.replace(chunk, usage=usage)
+        yield chunk
