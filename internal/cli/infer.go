@@ -57,6 +57,11 @@ string), ttft_ms, tokens_per_s (decode), prefill_tokens_per_s, total_ms,
 token_ids, and for a swarm run stages (peer_id, layer_start, layer_end,
 ray_address, rtt_ms).
 
+--session ID runs the prompt on the cluster an open session keeps (edgellm
+session open): no discovery, planning or Ray start. The session's model is
+used; the swarm and planning flags (--local, --stages, --join, ...) make no
+sense with it and exit 2. An unknown or ended session exits 3.
+
 Ctrl-C aborts the generation and exits with code 130.`
 
 // inferOptions holds the infer command's flags.
@@ -72,6 +77,8 @@ type inferOptions struct {
 	raw         bool
 	json        bool
 	dist        distOptions
+	// session runs the prompt on an open session's cluster (session.go).
+	session string
 }
 
 func newInferCommand(app *App) *cobra.Command {
@@ -82,12 +89,14 @@ func newInferCommand(app *App) *cobra.Command {
 		Long:  inferLong,
 		Example: `  edgellm infer "What is the capital of France?"
   echo "Write a haiku about the sea" | edgellm infer --temperature 0.8 --seed 7 -
-  edgellm infer --json --max-tokens 32 "Say hi"`,
+  edgellm infer --json --max-tokens 32 "Say hi"
+  edgellm infer --session "$(edgellm session open --stages 2)" "Hello"`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error { return app.runInfer(cmd, o, args[0]) },
 	}
 	o.bindFlags(cmd.Flags())
 	o.dist.register(cmd)
+	cmd.Flags().StringVar(&o.session, "session", "", "run on the cluster of this open session (edgellm session open)")
 	return cmd
 }
 
@@ -107,6 +116,9 @@ func (o *inferOptions) bindFlags(f *pflag.FlagSet) {
 
 // runInfer answers one prompt on this machine's backend.
 func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error {
+	if cmd.Flags().Changed("session") {
+		return app.runInSession(cmd, o, arg)
+	}
 	prompt, err := readPrompt(app.stdin, arg)
 	if err != nil {
 		return err
@@ -229,4 +241,56 @@ func (app *App) closeQuietly(c io.Closer) {
 	if err := c.Close(); err != nil {
 		app.log.Warn("stopping the backend", "err", err)
 	}
+}
+
+// sessionConflicts are infer's flags that choose where and how a prompt
+// runs; an open session has already chosen.
+var sessionConflicts = []string{"local", "stages", "join", "bootstrap", "no-mdns", "max-price", "max-latency",
+	"listen", "ray-address", "discover-timeout"}
+
+// runInSession answers the prompt on an open session's cluster: it dials
+// the session daemon's socket and streams exactly as a local infer does.
+func (app *App) runInSession(cmd *cobra.Command, o *inferOptions, arg string) error {
+	for _, name := range sessionConflicts {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("%w: --%s cannot be used with --session (the session's cluster is already formed)", ErrUsage, name)
+		}
+	}
+	if err := checkSessionArg(o.session); err != nil {
+		return err
+	}
+	prompt, err := readPrompt(app.stdin, arg)
+	if err != nil {
+		return err
+	}
+	cfg, err := app.config(cmd)
+	if err != nil {
+		return err
+	}
+	info, err := liveSession(cfg.DataDir, o.session)
+	if err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("model") && o.model != info.Model {
+		return fmt.Errorf("%w: session %s serves %s, not %s", ErrInvalidArgument, info.ID, info.Model, o.model)
+	}
+	o.model = info.Model
+	req, err := o.request(cmd.Flags(), prompt)
+	if err != nil {
+		return err
+	}
+	b, err := backend.Dial("unix:" + info.Socket)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	res, err := app.generate(cmd.Context(), b, req, o.json)
+	if err != nil {
+		return err
+	}
+	res.WeightsCID, res.Stages = info.WeightsCID, info.Stages
+	if o.json {
+		return writeJSON(app.stdout, res)
+	}
+	return nil
 }

@@ -66,6 +66,7 @@ func commands(app *App) []*cobra.Command {
 		newSwarmCommand(app),
 		newWorkerCommand(app),
 		newPeersCommand(app),
+		newSessionCommand(app),
 	}
 }
 
