@@ -123,12 +123,16 @@ func TestSessionService(t *testing.T) {
 
 	// One at a time: a second request waits while "block" runs.
 	errs := make(chan error, 2)
-	go func() { errs <- b.Generate(ctx, prompt("blk", "block"), func(*pb.GenerateResponse) error { return nil }) }()
+	go func() {
+		errs <- b.Generate(ctx, prompt("blk", "block"), func(*pb.GenerateResponse) error { return nil })
+	}()
 	if p := <-fc.started; p != "block" {
 		t.Fatalf("started %q first", p)
 	}
 	nextErr := make(chan error, 1)
-	go func() { nextErr <- b.Generate(ctx, prompt("next", "hi"), func(*pb.GenerateResponse) error { return nil }) }()
+	go func() {
+		nextErr <- b.Generate(ctx, prompt("next", "hi"), func(*pb.GenerateResponse) error { return nil })
+	}()
 	waitFor(t, func() bool { svc.mu.Lock(); defer svc.mu.Unlock(); return svc.active == 2 })
 	if ok, err := b.Abort(ctx, "blk"); !ok || err != nil {
 		t.Fatalf("abort: %v, %v", ok, err)
