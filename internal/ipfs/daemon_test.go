@@ -1,0 +1,288 @@
+package ipfs_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgellm/edgellm/internal/ipfs"
+	"github.com/edgellm/edgellm/internal/testutil"
+)
+
+// These tests run real Kubo daemons, each with a temporary repository and
+// free loopback ports, and stop exactly the processes they started.
+
+func newKey(t *testing.T) []byte {
+	key := make([]byte, ipfs.SwarmKeyLen)
+	rand.Read(key)
+	return key
+}
+
+// loopback is where test daemons' swarms listen, with or without a key.
+var loopback = []net.IP{net.IPv4(127, 0, 0, 1)}
+
+// start starts a daemon on repo (a fresh temp dir when "") and closes it at
+// the end of the test.
+func start(t *testing.T, repo string, key []byte) *ipfs.Daemon {
+	t.Helper()
+	if repo == "" {
+		repo = filepath.Join(t.TempDir(), "ipfs")
+	}
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, err := ipfs.Start(ctx, ipfs.Options{
+		Binary: testutil.IPFSBinary(t), RepoDir: repo, SwarmKey: key, SwarmIPs: loopback,
+		Log: &log, StopTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return d
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestDaemonStartStop: a daemon starts on a fresh repository, answers id and
+// version on 127.0.0.1, and Close ends its process.
+func TestDaemonStartStop(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	bin := testutil.IPFSBinary(t)
+	repo := filepath.Join(t.TempDir(), "ipfs")
+	began := time.Now()
+	d, err := ipfs.Start(context.Background(), ipfs.Options{Binary: bin, RepoDir: repo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first start (init + daemon) took %v", time.Since(began))
+	pid := d.Pid()
+	if pid <= 0 || d.Attached() || !strings.HasPrefix(d.APIURL(), "http://127.0.0.1:") {
+		t.Fatalf("pid %d, attached %v, api %s", pid, d.Attached(), d.APIURL())
+	}
+	ctx := ctxT(t, 30*time.Second)
+	id, err := d.Client().ID(ctx)
+	if err != nil || id.ID == "" {
+		t.Fatalf("id: %+v, %v", id, err)
+	}
+	for _, a := range id.Addrs {
+		if !strings.HasPrefix(a.String(), "/ip4/127.0.0.1/tcp/") {
+			t.Errorf("a node without a swarm listens off loopback: %s", a)
+		}
+	}
+	v, err := d.Client().Version(ctx)
+	if err != nil || v == "" {
+		t.Fatalf("version %q, %v", v, err)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "swarm.key")); !os.IsNotExist(err) {
+		t.Fatalf("swarm.key without a swarm: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitExit(t, pid, 5*time.Second)
+	if _, err := d.Client().ID(ctx); err == nil {
+		t.Fatal("API still answers after Close")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	// Warm start on the same repository.
+	began = time.Now()
+	d2 := start(t, repo, nil)
+	t.Logf("warm start took %v", time.Since(began))
+	id2, err := d2.Client().ID(ctx)
+	if err != nil || id2.ID != id.ID {
+		t.Fatalf("identity changed across restarts: %s → %s (%v)", id.ID, id2.ID, err)
+	}
+}
+
+// TestDaemonRestartAfterKill: a daemon killed with SIGKILL is restarted on
+// the same API port with the same identity; its stale repo.lock and api file
+// do not wedge the restart.
+func TestDaemonRestartAfterKill(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	repo := filepath.Join(t.TempDir(), "ipfs")
+	d := start(t, repo, newKey(t))
+	ctx := ctxT(t, time.Minute)
+	id, err := d.Client().ID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := d.Pid()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitExit(t, pid, 5*time.Second)
+	if _, err := os.Stat(filepath.Join(repo, "repo.lock")); err != nil {
+		t.Logf("no repo.lock left behind: %v", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if p := d.Pid(); p != 0 && p != pid {
+			if id2, err := d.Client().ID(ctx); err == nil {
+				if id2.ID != id.ID {
+					t.Fatalf("identity changed: %s → %s", id.ID, id2.ID)
+				}
+				if !sameAddrs(id.Addrs, id2.Addrs) {
+					t.Fatalf("swarm addresses changed: %v → %v", id.Addrs, id2.Addrs)
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not restarted (err %v)", d.Err())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func sameAddrs[T interface{ String() string }](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].String() != b[i].String() {
+			return false
+		}
+	}
+	return true
+}
+
+// TestDaemonStaleLock: after SIGKILL with restarts off, a new Start on the
+// same repository works although repo.lock and api are still there.
+func TestDaemonStaleLock(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	bin := testutil.IPFSBinary(t)
+	repo := filepath.Join(t.TempDir(), "ipfs")
+	d, err := ipfs.Start(context.Background(), ipfs.Options{Binary: bin, RepoDir: repo, MaxRestartsPerMinute: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := d.Pid()
+	syscall.Kill(pid, syscall.SIGKILL)
+	testutil.WaitExit(t, pid, 5*time.Second)
+	for d.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !errors.Is(d.Err(), ipfs.ErrGaveUp) {
+		t.Fatalf("Err = %v, want ErrGaveUp", d.Err())
+	}
+	d.Close()
+	for _, f := range []string{"repo.lock", "api"} {
+		if _, err := os.Stat(filepath.Join(repo, f)); err != nil {
+			t.Logf("%s not left behind by SIGKILL: %v", f, err)
+		}
+	}
+	d2 := start(t, repo, nil)
+	if _, err := d2.Client().ID(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDaemonAttach: a second Start on a repository whose daemon runs uses
+// that daemon, and its Close leaves it running.
+func TestDaemonAttach(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	repo := filepath.Join(t.TempDir(), "ipfs")
+	d := start(t, repo, nil)
+	d2, err := ipfs.Start(context.Background(), ipfs.Options{Binary: testutil.IPFSBinary(t), RepoDir: repo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d2.Attached() || d2.APIURL() != d.APIURL() || d2.Pid() != 0 {
+		t.Fatalf("attached %v, api %s vs %s", d2.Attached(), d2.APIURL(), d.APIURL())
+	}
+	d2.Close()
+	if _, err := d.Client().ID(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("closing the attached handle stopped the daemon: %v", err)
+	}
+}
+
+// TestPrivateSwarm: daemons with the same swarm key connect and bitswap
+// moves a block between them with Routing.Type none; a daemon with another
+// key or none cannot connect.
+func TestPrivateSwarm(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	key := newKey(t)
+	a := start(t, "", key)
+	b := start(t, "", key)
+	ctx := ctxT(t, time.Minute)
+	idA, err := a.Client().ID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Client().SwarmConnect(ctx, idA.DialAddrs()...); err != nil {
+		t.Fatalf("member connect: %v", err)
+	}
+	data := []byte("kv block " + time.Now().String())
+	cid, err := a.Client().BlockPut(ctx, data)
+	if err != nil || !strings.HasPrefix(cid, "bafkrei") {
+		t.Fatalf("block put: %q, %v", cid, err)
+	}
+	getCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	got, err := b.Client().BlockGet(getCtx, cid)
+	cancel()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("block get over bitswap: %q, %v", got, err)
+	}
+
+	outsiders := []struct {
+		name string
+		key  []byte
+	}{
+		{"another swarm key", newKey(t)},
+		{"no swarm key", nil},
+	}
+	for _, o := range outsiders {
+		t.Run(o.name, func(t *testing.T) {
+			c := start(t, "", o.key)
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			if err := c.Client().SwarmConnect(cctx, idA.DialAddrs()...); err == nil {
+				t.Fatal("an outsider connected to a private swarm member")
+			}
+			peers, err := a.Client().SwarmPeers(cctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			idC, _ := c.Client().ID(cctx)
+			for _, p := range peers {
+				if p == idC.ID {
+					t.Fatal("the member lists the outsider as connected")
+				}
+			}
+			gctx, gcancel := context.WithTimeout(cctx, 2*time.Second)
+			defer gcancel()
+			if _, err := c.Client().BlockGet(gctx, cid); err == nil {
+				t.Fatal("an outsider fetched a member's block")
+			}
+		})
+	}
+}
+
+// TestStartFailure: a binary that is not Kubo fails with a StartError.
+func TestStartFailure(t *testing.T) {
+	_, err := ipfs.Start(context.Background(), ipfs.Options{Binary: "/bin/false", RepoDir: t.TempDir()})
+	var se *ipfs.StartError
+	if !errors.As(err, &se) || !errors.Is(err, ipfs.ErrStartFailed) {
+		t.Fatalf("err = %v", err)
+	}
+}

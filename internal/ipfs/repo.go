@@ -1,0 +1,266 @@
+package ipfs
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Files in a Kubo repository that the supervisor reads or writes.
+const (
+	configFile   = "config"
+	apiFile      = "api"
+	swarmKeyFile = "swarm.key"
+)
+
+// SwarmKeyFile renders key as Kubo's swarm.key (a go-libp2p pnet V1 PSK).
+func SwarmKeyFile(key []byte) []byte {
+	return []byte("/key/swarm/psk/1.0.0/\n/base16/\n" + hex.EncodeToString(key) + "\n")
+}
+
+// daemonEnv is the daemon's environment: the node's, minus anything that
+// would point Kubo elsewhere, plus the repository and the switches.
+func (o Options) daemonEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "IPFS_PATH", "IPFS_TELEMETRY", "LIBP2P_FORCE_PNET", "IPFS_HTTP_ROUTERS":
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, "IPFS_PATH="+o.RepoDir, "IPFS_TELEMETRY=off")
+	if o.SwarmKey != nil {
+		env = append(env, "LIBP2P_FORCE_PNET=1") // refuse to run without swarm.key
+	}
+	return env
+}
+
+// initRepo runs `ipfs init` when the repository has no config yet.
+func (o Options) initRepo(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(o.RepoDir, configFile)); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(o.RepoDir, 0o700); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, o.Binary, "init", "--empty-repo")
+	cmd.Env = o.daemonEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ipfs init: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// configure writes the settings edgellm depends on into the repository's
+// config (leaving every other key as it is) and writes or removes swarm.key.
+// The daemon must not be running.
+func (o Options) configure(apiPort, swarmPort int) error {
+	path := filepath.Join(o.RepoDir, configFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	gateway := any([]string{})
+	if o.Gateway {
+		gateway = "/ip4/127.0.0.1/tcp/0"
+	}
+	settings := []struct {
+		key   string
+		value any
+	}{
+		{"Addresses.API", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", apiPort)},
+		{"Addresses.Gateway", gateway},
+		{"Addresses.Swarm", o.swarmAddrs(swarmPort)},
+		{"Bootstrap", []string{}},
+		{"AutoConf.Enabled", false},
+		{"AutoTLS.Enabled", false},
+		{"Routing.Type", "none"},
+		{"Routing.DelegatedRouters", []string{}},
+		{"Ipns.DelegatedPublishers", []string{}},
+		{"DNS.Resolvers", map[string]string{}},
+		{"Discovery.MDNS.Enabled", false},
+		{"Provide.Enabled", false},
+		{"Swarm.RelayClient.Enabled", false},
+		{"Swarm.DisableNatPortMap", o.loopbackOnly()},
+		{"Swarm.Transports.Network.TCP", true},
+		{"Swarm.Transports.Network.Websocket", false},
+		{"Swarm.Transports.Network.QUIC", false},
+		{"Swarm.Transports.Network.WebTransport", false},
+		{"Swarm.Transports.Network.WebRTCDirect", false},
+	}
+	for _, s := range settings {
+		if err := setKey(cfg, s.key, s.value); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	out, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path, out); err != nil {
+		return err
+	}
+	keyPath := filepath.Join(o.RepoDir, swarmKeyFile)
+	if o.SwarmKey == nil {
+		if err := os.Remove(keyPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return writeFileAtomic(keyPath, SwarmKeyFile(o.SwarmKey))
+}
+
+// setKey sets a dotted key in a decoded JSON object, creating objects on
+// the way (Kubo writes some sections as null).
+func setKey(cfg map[string]any, key string, value any) error {
+	parts := strings.Split(key, ".")
+	m := cfg
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			if m[p] != nil {
+				return fmt.Errorf("config key %s: %q is not an object", key, p)
+			}
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = value
+	return nil
+}
+
+// writeFileAtomic replaces path with data (mode 0600) through a rename.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// repoPeerID returns the peer id in the repository's config, "" if none.
+func (o Options) repoPeerID() string {
+	data, err := os.ReadFile(filepath.Join(o.RepoDir, configFile))
+	if err != nil {
+		return ""
+	}
+	var cfg struct {
+		Identity struct{ PeerID string }
+	}
+	if json.Unmarshal(data, &cfg) != nil {
+		return ""
+	}
+	return cfg.Identity.PeerID
+}
+
+// readAPIFile returns the API URL in the repository's api file (written by
+// a running daemon), "" when there is none or it is not a TCP address.
+func (o Options) readAPIFile() string {
+	data, err := os.ReadFile(filepath.Join(o.RepoDir, apiFile))
+	if err != nil {
+		return ""
+	}
+	return apiURL(strings.TrimSpace(string(data)))
+}
+
+// apiURL turns /ip4/H/tcp/P (or /ip6) into http://H:P; "" otherwise.
+func apiURL(addr string) string {
+	m, err := ma.NewMultiaddr(addr)
+	if err != nil {
+		return ""
+	}
+	host, err := m.ValueForProtocol(ma.P_IP4)
+	if err != nil {
+		if host, err = m.ValueForProtocol(ma.P_IP6); err != nil {
+			return ""
+		}
+	}
+	port, err := m.ValueForProtocol(ma.P_TCP)
+	if err != nil {
+		return ""
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// urlPort returns the port of an http://host:port URL, 0 if none.
+func urlPort(u string) int {
+	_, p, err := net.SplitHostPort(strings.TrimPrefix(u, "http://"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// freePort returns a TCP port free on every one of ips right now. An IP
+// that cannot be bound at all (no IPv6 here) does not count against a port:
+// Kubo starts when at least one swarm address listens.
+func freePort(ips []net.IP) (int, error) {
+	var lastErr error
+	for range 20 {
+		l, err := net.Listen(tcpNet(ips[0]), net.JoinHostPort(ips[0].String(), "0"))
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		ok := true
+		for _, ip := range ips[1:] {
+			l2, err := net.Listen(tcpNet(ip), net.JoinHostPort(ip.String(), strconv.Itoa(port)))
+			if errors.Is(err, syscall.EADDRINUSE) {
+				ok, lastErr = false, err
+				break
+			}
+			if err == nil {
+				l2.Close()
+			}
+		}
+		l.Close()
+		if ok {
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no port free on all of %v: %w", ips, lastErr)
+}
+
+// tcpNet is "tcp4" or "tcp6": an IPv6 wildcard then binds IPv6 only, as
+// libp2p's listeners do, and does not clash with the IPv4 one.
+func tcpNet(ip net.IP) string {
+	if ip.To4() != nil {
+		return "tcp4"
+	}
+	return "tcp6"
+}
