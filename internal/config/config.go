@@ -2,12 +2,14 @@
 // overridden by the YAML file (edgellm.yaml in the data directory, or
 // --config), overridden by environment variables, overridden by flags.
 //
-// The file's node: section is the Go node's; its backend: section belongs to
-// the Python backend, which reads it itself (the node passes --config on).
+// The file's node: section is the Go node's and its ipfs: section configures
+// the IPFS node (Kubo) the Go node runs; its backend: section belongs to the
+// Python backend, which reads it itself (the node passes --config on).
 package config
 
 import (
 	"fmt"
+	"net/url"
 	"slices"
 	"time"
 
@@ -39,6 +41,9 @@ type Config struct {
 	File string `yaml:"-"`
 	// Node is the Go node's own section.
 	Node Node `yaml:"node"`
+	// IPFS is the ipfs: section: the Kubo daemon the node runs beside the
+	// backend, through which KV-cache blocks travel.
+	IPFS IPFS `yaml:"ipfs"`
 	// Backend is the backend: section. The Python backend reads and validates
 	// it itself; the node keeps it only so that strict decoding accepts it.
 	Backend yaml.Node `yaml:"backend"`
@@ -90,6 +95,38 @@ type Supervisor struct {
 	MaxRestartsPerMinute int `yaml:"max_restarts_per_minute"`
 }
 
+// IPFS holds the settings of the IPFS node (the file's ipfs: section). The
+// node runs one Kubo daemon per data directory, with its repository in
+// <data dir>/ipfs, its API and gateway on 127.0.0.1, and hands the backend
+// its API URL (EDGELLM_IPFS_API). A node that cannot start it warns and
+// runs without the KV cache.
+type IPFS struct {
+	// Enabled runs the Kubo daemon. Default true; env EDGELLM_IPFS_ENABLED
+	// (true/false, 1/0).
+	Enabled bool `yaml:"enabled"`
+	// API is the HTTP RPC API of a Kubo that is already running
+	// (http://host:port); when set, the node starts none and the backend uses
+	// that one. Default "" (start one); env EDGELLM_IPFS_API, the variable
+	// the backend reads.
+	API string `yaml:"api"`
+	// Binary is the Kubo executable. Default: $EDGELLM_IPFS_BIN, else
+	// <dir of the edgellm binary>/../.bin/ipfs when it exists (the version
+	// `make setup` pins and builds), else ipfs on PATH; "" when none is found.
+	Binary string `yaml:"binary"`
+	// APIPort is the API's port on 127.0.0.1. Default 0: a free port.
+	// Env EDGELLM_IPFS_API_PORT.
+	APIPort int `yaml:"api_port"`
+	// SwarmPort is the TCP port Kubo's swarm listens on (on the IPs the
+	// node's own listen addresses use; 127.0.0.1 for a node in no swarm).
+	// Peers' Kubos connect to it, so a worker behind a firewall opens it
+	// like its own port. Default 0: a free port, picked when Kubo starts.
+	// Env EDGELLM_IPFS_SWARM_PORT.
+	SwarmPort int `yaml:"swarm_port"`
+	// Gateway also serves Kubo's HTTP gateway on a free 127.0.0.1 port (for
+	// looking at blocks by hand). Default false.
+	Gateway bool `yaml:"gateway"`
+}
+
 // Default returns the configuration before the data directory, file,
 // environment and flags are applied.
 func Default() *Config {
@@ -103,6 +140,7 @@ func Default() *Config {
 				MaxRestartsPerMinute: 5,
 			},
 		},
+		IPFS: IPFS{Enabled: true},
 	}
 }
 
@@ -124,6 +162,24 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: supervisor.stop_timeout must be positive", ErrInvalid)
 	case n.Supervisor.MaxRestartsPerMinute < 0:
 		return fmt.Errorf("%w: supervisor.max_restarts_per_minute must not be negative", ErrInvalid)
+	}
+	return c.IPFS.validate()
+}
+
+func (i IPFS) validate() error {
+	switch {
+	case i.APIPort < 0 || i.APIPort > 65535:
+		return fmt.Errorf("%w: ipfs.api_port %d: want 0 to 65535", ErrInvalid, i.APIPort)
+	case i.SwarmPort < 0 || i.SwarmPort > 65535:
+		return fmt.Errorf("%w: ipfs.swarm_port %d: want 0 to 65535", ErrInvalid, i.SwarmPort)
+	case i.APIPort != 0 && i.APIPort == i.SwarmPort:
+		return fmt.Errorf("%w: ipfs.api_port and ipfs.swarm_port are both %d", ErrInvalid, i.APIPort)
+	}
+	if i.API != "" {
+		u, err := url.Parse(i.API)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("%w: ipfs.api %q: want http://host:port", ErrInvalid, i.API)
+		}
 	}
 	return nil
 }

@@ -192,3 +192,85 @@ func TestDefaultPythonFromVenv(t *testing.T) {
 		t.Errorf("python = %q, want %q", cfg.Node.Supervisor.Python, py)
 	}
 }
+
+func TestIPFSSettings(t *testing.T) {
+	const file = `
+ipfs:
+  enabled: true
+  binary: /file/ipfs
+  api_port: 5101
+  swarm_port: 4101
+  gateway: true
+`
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		want IPFS
+		err  bool
+	}{
+		{"defaults", "", nil, IPFS{Enabled: true}, false},
+		{"file", file, nil, IPFS{Enabled: true, Binary: "/file/ipfs", APIPort: 5101, SwarmPort: 4101, Gateway: true}, false},
+		{"env over file", file, map[string]string{EnvIPFSBin: "/env/ipfs", EnvIPFSAPIPort: "5202", EnvIPFSSwarmPort: "4202"},
+			IPFS{Enabled: true, Binary: "/env/ipfs", APIPort: 5202, SwarmPort: 4202, Gateway: true}, false},
+		{"disabled by env", file, map[string]string{EnvIPFSEnabled: "false"},
+			IPFS{Binary: "/file/ipfs", APIPort: 5101, SwarmPort: 4101, Gateway: true}, false},
+		{"disabled by file", "ipfs:\n  enabled: false\n", nil, IPFS{}, false},
+		{"external api", "", map[string]string{EnvIPFSAPI: "http://127.0.0.1:5001"},
+			IPFS{Enabled: true, API: "http://127.0.0.1:5001"}, false},
+		{"bad enabled", "", map[string]string{EnvIPFSEnabled: "maybe"}, IPFS{}, true},
+		{"bad port env", "", map[string]string{EnvIPFSAPIPort: "http"}, IPFS{}, true},
+		{"port out of range", "ipfs:\n  swarm_port: 70000\n", nil, IPFS{}, true},
+		{"same ports", "ipfs:\n  api_port: 4001\n  swarm_port: 4001\n", nil, IPFS{}, true},
+		{"bad api url", "", map[string]string{EnvIPFSAPI: "127.0.0.1:5001"}, IPFS{}, true},
+		{"unknown key", "ipfs:\n  swarm_key: x\n", nil, IPFS{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.file != "" {
+				writeFile(t, dir, tt.file)
+			}
+			cfg, err := Load(WithDataDir(dir), WithLookupEnv(envMap(tt.env)), WithExecutable(noExe))
+			if tt.err {
+				if err == nil {
+					t.Fatalf("no error; ipfs = %+v", cfg.IPFS)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cfg.IPFS
+			if tt.want.Binary == "" {
+				got.Binary = "" // whatever PATH holds
+			}
+			if got != tt.want {
+				t.Errorf("ipfs = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultIPFSFromBin(t *testing.T) {
+	root := t.TempDir()
+	bin := filepath.Join(root, ".bin", "ipfs")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := func() (string, error) { return filepath.Join(root, "bin", "edgellm"), nil }
+	cfg, err := Load(WithDataDir(t.TempDir()), WithLookupEnv(envMap(nil)), WithExecutable(exe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.IPFS.Binary != bin {
+		t.Errorf("ipfs binary = %q, want %q", cfg.IPFS.Binary, bin)
+	}
+	cfg, err = Load(WithDataDir(t.TempDir()), WithLookupEnv(envMap(map[string]string{EnvIPFSBin: "/env/ipfs"})), WithExecutable(exe))
+	if err != nil || cfg.IPFS.Binary != "/env/ipfs" {
+		t.Errorf("env: ipfs binary = %q, %v", cfg.IPFS.Binary, err)
+	}
+}

@@ -1,6 +1,9 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Environment variables the node reads; this file and DefaultDataDir are the
 // only places that read them.
@@ -21,6 +24,17 @@ const (
 	EnvBackendAddress = "EDGELLM_BACKEND_ADDRESS"
 	// EnvPython sets Node.Supervisor.Python.
 	EnvPython = "EDGELLM_PYTHON"
+	// EnvIPFSEnabled sets IPFS.Enabled (true/false, 1/0).
+	EnvIPFSEnabled = "EDGELLM_IPFS_ENABLED"
+	// EnvIPFSAPI sets IPFS.API. The backend reads the same variable: the
+	// node sets it for the backend to the API of the Kubo it runs.
+	EnvIPFSAPI = "EDGELLM_IPFS_API"
+	// EnvIPFSBin sets IPFS.Binary.
+	EnvIPFSBin = "EDGELLM_IPFS_BIN"
+	// EnvIPFSAPIPort sets IPFS.APIPort.
+	EnvIPFSAPIPort = "EDGELLM_IPFS_API_PORT"
+	// EnvIPFSSwarmPort sets IPFS.SwarmPort.
+	EnvIPFSSwarmPort = "EDGELLM_IPFS_SWARM_PORT"
 )
 
 // envSetting maps one environment variable onto the config. An empty value
@@ -38,6 +52,11 @@ func envSettings() []envSetting {
 		{EnvDevice, func(c *Config, v string) error { c.Node.Device = v; return nil }},
 		{EnvBackendAddress, func(c *Config, v string) error { c.Node.BackendAddress = v; return nil }},
 		{EnvPython, func(c *Config, v string) error { c.Node.Supervisor.Python = v; return nil }},
+		{EnvIPFSEnabled, func(c *Config, v string) (err error) { c.IPFS.Enabled, err = strconv.ParseBool(v); return err }},
+		{EnvIPFSAPI, func(c *Config, v string) error { c.IPFS.API = v; return nil }},
+		{EnvIPFSBin, func(c *Config, v string) error { c.IPFS.Binary = v; return nil }},
+		{EnvIPFSAPIPort, func(c *Config, v string) (err error) { c.IPFS.APIPort, err = strconv.Atoi(v); return err }},
+		{EnvIPFSSwarmPort, func(c *Config, v string) (err error) { c.IPFS.SwarmPort, err = strconv.Atoi(v); return err }},
 	}
 }
 

@@ -23,6 +23,13 @@ node:
     start_timeout: 2m
     stop_timeout: 10s
     max_restarts_per_minute: 5
+ipfs:                        # the IPFS node (Kubo) run beside the backend
+  enabled: true              # false: no IPFS node, no KV cache
+  api: ""                    # use a running Kubo (http://host:port) instead of starting one
+  binary: ""                 # "" = $EDGELLM_IPFS_BIN, <bin>/../.bin/ipfs, ipfs on PATH
+  api_port: 0                # API on 127.0.0.1; 0 = a free port
+  swarm_port: 0              # TCP port peers' Kubos connect to; 0 = a free port
+  gateway: false             # also serve the HTTP gateway on 127.0.0.1
 backend:                     # read by the Python backend itself
   device: auto
   calibrate: true
@@ -42,6 +49,6 @@ func ExampleLoad() {
 		return
 	}
 	n := cfg.Node
-	fmt.Println(n.LogLevel, n.Model, n.Supervisor.StartTimeout, n.Supervisor.MaxRestartsPerMinute)
-	// Output: info smollm2-135m 2m0s 5
+	fmt.Println(n.LogLevel, n.Model, n.Supervisor.StartTimeout, n.Supervisor.MaxRestartsPerMinute, cfg.IPFS.Enabled)
+	// Output: info smollm2-135m 2m0s 5 true
 }

@@ -102,6 +102,9 @@ func Load(opts ...Option) (*Config, error) {
 	if cfg.Node.Supervisor.Python == "" {
 		cfg.Node.Supervisor.Python = defaultPython(l.exe)
 	}
+	if cfg.IPFS.Binary == "" && cfg.IPFS.Enabled && cfg.IPFS.API == "" {
+		cfg.IPFS.Binary = defaultIPFS(l.exe)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -189,4 +192,22 @@ func defaultPython(exe func() (string, error)) string {
 		return p
 	}
 	return "python3"
+}
+
+// defaultIPFS finds Kubo when none is configured: the pinned build next to
+// the binary (bin/edgellm → .bin/ipfs, what `make setup` builds), else ipfs
+// on PATH, else "" (the node then runs without an IPFS node and says so).
+// The pinned build comes first because it is the version edgellm is tested
+// with; a container puts its own pinned build on PATH.
+func defaultIPFS(exe func() (string, error)) string {
+	if self, err := exe(); err == nil {
+		pinned := filepath.Join(filepath.Dir(self), "..", ".bin", "ipfs")
+		if fi, err := os.Stat(pinned); err == nil && !fi.IsDir() {
+			return filepath.Clean(pinned)
+		}
+	}
+	if p, err := exec.LookPath("ipfs"); err == nil {
+		return p
+	}
+	return ""
 }
