@@ -7,12 +7,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STAGE_ROLE_PIPELINE: _ClassVar[StageRole]
+    STAGE_ROLE_PREFILL: _ClassVar[StageRole]
+    STAGE_ROLE_DECODE: _ClassVar[StageRole]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_STOP_STRING: _ClassVar[FinishReason]
+STAGE_ROLE_PIPELINE: StageRole
+STAGE_ROLE_PREFILL: StageRole
+STAGE_ROLE_DECODE: StageRole
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -75,16 +84,18 @@ class Plan(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., stages: _Optional[_Iterable[_Union[PlanStage, _Mapping]]] = ...) -> None: ...
 
 class PlanStage(_message.Message):
-    __slots__ = ("peer_resource", "layer_start", "layer_end", "weights_cid")
+    __slots__ = ("peer_resource", "layer_start", "layer_end", "weights_cid", "role")
     PEER_RESOURCE_FIELD_NUMBER: _ClassVar[int]
     LAYER_START_FIELD_NUMBER: _ClassVar[int]
     LAYER_END_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_CID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     peer_resource: str
     layer_start: int
     layer_end: int
     weights_cid: str
-    def __init__(self, peer_resource: _Optional[str] = ..., layer_start: _Optional[int] = ..., layer_end: _Optional[int] = ..., weights_cid: _Optional[str] = ...) -> None: ...
+    role: StageRole
+    def __init__(self, peer_resource: _Optional[str] = ..., layer_start: _Optional[int] = ..., layer_end: _Optional[int] = ..., weights_cid: _Optional[str] = ..., role: _Optional[_Union[StageRole, str]] = ...) -> None: ...
 
 class ChatMessages(_message.Message):
     __slots__ = ("messages",)

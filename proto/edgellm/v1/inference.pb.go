@@ -28,6 +28,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type StageRole int32
+
+const (
+	// One link of a pipeline split by layers.
+	StageRole_STAGE_ROLE_PIPELINE StageRole = 0
+	// Prefill-only: computes the prompt, stores KV blocks, returns a manifest.
+	StageRole_STAGE_ROLE_PREFILL StageRole = 1
+	// Decode-only: loads the prefill's KV blocks by CID and generates.
+	StageRole_STAGE_ROLE_DECODE StageRole = 2
+)
+
+// Enum value maps for StageRole.
+var (
+	StageRole_name = map[int32]string{
+		0: "STAGE_ROLE_PIPELINE",
+		1: "STAGE_ROLE_PREFILL",
+		2: "STAGE_ROLE_DECODE",
+	}
+	StageRole_value = map[string]int32{
+		"STAGE_ROLE_PIPELINE": 0,
+		"STAGE_ROLE_PREFILL":  1,
+		"STAGE_ROLE_DECODE":   2,
+	}
+)
+
+func (x StageRole) Enum() *StageRole {
+	p := new(StageRole)
+	*p = x
+	return p
+}
+
+func (x StageRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StageRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_edgellm_v1_inference_proto_enumTypes[0].Descriptor()
+}
+
+func (StageRole) Type() protoreflect.EnumType {
+	return &file_edgellm_v1_inference_proto_enumTypes[0]
+}
+
+func (x StageRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StageRole.Descriptor instead.
+func (StageRole) EnumDescriptor() ([]byte, []int) {
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{0}
+}
+
 type FinishReason int32
 
 const (
@@ -67,11 +119,11 @@ func (x FinishReason) String() string {
 }
 
 func (FinishReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_edgellm_v1_inference_proto_enumTypes[0].Descriptor()
+	return file_edgellm_v1_inference_proto_enumTypes[1].Descriptor()
 }
 
 func (FinishReason) Type() protoreflect.EnumType {
-	return &file_edgellm_v1_inference_proto_enumTypes[0]
+	return &file_edgellm_v1_inference_proto_enumTypes[1]
 }
 
 func (x FinishReason) Number() protoreflect.EnumNumber {
@@ -80,7 +132,7 @@ func (x FinishReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FinishReason.Descriptor instead.
 func (FinishReason) EnumDescriptor() ([]byte, []int) {
-	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{0}
+	return file_edgellm_v1_inference_proto_rawDescGZIP(), []int{1}
 }
 
 // One chat message; role is "system", "user" or "assistant".
@@ -396,8 +448,11 @@ func (*GenerateRequest_Messages) isGenerateRequest_Input() {}
 
 func (*GenerateRequest_RawPrompt) isGenerateRequest_Input() {}
 
-// Which peer runs which layers. Stages are ordered, contiguous and cover every
-// layer of the model exactly once; each peer appears once.
+// Which peer runs which layers. Pipeline stages are ordered, contiguous and
+// cover every layer of the model exactly once; each peer appears once. A
+// prefill/decode plan instead has exactly two stages holding every layer: the
+// PREFILL one computes the prompt and stores its KV blocks in its IPFS node,
+// the DECODE one fetches them by CID and generates.
 type Plan struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The session of a cluster this backend started (Control.StartClusterHead).
@@ -459,7 +514,8 @@ type PlanStage struct {
 	LayerStart uint32 `protobuf:"varint,2,opt,name=layer_start,json=layerStart,proto3" json:"layer_start,omitempty"`
 	LayerEnd   uint32 `protobuf:"varint,3,opt,name=layer_end,json=layerEnd,proto3" json:"layer_end,omitempty"`
 	// CID the peer's model store must hold; the peer refuses others.
-	WeightsCid    string `protobuf:"bytes,4,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
+	WeightsCid    string    `protobuf:"bytes,4,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
+	Role          StageRole `protobuf:"varint,5,opt,name=role,proto3,enum=edgellm.v1.StageRole" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -520,6 +576,13 @@ func (x *PlanStage) GetWeightsCid() string {
 		return x.WeightsCid
 	}
 	return ""
+}
+
+func (x *PlanStage) GetRole() StageRole {
+	if x != nil {
+		return x.Role
+	}
+	return StageRole_STAGE_ROLE_PIPELINE
 }
 
 type ChatMessages struct {
@@ -934,14 +997,15 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\x04Plan\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12-\n" +
-	"\x06stages\x18\x02 \x03(\v2\x15.edgellm.v1.PlanStageR\x06stages\"\x8f\x01\n" +
+	"\x06stages\x18\x02 \x03(\v2\x15.edgellm.v1.PlanStageR\x06stages\"\xba\x01\n" +
 	"\tPlanStage\x12#\n" +
 	"\rpeer_resource\x18\x01 \x01(\tR\fpeerResource\x12\x1f\n" +
 	"\vlayer_start\x18\x02 \x01(\rR\n" +
 	"layerStart\x12\x1b\n" +
 	"\tlayer_end\x18\x03 \x01(\rR\blayerEnd\x12\x1f\n" +
 	"\vweights_cid\x18\x04 \x01(\tR\n" +
-	"weightsCid\"C\n" +
+	"weightsCid\x12)\n" +
+	"\x04role\x18\x05 \x01(\x0e2\x15.edgellm.v1.StageRoleR\x04role\"C\n" +
 	"\fChatMessages\x123\n" +
 	"\bmessages\x18\x01 \x03(\v2\x17.edgellm.v1.ChatMessageR\bmessages\"\x8b\x01\n" +
 	"\x05Usage\x12#\n" +
@@ -967,7 +1031,11 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\")\n" +
 	"\rAbortResponse\x12\x18\n" +
-	"\aaborted\x18\x01 \x01(\bR\aaborted*~\n" +
+	"\aaborted\x18\x01 \x01(\bR\aaborted*S\n" +
+	"\tStageRole\x12\x17\n" +
+	"\x13STAGE_ROLE_PIPELINE\x10\x00\x12\x16\n" +
+	"\x12STAGE_ROLE_PREFILL\x10\x01\x12\x15\n" +
+	"\x11STAGE_ROLE_DECODE\x10\x02*~\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
@@ -989,40 +1057,42 @@ func file_edgellm_v1_inference_proto_rawDescGZIP() []byte {
 	return file_edgellm_v1_inference_proto_rawDescData
 }
 
-var file_edgellm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_edgellm_v1_inference_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_edgellm_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_edgellm_v1_inference_proto_goTypes = []any{
-	(FinishReason)(0),        // 0: edgellm.v1.FinishReason
-	(*ChatMessage)(nil),      // 1: edgellm.v1.ChatMessage
-	(*SamplingParams)(nil),   // 2: edgellm.v1.SamplingParams
-	(*GenerateRequest)(nil),  // 3: edgellm.v1.GenerateRequest
-	(*Plan)(nil),             // 4: edgellm.v1.Plan
-	(*PlanStage)(nil),        // 5: edgellm.v1.PlanStage
-	(*ChatMessages)(nil),     // 6: edgellm.v1.ChatMessages
-	(*Usage)(nil),            // 7: edgellm.v1.Usage
-	(*Timings)(nil),          // 8: edgellm.v1.Timings
-	(*GenerateResponse)(nil), // 9: edgellm.v1.GenerateResponse
-	(*AbortRequest)(nil),     // 10: edgellm.v1.AbortRequest
-	(*AbortResponse)(nil),    // 11: edgellm.v1.AbortResponse
+	(StageRole)(0),           // 0: edgellm.v1.StageRole
+	(FinishReason)(0),        // 1: edgellm.v1.FinishReason
+	(*ChatMessage)(nil),      // 2: edgellm.v1.ChatMessage
+	(*SamplingParams)(nil),   // 3: edgellm.v1.SamplingParams
+	(*GenerateRequest)(nil),  // 4: edgellm.v1.GenerateRequest
+	(*Plan)(nil),             // 5: edgellm.v1.Plan
+	(*PlanStage)(nil),        // 6: edgellm.v1.PlanStage
+	(*ChatMessages)(nil),     // 7: edgellm.v1.ChatMessages
+	(*Usage)(nil),            // 8: edgellm.v1.Usage
+	(*Timings)(nil),          // 9: edgellm.v1.Timings
+	(*GenerateResponse)(nil), // 10: edgellm.v1.GenerateResponse
+	(*AbortRequest)(nil),     // 11: edgellm.v1.AbortRequest
+	(*AbortResponse)(nil),    // 12: edgellm.v1.AbortResponse
 }
 var file_edgellm_v1_inference_proto_depIdxs = []int32{
-	6,  // 0: edgellm.v1.GenerateRequest.messages:type_name -> edgellm.v1.ChatMessages
-	2,  // 1: edgellm.v1.GenerateRequest.sampling:type_name -> edgellm.v1.SamplingParams
-	4,  // 2: edgellm.v1.GenerateRequest.plan:type_name -> edgellm.v1.Plan
-	5,  // 3: edgellm.v1.Plan.stages:type_name -> edgellm.v1.PlanStage
-	1,  // 4: edgellm.v1.ChatMessages.messages:type_name -> edgellm.v1.ChatMessage
-	0,  // 5: edgellm.v1.GenerateResponse.finish_reason:type_name -> edgellm.v1.FinishReason
-	7,  // 6: edgellm.v1.GenerateResponse.usage:type_name -> edgellm.v1.Usage
-	8,  // 7: edgellm.v1.GenerateResponse.timings:type_name -> edgellm.v1.Timings
-	3,  // 8: edgellm.v1.Inference.Generate:input_type -> edgellm.v1.GenerateRequest
-	10, // 9: edgellm.v1.Inference.Abort:input_type -> edgellm.v1.AbortRequest
-	9,  // 10: edgellm.v1.Inference.Generate:output_type -> edgellm.v1.GenerateResponse
-	11, // 11: edgellm.v1.Inference.Abort:output_type -> edgellm.v1.AbortResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	7,  // 0: edgellm.v1.GenerateRequest.messages:type_name -> edgellm.v1.ChatMessages
+	3,  // 1: edgellm.v1.GenerateRequest.sampling:type_name -> edgellm.v1.SamplingParams
+	5,  // 2: edgellm.v1.GenerateRequest.plan:type_name -> edgellm.v1.Plan
+	6,  // 3: edgellm.v1.Plan.stages:type_name -> edgellm.v1.PlanStage
+	0,  // 4: edgellm.v1.PlanStage.role:type_name -> edgellm.v1.StageRole
+	2,  // 5: edgellm.v1.ChatMessages.messages:type_name -> edgellm.v1.ChatMessage
+	1,  // 6: edgellm.v1.GenerateResponse.finish_reason:type_name -> edgellm.v1.FinishReason
+	8,  // 7: edgellm.v1.GenerateResponse.usage:type_name -> edgellm.v1.Usage
+	9,  // 8: edgellm.v1.GenerateResponse.timings:type_name -> edgellm.v1.Timings
+	4,  // 9: edgellm.v1.Inference.Generate:input_type -> edgellm.v1.GenerateRequest
+	11, // 10: edgellm.v1.Inference.Abort:input_type -> edgellm.v1.AbortRequest
+	10, // 11: edgellm.v1.Inference.Generate:output_type -> edgellm.v1.GenerateResponse
+	12, // 12: edgellm.v1.Inference.Abort:output_type -> edgellm.v1.AbortResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_edgellm_v1_inference_proto_init() }
@@ -1041,7 +1111,7 @@ func file_edgellm_v1_inference_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgellm_v1_inference_proto_rawDesc), len(file_edgellm_v1_inference_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
