@@ -28,6 +28,31 @@ ENV_VARS = {
     "EDGELLM_DEVICE": "device",
     "EDGELLM_ENGINE": "engine",
 }
+# Environment variable -> kv: field.
+KV_ENV_VARS = {
+    "EDGELLM_IPFS_API": "ipfs_api",
+}
+
+
+@dataclass(frozen=True)
+class KVConfig:
+    """The `kv:` section: KV-cache blocks over IPFS and the prefix cache."""
+
+    # Kubo RPC API, "http://127.0.0.1:5001" or "/ip4/127.0.0.1/tcp/5001"; "" turns the
+    # KV cache off. Env EDGELLM_IPFS_API (the node sets it for the Kubo it runs).
+    ipfs_api: str = ""
+    # Tokens per KV block; prompts are cached in whole blocks.
+    block_size: int = 16
+    # Bytes of KV blocks this peer keeps pinned, in MiB; least recently used go first.
+    max_store_mb: int = 1024
+    # Seconds to wait for one block from Kubo (local or over bitswap) before recomputing.
+    fetch_timeout_s: float = 5.0
+    # Where the block index lives. Default <data_dir>/kv.
+    dir: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ipfs_api)
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,8 @@ class BackendConfig:
     shutdown_grace_s: float = 5.0
     # Measure prefill/decode speed once per loaded model (reported by Control.Status).
     calibrate: bool = True
+    # KV-cache blocks over IPFS (the `kv:` mapping in the file).
+    kv: KVConfig = dataclasses.field(default_factory=KVConfig)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -75,6 +102,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return {field: env[var] for var, field in ENV_VARS.items() if env.get(var)}
 
 
+def _kv_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    return {field: env[var] for var, field in KV_ENV_VARS.items() if env.get(var)}
+
+
 def load_config(
     config_file: Path | str | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -89,12 +120,40 @@ def load_config(
     ).expanduser()
     path = Path(config_file) if config_file else data_dir / CONFIG_FILE_NAME
     from_file = _read_file(path) if config_file or path.is_file() else {}
+    kv_flags = flags.pop("kv", None) or {}
+    kv_file = from_file.pop("kv", None) or {}
+    if not isinstance(kv_file, dict):
+        raise InvalidRequest(f"config file {path}: 'backend.kv' must be a mapping")
     merged: dict[str, Any] = {**from_file, **layered_env, **flags}
     merged["data_dir"] = Path(merged.get("data_dir") or data_dir).expanduser()
     merged["models_dir"] = Path(
         merged.get("models_dir") or merged["data_dir"] / "models"
     ).expanduser()
+    kv = {**kv_file, **_kv_from_env(env), **{k: v for k, v in kv_flags.items() if v is not None}}
+    merged["kv"] = _kv_validated(kv, merged["data_dir"])
     return _validated(merged)
+
+
+def _kv_validated(values: dict[str, Any], data_dir: Path) -> KVConfig:
+    known = {f.name for f in dataclasses.fields(KVConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidRequest(f"unknown kv keys {unknown}")
+    casts = {"ipfs_api": str, "block_size": int, "max_store_mb": int, "fetch_timeout_s": float}
+    for key, cast in casts.items():
+        if key in values:
+            try:
+                values[key] = cast(values[key])
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"kv.{key}: {exc}") from exc
+    if values.get("block_size", 16) < 1:
+        raise InvalidRequest("kv.block_size must be at least 1")
+    if values.get("max_store_mb", 0) < 0:
+        raise InvalidRequest("kv.max_store_mb must not be negative")
+    if values.get("fetch_timeout_s", 1.0) <= 0:
+        raise InvalidRequest("kv.fetch_timeout_s must be positive")
+    values["dir"] = Path(values.get("dir") or data_dir / "kv").expanduser()
+    return KVConfig(**values)
 
 
 def _validated(values: dict[str, Any]) -> BackendConfig:

@@ -70,6 +70,11 @@ class Stage:
         self.lm_head: torch.Tensor | None = None
         self._load_weights(Path(model_dir) / WEIGHTS_NAME)
         self.model.to(self.device).eval()
+        self.dtype: torch.dtype = next(self.model.parameters()).dtype
+        self.kv_heads: int = self.config.num_key_value_heads
+        self.head_dim: int = getattr(self.config, "head_dim", None) or (
+            self.config.hidden_size // self.config.num_attention_heads
+        )
 
     def _load_weights(self, path: Path) -> None:
         prefix = self.model.base_model_prefix + "."
@@ -135,3 +140,46 @@ class StageSession:
             return hidden
         logits = nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
         return logits[:, -1].to(copy=True, dtype=torch.float32)
+
+    def export_kv(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """K and V of positions [start, end) for each of this stage's layers, in layer
+        order: contiguous CPU copies shaped [kv_heads, end - start, head_dim]."""
+        if not 0 <= start < end <= self.position:
+            raise InvalidRequest(
+                f"positions [{start}, {end}) not in the cache [0, {self.position})"
+            )
+        out = []
+        for layer in self.cache.layers:
+            k = layer.keys[0, :, start:end, :]
+            v = layer.values[0, :, start:end, :]
+            out.append((_cpu_copy(k), _cpu_copy(v)))
+        return out
+
+    def import_kv(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Append K and V of the next n positions (one pair per layer, each
+        [kv_heads, n, head_dim]) as if they had been computed here; advances the position."""
+        stage = self.stage
+        if len(kv) != stage.config.num_hidden_layers:
+            raise InvalidRequest(
+                f"{len(kv)} layers of KV for a {stage.config.num_hidden_layers}-layer stage"
+            )
+        n = kv[0][0].shape[1]
+        shape = (stage.kv_heads, n, stage.head_dim)
+        for k, v in kv:
+            if tuple(k.shape) != shape or tuple(v.shape) != shape or k.dtype != stage.dtype:
+                raise InvalidRequest(
+                    f"KV shaped {tuple(k.shape)} {k.dtype}, expected {shape} {stage.dtype}"
+                )
+        if self.position + n > self._mask.shape[1]:
+            raise InvalidRequest("imported KV does not fit in this session")
+        for index, (k, v) in enumerate(kv):
+            self.cache.update(
+                k.unsqueeze(0).to(stage.device), v.unsqueeze(0).to(stage.device), index
+            )
+        self.position += n
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    if t.device.type == "cpu":
+        return t.clone(memory_format=torch.contiguous_format)
+    return t.to("cpu").contiguous()

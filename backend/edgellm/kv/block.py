@@ -1,0 +1,210 @@
+"""The block format: one IPFS block = K and V of `block_size` tokens for a group of layers.
+
+A block is a safetensors file. Tensors are named `k.<layer>` and `v.<layer>` (absolute
+layer index in the model), each shaped [kv_heads, block_size, head_dim] in the engine's
+KV dtype. The safetensors metadata (all values strings) says what it is:
+
+    format       "edgellm-kv/1"
+    model_cid    CID of the model's weights (model.safetensors)
+    layer_start  first layer held, inclusive
+    layer_end    last layer held, exclusive
+    dtype        KV dtype, e.g. "float32"
+    block_size   tokens per block
+    position     position of the block's first token in the prompt (index * block_size)
+    token_ids    the block's token ids, a JSON list
+    key          h_i of this block, hex (see keys.py)
+    parent       h_{i-1}, hex (64 zeros for the first block)
+
+A stage whose layers do not fit in one IPFS block under BLOCK_BUDGET bytes (Kubo refuses
+blocks over 1 MiB) splits them into contiguous layer groups (`layer_groups`); a logical
+block is then several IPFS blocks. Before use, `decode` checks every field, every tensor
+name, shape and dtype against what the request expects, and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+FORMAT = "edgellm-kv/1"
+KUBO_BLOCK_LIMIT = 1 << 20
+# Bytes an encoded block may take, header included; leaves room under Kubo's limit.
+BLOCK_BUDGET = 1_000_000
+# Room kept for the safetensors header and metadata when sizing layer groups.
+HEADER_RESERVE = 16_384
+_MAX_HEADER = 1 << 16
+_ST_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+}
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class BlockRefused(Exception):
+    """A fetched block is not the one the request needs; the reason says why."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True)
+class BlockMeta:
+    model_cid: str
+    layer_start: int
+    layer_end: int
+    dtype: str
+    block_size: int
+    position: int
+    token_ids: tuple[int, ...]
+    key: bytes
+    parent: bytes
+
+    def to_strings(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "model_cid": self.model_cid,
+            "layer_start": str(self.layer_start),
+            "layer_end": str(self.layer_end),
+            "dtype": self.dtype,
+            "block_size": str(self.block_size),
+            "position": str(self.position),
+            "token_ids": json.dumps(list(self.token_ids), separators=(",", ":")),
+            "key": self.key.hex(),
+            "parent": self.parent.hex(),
+        }
+
+    @classmethod
+    def from_strings(cls, meta: dict[str, str]) -> BlockMeta:
+        if meta.get("format") != FORMAT:
+            raise BlockRefused(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        try:
+            tokens = json.loads(meta["token_ids"])
+            if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+                raise ValueError("token_ids is not a list of integers")
+            return cls(
+                model_cid=meta["model_cid"],
+                layer_start=int(meta["layer_start"]),
+                layer_end=int(meta["layer_end"]),
+                dtype=meta["dtype"],
+                block_size=int(meta["block_size"]),
+                position=int(meta["position"]),
+                token_ids=tuple(tokens),
+                key=bytes.fromhex(meta["key"]),
+                parent=bytes.fromhex(meta["parent"]),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BlockRefused(f"bad metadata: {exc!r}") from exc
+
+
+def layer_bytes(block_size: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    """Tensor bytes one layer adds to a block (K and V)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return 2 * kv_heads * block_size * head_dim * itemsize
+
+
+def layer_groups(
+    start: int, end: int, per_layer: int, budget: int = BLOCK_BUDGET
+) -> list[tuple[int, int]]:
+    """Split layers [start, end) into the fewest near-equal contiguous groups whose
+    tensors fit in `budget` bytes with HEADER_RESERVE to spare."""
+    fit = (budget - HEADER_RESERVE) // per_layer
+    if fit < 1:
+        raise ValueError(
+            f"one layer's K and V ({per_layer} bytes) exceed the {budget}-byte block budget; "
+            "use a smaller block size"
+        )
+    count = end - start
+    groups = -(-count // fit)
+    base, extra = divmod(count, groups)
+    bounds, at = [], start
+    for g in range(groups):
+        size = base + (1 if g < extra else 0)
+        bounds.append((at, at + size))
+        at += size
+    return bounds
+
+
+def encode(meta: BlockMeta, kv: Sequence[KV]) -> bytes:
+    """`kv[i]` holds layer `meta.layer_start + i`, each tensor [kv_heads, block_size, head_dim]."""
+    if len(kv) != meta.layer_end - meta.layer_start:
+        raise ValueError(f"{len(kv)} layers for range [{meta.layer_start}, {meta.layer_end})")
+    tensors: dict[str, torch.Tensor] = {}
+    for offset, (k, v) in enumerate(kv):
+        layer = meta.layer_start + offset
+        tensors[f"k.{layer}"] = k.contiguous()
+        tensors[f"v.{layer}"] = v.contiguous()
+    data = save_safetensors(tensors, metadata=meta.to_strings())
+    if len(data) > BLOCK_BUDGET:
+        raise ValueError(f"encoded block is {len(data)} bytes, over the {BLOCK_BUDGET} budget")
+    return data
+
+
+def read_meta(data: bytes) -> tuple[BlockMeta, dict]:
+    """The metadata and tensor table of a block, without loading tensors."""
+    if len(data) < 8:
+        raise BlockRefused(f"not safetensors: {len(data)} bytes")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > _MAX_HEADER or 8 + size > len(data):
+        raise BlockRefused(f"not safetensors: header length {size} for {len(data)} bytes")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BlockRefused(f"not safetensors: header is not JSON ({exc})") from exc
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
+        raise BlockRefused("not an edgellm KV block: no safetensors metadata")
+    meta = BlockMeta.from_strings(header.pop("__metadata__"))
+    return meta, header
+
+
+def _expect(what: str, got, want) -> None:
+    if got != want:
+        raise BlockRefused(f"{what} {got!r}, expected {want!r}")
+
+
+def decode(
+    data: bytes, expected: BlockMeta, kv_heads: int, head_dim: int, dtype: torch.dtype
+) -> list[KV]:
+    """Tensors of a block that is exactly `expected` (layer range included), else BlockRefused."""
+    meta, table = read_meta(data)
+    if meta.model_cid != expected.model_cid:
+        raise BlockRefused(
+            f"block of another model: model_cid {meta.model_cid}, expected {expected.model_cid}"
+        )
+    _expect("dtype", meta.dtype, expected.dtype)
+    _expect("block_size", meta.block_size, expected.block_size)
+    _expect("position", meta.position, expected.position)
+    _expect(
+        "layer range",
+        (meta.layer_start, meta.layer_end),
+        (expected.layer_start, expected.layer_end),
+    )
+    if meta.token_ids != expected.token_ids:
+        raise BlockRefused(f"token ids differ from the prompt's at position {expected.position}")
+    _expect("key", meta.key.hex(), expected.key.hex())
+    _expect("parent", meta.parent.hex(), expected.parent.hex())
+    layers = range(expected.layer_start, expected.layer_end)
+    names = {f"{kind}.{layer}" for layer in layers for kind in "kv"}
+    _expect("tensor names", set(table), names)
+    shape = [kv_heads, expected.block_size, head_dim]
+    code = _ST_DTYPES.get(dtype)
+    for name in sorted(names):
+        entry = table[name]
+        if not isinstance(entry, dict):
+            raise BlockRefused(f"not safetensors: bad entry for {name}")
+        _expect(f"shape of {name}", entry.get("shape"), shape)
+        _expect(f"dtype of {name}", entry.get("dtype"), code)
+    try:
+        tensors = load_safetensors(data)
+    except Exception as exc:  # noqa: BLE001 - the library raises several types on bad bytes
+        raise BlockRefused(f"not safetensors: {exc}") from exc
+    return [(tensors[f"k.{layer}"], tensors[f"v.{layer}"]) for layer in layers]

@@ -1,0 +1,289 @@
+"""Moving KV blocks between one stage's session and the block store.
+
+These are the pieces both the prefix cache and prefill/decode disaggregation use:
+
+- `store_blocks`: after a prefill, put a session's full blocks (those not held yet) and
+  return their manifest entries ("prefill and store, return manifest");
+- `plan_blocks` + `fetch_blocks` + `import_blocks`: find the leading blocks that local or
+  manifest parts cover, fetch and verify them, append them to a fresh session
+  ("fetch a manifest into a session"); `fetch_into` does all three for one stage.
+
+A fetch stops at the first block that cannot be fetched or is refused, with a warning
+saying why; the caller computes from there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+
+import torch
+
+from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.kv import block as blockfmt
+from edgellm.kv.block import KV, BlockMeta, BlockRefused
+from edgellm.kv.ipfs import IpfsError
+from edgellm.kv.keys import ChainSpec, parent_of
+from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
+from edgellm.kv.store import KVStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageKV:
+    """How one stage's blocks look: its chain, layers, and tensor shapes."""
+
+    chain: ChainSpec
+    layer_start: int
+    layer_end: int
+    kv_heads: int
+    head_dim: int
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, stage: Stage, model_cid: str, block_size: int) -> StageKV:
+        chain = ChainSpec(model_cid, blockfmt.dtype_name(stage.dtype), block_size)
+        return cls(
+            chain,
+            stage.layers.start,
+            stage.layers.end,
+            stage.kv_heads,
+            stage.head_dim,
+            stage.dtype,
+        )
+
+    @property
+    def block_size(self) -> int:
+        return self.chain.block_size
+
+    def groups(self) -> list[tuple[int, int]]:
+        per_layer = blockfmt.layer_bytes(self.block_size, self.kv_heads, self.head_dim, self.dtype)
+        return blockfmt.layer_groups(self.layer_start, self.layer_end, per_layer)
+
+    def meta(
+        self, keys: Sequence[bytes], index: int, token_ids: Sequence[int], start: int, end: int
+    ) -> BlockMeta:
+        size = self.block_size
+        return BlockMeta(
+            model_cid=self.chain.model_cid,
+            layer_start=start,
+            layer_end=end,
+            dtype=self.chain.dtype,
+            block_size=size,
+            position=index * size,
+            token_ids=tuple(token_ids[index * size : (index + 1) * size]),
+            key=keys[index],
+            parent=parent_of(keys, index),
+        )
+
+
+# -- store ------------------------------------------------------------------------------
+
+
+def store_blocks(
+    kv: StageKV,
+    exported: Sequence[KV],
+    first: int,
+    store: KVStore,
+    token_ids: Sequence[int],
+    keys: Sequence[bytes],
+) -> list[BlockRef]:
+    """Put blocks first, first+1, ... whose K/V are in `exported` (per layer, positions
+    from first * block_size on, as StageSession.export_kv returns them); parts already held
+    are not put again. Returns the manifest entries of every block, in order."""
+    size = kv.block_size
+    count = exported[0][0].shape[1] // size if exported else 0
+    refs = []
+    for offset in range(count):
+        index = first + offset
+        parts = []
+        for start, end in kv.groups():
+            held = [
+                p for p in store.parts(keys[index]) if (p.layer_start, p.layer_end) == (start, end)
+            ]
+            if held:
+                parts.append(held[0])
+                continue
+            a, b = offset * size, (offset + 1) * size
+            layers = [
+                (k[:, a:b], v[:, a:b])
+                for k, v in exported[start - kv.layer_start : end - kv.layer_start]
+            ]
+            data = blockfmt.encode(kv.meta(keys, index, token_ids, start, end), layers)
+            parts.append(store.put(keys[index], start, end, data))
+        refs.append(BlockRef(keys[index], index * size, tuple(parts)))
+    return refs
+
+
+def store_session(
+    session: StageSession,
+    store: KVStore,
+    model_cid: str,
+    block_size: int,
+    token_ids: Sequence[int],
+    keys: Sequence[bytes],
+    first: int = 0,
+) -> list[BlockRef]:
+    """Store every full block of a prefilled session from block `first` on."""
+    kv = StageKV.of(session.stage, model_cid, block_size)
+    last = min(len(keys), session.position // block_size)
+    if last <= first:
+        return []
+    exported = session.export_kv(first * block_size, last * block_size)
+    return store_blocks(kv, exported, first, store, token_ids, keys)
+
+
+# -- fetch ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One part to fetch for one block of one stage."""
+
+    key: bytes
+    part: PartRef
+    local: bool
+
+
+def _cover(kv: StageKV, candidates: list[Source]) -> list[Source] | None:
+    """Parts whose layer ranges together cover the stage's layers (fewest, local first)."""
+    chosen, at = [], kv.layer_start
+    while at < kv.layer_end:
+        fits = [c for c in candidates if c.part.layer_start <= at < c.part.layer_end]
+        if not fits:
+            return None
+        best = max(fits, key=lambda c: (c.part.layer_end, c.local))
+        chosen.append(best)
+        at = best.part.layer_end
+    return chosen
+
+
+def plan_blocks(
+    kv: StageKV,
+    store: KVStore,
+    manifest: KVManifest | None,
+    keys: Sequence[bytes],
+    limit: int,
+) -> list[list[Source]]:
+    """For the leading blocks (at most `limit`) that held or manifest parts cover: the
+    parts to fetch for each."""
+    plans = []
+    for key in keys[:limit]:
+        candidates = [Source(key, p, True) for p in store.parts(key)]
+        if manifest is not None:
+            candidates += [Source(key, p, False) for p in manifest.parts(key)]
+        cover = _cover(kv, candidates)
+        if cover is None:
+            break
+        plans.append(cover)
+    return plans
+
+
+@dataclass
+class Fetched:
+    """Verified blocks of one stage: per block, per layer, K and V."""
+
+    blocks: list[list[KV]] = field(default_factory=list)
+    # Parts fetched from other peers, with their sizes, to pin and index afterwards.
+    remote: list[tuple[Source, int]] = field(default_factory=list)
+    local: list[Source] = field(default_factory=list)
+
+
+def fetch_blocks(
+    kv: StageKV,
+    store: KVStore,
+    token_ids: Sequence[int],
+    keys: Sequence[bytes],
+    plans: Sequence[Sequence[Source]],
+    pool: Executor,
+) -> Fetched:
+    """Fetch every planned part concurrently; verify block by block, stopping (with a
+    warning) at the first block with a part that is missing or refused."""
+    futures: list[list[Future]] = [
+        [pool.submit(store.fetch, s.part.cid) for s in plan] for plan in plans
+    ]
+    out = Fetched()
+    try:
+        for index, (plan, pending) in enumerate(zip(plans, futures, strict=True)):
+            layers = _verified_block(kv, store, token_ids, keys, index, plan, pending)
+            if layers is None:
+                break
+            out.blocks.append(layers)
+            for source, future in zip(plan, pending, strict=True):
+                if source.local:
+                    out.local.append(source)
+                else:
+                    out.remote.append((source, len(future.result())))
+    finally:
+        for pending in futures:
+            for future in pending:
+                future.cancel()
+    return out
+
+
+def _verified_block(
+    kv: StageKV,
+    store: KVStore,
+    token_ids: Sequence[int],
+    keys: Sequence[bytes],
+    index: int,
+    plan: Sequence[Source],
+    pending: Sequence[Future],
+) -> list[KV] | None:
+    layers: list[KV] = []
+    position = index * kv.block_size
+    for source, future in zip(plan, pending, strict=True):
+        part = source.part
+        where = (
+            f"kv block {index} (position {position}) layers [{part.layer_start}, "
+            f"{part.layer_end}) {part.cid} from {'this peer' if source.local else 'the manifest'}"
+        )
+        try:
+            data = future.result()
+            expected = kv.meta(keys, index, token_ids, part.layer_start, part.layer_end)
+            decoded = blockfmt.decode(data, expected, kv.kv_heads, kv.head_dim, kv.dtype)
+        except (IpfsError, BlockRefused) as exc:
+            what = "not fetched" if isinstance(exc, IpfsError) else "refused"
+            log.warning("%s %s: %s; computing from position %d", where, what, exc, position)
+            if source.local:
+                store.forget(source.key, part.layer_start, part.layer_end)
+            return None
+        lo = max(part.layer_start, kv.layer_start)
+        hi = min(part.layer_end, kv.layer_end)
+        layers.extend(decoded[lo - part.layer_start : hi - part.layer_start])
+    return layers
+
+
+def import_blocks(session: StageSession, blocks: Sequence[Sequence[KV]]) -> int:
+    """Append verified blocks to a session (one concatenation per layer); returns tokens."""
+    if not blocks:
+        return 0
+    per_layer = []
+    for layer in range(len(blocks[0])):
+        k = torch.cat([b[layer][0] for b in blocks], dim=1)
+        v = torch.cat([b[layer][1] for b in blocks], dim=1)
+        per_layer.append((k, v))
+    session.import_kv(per_layer)
+    return per_layer[0][0].shape[1]
+
+
+def fetch_into(
+    session: StageSession,
+    store: KVStore,
+    manifest: KVManifest | None,
+    model_cid: str,
+    block_size: int,
+    token_ids: Sequence[int],
+    keys: Sequence[bytes],
+    limit: int,
+    pool: Executor,
+) -> Fetched:
+    """Plan, fetch, verify and import the longest usable prefix into a fresh session."""
+    kv = StageKV.of(session.stage, model_cid, block_size)
+    plans = plan_blocks(kv, store, manifest, keys, limit)
+    fetched = fetch_blocks(kv, store, token_ids, keys, plans, pool)
+    import_blocks(session, fetched.blocks)
+    return fetched

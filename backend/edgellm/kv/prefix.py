@@ -1,0 +1,231 @@
+"""The torch engine's prefix cache over the block store.
+
+Before a prefill: compute the prompt's chained keys, find the longest run of leading blocks
+that every stage can get (held here, or named by the request's manifest), fetch and verify
+them, and append them to each stage's session; the engine then computes only the rest.
+The whole prompt is never taken from the cache: at least its last token is computed, for
+the logits. After the prefill, the prompt's full blocks that are not held yet are stored
+(and blocks fetched from other peers are pinned here too), in a background thread that
+overlaps decoding; the request waits for it before its last chunk.
+
+Anything wrong with Kubo or a block costs a warning and a recompute, never the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edgellm.config import KVConfig
+from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.kv import handoff
+from edgellm.kv.block import KV
+from edgellm.kv.handoff import Fetched, StageKV
+from edgellm.kv.ipfs import IpfsError, KuboClient
+from edgellm.kv.keys import chain
+from edgellm.kv.manifest import BlockRef, KVManifest, ManifestError
+from edgellm.kv.store import KVStore
+from edgellm.models.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+FETCH_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class PrefixHit:
+    """What the lookup gave one request."""
+
+    tokens: int = 0  # prompt tokens taken from the cache
+    fetch_ms: float = 0.0  # lookup + fetch + verify + import
+    keys: tuple[bytes, ...] = ()
+    # Parts fetched from other peers (with sizes), pinned here after the prefill.
+    remote: tuple[tuple[handoff.Source, int], ...] = ()
+
+
+@dataclass
+class StoreJob:
+    """A running store of one prompt's blocks; `wait` returns the time it took."""
+
+    thread: threading.Thread | None = None
+    ms: float = 0.0
+    # The prompt's stored blocks, every stage's parts merged (None until done, or failed).
+    manifest: KVManifest | None = None
+
+    def wait(self) -> float:
+        if self.thread is not None:
+            self.thread.join()
+        return self.ms
+
+
+class PrefixCache:
+    def __init__(self, store: KVStore, model_cid: str, block_size: int) -> None:
+        self.store = store
+        self.model_cid = model_cid
+        self.block_size = block_size
+        self._pool = ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="kv-fetch")
+
+    @classmethod
+    def open(cls, config: KVConfig, model_dir: Path) -> PrefixCache | None:
+        """The prefix cache for the model in `model_dir`, or None when no Kubo API is
+        configured. Each model keeps its own index (and cap) under `<kv dir>/<weights CID>`."""
+        if not config.enabled:
+            log.debug("kv: no IPFS API configured; the prefix cache is off")
+            return None
+        model_cid = Manifest.read(model_dir).weights_cid
+        client = KuboClient(config.ipfs_api)
+        try:
+            peer = client.id().get("ID", "?")
+            log.info("kv: prefix cache on, Kubo %s (peer %s)", client.api, peer)
+        except IpfsError as exc:
+            log.warning(
+                "kv: Kubo at %s is not answering (%s); computing until it does", client.api, exc
+            )
+        store = KVStore(
+            client, Path(config.dir) / model_cid, config.max_store_mb << 20, config.fetch_timeout_s
+        )
+        return cls(store, model_cid, config.block_size)
+
+    def _kv(self, session: StageSession) -> StageKV:
+        return StageKV.of(session.stage, self.model_cid, self.block_size)
+
+    def _manifest(self, data: bytes, kv: StageKV) -> KVManifest | None:
+        if not data:
+            return None
+        try:
+            manifest = KVManifest.from_json(data)
+        except ManifestError as exc:
+            log.warning("kv: ignoring the request's manifest: %s", exc)
+            return None
+        ours = (kv.chain.model_cid, kv.chain.dtype, kv.block_size)
+        theirs = (manifest.model_cid, manifest.dtype, manifest.block_size)
+        if theirs != ours:
+            log.warning("kv: ignoring a manifest for %s, this model is %s", theirs, ours)
+            return None
+        for addr in manifest.providers:
+            try:
+                self.store.client.swarm_connect(addr, timeout_s=self.store.fetch_timeout_s)
+            except IpfsError as exc:
+                log.warning("kv: cannot connect to manifest provider %s: %s", addr, exc)
+        return manifest
+
+    def load(
+        self, sessions: Sequence[StageSession], token_ids: Sequence[int], manifest: bytes = b""
+    ) -> PrefixHit:
+        """Fill fresh sessions with the longest usable cached prefix of `token_ids`."""
+        started = time.monotonic()
+        kvs = [self._kv(s) for s in sessions]
+        keys = tuple(chain(kvs[0].chain, token_ids))
+        limit = (len(token_ids) - 1) // self.block_size  # the last token is always computed
+        parsed = self._manifest(manifest, kvs[0])
+        plans = [handoff.plan_blocks(kv, self.store, parsed, keys, limit) for kv in kvs]
+        count = min(len(p) for p in plans)
+        if count == 0:
+            return PrefixHit(keys=keys)
+        fetched: list[Fetched] = []
+        for kv, plan in zip(kvs, plans, strict=True):
+            got = handoff.fetch_blocks(kv, self.store, token_ids, keys, plan[:count], self._pool)
+            fetched.append(got)
+            count = min(count, len(got.blocks))
+            if count == 0:
+                break
+        if count == 0:
+            return PrefixHit(fetch_ms=(time.monotonic() - started) * 1000.0, keys=keys)
+        for session, got in zip(sessions, fetched, strict=True):
+            handoff.import_blocks(session, got.blocks[:count])
+        self.store.touch(
+            (s.key, s.part.layer_start, s.part.layer_end)
+            for got in fetched
+            for s in got.local
+            if s.key in keys[:count]
+        )
+        remote = tuple(r for got in fetched for r in got.remote if r[0].key in keys[:count])
+        ms = (time.monotonic() - started) * 1000.0
+        log.info(
+            "kv: %d of %d prompt tokens from cached blocks (%.0f ms)",
+            count * self.block_size,
+            len(token_ids),
+            ms,
+        )
+        return PrefixHit(count * self.block_size, ms, keys, remote)
+
+    def store_async(
+        self, sessions: Sequence[StageSession], token_ids: Sequence[int], hit: PrefixHit
+    ) -> StoreJob:
+        """Store the prompt's full blocks not held yet, in the background. The K/V are
+        copied out of the sessions now, so decoding can go on meanwhile."""
+        keys = hit.keys or tuple(chain(self._kv(sessions[0]).chain, token_ids))
+        first = hit.tokens // self.block_size
+        last = min(len(keys), len(token_ids) // self.block_size)
+        job = StoreJob()
+        if last <= first and not hit.remote:
+            return job
+        exported: list[tuple[StageKV, list[KV]]] = []
+        if last > first:
+            span = (first * self.block_size, last * self.block_size)
+            exported = [(self._kv(s), s.export_kv(*span)) for s in sessions]
+
+        def work() -> None:
+            started = time.monotonic()
+            try:
+                with torch.inference_mode():
+                    self._adopt(hit)
+                    stored = [
+                        handoff.store_blocks(kv, layers, first, self.store, token_ids, keys)
+                        for kv, layers in exported
+                    ]
+                    if exported:
+                        job.manifest = merge(exported[0][0], stored)
+            except (IpfsError, ValueError, OSError) as exc:
+                log.warning("kv: storing the prompt's blocks failed: %s", exc)
+            job.ms = (time.monotonic() - started) * 1000.0
+
+        job.thread = threading.Thread(target=work, name="kv-store", daemon=True)
+        job.thread.start()
+        return job
+
+    def _adopt(self, hit: PrefixHit) -> None:
+        for source, size in hit.remote:
+            part = source.part
+            if not self.store.has(source.key, part.layer_start, part.layer_end):
+                self.store.adopt(source.key, part, size)
+
+    def manifest_for(
+        self, stage: Stage, token_ids: Sequence[int], providers: Sequence[str] = ()
+    ) -> KVManifest:
+        """A manifest of the leading blocks of `token_ids` this peer holds for `stage`'s
+        layers (what a peer hands to another for P/D, or announces)."""
+        kv = StageKV.of(stage, self.model_cid, self.block_size)
+        keys = chain(kv.chain, token_ids)
+        plans = handoff.plan_blocks(kv, self.store, None, keys, len(keys))
+        blocks = [
+            BlockRef(plan[0].key, index * self.block_size, tuple(s.part for s in plan))
+            for index, plan in enumerate(plans)
+        ]
+        return merge(kv, [blocks], providers)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.store.client.close()
+
+
+def merge(kv: StageKV, blocks: Sequence[Sequence[BlockRef]], providers: Sequence[str] = ()):
+    """One manifest for the blocks every stage stored (parts merged per key)."""
+    merged: dict[bytes, BlockRef] = {}
+    for stage_blocks in blocks:
+        for ref in stage_blocks:
+            old = merged.get(ref.key)
+            parts = (old.parts if old else ()) + ref.parts
+            merged[ref.key] = BlockRef(ref.key, ref.position, parts)
+    ordered = tuple(sorted(merged.values(), key=lambda b: b.position))
+    chain_spec = kv.chain
+    return KVManifest(
+        chain_spec.model_cid, chain_spec.dtype, chain_spec.block_size, ordered, tuple(providers)
+    )
