@@ -131,3 +131,126 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+# -- Kubo (IPFS) daemons ----------------------------------------------------------------
+
+IPFS_BIN = Path(os.environ.get("EDGELLM_IPFS_BIN") or REPO / ".bin" / "ipfs")
+
+
+class KuboDaemon:
+    """A real `ipfs daemon` on loopback with its own temporary repo, stopped by its pid.
+
+    `ipfs init --profile=test`: API, gateway and swarm on 127.0.0.1 port 0 (the kernel
+    picks free ports; the API's lands in $IPFS_PATH/api), no bootstrap peers, no MDNS, no
+    AutoConf/AutoTLS, so it never reaches outside the machine.
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.env = {**os.environ, "IPFS_PATH": str(repo)}
+        subprocess.run(
+            [str(IPFS_BIN), "init", "--profile=test", "-e"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self.log = repo.parent / f"{repo.name}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [str(IPFS_BIN), "daemon"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.api = self._wait_api()
+        ident = self.rpc("id")
+        self.peer_id: str = ident["ID"]
+        self.addrs: list[str] = [a for a in ident["Addresses"] if "/127.0.0.1/tcp/" in a]
+
+    def _wait_api(self, timeout: float = 60.0) -> str:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ipfs daemon exited:\n{self.log.read_text()[-2000:]}")
+            api_file = self.repo / "api"
+            if api_file.is_file():
+                parts = api_file.read_text().strip().split("/")
+                url = f"http://{parts[2]}:{parts[4]}"
+                try:
+                    if httpx.post(f"{url}/api/v0/id", timeout=2).status_code == 200:
+                        return url
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        raise TimeoutError(f"ipfs daemon API not up:\n{self.log.read_text()[-2000:]}")
+
+    def rpc(self, command: str, **params: str):
+        import httpx
+
+        reply = httpx.post(f"{self.api}/api/v0/{command}", params=params, timeout=30)
+        reply.raise_for_status()
+        return reply.json()
+
+    def connect(self, other: KuboDaemon) -> None:
+        self.rpc("swarm/connect", arg=f"{other.addrs[0]}/p2p/{other.peer_id}")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Run the stock `ipfs` CLI against this daemon's repo."""
+        return subprocess.run(
+            [str(IPFS_BIN), *args], env=self.env, capture_output=True, check=True, timeout=60
+        )
+
+    def kill(self) -> None:
+        """SIGKILL (Kubo gone mid-request)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.returncode is not None
+
+
+def _require_ipfs() -> None:
+    if not os.access(IPFS_BIN, os.X_OK):
+        pytest.skip(f"no Kubo binary at {IPFS_BIN} (make setup builds it; or set EDGELLM_IPFS_BIN)")
+
+
+@pytest.fixture
+def start_kubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Start Kubo daemons for one test; every one is stopped (by pid) afterwards."""
+    _require_ipfs()
+    started: list[KuboDaemon] = []
+
+    def start() -> KuboDaemon:
+        daemon = KuboDaemon(tmp_path_factory.mktemp("kubo") / "repo")
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def kubo_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KuboDaemon, KuboDaemon]]:
+    """Two daemons connected to each other (swarm/connect), shared by a test module."""
+    _require_ipfs()
+    a = KuboDaemon(tmp_path_factory.mktemp("kubo-a") / "repo")
+    try:
+        b = KuboDaemon(tmp_path_factory.mktemp("kubo-b") / "repo")
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        b.connect(a)
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgellm.config import KVConfig
 from edgellm.engine.types import GenerationChunk, GenerationRequest, Speeds
 
 
@@ -22,6 +23,8 @@ class EngineConfig:
     model_dir: Path
     # "cpu" or "cuda"; "auto" is resolved before an engine sees it.
     device: str = "cpu"
+    # KV-cache blocks over IPFS (prefix cache); None or no ipfs_api: off.
+    kv: KVConfig | None = None
 
 
 class Engine(ABC):

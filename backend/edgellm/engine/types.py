@@ -44,12 +44,19 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # time.monotonic() when the request arrived; TTFT counts from here (None: from generate).
     arrival_time: float | None = None
+    # Skip the prefix-cache lookup and prefill the whole prompt (the prompt's blocks are
+    # still stored); benchmarks use it for the full-prefill baseline.
+    no_prefix_cache: bool = False
+    # A KV manifest (edgellm.kv.manifest) of blocks other peers hold; b"" for none.
+    kv_manifest: bytes = b""
 
 
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # Prompt tokens whose KV came from cached blocks instead of being computed.
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,10 @@ class Timings:
     prefill_tokens_per_s: float  # prompt tokens over prefill time
     decode_tokens_per_s: float  # tokens after the first over the time they took
     total_ms: float
+    # Prefix-cache lookup, fetch, verification and import of KV blocks, before the prefill.
+    kv_fetch_ms: float = 0.0
+    # Storing the prompt's new KV blocks (overlaps decoding).
+    kv_store_ms: float = 0.0
 
 
 @dataclass(frozen=True)

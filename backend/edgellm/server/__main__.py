@@ -25,6 +25,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     parser.add_argument("--device", choices=DEVICES, help="compute device (default auto)")
     parser.add_argument("--engine", help="engine name (default torch)")
+    parser.add_argument(
+        "--ipfs-api", help="Kubo RPC API for KV blocks, e.g. http://127.0.0.1:5001 (default off)"
+    )
     return parser.parse_args(argv)
 
 
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "models_dir": args.models_dir,
         "device": args.device,
         "engine": args.engine,
+        "kv": {"ipfs_api": args.ipfs_api},
     }
     try:
         config = load_config(args.config, overrides)

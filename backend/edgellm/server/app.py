@@ -81,7 +81,7 @@ class Built:
 
 def build(config: BackendConfig, device: str) -> Built:
     store = ModelStore(config.models_dir)
-    models = ModelManager(store, config.engine, device, config.calibrate)
+    models = ModelManager(store, config.engine, device, config.calibrate, config.kv)
     tracker = RequestTracker()
     clusters = ClusterManager(config.data_dir / "ray", config.models_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))

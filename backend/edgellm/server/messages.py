@@ -47,6 +47,8 @@ def generation_request(msg: inference_pb2.GenerateRequest, arrival: float) -> Ge
         raw_prompt=msg.raw_prompt if which == "raw_prompt" else None,
         sampling=sampling_params(msg.sampling),
         arrival_time=arrival,
+        no_prefix_cache=msg.no_prefix_cache,
+        kv_manifest=bytes(msg.kv_manifest),
     )
 
 
@@ -68,12 +70,15 @@ def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.
     if chunk.usage is not None:
         out.usage.prompt_tokens = chunk.usage.prompt_tokens
         out.usage.completion_tokens = chunk.usage.completion_tokens
+        out.usage.cached_prompt_tokens = chunk.usage.cached_prompt_tokens
     if chunk.timings is not None:
         t = chunk.timings
         out.timings.ttft_ms = t.ttft_ms
         out.timings.decode_tokens_per_s = t.decode_tokens_per_s
         out.timings.prefill_tokens_per_s = t.prefill_tokens_per_s
         out.timings.total_ms = t.total_ms
+        out.timings.kv_fetch_ms = t.kv_fetch_ms
+        out.timings.kv_store_ms = t.kv_store_ms
     return out
 
 

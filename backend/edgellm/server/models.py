@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edgellm.config import KVConfig
 from edgellm.engine.base import Engine, EngineConfig
 from edgellm.engine.registry import engine_class
 from edgellm.engine.types import Speeds
@@ -36,8 +37,16 @@ def _quiet(phase: str, done: int, total: int) -> None:
 
 
 class ModelManager:
-    def __init__(self, store: ModelStore, engine: str, device: str, calibrate: bool) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        engine: str,
+        device: str,
+        calibrate: bool,
+        kv: KVConfig | None = None,
+    ) -> None:
         self.store = store
+        self._kv = kv
         self._engine = engine
         self._device = device
         self._calibrate = calibrate
@@ -72,7 +81,7 @@ class ModelManager:
         try:
             manifest = self.store.ensure(model_id, progress)
             progress(PHASE_LOAD, 0, 1)
-            config = EngineConfig(model_dir=self.store.path(model_id), device=self._device)
+            config = EngineConfig(self.store.path(model_id), self._device, self._kv)
             engine = engine_class(self._engine).load(config)
             progress(PHASE_LOAD, 1, 1)
             speeds = self._measure(engine, progress)

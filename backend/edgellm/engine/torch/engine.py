@@ -18,6 +18,7 @@ from edgellm.engine.torch.sampler import Sampler
 from edgellm.engine.types import GenerationChunk, GenerationRequest, Speeds
 from edgellm.engine.validation import check_input, check_sampling, resolve_max_tokens
 from edgellm.errors import InvalidRequest
+from edgellm.kv.prefix import PrefixCache
 
 CALIBRATION_PREFILL_TOKENS = 64
 CALIBRATION_DECODE_TOKENS = 16
@@ -32,18 +33,37 @@ def _eos_ids(model_dir: Path, tokenizer) -> frozenset[int]:
 
 
 class TorchEngine(Engine):
-    def __init__(self, pipeline: StageRunner, tokenizer, eos_ids: frozenset[int], context: int):
+    def __init__(
+        self,
+        pipeline: StageRunner,
+        tokenizer,
+        eos_ids: frozenset[int],
+        context: int,
+        prefix: PrefixCache | None = None,
+    ):
         self.pipeline = pipeline
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self._context_length = context
+        # KV blocks over IPFS; only for in-process stages (a Pipeline).
+        self.prefix = prefix
 
     @classmethod
-    def load(cls, config: EngineConfig, splits: list[int] | None = None) -> TorchEngine:
-        """`splits` cuts the model into in-process stages, e.g. [13] -> [0, 13) + [13, n)."""
+    def load(
+        cls,
+        config: EngineConfig,
+        splits: list[int] | None = None,
+        prefix: PrefixCache | None = None,
+    ) -> TorchEngine:
+        """`splits` cuts the model into in-process stages, e.g. [13] -> [0, 13) + [13, n).
+        The prefix cache is `prefix`, else the one `config.kv` describes (None: off)."""
         model_dir = Path(config.model_dir)
         pipeline = Pipeline.load(model_dir, splits, config.device)
-        return cls.over(pipeline, model_dir)
+        engine = cls.over(pipeline, model_dir)
+        if prefix is None and config.kv is not None:
+            prefix = PrefixCache.open(config.kv, model_dir)
+        engine.prefix = prefix
+        return engine
 
     @classmethod
     def over(cls, runner: StageRunner, model_dir: Path) -> TorchEngine:
@@ -86,6 +106,8 @@ class TorchEngine(Engine):
             sampler=Sampler(request.sampling, self.pipeline.device),
             stops=request.sampling.stop,
             start=start,
+            no_prefix_cache=request.no_prefix_cache,
+            kv_manifest=request.kv_manifest,
         )
 
     def generate(
@@ -96,7 +118,9 @@ class TorchEngine(Engine):
 
     def _run(self, job: generation.Job, cancel: threading.Event | None):
         with torch.inference_mode():
-            yield from generation.run(self.pipeline, self.tokenizer, self.eos_ids, job, cancel)
+            yield from generation.run(
+                self.pipeline, self.tokenizer, self.eos_ids, job, cancel, self.prefix
+            )
 
     @torch.inference_mode()
     def calibrate(self) -> Speeds:
@@ -126,3 +150,5 @@ class TorchEngine(Engine):
 
     def close(self) -> None:
         self.pipeline.close()
+        if self.prefix is not None:
+            self.prefix.close()

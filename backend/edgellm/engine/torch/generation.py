@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ from edgellm.engine.torch.sampler import Sampler
 from edgellm.engine.torch.text import Detokenizer, StopMatcher
 from edgellm.engine.types import FinishReason, GenerationChunk, Timings, Usage
 from edgellm.errors import RequestCancelled
+from edgellm.kv.prefix import PrefixCache, PrefixHit, StoreJob
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Job:
     sampler: Sampler
     stops: tuple[str, ...]
     start: float  # time.monotonic() at arrival
+    no_prefix_cache: bool = False  # skip the prefix-cache lookup
+    kv_manifest: bytes = b""  # blocks other peers hold (edgellm.kv.manifest)
 
 
 class _Clock:
@@ -35,7 +41,7 @@ class _Clock:
         self.prefill_start = time.monotonic()
         self.first_token: float | None = None
 
-    def timings(self, completion_tokens: int) -> Timings:
+    def timings(self, completion_tokens: int, fetch_ms: float, store_ms: float) -> Timings:
         now = time.monotonic()
         first = self.first_token or now
         prefill_s = first - self.prefill_start
@@ -45,6 +51,8 @@ class _Clock:
             prefill_tokens_per_s=self.prompt_tokens / prefill_s if prefill_s > 0 else 0.0,
             decode_tokens_per_s=(completion_tokens - 1) / decode_s if decode_s > 0 else 0.0,
             total_ms=(now - self.start) * 1000.0,
+            kv_fetch_ms=fetch_ms,
+            kv_store_ms=store_ms,
         )
 
 
@@ -54,13 +62,37 @@ def run(
     eos_ids: frozenset[int],
     job: Job,
     cancel: threading.Event | None = None,
+    prefix: PrefixCache | None = None,
 ) -> Iterator[GenerationChunk]:
-    """Yield one chunk per generated token; the last one carries finish, usage and timings."""
-    session = pipeline.session(len(job.prompt_ids) + job.max_tokens)
+    """Yield one chunk per generated token; the last one carries finish, usage and timings.
+
+    With a prefix cache (local stages only), the prompt's cached leading blocks are
+    fetched instead of computed, and its new blocks are stored while decoding goes on."""
+    positions = len(job.prompt_ids) + job.max_tokens
+    session = pipeline.session(positions)
     try:
-        yield from _decode(session, pipeline.device, tokenizer, eos_ids, job, cancel)
+        hit = PrefixHit()
+        if prefix is not None and not job.no_prefix_cache:
+            try:
+                hit = prefix.load(session.sessions, job.prompt_ids, job.kv_manifest)
+            except Exception as exc:  # noqa: BLE001 - the cache must never fail a request
+                log.warning("kv: prefix cache lookup failed, computing the whole prompt: %r", exc)
+                session.close()
+                session = pipeline.session(positions)
+                hit = PrefixHit()
+        yield from _decode(session, pipeline.device, tokenizer, eos_ids, job, cancel, prefix, hit)
     finally:
         session.close()
+
+
+def _store(prefix: PrefixCache | None, session, job: Job, hit: PrefixHit) -> StoreJob:
+    if prefix is None:
+        return StoreJob()
+    try:
+        return prefix.store_async(session.sessions, job.prompt_ids, hit)
+    except Exception as exc:  # noqa: BLE001 - the cache must never fail a request
+        log.warning("kv: cannot store the prompt's blocks: %r", exc)
+        return StoreJob()
 
 
 def _decode(
@@ -70,13 +102,16 @@ def _decode(
     eos_ids: frozenset[int],
     job: Job,
     cancel: threading.Event | None,
+    prefix: PrefixCache | None,
+    hit: PrefixHit,
 ) -> Iterator[GenerationChunk]:
     prompt_tokens = len(job.prompt_ids)
     clock = _Clock(job.start, prompt_tokens)
     detok = Detokenizer(tokenizer, job.prompt_ids)
     stops = StopMatcher(job.stops)
     step = torch.empty((1, 1), dtype=torch.long, device=device)
-    logits = session.forward(torch.tensor([job.prompt_ids], device=device))
+    logits = session.forward(torch.tensor([job.prompt_ids[hit.tokens :]], device=device))
+    store: StoreJob | None = None
     produced = 0
     while True:
         if cancel is not None and cancel.is_set():
@@ -85,13 +120,16 @@ def _decode(
         produced += 1
         if clock.first_token is None:
             clock.first_token = time.monotonic()
+            store = _store(prefix, session, job, hit)
         finish, text = _advance(token, eos_ids, detok, stops)
         if finish is None and produced >= job.max_tokens:
             finish, tail = _drain(detok, stops, FinishReason.LENGTH)
             text += tail
         if finish is not None:
-            usage = Usage(prompt_tokens, produced)
-            yield GenerationChunk(text, (token,), finish, usage, clock.timings(produced))
+            store_ms = store.wait() if store is not None else 0.0
+            usage = Usage(prompt_tokens, produced, hit.tokens)
+            timings = clock.timings(produced, hit.fetch_ms, store_ms)
+            yield GenerationChunk(text, (token,), finish, usage, timings)
             return
         yield GenerationChunk(text, (token,))
         step.fill_(token)
