@@ -1,0 +1,122 @@
+"""The block store against a real Kubo: pinning, LRU eviction, the persisted index, and a
+stock Kubo fetching an edgellm KV block by CID through the `ipfs` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from edgellm.engine.torch.stage import LayerRange, Stage
+from edgellm.kv.handoff import StageKV, fetch_into, store_session
+from edgellm.kv.ipfs import IpfsError, KuboClient
+from edgellm.kv.keys import chain
+from edgellm.kv.manifest import KVManifest
+from edgellm.kv.store import INDEX_NAME, KVStore
+from edgellm.models.manifest import Manifest
+
+
+def _pinned(client: KuboClient, cid: str) -> bool:
+    try:
+        client._call("pin/ls", params={"arg": cid, "type": "recursive"})
+        return True
+    except IpfsError:
+        return False
+
+
+def test_lru_eviction_unpins_and_index_persists(start_kubo, tmp_path: Path) -> None:
+    daemon = start_kubo()
+    client = KuboClient(daemon.api)
+    store = KVStore(client, tmp_path / "kv", max_bytes=3 * 1000)
+    keys = [bytes([i]) * 32 for i in range(5)]
+    cids = []
+    for key in keys[:3]:
+        cids.append(store.put(key, 0, 30, os.urandom(1000)).cid)
+        assert store.has(key, 0, 30)
+    store.touch([(keys[0], 0, 30)])  # block 0 is now the most recently used
+    for key in keys[3:]:
+        cids.append(store.put(key, 0, 30, os.urandom(1000)).cid)
+    # Over the cap: the two least recently used (blocks 1 and 2) went, unpinned.
+    assert [store.has(k, 0, 30) for k in keys] == [True, False, False, True, True]
+    assert [_pinned(client, c) for c in cids] == [True, False, False, True, True]
+    assert store.stored_bytes == 3000
+    doc = json.loads((tmp_path / "kv" / INDEX_NAME).read_text())
+    assert doc["format"] == "edgellm-kv-index/1" and len(doc["parts"]) == 3
+    again = KVStore(client, tmp_path / "kv", max_bytes=3 * 1000)
+    assert [again.has(k, 0, 30) for k in keys] == [True, False, False, True, True]
+    client.repo_gc()
+    with pytest.raises(IpfsError):
+        client.block_get(cids[1], timeout_s=0.5)  # unpinned and collected: gone
+    assert len(client.block_get(cids[0], timeout_s=5)) == 1000
+
+
+def test_unreadable_index_is_ignored(tmp_path: Path, caplog) -> None:
+    (tmp_path / INDEX_NAME).write_text("{broken")
+    store = KVStore(KuboClient("http://127.0.0.1:9"), tmp_path, 1 << 20)
+    assert len(store) == 0
+    assert "ignoring unreadable index" in caplog.text
+
+
+def test_client_errors_are_ipfs_errors() -> None:
+    client = KuboClient("http://127.0.0.1:9", timeout_s=2)
+    for call in (client.id, lambda: client.block_put(b"x"), lambda: client.block_get("x", 1)):
+        with pytest.raises(IpfsError):
+            call()
+
+
+@pytest.fixture(scope="module")
+def stage(store_dir: Path) -> Stage:
+    return Stage(store_dir, LayerRange(0, 30))
+
+
+def test_stock_kubo_fetches_a_block_by_cid(
+    start_kubo, stage: Stage, store_dir: Path, tmp_path: Path
+) -> None:
+    """A P/D handoff by hand: prefill on peer P stores its blocks; a stock Kubo connected
+    to P's fetches one by CID with the `ipfs` CLI; the bytes are the documented format;
+    and peer D, given the manifest, fetches them into a fresh session."""
+    edgellm_kubo, stock = start_kubo(), start_kubo()
+    stock.connect(edgellm_kubo)
+    model_cid = Manifest.read(store_dir).weights_cid
+    tokens = list(range(1000, 1040))  # 2 full blocks of 16 and 8 tokens more
+    session = stage.session(64)
+    with torch.inference_mode():
+        session.forward(torch.tensor([tokens]))
+    store = KVStore(KuboClient(edgellm_kubo.api), tmp_path / "p", 1 << 30)
+    keys = chain(StageKV.of(stage, model_cid, 16).chain, tokens)
+    refs = store_session(session, store, model_cid, 16, tokens, keys)
+    assert [r.position for r in refs] == [0, 16]
+    cid = refs[1].parts[0].cid
+
+    data = stock.cli("block", "get", cid).stdout
+    path = tmp_path / "block.safetensors"
+    path.write_bytes(data)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        k3 = f.get_tensor("k.3")
+    assert meta["format"] == "edgellm-kv/1"
+    assert meta["model_cid"] == model_cid
+    assert (meta["layer_start"], meta["layer_end"], meta["dtype"]) == ("0", "30", "float32")
+    assert (meta["block_size"], meta["position"]) == ("16", "16")
+    assert json.loads(meta["token_ids"]) == tokens[16:32]
+    assert (meta["key"], meta["parent"]) == (keys[1].hex(), keys[0].hex())
+    assert k3.shape == (3, 16, 64)
+    assert torch.equal(k3, session.cache.layers[3].keys[0, :, 16:32])
+
+    # Peer D, with the stock daemon as its Kubo, continues from the two fetched blocks;
+    # its logits equal a full prefill's.
+    manifest = KVManifest(model_cid, "float32", 16, tuple(refs))
+    d_store = KVStore(KuboClient(stock.api), tmp_path / "d", 1 << 30)
+    fresh = stage.session(64)
+    with ThreadPoolExecutor(4) as pool, torch.inference_mode():
+        fetched = fetch_into(fresh, d_store, manifest, model_cid, 16, tokens, keys, 2, pool)
+        assert len(fetched.blocks) == 2 and fresh.position == 32
+        a = fresh.forward(torch.tensor([tokens[32:]]))
+        ref = stage.session(64)
+        c = ref.forward(torch.tensor([tokens]))
+    assert torch.equal(a, c)
