@@ -19,6 +19,10 @@ import (
 // signature made for another purpose never verifies as a capability record.
 const RecordDomain = "edgellm-caps"
 
+// maxIPFSAddrs caps the IPFS node addresses in a record (each is capped at
+// maxAddrLen like the peer's own).
+const maxIPFSAddrs = 16
+
 // recordCodec is the envelope payload type of capability records.
 var recordCodec = []byte("/edgellm/caps-record/1")
 
@@ -37,6 +41,54 @@ type Capabilities struct {
 	PricePer1kMicros  uint64 // price per 1000 tokens in millionths of a credit
 	Region            string
 	RayAddress        string // host:port for a Ray head to reach this peer
+	// IPFSPeerID is the peer id of the peer's IPFS node (Kubo); "" when it
+	// runs none. IPFSAddrs are that node's swarm addresses, without /p2p (at
+	// most 16, each at most 256 bytes encoded).
+	IPFSPeerID peer.ID
+	IPFSAddrs  []ma.Multiaddr
+}
+
+// IPFSDialAddrs returns the addresses to connect an IPFS node to this
+// peer's (Kubo's swarm/connect): each of IPFSAddrs with /p2p/<IPFSPeerID>
+// appended. Nil when the peer advertises no IPFS node.
+func (c *Capabilities) IPFSDialAddrs() []ma.Multiaddr {
+	if c.IPFSPeerID == "" {
+		return nil
+	}
+	suffix, err := ma.NewComponent("p2p", c.IPFSPeerID.String())
+	if err != nil {
+		return nil
+	}
+	out := make([]ma.Multiaddr, 0, len(c.IPFSAddrs))
+	for _, a := range c.IPFSAddrs {
+		out = append(out, a.Encapsulate(suffix))
+	}
+	return out
+}
+
+// LimitIPFSAddrs keeps the addresses a record can carry: at most 16, each
+// at most 256 bytes encoded and without a /p2p part, in order.
+func LimitIPFSAddrs(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range addrs {
+		if len(out) == maxIPFSAddrs {
+			break
+		}
+		if len(a.Bytes()) == 0 || len(a.Bytes()) > maxAddrLen || hasP2P(a) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func hasP2P(a ma.Multiaddr) bool {
+	for _, c := range a {
+		if c.Protocol().Code == ma.P_P2P {
+			return true
+		}
+	}
+	return false
 }
 
 // Model is one model a peer serves.
@@ -136,6 +188,12 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 	for _, a := range r.Addrs {
 		m.Addrs = append(m.Addrs, a.Bytes())
 	}
+	if r.IPFSPeerID != "" {
+		m.IpfsPeerId = []byte(r.IPFSPeerID)
+	}
+	for _, a := range r.IPFSAddrs {
+		m.IpfsAddrs = append(m.IpfsAddrs, a.Bytes())
+	}
 	for _, md := range r.Models {
 		pm := &pb.ServedModel{
 			Id: md.ID, WeightsCid: md.WeightsCID, NumLayers: md.NumLayers, WeightsBytes: md.WeightsBytes,
@@ -206,6 +264,9 @@ func recordFromProto(m *pb.CapabilityRecord) (*Record, error) {
 		}
 		r.Addrs = append(r.Addrs, a)
 	}
+	if err := r.ipfsFromProto(m); err != nil {
+		return bad("ipfs: %v", err)
+	}
 	for _, pm := range m.GetModels() {
 		md, err := modelFromProto(pm)
 		if err != nil {
@@ -214,6 +275,40 @@ func recordFromProto(m *pb.CapabilityRecord) (*Record, error) {
 		r.Models = append(r.Models, md)
 	}
 	return r, nil
+}
+
+// ipfsFromProto checks and copies the IPFS node's peer id and addresses:
+// a valid peer id or none, addresses only with one, at most 16 of at most
+// 256 bytes, each a valid multiaddr without /p2p.
+func (r *Record) ipfsFromProto(m *pb.CapabilityRecord) error {
+	if len(m.GetIpfsPeerId()) == 0 {
+		if len(m.GetIpfsAddrs()) > 0 {
+			return fmt.Errorf("addresses without a peer id")
+		}
+		return nil
+	}
+	id, err := peer.IDFromBytes(m.GetIpfsPeerId())
+	if err != nil {
+		return fmt.Errorf("peer id: %v", err)
+	}
+	r.IPFSPeerID = id
+	if len(m.GetIpfsAddrs()) > maxIPFSAddrs {
+		return fmt.Errorf("more than %d addresses", maxIPFSAddrs)
+	}
+	for _, b := range m.GetIpfsAddrs() {
+		if len(b) > maxAddrLen {
+			return fmt.Errorf("address longer than %d bytes", maxAddrLen)
+		}
+		a, err := ma.NewMultiaddrBytes(b)
+		if err != nil {
+			return fmt.Errorf("address: %v", err)
+		}
+		if len(a) == 0 || hasP2P(a) {
+			return fmt.Errorf("address %s: empty or with /p2p", a)
+		}
+		r.IPFSAddrs = append(r.IPFSAddrs, a)
+	}
+	return nil
 }
 
 func modelFromProto(pm *pb.ServedModel) (Model, error) {

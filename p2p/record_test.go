@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,42 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if !got.Serves("smollm2-135m") || !got.Serves("bafk-smollm2-135m") || got.Serves("other") {
 		t.Fatal("Serves")
+	}
+	if got.IPFSPeerID != "" || got.IPFSAddrs != nil || got.IPFSDialAddrs() != nil {
+		t.Fatalf("IPFS fields without an IPFS node: %+v", got)
+	}
+}
+
+func TestRecordIPFS(t *testing.T) {
+	key, ipfsKey := newKey(t), newKey(t)
+	ipfsID, _ := peer.IDFromPrivateKey(ipfsKey)
+	caps := sampleCaps("m")
+	caps.IPFSPeerID = ipfsID
+	caps.IPFSAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/4101"), ma.StringCast("/ip6/::1/tcp/4101")}
+	env, _ := signedRecord(t, key, 1, time.Minute, caps)
+	got, err := OpenRecord(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.IPFSPeerID != ipfsID || len(got.IPFSAddrs) != 2 || !got.IPFSAddrs[1].Equal(caps.IPFSAddrs[1]) {
+		t.Fatalf("IPFS fields: %s %v", got.IPFSPeerID, got.IPFSAddrs)
+	}
+	dial := got.IPFSDialAddrs()
+	if len(dial) != 2 || dial[0].String() != "/ip4/127.0.0.1/tcp/4101/p2p/"+ipfsID.String() {
+		t.Fatalf("IPFSDialAddrs = %v", dial)
+	}
+}
+
+func TestLimitIPFSAddrs(t *testing.T) {
+	var in []ma.Multiaddr
+	in = append(in, ma.StringCast("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWSZHB5crW1uvEfoa3G83WTTN6htkBfXtcoY56hz3bjxbF"))
+	in = append(in, ma.StringCast("/dns4/"+strings.Repeat("a", 250)+".example/tcp/1"))
+	for i := range 20 {
+		in = append(in, ma.StringCast(fmt.Sprintf("/ip4/10.0.0.%d/tcp/4001", i)))
+	}
+	got := LimitIPFSAddrs(in)
+	if len(got) != maxIPFSAddrs || got[0].String() != "/ip4/10.0.0.0/tcp/4001" {
+		t.Fatalf("LimitIPFSAddrs kept %d: %v", len(got), got)
 	}
 }
 
@@ -95,6 +132,23 @@ func TestRecordFieldLimits(t *testing.T) {
 		"long string":     func(r *Record) { r.Region = strings.Repeat("x", maxStringLen+1) },
 		"negative speed":  func(r *Record) { r.DecodeTokensPerS = -1 },
 		"too many models": func(r *Record) { r.Models = make([]Model, maxModels+1) },
+		"ipfs addrs without id": func(r *Record) {
+			r.IPFSAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}
+		},
+		"too many ipfs addrs": func(r *Record) {
+			r.IPFSPeerID = id
+			for range maxIPFSAddrs + 1 {
+				r.IPFSAddrs = append(r.IPFSAddrs, ma.StringCast("/ip4/127.0.0.1/tcp/1"))
+			}
+		},
+		"ipfs addr with p2p": func(r *Record) {
+			r.IPFSPeerID = id
+			r.IPFSAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1/p2p/" + id.String())}
+		},
+		"long ipfs addr": func(r *Record) {
+			r.IPFSPeerID = id
+			r.IPFSAddrs = []ma.Multiaddr{ma.StringCast("/dns4/" + strings.Repeat("a", 260) + "/tcp/1")}
+		},
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -143,6 +197,11 @@ func FuzzOpenRecord(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x00})
 	f.Add(good[:len(good)/2])
+	withIPFS := sampleCaps("a")
+	withIPFS.IPFSPeerID, _ = peer.IDFromPrivateKey(newKey(f))
+	withIPFS.IPFSAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/4101")}
+	ipfsEnv, _ := signedRecord(f, key, 5, time.Hour, withIPFS)
+	f.Add(ipfsEnv)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rec, err := OpenRecord(data)
 		if err != nil {
@@ -155,6 +214,49 @@ func FuzzOpenRecord(f *testing.F) {
 		v := Validator{Now: func() time.Time { return rec.Issued }}
 		if err := v.Validate(RecordKey(rec.PeerID), data); err != nil && !errors.Is(err, ErrRecordExpired) {
 			t.Fatalf("opened but does not validate: %v", err)
+		}
+	})
+}
+
+// FuzzUnmarshalRecord feeds the record payload decoder directly (OpenRecord
+// refuses almost every fuzzed envelope at the signature): whatever decodes
+// keeps the limits and re-encodes to a record that decodes the same way.
+func FuzzUnmarshalRecord(f *testing.F) {
+	key := newKey(f)
+	caps := sampleCaps("a")
+	caps.IPFSPeerID, _ = peer.IDFromPrivateKey(newKey(f))
+	caps.IPFSAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/4101"), ma.StringCast("/ip6/::1/tcp/4101")}
+	_, rec := signedRecord(f, key, 5, time.Hour, caps)
+	good, err := rec.MarshalRecord()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add(good[:len(good)-3])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r Record
+		if err := r.UnmarshalRecord(data); err != nil {
+			return
+		}
+		if len(r.IPFSAddrs) > maxIPFSAddrs || len(r.Addrs) > maxAddrs || (r.IPFSPeerID == "" && len(r.IPFSAddrs) > 0) {
+			t.Fatalf("limits not kept: %d ipfs addrs, %d addrs", len(r.IPFSAddrs), len(r.Addrs))
+		}
+		for _, a := range r.IPFSAddrs {
+			if len(a.Bytes()) > maxAddrLen || hasP2P(a) {
+				t.Fatalf("bad ipfs addr %s", a)
+			}
+		}
+		again, err := r.MarshalRecord()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r2 Record
+		if err := r2.UnmarshalRecord(again); err != nil {
+			t.Fatalf("re-encoded record does not decode: %v", err)
+		}
+		if r2.IPFSPeerID != r.IPFSPeerID || len(r2.IPFSAddrs) != len(r.IPFSAddrs) {
+			t.Fatal("IPFS fields changed in a round trip")
 		}
 	})
 }

@@ -62,7 +62,14 @@ type CapabilityRecord struct {
 	// Optional free-form region label, e.g. "eu-west".
 	Region string `protobuf:"bytes,17,opt,name=region,proto3" json:"region,omitempty"`
 	// host:port a Ray head should use to reach this peer's Ray worker.
-	RayAddress    string `protobuf:"bytes,18,opt,name=ray_address,json=rayAddress,proto3" json:"ray_address,omitempty"`
+	RayAddress string `protobuf:"bytes,18,opt,name=ray_address,json=rayAddress,proto3" json:"ray_address,omitempty"`
+	// The peer's IPFS node (Kubo), which holds the KV-cache blocks it stores:
+	// its peer id (binary form; empty when the peer runs none) and its swarm
+	// addresses (binary multiaddrs, without /p2p; at most 16 of at most 256
+	// bytes each). Peers connect their IPFS nodes to it directly (swarm
+	// connect to <addr>/p2p/<id>), then fetch blocks by CID over bitswap.
+	IpfsPeerId    []byte   `protobuf:"bytes,19,opt,name=ipfs_peer_id,json=ipfsPeerId,proto3" json:"ipfs_peer_id,omitempty"`
+	IpfsAddrs     [][]byte `protobuf:"bytes,20,rep,name=ipfs_addrs,json=ipfsAddrs,proto3" json:"ipfs_addrs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -221,6 +228,20 @@ func (x *CapabilityRecord) GetRayAddress() string {
 		return x.RayAddress
 	}
 	return ""
+}
+
+func (x *CapabilityRecord) GetIpfsPeerId() []byte {
+	if x != nil {
+		return x.IpfsPeerId
+	}
+	return nil
+}
+
+func (x *CapabilityRecord) GetIpfsAddrs() [][]byte {
+	if x != nil {
+		return x.IpfsAddrs
+	}
+	return nil
 }
 
 // ServedModel is one model a peer can serve.
@@ -474,7 +495,7 @@ var File_edgellm_v1_p2p_proto protoreflect.FileDescriptor
 const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\n" +
 	"\x14edgellm/v1/p2p.proto\x12\n" +
-	"edgellm.v1\"\xac\x05\n" +
+	"edgellm.v1\"\xed\x05\n" +
 	"\x10CapabilityRecord\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12$\n" +
@@ -495,7 +516,11 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\x1aprice_per_1k_tokens_micros\x18\x10 \x01(\x04R\x16pricePer1kTokensMicros\x12\x16\n" +
 	"\x06region\x18\x11 \x01(\tR\x06region\x12\x1f\n" +
 	"\vray_address\x18\x12 \x01(\tR\n" +
-	"rayAddress\"\xbd\x01\n" +
+	"rayAddress\x12 \n" +
+	"\fipfs_peer_id\x18\x13 \x01(\fR\n" +
+	"ipfsPeerId\x12\x1d\n" +
+	"\n" +
+	"ipfs_addrs\x18\x14 \x03(\fR\tipfsAddrs\"\xbd\x01\n" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
