@@ -28,8 +28,9 @@ worker cannot be reached), and repeats the search until two rounds agree or
 --json prints a list of objects: peer_id, addrs, models (id, weights_cid,
 num_layers, layer_ranges), device, backend_version, memory_total_bytes,
 memory_free_bytes, prefill_tokens_per_s, decode_tokens_per_s, active_sessions,
-max_sessions, price_per_1k_tokens, region, ray_address, rtt_ms (null when not
-measured), seq, expires, source ("direct" or "dht").`
+max_sessions, price_per_1k_tokens, region, ray_address, ipfs_peer_id and
+ipfs_addrs (the worker's IPFS node; "" and [] when it runs none), rtt_ms
+(null when not measured), seq, expires, source ("direct" or "dht").`
 
 type peersOptions struct {
 	swarm   swarmFlags
@@ -155,6 +156,8 @@ type peerJSON struct {
 	PricePer1kTokens  float64         `json:"price_per_1k_tokens"`
 	Region            string          `json:"region"`
 	RayAddress        string          `json:"ray_address"`
+	IPFSPeerID        string          `json:"ipfs_peer_id"`
+	IPFSAddrs         []string        `json:"ipfs_addrs"`
 	RTTMs             *float64        `json:"rtt_ms"`
 	Seq               uint64          `json:"seq"`
 	Expires           string          `json:"expires"`
@@ -172,6 +175,13 @@ func toPeersJSON(ps []p2p.PeerInfo) []peerJSON {
 			ActiveSessions: r.ActiveSessions, MaxSessions: r.MaxSessions,
 			PricePer1kTokens: float64(r.PricePer1kMicros) / 1e6, Region: r.Region, RayAddress: r.RayAddress,
 			Seq: r.Seq, Expires: r.Expires.UTC().Format(time.RFC3339), Source: "dht",
+			IPFSAddrs: []string{},
+		}
+		if r.IPFSPeerID != "" {
+			j.IPFSPeerID = r.IPFSPeerID.String()
+		}
+		for _, a := range r.IPFSAddrs {
+			j.IPFSAddrs = append(j.IPFSAddrs, a.String())
 		}
 		if p.Direct {
 			j.Source = "direct"

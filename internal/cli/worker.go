@@ -11,10 +11,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/ipfs"
 	"github.com/edgellm/edgellm/p2p"
 )
 
@@ -39,6 +41,11 @@ its record expires.
 Listen addresses are TCP multiaddrs (port 0 picks a free port). QUIC is refused:
 libp2p cannot protect it with the swarm secret. While running, the worker writes
 <data-dir>/worker.json with its peer id, addresses and a join string through it.
+
+The worker also runs an IPFS node (Kubo, see the ipfs: config section) in
+the swarm's private IPFS network, listening on the same IPs as --listen at
+ipfs.swarm_port; its peer id and addresses go into the record so members
+connect their IPFS nodes to it and fetch KV-cache blocks from it.
 
 Members' infer commands may ask the worker to run layers of the model it serves
 (/edgellm/cluster/1.0.0): it then joins the requester's Ray cluster, bound to
@@ -127,7 +134,9 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if o.model == "" {
 		o.model = cfg.Node.Model
 	}
-	b, err := app.openBackend(app.interrupt, cfg)
+	// The IPFS node joins the swarm's private IPFS network and listens where
+	// the worker does; its id and addresses go into the record.
+	b, err := app.openBackend(app.interrupt, cfg, inSwarm(join.Secret, listen))
 	if err != nil {
 		return err
 	}
@@ -138,6 +147,7 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	}
 	src := &backendSource{b: b, price: uint64(math.Round(o.price * 1e6)), region: o.label,
 		maxSessions: o.maxSessions, rayAddress: o.rayAddress}
+	src.setIPFS(app.ipfsIdentity(b))
 	node, err := p2p.New(
 		p2p.WithDataDir(cfg.DataDir), p2p.WithSecret(join.Secret), p2p.WithListenAddrs(listen...),
 		p2p.WithBootstrap(join.Bootstrap...), p2p.WithMDNS(!o.swarm.noMDNS), p2p.WithCapabilitySource(src),
@@ -156,7 +166,11 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	}
 	src.sessions = clusters.ActiveSessions
 	statePath := filepath.Join(cfg.DataDir, workerStateFile)
-	if err := writeWorkerState(statePath, node); err != nil {
+	ipfsAPI := ""
+	if c := b.IPFS(); c != nil {
+		ipfsAPI = c.URL()
+	}
+	if err := writeWorkerState(statePath, node, src, ipfsAPI); err != nil {
 		app.log.Warn("worker state file", "err", err)
 	}
 	defer os.Remove(statePath)
@@ -190,15 +204,24 @@ func networkError(err error) error {
 }
 
 type workerState struct {
-	PeerID string   `json:"peer_id"`
-	Addrs  []string `json:"addrs"`
-	Join   string   `json:"join"`
+	PeerID     string   `json:"peer_id"`
+	Addrs      []string `json:"addrs"`
+	Join       string   `json:"join"`
+	IPFSPeerID string   `json:"ipfs_peer_id,omitempty"`
+	IPFSAddrs  []string `json:"ipfs_addrs,omitempty"`
+	IPFSAPI    string   `json:"ipfs_api,omitempty"`
 }
 
-func writeWorkerState(path string, n *p2p.Node) error {
-	st := workerState{PeerID: n.ID().String(), Join: n.JoinString()}
+func writeWorkerState(path string, n *p2p.Node, src *backendSource, ipfsAPI string) error {
+	st := workerState{PeerID: n.ID().String(), Join: n.JoinString(), IPFSAPI: ipfsAPI}
 	for _, a := range n.P2PAddrs() {
 		st.Addrs = append(st.Addrs, a.String())
+	}
+	if src.ipfsID != "" {
+		st.IPFSPeerID = src.ipfsID.String()
+		for _, a := range src.ipfsAddrs {
+			st.IPFSAddrs = append(st.IPFSAddrs, a.String())
+		}
 	}
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -218,6 +241,34 @@ type backendSource struct {
 	rayAddress  string
 	// sessions counts the cluster sessions being served (nil: none).
 	sessions func() int
+	// ipfsID and ipfsAddrs are this peer's IPFS node ("" and nil: none).
+	ipfsID    peer.ID
+	ipfsAddrs []ma.Multiaddr
+}
+
+// setIPFS records the IPFS node's identity for the capability record.
+func (s *backendSource) setIPFS(id ipfs.Identity, ok bool) {
+	if ok {
+		s.ipfsID, s.ipfsAddrs = id.ID, p2p.LimitIPFSAddrs(id.Addrs)
+	}
+}
+
+// ipfsIdentity asks the node's IPFS node for its peer id and addresses;
+// false (with a warning in the log) when there is none or it does not
+// answer: the record then carries no IPFS node.
+func (app *App) ipfsIdentity(n *node) (ipfs.Identity, bool) {
+	c := n.IPFS()
+	if c == nil {
+		return ipfs.Identity{}, false
+	}
+	ctx, cancel := context.WithTimeout(app.interrupt, 10*time.Second)
+	defer cancel()
+	id, err := c.ID(ctx)
+	if err != nil {
+		app.log.Warn("the IPFS node did not say its id; the record carries no IPFS node", "err", err)
+		return ipfs.Identity{}, false
+	}
+	return id, true
 }
 
 var _ p2p.CapabilitySource = (*backendSource)(nil)
@@ -242,6 +293,7 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 		PrefillTokensPerS: st.GetPrefillTokensPerS(), DecodeTokensPerS: st.GetDecodeTokensPerS(),
 		ActiveSessions: st.GetActiveRequests(), MaxSessions: s.maxSessions,
 		PricePer1kMicros: s.price, Region: s.region, RayAddress: s.rayAddress,
+		IPFSPeerID: s.ipfsID, IPFSAddrs: s.ipfsAddrs,
 	}
 	if s.sessions != nil { // a worker in a cluster session is busy even between requests
 		c.ActiveSessions = max(c.ActiveSessions, uint32(s.sessions()))

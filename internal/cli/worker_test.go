@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/edgellm/edgellm/internal/ipfs"
 	"github.com/edgellm/edgellm/internal/testutil"
 )
 
@@ -146,6 +149,8 @@ type peerEntry struct {
 	Device           string   `json:"device"`
 	RTTMs            *float64 `json:"rtt_ms"`
 	DecodeTokensPerS *float64 `json:"decode_tokens_per_s"`
+	IPFSPeerID       string   `json:"ipfs_peer_id"`
+	IPFSAddrs        []string `json:"ipfs_addrs"`
 }
 
 // peers runs `edgellm peers --json` until it lists exactly want (or fails).
@@ -184,8 +189,29 @@ func (c *cliEnv) peersUntil(want map[string]bool, args ...string) []peerEntry {
 func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
 	python := testutil.Python(t)
-	return &cliEnv{t: t, bin: buildEdgellm(t), env: append(os.Environ(),
-		"EDGELLM_PYTHON="+python, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))}
+	env := append(os.Environ(), "EDGELLM_PYTHON="+python, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))
+	// The test binary is not next to .bin/ipfs: name the pinned Kubo.
+	if os.Getenv(testutil.EnvIPFSBin) == "" {
+		if p := filepath.Join(testutil.RepoRoot(t), ".bin", "ipfs"); fileExists(p) {
+			env = append(env, testutil.EnvIPFSBin+"="+p)
+		}
+	}
+	return &cliEnv{t: t, bin: buildEdgellm(t), env: env}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// kubo reports whether the edgellm processes of c find a Kubo binary.
+func (c *cliEnv) kubo() bool {
+	for _, kv := range c.env {
+		if v, ok := strings.CutPrefix(kv, testutil.EnvIPFSBin+"="); ok && v != "" {
+			return fileExists(v)
+		}
+	}
+	return false
 }
 
 // swarmInit runs `edgellm swarm init` and returns the join string.
@@ -231,6 +257,7 @@ func TestWorkersAndPeers(t *testing.T) {
 		}
 	}
 	c.peersUntil(both, "--join", join, "--no-mdns", "--bootstrap", mustAddr(t, b), "--model", "smollm2-135m")
+	c.checkWorkerIPFS(a, b, got)
 
 	// A node with another swarm's secret sees nobody, even pointed at a member.
 	out, _, code := c.run("--data-dir", t.TempDir(), "peers", "--json", "--timeout", "3s", "--no-mdns",
@@ -298,4 +325,66 @@ func lastLine(s string) string {
 		}
 	}
 	return last
+}
+
+// checkWorkerIPFS: each worker's record carries its IPFS node's peer id and
+// loopback addresses, and B's IPFS node, told those addresses, connects to
+// A's through the swarm's private IPFS network and fetches a block A holds.
+func (c *cliEnv) checkWorkerIPFS(a, b *workerProc, got []peerEntry) {
+	t := c.t
+	if !c.kubo() {
+		t.Logf("no Kubo binary (%s unset, no .bin/ipfs): IPFS checks skipped", testutil.EnvIPFSBin)
+		return
+	}
+	type ipfsState struct {
+		PeerID     string   `json:"peer_id"`
+		IPFSPeerID string   `json:"ipfs_peer_id"`
+		IPFSAPI    string   `json:"ipfs_api"`
+		IPFSAddrs  []string `json:"ipfs_addrs"`
+	}
+	read := func(w *workerProc) ipfsState {
+		var st ipfsState
+		data, err := os.ReadFile(filepath.Join(w.dataDir, "worker.json"))
+		if err == nil {
+			err = json.Unmarshal(data, &st)
+		}
+		if err != nil || st.IPFSPeerID == "" || st.IPFSAPI == "" {
+			t.Fatalf("worker.json without its IPFS node (%v): %s\n%s", err, data, w.stderr)
+		}
+		return st
+	}
+	sa, sb := read(a), read(b)
+	byPeer := map[string]peerEntry{}
+	for _, p := range got {
+		byPeer[p.PeerID] = p
+	}
+	for _, st := range []ipfsState{sa, sb} {
+		p := byPeer[st.PeerID]
+		if p.IPFSPeerID != st.IPFSPeerID || len(p.IPFSAddrs) == 0 {
+			t.Fatalf("peers --json: ipfs_peer_id %q addrs %v, want %q", p.IPFSPeerID, p.IPFSAddrs, st.IPFSPeerID)
+		}
+		for _, addr := range p.IPFSAddrs {
+			if !strings.HasPrefix(addr, "/ip4/127.0.0.1/tcp/") {
+				t.Fatalf("a loopback worker's IPFS node listens on %s", addr)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kuboA, kuboB := ipfs.NewClient(sa.IPFSAPI), ipfs.NewClient(sb.IPFSAPI)
+	data := []byte("block from worker A " + time.Now().String())
+	cid, err := kuboA.BlockPut(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dial []ma.Multiaddr
+	for _, s := range byPeer[sa.PeerID].IPFSAddrs {
+		dial = append(dial, ma.StringCast(s+"/p2p/"+sa.IPFSPeerID))
+	}
+	if err := kuboB.SwarmConnect(ctx, dial...); err != nil {
+		t.Fatalf("worker B's IPFS node cannot connect to A's: %v", err)
+	}
+	if back, err := kuboB.BlockGet(ctx, cid); err != nil || !bytes.Equal(back, data) {
+		t.Fatalf("block over bitswap: %q, %v", back, err)
+	}
 }

@@ -1,6 +1,7 @@
 package ipfs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -73,7 +74,10 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d := attach(ctx, o); d != nil {
+	if d, err := attach(ctx, o); d != nil || err != nil {
+		if err != nil {
+			return nil, &StartError{Err: fmt.Errorf("%w: %w", ErrStartFailed, err)}
+		}
 		o.Logger.Info("ipfs: using the daemon already running on the repository", "api", d.client.URL())
 		return d, nil
 	}
@@ -99,22 +103,30 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// attach returns a Daemon for a daemon already serving the repository:
-// its api file answers and reports the repository's own peer id.
-func attach(ctx context.Context, o Options) *Daemon {
+// attach returns a Daemon for a daemon already serving the repository (its
+// api file answers with the repository's own peer id), nil when none does.
+// A running daemon without the private network this one needs cannot be
+// shared, nor replaced while it holds the repository: that is an error.
+func attach(ctx context.Context, o Options) (*Daemon, error) {
 	api := o.readAPIFile()
 	want := o.repoPeerID()
 	if api == "" || want == "" {
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, attachTimeout)
 	defer cancel()
 	c := NewClient(api)
 	id, err := c.ID(ctx)
 	if err != nil || id.ID.String() != want {
-		return nil
+		return nil, nil
 	}
-	return &Daemon{opts: o, client: c, attached: true}
+	if o.SwarmKey != nil {
+		have, _ := os.ReadFile(filepath.Join(o.RepoDir, swarmKeyFile))
+		if !bytes.Equal(have, SwarmKeyFile(o.SwarmKey)) {
+			return nil, fmt.Errorf("the repository %s is in use by an IPFS node outside this swarm (API %s); stop the other edgellm command first", o.RepoDir, api)
+		}
+	}
+	return &Daemon{opts: o, client: c, attached: true}, nil
 }
 
 // Client returns a client of the daemon's API.

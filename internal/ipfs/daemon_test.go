@@ -214,6 +214,15 @@ func TestDaemonAttach(t *testing.T) {
 	if _, err := d.Client().ID(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatalf("closing the attached handle stopped the daemon: %v", err)
 	}
+	// A swarm member cannot share a daemon outside its private network, and
+	// leaves the running daemon's repository alone.
+	_, err = ipfs.Start(context.Background(), ipfs.Options{Binary: testutil.IPFSBinary(t), RepoDir: repo, SwarmKey: newKey(t)})
+	if !errors.Is(err, ipfs.ErrStartFailed) || !strings.Contains(err.Error(), "outside this swarm") {
+		t.Fatalf("member on a local node's repository: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "swarm.key")); !os.IsNotExist(err) {
+		t.Fatalf("swarm.key written into a running daemon's repository: %v", err)
+	}
 }
 
 // TestPrivateSwarm: daemons with the same swarm key connect and bitswap
