@@ -263,3 +263,16 @@ def test_api_url_forms() -> None:
     assert api_url("http://127.0.0.1:5001/") == "http://127.0.0.1:5001"
     with pytest.raises(ValueError):
         api_url("127.0.0.1:5001")
+
+
+def test_ray_nodes_get_the_ipfs_api(tmp_path: Path) -> None:
+    from edgellm.cluster.manager import ClusterManager
+
+    manager = ClusterManager(tmp_path, tmp_path, ipfs_api="http://127.0.0.1:5001")
+    assert manager._config("127.0.0.1", None, None).env["EDGELLM_IPFS_API"] == (
+        "http://127.0.0.1:5001"
+    )
+    assert (
+        "EDGELLM_IPFS_API"
+        not in ClusterManager(tmp_path, tmp_path)._config("127.0.0.1", None, None).env
+    )

@@ -37,10 +37,14 @@ class ClusterSession:
 
 
 class ClusterManager:
-    def __init__(self, work_dir: Path, models_dir: Path, num_cpus: int = 1) -> None:
+    def __init__(
+        self, work_dir: Path, models_dir: Path, num_cpus: int = 1, ipfs_api: str = ""
+    ) -> None:
         self._work_dir = Path(work_dir)
         self._models_dir = Path(models_dir)
         self._num_cpus = num_cpus
+        # Stage actors on this node reach this peer's Kubo for KV blocks.
+        self._ipfs_api = ipfs_api
         # Ray is imported on first use, so a backend that never clusters never loads it.
         self._driver: Driver | None = None
         self._sessions: dict[str, ClusterSession] = {}
@@ -54,8 +58,14 @@ class ClusterManager:
             resources={peer: 1} if peer else {},
             # The head only coordinates unless it also serves a stage (peer named).
             num_cpus=self._num_cpus if peer or head else 0,
-            env={"EDGELLM_MODELS_DIR": str(self._models_dir)},
+            env=self._env(),
         )
+
+    def _env(self) -> dict[str, str]:
+        env = {"EDGELLM_MODELS_DIR": str(self._models_dir)}
+        if self._ipfs_api:
+            env["EDGELLM_IPFS_API"] = self._ipfs_api
+        return env
 
     def _claim(self, sid: str) -> None:
         with self._guard:

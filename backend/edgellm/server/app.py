@@ -83,7 +83,9 @@ def build(config: BackendConfig, device: str) -> Built:
     store = ModelStore(config.models_dir)
     models = ModelManager(store, config.engine, device, config.calibrate, config.kv)
     tracker = RequestTracker()
-    clusters = ClusterManager(config.data_dir / "ray", config.models_dir)
+    clusters = ClusterManager(
+        config.data_dir / "ray", config.models_dir, ipfs_api=config.kv.ipfs_api
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
