@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -36,6 +35,8 @@ type clusterRun struct {
 	plan    planner.Plan
 	rtts    map[string]time.Duration
 	handles []*p2p.SessionHandle // one per plan stage, same order
+
+	gone map[string]bool // peers lost (or refusing to take a lost stage) during this run
 
 	closeOnce sync.Once
 	closers   []func() // run in reverse order by Close
@@ -72,7 +73,7 @@ func (app *App) openCluster(ctx context.Context, cfg *config.Config, model strin
 	if err != nil {
 		return nil, networkError(err)
 	}
-	c := &clusterRun{app: app, d: d, model: model, node: node}
+	c := &clusterRun{app: app, d: d, model: model, node: node, gone: map[string]bool{}}
 	c.closers = append(c.closers, func() { node.Close() })
 	defer func() {
 		if err != nil {
@@ -172,34 +173,6 @@ func (c *clusterRun) backendPlan() (*pb.Plan, []*p2p.SessionHandle) {
 			WeightsCID: c.plan.WeightsCID}
 	}
 	return backend.NewPlan(c.sid.String(), stages), append([]*p2p.SessionHandle(nil), c.handles...)
-}
-
-// Generate runs req (req.Model/Plan are filled in by Generate) on the
-// cluster, with failover; onResp gets every streamed response, in order, for
-// the whole answer. When ctx ends or the node is interrupted, the generation
-// is aborted (Abort, then the stream is cancelled after abortGrace) and
-// Generate returns ErrInterrupted (interrupt) or ctx's error.
-func (c *clusterRun) Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
-	req.Model = c.Plan().Model
-	plan, handles := c.backendPlan()
-	req.Plan = plan
-	genCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancel(nil)
-	stopAbort := c.abortWhenDone(ctx, req.GetRequestId(), cancel)
-	defer stopAbort()
-	stopWatch := watchLost(handles, cancel)
-	defer stopWatch()
-	err := c.b.Generate(genCtx, req, onResp)
-	if c.app.interrupt.Err() != nil {
-		return fmt.Errorf("%w: generation aborted", ErrInterrupted)
-	}
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	if cause := context.Cause(genCtx); err != nil && errors.Is(cause, ErrUnavailable) {
-		return cause
-	}
-	return err
 }
 
 // abortWhenDone sends Abort for the request when ctx ends or the node is

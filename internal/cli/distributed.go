@@ -38,8 +38,13 @@ import (
 //     planner's reason instead of after the whole discovery timeout. Only
 //     workers whose record came directly from them (so they are reachable and
 //     their RTT was measured) are planned.
-//   - A worker lost during generation ends it with an error (exit 4); the
-//     failover of step 7 (re-plan and replay) is not done yet.
+//   - A worker lost during generation is replaced and the answer replayed
+//     and continued (step 7, failover.go): one warning line on stderr; exit
+//     4 only when no other worker can take the lost layers or after
+//     maxFailovers failovers.
+//   - The cluster is a clusterRun (cluster_run.go): infer opens one per
+//     request, a session keeps one across requests. The stage lines are
+//     printed once every stage's worker has joined.
 //   - The requester's node uses a throwaway identity, as peers does.
 
 const (
@@ -161,11 +166,26 @@ func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.
 // discoverAndPlan looks the swarm's workers up and plans the request over
 // them; it returns the plan and the measured RTT of each peer.
 func (app *App) discoverAndPlan(ctx context.Context, node *p2p.Node, model string, d *distOptions) (planner.Plan, map[string]time.Duration, error) {
-	lctx, cancel := context.WithTimeout(ctx, d.discoverFor)
+	peers, rtts, err := app.discover(ctx, node, d.discoverFor)
+	if err != nil {
+		return planner.Plan{}, nil, err
+	}
+	plan, err := planner.Choose(peers, d.planRequest(model))
+	if err != nil {
+		return plan, nil, planError(err, len(peers))
+	}
+	return plan, rtts, nil
+}
+
+// discover lists the workers that can be planned (their record came
+// directly from them, so they are reachable and their RTT was measured),
+// looking for at most timeout.
+func (app *App) discover(ctx context.Context, node *p2p.Node, timeout time.Duration) ([]planner.Peer, map[string]time.Duration, error) {
+	lctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	found := settle(lctx, node, "")
 	if ctx.Err() != nil {
-		return planner.Plan{}, nil, app.stopped(ctx, "while looking for workers")
+		return nil, nil, app.stopped(ctx, "while looking for workers")
 	}
 	var peers []planner.Peer
 	rtts := map[string]time.Duration{}
@@ -177,14 +197,15 @@ func (app *App) discoverAndPlan(ctx context.Context, node *p2p.Node, model strin
 			RTT: p.RTT, LAN: onLAN(node, p.Record.PeerID)}))
 		rtts[p.Record.PeerID.String()] = p.RTT
 	}
-	plan, err := planner.Choose(peers, planner.Request{
+	return peers, rtts, nil
+}
+
+// planRequest is the planner's request for model under the flags' limits.
+func (d *distOptions) planRequest(model string) planner.Request {
+	return planner.Request{
 		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
 		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
-	})
-	if err != nil {
-		return plan, nil, planError(err, len(peers))
 	}
-	return plan, rtts, nil
 }
 
 // planError maps the planner's refusals to exit codes: a request that cannot
@@ -245,8 +266,8 @@ func (app *App) leaveHead(b backend.Backend, sid p2p.SessionID) {
 	}
 }
 
-// watchLost cancels the generation when a worker is lost; stop ends the
-// watch.
+// watchLost cancels the generation, with a *workerLost cause, when a
+// worker is lost; stop ends the watch.
 func watchLost(handles []*p2p.SessionHandle, cancel context.CancelCauseFunc) (stop func()) {
 	done := make(chan struct{})
 	for _, h := range handles {
@@ -254,7 +275,7 @@ func watchLost(handles []*p2p.SessionHandle, cancel context.CancelCauseFunc) (st
 			select {
 			case <-done:
 			case <-h.Lost():
-				cancel(fmt.Errorf("%w: worker %s left the session mid-generation: %v", ErrUnavailable, h.Peer, h.Err()))
+				cancel(&workerLost{h})
 			}
 		}()
 	}

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,4 +236,231 @@ func processesMarked(dir string) []int {
 		}
 	}
 	return pids
+}
+
+// TestDistributedFailover: three `edgellm worker` processes (each in its own
+// process group) and a requester running infer --stages 2. As soon as the
+// answer streams, the whole process group of one stage's worker is killed
+// with SIGKILL; the requester re-plans onto the third worker, replays the
+// prompt and the tokens so far, and finishes: exit 0, the streamed text is
+// exactly the transformers reference answer, and stderr has exactly one
+// warning line. The killed worker's backend and Ray node go away with it (its
+// backend gets SIGTERM from the kernel and stops the Ray node it started), and
+// nothing the test started is left afterwards. Runs in a loopback-only
+// network namespace, as TestDistributedInfer.
+func TestDistributedFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	testutil.NoLeakedChildren(t)
+	c := newCLIEnv(t)
+	python := testutil.Python(t)
+	c.ns = testutil.NewNetNS(t)
+	join := c.swarmInit()
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // three workers, the requester
+	t.Cleanup(func() { noProcessesOf(t, dirs) })
+
+	const maxTokens = 64
+	wantIDs := referenceTokens(t, python, distPrompt, maxTokens)
+	wantText := referenceText(t, python, distPrompt, wantIDs)
+
+	workers := map[string]*workerProc{}
+	var ids []string
+	var boot string
+	for i, dir := range dirs[:3] {
+		args := []string{"--no-mdns", "--join", join, "--log-level", "info"}
+		if i > 0 {
+			args = append(args, "--bootstrap", boot)
+		}
+		w := c.startWorkerOwnGroup(dir, args...)
+		id, addrs := w.state(t)
+		if i == 0 {
+			boot = addrs[0]
+		}
+		workers[id] = w
+		ids = append(ids, id)
+	}
+	c.peersUntil(map[string]bool{ids[0]: true, ids[1]: true, ids[2]: true}, "--join", join, "--no-mdns", "--bootstrap", boot)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := c.command(ctx, "--data-dir", dirs[3], "infer", "--join", join, "--no-mdns", "--bootstrap", boot,
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--stages", "2",
+		"--max-tokens", strconv.Itoa(maxTokens), distPrompt)
+	cmd.Env = c.env
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The stage lines come before the answer: "stage i/2: layers [a,b) of 30 on PEER (rtt …)".
+	var stderr syncBuffer
+	stageLines := make(chan string, 8)
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		defer close(stageLines)
+		sc := bufio.NewScanner(stderrPipe)
+		for sc.Scan() {
+			stderr.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "stage ") {
+				select {
+				case stageLines <- sc.Text():
+				default:
+				}
+			}
+		}
+	}()
+	// Some tokens of the answer have streamed: the cluster is up and
+	// generating, and the replay will have several tokens to replay.
+	first := make([]byte, 24)
+	if _, err := io.ReadFull(stdout, first); err != nil {
+		<-stderrDone
+		cmd.Wait()
+		t.Fatalf("no output: %v\n%s", err, stderr.String())
+	}
+	var staged []string
+	for len(staged) < 2 {
+		line, ok := <-stageLines
+		if !ok {
+			t.Fatalf("stage lines missing:\n%s", stderr.String())
+		}
+		f := strings.Fields(line)
+		staged = append(staged, f[slices.Index(f, "on")+1])
+	}
+	victim := staged[0]
+	if victim == ids[0] { // keep the bootstrap peer: the swarm stays reachable through it
+		victim = staged[1]
+	}
+	w := workers[victim]
+	if w == nil {
+		t.Fatalf("stage peer %s is none of the workers %v", victim, ids)
+	}
+	if err := syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed worker %s (pid %d) after %q", victim, w.cmd.Process.Pid, first)
+	rest, _ := io.ReadAll(stdout)
+	<-stderrDone
+	err = cmd.Wait()
+	text := string(first) + string(rest)
+	t.Logf("stdout: %q\nstderr:\n%s", text, stderr.String())
+	if err != nil {
+		t.Fatalf("infer after the failover: %v\nworkers:\n%s\n%s\n%s", err, workers[ids[0]].stderr,
+			workers[ids[1]].stderr, workers[ids[2]].stderr)
+	}
+	if text != wantText+"\n" {
+		t.Errorf("answer %q\nwant (transformers generate) %q", text, wantText+"\n")
+	}
+	var warnings []string // (other warnings, e.g. about the KV cache, may come too)
+	for line := range strings.Lines(stderr.String()) {
+		if strings.Contains(line, "lost") || strings.Contains(line, victim) {
+			warnings = append(warnings, line)
+		}
+	}
+	if len(warnings) != 2 || !strings.HasPrefix(warnings[1], "edgellm: warning: worker "+victim) ||
+		!strings.Contains(warnings[1], "replaying") {
+		t.Errorf("lines about the lost worker %q; want its stage line and one warning", warnings)
+	}
+	// The killed worker's backend and Ray node are gone; so is the requester's cluster.
+	victimDir := w.dataDir
+	noProcessesOf(t, []string{victimDir, dirs[3]})
+	for id, w := range workers {
+		if id == victim {
+			continue
+		}
+		if err := w.stop(t); err != nil {
+			t.Errorf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
+		}
+		if log := w.stderr.String(); strings.Count(log, "joined cluster") != 1 || strings.Count(log, "left cluster") != 1 {
+			t.Errorf("worker %s did not join and leave once:\n%s", id, log)
+		}
+	}
+}
+
+// startWorkerOwnGroup is startWorker with the worker in a process group of
+// its own, so the test can kill the whole group (the backend is in another
+// group of its own, as the node starts it).
+func (c *cliEnv) startWorkerOwnGroup(dataDir string, args ...string) *workerProc {
+	c.t.Helper()
+	full := append([]string{"--data-dir", dataDir, "worker", "--listen", "/ip4/127.0.0.1/tcp/0",
+		"--refresh", "2s", "--record-ttl", "6s"}, args...)
+	cmd := c.command(context.Background(), full...)
+	cmd.Env = c.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	w := &workerProc{cmd: cmd, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = w.stderr
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() { w.done <- cmd.Wait() }()
+	c.t.Cleanup(func() { w.stop(c.t) })
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(dataDir, "worker.json")); err == nil {
+			return w
+		}
+		select {
+		case err := <-w.done:
+			w.done <- err
+			c.t.Fatalf("worker exited before joining: %v\n%s", err, w.stderr)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("worker did not join in time\n%s", w.stderr)
+		}
+	}
+}
+
+// referenceText is the text the backend streams for the reference ids: its
+// own incremental detokenizer over them, after the chat-templated prompt.
+func referenceText(t *testing.T, python, prompt string, ids []uint32) string {
+	t.Helper()
+	const script = `
+import json, sys
+from transformers import AutoTokenizer
+from edgellm.engine.torch.text import Detokenizer
+path, prompt, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+tok = AutoTokenizer.from_pretrained(path)
+text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+detok = Detokenizer(tok, tok(text, add_special_tokens=False)["input_ids"])
+print(json.dumps("".join(detok.add(i) for i in ids) + detok.flush()))
+`
+	idsJSON, _ := json.Marshal(ids)
+	cmd := exec.Command(python, "-c", script, filepath.Join(testutil.ModelsDir(t), "smollm2-135m"), prompt, string(idsJSON))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("reference text: %v\n%s", err, stderr.String())
+	}
+	var text string
+	if err := json.Unmarshal(out, &text); err != nil || text == "" {
+		t.Fatalf("reference text printed %q: %v", out, err)
+	}
+	return text
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) WriteString(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.WriteString(s)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
