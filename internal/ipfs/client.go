@@ -193,6 +193,17 @@ func (c *Client) SwarmConnect(ctx context.Context, addrs ...ma.Multiaddr) error 
 	return err
 }
 
+// ConnectPeer connects the node to the IPFS node id at addrs (addresses as
+// capability records carry them, without /p2p), after which bitswap fetches
+// blocks from it. Kubo dials the addresses together and succeeds when one
+// connection opens.
+func (c *Client) ConnectPeer(ctx context.Context, id peer.ID, addrs []ma.Multiaddr) error {
+	if id == "" {
+		return fmt.Errorf("ipfs swarm connect: no peer id")
+	}
+	return c.SwarmConnect(ctx, P2PAddrs(id, addrs)...)
+}
+
 // SwarmPeers returns the ids of the peers the node is connected to.
 func (c *Client) SwarmPeers(ctx context.Context) ([]peer.ID, error) {
 	data, err := c.call(ctx, "swarm/peers", nil, nil)

@@ -204,9 +204,11 @@ func (d *Daemon) spawn(ctx context.Context) (*kuboProc, string, error) {
 	}
 	p := &kuboProc{tail: newLineTail(tailLines), exited: make(chan struct{})}
 	out := io.MultiWriter(p.tail, o.Log)
+	// --repo-dir repeats IPFS_PATH on the command line, so the daemon shows
+	// up among the processes that mention the node's data directory.
 	// --migrate: a repository made by an older pinned Kubo is upgraded, not
-	// refused. Kubo needs no other flag; everything else is in its config.
-	p.cmd = exec.Command(o.Binary, "daemon", "--migrate")
+	// refused. Everything else is in the repository's config.
+	p.cmd = exec.Command(o.Binary, "--repo-dir="+o.RepoDir, "daemon", "--migrate")
 	p.cmd.Env = o.daemonEnv()
 	p.cmd.Stdout, p.cmd.Stderr = out, out
 	p.cmd.SysProcAttr = sysProcAttr()

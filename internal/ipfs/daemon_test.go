@@ -76,6 +76,9 @@ func TestDaemonStartStop(t *testing.T) {
 	if pid <= 0 || d.Attached() || !strings.HasPrefix(d.APIURL(), "http://127.0.0.1:") {
 		t.Fatalf("pid %d, attached %v, api %s", pid, d.Attached(), d.APIURL())
 	}
+	if pids := testutil.ProcessesMentioning(repo); len(pids) != 1 || pids[0] != pid {
+		t.Fatalf("processes mentioning the repository: %v, want [%d]", pids, pid)
+	}
 	ctx := ctxT(t, 30*time.Second)
 	id, err := d.Client().ID(ctx)
 	if err != nil || id.ID == "" {
@@ -238,7 +241,7 @@ func TestPrivateSwarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Client().SwarmConnect(ctx, idA.DialAddrs()...); err != nil {
+	if err := b.Client().ConnectPeer(ctx, idA.ID, idA.Addrs); err != nil {
 		t.Fatalf("member connect: %v", err)
 	}
 	data := []byte("kv block " + time.Now().String())

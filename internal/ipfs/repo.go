@@ -60,7 +60,7 @@ func (o Options) initRepo(ctx context.Context) error {
 	if err := os.MkdirAll(o.RepoDir, 0o700); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, o.Binary, "init", "--empty-repo")
+	cmd := exec.CommandContext(ctx, o.Binary, "--repo-dir="+o.RepoDir, "init", "--empty-repo")
 	cmd.Env = o.daemonEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("ipfs init: %w: %s", err, bytes.TrimSpace(out))
