@@ -17,8 +17,8 @@ import (
 // path steps 1-7): this node, its backend running the Ray head and driving
 // the pipeline, and one joined worker per stage of the plan. infer opens one
 // per request; a session keeps one for several. Generate may be called again
-// after it returns, but not concurrently (the backend drives one generation
-// per cluster at a time).
+// after it returns; concurrent calls run one after the other (the backend
+// drives one generation per cluster at a time).
 type clusterRun struct {
 	app   *App
 	d     *distOptions
@@ -31,6 +31,7 @@ type clusterRun struct {
 	head   string // the Ray head's address, as workers join it
 	client *p2p.ClusterClient
 
+	gen     sync.Mutex // held by Generate
 	mu      sync.Mutex // guards plan, rtts and handles (failover replaces them)
 	plan    planner.Plan
 	rtts    map[string]time.Duration

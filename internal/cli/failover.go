@@ -83,6 +83,8 @@ func (e *callbackError) Error() string { return e.err.Error() }
 // cancelled after abortGrace) and Generate returns ErrInterrupted
 // (interrupt) or ctx's error.
 func (c *clusterRun) Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
+	c.gen.Lock() // one generation at a time: the backend drives one per cluster
+	defer c.gen.Unlock()
 	var (
 		resume   = slices.Clone(req.GetResumeTokenIds())
 		produced []uint32
@@ -130,7 +132,9 @@ func (c *clusterRun) Generate(ctx context.Context, req *pb.GenerateRequest, onRe
 			return fmt.Errorf("%w: %s was lost after %s; gave up after %d failovers",
 				ErrUnavailable, what, plural(tokens, "token"), maxFailovers)
 		}
-		moved, err := c.failover(ctx, lost, fmt.Sprintf("%s was lost after %s", what, plural(tokens, "token")))
+		fctx, cancel := c.app.withInterrupt(ctx) // discovery and joins end on Ctrl-C too
+		moved, err := c.failover(fctx, lost, fmt.Sprintf("%s was lost after %s", what, plural(tokens, "token")))
+		cancel()
 		if err != nil {
 			return err
 		}
