@@ -190,12 +190,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
 	python := testutil.Python(t)
 	env := append(os.Environ(), "EDGELLM_PYTHON="+python, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))
-	// The test binary is not next to .bin/ipfs: name the pinned Kubo.
-	if os.Getenv(testutil.EnvIPFSBin) == "" {
-		if p := filepath.Join(testutil.RepoRoot(t), ".bin", "ipfs"); fileExists(p) {
-			env = append(env, testutil.EnvIPFSBin+"="+p)
-		}
-	}
+	env = append(env, testutil.IPFSEnv(t)...) // the test binary has no .bin/ipfs beside it
 	return &cliEnv{t: t, bin: buildEdgellm(t), env: env}
 }
 

@@ -27,3 +27,20 @@ func IPFSBinary(t testing.TB) string {
 	}
 	return p
 }
+
+// IPFSEnv returns the environment entry that points edgellm processes a
+// test starts at the pinned Kubo, <repo>/.bin/ipfs, when $EDGELLM_IPFS_BIN
+// is unset (a binary built into a temp directory has no .bin beside it);
+// nil when the variable is set (it is inherited) or there is no build, and
+// the nodes then run without an IPFS node and warn.
+func IPFSEnv(t testing.TB) []string {
+	t.Helper()
+	if os.Getenv(EnvIPFSBin) != "" {
+		return nil
+	}
+	p := filepath.Join(RepoRoot(t), ".bin", "ipfs")
+	if _, err := os.Stat(p); err != nil {
+		return nil
+	}
+	return []string{EnvIPFSBin + "=" + p}
+}

@@ -53,8 +53,8 @@ func newEnv(t *testing.T) *env {
 			t.Errorf("processes %v still running with the test's data directory", pids)
 		}
 	})
-	return &env{bin: bin, dataDir: dataDir, cfgFile: cfgFile, environ: append(os.Environ(),
-		"EDGELLM_PYTHON="+py, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t))}
+	return &env{bin: bin, dataDir: dataDir, cfgFile: cfgFile, environ: append(append(os.Environ(),
+		"EDGELLM_PYTHON="+py, "EDGELLM_MODELS_DIR="+testutil.ModelsDir(t)), testutil.IPFSEnv(t)...)}
 }
 
 // sharedBackend starts one backend for many runs of the binary and returns
