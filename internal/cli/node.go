@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -178,7 +179,7 @@ func (app *App) startIPFS(ctx context.Context, cfg *config.Config, set *openSett
 		why := err.Error()
 		var se *ipfs.StartError
 		if errors.As(err, &se) { // the whole output is in the log; its last line says most
-			why = se.Err.Error()
+			why = strings.TrimPrefix(se.Err.Error(), ipfs.ErrStartFailed.Error()+": ")
 			if len(se.Tail) > 0 {
 				why += ": " + se.Tail[len(se.Tail)-1]
 			}

@@ -63,7 +63,10 @@ func (o Options) initRepo(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, o.Binary, "--repo-dir="+o.RepoDir, "init", "--empty-repo")
 	cmd.Env = o.daemonEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("ipfs init: %w: %s", err, bytes.TrimSpace(out))
+		if out = bytes.TrimSpace(out); len(out) > 0 {
+			return fmt.Errorf("ipfs init: %w: %s", err, out)
+		}
+		return fmt.Errorf("ipfs init: %w", err)
 	}
 	return nil
 }
