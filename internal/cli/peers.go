@@ -211,7 +211,7 @@ func (app *App) printPeers(ps []p2p.PeerInfo) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(app.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tDEVICE\tMODELS\tDECODE TOK/S\tRTT\tLOAD\tPRICE/1K\tREGION")
+	fmt.Fprintln(tw, "PEER\tDEVICE\tMODELS\tDECODE TOK/S\tRTT\tLOAD\tPRICE/1K\tREGION\tIPFS NODE")
 	for _, p := range ps {
 		r := p.Record
 		var models []string
@@ -227,8 +227,12 @@ func (app *App) printPeers(ps []p2p.PeerInfo) error {
 		if region == "" {
 			region = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%d/%d\t%.6g\t%s\n", r.PeerID, r.Device, strings.Join(models, ","),
-			r.DecodeTokensPerS, rtt, r.ActiveSessions, r.MaxSessions, float64(r.PricePer1kMicros)/1e6, region)
+		ipfsNode := "-"
+		if r.IPFSPeerID != "" {
+			ipfsNode = r.IPFSPeerID.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%d/%d\t%.6g\t%s\t%s\n", r.PeerID, r.Device, strings.Join(models, ","),
+			r.DecodeTokensPerS, rtt, r.ActiveSessions, r.MaxSessions, float64(r.PricePer1kMicros)/1e6, region, ipfsNode)
 	}
 	return tw.Flush()
 }
