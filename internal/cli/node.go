@@ -176,6 +176,9 @@ func (app *App) startIPFS(ctx context.Context, cfg *config.Config, set *openSett
 	d, err := ipfs.Start(ctx, opts)
 	if err != nil {
 		logFile.Close()
+		if ctx.Err() != nil {
+			return // interrupted: the command is ending anyway
+		}
 		why := err.Error()
 		var se *ipfs.StartError
 		if errors.As(err, &se) { // the whole output is in the log; its last line says most
