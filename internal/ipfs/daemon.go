@@ -207,8 +207,12 @@ func (d *Daemon) spawn(ctx context.Context) (*kuboProc, string, error) {
 	// --repo-dir repeats IPFS_PATH on the command line, so the daemon shows
 	// up among the processes that mention the node's data directory.
 	// --migrate: a repository made by an older pinned Kubo is upgraded, not
-	// refused. Everything else is in the repository's config.
-	p.cmd = exec.Command(o.Binary, "--repo-dir="+o.RepoDir, "daemon", "--migrate")
+	// refused. --enable-gc: blocks the KV store unpins are collected (every
+	// Datastore.GCPeriod, 1h, once the repository passes
+	// Datastore.StorageGCWatermark of StorageMax, 90% of 10GB by default;
+	// both stay as the repository's config says). Everything else is in the
+	// repository's config.
+	p.cmd = exec.Command(o.Binary, "--repo-dir="+o.RepoDir, "daemon", "--migrate", "--enable-gc")
 	p.cmd.Env = o.daemonEnv()
 	p.cmd.Stdout, p.cmd.Stderr = out, out
 	p.cmd.SysProcAttr = sysProcAttr()

@@ -36,6 +36,9 @@
 //     to the repository's api file); swarm port 0 picks a free port once.
 //     Either way a restarted daemon keeps the ports of the first start, so
 //     the backend's API URL and the capability record stay right.
+//   - The daemon runs with --enable-gc: what the KV block store unpins is
+//     garbage-collected once the repository nears Datastore.StorageMax
+//     (Kubo's defaults; edit <repo>/config to change them, they are kept).
 //   - A repository whose daemon is already running (another edgellm command
 //     with the same data directory, e.g. infer beside a worker) is shared:
 //     Start attaches to it, and Close leaves it running.
