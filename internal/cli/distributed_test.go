@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -247,7 +248,8 @@ func processesMarked(dir string) []int {
 // warning line. The killed worker's backend and Ray node go away with it (its
 // backend gets SIGTERM from the kernel and stops the Ray node it started), and
 // nothing the test started is left afterwards. Runs in a loopback-only
-// network namespace, as TestDistributedInfer.
+// network namespace, as TestDistributedInfer. With EDGELLM_TEST_CRASH set,
+// the worker's backend and Ray node are killed too, as in a machine crash.
 func TestDistributedFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -303,12 +305,16 @@ func TestDistributedFailover(t *testing.T) {
 	var stderr syncBuffer
 	stageLines := make(chan string, 8)
 	stderrDone := make(chan struct{})
+	var warnedAt atomic.Value // time.Time of the failover warning
 	go func() {
 		defer close(stderrDone)
 		defer close(stageLines)
 		sc := bufio.NewScanner(stderrPipe)
 		for sc.Scan() {
 			stderr.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "replaying") {
+				warnedAt.Store(time.Now())
+			}
 			if strings.HasPrefix(sc.Text(), "stage ") {
 				select {
 				case stageLines <- sc.Text():
@@ -345,11 +351,24 @@ func TestDistributedFailover(t *testing.T) {
 	if err := syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	killedAt := time.Now()
 	t.Logf("killed worker %s (pid %d) after %q", victim, w.cmd.Process.Pid, first)
+	if os.Getenv("EDGELLM_TEST_CRASH") != "" {
+		// As if the machine died: its backend and Ray node get no chance
+		// to leave either (the head learns of it from Ray's health checks).
+		for _, pid := range append(testutil.ProcessesMentioning(w.dataDir), processesMarked(w.dataDir)...) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		t.Log("EDGELLM_TEST_CRASH: killed its backend and Ray node too")
+	}
 	rest, _ := io.ReadAll(stdout)
 	<-stderrDone
 	err = cmd.Wait()
 	text := string(first) + string(rest)
+	if at, ok := warnedAt.Load().(time.Time); ok {
+		t.Logf("kill to warning (re-plan and join): %v; kill to the end of the answer: %v",
+			at.Sub(killedAt).Round(time.Millisecond), time.Since(killedAt).Round(time.Millisecond))
+	}
 	t.Logf("stdout: %q\nstderr:\n%s", text, stderr.String())
 	if err != nil {
 		t.Fatalf("infer after the failover: %v\nworkers:\n%s\n%s\n%s", err, workers[ids[0]].stderr,
