@@ -107,6 +107,7 @@ PROVIDERS: dict[str, Provider] = {
     "engine": engine_provider,
     "discovery": go_provider("./bench/discovery"),
     "pipeline": pipeline_provider,
+    "kv": lambda: __import__("kv_figures").provider(),  # bench/ is on sys.path (a script)
 }
 
 

@@ -152,6 +152,13 @@ def _kv_validated(values: dict[str, Any], data_dir: Path) -> KVConfig:
         raise InvalidRequest("kv.max_store_mb must not be negative")
     if values.get("fetch_timeout_s", 1.0) <= 0:
         raise InvalidRequest("kv.fetch_timeout_s must be positive")
+    if values.get("ipfs_api"):
+        from edgellm.kv.ipfs import api_url
+
+        try:
+            api_url(values["ipfs_api"])
+        except ValueError as exc:
+            raise InvalidRequest(f"kv.ipfs_api: {exc}") from exc
     values["dir"] = Path(values.get("dir") or data_dir / "kv").expanduser()
     return KVConfig(**values)
 

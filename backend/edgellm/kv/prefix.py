@@ -79,6 +79,8 @@ class PrefixCache:
         if not config.enabled:
             log.debug("kv: no IPFS API configured; the prefix cache is off")
             return None
+        if config.dir is None:
+            raise ValueError("kv.dir is not set (load_config sets <data_dir>/kv)")
         model_cid = Manifest.read(model_dir).weights_cid
         client = KuboClient(config.ipfs_api)
         try:
@@ -183,7 +185,7 @@ class PrefixCache:
                     ]
                     if exported:
                         job.manifest = merge(exported[0][0], stored)
-            except (IpfsError, ValueError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - storing must never fail a request
                 log.warning("kv: storing the prompt's blocks failed: %s", exc)
             job.ms = (time.monotonic() - started) * 1000.0
 

@@ -97,6 +97,16 @@ class KVStore:
         with self._lock:
             return len(self._parts)
 
+    def keys(self) -> list[bytes]:
+        """The distinct block keys held, in the order they were first indexed."""
+        with self._lock:
+            return list(dict.fromkeys(slot[0] for slot in self._parts))
+
+    def entries(self) -> list[StoredPart]:
+        """Every indexed part, least recently used first."""
+        with self._lock:
+            return sorted(self._parts.values(), key=lambda p: p.last_used)
+
     def parts(self, key: bytes) -> list[PartRef]:
         """Parts of block `key` held here (any layer ranges)."""
         with self._lock:
@@ -145,6 +155,8 @@ class KVStore:
             self._parts[part.slot] = part
             evicted = self._evict()
             self._save()
+        if evicted:
+            log.info("kv: evicted %d block parts (cap %d bytes)", len(evicted), self.max_bytes)
         self._unpin(evicted)
         return part.ref()
 
@@ -172,8 +184,6 @@ class KVStore:
                 self.client.pin_rm(part.cid)
             except IpfsError as exc:
                 log.debug("kv: unpin %s: %s", part.cid, exc)
-        if parts:
-            log.info("kv: evicted %d block parts (cap %d bytes)", len(parts), self.max_bytes)
 
     def collect_garbage(self) -> None:
         self.client.repo_gc()

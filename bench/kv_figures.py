@@ -1,0 +1,301 @@
+"""Figures for KV blocks over IPFS: the prefix cache and the prefill/decode handoff.
+
+Two real Kubo daemons on loopback, connected: A is "another peer" that served the long
+prompt before and holds its blocks; B is the requester's own Kubo, which holds none of
+them (its index is fresh and its repo garbage-collected between runs), so every block
+travels A -> B over bitswap.
+
+- prefix_cache_ttft_speedup: time to first token of a full prefill (no cache) over the
+  time to first token when the ~1,500-token prefix is cached on A and fetched through B
+  (fetch, verify, import, then compute the rest). Target >= 10.
+- pd_handoff_share: (storing the blocks on P + fetching them on D) over the prefill time,
+  for the same prompt: what moving the KV costs relative to computing it.
+
+Each figure is the median of REPEATS runs after a warm-up; the greedy tokens of the cached
+and uncached runs are checked equal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from edgellm.engine.base import EngineConfig
+from edgellm.engine.torch.engine import TorchEngine
+from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.kv import block as blockfmt
+from edgellm.kv import handoff
+from edgellm.kv.ipfs import KuboClient
+from edgellm.kv.keys import chain
+from edgellm.kv.manifest import KVManifest
+from edgellm.kv.prefix import FETCH_WORKERS, PrefixCache
+from edgellm.kv.store import KVStore
+from edgellm.models.manifest import Manifest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_ID = "smollm2-135m"
+BLOCK_SIZE = 16
+REPEATS = 3
+PREFIX = " ".join(
+    f"Section {i}. The committee reviewed the harbour accounts, the ferry timetable and the "
+    f"repairs to the north pier, and asked for a report before the winter storms."
+    for i in range(48)
+)
+QUESTION_P = "\n\nSummarise the decisions above."
+QUESTION_D = "\n\nWhich pier needed repairs?"
+MAX_TOKENS = 4
+
+
+class Kubo:
+    """`ipfs daemon` with its own temporary repo (test profile: loopback only, no
+    bootstrap, no MDNS), stopped by pid."""
+
+    def __init__(self, binary: Path, root: Path) -> None:
+        self.repo = root
+        env = {**os.environ, "IPFS_PATH": str(root)}
+        subprocess.run(
+            [str(binary), "init", "--profile=test", "-e"], env=env, check=True, capture_output=True
+        )
+        self.proc = subprocess.Popen(
+            [str(binary), "daemon"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.api = self._wait()
+        ident = httpx.post(f"{self.api}/api/v0/id", timeout=10).json()
+        addr = next(a for a in ident["Addresses"] if "/127.0.0.1/tcp/" in a)
+        self.multiaddr = f"{addr}/p2p/{ident['ID']}"
+
+    def _wait(self) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("ipfs daemon exited at start")
+            api = self.repo / "api"
+            if api.is_file():
+                parts = api.read_text().strip().split("/")
+                url = f"http://{parts[2]}:{parts[4]}"
+                try:
+                    if httpx.post(f"{url}/api/v0/id", timeout=2).status_code == 200:
+                        return url
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        raise TimeoutError("ipfs daemon API not up")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _request(text: str, manifest: bytes = b"", no_cache: bool = False) -> GenerationRequest:
+    return GenerationRequest(
+        "bench",
+        raw_prompt=text,
+        sampling=SamplingParams(max_tokens=MAX_TOKENS),
+        no_prefix_cache=no_cache,
+        kv_manifest=manifest,
+    )
+
+
+def _run(engine: TorchEngine, request: GenerationRequest):
+    chunks = list(engine.generate(request))
+    return [t for c in chunks for t in c.token_ids], chunks[-1]
+
+
+def _fresh_cache(kubo: Kubo, root: Path, model_cid: str, name: str) -> PrefixCache:
+    directory = root / name
+    shutil.rmtree(directory, ignore_errors=True)
+    store = KVStore(KuboClient(kubo.api), directory, 1 << 30, fetch_timeout_s=30.0)
+    return PrefixCache(store, model_cid, BLOCK_SIZE)
+
+
+def _empty(cache: PrefixCache) -> None:
+    """Unpin everything this cache holds and collect garbage: the next run starts cold."""
+    for part in cache.store.entries():
+        cache.store.forget(bytes.fromhex(part.key), part.layer_start, part.layer_end)
+    cache.store.collect_garbage()
+
+
+def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
+    model_cid = Manifest.read(store_dir).weights_cid
+    engine = TorchEngine.load(EngineConfig(store_dir))
+    root = Path(tempfile.mkdtemp(prefix="edgellm-kv-bench-"))
+    a = b = None
+    try:
+        a = Kubo(ipfs_bin, root / "kubo-a")
+        b = Kubo(ipfs_bin, root / "kubo-b")
+        httpx.post(f"{b.api}/api/v0/swarm/connect", params={"arg": a.multiaddr}, timeout=10)
+        return _measure(engine, model_cid, root, a, b)
+    finally:
+        for kubo in (b, a):
+            if kubo is not None:
+                kubo.stop()
+        engine.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) -> dict[str, Any]:
+    text_p, text_d = PREFIX + QUESTION_P, PREFIX + QUESTION_D
+    prompt_p = engine.prepare(_request(text_p)).prompt_ids
+    prompt_d = engine.prepare(_request(text_d)).prompt_ids
+    stage = engine.pipeline.stages[0]
+    engine.prefix = None
+    _run(engine, _request("warm up " * 50))
+
+    # Peer P (Kubo A): full prefill, then store. Its TTFT is the full-prefill time.
+    prefill_ms, store_ms = [], []
+    for run in range(REPEATS):
+        engine.prefix = _fresh_cache(a, root, model_cid, "p")
+        _, last = _run(engine, _request(text_p))
+        prefill_ms.append(last.timings.ttft_ms)
+        store_ms.append(last.timings.kv_store_ms)
+        if run < REPEATS - 1:
+            _empty(engine.prefix)
+    holder = engine.prefix
+    providers = [a.multiaddr]
+    manifest_p = holder.manifest_for(stage, prompt_p, providers).to_json()
+    manifest_d = holder.manifest_for(stage, prompt_d, providers).to_json()
+    block_bytes = holder.store.stored_bytes
+
+    # The baseline: the second prompt prefilled in full, no cache at all.
+    engine.prefix = None
+    full_ttft, full_tokens = [], None
+    for _ in range(REPEATS):
+        full_tokens, last = _run(engine, _request(text_d, no_cache=True))
+        full_ttft.append(last.timings.ttft_ms)
+
+    # Peer D (Kubo B, cold): the second prompt with the prefix cached on A.
+    cached_ttft, cached_fetch, cached_tokens = [], [], 0
+    for _ in range(REPEATS):
+        engine.prefix = _fresh_cache(b, root, model_cid, "d")
+        tokens, last = _run(engine, _request(text_d, manifest_d))
+        if tokens != full_tokens:
+            raise AssertionError(f"cached run gave {tokens}, full prefill {full_tokens}")
+        cached_ttft.append(last.timings.ttft_ms)
+        cached_fetch.append(last.timings.kv_fetch_ms)
+        cached_tokens = last.usage.cached_prompt_tokens
+        _empty(engine.prefix)
+
+    # P/D on the same prompt: D fetches P's blocks for prompt P (cold).
+    handoff_fetch = []
+    for _ in range(REPEATS):
+        engine.prefix = _fresh_cache(b, root, model_cid, "d")
+        _, last = _run(engine, _request(text_p, manifest_p))
+        handoff_fetch.append(last.timings.kv_fetch_ms)
+        _empty(engine.prefix)
+    engine.prefix = None
+    breakdown = _breakdown(engine, model_cid, root, b, prompt_d, manifest_d)
+
+    full = statistics.median(full_ttft)
+    cached = statistics.median(cached_ttft)
+    prefill = statistics.median(prefill_ms)
+    stored = statistics.median(store_ms)
+    fetched = statistics.median(handoff_fetch)
+    speedup = full / cached if cached else 0.0
+    share = (stored + fetched) / prefill if prefill else 0.0
+    return {
+        "prefix_cache_ttft_speedup": {
+            "value": speedup,
+            "unit": "ratio",
+            "baseline": full,
+            "ratio": speedup,
+            "target": 10.0,
+            "full_prefill_ttft_ms": full,
+            "cached_ttft_ms": cached,
+            "kv_fetch_ms": statistics.median(cached_fetch),
+            "prompt_tokens": len(prompt_d),
+            "cached_prompt_tokens": cached_tokens,
+            "block_size": BLOCK_SIZE,
+            "blocks": cached_tokens // BLOCK_SIZE,
+            "kv_bytes_per_block": block_bytes // max(1, len(prompt_p) // BLOCK_SIZE),
+            "repeats": REPEATS,
+            "torch_threads": torch.get_num_threads(),
+            "cached_ttft_breakdown_ms": breakdown,
+        },
+        "pd_handoff_share": {
+            "value": share,
+            "unit": "ratio",
+            "baseline": prefill,
+            "ratio": share,
+            "prefill_ms": prefill,
+            "kv_store_ms": stored,
+            "kv_fetch_ms": fetched,
+            "prompt_tokens": len(prompt_p),
+            "kv_bytes": block_bytes,
+            "repeats": REPEATS,
+        },
+    }
+
+
+def _breakdown(
+    engine: TorchEngine, model_cid: str, root: Path, b: Kubo, prompt: list[int], manifest: bytes
+) -> dict[str, float]:
+    """Where the cached TTFT goes, phase by phase, on a cold B: fetching the blocks through
+    Kubo's RPC API (bitswap from A), decoding and verifying them, importing them into the
+    session, and computing the rest of the prompt."""
+    cache = _fresh_cache(b, root, model_cid, "breakdown")
+    stage = engine.pipeline.stages[0]
+    kv = handoff.StageKV.of(stage, model_cid, BLOCK_SIZE)
+    keys = chain(kv.chain, prompt)
+    parsed = KVManifest.from_json(manifest)
+    plans = handoff.plan_blocks(kv, cache.store, parsed, keys, (len(prompt) - 1) // BLOCK_SIZE)
+    sources = [s for plan in plans for s in plan]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(FETCH_WORKERS) as pool:
+        raw = list(pool.map(lambda s: cache.store.fetch(s.part.cid), sources))
+    t1 = time.monotonic()
+    blocks = []
+    for index, (source, data) in enumerate(zip(sources, raw, strict=True)):
+        part = source.part
+        meta = kv.meta(keys, index, prompt, part.layer_start, part.layer_end)
+        blocks.append(blockfmt.decode(data, meta, kv.kv_heads, kv.head_dim, kv.dtype))
+    t2 = time.monotonic()
+    session = engine.pipeline.session(len(prompt) + 1)
+    with torch.inference_mode():
+        handoff.import_blocks(session.sessions[0], blocks)
+        t3 = time.monotonic()
+        session.forward(torch.tensor([prompt[len(blocks) * BLOCK_SIZE :]]))
+    t4 = time.monotonic()
+    session.close()
+    _empty(cache)
+    return {
+        "fetch": (t1 - t0) * 1000.0,
+        "decode_verify": (t2 - t1) * 1000.0,
+        "import": (t3 - t2) * 1000.0,
+        "compute_rest": (t4 - t3) * 1000.0,
+        "rest_tokens": len(prompt) - len(blocks) * BLOCK_SIZE,
+    }
+
+
+def provider() -> dict[str, Any]:
+    """The `kv` provider of bench/run.py."""
+    from edgellm.config import load_config
+    from edgellm.models.store import ModelStore
+
+    binary = Path(os.environ.get("EDGELLM_IPFS_BIN") or REPO / ".bin" / "ipfs")
+    if not os.access(binary, os.X_OK):
+        raise FileNotFoundError(f"no Kubo binary at {binary} (make setup builds it)")
+    store = ModelStore(load_config().models_dir)
+    store.ensure(MODEL_ID)
+    return figures(store.path(MODEL_ID), binary)
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(provider(), indent=2, sort_keys=True))
