@@ -45,6 +45,14 @@ type Backend interface {
 	// LeaveCluster stops the Ray processes this backend started for the
 	// session; false when it had none.
 	LeaveCluster(ctx context.Context, sessionID string) (bool, error)
+	// PrefixKeys returns the chained KV block keys of a prompt's full blocks,
+	// as Generate would compute them, and the model's weights CID.
+	PrefixKeys(ctx context.Context, req *pb.PrefixKeysRequest) (*pb.PrefixKeysResponse, error)
+	// HeldKeys lists the block keys the backend's KV store holds with a
+	// sequence number above afterSeq (at most limit; 0 means 4096).
+	HeldKeys(ctx context.Context, afterSeq uint64, limit uint32) (*pb.HeldKeysResponse, error)
+	// BlockManifest returns a manifest of the leading keys the store holds.
+	BlockManifest(ctx context.Context, req *pb.BlockManifestRequest) (*pb.BlockManifestResponse, error)
 	// Close releases the backend; for a Supervisor it stops the process.
 	Close() error
 }

@@ -1,4 +1,5 @@
-"""The Control service: LoadModel (streamed progress), UnloadModel, ListModels, Status."""
+"""The Control service: LoadModel (streamed progress), UnloadModel, ListModels, Status;
+Ray clusters (server/cluster.py) and KV block keys (server/kv.py) as mixins."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from edgellm.cluster.manager import ClusterManager
 from edgellm.errors import EdgeLLMError
 from edgellm.server import messages
 from edgellm.server.cluster import ClusterControl
+from edgellm.server.kv import HeldKeyLog, KVControl
 from edgellm.server.models import LoadedModel, ModelManager, RequestTracker
 from edgellm.server.status import abort, device_name, memory
 from edgellm.v1 import control_pb2, control_pb2_grpc
@@ -37,7 +39,7 @@ class _ProgressQueue:
             self.items.put(control_pb2.LoadModelProgress(phase=phase, done=done, total=total))
 
 
-class ControlService(ClusterControl, control_pb2_grpc.ControlServicer):
+class ControlService(ClusterControl, KVControl, control_pb2_grpc.ControlServicer):
     def __init__(
         self, models: ModelManager, tracker: RequestTracker, device: str, clusters: ClusterManager
     ) -> None:
@@ -45,6 +47,7 @@ class ControlService(ClusterControl, control_pb2_grpc.ControlServicer):
         self._tracker = tracker
         self._device = device
         self._clusters = clusters
+        self._held = HeldKeyLog()
 
     def _info(self, model_id: str, loaded: LoadedModel | None = None) -> control_pb2.ModelInfo:
         store = self._models.store

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from edgellm.v1 import inference_pb2 as edgellm_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gellm/v1/control.proto\x12\nedgellm.v1\"i\n\x17StartClusterHeadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"[\n\x0b\x43lusterNode\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"A\n\x18StartClusterHeadResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\"z\n\x12JoinClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x05 \x01(\t\"<\n\x13JoinClusterResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\")\n\x13LeaveClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"$\n\x14LeaveClusterResponse\x12\x0c\n\x04left\x18\x01 \x01(\x08\"\xe0\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\nnum_layers\x18\x04 \x01(\r\x12\x13\n\x0bhidden_size\x18\x05 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x15\n\rweights_bytes\x18\x08 \x01(\x04\x12\x10\n\x08in_store\x18\t \x01(\x08\x12\x0e\n\x06loaded\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x11LoadModelProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.edgellm.v1.ModelInfo\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\"\x0f\n\rStatusRequest\"\xf2\x01\n\x0eStatusResponse\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14prefill_tokens_per_s\x18\x05 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x61\x63tive_requests\x18\x07 \x01(\r\x12,\n\rloaded_models\x18\x08 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo2\xb5\x04\n\x07\x43ontrol\x12J\n\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n\x0bUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n\nListModels\x12\x1d.edgellm.v1.ListModelsRequest\x1a\x1e.edgellm.v1.ListModelsResponse\x12?\n\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponse\x12]\n\x10StartClusterHead\x12#.edgellm.v1.StartClusterHeadRequest\x1a$.edgellm.v1.StartClusterHeadResponse\x12N\n\x0bJoinCluster\x12\x1e.edgellm.v1.JoinClusterRequest\x1a\x1f.edgellm.v1.JoinClusterResponse\x12Q\n\x0cLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gellm/v1/control.proto\x12\nedgellm.v1\x1a\x1a\x65\x64gellm/v1/inference.proto\"\x81\x01\n\x11PrefixKeysRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12,\n\x08messages\x18\x03 \x01(\x0b\x32\x18.edgellm.v1.ChatMessagesH\x00\x12\x14\n\nraw_prompt\x18\x04 \x01(\tH\x00\x42\x07\n\x05input\"b\n\x12PrefixKeysResponse\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x12\n\nblock_size\x18\x03 \x01(\r\x12\x15\n\rprompt_tokens\x18\x04 \x01(\r\"3\n\x0fHeldKeysRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"@\n\x10HeldKeysResponse\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x10\n\x08next_seq\x18\x02 \x01(\x04\x12\x0c\n\x04more\x18\x03 \x01(\x08\"L\n\x14\x42lockManifestRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x11\n\tproviders\x18\x03 \x03(\t\"9\n\x15\x42lockManifestResponse\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x0e\n\x06\x62locks\x18\x02 \x01(\r\"i\n\x17StartClusterHeadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"[\n\x0b\x43lusterNode\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"A\n\x18StartClusterHeadResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\"z\n\x12JoinClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x05 \x01(\t\"<\n\x13JoinClusterResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\")\n\x13LeaveClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"$\n\x14LeaveClusterResponse\x12\x0c\n\x04left\x18\x01 \x01(\x08\"\xe0\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\nnum_layers\x18\x04 \x01(\r\x12\x13\n\x0bhidden_size\x18\x05 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x15\n\rweights_bytes\x18\x08 \x01(\x04\x12\x10\n\x08in_store\x18\t \x01(\x08\x12\x0e\n\x06loaded\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x11LoadModelProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.edgellm.v1.ModelInfo\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\"\x0f\n\rStatusRequest\"\xf2\x01\n\x0eStatusResponse\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14prefill_tokens_per_s\x18\x05 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x61\x63tive_requests\x18\x07 \x01(\r\x12,\n\rloaded_models\x18\x08 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo2\x9f\x06\n\x07\x43ontrol\x12J\n\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n\x0bUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n\nListModels\x12\x1d.edgellm.v1.ListModelsRequest\x1a\x1e.edgellm.v1.ListModelsResponse\x12?\n\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponse\x12]\n\x10StartClusterHead\x12#.edgellm.v1.StartClusterHeadRequest\x1a$.edgellm.v1.StartClusterHeadResponse\x12N\n\x0bJoinCluster\x12\x1e.edgellm.v1.JoinClusterRequest\x1a\x1f.edgellm.v1.JoinClusterResponse\x12Q\n\x0cLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponse\x12K\n\nPrefixKeys\x12\x1d.edgellm.v1.PrefixKeysRequest\x1a\x1e.edgellm.v1.PrefixKeysResponse\x12\x45\n\x08HeldKeys\x12\x1b.edgellm.v1.HeldKeysRequest\x1a\x1c.edgellm.v1.HeldKeysResponse\x12T\n\rBlockManifest\x12 .edgellm.v1.BlockManifestRequest\x1a!.edgellm.v1.BlockManifestResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,38 +33,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgellm.v1.control_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1'
-  _globals['_STARTCLUSTERHEADREQUEST']._serialized_start=40
-  _globals['_STARTCLUSTERHEADREQUEST']._serialized_end=145
-  _globals['_CLUSTERNODE']._serialized_start=147
-  _globals['_CLUSTERNODE']._serialized_end=238
-  _globals['_STARTCLUSTERHEADRESPONSE']._serialized_start=240
-  _globals['_STARTCLUSTERHEADRESPONSE']._serialized_end=305
-  _globals['_JOINCLUSTERREQUEST']._serialized_start=307
-  _globals['_JOINCLUSTERREQUEST']._serialized_end=429
-  _globals['_JOINCLUSTERRESPONSE']._serialized_start=431
-  _globals['_JOINCLUSTERRESPONSE']._serialized_end=491
-  _globals['_LEAVECLUSTERREQUEST']._serialized_start=493
-  _globals['_LEAVECLUSTERREQUEST']._serialized_end=534
-  _globals['_LEAVECLUSTERRESPONSE']._serialized_start=536
-  _globals['_LEAVECLUSTERRESPONSE']._serialized_end=572
-  _globals['_MODELINFO']._serialized_start=575
-  _globals['_MODELINFO']._serialized_end=799
-  _globals['_LOADMODELREQUEST']._serialized_start=801
-  _globals['_LOADMODELREQUEST']._serialized_end=834
-  _globals['_LOADMODELPROGRESS']._serialized_start=836
-  _globals['_LOADMODELPROGRESS']._serialized_end=937
-  _globals['_UNLOADMODELREQUEST']._serialized_start=939
-  _globals['_UNLOADMODELREQUEST']._serialized_end=974
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=976
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=997
-  _globals['_LISTMODELSREQUEST']._serialized_start=999
-  _globals['_LISTMODELSREQUEST']._serialized_end=1018
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1020
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1079
-  _globals['_STATUSREQUEST']._serialized_start=1081
-  _globals['_STATUSREQUEST']._serialized_end=1096
-  _globals['_STATUSRESPONSE']._serialized_start=1099
-  _globals['_STATUSRESPONSE']._serialized_end=1341
-  _globals['_CONTROL']._serialized_start=1344
-  _globals['_CONTROL']._serialized_end=1909
+  _globals['_PREFIXKEYSREQUEST']._serialized_start=69
+  _globals['_PREFIXKEYSREQUEST']._serialized_end=198
+  _globals['_PREFIXKEYSRESPONSE']._serialized_start=200
+  _globals['_PREFIXKEYSRESPONSE']._serialized_end=298
+  _globals['_HELDKEYSREQUEST']._serialized_start=300
+  _globals['_HELDKEYSREQUEST']._serialized_end=351
+  _globals['_HELDKEYSRESPONSE']._serialized_start=353
+  _globals['_HELDKEYSRESPONSE']._serialized_end=417
+  _globals['_BLOCKMANIFESTREQUEST']._serialized_start=419
+  _globals['_BLOCKMANIFESTREQUEST']._serialized_end=495
+  _globals['_BLOCKMANIFESTRESPONSE']._serialized_start=497
+  _globals['_BLOCKMANIFESTRESPONSE']._serialized_end=554
+  _globals['_STARTCLUSTERHEADREQUEST']._serialized_start=556
+  _globals['_STARTCLUSTERHEADREQUEST']._serialized_end=661
+  _globals['_CLUSTERNODE']._serialized_start=663
+  _globals['_CLUSTERNODE']._serialized_end=754
+  _globals['_STARTCLUSTERHEADRESPONSE']._serialized_start=756
+  _globals['_STARTCLUSTERHEADRESPONSE']._serialized_end=821
+  _globals['_JOINCLUSTERREQUEST']._serialized_start=823
+  _globals['_JOINCLUSTERREQUEST']._serialized_end=945
+  _globals['_JOINCLUSTERRESPONSE']._serialized_start=947
+  _globals['_JOINCLUSTERRESPONSE']._serialized_end=1007
+  _globals['_LEAVECLUSTERREQUEST']._serialized_start=1009
+  _globals['_LEAVECLUSTERREQUEST']._serialized_end=1050
+  _globals['_LEAVECLUSTERRESPONSE']._serialized_start=1052
+  _globals['_LEAVECLUSTERRESPONSE']._serialized_end=1088
+  _globals['_MODELINFO']._serialized_start=1091
+  _globals['_MODELINFO']._serialized_end=1315
+  _globals['_LOADMODELREQUEST']._serialized_start=1317
+  _globals['_LOADMODELREQUEST']._serialized_end=1350
+  _globals['_LOADMODELPROGRESS']._serialized_start=1352
+  _globals['_LOADMODELPROGRESS']._serialized_end=1453
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1455
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1490
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1492
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1513
+  _globals['_LISTMODELSREQUEST']._serialized_start=1515
+  _globals['_LISTMODELSREQUEST']._serialized_end=1534
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1536
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1595
+  _globals['_STATUSREQUEST']._serialized_start=1597
+  _globals['_STATUSREQUEST']._serialized_end=1612
+  _globals['_STATUSRESPONSE']._serialized_start=1615
+  _globals['_STATUSRESPONSE']._serialized_end=1857
+  _globals['_CONTROL']._serialized_start=1860
+  _globals['_CONTROL']._serialized_end=2659
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,21 @@ class ControlStub:
                 request_serializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterRequest.SerializeToString,
                 response_deserializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterResponse.FromString,
                 _registered_method=True)
+        self.PrefixKeys = channel.unary_unary(
+                '/edgellm.v1.Control/PrefixKeys',
+                request_serializer=edgellm_dot_v1_dot_control__pb2.PrefixKeysRequest.SerializeToString,
+                response_deserializer=edgellm_dot_v1_dot_control__pb2.PrefixKeysResponse.FromString,
+                _registered_method=True)
+        self.HeldKeys = channel.unary_unary(
+                '/edgellm.v1.Control/HeldKeys',
+                request_serializer=edgellm_dot_v1_dot_control__pb2.HeldKeysRequest.SerializeToString,
+                response_deserializer=edgellm_dot_v1_dot_control__pb2.HeldKeysResponse.FromString,
+                _registered_method=True)
+        self.BlockManifest = channel.unary_unary(
+                '/edgellm.v1.Control/BlockManifest',
+                request_serializer=edgellm_dot_v1_dot_control__pb2.BlockManifestRequest.SerializeToString,
+                response_deserializer=edgellm_dot_v1_dot_control__pb2.BlockManifestResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -131,6 +146,38 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrefixKeys(self, request, context):
+        """KV-cache blocks in the swarm (DESIGN.md "KV blocks over IPFS"): the node
+        announces the keys this backend holds and serves manifests of them; a
+        requester looks its prompt's keys up before prefilling.
+
+        PrefixKeys returns the chained block keys of the prompt's full blocks,
+        exactly as Generate would compute them (same tokenization and chat
+        template). INVALID_ARGUMENT for bad input, NOT_FOUND for an unknown
+        model, FAILED_PRECONDITION when the backend has no KV cache.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HeldKeys(self, request, context):
+        """HeldKeys pages through the block keys this backend's stores hold, in the
+        order they were first seen (seq), from after_seq on. A key evicted from
+        the store is no longer listed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlockManifest(self, request, context):
+        """BlockManifest returns a manifest (edgellm.kv.manifest JSON) of the
+        leading keys this backend holds, empty when it holds not even the first.
+        At most 4096 keys of 32 bytes each: INVALID_ARGUMENT otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +215,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.LeaveCluster,
                     request_deserializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterRequest.FromString,
                     response_serializer=edgellm_dot_v1_dot_control__pb2.LeaveClusterResponse.SerializeToString,
+            ),
+            'PrefixKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrefixKeys,
+                    request_deserializer=edgellm_dot_v1_dot_control__pb2.PrefixKeysRequest.FromString,
+                    response_serializer=edgellm_dot_v1_dot_control__pb2.PrefixKeysResponse.SerializeToString,
+            ),
+            'HeldKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeldKeys,
+                    request_deserializer=edgellm_dot_v1_dot_control__pb2.HeldKeysRequest.FromString,
+                    response_serializer=edgellm_dot_v1_dot_control__pb2.HeldKeysResponse.SerializeToString,
+            ),
+            'BlockManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockManifest,
+                    request_deserializer=edgellm_dot_v1_dot_control__pb2.BlockManifestRequest.FromString,
+                    response_serializer=edgellm_dot_v1_dot_control__pb2.BlockManifestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +421,87 @@ class Control:
             '/edgellm.v1.Control/LeaveCluster',
             edgellm_dot_v1_dot_control__pb2.LeaveClusterRequest.SerializeToString,
             edgellm_dot_v1_dot_control__pb2.LeaveClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrefixKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgellm.v1.Control/PrefixKeys',
+            edgellm_dot_v1_dot_control__pb2.PrefixKeysRequest.SerializeToString,
+            edgellm_dot_v1_dot_control__pb2.PrefixKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeldKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgellm.v1.Control/HeldKeys',
+            edgellm_dot_v1_dot_control__pb2.HeldKeysRequest.SerializeToString,
+            edgellm_dot_v1_dot_control__pb2.HeldKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgellm.v1.Control/BlockManifest',
+            edgellm_dot_v1_dot_control__pb2.BlockManifestRequest.SerializeToString,
+            edgellm_dot_v1_dot_control__pb2.BlockManifestResponse.FromString,
             options,
             channel_credentials,
             insecure,

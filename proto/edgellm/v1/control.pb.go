@@ -23,6 +23,422 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PrefixKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model id as listed by ListModels.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// The prompt, as in GenerateRequest.
+	//
+	// Types that are valid to be assigned to Input:
+	//
+	//	*PrefixKeysRequest_Prompt
+	//	*PrefixKeysRequest_Messages
+	//	*PrefixKeysRequest_RawPrompt
+	Input         isPrefixKeysRequest_Input `protobuf_oneof:"input"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefixKeysRequest) Reset() {
+	*x = PrefixKeysRequest{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefixKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefixKeysRequest) ProtoMessage() {}
+
+func (x *PrefixKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefixKeysRequest.ProtoReflect.Descriptor instead.
+func (*PrefixKeysRequest) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PrefixKeysRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *PrefixKeysRequest) GetInput() isPrefixKeysRequest_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *PrefixKeysRequest) GetPrompt() string {
+	if x != nil {
+		if x, ok := x.Input.(*PrefixKeysRequest_Prompt); ok {
+			return x.Prompt
+		}
+	}
+	return ""
+}
+
+func (x *PrefixKeysRequest) GetMessages() *ChatMessages {
+	if x != nil {
+		if x, ok := x.Input.(*PrefixKeysRequest_Messages); ok {
+			return x.Messages
+		}
+	}
+	return nil
+}
+
+func (x *PrefixKeysRequest) GetRawPrompt() string {
+	if x != nil {
+		if x, ok := x.Input.(*PrefixKeysRequest_RawPrompt); ok {
+			return x.RawPrompt
+		}
+	}
+	return ""
+}
+
+type isPrefixKeysRequest_Input interface {
+	isPrefixKeysRequest_Input()
+}
+
+type PrefixKeysRequest_Prompt struct {
+	Prompt string `protobuf:"bytes,2,opt,name=prompt,proto3,oneof"`
+}
+
+type PrefixKeysRequest_Messages struct {
+	Messages *ChatMessages `protobuf:"bytes,3,opt,name=messages,proto3,oneof"`
+}
+
+type PrefixKeysRequest_RawPrompt struct {
+	RawPrompt string `protobuf:"bytes,4,opt,name=raw_prompt,json=rawPrompt,proto3,oneof"`
+}
+
+func (*PrefixKeysRequest_Prompt) isPrefixKeysRequest_Input() {}
+
+func (*PrefixKeysRequest_Messages) isPrefixKeysRequest_Input() {}
+
+func (*PrefixKeysRequest_RawPrompt) isPrefixKeysRequest_Input() {}
+
+type PrefixKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// h_1..h_n of the prompt's full blocks (32 bytes each, at most 4096).
+	Keys [][]byte `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The model's weights CID (the keys are only valid for it).
+	WeightsCid string `protobuf:"bytes,2,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
+	// Tokens per block and the prompt's length in tokens.
+	BlockSize     uint32 `protobuf:"varint,3,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	PromptTokens  uint32 `protobuf:"varint,4,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefixKeysResponse) Reset() {
+	*x = PrefixKeysResponse{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefixKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefixKeysResponse) ProtoMessage() {}
+
+func (x *PrefixKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefixKeysResponse.ProtoReflect.Descriptor instead.
+func (*PrefixKeysResponse) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PrefixKeysResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *PrefixKeysResponse) GetWeightsCid() string {
+	if x != nil {
+		return x.WeightsCid
+	}
+	return ""
+}
+
+func (x *PrefixKeysResponse) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *PrefixKeysResponse) GetPromptTokens() uint32 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+type HeldKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys with a seq above this one; 0 lists from the start.
+	AfterSeq uint64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Most keys in the reply; 0 or over 4096 means 4096.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldKeysRequest) Reset() {
+	*x = HeldKeysRequest{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldKeysRequest) ProtoMessage() {}
+
+func (x *HeldKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldKeysRequest.ProtoReflect.Descriptor instead.
+func (*HeldKeysRequest) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HeldKeysRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *HeldKeysRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type HeldKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The held keys with seq > after_seq, oldest first (32 bytes each).
+	Keys [][]byte `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The seq of the last key listed (after_seq when none): the next call's
+	// after_seq.
+	NextSeq uint64 `protobuf:"varint,2,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
+	// True when more keys follow next_seq.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldKeysResponse) Reset() {
+	*x = HeldKeysResponse{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldKeysResponse) ProtoMessage() {}
+
+func (x *HeldKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldKeysResponse.ProtoReflect.Descriptor instead.
+func (*HeldKeysResponse) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HeldKeysResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *HeldKeysResponse) GetNextSeq() uint64 {
+	if x != nil {
+		return x.NextSeq
+	}
+	return 0
+}
+
+func (x *HeldKeysResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+type BlockManifestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The chain of keys, first block first (32 bytes each, at most 4096).
+	Keys [][]byte `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Optional: the weights CID the keys are for; empty searches every loaded
+	// model.
+	WeightsCid string `protobuf:"bytes,2,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
+	// IPFS addresses (with /p2p/<id>) to name as providers in the manifest.
+	Providers     []string `protobuf:"bytes,3,rep,name=providers,proto3" json:"providers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockManifestRequest) Reset() {
+	*x = BlockManifestRequest{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockManifestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockManifestRequest) ProtoMessage() {}
+
+func (x *BlockManifestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockManifestRequest.ProtoReflect.Descriptor instead.
+func (*BlockManifestRequest) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BlockManifestRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *BlockManifestRequest) GetWeightsCid() string {
+	if x != nil {
+		return x.WeightsCid
+	}
+	return ""
+}
+
+func (x *BlockManifestRequest) GetProviders() []string {
+	if x != nil {
+		return x.Providers
+	}
+	return nil
+}
+
+type BlockManifestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manifest JSON (at most 1 MiB); empty when no leading key is held.
+	Manifest []byte `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// How many leading keys it covers.
+	Blocks        uint32 `protobuf:"varint,2,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockManifestResponse) Reset() {
+	*x = BlockManifestResponse{}
+	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockManifestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockManifestResponse) ProtoMessage() {}
+
+func (x *BlockManifestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockManifestResponse.ProtoReflect.Descriptor instead.
+func (*BlockManifestResponse) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BlockManifestResponse) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *BlockManifestResponse) GetBlocks() uint32 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
 type StartClusterHeadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Caller-chosen id, 1-128 of [A-Za-z0-9._-]; Generate's plan names it.
@@ -40,7 +456,7 @@ type StartClusterHeadRequest struct {
 
 func (x *StartClusterHeadRequest) Reset() {
 	*x = StartClusterHeadRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	mi := &file_edgellm_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +468,7 @@ func (x *StartClusterHeadRequest) String() string {
 func (*StartClusterHeadRequest) ProtoMessage() {}
 
 func (x *StartClusterHeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[0]
+	mi := &file_edgellm_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +481,7 @@ func (x *StartClusterHeadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartClusterHeadRequest.ProtoReflect.Descriptor instead.
 func (*StartClusterHeadRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartClusterHeadRequest) GetSessionId() string {
@@ -110,7 +526,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	mi := &file_edgellm_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +538,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[1]
+	mi := &file_edgellm_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +551,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClusterNode) GetSessionId() string {
@@ -175,7 +591,7 @@ type StartClusterHeadResponse struct {
 
 func (x *StartClusterHeadResponse) Reset() {
 	*x = StartClusterHeadResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	mi := &file_edgellm_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +603,7 @@ func (x *StartClusterHeadResponse) String() string {
 func (*StartClusterHeadResponse) ProtoMessage() {}
 
 func (x *StartClusterHeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[2]
+	mi := &file_edgellm_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +616,7 @@ func (x *StartClusterHeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartClusterHeadResponse.ProtoReflect.Descriptor instead.
 func (*StartClusterHeadResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartClusterHeadResponse) GetNode() *ClusterNode {
@@ -227,7 +643,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	mi := &file_edgellm_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +655,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[3]
+	mi := &file_edgellm_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +668,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinClusterRequest) GetSessionId() string {
@@ -299,7 +715,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	mi := &file_edgellm_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +727,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[4]
+	mi := &file_edgellm_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +740,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JoinClusterResponse) GetNode() *ClusterNode {
@@ -343,7 +759,7 @@ type LeaveClusterRequest struct {
 
 func (x *LeaveClusterRequest) Reset() {
 	*x = LeaveClusterRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	mi := &file_edgellm_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +771,7 @@ func (x *LeaveClusterRequest) String() string {
 func (*LeaveClusterRequest) ProtoMessage() {}
 
 func (x *LeaveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[5]
+	mi := &file_edgellm_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +784,7 @@ func (x *LeaveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveClusterRequest.ProtoReflect.Descriptor instead.
 func (*LeaveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaveClusterRequest) GetSessionId() string {
@@ -388,7 +804,7 @@ type LeaveClusterResponse struct {
 
 func (x *LeaveClusterResponse) Reset() {
 	*x = LeaveClusterResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[6]
+	mi := &file_edgellm_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +816,7 @@ func (x *LeaveClusterResponse) String() string {
 func (*LeaveClusterResponse) ProtoMessage() {}
 
 func (x *LeaveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[6]
+	mi := &file_edgellm_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +829,7 @@ func (x *LeaveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveClusterResponse.ProtoReflect.Descriptor instead.
 func (*LeaveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeaveClusterResponse) GetLeft() bool {
@@ -446,7 +862,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[7]
+	mi := &file_edgellm_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +874,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[7]
+	mi := &file_edgellm_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +887,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ModelInfo) GetId() string {
@@ -560,7 +976,7 @@ type LoadModelRequest struct {
 
 func (x *LoadModelRequest) Reset() {
 	*x = LoadModelRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[8]
+	mi := &file_edgellm_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +988,7 @@ func (x *LoadModelRequest) String() string {
 func (*LoadModelRequest) ProtoMessage() {}
 
 func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[8]
+	mi := &file_edgellm_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +1001,7 @@ func (x *LoadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelRequest.ProtoReflect.Descriptor instead.
 func (*LoadModelRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LoadModelRequest) GetModel() string {
@@ -610,7 +1026,7 @@ type LoadModelProgress struct {
 
 func (x *LoadModelProgress) Reset() {
 	*x = LoadModelProgress{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[9]
+	mi := &file_edgellm_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +1038,7 @@ func (x *LoadModelProgress) String() string {
 func (*LoadModelProgress) ProtoMessage() {}
 
 func (x *LoadModelProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[9]
+	mi := &file_edgellm_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +1051,7 @@ func (x *LoadModelProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadModelProgress.ProtoReflect.Descriptor instead.
 func (*LoadModelProgress) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LoadModelProgress) GetPhase() string {
@@ -675,7 +1091,7 @@ type UnloadModelRequest struct {
 
 func (x *UnloadModelRequest) Reset() {
 	*x = UnloadModelRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[10]
+	mi := &file_edgellm_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +1103,7 @@ func (x *UnloadModelRequest) String() string {
 func (*UnloadModelRequest) ProtoMessage() {}
 
 func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[10]
+	mi := &file_edgellm_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +1116,7 @@ func (x *UnloadModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelRequest.ProtoReflect.Descriptor instead.
 func (*UnloadModelRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnloadModelRequest) GetModel() string {
@@ -718,7 +1134,7 @@ type UnloadModelResponse struct {
 
 func (x *UnloadModelResponse) Reset() {
 	*x = UnloadModelResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[11]
+	mi := &file_edgellm_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +1146,7 @@ func (x *UnloadModelResponse) String() string {
 func (*UnloadModelResponse) ProtoMessage() {}
 
 func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[11]
+	mi := &file_edgellm_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +1159,7 @@ func (x *UnloadModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadModelResponse.ProtoReflect.Descriptor instead.
 func (*UnloadModelResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 type ListModelsRequest struct {
@@ -754,7 +1170,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[12]
+	mi := &file_edgellm_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +1182,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[12]
+	mi := &file_edgellm_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +1195,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 type ListModelsResponse struct {
@@ -791,7 +1207,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[13]
+	mi := &file_edgellm_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +1219,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[13]
+	mi := &file_edgellm_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +1232,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -834,7 +1250,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[14]
+	mi := &file_edgellm_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1262,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[14]
+	mi := &file_edgellm_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1275,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 type StatusResponse struct {
@@ -880,7 +1296,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_edgellm_v1_control_proto_msgTypes[15]
+	mi := &file_edgellm_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1308,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_edgellm_v1_control_proto_msgTypes[15]
+	mi := &file_edgellm_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1321,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_edgellm_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusResponse) GetBackendVersion() string {
@@ -969,7 +1385,36 @@ var File_edgellm_v1_control_proto protoreflect.FileDescriptor
 const file_edgellm_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"\x18edgellm/v1/control.proto\x12\n" +
-	"edgellm.v1\"\x96\x01\n" +
+	"edgellm.v1\x1a\x1aedgellm/v1/inference.proto\"\xa5\x01\n" +
+	"\x11PrefixKeysRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
+	"\x06prompt\x18\x02 \x01(\tH\x00R\x06prompt\x126\n" +
+	"\bmessages\x18\x03 \x01(\v2\x18.edgellm.v1.ChatMessagesH\x00R\bmessages\x12\x1f\n" +
+	"\n" +
+	"raw_prompt\x18\x04 \x01(\tH\x00R\trawPromptB\a\n" +
+	"\x05input\"\x8d\x01\n" +
+	"\x12PrefixKeysResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x1f\n" +
+	"\vweights_cid\x18\x02 \x01(\tR\n" +
+	"weightsCid\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x03 \x01(\rR\tblockSize\x12#\n" +
+	"\rprompt_tokens\x18\x04 \x01(\rR\fpromptTokens\"D\n" +
+	"\x0fHeldKeysRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"U\n" +
+	"\x10HeldKeysResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x19\n" +
+	"\bnext_seq\x18\x02 \x01(\x04R\anextSeq\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"i\n" +
+	"\x14BlockManifestRequest\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x1f\n" +
+	"\vweights_cid\x18\x02 \x01(\tR\n" +
+	"weightsCid\x12\x1c\n" +
+	"\tproviders\x18\x03 \x03(\tR\tproviders\"K\n" +
+	"\x15BlockManifestResponse\x12\x1a\n" +
+	"\bmanifest\x18\x01 \x01(\fR\bmanifest\x12\x16\n" +
+	"\x06blocks\x18\x02 \x01(\rR\x06blocks\"\x96\x01\n" +
 	"\x17StartClusterHeadRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
@@ -1036,7 +1481,7 @@ const file_edgellm_v1_control_proto_rawDesc = "" +
 	"\x14prefill_tokens_per_s\x18\x05 \x01(\x01R\x11prefillTokensPerS\x12-\n" +
 	"\x13decode_tokens_per_s\x18\x06 \x01(\x01R\x10decodeTokensPerS\x12'\n" +
 	"\x0factive_requests\x18\a \x01(\rR\x0eactiveRequests\x12:\n" +
-	"\rloaded_models\x18\b \x03(\v2\x15.edgellm.v1.ModelInfoR\floadedModels2\xb5\x04\n" +
+	"\rloaded_models\x18\b \x03(\v2\x15.edgellm.v1.ModelInfoR\floadedModels2\x9f\x06\n" +
 	"\aControl\x12J\n" +
 	"\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n" +
 	"\vUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n" +
@@ -1045,7 +1490,11 @@ const file_edgellm_v1_control_proto_rawDesc = "" +
 	"\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponse\x12]\n" +
 	"\x10StartClusterHead\x12#.edgellm.v1.StartClusterHeadRequest\x1a$.edgellm.v1.StartClusterHeadResponse\x12N\n" +
 	"\vJoinCluster\x12\x1e.edgellm.v1.JoinClusterRequest\x1a\x1f.edgellm.v1.JoinClusterResponse\x12Q\n" +
-	"\fLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3"
+	"\fLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponse\x12K\n" +
+	"\n" +
+	"PrefixKeys\x12\x1d.edgellm.v1.PrefixKeysRequest\x1a\x1e.edgellm.v1.PrefixKeysResponse\x12E\n" +
+	"\bHeldKeys\x12\x1b.edgellm.v1.HeldKeysRequest\x1a\x1c.edgellm.v1.HeldKeysResponse\x12T\n" +
+	"\rBlockManifest\x12 .edgellm.v1.BlockManifestRequest\x1a!.edgellm.v1.BlockManifestResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3"
 
 var (
 	file_edgellm_v1_control_proto_rawDescOnce sync.Once
@@ -1059,50 +1508,64 @@ func file_edgellm_v1_control_proto_rawDescGZIP() []byte {
 	return file_edgellm_v1_control_proto_rawDescData
 }
 
-var file_edgellm_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_edgellm_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_edgellm_v1_control_proto_goTypes = []any{
-	(*StartClusterHeadRequest)(nil),  // 0: edgellm.v1.StartClusterHeadRequest
-	(*ClusterNode)(nil),              // 1: edgellm.v1.ClusterNode
-	(*StartClusterHeadResponse)(nil), // 2: edgellm.v1.StartClusterHeadResponse
-	(*JoinClusterRequest)(nil),       // 3: edgellm.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),      // 4: edgellm.v1.JoinClusterResponse
-	(*LeaveClusterRequest)(nil),      // 5: edgellm.v1.LeaveClusterRequest
-	(*LeaveClusterResponse)(nil),     // 6: edgellm.v1.LeaveClusterResponse
-	(*ModelInfo)(nil),                // 7: edgellm.v1.ModelInfo
-	(*LoadModelRequest)(nil),         // 8: edgellm.v1.LoadModelRequest
-	(*LoadModelProgress)(nil),        // 9: edgellm.v1.LoadModelProgress
-	(*UnloadModelRequest)(nil),       // 10: edgellm.v1.UnloadModelRequest
-	(*UnloadModelResponse)(nil),      // 11: edgellm.v1.UnloadModelResponse
-	(*ListModelsRequest)(nil),        // 12: edgellm.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),       // 13: edgellm.v1.ListModelsResponse
-	(*StatusRequest)(nil),            // 14: edgellm.v1.StatusRequest
-	(*StatusResponse)(nil),           // 15: edgellm.v1.StatusResponse
+	(*PrefixKeysRequest)(nil),        // 0: edgellm.v1.PrefixKeysRequest
+	(*PrefixKeysResponse)(nil),       // 1: edgellm.v1.PrefixKeysResponse
+	(*HeldKeysRequest)(nil),          // 2: edgellm.v1.HeldKeysRequest
+	(*HeldKeysResponse)(nil),         // 3: edgellm.v1.HeldKeysResponse
+	(*BlockManifestRequest)(nil),     // 4: edgellm.v1.BlockManifestRequest
+	(*BlockManifestResponse)(nil),    // 5: edgellm.v1.BlockManifestResponse
+	(*StartClusterHeadRequest)(nil),  // 6: edgellm.v1.StartClusterHeadRequest
+	(*ClusterNode)(nil),              // 7: edgellm.v1.ClusterNode
+	(*StartClusterHeadResponse)(nil), // 8: edgellm.v1.StartClusterHeadResponse
+	(*JoinClusterRequest)(nil),       // 9: edgellm.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),      // 10: edgellm.v1.JoinClusterResponse
+	(*LeaveClusterRequest)(nil),      // 11: edgellm.v1.LeaveClusterRequest
+	(*LeaveClusterResponse)(nil),     // 12: edgellm.v1.LeaveClusterResponse
+	(*ModelInfo)(nil),                // 13: edgellm.v1.ModelInfo
+	(*LoadModelRequest)(nil),         // 14: edgellm.v1.LoadModelRequest
+	(*LoadModelProgress)(nil),        // 15: edgellm.v1.LoadModelProgress
+	(*UnloadModelRequest)(nil),       // 16: edgellm.v1.UnloadModelRequest
+	(*UnloadModelResponse)(nil),      // 17: edgellm.v1.UnloadModelResponse
+	(*ListModelsRequest)(nil),        // 18: edgellm.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),       // 19: edgellm.v1.ListModelsResponse
+	(*StatusRequest)(nil),            // 20: edgellm.v1.StatusRequest
+	(*StatusResponse)(nil),           // 21: edgellm.v1.StatusResponse
+	(*ChatMessages)(nil),             // 22: edgellm.v1.ChatMessages
 }
 var file_edgellm_v1_control_proto_depIdxs = []int32{
-	1,  // 0: edgellm.v1.StartClusterHeadResponse.node:type_name -> edgellm.v1.ClusterNode
-	1,  // 1: edgellm.v1.JoinClusterResponse.node:type_name -> edgellm.v1.ClusterNode
-	7,  // 2: edgellm.v1.LoadModelProgress.model:type_name -> edgellm.v1.ModelInfo
-	7,  // 3: edgellm.v1.ListModelsResponse.models:type_name -> edgellm.v1.ModelInfo
-	7,  // 4: edgellm.v1.StatusResponse.loaded_models:type_name -> edgellm.v1.ModelInfo
-	8,  // 5: edgellm.v1.Control.LoadModel:input_type -> edgellm.v1.LoadModelRequest
-	10, // 6: edgellm.v1.Control.UnloadModel:input_type -> edgellm.v1.UnloadModelRequest
-	12, // 7: edgellm.v1.Control.ListModels:input_type -> edgellm.v1.ListModelsRequest
-	14, // 8: edgellm.v1.Control.Status:input_type -> edgellm.v1.StatusRequest
-	0,  // 9: edgellm.v1.Control.StartClusterHead:input_type -> edgellm.v1.StartClusterHeadRequest
-	3,  // 10: edgellm.v1.Control.JoinCluster:input_type -> edgellm.v1.JoinClusterRequest
-	5,  // 11: edgellm.v1.Control.LeaveCluster:input_type -> edgellm.v1.LeaveClusterRequest
-	9,  // 12: edgellm.v1.Control.LoadModel:output_type -> edgellm.v1.LoadModelProgress
-	11, // 13: edgellm.v1.Control.UnloadModel:output_type -> edgellm.v1.UnloadModelResponse
-	13, // 14: edgellm.v1.Control.ListModels:output_type -> edgellm.v1.ListModelsResponse
-	15, // 15: edgellm.v1.Control.Status:output_type -> edgellm.v1.StatusResponse
-	2,  // 16: edgellm.v1.Control.StartClusterHead:output_type -> edgellm.v1.StartClusterHeadResponse
-	4,  // 17: edgellm.v1.Control.JoinCluster:output_type -> edgellm.v1.JoinClusterResponse
-	6,  // 18: edgellm.v1.Control.LeaveCluster:output_type -> edgellm.v1.LeaveClusterResponse
-	12, // [12:19] is the sub-list for method output_type
-	5,  // [5:12] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	22, // 0: edgellm.v1.PrefixKeysRequest.messages:type_name -> edgellm.v1.ChatMessages
+	7,  // 1: edgellm.v1.StartClusterHeadResponse.node:type_name -> edgellm.v1.ClusterNode
+	7,  // 2: edgellm.v1.JoinClusterResponse.node:type_name -> edgellm.v1.ClusterNode
+	13, // 3: edgellm.v1.LoadModelProgress.model:type_name -> edgellm.v1.ModelInfo
+	13, // 4: edgellm.v1.ListModelsResponse.models:type_name -> edgellm.v1.ModelInfo
+	13, // 5: edgellm.v1.StatusResponse.loaded_models:type_name -> edgellm.v1.ModelInfo
+	14, // 6: edgellm.v1.Control.LoadModel:input_type -> edgellm.v1.LoadModelRequest
+	16, // 7: edgellm.v1.Control.UnloadModel:input_type -> edgellm.v1.UnloadModelRequest
+	18, // 8: edgellm.v1.Control.ListModels:input_type -> edgellm.v1.ListModelsRequest
+	20, // 9: edgellm.v1.Control.Status:input_type -> edgellm.v1.StatusRequest
+	6,  // 10: edgellm.v1.Control.StartClusterHead:input_type -> edgellm.v1.StartClusterHeadRequest
+	9,  // 11: edgellm.v1.Control.JoinCluster:input_type -> edgellm.v1.JoinClusterRequest
+	11, // 12: edgellm.v1.Control.LeaveCluster:input_type -> edgellm.v1.LeaveClusterRequest
+	0,  // 13: edgellm.v1.Control.PrefixKeys:input_type -> edgellm.v1.PrefixKeysRequest
+	2,  // 14: edgellm.v1.Control.HeldKeys:input_type -> edgellm.v1.HeldKeysRequest
+	4,  // 15: edgellm.v1.Control.BlockManifest:input_type -> edgellm.v1.BlockManifestRequest
+	15, // 16: edgellm.v1.Control.LoadModel:output_type -> edgellm.v1.LoadModelProgress
+	17, // 17: edgellm.v1.Control.UnloadModel:output_type -> edgellm.v1.UnloadModelResponse
+	19, // 18: edgellm.v1.Control.ListModels:output_type -> edgellm.v1.ListModelsResponse
+	21, // 19: edgellm.v1.Control.Status:output_type -> edgellm.v1.StatusResponse
+	8,  // 20: edgellm.v1.Control.StartClusterHead:output_type -> edgellm.v1.StartClusterHeadResponse
+	10, // 21: edgellm.v1.Control.JoinCluster:output_type -> edgellm.v1.JoinClusterResponse
+	12, // 22: edgellm.v1.Control.LeaveCluster:output_type -> edgellm.v1.LeaveClusterResponse
+	1,  // 23: edgellm.v1.Control.PrefixKeys:output_type -> edgellm.v1.PrefixKeysResponse
+	3,  // 24: edgellm.v1.Control.HeldKeys:output_type -> edgellm.v1.HeldKeysResponse
+	5,  // 25: edgellm.v1.Control.BlockManifest:output_type -> edgellm.v1.BlockManifestResponse
+	16, // [16:26] is the sub-list for method output_type
+	6,  // [6:16] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_edgellm_v1_control_proto_init() }
@@ -1110,13 +1573,19 @@ func file_edgellm_v1_control_proto_init() {
 	if File_edgellm_v1_control_proto != nil {
 		return
 	}
+	file_edgellm_v1_inference_proto_init()
+	file_edgellm_v1_control_proto_msgTypes[0].OneofWrappers = []any{
+		(*PrefixKeysRequest_Prompt)(nil),
+		(*PrefixKeysRequest_Messages)(nil),
+		(*PrefixKeysRequest_RawPrompt)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgellm_v1_control_proto_rawDesc), len(file_edgellm_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,9 @@ const (
 	Control_StartClusterHead_FullMethodName = "/edgellm.v1.Control/StartClusterHead"
 	Control_JoinCluster_FullMethodName      = "/edgellm.v1.Control/JoinCluster"
 	Control_LeaveCluster_FullMethodName     = "/edgellm.v1.Control/LeaveCluster"
+	Control_PrefixKeys_FullMethodName       = "/edgellm.v1.Control/PrefixKeys"
+	Control_HeldKeys_FullMethodName         = "/edgellm.v1.Control/HeldKeys"
+	Control_BlockManifest_FullMethodName    = "/edgellm.v1.Control/BlockManifest"
 )
 
 // ControlClient is the client API for Control service.
@@ -56,6 +59,23 @@ type ControlClient interface {
 	// LeaveCluster stops every Ray process this backend started for the session
 	// (by pid; never `ray stop`). Unknown sessions answer left=false.
 	LeaveCluster(ctx context.Context, in *LeaveClusterRequest, opts ...grpc.CallOption) (*LeaveClusterResponse, error)
+	// KV-cache blocks in the swarm (DESIGN.md "KV blocks over IPFS"): the node
+	// announces the keys this backend holds and serves manifests of them; a
+	// requester looks its prompt's keys up before prefilling.
+	//
+	// PrefixKeys returns the chained block keys of the prompt's full blocks,
+	// exactly as Generate would compute them (same tokenization and chat
+	// template). INVALID_ARGUMENT for bad input, NOT_FOUND for an unknown
+	// model, FAILED_PRECONDITION when the backend has no KV cache.
+	PrefixKeys(ctx context.Context, in *PrefixKeysRequest, opts ...grpc.CallOption) (*PrefixKeysResponse, error)
+	// HeldKeys pages through the block keys this backend's stores hold, in the
+	// order they were first seen (seq), from after_seq on. A key evicted from
+	// the store is no longer listed.
+	HeldKeys(ctx context.Context, in *HeldKeysRequest, opts ...grpc.CallOption) (*HeldKeysResponse, error)
+	// BlockManifest returns a manifest (edgellm.kv.manifest JSON) of the
+	// leading keys this backend holds, empty when it holds not even the first.
+	// At most 4096 keys of 32 bytes each: INVALID_ARGUMENT otherwise.
+	BlockManifest(ctx context.Context, in *BlockManifestRequest, opts ...grpc.CallOption) (*BlockManifestResponse, error)
 }
 
 type controlClient struct {
@@ -145,6 +165,36 @@ func (c *controlClient) LeaveCluster(ctx context.Context, in *LeaveClusterReques
 	return out, nil
 }
 
+func (c *controlClient) PrefixKeys(ctx context.Context, in *PrefixKeysRequest, opts ...grpc.CallOption) (*PrefixKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrefixKeysResponse)
+	err := c.cc.Invoke(ctx, Control_PrefixKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) HeldKeys(ctx context.Context, in *HeldKeysRequest, opts ...grpc.CallOption) (*HeldKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeldKeysResponse)
+	err := c.cc.Invoke(ctx, Control_HeldKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) BlockManifest(ctx context.Context, in *BlockManifestRequest, opts ...grpc.CallOption) (*BlockManifestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlockManifestResponse)
+	err := c.cc.Invoke(ctx, Control_BlockManifest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -171,6 +221,23 @@ type ControlServer interface {
 	// LeaveCluster stops every Ray process this backend started for the session
 	// (by pid; never `ray stop`). Unknown sessions answer left=false.
 	LeaveCluster(context.Context, *LeaveClusterRequest) (*LeaveClusterResponse, error)
+	// KV-cache blocks in the swarm (DESIGN.md "KV blocks over IPFS"): the node
+	// announces the keys this backend holds and serves manifests of them; a
+	// requester looks its prompt's keys up before prefilling.
+	//
+	// PrefixKeys returns the chained block keys of the prompt's full blocks,
+	// exactly as Generate would compute them (same tokenization and chat
+	// template). INVALID_ARGUMENT for bad input, NOT_FOUND for an unknown
+	// model, FAILED_PRECONDITION when the backend has no KV cache.
+	PrefixKeys(context.Context, *PrefixKeysRequest) (*PrefixKeysResponse, error)
+	// HeldKeys pages through the block keys this backend's stores hold, in the
+	// order they were first seen (seq), from after_seq on. A key evicted from
+	// the store is no longer listed.
+	HeldKeys(context.Context, *HeldKeysRequest) (*HeldKeysResponse, error)
+	// BlockManifest returns a manifest (edgellm.kv.manifest JSON) of the
+	// leading keys this backend holds, empty when it holds not even the first.
+	// At most 4096 keys of 32 bytes each: INVALID_ARGUMENT otherwise.
+	BlockManifest(context.Context, *BlockManifestRequest) (*BlockManifestResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -201,6 +268,15 @@ func (UnimplementedControlServer) JoinCluster(context.Context, *JoinClusterReque
 }
 func (UnimplementedControlServer) LeaveCluster(context.Context, *LeaveClusterRequest) (*LeaveClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LeaveCluster not implemented")
+}
+func (UnimplementedControlServer) PrefixKeys(context.Context, *PrefixKeysRequest) (*PrefixKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrefixKeys not implemented")
+}
+func (UnimplementedControlServer) HeldKeys(context.Context, *HeldKeysRequest) (*HeldKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HeldKeys not implemented")
+}
+func (UnimplementedControlServer) BlockManifest(context.Context, *BlockManifestRequest) (*BlockManifestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BlockManifest not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -342,6 +418,60 @@ func _Control_LeaveCluster_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_PrefixKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrefixKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).PrefixKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_PrefixKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).PrefixKeys(ctx, req.(*PrefixKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_HeldKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeldKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).HeldKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_HeldKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).HeldKeys(ctx, req.(*HeldKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_BlockManifest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlockManifestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).BlockManifest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_BlockManifest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).BlockManifest(ctx, req.(*BlockManifestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -372,6 +502,18 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LeaveCluster",
 			Handler:    _Control_LeaveCluster_Handler,
+		},
+		{
+			MethodName: "PrefixKeys",
+			Handler:    _Control_PrefixKeys_Handler,
+		},
+		{
+			MethodName: "HeldKeys",
+			Handler:    _Control_HeldKeys_Handler,
+		},
+		{
+			MethodName: "BlockManifest",
+			Handler:    _Control_BlockManifest_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
