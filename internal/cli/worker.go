@@ -45,7 +45,10 @@ libp2p cannot protect it with the swarm secret. While running, the worker writes
 The worker also runs an IPFS node (Kubo, see the ipfs: config section) in
 the swarm's private IPFS network, listening on the same IPs as --listen at
 ipfs.swarm_port; its peer id and addresses go into the record so members
-connect their IPFS nodes to it and fetch KV-cache blocks from it.
+connect their IPFS nodes to it and fetch KV-cache blocks from it. Every few
+seconds it announces the KV block keys its backend holds (DHT provider
+records, renewed while held) and answers members' requests for manifests of
+them (/edgellm/kv/1.0.0), so a prompt prefix computed here is reused anywhere.
 
 Members' infer commands may ask the worker to run layers of the model it serves
 (/edgellm/cluster/1.0.0): it then joins the requester's Ray cluster, bound to
@@ -165,6 +168,7 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 		return networkError(err)
 	}
 	src.sessions = clusters.ActiveSessions
+	stopKV := app.serveKV(node, b, src)
 	statePath := filepath.Join(cfg.DataDir, workerStateFile)
 	ipfsAPI := ""
 	if c := b.IPFS(); c != nil {
@@ -182,6 +186,7 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if err := clusters.Close(); err != nil {
 		app.log.Warn("ending cluster sessions", "err", err)
 	}
+	stopKV()
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	if err := node.Leave(ctx); err != nil {
