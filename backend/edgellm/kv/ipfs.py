@@ -1,21 +1,29 @@
 """A small client for Kubo's HTTP RPC API (POST /api/v0/<command>).
 
 The `ipfshttpclient` package refuses every Kubo release since 0.8 (a version gate in an
-unmaintained package), so the backend speaks the RPC API itself over httpx. Only what KV
-blocks need: id, block/put (raw codec, sha2-256, pinned), block/get (with a timeout),
-pin/add, pin/rm, repo/gc and swarm/connect. Every failure (connection refused, HTTP
-error, Kubo's error body, a timeout) raises IpfsError.
+unmaintained package), so the backend speaks the RPC API itself. Only what KV blocks need:
+id, block/put (raw codec, sha2-256, pinned), block/get (with a timeout), pin/add, pin/rm,
+repo/gc and swarm/connect. Every failure (connection refused, HTTP error, Kubo's error
+body, a timeout) raises IpfsError.
+
+It uses the standard library's http.client with one keep-alive connection per thread:
+reading ~740 KB block bodies that way measured 2-3x faster than httpx or requests on the
+same daemon, and block fetches are on the time-to-first-token path.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
+import uuid
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import httpx
-
-# Extra seconds the HTTP client waits beyond Kubo's own `timeout` option.
+# Extra seconds the socket waits beyond Kubo's own `timeout` option.
 _SLACK_S = 2.0
+# A kept-alive connection the server closed meanwhile: reconnect once.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class IpfsError(Exception):
@@ -27,24 +35,61 @@ class KuboClient:
         """`api` is a base URL, e.g. "http://127.0.0.1:5001", or a Kubo multiaddr such as
         "/ip4/127.0.0.1/tcp/5001" (the form Kubo writes to $IPFS_PATH/api)."""
         self.api = api_url(api)
+        url = urlsplit(self.api)
+        self._https = url.scheme == "https"
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or (443 if self._https else 80)
         self._timeout_s = timeout_s
-        self._http = httpx.Client(base_url=self.api + "/api/v0", timeout=timeout_s)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[http.client.HTTPConnection] = []
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = kind(self._host, self._port, timeout=timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
+        with self._lock:
+            if conn in self._open:
+                self._open.remove(conn)
 
     def _call(
         self,
         command: str,
         params: dict[str, Any] | None = None,
-        files: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
         timeout_s: float | None = None,
     ) -> bytes:
         timeout = self._timeout_s if timeout_s is None else timeout_s + _SLACK_S
-        try:
-            reply = self._http.post(f"/{command}", params=params, files=files, timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise IpfsError(f"{command}: {type(exc).__name__}: {exc}") from exc
-        if reply.status_code != 200:
-            raise IpfsError(f"{command}: HTTP {reply.status_code}: {_message(reply.content)}")
-        return reply.content
+        path = f"/api/v0/{command}" + (f"?{urlencode(params)}" if params else "")
+        headers = {"Content-Type": content_type} if content_type else {}
+        for attempt in (1, 2):
+            conn = self._connection(timeout)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                reply = conn.getresponse()
+                data = reply.read()
+                break
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop(conn)
+                if attempt == 1 and isinstance(exc, _STALE):
+                    continue
+                raise IpfsError(f"{command}: {type(exc).__name__}: {exc}") from exc
+        if reply.status != 200:
+            raise IpfsError(f"{command}: HTTP {reply.status}: {_message(data)}")
+        return data
 
     def _json(self, command: str, **kwargs: Any) -> Any:
         body = self._call(command, **kwargs)
@@ -60,7 +105,22 @@ class KuboClient:
     def block_put(self, data: bytes, pin: bool = True) -> str:
         """Store `data` as one raw block (sha2-256); returns its CIDv1."""
         params = {"cid-codec": "raw", "mhtype": "sha2-256", "pin": str(pin).lower()}
-        reply = self._json("block/put", params=params, files={"file": ("block", data)})
+        boundary = uuid.uuid4().hex
+        body = b"".join(
+            [
+                f"--{boundary}\r\n".encode(),
+                b'Content-Disposition: form-data; name="file"; filename="block"\r\n',
+                b"Content-Type: application/octet-stream\r\n\r\n",
+                data,
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        reply = self._json(
+            "block/put",
+            params=params,
+            body=body,
+            content_type=f"multipart/form-data; boundary={boundary}",
+        )
         if not isinstance(reply, dict) or not isinstance(reply.get("Key"), str):
             raise IpfsError(f"block/put: unexpected reply {reply!r}")
         return reply["Key"]
@@ -88,7 +148,10 @@ class KuboClient:
         )
 
     def close(self) -> None:
-        self._http.close()
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
 
 
 def api_url(api: str) -> str:
