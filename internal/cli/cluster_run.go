@@ -39,6 +39,12 @@ type clusterRun struct {
 
 	gone map[string]bool // peers lost (or refusing to take a lost stage) during this run
 
+	// OnFailover, when set, gets the one-line warning of each failover (e.g.
+	// "worker 12D3… (layers [15,30)) was lost after 7 tokens; replanned onto
+	// 12D3… (layers [15,30)), replaying") instead of stderr, so a session
+	// daemon can pass it to its client. Set it before Generate.
+	OnFailover func(line string)
+
 	closeOnce sync.Once
 	closers   []func() // run in reverse order by Close
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -246,10 +247,12 @@ func processesMarked(dir string) []int {
 // prompt and the tokens so far, and finishes: exit 0, the streamed text is
 // exactly the transformers reference answer, and stderr has exactly one
 // warning line. The killed worker's backend and Ray node go away with it (its
-// backend gets SIGTERM from the kernel and stops the Ray node it started), and
-// nothing the test started is left afterwards. Runs in a loopback-only
-// network namespace, as TestDistributedInfer. With EDGELLM_TEST_CRASH set,
-// the worker's backend and Ray node are killed too, as in a machine crash.
+// backend gets SIGTERM from the kernel and stops the Ray node it started).
+// Then, with two workers left, a second infer loses one of them and has no
+// worker to replace it: exit 4 with one line naming it. Nothing the test
+// started is left afterwards. Runs in a loopback-only network namespace, as
+// TestDistributedInfer. With EDGELLM_TEST_CRASH set, the killed worker's
+// backend and Ray node are killed too, as in a machine crash.
 func TestDistributedFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -283,12 +286,84 @@ func TestDistributedFailover(t *testing.T) {
 		ids = append(ids, id)
 	}
 	c.peersUntil(map[string]bool{ids[0]: true, ids[1]: true, ids[2]: true}, "--join", join, "--no-mdns", "--bootstrap", boot)
+	args := []string{"--data-dir", dirs[3], "infer", "--join", join, "--no-mdns", "--bootstrap", boot,
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--stages", "2",
+		"--max-tokens", strconv.Itoa(maxTokens), distPrompt}
+	dump := func() string {
+		var b strings.Builder
+		for _, id := range ids {
+			fmt.Fprintf(&b, "worker %s:\n%s\n", id, workers[id].stderr)
+		}
+		return b.String()
+	}
+	killed := map[string]bool{}
 
+	// The bootstrap worker is never the victim: the swarm stays reachable
+	// through it.
+	run := c.inferAndKill(t, args, workers, ids[0])
+	killed[run.victim] = true
+	if run.err != nil {
+		t.Fatalf("infer after the failover: %v\n%s", run.err, dump())
+	}
+	if run.stdout != wantText+"\n" {
+		t.Errorf("answer %q\nwant (transformers generate) %q", run.stdout, wantText+"\n")
+	}
+	var warnings []string // (other warnings, e.g. about the KV cache, may come too)
+	for line := range strings.Lines(run.stderr) {
+		if strings.Contains(line, "lost") || strings.Contains(line, run.victim) {
+			warnings = append(warnings, line)
+		}
+	}
+	if len(warnings) != 2 || !strings.HasPrefix(warnings[1], "edgellm: warning: worker "+run.victim) ||
+		!strings.Contains(warnings[1], "replaying") {
+		t.Errorf("lines about the lost worker %q; want its stage line and one warning", warnings)
+	}
+	// The killed worker's backend and Ray node are gone; so is the requester's cluster.
+	noProcessesOf(t, []string{workers[run.victim].dataDir, dirs[3]})
+
+	t.Run("no replacement exits 4", func(t *testing.T) {
+		run := c.inferAndKill(t, args, workers, ids[0])
+		killed[run.victim] = true
+		var ee *exec.ExitError
+		last := lastLine(run.stderr)
+		if !errors.As(run.err, &ee) || ee.ExitCode() != 4 || !strings.HasPrefix(last, "edgellm: unavailable: worker "+run.victim) ||
+			!strings.Contains(last, "was lost after") || strings.Contains(run.stderr, "replaying") {
+			t.Fatalf("losing the last spare worker: %v, stderr %q; want exit 4 and one line naming %s\n%s",
+				run.err, run.stderr, run.victim, dump())
+		}
+		noProcessesOf(t, []string{workers[run.victim].dataDir, dirs[3]})
+	})
+
+	for _, id := range ids {
+		if killed[id] {
+			continue
+		}
+		w := workers[id]
+		if err := w.stop(t); err != nil {
+			t.Errorf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
+		}
+		if log := w.stderr.String(); strings.Count(log, "joined cluster") == 0 ||
+			strings.Count(log, "joined cluster") != strings.Count(log, "left cluster") {
+			t.Errorf("worker %s did not leave every cluster it joined:\n%s", id, log)
+		}
+	}
+}
+
+// killRun is one infer that lost a worker: what it printed and how it ended.
+type killRun struct {
+	stdout, stderr string
+	err            error // from Wait
+	victim         string
+}
+
+// inferAndKill runs infer (args name two stages), and once some of the
+// answer has streamed kills the whole process group of a stage's worker
+// (not keep) with SIGKILL; it returns when infer has exited.
+func (c *cliEnv) inferAndKill(t *testing.T, args []string, workers map[string]*workerProc, keep string) killRun {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	cmd := c.command(ctx, "--data-dir", dirs[3], "infer", "--join", join, "--no-mdns", "--bootstrap", boot,
-		"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--stages", "2",
-		"--max-tokens", strconv.Itoa(maxTokens), distPrompt)
+	cmd := c.command(ctx, args...)
 	cmd.Env = c.env
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -341,12 +416,12 @@ func TestDistributedFailover(t *testing.T) {
 		staged = append(staged, f[slices.Index(f, "on")+1])
 	}
 	victim := staged[0]
-	if victim == ids[0] { // keep the bootstrap peer: the swarm stays reachable through it
+	if victim == keep {
 		victim = staged[1]
 	}
 	w := workers[victim]
 	if w == nil {
-		t.Fatalf("stage peer %s is none of the workers %v", victim, ids)
+		t.Fatalf("stage peer %s is none of the workers", victim)
 	}
 	if err := syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -364,43 +439,13 @@ func TestDistributedFailover(t *testing.T) {
 	rest, _ := io.ReadAll(stdout)
 	<-stderrDone
 	err = cmd.Wait()
-	text := string(first) + string(rest)
 	if at, ok := warnedAt.Load().(time.Time); ok {
-		t.Logf("kill to warning (re-plan and join): %v; kill to the end of the answer: %v",
-			at.Sub(killedAt).Round(time.Millisecond), time.Since(killedAt).Round(time.Millisecond))
+		t.Logf("kill to warning (re-plan and join): %v", at.Sub(killedAt).Round(time.Millisecond))
 	}
-	t.Logf("stdout: %q\nstderr:\n%s", text, stderr.String())
-	if err != nil {
-		t.Fatalf("infer after the failover: %v\nworkers:\n%s\n%s\n%s", err, workers[ids[0]].stderr,
-			workers[ids[1]].stderr, workers[ids[2]].stderr)
-	}
-	if text != wantText+"\n" {
-		t.Errorf("answer %q\nwant (transformers generate) %q", text, wantText+"\n")
-	}
-	var warnings []string // (other warnings, e.g. about the KV cache, may come too)
-	for line := range strings.Lines(stderr.String()) {
-		if strings.Contains(line, "lost") || strings.Contains(line, victim) {
-			warnings = append(warnings, line)
-		}
-	}
-	if len(warnings) != 2 || !strings.HasPrefix(warnings[1], "edgellm: warning: worker "+victim) ||
-		!strings.Contains(warnings[1], "replaying") {
-		t.Errorf("lines about the lost worker %q; want its stage line and one warning", warnings)
-	}
-	// The killed worker's backend and Ray node are gone; so is the requester's cluster.
-	victimDir := w.dataDir
-	noProcessesOf(t, []string{victimDir, dirs[3]})
-	for id, w := range workers {
-		if id == victim {
-			continue
-		}
-		if err := w.stop(t); err != nil {
-			t.Errorf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
-		}
-		if log := w.stderr.String(); strings.Count(log, "joined cluster") != 1 || strings.Count(log, "left cluster") != 1 {
-			t.Errorf("worker %s did not join and leave once:\n%s", id, log)
-		}
-	}
+	t.Logf("kill to exit: %v", time.Since(killedAt).Round(time.Millisecond))
+	out := killRun{stdout: string(first) + string(rest), stderr: stderr.String(), err: err, victim: victim}
+	t.Logf("stdout: %q\nstderr:\n%s", out.stdout, out.stderr)
+	return out
 }
 
 // startWorkerOwnGroup is startWorker with the worker in a process group of

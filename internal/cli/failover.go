@@ -139,8 +139,12 @@ func (c *clusterRun) Generate(ctx context.Context, req *pb.GenerateRequest, onRe
 			return err
 		}
 		// The one line the user sees (the log line only shows at --log-level info).
-		fmt.Fprintf(c.app.stderr, "edgellm: warning: %s was lost after %s; replanned onto %s, replaying\n",
-			what, plural(tokens, "token"), moved)
+		line := fmt.Sprintf("%s was lost after %s; replanned onto %s, replaying", what, plural(tokens, "token"), moved)
+		if c.OnFailover != nil {
+			c.OnFailover(line)
+		} else {
+			fmt.Fprintf(c.app.stderr, "edgellm: warning: %s\n", line)
+		}
 		c.app.log.Info("failover", "lost", what, "tokens", tokens, "to", moved)
 	}
 }
@@ -237,7 +241,17 @@ func (c *clusterRun) failover(ctx context.Context, lost []int, why string) (stri
 		}
 		peers = slices.DeleteFunc(peers, func(p planner.Peer) bool { return c.gone[p.ID] && !slices.Contains(lostIDs, p.ID) })
 		plan, err := planner.Replace(old, lostIDs, peers, c.d.planRequest(old.Model))
-		if err != nil {
+		if errors.Is(err, planner.ErrNoProvider) {
+			spare := 0
+			for _, p := range peers {
+				if !slices.ContainsFunc(old.Stages, func(s planner.Stage) bool { return s.PeerID == p.ID }) {
+					spare++
+				}
+			}
+			return "", fmt.Errorf("%w: %s, and none of the %d other workers found can hold its layers",
+				ErrUnavailable, why, spare)
+		}
+		if err != nil { // busy, over a limit: the planner says which
 			return "", fmt.Errorf("%w: %s, and no other worker can take its layers: %w", ErrUnavailable, why, err)
 		}
 		var fresh []int // stages on a new peer
