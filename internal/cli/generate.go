@@ -24,6 +24,8 @@ type inferResult struct {
 	TokensPerS        float64 `json:"tokens_per_s"`
 	PrefillTokensPerS float64 `json:"prefill_tokens_per_s"`
 	TotalMs           float64 `json:"total_ms"`
+	// CachedPromptTokens: prompt tokens whose KV came from cached blocks.
+	CachedPromptTokens uint32 `json:"cached_prompt_tokens"`
 	// TokenIDs are the generated token ids, in order.
 	TokenIDs []uint32 `json:"token_ids"`
 	// Stages says which worker ran which layers; absent for a local run.
@@ -48,6 +50,7 @@ func (r *inferResult) record(resp *pb.GenerateResponse, text *strings.Builder) {
 	}
 	if u := resp.GetUsage(); u != nil {
 		r.PromptTokens, r.CompletionTokens = u.GetPromptTokens(), u.GetCompletionTokens()
+		r.CachedPromptTokens = u.GetCachedPromptTokens()
 	}
 	if t := resp.GetTimings(); t != nil {
 		r.TTFTMs, r.TokensPerS = t.GetTtftMs(), t.GetDecodeTokensPerS()

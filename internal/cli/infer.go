@@ -54,8 +54,15 @@ out-of-range values with exit code 2.
 weights_cid, request_id, prompt_tokens, completion_tokens, finish_reason
 ("stop": end of sequence, "length": max tokens, "stop_string": a --stop
 string), ttft_ms, tokens_per_s (decode), prefill_tokens_per_s, total_ms,
-token_ids, and for a swarm run stages (peer_id, layer_start, layer_end,
+token_ids, cached_prompt_tokens (prompt tokens whose KV came from cached
+blocks), and for a swarm run stages (peer_id, layer_start, layer_end,
 ray_address, rtt_ms).
+
+With --local and a swarm configured, the prompt still runs here, but infer
+first looks its prefix up in the swarm: a worker that holds the prompt's
+leading KV blocks hands over a manifest of them and this machine's IPFS node
+fetches them from the worker's instead of computing that prefix. When that
+fails the whole prompt is computed, as without a swarm.
 
 --session ID runs the prompt on the cluster an open session keeps (edgellm
 session open): no discovery, planning or Ray start. The session's model is
@@ -137,7 +144,9 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 	if o.dist.swarmConfigured(cfg) {
 		return app.runDistributed(cmd, o, cfg, req)
 	}
-	n, err := app.openBackend(app.interrupt, cfg)
+	swarm := app.joinForLocal(cfg, &o.dist) // --local in a swarm: reuse its cached prefix (kv_lookup.go)
+	defer swarm.Close()
+	n, err := app.openBackend(app.interrupt, cfg, swarm.openOptions()...)
 	if err != nil {
 		return err
 	}
@@ -146,6 +155,7 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 	if err != nil {
 		return err
 	}
+	swarm.fillManifest(cmd.Context(), n, req)
 	res, err := app.generate(cmd.Context(), n, req, o.json)
 	if err != nil {
 		return err
