@@ -32,10 +32,11 @@ type cand struct {
 	lan, requester bool
 	region         string
 	free           uint64
-	cap            int   // most layers one stage on it can take (memory and ranges)
-	memCap         int   // most layers its memory holds
-	full           bool  // holds every layer in one range
-	reach          []int // reach[a]: furthest End of a range holding layer a; a if none
+	cap            int           // most layers one stage on it can take (memory and ranges)
+	memCap         int           // most layers its memory holds
+	full           bool          // holds every layer in one range
+	reach          []int         // reach[a]: furthest End of a range holding layer a; a if none
+	bonus          time.Duration // Request.Prefer: subtracted from a chain's rank
 }
 
 // groups collects the requested model's weight groups, largest first.

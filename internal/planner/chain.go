@@ -12,7 +12,7 @@ type chain struct {
 	bounds  []int // stage i holds [bounds[i], bounds[i+1])
 	network time.Duration
 	compute time.Duration
-	rank    time.Duration // latency plus WANPenalty per non-LAN stage
+	rank    time.Duration // latency plus WANPenalty per non-LAN stage, minus preference bonuses
 }
 
 func (c *chain) latency() time.Duration { return c.network + c.compute }
@@ -29,6 +29,7 @@ func newChain(cs []cand, order, bounds []int) *chain {
 		if !c.lan {
 			penalty += WANPenalty
 		}
+		penalty -= c.bonus
 	}
 	ch.rank = ch.latency() + penalty
 	return ch

@@ -33,6 +33,11 @@
 // Plan.ExpectedTokenLatency is the latency without the penalty, and it is
 // what Request.MaxTokenLatency is checked against.
 //
+// KV-aware routing: Request.Prefer gives peers that hold the prompt's cached
+// KV prefix a bonus, subtracted from the rank of each chain with a stage on
+// them (PrefixBonus turns the prefill time they save into per-token terms),
+// so among otherwise close plans the one starting where the cache is wins.
+//
 // # Choosing
 //
 // Peers are filtered first: those serving the model (same weights CID and

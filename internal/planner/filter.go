@@ -23,6 +23,7 @@ func (g *group) eligible(req Request) ([]cand, error) {
 	cs := make([]cand, len(ms))
 	for i, m := range ms {
 		cs[i] = g.newCand(m)
+		cs[i].bonus = req.Prefer[cs[i].id]
 	}
 	sortCanonical(cs)
 	if req.Stages > len(cs) {

@@ -49,6 +49,13 @@ type Request struct {
 	MaxTokenLatency     time.Duration // 0 = no limit
 	TrustedOnly         bool
 	Stages              int // 0 = auto
+	// Prefer maps peer ids to a rank bonus (KV-aware routing): a peer that
+	// already holds the prompt's cached KV prefix skips that prefill, a
+	// saving the caller prices as per-token latency (PrefixBonus). Each
+	// stage on such a peer lowers the plan's rank by its bonus; the
+	// expected latency, and the MaxTokenLatency check, are unaffected. Nil:
+	// no preference.
+	Prefer map[string]time.Duration
 }
 
 func (r Request) validate() error {
@@ -59,6 +66,11 @@ func (r Request) validate() error {
 		return fmt.Errorf("%w: --stages %d is negative", ErrInvalidRequest, r.Stages)
 	case r.MaxTokenLatency < 0:
 		return fmt.Errorf("%w: latency limit %v is negative", ErrInvalidRequest, r.MaxTokenLatency)
+	}
+	for id, bonus := range r.Prefer {
+		if bonus < 0 || bonus > MaxPreferBonus {
+			return fmt.Errorf("%w: preference %v for peer %s is outside [0, %v]", ErrInvalidRequest, bonus, id, MaxPreferBonus)
+		}
 	}
 	return nil
 }

@@ -196,6 +196,7 @@ func (s *searcher) score(ci, stages int) float64 {
 	if !c.lan {
 		rtt += WANPenalty
 	}
+	rtt -= c.bonus
 	if stages > 0 {
 		share = min(share, float64(s.n)/float64(stages))
 	}
