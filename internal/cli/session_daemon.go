@@ -385,6 +385,9 @@ func errorStatus(err error) error {
 	if _, ok := grpcStatus(err); ok {
 		return status.Convert(err).Err() // keeps the code; message is err's text
 	}
+	if errors.Is(err, ErrInterrupted) { // in the daemon, only SIGTERM: session close
+		return status.Error(codes.Unavailable, errSessionClosing.Error())
+	}
 	code := codes.Unknown
 	switch ExitCode(err) {
 	case ExitUsage:
@@ -393,8 +396,6 @@ func errorStatus(err error) error {
 		code = codes.NotFound
 	case ExitUnavailable:
 		code = codes.Unavailable
-	case ExitInterrupted:
-		code = codes.Canceled
 	}
 	return status.Error(code, err.Error())
 }

@@ -86,6 +86,13 @@ func TestSessionInfer(t *testing.T) {
 	wantExit("session close of a well-formed unknown id", 3, "session", "close", strings.Repeat("ab", 16))
 	wantExit("session open --idle-timeout 0", 2, append([]string{"session", "open", "--idle-timeout", "0"}, net...)...)
 
+	// The daemon's own failure comes back as open's exit code and one line.
+	_, stderr, code := edgellm(append([]string{"session", "open", "--stages", "3"}, net...)...)
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "too many stages") {
+		t.Errorf("session open --stages 3 with two workers: exit %d, stderr %q; want 2 and one line", code, stderr)
+	}
+	noProcessesOf(t, dirs[2:])
+
 	joins := func() []int {
 		return []int{strings.Count(a.stderr.String(), "joined cluster"), strings.Count(b.stderr.String(), "joined cluster")}
 	}
