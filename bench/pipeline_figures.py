@@ -13,6 +13,19 @@ network. Everything the swarm part starts is stopped by pid.
 - pipeline_decode_ratio: decode tokens/s that `infer --json --stages 2` reports, over plain
   transformers `generate` decode tokens/s (greedy, same chat-templated prompt, same number
   of new tokens), measured in the bench process after the swarm is gone.
+- warm_session_ttft_ratio: `session open --stages 2` over the same two workers, one warm-up
+  request (discarded, its own prompt), then for each of SESSION_PROMPTS an
+  `infer --session ID --json` and, just before and just after it, the single-process torch
+  engine (loaded in the namespace process, warmed up) on the same prompt, the faster of the
+  two counting: taken seconds apart, so a busy machine slows both sides alike. The figure
+  is the median session ttft_ms (the head backend's request-received-to-first-token, as
+  the engine measures its own) over the median engine TTFT; the per-pair ratios are
+  recorded too. Each measured prompt is distinct and the engine skips its prefix cache
+  where it has one, so neither side answers from a cached prompt. Also recorded: the
+  client-side time from launching `infer --session` to its first streamed byte (process
+  start, socket, prefill), next to cold_ttft_s's launch-to-first-byte of a one-shot infer.
+  The workers republish their records every 2 s (--refresh) so that a worker freed by one
+  request is seen free by the next.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +49,17 @@ IN_NETNS = REPO / "scripts" / "in-netns.sh"
 PROMPT = "Write a short story about a lighthouse keeper."
 MAX_TOKENS = 24
 REPEATS = 3
-SWARM_DEADLINE_S = 240  # the in-namespace part gives up (and cleans up) after this
-OUTER_TIMEOUT_S = 300
+# warm_session_ttft_ratio: a warm-up prompt, then distinct measured prompts.
+WARMUP_PROMPT = "Say hello to the lighthouse keeper."
+SESSION_PROMPTS = (
+    "Write a short story about a lighthouse keeper.",
+    "Write a short poem about a fishing boat at dawn.",
+    "Describe a quiet harbour town in winter.",
+)
+WALL_PROMPT = "Write a haiku about a lighthouse."  # the client-side first-byte timing
+BUSY_RETRY_S = 90
+SWARM_DEADLINE_S = 600  # the in-namespace part gives up (and cleans up) after this
+OUTER_TIMEOUT_S = 660
 STOP_GRACE_S = 30
 
 
@@ -51,6 +74,7 @@ class _Swarm:
         self.deadline = deadline
         self.procs: list[subprocess.Popen] = []
         self.join = ""
+        self.session = ""  # an open session's id, closed before the workers stop
 
     def left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -79,7 +103,10 @@ class _Swarm:
         log = (self.work / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             [str(BIN), "--data-dir", str(data), "worker", "--no-mdns", "--join", self.join]
-            + ["--listen", "/ip4/127.0.0.1/tcp/0", "--label", f"bench-{name}", *extra],
+            + ["--listen", "/ip4/127.0.0.1/tcp/0", "--label", f"bench-{name}", *extra]
+            # Republish the record (and so its load) every 2 s, as the tests do: with the
+            # default minute, a worker still looks busy long after a request left it.
+            + ["--refresh", "2s", "--record-ttl", "6s"],
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
@@ -107,6 +134,12 @@ class _Swarm:
                 proc.wait()
 
 
+def _has_field(cls: type, name: str) -> bool:
+    import dataclasses
+
+    return dataclasses.is_dataclass(cls) and name in {f.name for f in dataclasses.fields(cls)}
+
+
 def _cold_streamed_infer(swarm: _Swarm, common: list[str]) -> tuple[float, str]:
     """(seconds from launch to first stdout byte, whole answer) for one cold infer."""
     log = (swarm.work / "infer-stream.log").open("wb")
@@ -129,7 +162,138 @@ def _cold_streamed_infer(swarm: _Swarm, common: list[str]) -> tuple[float, str]:
     return ttft, (first + rest).decode(errors="replace")
 
 
-def swarm_main() -> int:
+def _open_session(swarm: _Swarm, common: list[str]) -> str:
+    """`session open` over the swarm; returns the session id (the daemon is detached).
+
+    A worker republishes its capability record (with its load) only every refresh
+    interval (a minute by default), so right after the one-shot infers above the workers
+    may still look busy: open is retried while it fails because a worker is busy ("all
+    providers busy", or too few workers "within the limits") or unavailable (exit 4, e.g.
+    a worker's `ray start` failing on an overloaded machine), for up to BUSY_RETRY_S."""
+    until = time.monotonic() + BUSY_RETRY_S
+    while True:
+        try:
+            sid = swarm.run("requester", "session", "open", *common).strip()
+            break
+        except RuntimeError as exc:
+            text = str(exc)
+            transient = "busy" in text or "within the limits" in text or "exited 4" in text
+            if not transient or time.monotonic() > until:
+                raise
+            time.sleep(5)  # polls a condition: the workers' next record shows them free
+    if len(sid) != 32:
+        raise RuntimeError(f"session open printed {sid!r}")
+    swarm.session = sid
+    return sid
+
+
+def _close_session(swarm: _Swarm) -> None:
+    """`session close`; if that fails, SIGTERM the daemon named by the session's record
+    (checking its command line names the session) and wait for it to tear down."""
+    sid, swarm.session = swarm.session, ""
+    if not sid:
+        return
+    try:
+        swarm.run("requester", "session", "close", sid, timeout=120)
+        return
+    except Exception as exc:  # noqa: BLE001 - fall back to the daemon's pid
+        print(f"pipeline: session close failed: {exc}", file=sys.stderr)
+    record = swarm.work / "requester" / "sessions" / f"{sid}.json"
+    try:
+        pid = int(json.loads(record.read_text())["pid"])
+        if sid.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        return
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)  # polls a condition: the daemon exits once its cluster is down
+
+
+def _session_streamed_ttft(swarm: _Swarm, sid: str, prompt: str) -> float:
+    """Seconds from launching `infer --session` to its first streamed stdout byte."""
+    log = (swarm.work / "session-stream.log").open("ab")
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(BIN), "--data-dir", str(swarm.work / "requester"), "infer", "--session", sid]
+        + ["--max-tokens", str(MAX_TOKENS), prompt],
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    swarm.procs.append(proc)
+    assert proc.stdout is not None
+    first = proc.stdout.read(1)
+    ttft = time.perf_counter() - start
+    proc.stdout.read()
+    code = proc.wait(timeout=swarm.left())
+    if code != 0 or not first:
+        raise RuntimeError(
+            f"infer --session exited {code}: {(swarm.work / 'session-stream.log').read_text()}"
+        )
+    return ttft
+
+
+def _engine_ttft(store_dir: Path) -> tuple[Callable[[str], float], bool]:
+    """The single-process torch engine, loaded and warmed up: (prompt -> TTFT in ms,
+    whether it skips its prefix cache)."""
+    from edgellm.engine.base import EngineConfig
+    from edgellm.engine.torch.engine import TorchEngine
+    from edgellm.engine.types import GenerationRequest, SamplingParams
+
+    engine = TorchEngine.load(EngineConfig(store_dir))
+    uncached = {"no_prefix_cache": True} if _has_field(GenerationRequest, "no_prefix_cache") else {}
+
+    def ttft_ms(prompt: str) -> float:
+        request = GenerationRequest("bench", prompt=prompt, sampling=SamplingParams(1), **uncached)
+        return list(engine.generate(request))[-1].timings.ttft_ms
+
+    for _ in range(REPEATS):  # warm-up: the first forward passes after a load are slow
+        ttft_ms(WARMUP_PROMPT)
+    return ttft_ms, bool(uncached)
+
+
+def _warm_session(swarm: _Swarm, net: list[str], store_dir: Path) -> dict[str, Any]:
+    """Open a session over the two workers, warm it up, then per prompt the session's TTFT
+    and the local engine's."""
+    engine_ttft_ms, uncached = _engine_ttft(store_dir)
+    started = time.monotonic()
+    sid = _open_session(swarm, [*net, "--stages", "2"])
+    open_s = time.monotonic() - started
+    ask = ["infer", "--session", sid, "--json", "--max-tokens", str(MAX_TOKENS)]
+    swarm.run("requester", *ask, WARMUP_PROMPT)  # warm-up, discarded
+    answers, engine_ms = [], []
+    for prompt in SESSION_PROMPTS:
+        # The engine just before and just after the session request; the faster of the
+        # two is the baseline (a conservative ratio on a machine whose load varies).
+        before = engine_ttft_ms(prompt)
+        answers.append(json.loads(swarm.run("requester", *ask, prompt)))
+        engine_ms.append(min(before, engine_ttft_ms(prompt)))
+    wall = _session_streamed_ttft(swarm, sid, WALL_PROMPT)
+    _close_session(swarm)
+    import torch
+
+    return {
+        # The machine's state while measuring: on a shared, overloaded machine torch's
+        # threads oversubscribe the cores and the figure says more about that than about
+        # sessions.
+        "load_avg_1m": os.getloadavg()[0],
+        "engine_torch_threads": torch.get_num_threads(),
+        "open_s": open_s,
+        "ttft_ms": [a["ttft_ms"] for a in answers],
+        "engine_ttft_ms": engine_ms,
+        "engine_skips_prefix_cache": uncached,
+        "prompt_tokens": [a["prompt_tokens"] for a in answers],
+        "stages": len(answers[0].get("stages") or []),
+        "wall_ttft_s": wall,
+    }
+
+
+def swarm_main(store_dir: Path) -> int:
     """Run inside the namespace: print one JSON object with the swarm measurements."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     interfaces = sorted(os.listdir("/sys/class/net"))
@@ -155,6 +319,8 @@ def swarm_main() -> int:
         common += ["--stages", "2", "--max-tokens", str(MAX_TOKENS)]
         cold_ttft_s, streamed = _cold_streamed_infer(swarm, common)
         answer = json.loads(swarm.run("requester", "infer", "--json", *common, PROMPT))
+        net_listen = [*net, "--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1"]
+        session = _warm_session(swarm, net_listen, store_dir)
         print(
             json.dumps(
                 {
@@ -162,16 +328,18 @@ def swarm_main() -> int:
                     "streamed_text": streamed,
                     "workers_start_s": workers_s,
                     "answer": answer,
+                    "session": session,
                 }
             )
         )
         return 0
     finally:
+        _close_session(swarm)
         swarm.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _swarm_in_netns() -> dict[str, Any]:
+def _swarm_in_netns(store_dir: Path) -> dict[str, Any]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         raise RuntimeError(
             "pipeline figures need a loopback-only network namespace (root and iproute2); "
@@ -183,7 +351,7 @@ def _swarm_in_netns() -> dict[str, Any]:
     env.setdefault("EDGELLM_PYTHON", sys.executable)
     env.setdefault("EDGELLM_MODELS_DIR", str(REPO / ".cache" / "models"))
     proc = subprocess.Popen(
-        [str(IN_NETNS), sys.executable, str(Path(__file__).resolve()), "--swarm"],
+        [str(IN_NETNS), sys.executable, str(Path(__file__).resolve()), "--swarm", str(store_dir)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -236,8 +404,11 @@ def _baselines(store_dir: Path, new_tokens: int) -> dict[str, Any]:
             )
         return time.perf_counter() - start, out[0, ids.shape[1] :].tolist()
 
+    # A full prefill every time: skip the engine's prefix cache where it has one.
+    uncached = {"no_prefix_cache": True} if _has_field(GenerationRequest, "no_prefix_cache") else {}
+
     def ttft_ms() -> float:
-        request = GenerationRequest("bench", prompt=PROMPT, sampling=SamplingParams(1))
+        request = GenerationRequest("bench", prompt=PROMPT, sampling=SamplingParams(1), **uncached)
         return list(engine.generate(request))[-1].timings.ttft_ms
 
     generate(4)  # warm-up
@@ -258,13 +429,40 @@ def _baselines(store_dir: Path, new_tokens: int) -> dict[str, Any]:
 
 
 def figures(store_dir: Path) -> dict[str, Any]:
-    swarm = _swarm_in_netns()
+    swarm = _swarm_in_netns(store_dir)
     answer = swarm["answer"]
     base = _baselines(store_dir, max(int(answer["completion_tokens"]), 2))
     split_tok_s = float(answer["tokens_per_s"])
     decode_ratio = split_tok_s / base["generate_tok_s"] if base["generate_tok_s"] else 0.0
     ttft_ratio = swarm["cold_ttft_s"] / base["engine_ttft_s"] if base["engine_ttft_s"] else None
+    session = swarm["session"]
+    warm_ms = statistics.median(session["ttft_ms"])
+    engine_ms = statistics.median(session["engine_ttft_ms"])
+    warm_ratio = warm_ms / engine_ms if engine_ms else None
+    pairs = zip(session["ttft_ms"], session["engine_ttft_ms"], strict=True)
     return {
+        "warm_session_ttft_ratio": {
+            "value": warm_ratio,
+            "unit": "ratio",
+            "baseline": engine_ms / 1000,
+            "ratio": warm_ratio,
+            "warm_session_ttft_s": warm_ms / 1000,
+            "engine_ttft_s": engine_ms / 1000,
+            "session_ttft_ms": session["ttft_ms"],
+            "engine_ttft_ms": session["engine_ttft_ms"],
+            "pair_ratios": [w / e if e else None for w, e in pairs],
+            "engine_skips_prefix_cache": session["engine_skips_prefix_cache"],
+            "session_prompt_tokens": session["prompt_tokens"],
+            "session_wall_ttft_s": session["wall_ttft_s"],
+            "session_open_s": session["open_s"],
+            "cold_ttft_s": swarm["cold_ttft_s"],
+            "bench_process_engine_ttft_s": base["engine_ttft_s"],
+            "load_avg_1m": session["load_avg_1m"],
+            "engine_torch_threads": session["engine_torch_threads"],
+            "stages": session["stages"],
+            "peers": 3,
+            "prompts": len(SESSION_PROMPTS),
+        },
         "pipeline_decode_ratio": {
             "value": decode_ratio,
             "unit": "ratio",
@@ -294,6 +492,8 @@ def figures(store_dir: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--swarm"]:
-        sys.exit(swarm_main())
-    sys.exit(f"usage: {sys.argv[0]} --swarm (run by bench/run.py inside a network namespace)")
+    if len(sys.argv) == 3 and sys.argv[1] == "--swarm":
+        sys.exit(swarm_main(Path(sys.argv[2])))
+    sys.exit(
+        f"usage: {sys.argv[0]} --swarm STORE_DIR (run by bench/run.py inside a network namespace)"
+    )
