@@ -173,7 +173,11 @@ func (n *Node) LongestCachedPrefix(ctx context.Context, weightsCID string, keys 
 	if err := checkKVKeys(keys); err != nil {
 		return KVHit{}, err
 	}
-	n.waitRoutable(ctx)
+	// A member is usually connected by now (the node starts before the
+	// backend); an unreachable swarm costs at most kvFindTimeout here.
+	wctx, wcancel := context.WithTimeout(ctx, kvFindTimeout)
+	n.waitRoutable(wctx)
+	wcancel()
 	lo, hi := 0, len(keys)
 	var cands []peer.AddrInfo
 	for lo < hi {

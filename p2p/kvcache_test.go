@@ -305,3 +305,16 @@ func FuzzKVReply(f *testing.F) {
 		}
 	})
 }
+
+// TestKVLookupAlone: a node whose swarm is unreachable finds no cached
+// prefix (after waiting at most kvFindTimeout for a member), without an
+// error of another kind.
+func TestKVLookupAlone(t *testing.T) {
+	n := newTestNode(t, WithSecret(newSecret(t)))
+	ctx := testContext(t, 30*time.Second)
+	start := time.Now()
+	if _, err := n.LongestCachedPrefix(ctx, "bafk-m", chainKeys("alone", 8)); !errors.Is(err, ErrNoCachedPrefix) {
+		t.Fatalf("alone: %v", err)
+	}
+	t.Logf("lookup with nobody to ask took %s", time.Since(start).Round(time.Millisecond))
+}
