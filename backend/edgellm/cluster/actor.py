@@ -1,16 +1,22 @@
 """The stage actor: one per peer, holding its layer range from that peer's own store.
 
 It runs in a Ray worker process on the peer's node, so `load_config()` there reads the
-environment the peer's backend gave its Ray node (EDGELLM_MODELS_DIR): the weights come
-from the peer's disk, never over the cluster, and must match the plan's weights CID.
+environment the peer's backend gave its Ray node (EDGELLM_MODELS_DIR, EDGELLM_IPFS_API):
+the weights come from the peer's disk, never over the cluster, and must match the plan's
+weights CID; KV blocks go to and come from the peer's own Kubo.
+
+A pipeline stage uses open/forward/close. In a prefill/decode plan (disaggregated.py) the
+prefill stage uses open/prefill/handoff, the decode stage open/load_kv/forward/close.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 
+from edgellm.cluster.disaggregated import Handoff, Loaded, PeerKV
 from edgellm.config import load_config
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.errors import InvalidRequest, StoreError, WeightsMismatch
@@ -21,6 +27,13 @@ class StageActor:
     def __init__(self) -> None:
         self.stage: Stage | None = None
         self.sessions: dict[str, StageSession] = {}
+        self.weights_cid = ""
+        # KV blocks in this peer's Kubo (P/D), opened on first use.
+        self.kv: PeerKV | None = None
+        # Prompt token ids of prefilled sessions, until their handoff.
+        self.prompts: dict[str, list[int]] = {}
+        # Logits of the prompt's last position, when load_kv computed it (see take_logits).
+        self.prompt_logits: dict[str, torch.Tensor] = {}
 
     def load(self, model_id: str, start: int, end: int, weights_cid: str, peer: str) -> int:
         """Load layers [start, end) of `model_id`; returns this process's pid."""
@@ -34,6 +47,7 @@ class StageActor:
                 f"the plan names {weights_cid}"
             )
         self.stage = Stage(store.path(model_id), LayerRange(start, end), "cpu")
+        self.weights_cid = weights_cid
         return os.getpid()
 
     def open(self, session_id: str, max_positions: int) -> None:
@@ -51,3 +65,48 @@ class StageActor:
 
     def close(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
+        self.prompts.pop(session_id, None)
+        self.prompt_logits.pop(session_id, None)
+
+    # -- prefill/decode ----------------------------------------------------------------
+
+    def _kv(self) -> PeerKV:
+        if self.kv is None:
+            self.kv = PeerKV.from_config(self.weights_cid)
+        return self.kv
+
+    def prefill(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
+        """The prefill peer: the prompt [1, n] through every layer; the last position's
+        logits. The session waits for `handoff`."""
+        session = self.sessions[session_id]
+        try:
+            logits = session.forward(inputs)
+        except BaseException:
+            self.close(session_id)  # so the handoff names no half-computed blocks
+            raise
+        self.prompts[session_id] = [int(t) for t in inputs[0].tolist()]
+        return logits
+
+    def handoff(self, session_id: str) -> Handoff:
+        """The prefill peer, after `prefill`: store the prompt's blocks, free the session,
+        return the manifest (empty when there is nothing to hand over)."""
+        session = self.sessions.pop(session_id, None)
+        prompt = self.prompts.pop(session_id, None)
+        if session is None or prompt is None:
+            return Handoff()
+        return self._kv().store_prompt(session, prompt)
+
+    def load_kv(self, session_id: str, handoff: Handoff, prompt: list[int]) -> Loaded:
+        """The decode peer: fill the opened session with the prompt from the prefill
+        peer's blocks, computing what they do not cover."""
+        if self.stage is None:
+            raise InvalidRequest("stage not loaded")
+        loaded = self._kv().load(self.sessions[session_id], handoff, prompt)
+        if loaded.logits is not None:
+            self.prompt_logits[session_id] = loaded.logits
+        return dataclasses.replace(loaded, logits=None)
+
+    def take_logits(self, session_id: str) -> torch.Tensor | None:
+        """The logits of the prompt's last position if load_kv computed it (the first
+        token, when the prefill peer was lost before returning its own)."""
+        return self.prompt_logits.pop(session_id, None)

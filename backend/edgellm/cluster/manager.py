@@ -65,6 +65,8 @@ class ClusterManager:
         env = {"EDGELLM_MODELS_DIR": str(self._models_dir)}
         if self._ipfs_api:
             env["EDGELLM_IPFS_API"] = self._ipfs_api
+            # Stage actors' block index (P/D), apart from this backend's prefix cache.
+            env["EDGELLM_STAGE_KV_DIR"] = str(self._work_dir / "stage-kv")
         return env
 
     def _claim(self, sid: str) -> None:
@@ -140,9 +142,7 @@ class ClusterManager:
                 for old in session.engines.values():  # one plan's actors at a time
                     old.close()
                 session.engines.clear()
-                from edgellm.cluster.pipeline import RayPipeline
-
-                engine = TorchEngine.over(RayPipeline.load(plan, model_id), model_dir)
+                engine = _build(plan, model_id, model_dir)
                 session.engines[key] = engine
         return engine, session.busy
 
@@ -169,3 +169,15 @@ class ClusterManager:
             ids = list(self._sessions)
         for sid in ids:
             self.leave(sid)
+
+
+def _build(plan: Plan, model_id: str, model_dir: Path) -> TorchEngine:
+    """A pipeline's engine, or a prefill/decode plan's (prefill on one peer, decode on
+    the other, KV blocks handed over through IPFS)."""
+    if plan.disaggregated:
+        from edgellm.cluster.disaggregated import DisaggregatedEngine, DisaggregatedRunner
+
+        return DisaggregatedEngine.over(DisaggregatedRunner.load(plan, model_id), model_dir)
+    from edgellm.cluster.pipeline import RayPipeline
+
+    return TorchEngine.over(RayPipeline.load(plan, model_id), model_dir)

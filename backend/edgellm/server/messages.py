@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from edgellm.cluster.plan import Plan, PlanStage
+from edgellm.cluster.plan import Plan, PlanStage, StageRole
 from edgellm.engine.torch.stage import LayerRange
 from edgellm.engine.types import (
     ChatMessage,
@@ -55,10 +55,20 @@ def generation_request(msg: inference_pb2.GenerateRequest, arrival: float) -> Ge
 def plan(msg: inference_pb2.Plan) -> Plan:
     """The plan as sent; Plan.validate checks it against the model before anything runs."""
     stages = tuple(
-        PlanStage(s.peer_resource, LayerRange(s.layer_start, s.layer_end), s.weights_cid)
+        PlanStage(
+            s.peer_resource, LayerRange(s.layer_start, s.layer_end), s.weights_cid, _role(s.role)
+        )
         for s in msg.stages
     )
     return Plan(msg.session_id, stages)
+
+
+def _role(value: int) -> StageRole | int:
+    """The stage's role; an unknown number stays a number, which Plan.validate refuses."""
+    try:
+        return StageRole(value)
+    except ValueError:
+        return value
 
 
 def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.GenerateResponse:

@@ -1,0 +1,284 @@
+"""Prefill/decode disaggregation without Ray: two in-process stage actors, each with its
+own real Kubo daemon (not connected beforehand: the decode side connects through the
+manifest's providers). Greedy output equals transformers generate token for token whether
+the decode peer takes every full block from the prefill peer, refuses one and recomputes
+from there, or has no IPFS at all; the prefill peer's loss costs only a warning."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from edgellm.cluster.actor import StageActor
+from edgellm.cluster.disaggregated import (
+    DisaggregatedEngine,
+    DisaggregatedRunner,
+    Handoff,
+    LocalCalls,
+    PeerKV,
+)
+from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.errors import ClusterError
+from edgellm.kv.ipfs import KuboClient
+from edgellm.kv.store import KVStore
+from edgellm.models.manifest import Manifest
+
+BLOCK = 16
+MAX_NEW = 12
+PROMPT = (
+    " ".join(
+        f"Entry {i}: the ferry left the harbour at dawn with {i + 3} passengers, two crates of "
+        f"oranges and a bicycle that belonged to the harbour master's niece."
+        for i in range(10)
+    )
+    + "\n\nHow many passengers did the ferry carry on entry 4?"
+)
+
+
+@pytest.fixture(scope="module")
+def model_cid(store_dir: Path) -> str:
+    return Manifest.read(store_dir).weights_cid
+
+
+@pytest.fixture(scope="module")
+def stage(store_dir: Path) -> Stage:
+    """Every layer, shared by both actors (sessions are separate)."""
+    return Stage(store_dir)
+
+
+@pytest.fixture(scope="module")
+def kubos(tmp_path_factory: pytest.TempPathFactory):
+    from tests.python.conftest import KuboDaemon, _require_ipfs
+
+    _require_ipfs()
+    started = []
+    try:
+        for name in ("kubo-p", "kubo-d"):
+            started.append(KuboDaemon(tmp_path_factory.mktemp(name) / "repo"))
+        yield tuple(started)
+    finally:
+        for daemon in started:
+            daemon.stop()
+
+
+def _request(rid: str = "r") -> GenerationRequest:
+    return GenerationRequest(rid, prompt=PROMPT, sampling=SamplingParams(max_tokens=MAX_NEW))
+
+
+def _actor(stage: Stage, model_cid: str, kv: PeerKV | None) -> StageActor:
+    actor = StageActor()
+    actor.stage = stage
+    actor.weights_cid = model_cid
+    actor.kv = kv or PeerKV(None, model_cid, BLOCK)
+    return actor
+
+
+def _kv(daemon, directory: Path, model_cid: str) -> PeerKV:
+    store = KVStore(KuboClient(daemon.api), directory, 1 << 30, 5.0)
+    return PeerKV(store, model_cid, BLOCK)
+
+
+def _engine(store_dir: Path, prefill: StageActor, decode: StageActor) -> DisaggregatedEngine:
+    return DisaggregatedEngine.over(DisaggregatedRunner(prefill, decode, LocalCalls()), store_dir)
+
+
+def _run(engine: DisaggregatedEngine):
+    chunks = list(engine.generate(_request()))
+    return [t for c in chunks for t in c.token_ids], chunks[-1]
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(store_dir, stage, model_cid) -> list[int]:
+    engine = _engine(store_dir, _actor(stage, model_cid, None), _actor(stage, model_cid, None))
+    return engine.prepare(_request()).prompt_ids
+
+
+@pytest.fixture(scope="module")
+def reference(store_dir: Path, prompt_ids: list[int]) -> list[int]:
+    model = AutoModelForCausalLM.from_pretrained(store_dir).eval()
+    ids = torch.tensor([prompt_ids])
+    with torch.inference_mode():
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=MAX_NEW
+        )
+    return out[0, ids.shape[1] :].tolist()
+
+
+@pytest.fixture
+def pair(stage, model_cid, kubos, tmp_path):
+    """A prefill actor on Kubo P and a decode actor on Kubo D, each with a fresh index."""
+    p, d = kubos
+    prefill = _actor(stage, model_cid, _kv(p, tmp_path / "kv-p", model_cid))
+    decode = _actor(stage, model_cid, _kv(d, tmp_path / "kv-d", model_cid))
+    yield prefill, decode
+    for actor in (prefill, decode):
+        actor.kv.close()
+
+
+@pytest.fixture
+def computed(monkeypatch) -> list[tuple[int, int]]:
+    """(id of the session, tokens) of every forward, to prove where what was computed."""
+    seen: list[tuple[int, int]] = []
+    original = StageSession.forward
+
+    def spy(self, inputs):
+        seen.append((id(self), inputs.shape[1]))
+        return original(self, inputs)
+
+    monkeypatch.setattr(StageSession, "forward", spy)
+    return seen
+
+
+def test_prompt_spans_several_blocks_and_a_tail(prompt_ids) -> None:
+    assert len(prompt_ids) > 10 * BLOCK
+    assert len(prompt_ids) % BLOCK != 0  # a tail the decode peer computes itself
+
+
+def test_decode_peer_continues_from_prefill_peers_blocks(
+    store_dir, pair, prompt_ids, reference, computed, caplog
+) -> None:
+    prefill, decode = pair
+    tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    full = len(prompt_ids) // BLOCK * BLOCK
+    assert last.usage.prompt_tokens == len(prompt_ids)
+    assert last.usage.cached_prompt_tokens == full
+    assert last.timings.kv_store_ms > 0
+    assert last.timings.kv_fetch_ms > 0
+    # P computed the whole prompt in one forward; D computed only the tail, then decoded.
+    sizes = [n for _, n in computed]
+    assert sizes[0] == len(prompt_ids)
+    assert sizes[1] == len(prompt_ids) - full
+    assert sizes[2:] == [1] * (MAX_NEW - 1)
+    assert len({sid for sid, _ in computed[1:]}) == 1  # all on the decode peer's session
+    # P's blocks are pinned in P's Kubo; D fetched them over bitswap.
+    assert len(prefill.kv.store) == full // BLOCK
+    # Both actors freed their sessions.
+    assert prefill.sessions == {} and decode.sessions == {}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _spoil(manifest: bytes, index: int, cid: str) -> bytes:
+    doc = json.loads(manifest)
+    doc["blocks"][index]["parts"][0]["cid"] = cid
+    return json.dumps(doc).encode()
+
+
+class SpoilingPrefill(StageActor):
+    """A prefill peer whose manifest names another block's CID for block `index`."""
+
+    index = 4
+
+    def handoff(self, session_id: str) -> Handoff:
+        handoff = super().handoff(session_id)
+        doc = json.loads(handoff.manifest)
+        other = doc["blocks"][self.index + 1]["parts"][0]["cid"]
+        return Handoff(
+            _spoil(handoff.manifest, self.index, other),
+            handoff.store_ms,
+            handoff.tokens,
+            handoff.warnings,
+        )
+
+
+def test_refused_block_is_recomputed_with_a_warning(
+    store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog
+) -> None:
+    _, decode = pair
+    prefill = SpoilingPrefill()
+    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    good = SpoilingPrefill.index * BLOCK
+    assert last.usage.cached_prompt_tokens == good
+    assert [n for _, n in computed][1] == len(prompt_ids) - good
+    warned = [r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated"]
+    assert any(f"kv block {SpoilingPrefill.index}" in m and "refused" in m for m in warned)
+
+
+def test_decode_peer_without_kubo_computes_the_prompt(
+    store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, tmp_path
+) -> None:
+    prefill, _ = pair
+    dead = KVStore(KuboClient("http://127.0.0.1:9"), tmp_path / "kv-dead", 1 << 30, 1.0)
+    decode = _actor(stage, model_cid, PeerKV(dead, model_cid, BLOCK))
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert [n for _, n in computed][1] == len(prompt_ids)
+    assert any("p/d:" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_no_ipfs_on_either_peer_still_answers(
+    store_dir, stage, model_cid, prompt_ids, reference, computed, caplog
+) -> None:
+    prefill, decode = _actor(stage, model_cid, None), _actor(stage, model_cid, None)
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert last.timings.kv_fetch_ms == 0
+    assert [n for _, n in computed][:2] == [len(prompt_ids), len(prompt_ids)]
+    assert any("has no IPFS node" in r.getMessage() for r in caplog.records)
+
+
+class LostBeforeHandoff(StageActor):
+    def handoff(self, session_id: str) -> Handoff:
+        raise ClusterError("the actor died")
+
+
+class LostBeforeLogits(StageActor):
+    def prefill(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
+        raise ClusterError("the actor died")
+
+    def handoff(self, session_id: str) -> Handoff:
+        raise ClusterError("the actor died")
+
+
+@pytest.mark.parametrize("lost", [LostBeforeHandoff, LostBeforeLogits])
+def test_prefill_peer_lost_costs_a_warning(
+    store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, lost
+) -> None:
+    _, decode = pair
+    prefill = lost()
+    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert any("prefill peer" in r.getMessage() for r in caplog.records)
+    assert decode.sessions == {} and decode.prompt_logits == {}
+
+
+class DecodeLost(StageActor):
+    def forward(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
+        raise ClusterError("a stage failed: the actor died")
+
+
+def test_decode_peer_lost_fails_the_request(store_dir, stage, model_cid, pair) -> None:
+    prefill, _ = pair
+    decode = DecodeLost()
+    decode.stage, decode.weights_cid, decode.kv = stage, model_cid, PeerKV(None, model_cid, BLOCK)
+    engine = _engine(store_dir, prefill, decode)
+    chunks = engine.generate(_request())
+    first = next(chunks)  # the first token comes from the prefill peer
+    assert len(first.token_ids) == 1
+    with pytest.raises(ClusterError, match="actor died"):
+        next(chunks)
+
+
+def test_one_token_request_needs_no_decode_step(store_dir, pair, reference) -> None:
+    prefill, decode = pair
+    engine = _engine(store_dir, prefill, decode)
+    request = GenerationRequest("one", prompt=PROMPT, sampling=SamplingParams(max_tokens=1))
+    chunks = list(engine.generate(request))
+    assert [t for c in chunks for t in c.token_ids] == reference[:1]
+    assert chunks[-1].usage.completion_tokens == 1
