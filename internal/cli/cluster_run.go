@@ -156,8 +156,10 @@ func (c *clusterRun) Stages() []stageJSON {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]stageJSON, 0, len(c.plan.Stages))
+	roles := c.d.stageRoles(len(c.plan.Stages))
 	for i, s := range c.plan.Stages {
-		sj := stageJSON{PeerID: s.PeerID, LayerStart: s.Start, LayerEnd: s.End, RayAddress: c.handles[i].RayAddress}
+		sj := stageJSON{PeerID: s.PeerID, LayerStart: s.Start, LayerEnd: s.End, RayAddress: c.handles[i].RayAddress,
+			Role: roleName(roles[i])}
 		if rtt := c.rtts[s.PeerID]; rtt > 0 {
 			ms := float64(rtt.Microseconds()) / 1000
 			sj.RTTMs = &ms
@@ -179,7 +181,9 @@ func (c *clusterRun) backendPlan() (*pb.Plan, []*p2p.SessionHandle) {
 		stages[i] = backend.PlanStage{Resource: c.handles[i].ResourceName, Start: uint32(s.Start), End: uint32(s.End),
 			WeightsCID: c.plan.WeightsCID}
 	}
-	return backend.NewPlan(c.sid.String(), stages), append([]*p2p.SessionHandle(nil), c.handles...)
+	plan := backend.NewPlan(c.sid.String(), stages)
+	c.d.setRoles(plan) // prefill then decode in a P/D run (pd.go)
+	return plan, append([]*p2p.SessionHandle(nil), c.handles...)
 }
 
 // abortWhenDone sends Abort for the request when ctx ends or the node is

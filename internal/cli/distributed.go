@@ -72,6 +72,9 @@ type distOptions struct {
 	listen      []string
 	rayAddress  string
 	discoverFor time.Duration
+	// Prefill/decode disaggregation (pd.go): both or neither.
+	prefillPeer string
+	decodePeer  string
 }
 
 func (d *distOptions) register(cmd *cobra.Command) {
@@ -84,11 +87,15 @@ func (d *distOptions) register(cmd *cobra.Command) {
 	f.StringSliceVar(&d.listen, "listen", nil, "listen multiaddrs of this node, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
 	f.StringVar(&d.rayAddress, "ray-address", "", "IP the workers reach this machine's Ray head on (default: its first non-loopback IPv4, else 127.0.0.1)")
 	f.DurationVar(&d.discoverFor, "discover-timeout", 10*time.Second, "longest time to look for workers")
+	d.registerPD(cmd)
 }
 
 // swarmConfigured reports whether infer should use the swarm: --join given
 // or <data-dir>/swarm.join present, and --local not given.
 func (d *distOptions) swarmConfigured(cfg *config.Config) bool {
+	if d.disaggregated() {
+		return true // named workers: validate refuses them with --local
+	}
 	if d.local {
 		return false
 	}
@@ -112,7 +119,7 @@ func (d *distOptions) validate() error {
 	case d.rayAddress != "" && net.ParseIP(d.rayAddress) == nil:
 		return fmt.Errorf("%w: --ray-address must be an IP address", ErrInvalidArgument)
 	}
-	return nil
+	return d.validatePD()
 }
 
 // stageJSON is one stage in infer --json's "stages".
@@ -122,6 +129,8 @@ type stageJSON struct {
 	LayerEnd   int      `json:"layer_end"`
 	RayAddress string   `json:"ray_address"`
 	RTTMs      *float64 `json:"rtt_ms"`
+	// Role is "prefill" or "decode" in a P/D run (pd.go); absent for a pipeline stage.
+	Role string `json:"role,omitempty"`
 }
 
 // runDistributed answers the prompt across the swarm: open the cluster
@@ -135,8 +144,7 @@ func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.
 	if !o.json {
 		plan := c.Plan()
 		for i, s := range c.Stages() {
-			fmt.Fprintf(app.stderr, "stage %d/%d: layers [%d,%d) of %d on %s (rtt %s)\n", i+1, len(plan.Stages),
-				s.LayerStart, s.LayerEnd, plan.NumLayers, s.PeerID, fmtRTT(c.rtt(s.PeerID)))
+			fmt.Fprintln(app.stderr, o.dist.stageLine(i, len(plan.Stages), s, plan.NumLayers, fmtRTT(c.rtt(s.PeerID))))
 		}
 	}
 	res := &inferResult{Model: c.Plan().Model, RequestID: req.GetRequestId(), TokenIDs: []uint32{}}
@@ -169,6 +177,10 @@ func (app *App) discoverAndPlan(ctx context.Context, node *p2p.Node, model strin
 	peers, rtts, err := app.discover(ctx, node, d.discoverFor)
 	if err != nil {
 		return planner.Plan{}, nil, err
+	}
+	if d.disaggregated() {
+		plan, err := planPD(peers, d.planRequest(model), d.prefillPeer, d.decodePeer)
+		return plan, rtts, err
 	}
 	plan, err := planner.Choose(peers, d.planRequest(model))
 	if err != nil {

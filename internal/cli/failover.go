@@ -123,9 +123,12 @@ func (c *clusterRun) Generate(ctx context.Context, req *pb.GenerateRequest, onRe
 		if cb, ok := errors.AsType[*callbackError](err); ok {
 			return cb.err
 		}
-		lost := c.lostStages(ctx, handles, err)
+		lost := c.lostStages(ctx, c.d.watched(handles), err)
 		if len(lost) == 0 {
 			return err
+		}
+		if c.d.disaggregated() { // only the decode worker is watched (pd.go)
+			return c.pdLost(len(resume) + len(produced))
 		}
 		tokens, what := len(resume)+len(produced), c.describe(lost)
 		if failovers == maxFailovers {
@@ -156,7 +159,7 @@ func (c *clusterRun) attempt(ctx context.Context, r *pb.GenerateRequest, handles
 	defer cancel(nil)
 	stopAbort := c.abortWhenDone(ctx, r.GetRequestId(), cancel)
 	defer stopAbort()
-	stopWatch := watchLost(handles, cancel)
+	stopWatch := watchLost(c.d.watched(handles), cancel)
 	defer stopWatch()
 	err := c.b.Generate(genCtx, r, onResp)
 	if wl, ok := errors.AsType[*workerLost](context.Cause(genCtx)); err != nil && ok {

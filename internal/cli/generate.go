@@ -24,8 +24,13 @@ type inferResult struct {
 	TokensPerS        float64 `json:"tokens_per_s"`
 	PrefillTokensPerS float64 `json:"prefill_tokens_per_s"`
 	TotalMs           float64 `json:"total_ms"`
-	// CachedPromptTokens: prompt tokens whose KV came from cached blocks.
+	// CachedPromptTokens: prompt tokens whose KV came from cached blocks
+	// (in a P/D run: the decode worker took them from the prefill worker's).
 	CachedPromptTokens uint32 `json:"cached_prompt_tokens"`
+	// KVFetchMs: fetching, checking and importing KV blocks; KVStoreMs:
+	// storing the prompt's blocks (in a P/D run, on the prefill worker).
+	KVFetchMs float64 `json:"kv_fetch_ms"`
+	KVStoreMs float64 `json:"kv_store_ms"`
 	// TokenIDs are the generated token ids, in order.
 	TokenIDs []uint32 `json:"token_ids"`
 	// Stages says which worker ran which layers; absent for a local run.
@@ -55,6 +60,7 @@ func (r *inferResult) record(resp *pb.GenerateResponse, text *strings.Builder) {
 	if t := resp.GetTimings(); t != nil {
 		r.TTFTMs, r.TokensPerS = t.GetTtftMs(), t.GetDecodeTokensPerS()
 		r.PrefillTokensPerS, r.TotalMs = t.GetPrefillTokensPerS(), t.GetTotalMs()
+		r.KVFetchMs, r.KVStoreMs = t.GetKvFetchMs(), t.GetKvStoreMs()
 	}
 }
 
