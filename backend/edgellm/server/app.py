@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import stat
-import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,16 +128,20 @@ def serve(config: BackendConfig, options: ServeOptions) -> int:
 
 
 def _wait_for_stop(parent_pid: int | None) -> str:
-    stop = threading.Event()
     why: list[str] = []
 
+    # The handler takes no lock: it runs in the main thread between two bytecodes, and
+    # a threading.Event.set() there deadlocks when the main thread is inside that
+    # Event's wait() holding its condition's lock (seen: a worker's backend that got
+    # SIGTERM on its node's death hung and left its Ray node running). A signal cuts
+    # the sleep short (its handler runs, then the loop checks `why`).
     def on_signal(signum: int, frame: object) -> None:
         why.append(signal.Signals(signum).name)
-        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    while not stop.wait(PARENT_POLL_S):
+    while not why:
         if parent_pid is not None and not parent_alive(parent_pid):
             return f"parent process {parent_pid} is gone"
-    return why[0] if why else "stop requested"
+        time.sleep(PARENT_POLL_S)
+    return why[0]
