@@ -71,16 +71,6 @@ class HeldKeyLog:
         return keys, max(next_seq, after_seq), len(page) > limit
 
 
-def store_keys(store: KVStore) -> list[bytes]:
-    """The distinct block keys a store indexes, oldest first."""
-    keys = getattr(store, "keys", None)
-    if callable(keys):  # a public accessor, once the store has one
-        return list(keys())
-    with store._lock:  # noqa: SLF001 - the index has no public key listing yet
-        slots = list(store._parts)  # noqa: SLF001
-    return list(dict.fromkeys(slot[0] for slot in slots))
-
-
 def check_keys(keys: Sequence[bytes]) -> list[bytes]:
     if len(keys) > MAX_KEYS:
         raise InvalidRequest(f"at most {MAX_KEYS} keys, got {len(keys)}")
@@ -186,7 +176,10 @@ class KVControl:
 
     def HeldKeys(self, request, context: grpc.ServicerContext):
         limit = request.limit if 0 < request.limit <= MAX_KEYS else MAX_KEYS
-        self._held.sync(k for _, cache in self._caches() for k in store_keys(cache.store))
+        held: list[bytes] = []
+        for _, cache in self._caches():
+            held.extend(cache.store.keys())  # oldest first
+        self._held.sync(held)
         keys, next_seq, more = self._held.after(request.after_seq, limit)
         return control_pb2.HeldKeysResponse(keys=keys, next_seq=next_seq, more=more)
 
