@@ -24,7 +24,7 @@ import (
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// Distributed inference (DESIGN.md, request path steps 1-6): infer with a
+// Distributed inference (DESIGN.md, request path steps 1-7): infer with a
 // swarm configured runs the model across the swarm's workers.
 //
 // Decisions:

@@ -251,8 +251,8 @@ func (c *clusterRun) failover(ctx context.Context, lost []int, why string) (stri
 					spare++
 				}
 			}
-			return "", fmt.Errorf("%w: %s, and none of the %d other workers found can hold its layers",
-				ErrUnavailable, why, spare)
+			return "", fmt.Errorf("%w: %s, and no other worker can hold its layers (%s found)",
+				ErrUnavailable, why, plural(spare, "other worker"))
 		}
 		if err != nil { // busy, over a limit: the planner says which
 			return "", fmt.Errorf("%w: %s, and no other worker can take its layers: %w", ErrUnavailable, why, err)
