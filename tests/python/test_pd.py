@@ -243,7 +243,12 @@ class LostBeforeLogits(StageActor):
         raise ClusterError("the actor died")
 
 
-@pytest.mark.parametrize("lost", [LostBeforeHandoff, LostBeforeLogits])
+class LostBeforeOpen(StageActor):
+    def open(self, session_id: str, max_positions: int) -> None:
+        raise ClusterError("the actor died")
+
+
+@pytest.mark.parametrize("lost", [LostBeforeHandoff, LostBeforeLogits, LostBeforeOpen])
 def test_prefill_peer_lost_costs_a_warning(
     store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, lost
 ) -> None:

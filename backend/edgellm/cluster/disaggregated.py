@@ -22,7 +22,8 @@ overlaps sampling and streaming the first token (time to first token is P's pref
 Nothing about IPFS fails a request: with no Kubo on P or D, a Kubo that does not answer,
 or blocks that do not check out, D computes that part of the prompt and says so. A
 prefill peer lost before its handoff arrived costs nothing but time either: D computes the
-prompt (for the first token too, if P was lost before its logits came back). A decode peer
+prompt (for the first token too, if P was lost before its logits came back or before the
+request reached it). A decode peer
 lost is a ClusterError like any stage's loss (the node decides about failover).
 
 Warnings raised on P and D travel back with the results (Ray actors' logs do not reach
@@ -426,11 +427,18 @@ class DisaggregatedRunner:
         return cls(prefill, decode, RayCalls(), pipeline.pids, plan)
 
     def session(self, max_positions: int) -> DisaggregatedSession:
+        """Open the request on both peers; without the prefill peer (lost since the
+        last request) the decode peer does it all, with a warning."""
         sid = uuid.uuid4().hex
-        opened = [self.calls.submit(a, "open", sid, max_positions) for a in self.actors]
-        for handle in opened:
-            self.calls.get(handle, "opening a stage session failed")
-        return DisaggregatedSession(self, sid)
+        prefill = self.calls.submit(self.prefill, "open", sid, max_positions)
+        decode = self.calls.submit(self.decode, "open", sid, max_positions)
+        self.calls.get(decode, "opening the decode stage's session failed")
+        session = DisaggregatedSession(self, sid)
+        try:
+            self.calls.get(prefill, "opening the prefill stage's session failed")
+        except Exception as exc:  # noqa: BLE001 - the decode peer can do it all
+            session.prefill_lost = f"{exc}"
+        return session
 
     def close(self) -> None:
         self.calls.kill(self.actors)
@@ -446,6 +454,8 @@ class DisaggregatedSession:
     load: Any = None
     loaded: Loaded | None = None
     warned: set[str] = field(default_factory=set)
+    # Why the prefill peer cannot take this request ("" while it can).
+    prefill_lost: str = ""
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.prompt is None:
@@ -459,21 +469,31 @@ class DisaggregatedSession:
     def _prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         runner, calls = self.runner, self.runner.calls
         self.prompt = [int(t) for t in input_ids[0].tolist()]
+        if self.prefill_lost:
+            self._warn(
+                f"the prefill peer is gone ({self.prefill_lost}); "
+                "the decode peer computes the prompt"
+            )
+            self.load = calls.submit(runner.decode, "load_kv", self.sid, Handoff(), self.prompt)
+            return self._decode_logits(self.prefill_lost)
         logits = calls.submit(runner.prefill, "prefill", self.sid, input_ids)
         self.handoff = calls.submit(runner.prefill, "handoff", self.sid)
         self.load = calls.submit(runner.decode, "load_kv", self.sid, self.handoff, self.prompt)
         try:
             return calls.get(logits, "the prefill stage failed")
         except Exception as exc:  # noqa: BLE001 - the decode peer can do it all
-            self._warn(
-                f"the prefill peer failed ({exc}); the decode peer computes the prompt",
-            )
-            self._await_load()
-            handle = calls.submit(runner.decode, "take_logits", self.sid)
-            logits = calls.get(handle, "the decode stage failed computing the prompt")
-            if logits is None:  # took every block from P after all: no position left
-                raise ClusterError(f"the prefill stage failed: {exc}") from None
-            return logits
+            self._warn(f"the prefill peer failed ({exc}); the decode peer computes the prompt")
+            return self._decode_logits(str(exc))
+
+    def _decode_logits(self, why: str) -> torch.Tensor:
+        """The first token's logits from the decode peer, which computed the prompt."""
+        calls = self.runner.calls
+        self._await_load()
+        handle = calls.submit(self.runner.decode, "take_logits", self.sid)
+        logits = calls.get(handle, "the decode stage failed computing the prompt")
+        if logits is None:  # took every block from P after all: no position left
+            raise ClusterError(f"the prefill stage failed: {why}")
+        return logits
 
     def _await_load(self) -> None:
         calls = self.runner.calls
@@ -504,6 +524,8 @@ class DisaggregatedSession:
 
     def _handoff_failed(self) -> bool:
         calls = self.runner.calls
+        if self.handoff is None:  # none was asked for: the failure was D's own
+            return False
         try:
             calls.get(self.handoff, "")
         except Exception:  # noqa: BLE001 - any failure of P's handoff

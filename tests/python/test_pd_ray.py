@@ -1,0 +1,110 @@
+"""Prefill/decode disaggregation on real Ray: a head and two peers' Ray nodes, each peer
+with its own Kubo daemon (the cluster manager hands its API to the peer's stage actors).
+Greedy output equals transformers generate; D took the prompt's whole blocks from P's
+Kubo; P lost before its logits costs a warning, not the answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from transformers import AutoModelForCausalLM
+
+from edgellm.cluster import procs
+from edgellm.cluster.manager import ClusterManager
+from edgellm.cluster.node import MARKER_ENV
+from edgellm.cluster.plan import Plan, PlanStage, StageRole
+from edgellm.cluster.token import RayToken
+from edgellm.engine.torch.stage import LayerRange
+from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.models.store import ModelStore
+from tests.python.conftest import KuboDaemon, _require_ipfs
+
+pytestmark = pytest.mark.ray_cluster
+
+MODEL_ID = "smollm2-135m"
+SESSION = "pd-session"
+MAX_NEW = 10
+PROMPT = " ".join(
+    f"Line {i}: the orchard keeper counted {i * 7} apples and {i + 2} pears before the rain."
+    for i in range(14)
+)
+
+
+def _request(rid: str) -> GenerationRequest:
+    return GenerationRequest(rid, prompt=PROMPT, sampling=SamplingParams(max_tokens=MAX_NEW))
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, isolated_network: None
+) -> Iterator[ClusterManager]:
+    _require_ipfs()
+    work_dir = tmp_path_factory.mktemp("ray")
+    kubos: list[KuboDaemon] = []
+    managers: list[ClusterManager] = []
+    try:
+        for name in ("kubo-p", "kubo-d"):
+            kubos.append(KuboDaemon(tmp_path_factory.mktemp(name) / "repo"))
+        token = RayToken.generate()
+        head = ClusterManager(work_dir, models_dir)
+        managers.append(head)
+        address = head.start_head(SESSION, "127.0.0.1", token.value).node.address
+        for i, kubo in enumerate(kubos):
+            peer = ClusterManager(work_dir / f"p{i}", models_dir, ipfs_api=kubo.api)
+            managers.append(peer)
+            peer.join(SESSION, address, token.value, f"peer:p{i}", "127.0.0.1")
+        yield head
+    finally:
+        for manager in reversed(managers):
+            manager.close()
+        for kubo in kubos:
+            kubo.stop()
+        assert procs.marked(MARKER_ENV, str(work_dir)) == []
+
+
+@pytest.fixture(scope="module")
+def engine(cluster: ClusterManager, models_dir: Path, store_dir: Path):
+    cid = ModelStore(models_dir).manifest(MODEL_ID).weights_cid
+    plan = Plan(
+        SESSION,
+        (
+            PlanStage("peer:p0", LayerRange(0, 30), cid, StageRole.PREFILL),
+            PlanStage("peer:p1", LayerRange(0, 30), cid, StageRole.DECODE),
+        ),
+    )
+    engine, _ = cluster.engine(plan, MODEL_ID, store_dir, 30)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def reference(engine, store_dir: Path) -> list[int]:
+    ids = torch.tensor([engine.prepare(_request("r")).prompt_ids])
+    model = AutoModelForCausalLM.from_pretrained(store_dir).eval()
+    with torch.inference_mode():
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=MAX_NEW
+        )
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_prefill_and_decode_on_two_peers_match_generate(engine, reference) -> None:
+    chunks = list(engine.generate(_request("a")))
+    assert [t for c in chunks for t in c.token_ids] == reference
+    usage, timings = chunks[-1].usage, chunks[-1].timings
+    assert usage.prompt_tokens > 10 * 16
+    assert usage.cached_prompt_tokens == usage.prompt_tokens // 16 * 16
+    assert timings.kv_store_ms > 0 and timings.kv_fetch_ms > 0
+
+
+def test_prefill_peer_lost_costs_a_warning(engine, reference, caplog) -> None:
+    ray.kill(engine.pipeline.prefill)
+    with caplog.at_level(logging.WARNING):
+        chunks = list(engine.generate(_request("b")))
+    assert [t for c in chunks for t in c.token_ids] == reference
+    assert chunks[-1].usage.cached_prompt_tokens == 0
+    assert any("prefill peer" in r.getMessage() for r in caplog.records)
