@@ -145,6 +145,11 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 	if err != nil {
 		return err
 	}
+	if cr, ok := cluster.(*clusterRun); ok {
+		// The Inference stream has no place for a warning, so a failover's
+		// line goes to the session's log; the answer continues as usual.
+		cr.OnFailover = func(line string) { fmt.Fprintf(app.stderr, "session %s: %s\n", o.id, line) }
+	}
 	closed := false
 	closeCluster := func() {
 		if !closed {
