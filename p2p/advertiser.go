@@ -50,12 +50,22 @@ type advertiser struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	kick   chan struct{} // a pending "publish now"
 }
 
 func (a *advertiser) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	a.cancel, a.done = cancel, make(chan struct{})
+	a.cancel, a.done, a.kick = cancel, make(chan struct{}), make(chan struct{}, 1)
 	go a.run(ctx)
+}
+
+// nudge asks for a round now rather than at the next refresh; requests made
+// while one is pending collapse into it.
+func (a *advertiser) nudge() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (a *advertiser) run(ctx context.Context) {
@@ -78,6 +88,8 @@ func (a *advertiser) run(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-a.kick:
+			t.Stop()
 		}
 	}
 }

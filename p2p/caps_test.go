@@ -143,3 +143,15 @@ func FuzzCapsAnswer(f *testing.F) {
 		}
 	})
 }
+
+// Republish publishes a new record at once, long before the next refresh.
+func TestRepublishSignsANewRecordNow(t *testing.T) {
+	s := newSecret(t)
+	worker := newTestNode(t, WithSecret(s), WithCapabilitySource(StaticSource(sampleCaps("m"))),
+		WithRecordTiming(time.Hour, 3*time.Hour))
+	eventually(t, 10*time.Second, "the first record", func() bool { return worker.Record() != nil })
+	first := worker.Record().Seq
+	worker.Republish()
+	eventually(t, 10*time.Second, "a re-published record", func() bool { return worker.Record().Seq > first })
+	newTestNode(t, WithSecret(s)).Republish() // a client has nothing to publish: no-op
+}

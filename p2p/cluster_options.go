@@ -45,6 +45,10 @@ type ClusterConfig struct {
 	// Logger receives debug lines about refused and ended sessions. Default:
 	// discard.
 	Logger *slog.Logger
+	// OnSessionsChanged, when set, is called (in its own goroutine) after a
+	// session starts or ends, so the worker can re-publish its load at once
+	// instead of at the next refresh (Node.Republish).
+	OnSessionsChanged func()
 }
 
 // ClusterOption changes a ClusterConfig.
@@ -117,6 +121,11 @@ func WithLeaveTimeout(d time.Duration) ClusterOption {
 }
 
 // WithClusterLogger sets ClusterConfig.Logger (default: discard).
+// WithSessionsChanged sets ClusterConfig.OnSessionsChanged.
+func WithSessionsChanged(f func()) ClusterOption {
+	return func(c *ClusterConfig) error { c.OnSessionsChanged = f; return nil }
+}
+
 func WithClusterLogger(l *slog.Logger) ClusterOption {
 	return func(c *ClusterConfig) error { c.Logger = l; return nil }
 }

@@ -544,3 +544,24 @@ func TestClusterConfig(t *testing.T) {
 		t.Fatalf("token printed: %s", s)
 	}
 }
+
+// A worker re-publishes its record when its load changes: the service calls
+// OnSessionsChanged when a session starts and when it ends.
+func TestClusterSessionsChangedNotifies(t *testing.T) {
+	changed := make(chan struct{}, 8)
+	c := newClusterSetup(t, WithSessionsChanged(func() { changed <- struct{}{} }))
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(testWait):
+			t.Fatalf("no OnSessionsChanged after %s", what)
+		}
+	}
+	h := c.join(t, goodRequest())
+	wait("the join")
+	if err := h.Leave(t.Context()); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	wait("the leave")
+}

@@ -288,7 +288,15 @@ func (s *ClusterService) reserve(ws *workerSession, limit int) *RefusedError {
 		return refuse(RefuseAtCapacity, "worker is at its limit of %d sessions", limit)
 	}
 	s.sessions[ws.id] = ws
+	s.changed()
 	return nil
+}
+
+// changed tells OnSessionsChanged, without blocking the caller.
+func (s *ClusterService) changed() {
+	if f := s.cfg.OnSessionsChanged; f != nil {
+		go f()
+	}
 }
 
 // release frees ws's slot (without Leave: for a Join that failed).
@@ -296,6 +304,7 @@ func (s *ClusterService) release(ws *workerSession) {
 	s.mu.Lock()
 	delete(s.sessions, ws.id)
 	s.mu.Unlock()
+	s.changed()
 }
 
 // accept answers with JoinAccepted and marks ws active. A service closed

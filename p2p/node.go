@@ -98,6 +98,14 @@ func (n *Node) start() error {
 // ID is the node's peer id.
 func (n *Node) ID() peer.ID { return n.host.ID() }
 
+// Republish signs and publishes the worker's record now (e.g. after its
+// load changed) instead of at the next refresh; a no-op for a client.
+func (n *Node) Republish() {
+	if n.adv != nil && n.adv.kick != nil {
+		n.adv.nudge()
+	}
+}
+
 // Host is the node's libp2p host (for further protocols).
 func (n *Node) Host() host.Host { return n.host }
 

@@ -162,7 +162,9 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	src.setHostAddrs(node.Host().Addrs())
 	clusters, err := p2p.NewClusterService(node.Host(),
 		p2p.WithSessionHandler(&clusterHandler{b: b, bindIP: src.rayAddress, log: app.log}),
-		p2p.WithClusterSource(src), p2p.WithClusterLogger(app.log))
+		p2p.WithClusterSource(src), p2p.WithClusterLogger(app.log),
+		// A requester right after another one must see this worker free again.
+		p2p.WithSessionsChanged(node.Republish))
 	if err != nil {
 		node.Close()
 		return networkError(err)
