@@ -121,7 +121,11 @@ func (s *Supervisor) current(ctx context.Context) (*process, error) {
 // explain turns an UNAVAILABLE failure caused by the backend dying into an
 // error that says so (wrapping ErrExited and the gRPC status).
 func (s *Supervisor) explain(ctx context.Context, p *process, op string, err error) error {
-	if err == nil || status.Code(err) != codes.Unavailable {
+	// A call in flight when the watcher closes the dead process's client
+	// fails with CANCELED ("the client connection is closing") although its
+	// caller cancelled nothing: that, too, is the backend dying.
+	connClosed := status.Code(err) == codes.Canceled && ctx.Err() == nil
+	if err == nil || (status.Code(err) != codes.Unavailable && !connClosed) {
 		return err
 	}
 	timer := time.NewTimer(exitGrace)
