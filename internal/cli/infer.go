@@ -39,8 +39,11 @@ connection, streams the answer, and then has every worker leave and stops its
 own head, on success, error and Ctrl-C alike. This machine runs no layers: it
 tokenizes, samples and drives the pipeline. One line per stage (peer and
 layers) goes to stderr. A plan that cannot be made as asked (e.g. more stages
-than workers) exits 2, a model no worker serves exits 3, a worker lost during
-generation exits 4.
+than workers) exits 2, a model no worker serves exits 3. A worker lost during
+generation is replaced (its layers move to another worker, the prompt and the
+tokens so far are replayed, one warning line goes to stderr) and the answer
+continues; infer exits 4 only when no worker can take the lost layers or after
+two failovers.
 
 PROMPT is one argument (quote it), or - to read it from stdin. The model's chat
 template is applied unless --raw is given.
