@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/edgellm/edgellm/internal/linetail"
 )
 
 // unloadBudget bounds the best-effort UnloadModel calls of a staged stop.
@@ -43,7 +45,7 @@ type process struct {
 	addr    string
 	socket  string // unix socket path this supervisor owns, "" otherwise
 	client  *grpcBackend
-	tail    *lineRing
+	tail    *linetail.Ring
 	exited  chan struct{} // closed once the process has been waited for
 	exitErr error         // set before exited is closed
 }
@@ -63,7 +65,7 @@ func (c *settings) args(addr string) []string {
 // spawn starts the backend and waits until it reports SERVING; on failure it
 // stops what it started and returns a *StartError.
 func spawn(ctx context.Context, c *settings, addr, socket string) (*process, error) {
-	p := &process{addr: addr, socket: socket, tail: newLineRing(c.stderrLines), exited: make(chan struct{})}
+	p := &process{addr: addr, socket: socket, tail: linetail.New(c.stderrLines), exited: make(chan struct{})}
 	if socket != "" {
 		if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, &StartError{Err: fmt.Errorf("%w: stale socket: %w", ErrStartFailed, err)}

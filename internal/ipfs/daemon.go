@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgellm/edgellm/internal/linetail"
 )
 
 const (
@@ -61,7 +63,7 @@ type Daemon struct {
 // kuboProc is one run of `ipfs daemon`.
 type kuboProc struct {
 	cmd     *exec.Cmd
-	tail    *lineTail
+	tail    *linetail.Ring
 	exited  chan struct{}
 	exitErr error
 }
@@ -202,7 +204,7 @@ func (d *Daemon) spawn(ctx context.Context) (*kuboProc, string, error) {
 	if err := os.Remove(filepath.Join(o.RepoDir, apiFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fail(err, nil)
 	}
-	p := &kuboProc{tail: newLineTail(tailLines), exited: make(chan struct{})}
+	p := &kuboProc{tail: newTail(), exited: make(chan struct{})}
 	out := io.MultiWriter(p.tail, o.Log)
 	// --repo-dir repeats IPFS_PATH on the command line, so the daemon shows
 	// up among the processes that mention the node's data directory.
@@ -389,4 +391,12 @@ func describeExit(err error) string {
 		return "exit status 0"
 	}
 	return err.Error()
+}
+
+// newTail keeps the daemon's last output lines for start errors, without the
+// blank lines Kubo prints around its warnings.
+func newTail() *linetail.Ring {
+	t := linetail.New(tailLines)
+	t.SkipBlank = true
+	return t
 }

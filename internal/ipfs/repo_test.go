@@ -197,15 +197,6 @@ func TestP2PAddrs(t *testing.T) {
 	}
 }
 
-func TestLineTail(t *testing.T) {
-	tl := newLineTail(2)
-	tl.Write([]byte("one\n\ntwo\nthr"))
-	tl.Write([]byte("ee\nfour"))
-	if got := tl.Lines(); !slices.Equal(got, []string{"two", "three", "four"}) {
-		t.Fatalf("Lines = %q", got)
-	}
-}
-
 func TestFreePort(t *testing.T) {
 	p, err := freePort([]net.IP{net.IPv4(127, 0, 0, 1)})
 	if err != nil || p <= 0 {

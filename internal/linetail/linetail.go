@@ -1,4 +1,6 @@
-package backend
+// Package linetail keeps the last lines a child process wrote: the stderr
+// tail the backend and IPFS supervisors show when a start fails.
+package linetail
 
 import (
 	"bytes"
@@ -6,16 +8,19 @@ import (
 	"sync"
 )
 
-// maxLineBytes caps one stored line so that a backend writing megabytes
+// maxLineBytes caps one stored line so that a process writing megabytes
 // without a newline cannot grow the buffer without bound.
 const maxLineBytes = 4096
 
-var _ io.Writer = (*lineRing)(nil)
+var _ io.Writer = (*Ring)(nil)
 
-// lineRing is an io.Writer that keeps the last n complete lines written to it
-// (plus the unfinished last one): the stderr tail shown in start-up errors.
-// It is safe for concurrent use.
-type lineRing struct {
+// Ring is an io.Writer that keeps the last n complete lines written to it
+// (plus the unfinished last one). It is safe for concurrent use.
+type Ring struct {
+	// SkipBlank drops blank lines (Kubo prints them around its warnings), so
+	// they take no room. Set it before the first Write.
+	SkipBlank bool
+
 	mu      sync.Mutex
 	lines   []string // ring storage, len ≤ n
 	next    int      // index the next line goes to once full
@@ -23,15 +28,16 @@ type lineRing struct {
 	partial []byte
 }
 
-func newLineRing(n int) *lineRing {
+// New keeps the last n lines (at least one).
+func New(n int) *Ring {
 	if n < 1 {
 		n = 1
 	}
-	return &lineRing{n: n, lines: make([]string, 0, n)}
+	return &Ring{n: n, lines: make([]string, 0, n)}
 }
 
 // Write stores p, splitting it into lines. It never fails.
-func (r *lineRing) Write(p []byte) (int, error) {
+func (r *Ring) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rest := p
@@ -49,14 +55,17 @@ func (r *lineRing) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (r *lineRing) appendPartial(b []byte) {
+func (r *Ring) appendPartial(b []byte) {
 	if room := maxLineBytes - len(r.partial); room < len(b) {
 		b = b[:max(room, 0)]
 	}
 	r.partial = append(r.partial, b...)
 }
 
-func (r *lineRing) push(line string) {
+func (r *Ring) push(line string) {
+	if r.SkipBlank && len(bytes.TrimSpace([]byte(line))) == 0 {
+		return
+	}
 	if len(r.lines) < r.n {
 		r.lines = append(r.lines, line)
 		return
@@ -67,7 +76,7 @@ func (r *lineRing) push(line string) {
 
 // Lines returns the kept lines, oldest first, including an unfinished last
 // line; at most n.
-func (r *lineRing) Lines() []string {
+func (r *Ring) Lines() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]string, 0, len(r.lines)+1)

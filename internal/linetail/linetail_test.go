@@ -1,4 +1,4 @@
-package backend
+package linetail
 
 import (
 	"slices"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestLineRing(t *testing.T) {
+func TestRing(t *testing.T) {
 	tests := []struct {
 		name   string
 		n      int
@@ -24,7 +24,7 @@ func TestLineRing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newLineRing(tt.n)
+			r := New(tt.n)
 			for _, w := range tt.writes {
 				if n, err := r.Write([]byte(w)); err != nil || n != len(w) {
 					t.Fatalf("Write = %d, %v", n, err)
@@ -37,12 +37,22 @@ func TestLineRing(t *testing.T) {
 	}
 }
 
-func TestLineRingCapsLongLines(t *testing.T) {
-	r := newLineRing(2)
+func TestRingCapsLongLines(t *testing.T) {
+	r := New(2)
 	r.Write([]byte(strings.Repeat("x", 3*maxLineBytes)))
 	r.Write([]byte(strings.Repeat("y", 10) + "\n"))
 	got := r.Lines()
 	if len(got) != 1 || len(got[0]) != maxLineBytes {
 		t.Fatalf("got %d lines, first %d bytes; want 1 line of %d", len(got), len(got[0]), maxLineBytes)
+	}
+}
+
+func TestRingSkipBlank(t *testing.T) {
+	r := New(3)
+	r.SkipBlank = true
+	r.Write([]byte("one\n\ntwo\nthr"))
+	r.Write([]byte("ee\nfour"))
+	if got := r.Lines(); !slices.Equal(got, []string{"two", "three", "four"}) {
+		t.Fatalf("Lines = %q", got)
 	}
 }
