@@ -105,30 +105,30 @@ type localSwarm struct {
 }
 
 // joinForLocal joins the configured swarm for `infer --local` (nil when no
-// swarm is configured, or, with a debug line, when it cannot be joined: the
-// prompt is then simply computed here).
-func (app *App) joinForLocal(cfg *config.Config, d *distOptions) *localSwarm {
+// swarm is configured, or, with a debug line, when the network cannot be
+// joined: the prompt is then simply computed here). A malformed join string
+// or listen address is the user's mistake and an error (exit 2), not a
+// silent local run.
+func (app *App) joinForLocal(cfg *config.Config, d *distOptions) (*localSwarm, error) {
 	if !d.local {
-		return nil
+		return nil, nil
 	}
 	if d.swarm.join == "" {
 		if _, err := os.Stat(filepath.Join(cfg.DataDir, joinFile)); err != nil {
-			return nil
+			return nil, nil
 		}
 	}
 	join, err := d.swarm.resolve(cfg)
 	if err != nil {
-		app.log.Debug("kv: no swarm for the prefix lookup", "err", err)
-		return nil
+		return nil, err
 	}
 	listen, err := parseListen(d.listen)
 	if err != nil {
-		app.log.Debug("kv: no swarm for the prefix lookup", "err", err)
-		return nil
+		return nil, err
 	}
 	key, err := p2p.NewEphemeralIdentity()
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	opts := []p2p.Option{p2p.WithIdentity(key), p2p.WithSecret(join.Secret), p2p.WithBootstrap(join.Bootstrap...),
 		p2p.WithMDNS(!d.swarm.noMDNS), p2p.WithLogger(app.log)}
@@ -138,9 +138,9 @@ func (app *App) joinForLocal(cfg *config.Config, d *distOptions) *localSwarm {
 	node, err := p2p.New(opts...)
 	if err != nil {
 		app.log.Debug("kv: no swarm for the prefix lookup", "err", err)
-		return nil
+		return nil, nil
 	}
-	return &localSwarm{app: app, node: node, join: join, d: d}
+	return &localSwarm{app: app, node: node, join: join, d: d}, nil
 }
 
 // openOptions puts the IPFS node into the swarm's private IPFS network.

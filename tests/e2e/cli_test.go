@@ -86,6 +86,7 @@ func TestInferRejectsBadInput(t *testing.T) {
 		{"unknown flag", "", []string{"--bogus", "hi"}, 2, "unknown flag"},
 		{"no prompt", "", nil, 2, "usage"},
 		{"raw with system", "", []string{"--raw", "--system", "x", "hi"}, 2, "--raw"},
+		{"local with a malformed join", "", []string{"--local", "--join", "edgellm1:garbage", "hi"}, 2, "--join"},
 	}
 	t.Run("shared backend", func(t *testing.T) {
 		for _, tt := range tests {
