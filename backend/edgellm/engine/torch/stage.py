@@ -11,15 +11,17 @@ local, and a later issue can put stages on different peers.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, AutoModel, DynamicCache
+from transformers import AutoConfig, AutoModel
 from transformers.initialization import no_init_weights
 
+from edgellm.engine.torch.kv_cache import PreallocatedCache
 from edgellm.errors import InvalidRequest, StoreError
 from edgellm.models.manifest import WEIGHTS_NAME
 
@@ -63,6 +65,12 @@ class Stage:
         self.is_first = self.layers.start == 0
         self.is_last = self.layers.end == self.num_layers_total
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            # With a mask (every chunk after a cached prefix), transformers copies K/V once
+            # per query head (repeat_kv) unless told that the kernel does grouped-query
+            # attention, which torch's CPU kernel does: measured bit-equal logits and
+            # 40 ms less for 13 tokens over a 1.5k-token cached prefix. Read per call.
+            os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.config = copy.deepcopy(full)
         self.config.num_hidden_layers = self.layers.end - self.layers.start
         with no_init_weights():
@@ -113,7 +121,9 @@ class StageSession:
 
     def __init__(self, stage: Stage, max_positions: int) -> None:
         self.stage = stage
-        self.cache = DynamicCache(config=stage.config)
+        self.cache = PreallocatedCache(
+            stage.config, max_positions, stage.kv_heads, stage.head_dim, stage.dtype, stage.device
+        )
         self.position = 0
         # Generate passes an all-ones 2D mask; views of one buffer avoid a tensor per token.
         self._mask = torch.ones(1, max_positions, dtype=torch.long, device=stage.device)
@@ -176,6 +186,22 @@ class StageSession:
             self.cache.update(
                 k.unsqueeze(0).to(stage.device), v.unsqueeze(0).to(stage.device), index
             )
+        self.position += n
+
+    def reserve_kv(self, n: int) -> torch.Tensor:
+        """A writable view [2 * layers, kv_heads, n, head_dim] of the next n positions'
+        K and V (row 2i is layer i's K, 2i+1 its V), for a caller that fills it in place
+        (fetched blocks) and then calls `commit_kv(n)`; until then it is not cached."""
+        if self.position + n > self._mask.shape[1]:
+            raise InvalidRequest("imported KV does not fit in this session")
+        try:
+            return self.cache.reserve(n)
+        except ValueError as exc:
+            raise InvalidRequest(f"cannot import KV: {exc}") from exc
+
+    def commit_kv(self, n: int) -> None:
+        """Make the n positions written through `reserve_kv` part of the cache."""
+        self.cache.commit(n)
         self.position += n
 
 
