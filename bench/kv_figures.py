@@ -264,7 +264,7 @@ def _breakdown(
     for index, (source, data) in enumerate(zip(sources, raw, strict=True)):
         part = source.part
         meta = kv.meta(keys, index, prompt, part.layer_start, part.layer_end)
-        blocks.append(blockfmt.decode(data, meta, kv.kv_heads, kv.head_dim, kv.dtype))
+        blocks.append([blockfmt.decode_tensors(data, meta, kv.kv_heads, kv.head_dim, kv.dtype)])
     t2 = time.monotonic()
     session = engine.pipeline.session(len(prompt) + 1)
     with torch.inference_mode():

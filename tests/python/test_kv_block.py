@@ -167,10 +167,10 @@ def test_plain_safetensors_without_metadata_is_refused() -> None:
 
 
 def test_extra_tensor_is_refused() -> None:
-    from safetensors.torch import save
+    from safetensors.torch import load, save
 
     data = blockfmt.encode(_meta(), _layers())
-    tensors = {**blockfmt.load_safetensors(data), "x": torch.zeros(1)}
+    tensors = {**load(data), "x": torch.zeros(1)}
     with pytest.raises(BlockRefused, match="tensor names"):
         _decode(save(tensors, metadata=_meta().to_strings()))
 
@@ -284,3 +284,47 @@ def test_ray_nodes_get_the_ipfs_api(tmp_path: Path) -> None:
         "EDGELLM_IPFS_API"
         not in ClusterManager(tmp_path, tmp_path)._config("127.0.0.1", None, None).env
     )
+
+
+def _with_header(data: bytes, edit) -> bytes:
+    """The block with its safetensors header changed by `edit` (tensor bytes kept)."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    edit(header)
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data[8 + size :]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda a, b: [a, a + 7],  # too short for the tensor's shape
+        lambda a, b: [a - b - 4, a - 4],  # before the data
+        lambda a, b: [a + 10**9, b + 10**9],  # past the end
+        lambda a, b: [str(a), str(b)],  # not integers
+        lambda a, b: [a],  # not a pair
+    ],
+)
+def test_bad_data_offsets_are_refused(change) -> None:
+    # decode views the block's bytes without copying, so it checks offsets itself.
+    data = blockfmt.encode(_meta(), _layers())
+
+    def edit(header: dict) -> None:
+        entry = header["k.2"]
+        entry["data_offsets"] = change(*entry["data_offsets"])
+
+    with pytest.raises(BlockRefused, match="data offsets"):
+        _decode(_with_header(data, edit))
+
+
+def test_truncated_block_is_refused() -> None:
+    data = blockfmt.encode(_meta(), _layers())
+    with pytest.raises(BlockRefused):
+        _decode(data[:-100])
+
+
+def test_decoded_tensors_equal_encoded() -> None:
+    layers = _layers()
+    decoded = _decode(blockfmt.encode(_meta(), layers))
+    for (k, v), (dk, dv) in zip(layers, decoded, strict=True):
+        assert torch.equal(k, dk) and torch.equal(v, dv)

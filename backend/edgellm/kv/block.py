@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 FORMAT = "edgellm-kv/1"
@@ -47,6 +47,10 @@ _ST_DTYPES = {
 }
 
 KV = tuple[torch.Tensor, torch.Tensor]
+
+# decode_tensors() views fetched bytes as tensors without copying and never writes them;
+# torch warns that bytes are read-only.
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
 class BlockRefused(Exception):
@@ -171,10 +175,34 @@ def _expect(what: str, got, want) -> None:
         raise BlockRefused(f"{what} {got!r}, expected {want!r}")
 
 
+@dataclass(frozen=True)
+class BlockTensors:
+    """A verified block's K and V as one tensor over its own bytes (no copy; never
+    written): `rows[j]` is the j-th tensor in the file, [kv_heads, block_size, head_dim],
+    and `slots[j]` its place in layer order: 2 * (layer - layer_start), +1 for V."""
+
+    layer_start: int
+    layer_end: int
+    rows: torch.Tensor
+    slots: torch.Tensor
+
+    def layers(self) -> list[KV]:
+        ordered = torch.empty_like(self.rows).index_copy_(0, self.slots, self.rows)
+        return [(ordered[2 * i], ordered[2 * i + 1]) for i in range(len(ordered) // 2)]
+
+
 def decode(
     data: bytes, expected: BlockMeta, kv_heads: int, head_dim: int, dtype: torch.dtype
 ) -> list[KV]:
-    """Tensors of a block that is exactly `expected` (layer range included), else BlockRefused."""
+    """K and V per layer of a block that is exactly `expected`, else BlockRefused."""
+    return decode_tensors(data, expected, kv_heads, head_dim, dtype).layers()
+
+
+def decode_tensors(
+    data: bytes, expected: BlockMeta, kv_heads: int, head_dim: int, dtype: torch.dtype
+) -> BlockTensors:
+    """The tensors of a block that is exactly `expected` (layer range included), else
+    BlockRefused."""
     meta, table = read_meta(data)
     if meta.model_cid != expected.model_cid:
         raise BlockRefused(
@@ -192,19 +220,52 @@ def decode(
         raise BlockRefused(f"token ids differ from the prompt's at position {expected.position}")
     _expect("key", meta.key.hex(), expected.key.hex())
     _expect("parent", meta.parent.hex(), expected.parent.hex())
-    layers = range(expected.layer_start, expected.layer_end)
-    names = {f"{kind}.{layer}" for layer in layers for kind in "kv"}
-    _expect("tensor names", set(table), names)
+    start = expected.layer_start
+    slot_of = {
+        f"{kind}.{layer}": 2 * (layer - start) + side
+        for layer in range(start, expected.layer_end)
+        for side, kind in enumerate("kv")
+    }
+    _expect("tensor names", set(table), set(slot_of))
     shape = [kv_heads, expected.block_size, head_dim]
+    size = kv_heads * expected.block_size * head_dim * dtype.itemsize
     code = _ST_DTYPES.get(dtype)
-    for name in sorted(names):
+    base = 8 + struct.unpack("<Q", data[:8])[0]
+    for name in slot_of:
         entry = table[name]
         if not isinstance(entry, dict):
             raise BlockRefused(f"not safetensors: bad entry for {name}")
         _expect(f"shape of {name}", entry.get("shape"), shape)
         _expect(f"dtype of {name}", entry.get("dtype"), code)
-    try:
-        tensors = load_safetensors(data)
-    except Exception as exc:  # noqa: BLE001 - the library raises several types on bad bytes
-        raise BlockRefused(f"not safetensors: {exc}") from exc
-    return [(tensors[f"k.{layer}"], tensors[f"v.{layer}"]) for layer in layers]
+        _check_offsets(entry.get("data_offsets"), size, base, len(data), name)
+    order = sorted(slot_of, key=lambda name: table[name]["data_offsets"][0])
+    first = table[order[0]]["data_offsets"][0]
+    packed = all(table[n]["data_offsets"][0] == first + j * size for j, n in enumerate(order))
+    if packed:  # how safetensors writes them: back to back, one view for all
+        flat = torch.frombuffer(
+            data, dtype=dtype, count=len(order) * size // dtype.itemsize, offset=base + first
+        )
+        rows = flat.view(len(order), *shape)
+    else:
+        rows = torch.stack(
+            [_view(data, base + table[n]["data_offsets"][0], size, dtype, shape) for n in order]
+        )
+    slots = torch.tensor([slot_of[n] for n in order], dtype=torch.long)
+    return BlockTensors(expected.layer_start, expected.layer_end, rows, slots)
+
+
+def _check_offsets(offsets, size: int, base: int, length: int, name: str) -> None:
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or offsets[1] - offsets[0] != size
+        or offsets[0] < 0
+        or base + offsets[1] > length
+    ):
+        raise BlockRefused(f"not safetensors: bad data offsets {offsets!r} for {name}")
+
+
+def _view(data: bytes, offset: int, size: int, dtype: torch.dtype, shape) -> torch.Tensor:
+    flat = torch.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+    return flat.view(shape)

@@ -23,7 +23,7 @@ import torch
 
 from edgellm.engine.torch.stage import Stage, StageSession
 from edgellm.kv import block as blockfmt
-from edgellm.kv.block import KV, BlockMeta, BlockRefused
+from edgellm.kv.block import KV, BlockMeta, BlockRefused, BlockTensors
 from edgellm.kv.ipfs import IpfsError
 from edgellm.kv.keys import ChainSpec, parent_of
 from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
@@ -184,9 +184,10 @@ def plan_blocks(
 
 @dataclass
 class Fetched:
-    """Verified blocks of one stage: per block, per layer, K and V."""
+    """Verified blocks of one stage: per block, its parts' tensors (covering the stage's
+    layers, maybe more)."""
 
-    blocks: list[list[KV]] = field(default_factory=list)
+    blocks: list[list[BlockTensors]] = field(default_factory=list)
     # Parts fetched from other peers, with their sizes, to pin and index afterwards.
     remote: list[tuple[Source, int]] = field(default_factory=list)
     local: list[Source] = field(default_factory=list)
@@ -200,18 +201,20 @@ def fetch_blocks(
     plans: Sequence[Sequence[Source]],
     pool: Executor,
 ) -> Fetched:
-    """Fetch every planned part concurrently; verify block by block, stopping (with a
-    warning) at the first block with a part that is missing or refused."""
+    """Fetch every planned part concurrently; verify block by block as they arrive,
+    stopping (with a warning) at the first block with a part that is missing or refused.
+    (Copying each block into the cache as it arrives, too, measured 70 ms slower for 98
+    blocks on two cores than one import afterwards: it competes with the fetch threads.)"""
     futures: list[list[Future]] = [
         [pool.submit(store.fetch, s.part.cid) for s in plan] for plan in plans
     ]
     out = Fetched()
     try:
         for index, (plan, pending) in enumerate(zip(plans, futures, strict=True)):
-            layers = _verified_block(kv, store, token_ids, keys, index, plan, pending)
-            if layers is None:
+            parts = _verified_block(kv, store, token_ids, keys, index, plan, pending)
+            if parts is None:
                 break
-            out.blocks.append(layers)
+            out.blocks.append(parts)
             for source, future in zip(plan, pending, strict=True):
                 if source.local:
                     out.local.append(source)
@@ -232,8 +235,8 @@ def _verified_block(
     index: int,
     plan: Sequence[Source],
     pending: Sequence[Future],
-) -> list[KV] | None:
-    layers: list[KV] = []
+) -> list[BlockTensors] | None:
+    parts: list[BlockTensors] = []
     position = index * kv.block_size
     for source, future in zip(plan, pending, strict=True):
         part = source.part
@@ -244,30 +247,51 @@ def _verified_block(
         try:
             data = future.result()
             expected = kv.meta(keys, index, token_ids, part.layer_start, part.layer_end)
-            decoded = blockfmt.decode(data, expected, kv.kv_heads, kv.head_dim, kv.dtype)
+            parts.append(
+                blockfmt.decode_tensors(data, expected, kv.kv_heads, kv.head_dim, kv.dtype)
+            )
         except (IpfsError, BlockRefused) as exc:
             what = "not fetched" if isinstance(exc, IpfsError) else "refused"
             log.warning("%s %s: %s; computing from position %d", where, what, exc, position)
             if source.local:
                 store.forget(source.key, part.layer_start, part.layer_end)
             return None
-        lo = max(part.layer_start, kv.layer_start)
-        hi = min(part.layer_end, kv.layer_end)
-        layers.extend(decoded[lo - part.layer_start : hi - part.layer_start])
-    return layers
+    return parts
 
 
-def import_blocks(session: StageSession, blocks: Sequence[Sequence[KV]]) -> int:
-    """Append verified blocks to a session (one concatenation per layer); returns tokens."""
+def import_blocks(session: StageSession, blocks: Sequence[Sequence[BlockTensors]]) -> int:
+    """Copy verified blocks straight into a session's cache buffer (one copy per part)
+    and advance it; returns tokens."""
     if not blocks:
         return 0
-    per_layer = []
-    for layer in range(len(blocks[0])):
-        k = torch.cat([b[layer][0] for b in blocks], dim=1)
-        v = torch.cat([b[layer][1] for b in blocks], dim=1)
-        per_layer.append((k, v))
-    session.import_kv(per_layer)
-    return per_layer[0][0].shape[1]
+    kv = StageKV.of(session.stage, "", blocks[0][0].rows.shape[2])
+    rows = session.reserve_kv(len(blocks) * kv.block_size)
+    for index, parts in enumerate(blocks):
+        _copy_block(parts, rows, index, kv)
+    session.commit_kv(len(blocks) * kv.block_size)
+    return len(blocks) * kv.block_size
+
+
+def _copy_block(parts: Sequence[BlockTensors], rows: torch.Tensor, index: int, kv: StageKV):
+    """Copy block `index`'s parts into `rows`, a stage's reserved K/V rows."""
+    size = kv.block_size
+    dest = rows[:, :, index * size : (index + 1) * size]
+    with torch.inference_mode():
+        for part in parts:
+            _copy_part(part, dest, kv.layer_start, kv.layer_end)
+
+
+def _copy_part(part: BlockTensors, dest: torch.Tensor, start: int, end: int) -> None:
+    """Copy a part's layers that fall in the stage's [start, end) into `dest`, the
+    stage's K/V rows (2 per layer) of one block's positions."""
+    if (part.layer_start, part.layer_end) == (start, end):
+        dest.index_copy_(0, part.slots, part.rows)
+        return
+    # Rows of the part's layer order, shifted to the stage's; keep those inside it.
+    shift = 2 * (part.layer_start - start)
+    stage_rows = part.slots + shift
+    keep = (stage_rows >= 0) & (stage_rows < 2 * (end - start))
+    dest.index_copy_(0, stage_rows[keep], part.rows[keep])
 
 
 def fetch_into(
