@@ -31,6 +31,7 @@ ENV_VARS = {
 # Environment variable -> kv: field.
 KV_ENV_VARS = {
     "EDGELLM_IPFS_API": "ipfs_api",
+    "EDGELLM_IPFS_GATEWAY": "ipfs_gateway",
 }
 
 
@@ -41,6 +42,10 @@ class KVConfig:
     # Kubo RPC API, "http://127.0.0.1:5001" or "/ip4/127.0.0.1/tcp/5001"; "" turns the
     # KV cache off. Env EDGELLM_IPFS_API (the node sets it for the Kubo it runs).
     ipfs_api: str = ""
+    # The same Kubo's HTTP gateway, "http://127.0.0.1:8080", for reading blocks (2-3x
+    # faster than the RPC API's block/get); "" reads them through the RPC API. Env
+    # EDGELLM_IPFS_GATEWAY (the node sets it for the Kubo it runs).
+    ipfs_gateway: str = ""
     # Tokens per KV block; prompts are cached in whole blocks.
     block_size: int = 16
     # Bytes of KV blocks this peer keeps pinned, in MiB; least recently used go first.
@@ -139,7 +144,13 @@ def _kv_validated(values: dict[str, Any], data_dir: Path) -> KVConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise InvalidRequest(f"unknown kv keys {unknown}")
-    casts = {"ipfs_api": str, "block_size": int, "max_store_mb": int, "fetch_timeout_s": float}
+    casts = {
+        "ipfs_api": str,
+        "ipfs_gateway": str,
+        "block_size": int,
+        "max_store_mb": int,
+        "fetch_timeout_s": float,
+    }
     for key, cast in casts.items():
         if key in values:
             try:
@@ -159,6 +170,13 @@ def _kv_validated(values: dict[str, Any], data_dir: Path) -> KVConfig:
             api_url(values["ipfs_api"])
         except ValueError as exc:
             raise InvalidRequest(f"kv.ipfs_api: {exc}") from exc
+    if values.get("ipfs_gateway"):
+        from edgellm.kv.ipfs import gateway_url
+
+        try:
+            values["ipfs_gateway"] = gateway_url(values["ipfs_gateway"])
+        except ValueError as exc:
+            raise InvalidRequest(f"kv.ipfs_gateway: {exc}") from exc
     values["dir"] = Path(values.get("dir") or data_dir / "kv").expanduser()
     return KVConfig(**values)
 

@@ -161,6 +161,12 @@ class KuboDaemon:
                 [str(IPFS_BIN), "daemon"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         self.api = self._wait_api()
+        # The test profile serves the gateway too, on a free port; Kubo writes its URL.
+        gateway = repo / "gateway"
+        deadline = time.monotonic() + 10
+        while not gateway.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.gateway = gateway.read_text().strip() if gateway.is_file() else ""
         ident = self.rpc("id")
         self.peer_id: str = ident["ID"]
         self.addrs: list[str] = [a for a in ident["Addresses"] if "/127.0.0.1/tcp/" in a]

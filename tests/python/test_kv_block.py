@@ -253,12 +253,18 @@ def test_kv_config_layers(tmp_path: Path) -> None:
     assert load_config(path, flags, env=env).kv.ipfs_api == "http://flag:3"
     assert load_config(path, {"kv": {"ipfs_api": None}}, env=env).kv.ipfs_api == "http://env:2"
     del env["EDGELLM_IPFS_API"]
+    assert load_config(path, env=env).kv.ipfs_gateway == ""
+    env["EDGELLM_IPFS_GATEWAY"] = "http://127.0.0.1:8080/"
+    assert load_config(path, env=env).kv.ipfs_gateway == "http://127.0.0.1:8080"
+    del env["EDGELLM_IPFS_GATEWAY"]
     bad_values = (
         "kv: 3",
         "kv: {colour: red}",
         "kv: {block_size: 0}",
         "kv: {block_size: x}",
         "kv: {ipfs_api: 'localhost:5001'}",
+        "kv: {ipfs_gateway: '127.0.0.1:8080'}",
+        "kv: {ipfs_gateway: 'http://'}",
     )
     for bad in bad_values:
         path.write_text(f"backend:\n  {bad}\n")
@@ -276,10 +282,12 @@ def test_api_url_forms() -> None:
 def test_ray_nodes_get_the_ipfs_api(tmp_path: Path) -> None:
     from edgellm.cluster.manager import ClusterManager
 
-    manager = ClusterManager(tmp_path, tmp_path, ipfs_api="http://127.0.0.1:5001")
-    assert manager._config("127.0.0.1", None, None).env["EDGELLM_IPFS_API"] == (
-        "http://127.0.0.1:5001"
+    manager = ClusterManager(
+        tmp_path, tmp_path, ipfs_api="http://127.0.0.1:5001", ipfs_gateway="http://127.0.0.1:8"
     )
+    env = manager._config("127.0.0.1", None, None).env
+    assert env["EDGELLM_IPFS_API"] == "http://127.0.0.1:5001"
+    assert env["EDGELLM_IPFS_GATEWAY"] == "http://127.0.0.1:8"
     assert (
         "EDGELLM_IPFS_API"
         not in ClusterManager(tmp_path, tmp_path)._config("127.0.0.1", None, None).env

@@ -71,6 +71,28 @@ def test_client_errors_are_ipfs_errors() -> None:
             call()
 
 
+def test_block_get_through_the_gateway(start_kubo) -> None:
+    # Blocks are read through Kubo's trustless gateway when the client has one.
+    a, b = start_kubo(), start_kubo()
+    assert b.gateway
+    b.connect(a)
+    data = os.urandom(5000)
+    cid = KuboClient(a.api).block_put(data)
+    client = KuboClient(b.api, gateway=b.gateway)
+    assert client.block_get(cid, timeout_s=10) == data  # over bitswap, then local
+    assert client.block_get(cid, timeout_s=10) == data
+    with pytest.raises(IpfsError, match="not a CID"):
+        client.block_get("../api/v0/shutdown", timeout_s=1)
+    gone = KuboClient(a.api).block_put(os.urandom(10))
+    KuboClient(a.api).pin_rm(gone)
+    KuboClient(a.api).repo_gc()
+    with pytest.raises(IpfsError):
+        client.block_get(gone, timeout_s=1)  # nowhere: times out, does not hang
+    dead = KuboClient(b.api, gateway="http://127.0.0.1:9")
+    with pytest.raises(IpfsError):
+        dead.block_get(cid, timeout_s=1)
+
+
 @pytest.fixture(scope="module")
 def stage(store_dir: Path) -> Stage:
     return Stage(store_dir, LayerRange(0, 30))

@@ -149,7 +149,7 @@ class PeerKV:
         if not config.enabled:
             return cls(None, model_cid, config.block_size)
         base = os.environ.get(STAGE_KV_DIR_ENV) or str(Path(config.dir or ".") / "stage")
-        client = KuboClient(config.ipfs_api)
+        client = KuboClient(config.ipfs_api, gateway=config.ipfs_gateway)
         store = KVStore(
             client, Path(base) / model_cid, config.max_store_mb << 20, config.fetch_timeout_s
         )

@@ -38,13 +38,19 @@ class ClusterSession:
 
 class ClusterManager:
     def __init__(
-        self, work_dir: Path, models_dir: Path, num_cpus: int = 1, ipfs_api: str = ""
+        self,
+        work_dir: Path,
+        models_dir: Path,
+        num_cpus: int = 1,
+        ipfs_api: str = "",
+        ipfs_gateway: str = "",
     ) -> None:
         self._work_dir = Path(work_dir)
         self._models_dir = Path(models_dir)
         self._num_cpus = num_cpus
         # Stage actors on this node reach this peer's Kubo for KV blocks.
         self._ipfs_api = ipfs_api
+        self._ipfs_gateway = ipfs_gateway
         # Ray is imported on first use, so a backend that never clusters never loads it.
         self._driver: Driver | None = None
         self._sessions: dict[str, ClusterSession] = {}
@@ -65,6 +71,7 @@ class ClusterManager:
         env = {"EDGELLM_MODELS_DIR": str(self._models_dir)}
         if self._ipfs_api:
             env["EDGELLM_IPFS_API"] = self._ipfs_api
+            env["EDGELLM_IPFS_GATEWAY"] = self._ipfs_gateway
             # Stage actors' block index (P/D), apart from this backend's prefix cache.
             env["EDGELLM_STAGE_KV_DIR"] = str(self._work_dir / "stage-kv")
         return env

@@ -28,6 +28,7 @@ import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from safetensors.torch import save as save_safetensors
@@ -231,30 +232,45 @@ def decode_tensors(
     size = kv_heads * expected.block_size * head_dim * dtype.itemsize
     code = _ST_DTYPES.get(dtype)
     base = 8 + struct.unpack("<Q", data[:8])[0]
-    for name in slot_of:
+    starts = {}
+    for name in slot_of:  # one quick pass (60 tensors a block); the reason only on failure
         entry = table[name]
-        if not isinstance(entry, dict):
-            raise BlockRefused(f"not safetensors: bad entry for {name}")
-        _expect(f"shape of {name}", entry.get("shape"), shape)
-        _expect(f"dtype of {name}", entry.get("dtype"), code)
-        _check_offsets(entry.get("data_offsets"), size, base, len(data), name)
-    order = sorted(slot_of, key=lambda name: table[name]["data_offsets"][0])
-    first = table[order[0]]["data_offsets"][0]
-    packed = all(table[n]["data_offsets"][0] == first + j * size for j, n in enumerate(order))
+        offsets = entry.get("data_offsets") if type(entry) is dict else None
+        if (
+            offsets is None
+            or entry.get("shape") != shape
+            or entry.get("dtype") != code
+            or type(offsets) is not list
+            or len(offsets) != 2
+            or type(offsets[0]) is not int
+            or type(offsets[1]) is not int
+            or offsets[1] - offsets[0] != size
+            or offsets[0] < 0
+            or base + offsets[1] > len(data)
+        ):
+            _refuse_entry(name, entry, shape, code, size, base, len(data))
+        starts[name] = offsets[0]
+    order = sorted(slot_of, key=starts.__getitem__)
+    first = starts[order[0]]
+    packed = all(starts[n] == first + j * size for j, n in enumerate(order))
     if packed:  # how safetensors writes them: back to back, one view for all
         flat = torch.frombuffer(
             data, dtype=dtype, count=len(order) * size // dtype.itemsize, offset=base + first
         )
         rows = flat.view(len(order), *shape)
     else:
-        rows = torch.stack(
-            [_view(data, base + table[n]["data_offsets"][0], size, dtype, shape) for n in order]
-        )
+        rows = torch.stack([_view(data, base + starts[n], size, dtype, shape) for n in order])
     slots = torch.tensor([slot_of[n] for n in order], dtype=torch.long)
     return BlockTensors(expected.layer_start, expected.layer_end, rows, slots)
 
 
-def _check_offsets(offsets, size: int, base: int, length: int, name: str) -> None:
+def _refuse_entry(name: str, entry, shape, code, size: int, base: int, length: int) -> NoReturn:
+    """Raise BlockRefused saying what is wrong with a tensor's entry in the header."""
+    if not isinstance(entry, dict):
+        raise BlockRefused(f"not safetensors: bad entry for {name}")
+    _expect(f"shape of {name}", entry.get("shape"), shape)
+    _expect(f"dtype of {name}", entry.get("dtype"), code)
+    offsets = entry.get("data_offsets")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
@@ -264,6 +280,7 @@ def _check_offsets(offsets, size: int, base: int, length: int, name: str) -> Non
         or base + offsets[1] > length
     ):
         raise BlockRefused(f"not safetensors: bad data offsets {offsets!r} for {name}")
+    raise BlockRefused(f"not safetensors: bad entry for {name}")
 
 
 def _view(data: bytes, offset: int, size: int, dtype: torch.dtype, shape) -> torch.Tensor:

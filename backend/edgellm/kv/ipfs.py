@@ -1,4 +1,5 @@
-"""A small client for Kubo's HTTP RPC API (POST /api/v0/<command>).
+"""A small client for Kubo's HTTP RPC API (POST /api/v0/<command>) and, for reading
+blocks, its trustless gateway (GET /ipfs/<cid>, Accept: application/vnd.ipld.raw).
 
 The `ipfshttpclient` package refuses every Kubo release since 0.8 (a version gate in an
 unmaintained package), so the backend speaks the RPC API itself. Only what KV blocks need:
@@ -8,13 +9,17 @@ body, a timeout) raises IpfsError.
 
 It uses the standard library's http.client with one keep-alive connection per thread:
 reading ~740 KB block bodies that way measured 2-3x faster than httpx or requests on the
-same daemon, and block fetches are on the time-to-first-token path.
+same daemon, and block fetches are on the time-to-first-token path. For the same reason
+block_get goes through the gateway when one is given: the RPC API streams a block as a
+chunked reply flushed piece by piece, the gateway sends it in one go (98 blocks of 742 KB:
+~370 ms against ~130 ms from the local store, and ~120 ms less over bitswap).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import uuid
 from typing import Any
@@ -22,6 +27,10 @@ from urllib.parse import urlencode, urlsplit
 
 # Extra seconds the socket waits beyond Kubo's own `timeout` option.
 _SLACK_S = 2.0
+# A trustless gateway answers this with the block's bytes as stored.
+_RAW = {"Accept": "application/vnd.ipld.raw"}
+# What may follow /ipfs/ in a gateway path: a CID in base32 or base58 (no path, no query).
+_CID = re.compile(r"[A-Za-z0-9]{8,128}")
 # A kept-alive connection the server closed meanwhile: reconnect once.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
@@ -30,25 +39,24 @@ class IpfsError(Exception):
     """Kubo could not be reached or refused the call."""
 
 
-class KuboClient:
-    def __init__(self, api: str, timeout_s: float = 30.0) -> None:
-        """`api` is a base URL, e.g. "http://127.0.0.1:5001", or a Kubo multiaddr such as
-        "/ip4/127.0.0.1/tcp/5001" (the form Kubo writes to $IPFS_PATH/api)."""
-        self.api = api_url(api)
-        url = urlsplit(self.api)
-        self._https = url.scheme == "https"
+class _Connections:
+    """One kept-alive HTTP connection per thread to one server."""
+
+    def __init__(self, base: str) -> None:
+        url = urlsplit(base)
+        self._kind = (
+            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        )
         self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or (443 if self._https else 80)
-        self._timeout_s = timeout_s
+        self._port = url.port or (443 if url.scheme == "https" else 80)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: list[http.client.HTTPConnection] = []
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+    def get(self, timeout: float) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = kind(self._host, self._port, timeout=timeout)
+            conn = self._kind(self._host, self._port, timeout=timeout)
             self._local.conn = conn
             with self._lock:
                 self._open.append(conn)
@@ -57,12 +65,46 @@ class KuboClient:
             conn.sock.settimeout(timeout)
         return conn
 
-    def _drop(self, conn: http.client.HTTPConnection) -> None:
+    def drop(self, conn: http.client.HTTPConnection) -> None:
         conn.close()
         self._local.conn = None
         with self._lock:
             if conn in self._open:
                 self._open.remove(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
+
+    def send(self, method: str, path: str, what: str, timeout: float, **kwargs):
+        """(status, body, headers) of one request, reconnecting once if a kept-alive
+        connection went stale; any transport failure raises IpfsError."""
+        for attempt in (1, 2):
+            conn = self.get(timeout)
+            try:
+                conn.request(method, path, **kwargs)
+                reply = conn.getresponse()
+                return reply.status, reply.read(), reply
+            except (http.client.HTTPException, OSError) as exc:
+                self.drop(conn)
+                if attempt == 1 and isinstance(exc, _STALE):
+                    continue
+                raise IpfsError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+
+class KuboClient:
+    def __init__(self, api: str, timeout_s: float = 30.0, gateway: str = "") -> None:
+        """`api` is a base URL, e.g. "http://127.0.0.1:5001", or a Kubo multiaddr such as
+        "/ip4/127.0.0.1/tcp/5001" (the form Kubo writes to $IPFS_PATH/api). `gateway`,
+        when given, is the same Kubo's gateway URL (block reads go through it)."""
+        self.api = api_url(api)
+        self.gateway = gateway_url(gateway) if gateway else ""
+        self._timeout_s = timeout_s
+        self._rpc = _Connections(self.api)
+        self._gateway = _Connections(self.gateway) if self.gateway else None
 
     def _call(
         self,
@@ -75,20 +117,9 @@ class KuboClient:
         timeout = self._timeout_s if timeout_s is None else timeout_s + _SLACK_S
         path = f"/api/v0/{command}" + (f"?{urlencode(params)}" if params else "")
         headers = {"Content-Type": content_type} if content_type else {}
-        for attempt in (1, 2):
-            conn = self._connection(timeout)
-            try:
-                conn.request("POST", path, body=body, headers=headers)
-                reply = conn.getresponse()
-                data = reply.read()
-                break
-            except (http.client.HTTPException, OSError) as exc:
-                self._drop(conn)
-                if attempt == 1 and isinstance(exc, _STALE):
-                    continue
-                raise IpfsError(f"{command}: {type(exc).__name__}: {exc}") from exc
-        if reply.status != 200:
-            raise IpfsError(f"{command}: HTTP {reply.status}: {_message(data)}")
+        status, data, _ = self._rpc.send("POST", path, command, timeout, body=body, headers=headers)
+        if status != 200:
+            raise IpfsError(f"{command}: HTTP {status}: {_message(data)}")
         return data
 
     def _json(self, command: str, **kwargs: Any) -> Any:
@@ -128,8 +159,20 @@ class KuboClient:
     def block_get(self, cid: str, timeout_s: float) -> bytes:
         """The block's bytes, from the local store or the network (bitswap), within
         `timeout_s` seconds."""
-        params = {"arg": cid, "timeout": f"{timeout_s:g}s"}
-        return self._call("block/get", params=params, timeout_s=timeout_s)
+        if self._gateway is None:
+            params = {"arg": cid, "timeout": f"{timeout_s:g}s"}
+            return self._call("block/get", params=params, timeout_s=timeout_s)
+        if not _CID.fullmatch(cid):
+            raise IpfsError(f"block get: {cid!r} is not a CID")
+        status, data, reply = self._gateway.send(
+            "GET", f"/ipfs/{cid}", "block get (gateway)", timeout_s, headers=_RAW
+        )
+        if status != 200:
+            raise IpfsError(f"block get (gateway): HTTP {status}: {_message(data)}")
+        kind = reply.getheader("Content-Type", "")
+        if not kind.startswith(_RAW["Accept"]):
+            raise IpfsError(f"block get (gateway): {kind!r} reply, not a raw block")
+        return data
 
     def pin_add(self, cid: str) -> None:
         self._call("pin/add", params={"arg": cid})
@@ -148,10 +191,16 @@ class KuboClient:
         )
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._open = self._open, []
-        for conn in conns:
-            conn.close()
+        self._rpc.close()
+        if self._gateway is not None:
+            self._gateway.close()
+
+
+def gateway_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
+        raise ValueError(f"Kubo gateway must be http(s)://host:port, got {url!r}")
+    return url
 
 
 def api_url(api: str) -> str:

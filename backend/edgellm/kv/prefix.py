@@ -36,7 +36,9 @@ from edgellm.models.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-FETCH_WORKERS = 8
+# Blocks fetched at once: bitswap keeps that many wants in flight. On two cores, 98 blocks
+# over bitswap took ~760 ms with 8, ~640 ms with 16 to 64.
+FETCH_WORKERS = 32
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class PrefixCache:
         if config.dir is None:
             raise ValueError("kv.dir is not set (load_config sets <data_dir>/kv)")
         model_cid = Manifest.read(model_dir).weights_cid
-        client = KuboClient(config.ipfs_api)
+        client = KuboClient(config.ipfs_api, gateway=config.ipfs_gateway)
         try:
             peer = client.id().get("ID", "?")
             log.info("kv: prefix cache on, Kubo %s (peer %s)", client.api, peer)

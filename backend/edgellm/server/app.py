@@ -84,7 +84,10 @@ def build(config: BackendConfig, device: str) -> Built:
     models = ModelManager(store, config.engine, device, config.calibrate, config.kv)
     tracker = RequestTracker()
     clusters = ClusterManager(
-        config.data_dir / "ray", config.models_dir, ipfs_api=config.kv.ipfs_api
+        config.data_dir / "ray",
+        config.models_dir,
+        ipfs_api=config.kv.ipfs_api,
+        ipfs_gateway=config.kv.ipfs_gateway,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)
