@@ -130,7 +130,9 @@ def _run(engine: TorchEngine, request: GenerationRequest):
 def _fresh_cache(kubo: Kubo, root: Path, model_cid: str, name: str) -> PrefixCache:
     directory = root / name
     shutil.rmtree(directory, ignore_errors=True)
-    store = KVStore(KuboClient(kubo.api, gateway=kubo.gateway), directory, 1 << 30, fetch_timeout_s=30.0)
+    store = KVStore(
+        KuboClient(kubo.api, gateway=kubo.gateway), directory, 1 << 30, fetch_timeout_s=30.0
+    )
     return PrefixCache(store, model_cid, BLOCK_SIZE)
 
 
