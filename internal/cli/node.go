@@ -105,9 +105,14 @@ func (app *App) openBackend(ctx context.Context, cfg *config.Config, opts ...ope
 		}
 	}()
 	app.startIPFS(ctx, cfg, &set, n)
-	ipfsEnv := "EDGELLM_IPFS_API=" // set and empty: the backend's KV cache is off
+	// Set and empty: the backend's KV cache is off / it reads blocks through
+	// the RPC API (an external Kubo's gateway is not known).
+	ipfsEnv := []string{"EDGELLM_IPFS_API=", "EDGELLM_IPFS_GATEWAY="}
 	if n.ipfsAPI != nil {
-		ipfsEnv += n.ipfsAPI.URL()
+		ipfsEnv[0] += n.ipfsAPI.URL()
+	}
+	if n.ipfs != nil {
+		ipfsEnv[1] += n.ipfs.GatewayURL()
 	}
 	logPath := filepath.Join(cfg.DataDir, "logs", "backend.log")
 	logFile, err := openLog(logPath)
@@ -131,7 +136,7 @@ func (app *App) openBackend(ctx context.Context, cfg *config.Config, opts ...ope
 		backend.WithMaxRestartsPerMinute(s.MaxRestartsPerMinute),
 		backend.WithStderr(out),
 		backend.WithLogger(app.log),
-		backend.WithEnv(ipfsEnv),
+		backend.WithEnv(ipfsEnv...),
 	)
 	if err != nil {
 		logFile.Close()

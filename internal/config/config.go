@@ -122,8 +122,12 @@ type IPFS struct {
 	// like its own port. Default 0: a free port, picked when Kubo starts.
 	// Env EDGELLM_IPFS_SWARM_PORT.
 	SwarmPort int `yaml:"swarm_port"`
-	// Gateway also serves Kubo's HTTP gateway on a free 127.0.0.1 port (for
-	// looking at blocks by hand). Default false.
+	// Gateway serves Kubo's HTTP gateway on a free 127.0.0.1 port, trustless
+	// responses only (raw blocks and CARs), and hands its URL to the backend
+	// (EDGELLM_IPFS_GATEWAY), which reads KV blocks through it: 2-3x faster
+	// than the RPC API's block/get, and the time to first token of a cached
+	// prefix is mostly that read. Loopback only, like the RPC API (which
+	// already exposes more). Default true; false reads through the RPC API.
 	Gateway bool `yaml:"gateway"`
 }
 
@@ -140,7 +144,7 @@ func Default() *Config {
 				MaxRestartsPerMinute: 5,
 			},
 		},
-		IPFS: IPFS{Enabled: true},
+		IPFS: IPFS{Enabled: true, Gateway: true},
 	}
 }
 

@@ -200,7 +200,7 @@ ipfs:
   binary: /file/ipfs
   api_port: 5101
   swarm_port: 4101
-  gateway: true
+  gateway: false
 `
 	tests := []struct {
 		name string
@@ -209,15 +209,15 @@ ipfs:
 		want IPFS
 		err  bool
 	}{
-		{"defaults", "", nil, IPFS{Enabled: true}, false},
-		{"file", file, nil, IPFS{Enabled: true, Binary: "/file/ipfs", APIPort: 5101, SwarmPort: 4101, Gateway: true}, false},
+		{"defaults", "", nil, IPFS{Enabled: true, Gateway: true}, false},
+		{"file", file, nil, IPFS{Enabled: true, Binary: "/file/ipfs", APIPort: 5101, SwarmPort: 4101}, false},
 		{"env over file", file, map[string]string{EnvIPFSBin: "/env/ipfs", EnvIPFSAPIPort: "5202", EnvIPFSSwarmPort: "4202"},
-			IPFS{Enabled: true, Binary: "/env/ipfs", APIPort: 5202, SwarmPort: 4202, Gateway: true}, false},
+			IPFS{Enabled: true, Binary: "/env/ipfs", APIPort: 5202, SwarmPort: 4202}, false},
 		{"disabled by env", file, map[string]string{EnvIPFSEnabled: "false"},
-			IPFS{Binary: "/file/ipfs", APIPort: 5101, SwarmPort: 4101, Gateway: true}, false},
-		{"disabled by file", "ipfs:\n  enabled: false\n", nil, IPFS{}, false},
+			IPFS{Binary: "/file/ipfs", APIPort: 5101, SwarmPort: 4101}, false},
+		{"disabled by file", "ipfs:\n  enabled: false\n", nil, IPFS{Gateway: true}, false},
 		{"external api", "", map[string]string{EnvIPFSAPI: "http://127.0.0.1:5001"},
-			IPFS{Enabled: true, API: "http://127.0.0.1:5001"}, false},
+			IPFS{Enabled: true, API: "http://127.0.0.1:5001", Gateway: true}, false},
 		{"bad enabled", "", map[string]string{EnvIPFSEnabled: "maybe"}, IPFS{}, true},
 		{"bad port env", "", map[string]string{EnvIPFSAPIPort: "http"}, IPFS{}, true},
 		{"port out of range", "ipfs:\n  swarm_port: 70000\n", nil, IPFS{}, true},

@@ -47,6 +47,7 @@ func (e *StartError) Unwrap() error { return e.Err }
 type Daemon struct {
 	opts     Options
 	client   *Client
+	gateway  string // gateway URL, "" when off
 	attached bool
 
 	ctx    context.Context
@@ -95,13 +96,18 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.opts.APIPort = urlPort(api) // restarts keep the port the backend was given
+	// Restarts keep the ports the backend was given.
+	d.opts.APIPort = urlPort(api)
+	if o.Gateway {
+		d.gateway = o.readGatewayFile()
+		d.opts.GatewayPort = urlPort(d.gateway)
+	}
 	d.client = NewClient(api)
 	d.proc = p
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.wg.Add(1)
 	go d.watch(p)
-	o.Logger.Info("ipfs: daemon serving", "pid", p.cmd.Process.Pid, "api", api, "swarm_port", d.opts.SwarmPort)
+	o.Logger.Info("ipfs: daemon serving", "pid", p.cmd.Process.Pid, "api", api, "gateway", d.gateway, "swarm_port", d.opts.SwarmPort)
 	return d, nil
 }
 
@@ -128,11 +134,19 @@ func attach(ctx context.Context, o Options) (*Daemon, error) {
 			return nil, fmt.Errorf("the repository %s is in use by an IPFS node outside this swarm (API %s); stop the other edgellm command first", o.RepoDir, api)
 		}
 	}
-	return &Daemon{opts: o, client: c, attached: true}, nil
+	d := &Daemon{opts: o, client: c, attached: true}
+	if o.Gateway {
+		d.gateway = o.readGatewayFile()
+	}
+	return d, nil
 }
 
 // Client returns a client of the daemon's API.
 func (d *Daemon) Client() *Client { return d.client }
+
+// GatewayURL returns the daemon's gateway URL on 127.0.0.1 (trustless
+// responses only), "" when Options.Gateway is off.
+func (d *Daemon) GatewayURL() string { return d.gateway }
 
 // APIURL returns the API's base URL, http://127.0.0.1:PORT.
 func (d *Daemon) APIURL() string { return d.client.URL() }
@@ -197,12 +211,15 @@ func (d *Daemon) spawn(ctx context.Context) (*kuboProc, string, error) {
 	if err := o.initRepo(ctx); err != nil {
 		return fail(err, nil)
 	}
-	if err := o.configure(o.APIPort, o.SwarmPort); err != nil {
+	if err := o.configure(o.APIPort, o.GatewayPort, o.SwarmPort); err != nil {
 		return fail(fmt.Errorf("configure the repository: %w", err), nil)
 	}
-	// A daemon killed with SIGKILL leaves its api file: never read that one.
-	if err := os.Remove(filepath.Join(o.RepoDir, apiFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fail(err, nil)
+	// A daemon killed with SIGKILL leaves its api and gateway files: never
+	// read those.
+	for _, name := range []string{apiFile, gatewayFile} {
+		if err := os.Remove(filepath.Join(o.RepoDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fail(err, nil)
+		}
 	}
 	p := &kuboProc{tail: newTail(), exited: make(chan struct{})}
 	out := io.MultiWriter(p.tail, o.Log)
@@ -251,10 +268,14 @@ func (d *Daemon) waitReady(ctx context.Context, p *kuboProc) (string, error) {
 			attempt, cancel := context.WithTimeout(ctx, time.Second)
 			_, err := NewClient(api).ID(attempt)
 			cancel()
-			if err == nil {
+			switch {
+			case err != nil:
+				lastErr = err
+			case d.opts.Gateway && d.opts.readGatewayFile() == "":
+				lastErr = errors.New("no gateway file yet")
+			default:
 				return api, nil
 			}
-			lastErr = err
 		}
 		if waited := time.Since(start); d.opts.Waiting != nil && waited > time.Second &&
 			time.Since(lastReport) >= 500*time.Millisecond {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +77,9 @@ func TestDaemonStartStop(t *testing.T) {
 	pid := d.Pid()
 	if pid <= 0 || d.Attached() || !strings.HasPrefix(d.APIURL(), "http://127.0.0.1:") {
 		t.Fatalf("pid %d, attached %v, api %s", pid, d.Attached(), d.APIURL())
+	}
+	if d.GatewayURL() != "" {
+		t.Fatalf("gateway %s with Options.Gateway off", d.GatewayURL())
 	}
 	if pids := testutil.ProcessesMentioning(repo); len(pids) != 1 || pids[0] != pid {
 		t.Fatalf("processes mentioning the repository: %v, want [%d]", pids, pid)
@@ -154,6 +159,83 @@ func TestDaemonRestartAfterKill(t *testing.T) {
 			t.Fatalf("not restarted (err %v)", d.Err())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGateway: with Options.Gateway the daemon serves raw blocks on
+// 127.0.0.1 (trustless responses only), and a restart after SIGKILL keeps
+// the gateway's URL, which the backend was given.
+func TestGateway(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	repo := filepath.Join(t.TempDir(), "ipfs")
+	d, err := ipfs.Start(ctxT(t, 2*time.Minute), ipfs.Options{
+		Binary: testutil.IPFSBinary(t), RepoDir: repo, SwarmKey: newKey(t), SwarmIPs: loopback,
+		Gateway: true, StopTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	gw := d.GatewayURL()
+	if !strings.HasPrefix(gw, "http://127.0.0.1:") {
+		t.Fatalf("gateway %q, want one on 127.0.0.1", gw)
+	}
+	ctx := ctxT(t, time.Minute)
+	data := []byte("a KV block, as far as the gateway knows")
+	cid, err := d.Client().BlockPut(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(accept string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.GatewayURL()+"/ipfs/"+cid, nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
+	}
+	tests := []struct {
+		name   string
+		accept string
+		ok     bool
+	}{
+		{"raw block", "application/vnd.ipld.raw", true},
+		{"deserialized (a website) is refused", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := get(tt.accept)
+			if ok := status == http.StatusOK; ok != tt.ok {
+				t.Fatalf("status %d (%q)", status, body)
+			}
+			if tt.ok && !bytes.Equal(body, data) {
+				t.Fatalf("body %q, want %q", body, data)
+			}
+		})
+	}
+	pid := d.Pid()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitExit(t, pid, 5*time.Second)
+	deadline := time.Now().Add(time.Minute)
+	for d.Pid() == 0 || d.Pid() == pid {
+		if time.Now().After(deadline) {
+			t.Fatalf("not restarted (err %v)", d.Err())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d.GatewayURL() != gw {
+		t.Fatalf("gateway moved across a restart: %s → %s", gw, d.GatewayURL())
+	}
+	if status, body := get("application/vnd.ipld.raw"); status != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("after restart: status %d, body %q", status, body)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 const (
 	configFile   = "config"
 	apiFile      = "api"
+	gatewayFile  = "gateway"
 	swarmKeyFile = "swarm.key"
 )
 
@@ -74,7 +75,7 @@ func (o Options) initRepo(ctx context.Context) error {
 // configure writes the settings edgellm depends on into the repository's
 // config (leaving every other key as it is) and writes or removes swarm.key.
 // The daemon must not be running.
-func (o Options) configure(apiPort, swarmPort int) error {
+func (o Options) configure(apiPort, gatewayPort, swarmPort int) error {
 	path := filepath.Join(o.RepoDir, configFile)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -86,7 +87,7 @@ func (o Options) configure(apiPort, swarmPort int) error {
 	}
 	gateway := any([]string{})
 	if o.Gateway {
-		gateway = "/ip4/127.0.0.1/tcp/0"
+		gateway = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", gatewayPort)
 	}
 	settings := []struct {
 		key   string
@@ -94,6 +95,9 @@ func (o Options) configure(apiPort, swarmPort int) error {
 	}{
 		{"Addresses.API", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", apiPort)},
 		{"Addresses.Gateway", gateway},
+		// Trustless responses only (raw blocks, CARs): what the backend reads.
+		{"Gateway.DeserializedResponses", false},
+		{"Gateway.NoFetch", false},
 		{"Addresses.Swarm", o.swarmAddrs(swarmPort)},
 		{"Bootstrap", []string{}},
 		{"AutoConf.Enabled", false},
@@ -198,6 +202,20 @@ func (o Options) readAPIFile() string {
 		return ""
 	}
 	return apiURL(strings.TrimSpace(string(data)))
+}
+
+// readGatewayFile returns the gateway URL in the repository's gateway file
+// (written by a running daemon that serves one), "" when there is none.
+func (o Options) readGatewayFile() string {
+	data, err := os.ReadFile(filepath.Join(o.RepoDir, gatewayFile))
+	if err != nil {
+		return ""
+	}
+	u := strings.TrimSpace(string(data))
+	if !strings.HasPrefix(u, "http://") || urlPort(u) == 0 {
+		return ""
+	}
+	return u
 }
 
 // apiURL turns /ip4/H/tcp/P (or /ip6) into http://H:P; "" otherwise.

@@ -106,7 +106,7 @@ func TestConfigure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := o.configure(5123, 4123); err != nil {
+	if err := o.configure(5123, 0, 4123); err != nil {
 		t.Fatal(err)
 	}
 	var cfg map[string]any
@@ -155,7 +155,7 @@ func TestConfigure(t *testing.T) {
 	if o, err = o.withDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.configure(5123, 4123); err != nil {
+	if err := o.configure(5123, 0, 4123); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, swarmKeyFile)); !os.IsNotExist(err) {

@@ -87,7 +87,12 @@ class PrefixCache:
         client = KuboClient(config.ipfs_api, gateway=config.ipfs_gateway)
         try:
             peer = client.id().get("ID", "?")
-            log.info("kv: prefix cache on, Kubo %s (peer %s)", client.api, peer)
+            log.info(
+                "kv: prefix cache on, Kubo %s (peer %s), blocks read through %s",
+                client.api,
+                peer,
+                f"the gateway {client.gateway}" if client.gateway else "the RPC API",
+            )
         except IpfsError as exc:
             log.warning(
                 "kv: Kubo at %s is not answering (%s); computing until it does", client.api, exc
