@@ -1,0 +1,126 @@
+package openai
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+)
+
+// Server is the OpenAI-compatible HTTP API over an Engine. It is an
+// http.Handler; NewHTTPServer wraps it in an http.Server with timeouts.
+type Server struct {
+	engine  Engine
+	opts    Options
+	metrics *Metrics
+	log     *slog.Logger
+	queues  *queues
+	mux     *http.ServeMux
+	handler http.Handler
+}
+
+// New builds the API over engine.
+func New(engine Engine, opts Options) (*Server, error) {
+	if engine == nil {
+		return nil, errors.New("openai: nil Engine")
+	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		engine:  engine,
+		opts:    opts,
+		metrics: opts.Metrics,
+		log:     opts.Logger,
+		queues:  newQueues(opts.MaxConcurrent, opts.MaxQueue, opts.Metrics),
+		mux:     http.NewServeMux(),
+	}
+	doc, err := spec.json(opts.APIKey != "")
+	if err != nil {
+		return nil, err
+	}
+	s.routes(doc)
+	s.handler = s.metrics.instrument(http.HandlerFunc(s.dispatch))
+	return s, nil
+}
+
+// routes registers every endpoint; openapi.yaml documents each of them
+// (TestOpenAPIDocumentsEveryRoute keeps the two lists equal).
+func (s *Server) routes(openapiDoc []byte) {
+	s.route("POST /v1/chat/completions", s.auth(s.chatCompletions))
+	s.route("POST /v1/completions", s.auth(s.completions))
+	s.route("GET /v1/models", s.auth(s.listModels))
+	// {id...}: a model id may one day contain "/" (hub-style names).
+	s.route("GET /v1/models/{id...}", s.auth(s.retrieveModel))
+	s.route("GET /health", s.health)
+	s.route("GET /ready", s.ready)
+	s.route("GET /metrics", s.metrics.Handler().ServeHTTP)
+	s.route("GET /openapi.json", openapiHandler(openapiDoc))
+}
+
+// route registers h under pattern, labelled with the pattern in metrics.
+func (s *Server) route(pattern string, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		infoFrom(r.Context()).endpoint = pattern
+		h(w, r)
+	})
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handler.ServeHTTP(w, r)
+}
+
+// Metrics returns the server's metrics (Options.Metrics or its own).
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// dispatch routes r; what no route matches gets an OpenAI error object
+// instead of ServeMux's plain-text 404 or 405.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	// Let the mux decide between 404 and 405 (and the Allow header), then
+	// answer in JSON.
+	probe := &headerProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	e := &apiError{Status: probe.status, Type: typeInvalidRequest,
+		Message: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"}
+	if probe.status == http.StatusMethodNotAllowed {
+		e.Message = "Invalid method for URL (" + r.Method + " " + r.URL.Path + ")"
+		e.Header = http.Header{"Allow": probe.header.Values("Allow")}
+	} else {
+		e.Status = http.StatusNotFound
+	}
+	s.writeError(w, r, e)
+}
+
+// headerProbe records the status and headers a handler writes, dropping
+// the body.
+type headerProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *headerProbe) Header() http.Header         { return p.header }
+func (p *headerProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *headerProbe) WriteHeader(status int)      { p.status = status }
+
+// lookupModel finds the requested model among those the engine serves, so
+// an unknown one is a 404 before it takes a queue slot. Only known ids
+// become metric labels.
+func (s *Server) lookupModel(r *http.Request, id string) (Model, *apiError) {
+	models, err := s.engine.Models(r.Context())
+	if err != nil {
+		return Model{}, engineError(err, "models", s.opts.RetryAfter)
+	}
+	for _, m := range models {
+		if m.ID == id {
+			infoFrom(r.Context()).model = id
+			return m, nil
+		}
+	}
+	return Model{}, modelNotFound(id)
+}
