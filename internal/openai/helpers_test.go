@@ -331,3 +331,10 @@ func readAll(t *testing.T, r io.Reader) []byte {
 }
 
 const chatBody = `{"model":"smollm2-135m","messages":[{"role":"user","content":"What is the capital of France?"}]}`
+
+func decodeInto(t *testing.T, body []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+}
