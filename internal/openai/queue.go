@@ -48,6 +48,9 @@ func (q *queues) get(model string) *modelQueue {
 	if !ok {
 		mq = &modelQueue{sem: semaphore.NewWeighted(q.maxConcurrent)}
 		q.byModel[model] = mq
+		// Both series exist, at 0, from the model's first request on.
+		q.metrics.queueDepth.WithLabelValues(model).Set(0)
+		q.metrics.running.WithLabelValues(model).Set(0)
 	}
 	return mq
 }

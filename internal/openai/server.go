@@ -16,6 +16,9 @@ type Server struct {
 	queues  *queues
 	mux     *http.ServeMux
 	handler http.Handler
+	// patterns lists the registered routes, for the test that checks the
+	// OpenAPI document against them.
+	patterns []string
 }
 
 // New builds the API over engine.
@@ -60,6 +63,7 @@ func (s *Server) routes(openapiDoc []byte) {
 
 // route registers h under pattern, labelled with the pattern in metrics.
 func (s *Server) route(pattern string, h http.HandlerFunc) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		infoFrom(r.Context()).endpoint = pattern
 		h(w, r)
