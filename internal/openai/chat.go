@@ -21,11 +21,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, aerr)
 		return
 	}
-	input, aerr := chatInput(req.Messages)
-	if aerr != nil {
-		s.writeError(w, r, aerr)
-		return
-	}
+	input := chatInput(req.Messages)
 	maxTokens, maxParam := maxTokensParam(&req)
 	params, aerr := sampling(&req.samplingFields, maxTokens, maxParam, model)
 	if aerr != nil {

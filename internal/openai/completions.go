@@ -21,11 +21,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, aerr)
 		return
 	}
-	input, aerr := rawInput(req.Prompt)
-	if aerr != nil {
-		s.writeError(w, r, aerr)
-		return
-	}
+	input := &pb.GenerateRequest_RawPrompt{RawPrompt: req.Prompt}
 	params, aerr := sampling(&req.samplingFields, req.MaxTokens, "max_tokens", model)
 	if aerr != nil {
 		s.writeError(w, r, aerr)

@@ -3,6 +3,7 @@ package openai
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,6 +17,17 @@ import (
 // goroutine is left behind.
 func TestDisconnectMidStream(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testDisconnect(t, true)
+}
+
+// TestDisconnectWhileGenerating: the same for a request that does not
+// stream (the client gives up waiting for the whole answer).
+func TestDisconnectWhileGenerating(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	testDisconnect(t, false)
+}
+
+func testDisconnect(t *testing.T, stream bool) {
 
 	eng := newFakeEngine()
 	b := newBlocking()
@@ -26,21 +38,30 @@ func TestDisconnectMidStream(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/v1/chat/completions",
-		strings.NewReader(chatWith(`"stream":true`)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Read the role and the first token, then hang up.
-	rd := bufio.NewReader(resp.Body)
-	for range 4 { // two events, each a data line and a blank line
-		if _, err := rd.ReadString('\n'); err != nil {
-			t.Fatal(err)
+		strings.NewReader(chatWith(fmt.Sprintf(`"stream":%v`, stream))))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return // the non-streamed request, cancelled while waiting
 		}
+		defer resp.Body.Close()
+		// Read the role and the first token, then hang up.
+		rd := bufio.NewReader(resp.Body)
+		for range 4 { // two events, each a data line and a blank line
+			if _, err := rd.ReadString('\n'); err != nil {
+				t.Error(err)
+			}
+		}
+		waitFor(t, b.started, "the generation")
+		cancel()
+	}()
+	if !stream {
+		waitFor(t, b.started, "the generation")
+		cancel()
 	}
-	waitFor(t, b.started, "the generation")
-	cancel()
-	resp.Body.Close()
+	<-done
 	waitFor(t, b.cancelled, "the engine's context to be cancelled")
 
 	running := s.metrics.running.WithLabelValues(testModel.ID)

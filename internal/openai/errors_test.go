@@ -95,6 +95,15 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 		resp.apiErr(t).Type != typeInvalidRequest {
 		t.Errorf("wrong method: %d %v %s", resp.status, resp.header, resp.body)
 	}
+	for _, path := range []string{"/v1/models", "/v1/models/x", "/health"} {
+		resp = serve(t, s, http.MethodHead, path, "")
+		if resp.status != http.StatusMethodNotAllowed || resp.header.Get("Allow") != "GET" {
+			t.Errorf("HEAD %s: %d %v, want 405 with Allow: GET", path, resp.status, resp.header)
+		}
+	}
+	if resp = serve(t, s, http.MethodHead, "/nowhere", ""); resp.status != http.StatusNotFound {
+		t.Errorf("HEAD /nowhere: %d, want 404", resp.status)
+	}
 	resp = serve(t, s, http.MethodDelete, "/v1/models/x", "")
 	if resp.status != http.StatusMethodNotAllowed || !strings.Contains(resp.header.Get("Allow"), "GET") {
 		t.Errorf("wrong method on a model: %d %v %s", resp.status, resp.header, resp.body)

@@ -80,6 +80,9 @@ func (o *outcome) openaiUsage() usage {
 // generate queues g behind its model's running generations, runs it, and
 // answers: one JSON object, or a stream of events.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, g *generation) {
+	// OpenAI's header for the request id; its clients expose it, and a 500's
+	// message names the same id as the log.
+	w.Header().Set("X-Request-Id", g.id)
 	release, err := s.queues.acquire(r.Context(), g.model.ID)
 	if errors.Is(err, errQueueFull) {
 		s.writeError(w, r, queueFull(g.model.ID, s.opts.RetryAfter))

@@ -2,7 +2,6 @@ package openai
 
 import (
 	"math"
-	"strings"
 
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -16,29 +15,14 @@ var roles = map[string]string{
 	"assistant": "assistant",
 }
 
-// chatInput converts validated messages for the backend. Checks the schema
-// cannot express come here: at least one message with some text (the
-// backend refuses a conversation that is all whitespace).
-func chatInput(msgs []chatMessage) (*pb.GenerateRequest_Messages, *apiError) {
+// chatInput converts validated messages for the backend. (The schema has
+// already refused a conversation with no text, as the backend would.)
+func chatInput(msgs []chatMessage) *pb.GenerateRequest_Messages {
 	out := make([]*pb.ChatMessage, len(msgs))
-	blank := true
 	for i, m := range msgs {
 		out[i] = &pb.ChatMessage{Role: roles[m.Role], Content: string(m.Content)}
-		blank = blank && strings.TrimSpace(string(m.Content)) == ""
 	}
-	if blank {
-		return nil, invalidRequest("messages", "invalid_value",
-			"Invalid 'messages': every message is empty or whitespace; at least one needs some text.")
-	}
-	return &pb.GenerateRequest_Messages{Messages: &pb.ChatMessages{Messages: out}}, nil
-}
-
-// rawInput is /v1/completions' prompt, sent without a chat template.
-func rawInput(prompt string) (*pb.GenerateRequest_RawPrompt, *apiError) {
-	if strings.TrimSpace(prompt) == "" {
-		return nil, invalidRequest("prompt", "invalid_value", "Invalid 'prompt': it is only whitespace.")
-	}
-	return &pb.GenerateRequest_RawPrompt{RawPrompt: prompt}, nil
+	return &pb.GenerateRequest_Messages{Messages: &pb.ChatMessages{Messages: out}}
 }
 
 // sampling converts the validated sampling fields. maxTokens is the

@@ -78,40 +78,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Metrics returns the server's metrics (Options.Metrics or its own).
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// dispatch routes r; what no route matches gets an OpenAI error object
-// instead of ServeMux's plain-text 404 or 405.
-func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
-	h, pattern := s.mux.Handler(r)
-	if pattern != "" {
-		s.mux.ServeHTTP(w, r)
-		return
-	}
-	// Let the mux decide between 404 and 405 (and the Allow header), then
-	// answer in JSON.
-	probe := &headerProbe{header: http.Header{}}
-	h.ServeHTTP(probe, r)
-	e := &apiError{Status: probe.status, Type: typeInvalidRequest,
-		Message: "Invalid URL (" + r.Method + " " + r.URL.Path + ")"}
-	if probe.status == http.StatusMethodNotAllowed {
-		e.Message = "Invalid method for URL (" + r.Method + " " + r.URL.Path + ")"
-		e.Header = http.Header{"Allow": probe.header.Values("Allow")}
-	} else {
-		e.Status = http.StatusNotFound
-	}
-	s.writeError(w, r, e)
-}
-
-// headerProbe records the status and headers a handler writes, dropping
-// the body.
-type headerProbe struct {
-	header http.Header
-	status int
-}
-
-func (p *headerProbe) Header() http.Header         { return p.header }
-func (p *headerProbe) Write(b []byte) (int, error) { return len(b), nil }
-func (p *headerProbe) WriteHeader(status int)      { p.status = status }
-
 // lookupModel finds the requested model among those the engine serves, so
 // an unknown one is a 404 before it takes a queue slot. Only known ids
 // become metric labels.

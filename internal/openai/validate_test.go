@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -123,7 +124,7 @@ func TestCompletionsRejectsBadInput(t *testing.T) {
 	}{
 		{"missing prompt", `{"model":"smollm2-135m"}`, "prompt", "missing_required_parameter"},
 		{"prompt a list", `{"model":"smollm2-135m","prompt":["a"]}`, "prompt", "invalid_type"},
-		{"empty prompt", `{"model":"smollm2-135m","prompt":""}`, "prompt", "empty_string"},
+		{"empty prompt", `{"model":"smollm2-135m","prompt":""}`, "prompt", "invalid_value"},
 		{"whitespace prompt", `{"model":"smollm2-135m","prompt":"  \n"}`, "prompt", "invalid_value"},
 		{"max_tokens 0", `{"model":"smollm2-135m","prompt":"a","max_tokens":0}`, "max_tokens", "integer_below_min_value"},
 		{"temperature 3", `{"model":"smollm2-135m","prompt":"a","temperature":3}`, "temperature", "decimal_above_max_value"},
@@ -161,5 +162,39 @@ func TestAcceptsValidInput(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.status, resp.body)
 			}
 		})
+	}
+}
+
+// pythonWhitespace is every character Python's str.isspace accepts: what the
+// backend strips before refusing an empty prompt.
+var pythonWhitespace = []rune{0x9, 0xa, 0xb, 0xc, 0xd, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680,
+	0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a,
+	0x2028, 0x2029, 0x202f, 0x205f, 0x3000}
+
+// TestWhitespaceAsTheBackendCountsIt: text made only of the backend's
+// whitespace is refused by the schema; text with any other character is
+// accepted (so the backend never refuses what the schema let through).
+func TestWhitespaceAsTheBackendCountsIt(t *testing.T) {
+	s := newTestServer(t, newFakeEngine(), Options{})
+	quote := func(r string) string { b, _ := json.Marshal(r); return string(b) }
+	for _, r := range pythonWhitespace {
+		text := quote(strings.Repeat(string(r), 2))
+		if resp := post(t, s, "/v1/completions", `{"model":"smollm2-135m","prompt":`+text+`}`); resp.status != 400 {
+			t.Errorf("prompt of U+%04X: %d, want 400", r, resp.status)
+		}
+		msgs := `[{"role":"system","content":` + text + `},{"role":"user","content":[{"type":"text","text":` + text + `}]}]`
+		if resp := post(t, s, "/v1/chat/completions", `{"model":"smollm2-135m","messages":`+msgs+`}`); resp.status != 400 {
+			t.Errorf("messages of U+%04X: %d, want 400", r, resp.status)
+		}
+	}
+	for _, r := range []rune{0x8, 0xe, 0x1b, 0x21, 0x84, 0x86, 0x9f, 0xa1, 0x1681, 0x200b, 0x2030, 0x3001, 0xfeff, 'x'} {
+		text := quote(" " + string(r) + " ")
+		if resp := post(t, s, "/v1/completions", `{"model":"smollm2-135m","prompt":`+text+`}`); resp.status != 200 {
+			t.Errorf("prompt with U+%04X: %d, want 200: %s", r, resp.status, resp.body)
+		}
+		msgs := `[{"role":"system","content":""},{"role":"user","content":[{"type":"text","text":" "},{"type":"text","text":` + text + `}]}]`
+		if resp := post(t, s, "/v1/chat/completions", `{"model":"smollm2-135m","messages":`+msgs+`}`); resp.status != 200 {
+			t.Errorf("messages with U+%04X: %d, want 200: %s", r, resp.status, resp.body)
+		}
 	}
 }
