@@ -1,10 +1,21 @@
 package openai
 
-import "net/http"
+import (
+	"net/http"
+	"path"
+	"strings"
+)
 
 // dispatch routes r; what no route matches gets an OpenAI error object
 // instead of ServeMux's plain-text 404 or 405.
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	if !clean(r.URL.Path) {
+		// ServeMux would redirect (301) to the cleaned path; an API client
+		// gains nothing from that, and a model id such as ".." must be a
+		// 404 like any other unknown id.
+		s.writeError(w, r, invalidURL(r))
+		return
+	}
 	if r.Method == http.MethodHead {
 		// ServeMux answers HEAD wherever GET is served; the API documents
 		// GET only, and a schema fuzzer expects 405 for what is undocumented.
@@ -36,6 +47,19 @@ func (s *Server) headNotAllowed(r *http.Request) *apiError {
 		return invalidURL(r)
 	}
 	return methodNotAllowed(r, http.MethodGet)
+}
+
+// clean reports whether p is in the canonical form ServeMux serves without
+// a redirect: no "." or ".." segments, no empty segment but a trailing one.
+func clean(p string) bool {
+	if p == "" {
+		return true
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 func invalidURL(r *http.Request) *apiError {

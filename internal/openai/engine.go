@@ -18,9 +18,11 @@ type Engine interface {
 
 	// Generate runs one generation. onResp gets every streamed backend
 	// response in order (text, token ids; the last one has finish_reason,
-	// usage with cached_prompt_tokens, and timings); when onResp returns an
-	// error, Generate stops and returns it (wrapped or not). Generate returns
-	// the route it took (RouteLocal, RoutePipeline, RoutePD) for metrics.
+	// usage with cached_prompt_tokens, and timings), one call at a time and
+	// none after Generate returns (it writes to the HTTP response). When
+	// onResp returns an error, Generate stops and returns it (wrapped or
+	// not). Generate returns the route it took (RouteLocal, RoutePipeline,
+	// RoutePD) for metrics, also with an error when it got that far.
 	//
 	// Errors carry gRPC status codes (status.Code sees through %w):
 	// INVALID_ARGUMENT (bad input, prompt beyond the context window,

@@ -104,6 +104,16 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 	if resp = serve(t, s, http.MethodHead, "/nowhere", ""); resp.status != http.StatusNotFound {
 		t.Errorf("HEAD /nowhere: %d, want 404", resp.status)
 	}
+	// Unclean paths are not redirected: a model id of ".." is a 404.
+	for _, path := range []string{"/v1/models/..", "/v1/models/.", "/v1//models", "/v1/models/a/../b"} {
+		if resp = serve(t, s, http.MethodGet, path, ""); resp.status != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", path, resp.status)
+		}
+	}
+	if resp = serve(t, s, http.MethodGet, "/v1/models/", ""); resp.status != http.StatusNotFound ||
+		resp.apiErr(t).Code == nil {
+		t.Errorf("GET /v1/models/: %d %s, want 404 model_not_found", resp.status, resp.body)
+	}
 	resp = serve(t, s, http.MethodDelete, "/v1/models/x", "")
 	if resp.status != http.StatusMethodNotAllowed || !strings.Contains(resp.header.Get("Allow"), "GET") {
 		t.Errorf("wrong method on a model: %d %v %s", resp.status, resp.header, resp.body)

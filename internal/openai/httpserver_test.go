@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -151,4 +152,36 @@ func TestShutdownCutsAfterGrace(t *testing.T) {
 		t.Errorf("Shutdown = %v, want the grace period's deadline", err)
 	}
 	waitFor(t, b.cancelled, "the engine's context to be cancelled")
+}
+
+// TestWriteDeadlineDoesNotLeak: the per-write deadline of one answer does
+// not outlive it on a keep-alive connection: a later request on the same
+// connection, past that deadline, is answered.
+func TestWriteDeadlineDoesNotLeak(t *testing.T) {
+	s := newTestServer(t, newFakeEngine(), Options{WriteTimeout: 100 * time.Millisecond})
+	_, base := listen(t, s)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	get := func(path string) (code int, reused bool) {
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+			http.MethodGet, base+path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		_ = readAll(t, resp.Body)
+		return resp.StatusCode, reused
+	}
+	if code, _ := get("/v1/models"); code != http.StatusOK { // sets a write deadline
+		t.Fatalf("first request: %d", code)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, path := range []string{"/metrics", "/openapi.json"} {
+		// (net/http clears a connection's write deadline after each request.)
+		if code, reused := get(path); code != http.StatusOK || !reused {
+			t.Errorf("%s after the deadline: %d, connection reused %v (want 200 on the same connection)", path, code, reused)
+		}
+	}
 }
