@@ -241,7 +241,7 @@ func checkAgainstSpec(t *testing.T, method, path string, resp response) {
 	case "application/json":
 		checkSchema(t, media.Schema.Value, resp.body)
 	case "text/event-stream":
-		checkStream(t, path, resp.body)
+		checkStream(t, path, media.Schema.Value, resp.body)
 	}
 }
 
@@ -256,15 +256,17 @@ func checkSchema(t *testing.T, s *openapi3.Schema, body []byte) {
 	}
 }
 
-// checkStream checks each event of a stream against its chunk schema, and
-// an error event against the error schema.
-func checkStream(t *testing.T, path string, body []byte) {
+// checkStream checks each event of a stream against the documented event
+// schema, and its data against the chunk schema (or the error schema).
+func checkStream(t *testing.T, path string, media *openapi3.Schema, body []byte) {
 	t.Helper()
 	chunk := spec.schema("ChatCompletionChunk")
 	if path == "/v1/completions" {
 		chunk = spec.schema("Completion")
 	}
 	for _, ev := range parseSSE(t, body) {
+		event, _ := json.Marshal(map[string]string{"data": ev, "event": "message"})
+		checkSchema(t, media, event)
 		switch {
 		case ev == "[DONE]":
 		case strings.HasPrefix(ev, `{"error"`):
