@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"crypto/rand"
 	"net/http"
 	"time"
 
@@ -11,12 +10,13 @@ import (
 // chatCompletions serves POST /v1/chat/completions.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	created := time.Now()
+	id := requestID(w, "chatcmpl-")
 	var req chatRequest
 	if aerr := decodeBody(w, r, s.opts.MaxBodyBytes, chatRequestSchema, &req); aerr != nil {
 		s.writeError(w, r, aerr)
 		return
 	}
-	model, aerr := s.lookupModel(r, req.Model)
+	model, aerr := s.lookupModel(r, req.Model, id)
 	if aerr != nil {
 		s.writeError(w, r, aerr)
 		return
@@ -28,7 +28,6 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, aerr)
 		return
 	}
-	id := "chatcmpl-" + rand.Text()
 	g := newGeneration(id, model, created, &req.samplingFields,
 		&pb.GenerateRequest{RequestId: id, Model: model.ID, Input: input, Sampling: params})
 	g.frames = chatFramer{header: header{

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -243,5 +244,38 @@ func TestStreamErrorAfterStart(t *testing.T) {
 	last := events[len(events)-1]
 	if !strings.HasPrefix(last, `{"error"`) || !strings.Contains(last, "no spare") || slices.Contains(events, "[DONE]") {
 		t.Errorf("events %q: want an error event last and no [DONE]", events)
+	}
+}
+
+// An engine that finishes without a single response still yields a well
+// formed stream: the role, the finish reason, [DONE].
+func TestStreamWithoutResponses(t *testing.T) {
+	eng := newFakeEngine()
+	eng.gen = func(context.Context, *pb.GenerateRequest, func(*pb.GenerateResponse) error) (string, error) {
+		return RouteLocal, nil
+	}
+	s := newTestServer(t, eng, Options{})
+	resp := post(t, s, "/v1/chat/completions", chatWith(`"stream":true`))
+	events := parseSSE(t, resp.body)
+	chunks := decodeEvents[chatChunk](t, events)
+	if len(events) != 3 || events[2] != "[DONE]" || chunks[0].Choices[0].Delta.Role != "assistant" ||
+		chunks[1].Choices[0].FinishReason == nil {
+		t.Errorf("events %q", events)
+	}
+}
+
+func TestRequestIDHeader(t *testing.T) {
+	eng := newFakeEngine()
+	s := newTestServer(t, eng, Options{})
+	resp := post(t, s, "/v1/chat/completions", chatBody)
+	if id := resp.header.Get("X-Request-Id"); id == "" || id != eng.lastRequest(t).RequestId || id != resp.json(t)["id"] {
+		t.Errorf("X-Request-Id %q, backend request id %q, body id %v", id, eng.lastRequest(t).RequestId, resp.json(t)["id"])
+	}
+	eng.gen = func(context.Context, *pb.GenerateRequest, func(*pb.GenerateResponse) error) (string, error) {
+		return RouteLocal, errors.New("boom")
+	}
+	resp = post(t, s, "/v1/completions", `{"model":"smollm2-135m","prompt":"x"}`)
+	if id := resp.header.Get("X-Request-Id"); !strings.HasPrefix(id, "cmpl-") || !strings.Contains(resp.apiErr(t).Message, id) {
+		t.Errorf("a 500 must name its request id %q: %s", id, resp.body)
 	}
 }

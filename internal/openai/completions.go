@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"crypto/rand"
 	"net/http"
 	"time"
 
@@ -11,12 +10,13 @@ import (
 // completions serves POST /v1/completions: a raw prompt, no chat template.
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	created := time.Now()
+	id := requestID(w, "cmpl-")
 	var req completionRequest
 	if aerr := decodeBody(w, r, s.opts.MaxBodyBytes, completionRequestSchema, &req); aerr != nil {
 		s.writeError(w, r, aerr)
 		return
 	}
-	model, aerr := s.lookupModel(r, req.Model)
+	model, aerr := s.lookupModel(r, req.Model, id)
 	if aerr != nil {
 		s.writeError(w, r, aerr)
 		return
@@ -27,7 +27,6 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, aerr)
 		return
 	}
-	id := "cmpl-" + rand.Text()
 	g := newGeneration(id, model, created, &req.samplingFields,
 		&pb.GenerateRequest{RequestId: id, Model: model.ID, Input: input, Sampling: params})
 	g.frames = textFramer{header: header{

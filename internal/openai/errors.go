@@ -113,15 +113,14 @@ func unavailable(message string, cause error) *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Message: message, cause: cause}
 }
 
-// internalError hides the cause from the client; the reference lets an
-// operator find it in the log.
+// internalError hides the cause from the client; the reference (a request
+// id, may be "") lets an operator find it in the log.
 func internalError(ref string, cause error) *apiError {
-	return &apiError{
-		Status:  http.StatusInternalServerError,
-		Type:    typeServer,
-		Message: fmt.Sprintf("The server had an error while processing your request (reference %s).", ref),
-		cause:   cause,
+	msg := "The server had an error while processing your request."
+	if ref != "" {
+		msg = fmt.Sprintf("The server had an error while processing your request (reference %s).", ref)
 	}
+	return &apiError{Status: http.StatusInternalServerError, Type: typeServer, Message: msg, cause: cause}
 }
 
 // engineError maps an error from the Engine to the answer for the client.

@@ -80,9 +80,6 @@ func (o *outcome) openaiUsage() usage {
 // generate queues g behind its model's running generations, runs it, and
 // answers: one JSON object, or a stream of events.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, g *generation) {
-	// OpenAI's header for the request id; its clients expose it, and a 500's
-	// message names the same id as the log.
-	w.Header().Set("X-Request-Id", g.id)
 	release, err := s.queues.acquire(r.Context(), g.model.ID)
 	if errors.Is(err, errQueueFull) {
 		s.writeError(w, r, queueFull(g.model.ID, s.opts.RetryAfter))
@@ -159,7 +156,7 @@ func (s *Server) runStreamed(ctx context.Context, cancel context.CancelFunc, w h
 		// The 200 is sent: the error goes in the stream, where OpenAI's
 		// clients raise it, and the stream ends without [DONE].
 		ae := engineError(err, g.id, s.opts.RetryAfter)
-		s.logError(r, ae)
+		s.logError(w, r, ae)
 		_ = sse.send(ae.body())
 	}
 }
@@ -169,13 +166,8 @@ func (s *Server) runStreamed(ctx context.Context, cancel context.CancelFunc, w h
 // carry none while a multi-byte character or a possible stop string is
 // pending).
 func streamResponse(sse *sseWriter, f framer, resp *pb.GenerateResponse) error {
-	if !sse.started {
-		sse.start()
-		if ev := f.first(); ev != nil {
-			if err := sse.send(ev); err != nil {
-				return err
-			}
-		}
+	if err := openStream(sse, f); err != nil {
+		return err
 	}
 	if resp.GetText() == "" {
 		return nil
@@ -183,8 +175,24 @@ func streamResponse(sse *sseWriter, f framer, resp *pb.GenerateResponse) error {
 	return sse.send(f.text(resp.GetText()))
 }
 
-// finishStream sends the finish reason, the usage when asked, and [DONE].
+// openStream commits the 200 and sends the opening event, once.
+func openStream(sse *sseWriter, f framer) error {
+	if sse.started {
+		return nil
+	}
+	sse.start()
+	if ev := f.first(); ev != nil {
+		return sse.send(ev)
+	}
+	return nil
+}
+
+// finishStream sends the finish reason, the usage when asked, and [DONE]
+// (after the opening event, should the engine have sent no response).
 func finishStream(sse *sseWriter, g *generation, out *outcome) error {
+	if err := openStream(sse, g.frames); err != nil {
+		return err
+	}
 	if err := sse.send(g.frames.finish(out.finishReason())); err != nil {
 		return err
 	}

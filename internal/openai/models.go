@@ -8,7 +8,7 @@ import (
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	models, err := s.engine.Models(r.Context())
 	if err != nil {
-		s.writeError(w, r, engineError(err, "models", s.opts.RetryAfter))
+		s.writeError(w, r, engineError(err, "", s.opts.RetryAfter))
 		return
 	}
 	list := modelList{Object: "list", Data: make([]modelObject, len(models))}
@@ -20,7 +20,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 
 // retrieveModel serves GET /v1/models/{id}.
 func (s *Server) retrieveModel(w http.ResponseWriter, r *http.Request) {
-	m, aerr := s.lookupModel(r, r.PathValue("id"))
+	m, aerr := s.lookupModel(r, r.PathValue("id"), "")
 	if aerr != nil {
 		aerr.Param = "" // the id is in the path, not a body field
 		s.writeError(w, r, aerr)

@@ -23,7 +23,7 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeError answers an OpenAI error object; a 5xx is logged with its cause.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
-	s.logError(r, e)
+	s.logError(w, r, e)
 	for k, vs := range e.Header {
 		w.Header()[k] = vs
 	}
@@ -33,7 +33,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError)
 	s.writeJSON(w, e.Status, e.body())
 }
 
-func (s *Server) logError(r *http.Request, e *apiError) {
+func (s *Server) logError(w http.ResponseWriter, r *http.Request, e *apiError) {
 	if e.Status < http.StatusInternalServerError {
 		return
 	}
@@ -41,6 +41,6 @@ func (s *Server) logError(r *http.Request, e *apiError) {
 	if e.Status == http.StatusInternalServerError {
 		level = slog.LevelError
 	}
-	s.log.Log(r.Context(), level, "openai: request failed",
-		"method", r.Method, "path", r.URL.Path, "status", e.Status, "message", e.Message, "cause", e.cause)
+	s.log.Log(r.Context(), level, "openai: request failed", "method", r.Method, "path", r.URL.Path,
+		"id", w.Header().Get("X-Request-Id"), "status", e.Status, "message", e.Message, "cause", e.cause)
 }

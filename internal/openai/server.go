@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -70,6 +71,15 @@ func (s *Server) route(pattern string, h http.HandlerFunc) {
 	})
 }
 
+// requestID makes a generation's id (prefix + random), which is also the
+// backend's request id, and sets it as X-Request-Id, OpenAI's header for
+// it: its clients expose it, and a 500's message and the log name it too.
+func requestID(w http.ResponseWriter, prefix string) string {
+	id := prefix + rand.Text()
+	w.Header().Set("X-Request-Id", id)
+	return id
+}
+
 // ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
@@ -81,10 +91,11 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 // lookupModel finds the requested model among those the engine serves, so
 // an unknown one is a 404 before it takes a queue slot. Only known ids
 // become metric labels.
-func (s *Server) lookupModel(r *http.Request, id string) (Model, *apiError) {
+// ref names the request in a 500's message ("" for none).
+func (s *Server) lookupModel(r *http.Request, id, ref string) (Model, *apiError) {
 	models, err := s.engine.Models(r.Context())
 	if err != nil {
-		return Model{}, engineError(err, "models", s.opts.RetryAfter)
+		return Model{}, engineError(err, ref, s.opts.RetryAfter)
 	}
 	for _, m := range models {
 		if m.ID == id {
