@@ -70,7 +70,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	if _, err := New(newFakeEngine(), Options{MaxConcurrent: -1}); !errors.Is(err, ErrInvalidOption) {
 		t.Errorf("negative MaxConcurrent: %v", err)
 	}
-	if _, err := New(nil, Options{}); err == nil {
+	if _, err := New(nil, Options{}); !errors.Is(err, ErrInvalidOption) {
 		t.Error("nil engine accepted")
 	}
 }

@@ -2,7 +2,7 @@ package openai
 
 import (
 	"crypto/rand"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 )
@@ -25,7 +25,7 @@ type Server struct {
 // New builds the API over engine.
 func New(engine Engine, opts Options) (*Server, error) {
 	if engine == nil {
-		return nil, errors.New("openai: nil Engine")
+		return nil, fmt.Errorf("%w: nil Engine", ErrInvalidOption)
 	}
 	opts, err := opts.withDefaults()
 	if err != nil {
