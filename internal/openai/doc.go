@@ -100,6 +100,9 @@
 //     MaxQueue waiting; one more gets 429. The model is looked up before
 //     queueing, so a request for an unknown model never waits, and metric
 //     labels only ever hold known model ids.
+//     The queue is per model: two models on one backend both run, and
+//     contend inside the engine. Engine.Models is called once per request,
+//     so serve should answer it from a cache.
 //   - Disconnects: net/http cancels a request's context when its connection
 //     closes; the engine gets a context derived from it, and a failed write
 //     cancels it too, so the backend's Abort is sent at once and the slot
@@ -123,4 +126,9 @@
 //     series that only serve knows are exported fields for serve to set.
 //   - The served document leaves the bearer requirement out when no key is
 //     set, so it never claims an auth that is not enforced.
+//   - Fuzzing it with Schemathesis (all checks) passes against the test
+//     double; against a real node, pin "model" to a served id (random ids
+//     are 404s) and expect positive_data_acceptance to flag max_tokens
+//     beyond the model's context window, a 400 no static schema can
+//     predict.
 package openai
