@@ -205,7 +205,7 @@ func (app *App) discover(ctx context.Context, node *p2p.Node, timeout time.Durat
 		if !p.Direct || p.Record.PeerID == node.ID() {
 			continue // unreachable now: it could not join a cluster
 		}
-		peers = append(peers, planner.PeerFromRecord(p.Record, planner.Observation{
+		peers = append(peers, p2p.PlannerPeer(p.Record, p2p.Observation{
 			RTT: p.RTT, LAN: onLAN(node, p.Record.PeerID)}))
 		rtts[p.Record.PeerID.String()] = p.RTT
 	}
