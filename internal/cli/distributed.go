@@ -179,8 +179,11 @@ func (app *App) discoverAndPlan(ctx context.Context, node *p2p.Node, model strin
 		return planner.Plan{}, nil, err
 	}
 	if d.disaggregated() {
-		plan, err := planPD(peers, d.planRequest(model), d.prefillPeer, d.decodePeer)
-		return plan, rtts, err
+		plan, err := planner.ChoosePD(peers, d.planRequest(model), d.prefillPeer, d.decodePeer)
+		if err != nil {
+			return plan, nil, planError(err, len(peers))
+		}
+		return plan, rtts, nil
 	}
 	plan, err := planner.Choose(peers, d.planRequest(model))
 	if err != nil {
@@ -227,6 +230,10 @@ func planError(err error, peers int) error {
 	switch {
 	case errors.Is(err, planner.ErrInvalidRequest), errors.Is(err, planner.ErrTooManyStages):
 		return fmt.Errorf("%w: %w", ErrUsage, err)
+	case errors.Is(err, planner.ErrDifferentWeights):
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	case errors.Is(err, planner.ErrUnknownPeer):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.Is(err, planner.ErrNoProvider):
 		return fmt.Errorf("%w: %w (%d workers found)", ErrNotFound, err, peers)
 	case errors.Is(err, planner.ErrBusy):

@@ -6,7 +6,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
-	"github.com/edgellm/edgellm/internal/planner"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -21,14 +20,11 @@ import (
 //
 // Decisions:
 //   - Both flags or neither; different peers; each must be a worker found
-//     by discovery that can hold the whole model (the planner checks it as
-//     a one-stage plan on that peer alone: model served, memory, session
-//     limit, price and latency limits). --stages > 1 is refused (each role
-//     runs every layer). The planner does not choose P/D by itself yet.
-//   - The plan is two stages, both [0, n): prefill then decode; both
-//     workers join the session with the whole layer range (what a worker
-//     serving the model advertises). The stage lines read "prefill on …" and
-//     "decode on …"; infer --json's stages carry "role".
+//     by discovery that can hold the whole model (planner.ChoosePD).
+//     --stages > 1 is refused (each role runs every layer).
+//   - Both workers join the session with the whole layer range (what a
+//     worker serving the model advertises). The stage lines read "prefill
+//     on …" and "decode on …"; infer --json's stages carry "role".
 //   - Failover: the prefill worker is needed only until its KV blocks are
 //     handed over, and the backend covers its loss before that (the decode
 //     worker computes the prompt), so its loss is not watched. A decode
@@ -71,43 +67,6 @@ func (d *distOptions) validatePD() error {
 		return fmt.Errorf("%w: --prefill-peer and --decode-peer must be different workers", ErrInvalidArgument)
 	}
 	return nil
-}
-
-// planPD is the two-stage P/D plan over the discovered peers: each named
-// peer must be among them and able to run the whole model alone.
-func planPD(peers []planner.Peer, req planner.Request, prefill, decode string) (planner.Plan, error) {
-	req.Stages = 1
-	var stages []planner.Stage
-	var first planner.Plan
-	for _, role := range []struct{ name, id string }{{"prefill", prefill}, {"decode", decode}} {
-		var found []planner.Peer
-		for _, p := range peers {
-			if p.ID == role.id {
-				found = append(found, p)
-			}
-		}
-		if len(found) == 0 {
-			return planner.Plan{}, fmt.Errorf("%w: %s peer %s is not among the %d workers found", ErrNotFound, role.name, role.id, len(peers))
-		}
-		plan, err := planner.Choose(found, req)
-		if err != nil {
-			return planner.Plan{}, fmt.Errorf("%s peer %s cannot run %s: %w", role.name, role.id, req.Model, planError(err, 1))
-		}
-		if len(stages) == 0 {
-			first = plan
-		} else if plan.WeightsCID != first.WeightsCID {
-			return planner.Plan{}, fmt.Errorf("%w: the prefill and decode peers hold different weights for %s (%s, %s)",
-				ErrInvalidArgument, req.Model, first.WeightsCID, plan.WeightsCID)
-		}
-		stages = append(stages, plan.Stages[0])
-	}
-	out := first
-	out.Stages = stages
-	// Per token, only the decode peer runs after the first.
-	d := stages[1]
-	out.ExpectedTokenLatency, out.NetworkLatency, out.ComputeLatency = d.RTT+d.Compute, d.RTT, d.Compute
-	out.PricePer1kMicros = stages[0].Price + d.Price
-	return out, nil
 }
 
 // stageRoles are the roles of a plan's stages on the wire: pipeline stages
