@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/linetail"
 )
 
 // Exit codes; the root command's help lists them.
@@ -105,7 +106,7 @@ func Message(err error) string {
 	} else if gs, ok := grpcStatus(err); ok {
 		msg = codeReasons[gs.GRPCStatus().Code()] + strings.Replace(msg, gs.Error(), gs.GRPCStatus().Message(), 1)
 	}
-	return oneLine(msg)
+	return linetail.OneLine(msg)
 }
 
 // startSummary is a start error's cause with the last non-empty stderr line.
@@ -116,16 +117,4 @@ func startSummary(se *backend.StartError) string {
 		}
 	}
 	return se.Err.Error()
-}
-
-// oneLine joins the non-empty lines of s with "; ".
-func oneLine(s string) string {
-	lines := strings.Split(s, "\n")
-	kept := lines[:0]
-	for _, l := range lines {
-		if l = strings.TrimSpace(l); l != "" {
-			kept = append(kept, l)
-		}
-	}
-	return strings.Join(kept, "; ")
 }

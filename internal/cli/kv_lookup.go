@@ -13,6 +13,7 @@ import (
 	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/internal/config"
 	"github.com/edgellm/edgellm/internal/ipfs"
+	"github.com/edgellm/edgellm/internal/linetail"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -70,7 +71,7 @@ func (app *App) cachedPrefix(ctx context.Context, node *p2p.Node, b backend.Back
 	}
 	if err := app.connectHolderIPFS(ctx, node, hit.Peer.ID, ipfs); err != nil {
 		fmt.Fprintf(app.stderr, "edgellm: warning: %d cached KV blocks on %s are out of reach (%s); computing the whole prompt\n",
-			hit.Blocks, hit.Peer.ID, oneLine(err.Error()))
+			hit.Blocks, hit.Peer.ID, linetail.OneLine(err.Error()))
 		return nil, hit.Peer.ID, 0, err
 	}
 	return hit.Manifest, hit.Peer.ID, hit.Blocks, nil

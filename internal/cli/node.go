@@ -16,6 +16,7 @@ import (
 	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/internal/config"
 	"github.com/edgellm/edgellm/internal/ipfs"
+	"github.com/edgellm/edgellm/internal/linetail"
 	"github.com/edgellm/edgellm/p2p"
 )
 
@@ -210,7 +211,7 @@ func (n *node) closeIPFS() {
 
 // warnNoIPFS prints the one line that says the node runs without IPFS.
 func (app *App) warnNoIPFS(why string) {
-	fmt.Fprintf(app.stderr, "edgellm: warning: IPFS node not started (%s); the KV cache is off\n", oneLine(why))
+	fmt.Fprintf(app.stderr, "edgellm: warning: IPFS node not started (%s); the KV cache is off\n", linetail.OneLine(why))
 }
 
 // ipfsWaitLine returns a status line for a slow IPFS start on a terminal,
