@@ -95,7 +95,7 @@ func (app *App) openCluster(ctx context.Context, cfg *config.Config, model strin
 	}
 
 	// 4. The Ray head on this machine's backend.
-	b, err := app.openBackend(ctx, cfg)
+	b, err := app.openNode(ctx, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, app.stopped(ctx, "while starting the backend")

@@ -152,7 +152,7 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 		return err
 	}
 	defer swarm.Close()
-	n, err := app.openBackend(app.interrupt, cfg, swarm.openOptions()...)
+	n, err := app.openNode(app.interrupt, cfg, swarm.openOptions()...)
 	if err != nil {
 		return err
 	}

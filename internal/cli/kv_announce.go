@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/localnode"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -104,7 +105,7 @@ func (h *kvHandler) Manifest(ctx context.Context, _ peer.ID, weightsCID string, 
 // serveKV starts announcing the backend's held block keys and serving
 // manifests of them, when the backend has an IPFS node (else there is
 // nothing to serve). The returned stop ends both and waits.
-func (app *App) serveKV(node *p2p.Node, n *node, src *backendSource) (stop func()) {
+func (app *App) serveKV(node *p2p.Node, n *localnode.Node, src *backendSource) (stop func()) {
 	if n.IPFS() == nil {
 		return func() {}
 	}

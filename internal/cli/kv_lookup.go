@@ -14,6 +14,7 @@ import (
 	"github.com/edgellm/edgellm/internal/config"
 	"github.com/edgellm/edgellm/internal/ipfs"
 	"github.com/edgellm/edgellm/internal/linetail"
+	"github.com/edgellm/edgellm/internal/localnode"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -145,16 +146,16 @@ func (app *App) joinForLocal(cfg *config.Config, d *distOptions) (*localSwarm, e
 }
 
 // openOptions puts the IPFS node into the swarm's private IPFS network.
-func (s *localSwarm) openOptions() []openOption {
+func (s *localSwarm) openOptions() []localnode.Option {
 	if s == nil {
 		return nil
 	}
 	listen, _ := parseListen(s.d.listen)
-	return []openOption{inSwarm(s.join.Secret, listen)}
+	return []localnode.Option{localnode.WithSwarm(s.join.Secret[:], listen)}
 }
 
 // fillManifest sets req.KvManifest from the swarm's longest cached prefix.
-func (s *localSwarm) fillManifest(ctx context.Context, n *node, req *pb.GenerateRequest) {
+func (s *localSwarm) fillManifest(ctx context.Context, n *localnode.Node, req *pb.GenerateRequest) {
 	if s == nil {
 		return
 	}

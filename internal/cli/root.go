@@ -1,7 +1,7 @@
 // Package cli is the edgellm command line. root.go builds the root command
 // and its persistent flags; each command lives in its own file as
 // new<Name>Command(app) and is listed once in commands below. Commands reach
-// the node's backend through App.openBackend (node.go) and return errors;
+// the node's backend through App.openNode (node.go) and return errors;
 // Main turns an error into one line on stderr and an exit code (errors.go).
 package cli
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/internal/ipfs"
+	"github.com/edgellm/edgellm/internal/localnode"
 	"github.com/edgellm/edgellm/p2p"
 )
 
@@ -139,7 +140,7 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	}
 	// The IPFS node joins the swarm's private IPFS network and listens where
 	// the worker does; its id and addresses go into the record.
-	b, err := app.openBackend(app.interrupt, cfg, inSwarm(join.Secret, listen))
+	b, err := app.openNode(app.interrupt, cfg, localnode.WithSwarm(join.Secret[:], listen))
 	if err != nil {
 		return err
 	}
@@ -263,7 +264,7 @@ func (s *backendSource) setIPFS(id ipfs.Identity, ok bool) {
 // ipfsIdentity asks the node's IPFS node for its peer id and addresses;
 // false (with a warning in the log) when there is none or it does not
 // answer: the record then carries no IPFS node.
-func (app *App) ipfsIdentity(n *node) (ipfs.Identity, bool) {
+func (app *App) ipfsIdentity(n *localnode.Node) (ipfs.Identity, bool) {
 	c := n.IPFS()
 	if c == nil {
 		return ipfs.Identity{}, false
