@@ -6,9 +6,6 @@ import (
 	"log/slog"
 	"strings"
 
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
-
 	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
@@ -57,16 +54,4 @@ func (h *clusterHandler) Leave(ctx context.Context, id p2p.SessionID) error {
 	}
 	h.log.Info("left cluster", "session", id, "had_cluster", left)
 	return nil
-}
-
-// reachableIPv4 is the first non-loopback, specified IPv4 among addrs, else
-// 127.0.0.1.
-func reachableIPv4(addrs []ma.Multiaddr) string {
-	for _, a := range addrs {
-		ip, err := manet.ToIP(a)
-		if err == nil && ip.To4() != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
-			return ip.String()
-		}
-	}
-	return "127.0.0.1"
 }

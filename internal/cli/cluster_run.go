@@ -106,7 +106,7 @@ func (app *App) openCluster(ctx context.Context, cfg *config.Config, model strin
 	c.closers = append(c.closers, func() { app.closeQuietly(b) })
 	bindIP := d.rayAddress
 	if bindIP == "" {
-		bindIP = reachableIPv4(node.Host().Addrs())
+		bindIP = p2p.ReachableIPv4(node.Host().Addrs())
 	}
 	c.sid, c.token = p2p.NewSessionID(), p2p.NewRayToken()
 	c.closers = append(c.closers, func() { app.leaveHead(b, c.sid) })

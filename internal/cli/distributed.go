@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/internal/backend"
@@ -198,7 +197,7 @@ func (app *App) discoverAndPlan(ctx context.Context, node *p2p.Node, model strin
 func (app *App) discover(ctx context.Context, node *p2p.Node, timeout time.Duration) ([]planner.Peer, map[string]time.Duration, error) {
 	lctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	found := settle(lctx, node, "")
+	found := node.LookupSettled(lctx, "")
 	if ctx.Err() != nil {
 		return nil, nil, app.stopped(ctx, "while looking for workers")
 	}
@@ -209,7 +208,7 @@ func (app *App) discover(ctx context.Context, node *p2p.Node, timeout time.Durat
 			continue // unreachable now: it could not join a cluster
 		}
 		peers = append(peers, p2p.PlannerPeer(p.Record, p2p.Observation{
-			RTT: p.RTT, LAN: onLAN(node, p.Record.PeerID)}))
+			RTT: p.RTT, LAN: node.OnLAN(p.Record.PeerID)}))
 		rtts[p.Record.PeerID.String()] = p.RTT
 	}
 	return peers, rtts, nil
@@ -299,18 +298,6 @@ func watchLost(handles []*p2p.SessionHandle, cancel context.CancelCauseFunc) (st
 		}()
 	}
 	return func() { close(done) }
-}
-
-// onLAN reports whether the connection to p is to a private or loopback
-// address.
-func onLAN(node *p2p.Node, p peer.ID) bool {
-	for _, c := range node.Host().Network().ConnsToPeer(p) {
-		a := c.RemoteMultiaddr()
-		if manet.IsPrivateAddr(a) || manet.IsIPLoopback(a) {
-			return true
-		}
-	}
-	return false
 }
 
 func fmtRTT(d time.Duration) string {

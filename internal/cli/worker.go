@@ -286,7 +286,7 @@ func (s *backendSource) setHostAddrs(addrs []ma.Multiaddr) {
 	if s.rayAddress != "" {
 		return
 	}
-	s.rayAddress = reachableIPv4(addrs)
+	s.rayAddress = p2p.ReachableIPv4(addrs)
 }
 
 // Capabilities implements p2p.CapabilitySource.
