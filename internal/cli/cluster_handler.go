@@ -37,7 +37,7 @@ func (h *clusterHandler) Join(ctx context.Context, s p2p.Session) (p2p.JoinResul
 		PeerResource: s.ResourceName, BindAddress: h.bindIP,
 	})
 	if err != nil {
-		msg := strings.ReplaceAll(Message(err), token, "[redacted]")
+		msg := strings.ReplaceAll(backend.Message(err), token, "[redacted]")
 		h.log.Warn("cluster join failed", "session", s.SessionID, "requester", s.Peer, "err", msg)
 		return p2p.JoinResult{}, fmt.Errorf("ray join: %s", msg)
 	}
@@ -50,7 +50,7 @@ func (h *clusterHandler) Join(ctx context.Context, s p2p.Session) (p2p.JoinResul
 func (h *clusterHandler) Leave(ctx context.Context, id p2p.SessionID) error {
 	left, err := h.b.LeaveCluster(ctx, id.String())
 	if err != nil {
-		return fmt.Errorf("ray leave: %s", Message(err))
+		return fmt.Errorf("ray leave: %s", backend.Message(err))
 	}
 	h.log.Info("left cluster", "session", id, "had_cluster", left)
 	return nil

@@ -387,7 +387,7 @@ func errorStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := grpcStatus(err); ok {
+	if _, ok := status.FromError(err); ok {
 		return status.Convert(err).Err() // keeps the code; message is err's text
 	}
 	if errors.Is(err, ErrInterrupted) { // in the daemon, only SIGTERM: session close
