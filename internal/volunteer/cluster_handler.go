@@ -1,4 +1,4 @@
-package cli
+package volunteer
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 // sent back to the requester is scrubbed of it in case a layer below echoes
 // its input.
 type clusterHandler struct {
-	b      backend.Backend
+	b      Backend
 	bindIP string // the IP the requester's Ray head reaches this machine on
 	log    *slog.Logger
 }
