@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/requester"
 )
 
 // Exit codes; the root command's help lists them.
@@ -28,20 +29,30 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrInterrupted reports a command stopped by Ctrl-C or SIGTERM.
 	ErrInterrupted = errors.New("interrupted")
+	// ErrNotFound reports that what was named does not exist: a session.
+	ErrNotFound = errors.New("not found")
+	// ErrUnavailable reports that something cannot serve now: a session
+	// whose cluster was not formed in time.
+	ErrUnavailable = errors.New("unavailable")
 )
+
+// Errors of the runtime packages keep their own sentinels (and their text:
+// "not found: …", "unavailable: …"); ExitCode maps them: the requester's as
+// the CLI's of the same name, its ErrCancelled as an interrupt (only Ctrl-C
+// ends its context here).
 
 // ExitCode maps an error to the process exit code.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.Is(err, ErrInterrupted):
+	case errors.Is(err, ErrInterrupted), errors.Is(err, requester.ErrCancelled):
 		return ExitInterrupted
-	case errors.Is(err, ErrUsage), errors.Is(err, ErrInvalidArgument):
+	case errors.Is(err, ErrUsage), errors.Is(err, ErrInvalidArgument), errors.Is(err, requester.ErrInvalidRequest):
 		return ExitUsage
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, requester.ErrNotFound):
 		return ExitNotFound
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, requester.ErrUnavailable):
 		return ExitUnavailable
 	case errors.Is(err, backend.ErrStartFailed), errors.Is(err, backend.ErrGaveUp),
 		errors.Is(err, backend.ErrExited), errors.Is(err, backend.ErrClosed):

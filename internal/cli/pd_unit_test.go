@@ -8,9 +8,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/edgellm/edgellm/p2p"
-	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
 func pdPeerID(t *testing.T) string {
@@ -62,41 +59,5 @@ func TestValidatePD(t *testing.T) {
 				t.Fatalf("exit %d; want 2", ExitCode(err))
 			}
 		})
-	}
-}
-
-// TestPDRoles: roles on the backend plan and in --json, and which sessions
-// are watched for loss.
-func TestPDRoles(t *testing.T) {
-	pd := &distOptions{prefillPeer: "A", decodePeer: "B"}
-	p := &pb.Plan{Stages: []*pb.PlanStage{{}, {}}}
-	pd.setRoles(p)
-	if p.Stages[0].Role != pb.StageRole_STAGE_ROLE_PREFILL || p.Stages[1].Role != pb.StageRole_STAGE_ROLE_DECODE {
-		t.Errorf("roles %v", p.Stages)
-	}
-	pipe := &distOptions{}
-	p = &pb.Plan{Stages: []*pb.PlanStage{{}, {}}}
-	pipe.setRoles(p)
-	if p.Stages[0].Role != pb.StageRole_STAGE_ROLE_PIPELINE || p.Stages[1].Role != pb.StageRole_STAGE_ROLE_PIPELINE {
-		t.Errorf("pipeline roles %v", p.Stages)
-	}
-	if roleName(pb.StageRole_STAGE_ROLE_PREFILL) != "prefill" || roleName(pb.StageRole_STAGE_ROLE_DECODE) != "decode" ||
-		roleName(pb.StageRole_STAGE_ROLE_PIPELINE) != "" {
-		t.Error("role names")
-	}
-	handles := []*p2p.SessionHandle{{}, {}}
-	if w := pd.watched(handles); len(w) != 1 || w[0] != handles[1] {
-		t.Errorf("P/D watches %d sessions; want the decode worker's", len(w))
-	}
-	if w := pipe.watched(handles); len(w) != 2 {
-		t.Errorf("a pipeline watches %d sessions; want 2", len(w))
-	}
-	var none *distOptions
-	if none.disaggregated() {
-		t.Error("nil options are not P/D")
-	}
-	line := pd.stageLine(0, 2, stageJSON{PeerID: "A", LayerEnd: 30, Role: "prefill"}, 30, "1.00 ms")
-	if line != "prefill on A: layers [0,30) of 30 (rtt 1.00 ms)" {
-		t.Errorf("stage line %q", line)
 	}
 }

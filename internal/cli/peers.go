@@ -66,16 +66,9 @@ func (app *App) runPeers(cmd *cobra.Command, o *peersOptions) error {
 	if err != nil {
 		return err
 	}
-	key, err := p2p.NewEphemeralIdentity()
+	node, err := app.clientNode(join, nil, o.swarm.noMDNS, o.timeout)
 	if err != nil {
 		return err
-	}
-	node, err := p2p.New(
-		p2p.WithIdentity(key), p2p.WithSecret(join.Secret), p2p.WithBootstrap(join.Bootstrap...),
-		p2p.WithMDNS(!o.swarm.noMDNS), p2p.WithLogger(app.log), p2p.WithLookupTimeout(o.timeout),
-	)
-	if err != nil {
-		return networkError(err)
 	}
 	defer node.Close()
 	ctx, cancel := context.WithTimeout(app.interrupt, o.timeout)

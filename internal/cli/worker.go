@@ -2,13 +2,11 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
 	"unicode/utf8"
 
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/internal/localnode"
@@ -98,18 +96,6 @@ func (o *workerOptions) validate() error {
 	return nil
 }
 
-func parseListen(ss []string) ([]ma.Multiaddr, error) {
-	var out []ma.Multiaddr
-	for _, s := range ss {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%w: --listen %q: %v", ErrUsage, s, err)
-		}
-		out = append(out, a)
-	}
-	return out, nil
-}
-
 func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if err := o.validate(); err != nil {
 		return err
@@ -158,13 +144,4 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	w.Close(ctx)
 	fmt.Fprintln(app.stderr, "Left the swarm.")
 	return nil
-}
-
-// networkError marks configuration mistakes (QUIC in a private swarm, bad
-// options) as usage errors.
-func networkError(err error) error {
-	if errors.Is(err, p2p.ErrInvalidConfig) || errors.Is(err, p2p.ErrQUICInPrivateSwarm) {
-		return fmt.Errorf("%w: %w", ErrUsage, err)
-	}
-	return fmt.Errorf("network: %w", err)
 }
