@@ -12,8 +12,8 @@ import (
 // Prefill/decode disaggregation: `infer --prefill-peer A --decode-peer B`
 // runs the prompt on worker A and the decode on worker B, which continues
 // from A's KV blocks fetched over IPFS (planner.ChoosePD plans it,
-// internal/requester runs it; docs/architecture.md, "P/D and the KV cache
-// over IPFS").
+// internal/requester runs it; docs/architecture.md, "KV blocks over
+// IPFS").
 //
 // Decisions:
 //   - Both flags or neither; different peers, each a valid peer id;

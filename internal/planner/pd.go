@@ -4,8 +4,8 @@ import "fmt"
 
 // ChoosePD plans a prefill/decode disaggregated run: the prompt on peer
 // prefill, the decode on peer decode, continuing from the prefill peer's KV
-// blocks (the backend hands them over; see docs/architecture.md, "P/D and
-// the KV cache over IPFS").
+// blocks (the backend hands them over; see docs/architecture.md, "KV blocks
+// over IPFS").
 //
 // Decisions:
 //   - The plan is two stages, both [0, n): prefill then decode. Each role

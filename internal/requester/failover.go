@@ -18,7 +18,7 @@ import (
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// Failover (docs/architecture.md, request path step "Survive"): a worker
+// Failover (docs/architecture.md, request path step 7, "Survive"): a worker
 // that vanishes mid-generation is replaced and the answer goes on.
 //
 // Decisions:

@@ -16,7 +16,7 @@ import (
 )
 
 // The worker's side of the prefix cache in the swarm (docs/architecture.md,
-// "P/D and the KV cache over IPFS"): it announces the KV block keys its
+// "KV blocks over IPFS"): it announces the KV block keys its
 // backend holds as DHT provider records, and serves manifests of them over
 // /edgellm/kv/1.0.0.
 
