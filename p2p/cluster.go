@@ -20,8 +20,8 @@ import (
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// The cluster negotiation protocol (DESIGN.md, request path steps 3, 6 and
-// 7). The worker side is ClusterService (cluster_worker.go), the requester
+// The cluster negotiation protocol (docs/architecture.md, request path steps
+// 3, 6 and 7). The worker side is ClusterService (cluster_worker.go), the requester
 // side ClusterClient (cluster_requester.go); the messages are
 // edgellm.v1.ClusterMessage and edgellm.v1.ClusterReply (proto/cluster.proto).
 //

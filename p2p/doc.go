@@ -57,8 +57,8 @@
 //
 // # Cluster negotiation
 //
-// /edgellm/cluster/1.0.0 forms a session's Ray cluster (DESIGN.md, request
-// path steps 3, 6 and 7). The requester's ClusterClient.JoinSession opens
+// /edgellm/cluster/1.0.0 forms a session's Ray cluster (docs/architecture.md,
+// request path steps 3, 6 and 7). The requester's ClusterClient.JoinSession opens
 // one stream per chosen worker and sends a JoinRequest: a 16-byte random
 // session id, the model id and weights CID, the layer range [start, end),
 // the host:port of its Ray head, a fresh 32-byte Ray token (NewRayToken;

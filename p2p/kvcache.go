@@ -12,10 +12,10 @@ import (
 	mh "github.com/multiformats/go-multihash"
 )
 
-// The prefix cache in the swarm (DESIGN.md "KV blocks over IPFS"): peers
-// announce the chained KV block keys they hold as DHT provider records; a
-// requester looks up the longest prefix of its prompt's keys that some peer
-// holds and asks that peer for a manifest over KVProtocol
+// The prefix cache in the swarm (docs/architecture.md, "KV blocks over
+// IPFS"): peers announce the chained KV block keys they hold as DHT provider
+// records; a requester looks up the longest prefix of its prompt's keys that
+// some peer holds and asks that peer for a manifest over KVProtocol
 // (kvcache_protocol.go).
 //
 // Provider key of a block key: the CIDv1 (raw codec) of

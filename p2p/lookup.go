@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -61,6 +62,50 @@ func (n *Node) Lookup(ctx context.Context, model string) ([]PeerInfo, error) {
 	wg.Wait()
 	sortPeers(out)
 	return out, ctx.Err()
+}
+
+// LookupSettled repeats Lookup until two consecutive non-empty rounds list
+// the same peers, or ctx ends; it returns the last non-empty round (nil when
+// none found any). A round is the DHT's view at that moment, so one round
+// right after joining can miss members the next finds.
+func (n *Node) LookupSettled(ctx context.Context, model string) []PeerInfo {
+	var last []PeerInfo
+	for ctx.Err() == nil {
+		// Until a member is connected the DHT has nobody to ask.
+		if len(n.host.Network().Peers()) == 0 {
+			sleepCtx(ctx, 50*time.Millisecond)
+			continue
+		}
+		ps, _ := n.Lookup(ctx, model)
+		if len(ps) > 0 && len(last) > 0 && sameIDs(ps, last) {
+			return ps
+		}
+		if len(ps) > 0 {
+			last = ps
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	return last
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func sameIDs(a, b []PeerInfo) bool {
+	set := func(ps []PeerInfo) map[peer.ID]bool {
+		m := map[peer.ID]bool{}
+		for _, p := range ps {
+			m[p.Record.PeerID] = true
+		}
+		return m
+	}
+	return maps.Equal(set(a), set(b))
 }
 
 func (n *Node) inspect(ctx context.Context, p peer.ID, model string) (PeerInfo, bool) {

@@ -6,8 +6,9 @@ import (
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// KV-cache block keys (DESIGN.md "KV blocks over IPFS"): the gRPC calls
-// behind the Backend interface's PrefixKeys, HeldKeys and BlockManifest.
+// KV-cache block keys (docs/architecture.md, "KV blocks over IPFS"): the
+// gRPC calls behind the Backend interface's PrefixKeys, HeldKeys and
+// BlockManifest.
 
 // PrefixKeys implements Backend.
 func (b *grpcBackend) PrefixKeys(ctx context.Context, req *pb.PrefixKeysRequest) (*pb.PrefixKeysResponse, error) {

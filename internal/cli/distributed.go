@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,57 +8,20 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/spf13/cobra"
 
-	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/internal/config"
-	"github.com/edgellm/edgellm/internal/planner"
-	"github.com/edgellm/edgellm/p2p"
+	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// Distributed inference (DESIGN.md, request path steps 1-7): infer with a
-// swarm configured runs the model across the swarm's workers.
-//
-// Decisions:
-//   - The requester hosts no stage itself: its backend starts the Ray head
-//     and drives the pipeline (tokenizer, sampling), and every layer runs on
-//     a worker. The planner is given workers only, so a plan never names the
-//     requester; hosting a stage locally is a later option (the head would be
-//     started with peer_resource set).
-//   - Discovery lists every live member (not only the model's providers) and
-//     lets the planner filter, so an unknown model fails at once with the
-//     planner's reason instead of after the whole discovery timeout. Only
-//     workers whose record came directly from them (so they are reachable and
-//     their RTT was measured) are planned.
-//   - A worker lost during generation is replaced and the answer replayed
-//     and continued (step 7, failover.go): one warning line on stderr; exit
-//     4 only when no other worker can take the lost layers or after
-//     maxFailovers failovers.
-//   - The cluster is a clusterRun (cluster_run.go): infer opens one per
-//     request, a session keeps one across requests. The stage lines are
-//     printed once every stage's worker has joined.
-//   - The requester's node uses a throwaway identity, as peers does.
-
-const (
-	// clusterJoinTimeout is how long a worker may take to join the Ray head
-	// (starting Ray on a small machine takes tens of seconds).
-	clusterJoinTimeout = 2 * time.Minute
-	// teardownTimeout bounds the leave of every stage and of the head.
-	teardownTimeout = time.Minute
-)
-
-// ErrUnavailable reports that the swarm cannot serve the request now: every
-// provider is busy, or a worker was lost mid-generation.
-var ErrUnavailable = errors.New("unavailable")
-
-// ErrNotFound reports that nothing in the swarm serves what was asked.
-var ErrNotFound = errors.New("not found")
+// Distributed inference: infer with a swarm configured runs the model across
+// the swarm's workers (internal/requester; swarm_cluster.go assembles it).
+// This file is infer's swarm flags and what a distributed run prints: one
+// line per stage on stderr once every worker has joined, the streamed
+// answer, and infer --json's stages.
 
 // distOptions are infer's flags for the distributed mode.
 type distOptions struct {
@@ -86,7 +47,7 @@ func (d *distOptions) register(cmd *cobra.Command) {
 	f.DurationVar(&d.maxLatency, "max-latency", 0, "most expected latency per token, e.g. 200ms (0 = no limit)")
 	f.StringSliceVar(&d.listen, "listen", nil, "listen multiaddrs of this node, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
 	f.StringVar(&d.rayAddress, "ray-address", "", "IP the workers reach this machine's Ray head on (default: its first non-loopback IPv4, else 127.0.0.1)")
-	f.DurationVar(&d.discoverFor, "discover-timeout", 10*time.Second, "longest time to look for workers")
+	f.DurationVar(&d.discoverFor, "discover-timeout", requester.DefaultDiscoverTimeout, "longest time to look for workers")
 	d.registerPD(cmd)
 }
 
@@ -122,6 +83,16 @@ func (d *distOptions) validate() error {
 	return d.validatePD()
 }
 
+// request is the requester's request for model under the flags.
+func (d *distOptions) request(model string) requester.Request {
+	return requester.Request{
+		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
+		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
+		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer,
+		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress,
+	}
+}
+
 // stageJSON is one stage in infer --json's "stages".
 type stageJSON struct {
 	PeerID     string   `json:"peer_id"`
@@ -133,23 +104,40 @@ type stageJSON struct {
 	Role string `json:"role,omitempty"`
 }
 
-// runDistributed answers the prompt across the swarm: open the cluster
-// (discover, plan, negotiate), generate with failover, tear down.
+// toStagesJSON is a cluster's stages in infer --json's shape.
+func toStagesJSON(stages []requester.Stage) []stageJSON {
+	out := make([]stageJSON, 0, len(stages))
+	for _, s := range stages {
+		sj := stageJSON{PeerID: s.PeerID, LayerStart: s.Start, LayerEnd: s.End, RayAddress: s.RayAddress, Role: roleName(s.Role)}
+		if s.RTT > 0 {
+			ms := float64(s.RTT.Microseconds()) / 1000
+			sj.RTTMs = &ms
+		}
+		out = append(out, sj)
+	}
+	return out
+}
+
+// runDistributed answers the prompt across the swarm: form the cluster
+// (discover, plan, Ray head, workers join), generate with failover, tear
+// down; Ctrl-C ends all of it.
 func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.Config, req *pb.GenerateRequest) error {
-	c, err := app.openCluster(cmd.Context(), cfg, o.model, &o.dist)
+	ctx, cancel := app.withInterrupt(cmd.Context())
+	defer cancel()
+	c, err := app.formCluster(ctx, cfg, o.model, &o.dist, requester.OnFailover(app.warn))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	if !o.json {
 		plan := c.Plan()
-		for i, s := range c.Stages() {
-			fmt.Fprintln(app.stderr, o.dist.stageLine(i, len(plan.Stages), s, plan.NumLayers, fmtRTT(c.rtt(s.PeerID))))
+		for i, s := range c.Cluster.Stages() {
+			fmt.Fprintln(app.stderr, stageLine(i, len(plan.Stages), s, plan.NumLayers))
 		}
 	}
 	res := &inferResult{Model: c.Plan().Model, RequestID: req.GetRequestId(), TokenIDs: []uint32{}}
 	var text strings.Builder
-	err = c.Generate(cmd.Context(), req, func(resp *pb.GenerateResponse) error {
+	err = c.Generate(ctx, req, func(resp *pb.GenerateResponse) error {
 		res.record(resp, &text)
 		if o.json || resp.GetText() == "" {
 			return nil
@@ -171,139 +159,15 @@ func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.
 	return writeJSON(app.stdout, res)
 }
 
-// discoverAndPlan looks the swarm's workers up and plans the request over
-// them; it returns the plan and the measured RTT of each peer.
-func (app *App) discoverAndPlan(ctx context.Context, node *p2p.Node, model string, d *distOptions) (planner.Plan, map[string]time.Duration, error) {
-	peers, rtts, err := app.discover(ctx, node, d.discoverFor)
-	if err != nil {
-		return planner.Plan{}, nil, err
+// stageLine is the stderr line of stage i of n: "stage 1/2: layers [0,15)
+// of 30 on 12D3… (rtt 0.21 ms)", or "prefill on 12D3…: layers [0,30) of 30
+// (rtt …)" in a P/D run.
+func stageLine(i, n int, s requester.Stage, numLayers int) string {
+	rtt := fmtRTT(s.RTT)
+	if role := roleName(s.Role); role != "" {
+		return fmt.Sprintf("%s on %s: layers [%d,%d) of %d (rtt %s)", role, s.PeerID, s.Start, s.End, numLayers, rtt)
 	}
-	if d.disaggregated() {
-		plan, err := planPD(peers, d.planRequest(model), d.prefillPeer, d.decodePeer)
-		return plan, rtts, err
-	}
-	plan, err := planner.Choose(peers, d.planRequest(model))
-	if err != nil {
-		return plan, nil, planError(err, len(peers))
-	}
-	return plan, rtts, nil
-}
-
-// discover lists the workers that can be planned (their record came
-// directly from them, so they are reachable and their RTT was measured),
-// looking for at most timeout.
-func (app *App) discover(ctx context.Context, node *p2p.Node, timeout time.Duration) ([]planner.Peer, map[string]time.Duration, error) {
-	lctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	found := settle(lctx, node, "")
-	if ctx.Err() != nil {
-		return nil, nil, app.stopped(ctx, "while looking for workers")
-	}
-	var peers []planner.Peer
-	rtts := map[string]time.Duration{}
-	for _, p := range found {
-		if !p.Direct || p.Record.PeerID == node.ID() {
-			continue // unreachable now: it could not join a cluster
-		}
-		peers = append(peers, planner.PeerFromRecord(p.Record, planner.Observation{
-			RTT: p.RTT, LAN: onLAN(node, p.Record.PeerID)}))
-		rtts[p.Record.PeerID.String()] = p.RTT
-	}
-	return peers, rtts, nil
-}
-
-// planRequest is the planner's request for model under the flags' limits.
-func (d *distOptions) planRequest(model string) planner.Request {
-	return planner.Request{
-		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
-		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
-	}
-}
-
-// planError maps the planner's refusals to exit codes: a request that cannot
-// be satisfied as asked is a usage error (2), a model nobody serves is not
-// found (3), busy providers are unavailable (4), other limits fail (1).
-func planError(err error, peers int) error {
-	switch {
-	case errors.Is(err, planner.ErrInvalidRequest), errors.Is(err, planner.ErrTooManyStages):
-		return fmt.Errorf("%w: %w", ErrUsage, err)
-	case errors.Is(err, planner.ErrNoProvider):
-		return fmt.Errorf("%w: %w (%d workers found)", ErrNotFound, err, peers)
-	case errors.Is(err, planner.ErrBusy):
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return err
-}
-
-// joinStages asks each stage's worker to join the session, all at once. On
-// any failure the sessions that were accepted are left (by the client's
-// Close) and the first error is returned.
-func (app *App) joinStages(ctx context.Context, client *p2p.ClusterClient, plan planner.Plan, sid p2p.SessionID, token p2p.RayToken, head string) ([]*p2p.SessionHandle, error) {
-	handles := make([]*p2p.SessionHandle, len(plan.Stages))
-	errs := make([]error, len(plan.Stages))
-	var wg sync.WaitGroup
-	for i, s := range plan.Stages {
-		id, err := peer.Decode(s.PeerID)
-		if err != nil {
-			return nil, fmt.Errorf("plan names a bad peer id %q: %w", s.PeerID, err)
-		}
-		wg.Go(func() {
-			handles[i], errs[i] = client.JoinSession(ctx, id, p2p.JoinRequest{
-				SessionID: sid, Model: plan.Model, WeightsCID: plan.WeightsCID,
-				Layers:      p2p.LayerRange{Start: uint32(s.Start), End: uint32(s.End)},
-				HeadAddress: head, RayToken: token,
-			})
-		})
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, app.stopped(ctx, "while workers joined")
-	}
-	for i, err := range errs {
-		if err != nil {
-			s := plan.Stages[i]
-			return nil, fmt.Errorf("%w: worker %s refused layers [%d,%d): %w", ErrUnavailable, s.PeerID, s.Start, s.End, err)
-		}
-	}
-	app.log.Info("cluster formed", "session", sid, "head", head, "stages", len(handles))
-	return handles, nil
-}
-
-// leaveHead stops the session's Ray head on this machine's backend.
-func (app *App) leaveHead(b backend.Backend, sid p2p.SessionID) {
-	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
-	defer cancel()
-	if _, err := b.LeaveCluster(ctx, sid.String()); err != nil {
-		app.log.Warn("stopping the Ray head", "session", sid, "err", err)
-	}
-}
-
-// watchLost cancels the generation, with a *workerLost cause, when a
-// worker is lost; stop ends the watch.
-func watchLost(handles []*p2p.SessionHandle, cancel context.CancelCauseFunc) (stop func()) {
-	done := make(chan struct{})
-	for _, h := range handles {
-		go func() {
-			select {
-			case <-done:
-			case <-h.Lost():
-				cancel(&workerLost{h})
-			}
-		}()
-	}
-	return func() { close(done) }
-}
-
-// onLAN reports whether the connection to p is to a private or loopback
-// address.
-func onLAN(node *p2p.Node, p peer.ID) bool {
-	for _, c := range node.Host().Network().ConnsToPeer(p) {
-		a := c.RemoteMultiaddr()
-		if manet.IsPrivateAddr(a) || manet.IsIPLoopback(a) {
-			return true
-		}
-	}
-	return false
+	return fmt.Sprintf("stage %d/%d: layers [%d,%d) of %d on %s (rtt %s)", i+1, n, s.Start, s.End, numLayers, s.PeerID, rtt)
 }
 
 func fmtRTT(d time.Duration) string {

@@ -2,12 +2,12 @@ package cli
 
 import (
 	"errors"
-	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/requester"
 )
 
 // Exit codes; the root command's help lists them.
@@ -29,103 +29,53 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrInterrupted reports a command stopped by Ctrl-C or SIGTERM.
 	ErrInterrupted = errors.New("interrupted")
+	// ErrNotFound reports that what was named does not exist: a session.
+	ErrNotFound = errors.New("not found")
+	// ErrUnavailable reports that something cannot serve now: a session
+	// whose cluster was not formed in time.
+	ErrUnavailable = errors.New("unavailable")
 )
 
-// grpcStatus finds the gRPC status an error wraps.
-func grpcStatus(err error) (interface {
-	error
-	GRPCStatus() *status.Status
-}, bool) {
-	var se interface {
-		error
-		GRPCStatus() *status.Status
-	}
-	return se, errors.As(err, &se)
-}
+// Errors of the runtime packages keep their own sentinels (and their text:
+// "not found: …", "unavailable: …"); ExitCode maps them: the requester's as
+// the CLI's of the same name, its ErrCancelled as an interrupt (only Ctrl-C
+// ends its context here).
 
 // ExitCode maps an error to the process exit code.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.Is(err, ErrInterrupted):
+	case errors.Is(err, ErrInterrupted), errors.Is(err, requester.ErrCancelled):
 		return ExitInterrupted
-	case errors.Is(err, ErrUsage), errors.Is(err, ErrInvalidArgument):
+	case errors.Is(err, ErrUsage), errors.Is(err, ErrInvalidArgument), errors.Is(err, requester.ErrInvalidRequest):
 		return ExitUsage
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, requester.ErrNotFound):
 		return ExitNotFound
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, requester.ErrUnavailable):
 		return ExitUnavailable
 	case errors.Is(err, backend.ErrStartFailed), errors.Is(err, backend.ErrGaveUp),
 		errors.Is(err, backend.ErrExited), errors.Is(err, backend.ErrClosed):
 		return ExitUnavailable
 	}
-	if _, ok := grpcStatus(err); ok {
-		switch status.Code(err) {
-		case codes.InvalidArgument, codes.OutOfRange:
-			return ExitUsage
-		case codes.NotFound:
-			return ExitNotFound
-		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
-			return ExitUnavailable
-		}
+	switch status.Code(err) { // Unknown for an error that is no gRPC status
+	case codes.InvalidArgument, codes.OutOfRange:
+		return ExitUsage
+	case codes.NotFound:
+		return ExitNotFound
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return ExitUnavailable
 	}
 	return ExitFailure
 }
 
-// codeReasons prefixes a backend error's description with a readable reason.
-var codeReasons = map[codes.Code]string{
-	codes.InvalidArgument:   "invalid argument: ",
-	codes.OutOfRange:        "invalid argument: ",
-	codes.NotFound:          "not found: ",
-	codes.Unavailable:       "backend unavailable: ",
-	codes.DeadlineExceeded:  "timed out: ",
-	codes.ResourceExhausted: "backend busy: ",
-	codes.Canceled:          "cancelled: ",
-	codes.Unimplemented:     "not supported by this backend: ",
-	codes.Internal:          "backend error: ",
-	codes.Unknown:           "backend error: ",
-}
-
 // Message renders an error as one line for stderr (without the "edgellm: "
-// prefix): gRPC errors as "<reason>: <description>", a failed backend start
-// as its cause and the last line the backend wrote to stderr.
+// prefix): "interrupted" for whatever Ctrl-C cut short, else as
+// backend.Message does (gRPC errors as "<reason>: <description>", a failed
+// backend start as its cause and the backend's last stderr line).
 func Message(err error) string {
-	if err == nil {
-		return ""
-	}
 	if errors.Is(err, ErrInterrupted) {
 		return ErrInterrupted.Error() // whatever it cut short, Ctrl-C was the reason
 	}
-	msg := err.Error()
-	var se *backend.StartError
-	if errors.As(err, &se) {
-		msg = strings.Replace(msg, se.Error(), startSummary(se), 1)
-		msg = "backend unavailable: " + msg
-	} else if gs, ok := grpcStatus(err); ok {
-		msg = codeReasons[gs.GRPCStatus().Code()] + strings.Replace(msg, gs.Error(), gs.GRPCStatus().Message(), 1)
-	}
-	return oneLine(msg)
-}
-
-// startSummary is a start error's cause with the last non-empty stderr line.
-func startSummary(se *backend.StartError) string {
-	for i := len(se.Tail) - 1; i >= 0; i-- {
-		if line := strings.TrimSpace(se.Tail[i]); line != "" {
-			return se.Err.Error() + ": " + line
-		}
-	}
-	return se.Err.Error()
-}
-
-// oneLine joins the non-empty lines of s with "; ".
-func oneLine(s string) string {
-	lines := strings.Split(s, "\n")
-	kept := lines[:0]
-	for _, l := range lines {
-		if l = strings.TrimSpace(l); l != "" {
-			kept = append(kept, l)
-		}
-	}
-	return strings.Join(kept, "; ")
+	return backend.Message(err)
 }

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/planner"
+	"github.com/edgellm/edgellm/internal/requester"
 )
 
 func TestExitCodeAndMessage(t *testing.T) {
@@ -39,6 +41,16 @@ func TestExitCodeAndMessage(t *testing.T) {
 		{"interrupted beats the backend's cancel", fmt.Errorf("%w: %w", ErrInterrupted, status.Error(codes.Canceled, "aborted")),
 			ExitInterrupted, "interrupted"},
 		{"multi-line backend message", status.Error(codes.Internal, "boom\n  at line 3\n"), ExitFailure, "backend error: boom; at line 3"},
+		{"swarm: model nobody serves", fmt.Errorf("%w: model not served: no peer serves x (2 workers found)", requester.ErrNotFound),
+			ExitNotFound, "not found: model not served: no peer serves x (2 workers found)"},
+		{"swarm: worker lost", fmt.Errorf("%w: worker A (layers [0,15)) was lost after 3 tokens; gave up after 2 failovers", requester.ErrUnavailable),
+			ExitUnavailable, "unavailable: worker A (layers [0,15)) was lost after 3 tokens; gave up after 2 failovers"},
+		{"swarm: different weights", fmt.Errorf("%w: the prefill and decode peers hold different weights", requester.ErrInvalidRequest),
+			ExitUsage, "invalid argument: the prefill and decode peers hold different weights"},
+		{"swarm: too many stages", planError(fmt.Errorf("%w: 3 stages, 2 workers", planner.ErrTooManyStages)),
+			ExitUsage, "usage: too many stages: 3 stages, 2 workers"},
+		{"swarm: cancelled", fmt.Errorf("%w: while looking for workers: %w", requester.ErrCancelled, context.Canceled),
+			ExitInterrupted, "cancelled: while looking for workers: context canceled"},
 		{"other", context.DeadlineExceeded, ExitFailure, "context deadline exceeded"},
 		{"plain error mentioning a code", errors.New("code = NotFound"), ExitFailure, "code = NotFound"},
 	}

@@ -147,12 +147,12 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 	if o.dist.swarmConfigured(cfg) {
 		return app.runDistributed(cmd, o, cfg, req)
 	}
-	swarm, err := app.joinForLocal(cfg, &o.dist) // --local in a swarm: reuse its cached prefix (kv_lookup.go)
+	swarm, err := app.joinForLocal(cfg, &o.dist) // --local in a swarm: reuse its cached prefix (local_swarm.go)
 	if err != nil {
 		return err
 	}
 	defer swarm.Close()
-	n, err := app.openBackend(app.interrupt, cfg, swarm.openOptions()...)
+	n, err := app.openNode(app.interrupt, cfg, swarm.openOptions()...)
 	if err != nil {
 		return err
 	}

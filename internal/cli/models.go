@@ -38,7 +38,7 @@ and whether it is loaded. --json prints {"models": [...]} with every field.`,
 			if err != nil {
 				return err
 			}
-			n, err := app.openBackend(app.interrupt, cfg)
+			n, err := app.openNode(app.interrupt, cfg)
 			if err != nil {
 				return err
 			}

@@ -6,36 +6,21 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
-	"github.com/edgellm/edgellm/internal/planner"
-	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// Prefill/decode disaggregation (DESIGN.md, "KV blocks over IPFS"):
-// `infer --prefill-peer A --decode-peer B` runs the prompt on worker A and
-// the decode on worker B. The backend does the work
-// (backend/edgellm/cluster/disaggregated.py): A computes the prompt, stores
-// its KV blocks in A's IPFS node and returns their manifest; B fetches the
-// blocks by CID, checks each against the request, computes what they do not
-// cover and generates.
+// Prefill/decode disaggregation: `infer --prefill-peer A --decode-peer B`
+// runs the prompt on worker A and the decode on worker B, which continues
+// from A's KV blocks fetched over IPFS (planner.ChoosePD plans it,
+// internal/requester runs it; docs/architecture.md, "KV blocks over
+// IPFS").
 //
 // Decisions:
-//   - Both flags or neither; different peers; each must be a worker found
-//     by discovery that can hold the whole model (the planner checks it as
-//     a one-stage plan on that peer alone: model served, memory, session
-//     limit, price and latency limits). --stages > 1 is refused (each role
-//     runs every layer). The planner does not choose P/D by itself yet.
-//   - The plan is two stages, both [0, n): prefill then decode; both
-//     workers join the session with the whole layer range (what a worker
-//     serving the model advertises). The stage lines read "prefill on …" and
-//     "decode on …"; infer --json's stages carry "role".
-//   - Failover: the prefill worker is needed only until its KV blocks are
-//     handed over, and the backend covers its loss before that (the decode
-//     worker computes the prompt), so its loss is not watched. A decode
-//     worker lost mid-generation ends the request with exit 4 and one line
-//     naming it: a P/D run does not fail over (replaying onto a new decode
-//     worker would need a fresh prefill/decode plan; pipeline runs do fail
-//     over).
+//   - Both flags or neither; different peers, each a valid peer id;
+//     --stages > 1 and --local are refused (exit 2). A named peer that
+//     discovery does not find exits 3.
+//   - The stage lines read "prefill on …" and "decode on …"; infer --json's
+//     stages carry "role".
 
 // registerPD defines the P/D flags (distOptions.register calls it).
 func (d *distOptions) registerPD(cmd *cobra.Command) {
@@ -46,7 +31,7 @@ func (d *distOptions) registerPD(cmd *cobra.Command) {
 
 // disaggregated reports whether --prefill-peer or --decode-peer was given.
 func (d *distOptions) disaggregated() bool {
-	return d != nil && (d.prefillPeer != "" || d.decodePeer != "")
+	return d.prefillPeer != "" || d.decodePeer != ""
 }
 
 // validatePD checks the P/D flags (distOptions.validate calls it).
@@ -73,54 +58,8 @@ func (d *distOptions) validatePD() error {
 	return nil
 }
 
-// planPD is the two-stage P/D plan over the discovered peers: each named
-// peer must be among them and able to run the whole model alone.
-func planPD(peers []planner.Peer, req planner.Request, prefill, decode string) (planner.Plan, error) {
-	req.Stages = 1
-	var stages []planner.Stage
-	var first planner.Plan
-	for _, role := range []struct{ name, id string }{{"prefill", prefill}, {"decode", decode}} {
-		var found []planner.Peer
-		for _, p := range peers {
-			if p.ID == role.id {
-				found = append(found, p)
-			}
-		}
-		if len(found) == 0 {
-			return planner.Plan{}, fmt.Errorf("%w: %s peer %s is not among the %d workers found", ErrNotFound, role.name, role.id, len(peers))
-		}
-		plan, err := planner.Choose(found, req)
-		if err != nil {
-			return planner.Plan{}, fmt.Errorf("%s peer %s cannot run %s: %w", role.name, role.id, req.Model, planError(err, 1))
-		}
-		if len(stages) == 0 {
-			first = plan
-		} else if plan.WeightsCID != first.WeightsCID {
-			return planner.Plan{}, fmt.Errorf("%w: the prefill and decode peers hold different weights for %s (%s, %s)",
-				ErrInvalidArgument, req.Model, first.WeightsCID, plan.WeightsCID)
-		}
-		stages = append(stages, plan.Stages[0])
-	}
-	out := first
-	out.Stages = stages
-	// Per token, only the decode peer runs after the first.
-	d := stages[1]
-	out.ExpectedTokenLatency, out.NetworkLatency, out.ComputeLatency = d.RTT+d.Compute, d.RTT, d.Compute
-	out.PricePer1kMicros = stages[0].Price + d.Price
-	return out, nil
-}
-
-// stageRoles are the roles of a plan's stages on the wire: pipeline stages
-// for a pipeline, prefill then decode for a P/D run.
-func (d *distOptions) stageRoles(n int) []pb.StageRole {
-	roles := make([]pb.StageRole, n)
-	if d.disaggregated() && n == 2 {
-		roles[0], roles[1] = pb.StageRole_STAGE_ROLE_PREFILL, pb.StageRole_STAGE_ROLE_DECODE
-	}
-	return roles
-}
-
-// roleName is a stage's role in infer --json ("" for a pipeline stage).
+// roleName is a stage's role in infer --json and the stage lines ("" for a
+// pipeline stage).
 func roleName(r pb.StageRole) string {
 	switch r {
 	case pb.StageRole_STAGE_ROLE_PREFILL:
@@ -129,40 +68,4 @@ func roleName(r pb.StageRole) string {
 		return "decode"
 	}
 	return ""
-}
-
-// setRoles marks a backend plan's stages with the run's roles.
-func (d *distOptions) setRoles(p *pb.Plan) {
-	for i, r := range d.stageRoles(len(p.GetStages())) {
-		p.Stages[i].Role = r
-	}
-}
-
-// watched are the sessions whose loss ends a generation: every stage's for
-// a pipeline; for a P/D run only the decode worker's (the backend covers
-// the prefill worker's loss).
-func (d *distOptions) watched(handles []*p2p.SessionHandle) []*p2p.SessionHandle {
-	if d.disaggregated() && len(handles) == 2 {
-		return handles[1:]
-	}
-	return handles
-}
-
-// pdLost is the error of a P/D generation whose decode worker was lost.
-func (c *clusterRun) pdLost(tokens int) error {
-	plan := c.Plan()
-	id := "?"
-	if len(plan.Stages) == 2 {
-		id = plan.Stages[1].PeerID
-	}
-	return fmt.Errorf("%w: decode worker %s was lost after %s; a prefill/decode run does not fail over (run without --prefill-peer/--decode-peer for failover)",
-		ErrUnavailable, id, plural(tokens, "token"))
-}
-
-// stageLine is the stderr line of stage i of n.
-func (d *distOptions) stageLine(i, n int, s stageJSON, numLayers int, rtt string) string {
-	if s.Role != "" {
-		return fmt.Sprintf("%s on %s: layers [%d,%d) of %d (rtt %s)", s.Role, s.PeerID, s.LayerStart, s.LayerEnd, numLayers, rtt)
-	}
-	return fmt.Sprintf("stage %d/%d: layers [%d,%d) of %d on %s (rtt %s)", i+1, n, s.LayerStart, s.LayerEnd, numLayers, s.PeerID, rtt)
 }

@@ -8,10 +8,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/edgellm/edgellm/internal/planner"
-	"github.com/edgellm/edgellm/p2p"
-	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
 func pdPeerID(t *testing.T) string {
@@ -63,98 +59,5 @@ func TestValidatePD(t *testing.T) {
 				t.Fatalf("exit %d; want 2", ExitCode(err))
 			}
 		})
-	}
-}
-
-func pdModel(cid string) planner.Model {
-	return planner.Model{ID: "smollm2-135m", WeightsCID: cid, NumLayers: 30, WeightsBytes: 100 << 20}
-}
-
-func pdPeer(id string, free uint64, m planner.Model) planner.Peer {
-	return planner.Peer{ID: id, Models: []planner.Model{m}, MemoryFreeBytes: free, DecodeTokensPerS: 50,
-		MaxSessions: 1, RTT: time.Millisecond}
-}
-
-// TestPlanPD: the two-stage plan over the named peers, and its refusals.
-func TestPlanPD(t *testing.T) {
-	m := pdModel("bafkaaa")
-	peers := []planner.Peer{pdPeer("A", 8<<30, m), pdPeer("B", 8<<30, m), pdPeer("C", 8<<30, m)}
-	req := planner.Request{Model: "smollm2-135m"}
-
-	plan, err := planPD(peers, req, "B", "A")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(plan.Stages) != 2 || plan.Stages[0].PeerID != "B" || plan.Stages[1].PeerID != "A" {
-		t.Fatalf("stages %+v; want B then A", plan.Stages)
-	}
-	for _, s := range plan.Stages {
-		if s.Start != 0 || s.End != 30 {
-			t.Errorf("stage %+v; want [0,30)", s)
-		}
-	}
-	if plan.WeightsCID != "bafkaaa" || plan.NumLayers != 30 {
-		t.Errorf("plan %+v", plan)
-	}
-
-	_, err = planPD(peers, req, "A", "Z")
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "decode peer Z is not among the 3 workers found") {
-		t.Errorf("unknown decode peer: %v", err)
-	}
-	_, err = planPD(peers, planner.Request{Model: "other"}, "A", "B")
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "prefill peer A cannot run other") {
-		t.Errorf("model not served: %v", err)
-	}
-	busy := pdPeer("A", 8<<30, m)
-	busy.ActiveSessions = 1
-	_, err = planPD([]planner.Peer{busy, peers[1]}, req, "A", "B")
-	if !errors.Is(err, ErrUnavailable) {
-		t.Errorf("busy prefill peer: %v; want unavailable", err)
-	}
-	small := pdPeer("B", 1<<20, m)
-	_, err = planPD([]planner.Peer{peers[0], small}, req, "A", "B")
-	if err == nil || !strings.Contains(err.Error(), "decode peer B cannot run") {
-		t.Errorf("decode peer too small: %v", err)
-	}
-	other := pdPeer("B", 8<<30, pdModel("bafkbbb"))
-	_, err = planPD([]planner.Peer{peers[0], other}, req, "A", "B")
-	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "different weights") {
-		t.Errorf("different weights: %v", err)
-	}
-}
-
-// TestPDRoles: roles on the backend plan and in --json, and which sessions
-// are watched for loss.
-func TestPDRoles(t *testing.T) {
-	pd := &distOptions{prefillPeer: "A", decodePeer: "B"}
-	p := &pb.Plan{Stages: []*pb.PlanStage{{}, {}}}
-	pd.setRoles(p)
-	if p.Stages[0].Role != pb.StageRole_STAGE_ROLE_PREFILL || p.Stages[1].Role != pb.StageRole_STAGE_ROLE_DECODE {
-		t.Errorf("roles %v", p.Stages)
-	}
-	pipe := &distOptions{}
-	p = &pb.Plan{Stages: []*pb.PlanStage{{}, {}}}
-	pipe.setRoles(p)
-	if p.Stages[0].Role != pb.StageRole_STAGE_ROLE_PIPELINE || p.Stages[1].Role != pb.StageRole_STAGE_ROLE_PIPELINE {
-		t.Errorf("pipeline roles %v", p.Stages)
-	}
-	if roleName(pb.StageRole_STAGE_ROLE_PREFILL) != "prefill" || roleName(pb.StageRole_STAGE_ROLE_DECODE) != "decode" ||
-		roleName(pb.StageRole_STAGE_ROLE_PIPELINE) != "" {
-		t.Error("role names")
-	}
-	handles := []*p2p.SessionHandle{{}, {}}
-	if w := pd.watched(handles); len(w) != 1 || w[0] != handles[1] {
-		t.Errorf("P/D watches %d sessions; want the decode worker's", len(w))
-	}
-	if w := pipe.watched(handles); len(w) != 2 {
-		t.Errorf("a pipeline watches %d sessions; want 2", len(w))
-	}
-	var none *distOptions
-	if none.disaggregated() {
-		t.Error("nil options are not P/D")
-	}
-	line := pd.stageLine(0, 2, stageJSON{PeerID: "A", LayerEnd: 30, Role: "prefill"}, 30, "1.00 ms")
-	if line != "prefill on A: layers [0,30) of 30 (rtt 1.00 ms)" {
-		t.Errorf("stage line %q", line)
 	}
 }

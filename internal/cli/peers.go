@@ -3,13 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/p2p"
@@ -68,21 +66,14 @@ func (app *App) runPeers(cmd *cobra.Command, o *peersOptions) error {
 	if err != nil {
 		return err
 	}
-	key, err := p2p.NewEphemeralIdentity()
+	node, err := app.clientNode(join, nil, o.swarm.noMDNS, o.timeout)
 	if err != nil {
 		return err
-	}
-	node, err := p2p.New(
-		p2p.WithIdentity(key), p2p.WithSecret(join.Secret), p2p.WithBootstrap(join.Bootstrap...),
-		p2p.WithMDNS(!o.swarm.noMDNS), p2p.WithLogger(app.log), p2p.WithLookupTimeout(o.timeout),
-	)
-	if err != nil {
-		return networkError(err)
 	}
 	defer node.Close()
 	ctx, cancel := context.WithTimeout(app.interrupt, o.timeout)
 	defer cancel()
-	peers := settle(ctx, node, o.model)
+	peers := node.LookupSettled(ctx, o.model)
 	if app.interrupt.Err() != nil {
 		return ErrInterrupted
 	}
@@ -90,48 +81,6 @@ func (app *App) runPeers(cmd *cobra.Command, o *peersOptions) error {
 		return writeJSON(app.stdout, toPeersJSON(peers))
 	}
 	return app.printPeers(peers)
-}
-
-// settle repeats Lookup until two consecutive non-empty rounds list the same
-// peers, or ctx ends; it returns the last non-empty round.
-func settle(ctx context.Context, node *p2p.Node, model string) []p2p.PeerInfo {
-	var last []p2p.PeerInfo
-	for ctx.Err() == nil {
-		// Until a member is connected the DHT has nobody to ask.
-		if len(node.Host().Network().Peers()) == 0 {
-			sleepCtx(ctx, 50*time.Millisecond)
-			continue
-		}
-		ps, _ := node.Lookup(ctx, model)
-		if len(ps) > 0 && len(last) > 0 && sameIDs(ps, last) {
-			return ps
-		}
-		if len(ps) > 0 {
-			last = ps
-		}
-		sleepCtx(ctx, 200*time.Millisecond)
-	}
-	return last
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-func sameIDs(a, b []p2p.PeerInfo) bool {
-	set := func(ps []p2p.PeerInfo) map[peer.ID]bool {
-		m := map[peer.ID]bool{}
-		for _, p := range ps {
-			m[p.Record.PeerID] = true
-		}
-		return m
-	}
-	return maps.Equal(set(a), set(b))
 }
 
 type peerModelJSON struct {

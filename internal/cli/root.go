@@ -1,8 +1,11 @@
 // Package cli is the edgellm command line. root.go builds the root command
 // and its persistent flags; each command lives in its own file as
-// new<Name>Command(app) and is listed once in commands below. Commands reach
-// the node's backend through App.openBackend (node.go) and return errors;
-// Main turns an error into one line on stderr and an exit code (errors.go).
+// new<Name>Command(app) and is listed once in commands below. Commands are
+// flags, output and exit codes over the runtime packages: this machine's
+// processes come from localnode (App.openNode, node.go), a swarm run from
+// requester (swarm_cluster.go), a worker from volunteer. Commands return
+// errors; Main turns an error into one line on stderr and an exit code
+// (errors.go).
 package cli
 
 import (

@@ -40,8 +40,9 @@ const (
 	// openWait bounds how long open waits for the daemon to form the
 	// cluster (discovery, Ray head, joins) before stopping it.
 	openWait = 10 * time.Minute
-	// closeWait bounds how long close waits for the daemon to tear down.
-	closeWait = teardownTimeout + 30*time.Second
+	// closeWait bounds how long close waits for the daemon to tear down: a
+	// minute for the Ray head's stop (requester's bound) plus a margin.
+	closeWait = 90 * time.Second
 	// pollEvery is how often open and close look at the daemon.
 	pollEvery = 100 * time.Millisecond
 )

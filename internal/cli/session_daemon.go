@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/edgellm/edgellm/internal/config"
+	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
@@ -26,7 +26,7 @@ import (
 //
 // Decisions:
 //   - The daemon forms the cluster exactly as a one-shot infer does
-//     (openCluster: discover, plan, Ray head, every stage's worker joins),
+//     (formCluster: discover, plan, Ray head, every stage's worker joins),
 //     then serves the backend's own gRPC Inference service (Generate, Abort)
 //     on a unix socket, so `infer --session` talks to it with the same client
 //     and streams exactly as a local infer. Only then does it write its
@@ -55,25 +55,17 @@ const (
 )
 
 // heldCluster is what a session holds: the requester's side of one formed
-// cluster (clusterRun, from openCluster).
+// cluster (a swarmCluster, from formCluster).
 type heldCluster interface {
 	// Generate runs req on the cluster (filling in Model and Plan); onResp
 	// gets every streamed response in order.
 	Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error
 	// Stages is the current plan in infer --json's shape.
 	Stages() []stageJSON
+	// WeightsCID is the CID of the weights the plan runs.
+	WeightsCID() string
 	// Close has the workers leave, stops the head, closes backend and node.
 	Close()
-}
-
-// openHeldCluster forms a session's cluster. On error nothing is left
-// running.
-var openHeldCluster = func(app *App, ctx context.Context, cfg *config.Config, model string, d *distOptions) (heldCluster, error) {
-	c, err := app.openCluster(ctx, cfg, model, d)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 // sessionServeOptions are the daemon's flags; `session open` passes its own
@@ -141,14 +133,13 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 	signal.Ignore(syscall.SIGHUP) // detached; no terminal to lose
 	fmt.Fprintf(app.stderr, "session %s: forming the cluster for %s (pid %d)\n", o.id, o.model, os.Getpid())
 
-	cluster, err := openHeldCluster(app, app.interrupt, cfg, o.model, &o.dist)
+	// The Inference stream has no place for a warning, so a failover's line
+	// goes to the session's log; the answer continues as usual.
+	var cluster heldCluster
+	cluster, err = app.formCluster(app.interrupt, cfg, o.model, &o.dist,
+		requester.OnFailover(func(line string) { fmt.Fprintf(app.stderr, "session %s: %s\n", o.id, line) }))
 	if err != nil {
 		return err
-	}
-	if cr, ok := cluster.(*clusterRun); ok {
-		// The Inference stream has no place for a warning, so a failover's
-		// line goes to the session's log; the answer continues as usual.
-		cr.OnFailover = func(line string) { fmt.Fprintf(app.stderr, "session %s: %s\n", o.id, line) }
 	}
 	closed := false
 	closeCluster := func() {
@@ -170,7 +161,7 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 
-	info := &sessionInfo{ID: o.id, PID: os.Getpid(), Socket: sock, Model: o.model, WeightsCID: clusterWeightsCID(cluster),
+	info := &sessionInfo{ID: o.id, PID: os.Getpid(), Socket: sock, Model: o.model, WeightsCID: cluster.WeightsCID(),
 		Stages: cluster.Stages(), Created: time.Now().UTC().Truncate(time.Second), IdleTimeout: o.idle.String(),
 		Log: paths.log()}
 	if err := paths.writeInfo(info); err != nil {
@@ -198,15 +189,6 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 	fmt.Fprintf(app.stderr, "session %s: closed\n", o.id)
 	_ = os.Remove(paths.log()) // a clean close leaves nothing behind
 	return nil
-}
-
-// clusterWeightsCID is the weights CID of the held model, when the cluster
-// can tell.
-func clusterWeightsCID(c heldCluster) string {
-	if w, ok := c.(interface{ WeightsCID() string }); ok {
-		return w.WeightsCID()
-	}
-	return ""
 }
 
 // listenUnix listens on a fresh unix socket only this user may connect to.
@@ -387,11 +369,8 @@ func errorStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := grpcStatus(err); ok {
+	if _, ok := status.FromError(err); ok {
 		return status.Convert(err).Err() // keeps the code; message is err's text
-	}
-	if errors.Is(err, ErrInterrupted) { // in the daemon, only SIGTERM: session close
-		return status.Error(codes.Unavailable, errSessionClosing.Error())
 	}
 	code := codes.Unknown
 	switch ExitCode(err) {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
@@ -55,7 +56,7 @@ func (f *fakeCluster) Generate(ctx context.Context, req *pb.GenerateRequest, onR
 		}
 	}
 	if req.GetPrompt() == "lost" {
-		return fmt.Errorf("%w: worker x left the session mid-generation", ErrUnavailable)
+		return fmt.Errorf("%w: worker x was lost after 1 token, and no other worker can hold its layers", requester.ErrUnavailable)
 	}
 	for i := range 3 {
 		resp := &pb.GenerateResponse{RequestId: req.GetRequestId(), Text: "t", TokenIds: []uint32{uint32(i)}}
@@ -71,6 +72,7 @@ func (f *fakeCluster) Generate(ctx context.Context, req *pb.GenerateRequest, onR
 }
 
 func (f *fakeCluster) Stages() []stageJSON { return []stageJSON{{PeerID: "p", LayerEnd: 30}} }
+func (f *fakeCluster) WeightsCID() string  { return "bafk-m" }
 func (f *fakeCluster) Close()              { f.closed = true }
 
 // serveFake serves a session service over fc on a unix socket and returns a

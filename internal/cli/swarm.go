@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/internal/config"
@@ -156,4 +158,44 @@ func mergeAddrInfos(in []peer.AddrInfo) []peer.AddrInfo {
 		out = append(out, ai)
 	}
 	return out
+}
+
+// clientNode joins the swarm as a client with a throwaway identity;
+// lookupTimeout bounds each lookup (0: p2p's default).
+func (app *App) clientNode(join p2p.Join, listen []ma.Multiaddr, noMDNS bool, lookupTimeout time.Duration) (*p2p.Node, error) {
+	key, err := p2p.NewEphemeralIdentity()
+	if err != nil {
+		return nil, err
+	}
+	node, err := p2p.New(
+		p2p.WithIdentity(key), p2p.WithSecret(join.Secret), p2p.WithBootstrap(join.Bootstrap...),
+		p2p.WithListenAddrs(listen...), p2p.WithMDNS(!noMDNS), p2p.WithLogger(app.log),
+		p2p.WithLookupTimeout(lookupTimeout),
+	)
+	if err != nil {
+		return nil, networkError(err)
+	}
+	return node, nil
+}
+
+// networkError marks configuration mistakes (QUIC in a private swarm, bad
+// options) as usage errors.
+func networkError(err error) error {
+	if errors.Is(err, p2p.ErrInvalidConfig) || errors.Is(err, p2p.ErrQUICInPrivateSwarm) {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	return fmt.Errorf("network: %w", err)
+}
+
+// parseListen parses --listen multiaddrs; a bad one is a usage error.
+func parseListen(ss []string) ([]ma.Multiaddr, error) {
+	var out []ma.Multiaddr
+	for _, s := range ss {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --listen %q: %v", ErrUsage, s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }

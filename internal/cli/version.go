@@ -55,7 +55,7 @@ func (app *App) backendVersion(cmd *cobra.Command) (ver, device, reason string) 
 	if err != nil {
 		return "", "", strings.TrimPrefix(Message(err), "backend unavailable: ")
 	}
-	n, err := app.openBackend(app.interrupt, cfg)
+	n, err := app.openNode(app.interrupt, cfg)
 	if err != nil {
 		return "", "", strings.TrimPrefix(Message(err), "backend unavailable: ")
 	}

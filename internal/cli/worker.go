@@ -2,27 +2,17 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"time"
 	"unicode/utf8"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
-	"github.com/edgellm/edgellm/internal/backend"
-	"github.com/edgellm/edgellm/internal/ipfs"
+	"github.com/edgellm/edgellm/internal/localnode"
+	"github.com/edgellm/edgellm/internal/volunteer"
 	"github.com/edgellm/edgellm/p2p"
 )
-
-// workerStateFile is written while a worker runs: its peer id, addresses and
-// a join string through it, for operators and scripts. Removed on exit.
-const workerStateFile = "worker.json"
 
 // leaveTimeout bounds the withdrawal on Ctrl-C / SIGTERM.
 const leaveTimeout = 10 * time.Second
@@ -106,18 +96,6 @@ func (o *workerOptions) validate() error {
 	return nil
 }
 
-func parseListen(ss []string) ([]ma.Multiaddr, error) {
-	var out []ma.Multiaddr
-	for _, s := range ss {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%w: --listen %q: %v", ErrUsage, s, err)
-		}
-		out = append(out, a)
-	}
-	return out, nil
-}
-
 func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if err := o.validate(); err != nil {
 		return err
@@ -139,181 +117,31 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	}
 	// The IPFS node joins the swarm's private IPFS network and listens where
 	// the worker does; its id and addresses go into the record.
-	b, err := app.openBackend(app.interrupt, cfg, inSwarm(join.Secret, listen))
+	n, err := app.openNode(app.interrupt, cfg, localnode.WithSwarm(join.Secret[:], listen))
 	if err != nil {
 		return err
 	}
-	defer app.closeQuietly(b)
-	info, err := app.loadModel(app.interrupt, b, o.model)
+	defer app.closeQuietly(n)
+	info, err := app.loadModel(app.interrupt, n, o.model)
 	if err != nil {
 		return err
 	}
-	src := &backendSource{b: b, price: uint64(math.Round(o.price * 1e6)), region: o.label,
-		maxSessions: o.maxSessions, rayAddress: o.rayAddress}
-	src.setIPFS(app.ipfsIdentity(b))
-	node, err := p2p.New(
-		p2p.WithDataDir(cfg.DataDir), p2p.WithSecret(join.Secret), p2p.WithListenAddrs(listen...),
-		p2p.WithBootstrap(join.Bootstrap...), p2p.WithMDNS(!o.swarm.noMDNS), p2p.WithCapabilitySource(src),
-		p2p.WithRecordTiming(o.refresh, o.recordTTL), p2p.WithLogger(app.log),
-	)
+	w, err := volunteer.Start(app.interrupt, n, volunteer.Options{
+		DataDir: cfg.DataDir, Join: join, Listen: listen, NoMDNS: o.swarm.noMDNS,
+		PricePer1kMicros: uint64(math.Round(o.price * 1e6)), Region: o.label, MaxSessions: o.maxSessions,
+		RayAddress: o.rayAddress, Refresh: o.refresh, RecordTTL: o.recordTTL, Logger: app.log,
+	})
 	if err != nil {
 		return networkError(err)
 	}
-	src.setHostAddrs(node.Host().Addrs())
-	clusters, err := p2p.NewClusterService(node.Host(),
-		p2p.WithSessionHandler(&clusterHandler{b: b, bindIP: src.rayAddress, log: app.log}),
-		p2p.WithClusterSource(src), p2p.WithClusterLogger(app.log),
-		// A requester right after another one must see this worker free again.
-		p2p.WithSessionsChanged(node.Republish))
-	if err != nil {
-		node.Close()
-		return networkError(err)
-	}
-	src.sessions = clusters.ActiveSessions
-	stopKV := app.serveKV(node, b, src)
-	statePath := filepath.Join(cfg.DataDir, workerStateFile)
-	ipfsAPI := ""
-	if c := b.IPFS(); c != nil {
-		ipfsAPI = c.URL()
-	}
-	if err := writeWorkerState(statePath, node, src, ipfsAPI); err != nil {
-		app.log.Warn("worker state file", "err", err)
-	}
-	defer os.Remove(statePath)
+	node := w.Node()
 	fmt.Fprintf(app.stderr, "Worker %s joined swarm %s, serving %s (%s). Stop with Ctrl-C.\nOthers can join through this worker with:\n%s\n",
 		node.ID(), join.Secret.ID(), info.GetId(), info.GetWeightsCid(), node.JoinString())
 	<-app.interrupt.Done()
 	fmt.Fprintln(app.stderr, "Leaving the swarm…")
-	// Sessions end first (each leaves its Ray cluster), then the network.
-	if err := clusters.Close(); err != nil {
-		app.log.Warn("ending cluster sessions", "err", err)
-	}
-	stopKV()
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
-	if err := node.Leave(ctx); err != nil {
-		app.log.Warn("withdrawal not published everywhere; the record will expire", "err", err)
-	}
-	if err := node.Close(); err != nil {
-		app.log.Warn("closing the network", "err", err)
-	}
+	w.Close(ctx)
 	fmt.Fprintln(app.stderr, "Left the swarm.")
 	return nil
-}
-
-// networkError marks configuration mistakes (QUIC in a private swarm, bad
-// options) as usage errors.
-func networkError(err error) error {
-	if errors.Is(err, p2p.ErrInvalidConfig) || errors.Is(err, p2p.ErrQUICInPrivateSwarm) {
-		return fmt.Errorf("%w: %w", ErrUsage, err)
-	}
-	return fmt.Errorf("network: %w", err)
-}
-
-type workerState struct {
-	PeerID     string   `json:"peer_id"`
-	Addrs      []string `json:"addrs"`
-	Join       string   `json:"join"`
-	IPFSPeerID string   `json:"ipfs_peer_id,omitempty"`
-	IPFSAddrs  []string `json:"ipfs_addrs,omitempty"`
-	IPFSAPI    string   `json:"ipfs_api,omitempty"`
-}
-
-func writeWorkerState(path string, n *p2p.Node, src *backendSource, ipfsAPI string) error {
-	st := workerState{PeerID: n.ID().String(), Join: n.JoinString(), IPFSAPI: ipfsAPI}
-	for _, a := range n.P2PAddrs() {
-		st.Addrs = append(st.Addrs, a.String())
-	}
-	if src.ipfsID != "" {
-		st.IPFSPeerID = src.ipfsID.String()
-		for _, a := range src.ipfsAddrs {
-			st.IPFSAddrs = append(st.IPFSAddrs, a.String())
-		}
-	}
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeSecretFile(path, string(data)+"\n")
-}
-
-// backendSource adapts the backend's Status to p2p.CapabilitySource: the
-// loaded models (each holdable whole), device, memory, measured speeds and
-// load, plus the operator's price, label and session limit.
-type backendSource struct {
-	b           backend.Backend
-	price       uint64
-	region      string
-	maxSessions uint32
-	rayAddress  string
-	// sessions counts the cluster sessions being served (nil: none).
-	sessions func() int
-	// ipfsID and ipfsAddrs are this peer's IPFS node ("" and nil: none).
-	ipfsID    peer.ID
-	ipfsAddrs []ma.Multiaddr
-}
-
-// setIPFS records the IPFS node's identity for the capability record.
-func (s *backendSource) setIPFS(id ipfs.Identity, ok bool) {
-	if ok {
-		s.ipfsID, s.ipfsAddrs = id.ID, p2p.LimitIPFSAddrs(id.Addrs)
-	}
-}
-
-// ipfsIdentity asks the node's IPFS node for its peer id and addresses;
-// false (with a warning in the log) when there is none or it does not
-// answer: the record then carries no IPFS node.
-func (app *App) ipfsIdentity(n *node) (ipfs.Identity, bool) {
-	c := n.IPFS()
-	if c == nil {
-		return ipfs.Identity{}, false
-	}
-	ctx, cancel := context.WithTimeout(app.interrupt, 10*time.Second)
-	defer cancel()
-	id, err := c.ID(ctx)
-	if err != nil {
-		app.log.Warn("the IPFS node did not say its id; the record carries no IPFS node", "err", err)
-		return ipfs.Identity{}, false
-	}
-	return id, true
-}
-
-var _ p2p.CapabilitySource = (*backendSource)(nil)
-
-// setHostAddrs fills the default Ray address from the host's addresses.
-func (s *backendSource) setHostAddrs(addrs []ma.Multiaddr) {
-	if s.rayAddress != "" {
-		return
-	}
-	s.rayAddress = reachableIPv4(addrs)
-}
-
-// Capabilities implements p2p.CapabilitySource.
-func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, error) {
-	st, err := s.b.Status(ctx)
-	if err != nil {
-		return p2p.Capabilities{}, err
-	}
-	c := p2p.Capabilities{
-		BackendVersion: st.GetBackendVersion(), Device: st.GetDevice(),
-		MemoryTotalBytes: st.GetMemoryTotalBytes(), MemoryFreeBytes: st.GetMemoryFreeBytes(),
-		PrefillTokensPerS: st.GetPrefillTokensPerS(), DecodeTokensPerS: st.GetDecodeTokensPerS(),
-		ActiveSessions: st.GetActiveRequests(), MaxSessions: s.maxSessions,
-		PricePer1kMicros: s.price, Region: s.region, RayAddress: s.rayAddress,
-		IPFSPeerID: s.ipfsID, IPFSAddrs: s.ipfsAddrs,
-	}
-	if s.sessions != nil { // a worker in a cluster session is busy even between requests
-		c.ActiveSessions = max(c.ActiveSessions, uint32(s.sessions()))
-	}
-	for _, m := range st.GetLoadedModels() {
-		md := p2p.Model{
-			ID: m.GetId(), WeightsCID: m.GetWeightsCid(), NumLayers: m.GetNumLayers(),
-			WeightsBytes: m.GetWeightsBytes(),
-		}
-		if md.NumLayers > 0 {
-			md.LayerRanges = []p2p.LayerRange{{Start: 0, End: md.NumLayers}}
-		}
-		c.Models = append(c.Models, md)
-	}
-	return c, nil
 }

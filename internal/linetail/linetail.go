@@ -1,10 +1,12 @@
 // Package linetail keeps the last lines a child process wrote: the stderr
-// tail the backend and IPFS supervisors show when a start fails.
+// tail the backend and IPFS supervisors show when a start fails. OneLine
+// folds such multi-line text into the one line a message has room for.
 package linetail
 
 import (
 	"bytes"
 	"io"
+	"strings"
 	"sync"
 )
 
@@ -89,4 +91,16 @@ func (r *Ring) Lines() []string {
 		out = out[len(out)-r.n:]
 	}
 	return out
+}
+
+// OneLine joins the non-empty lines of s, each trimmed, with "; ".
+func OneLine(s string) string {
+	lines := strings.Split(s, "\n")
+	kept := lines[:0]
+	for _, l := range lines {
+		if l = strings.TrimSpace(l); l != "" {
+			kept = append(kept, l)
+		}
+	}
+	return strings.Join(kept, "; ")
 }

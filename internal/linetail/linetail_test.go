@@ -56,3 +56,19 @@ func TestRingSkipBlank(t *testing.T) {
 		t.Fatalf("Lines = %q", got)
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"one", "one"},
+		{"  padded \t", "padded"},
+		{"boom\n  at line 3\n", "boom; at line 3"},
+		{"\n\na\n\n b \n", "a; b"},
+		{"a\r\nb", "a; b"},
+	}
+	for _, tt := range tests {
+		if got := OneLine(tt.in); got != tt.want {
+			t.Errorf("OneLine(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

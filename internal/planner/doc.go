@@ -1,8 +1,9 @@
 // Package planner chooses which peers run a model and which layers each one
-// holds: step 2 ("Plan") of the request path in DESIGN.md. It is a pure
-// function of its inputs — capability records turned into Peer values,
-// measured RTTs, and the request's limits — with no I/O and no clock, so it
-// is tested with plain structs.
+// holds: step 2 ("Plan") of the request path in docs/architecture.md. It is
+// a pure function of its inputs — capability records turned into Peer
+// values (by p2p.PlannerPeer: the planner imports nothing of the network and
+// links no libp2p), measured RTTs, and the request's limits — with no I/O
+// and no clock, so it is tested with plain structs.
 //
 // # Cost model
 //

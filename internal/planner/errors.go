@@ -2,9 +2,9 @@ package planner
 
 import "errors"
 
-// Sentinel errors of the planner. Choose wraps them with %w and a reason that
-// names the model and the numbers behind the refusal; check them with
-// errors.Is.
+// Sentinel errors of the planner. Choose and ChoosePD wrap them with %w and
+// a reason that names the model and the numbers behind the refusal; check
+// them with errors.Is.
 var (
 	// ErrInvalidRequest: an empty model, a negative stage count or limit, or
 	// peers that are listed twice or claim to be the requester twice.
@@ -32,4 +32,10 @@ var (
 	// ErrLatencyLimit: every possible plan is slower per token than the
 	// request's latency limit.
 	ErrLatencyLimit = errors.New("over the latency limit")
+	// ErrUnknownPeer: a peer the request names (ChoosePD's prefill or
+	// decode peer) is not among the peers given.
+	ErrUnknownPeer = errors.New("unknown peer")
+	// ErrDifferentWeights: ChoosePD's prefill and decode peers hold
+	// different weights for the model.
+	ErrDifferentWeights = errors.New("the prefill and decode peers hold different weights")
 )

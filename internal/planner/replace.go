@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// Replace re-plans after the peers in lost vanished (DESIGN.md, request
-// path step 7, "Survive"): every stage on a surviving peer keeps its peer and
+// Replace re-plans after the peers in lost vanished (docs/architecture.md,
+// request path step 7, "Survive"): every stage on a surviving peer keeps its peer and
 // layers, and each lost stage's layers [Start, End) move, unchanged, to one
 // new peer. It is pure, like Choose.
 //

@@ -119,8 +119,8 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StartClusterHead(self, request, context):
-        """Ray clusters, one per inference session (DESIGN.md request path step 4).
-        StartClusterHead starts a Ray head with token authentication on
+        """Ray clusters, one per inference session (docs/architecture.md, request
+        path step 4). StartClusterHead starts a Ray head with token authentication on
         bind_address, and makes this backend the cluster's driver (one head per
         backend at a time). Call it on the requester before any JoinCluster.
         """
@@ -147,9 +147,10 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PrefixKeys(self, request, context):
-        """KV-cache blocks in the swarm (DESIGN.md "KV blocks over IPFS"): the node
-        announces the keys this backend holds and serves manifests of them; a
-        requester looks its prompt's keys up before prefilling.
+        """KV-cache blocks in the swarm (docs/architecture.md, "KV blocks over
+        IPFS"): the node announces the keys this backend holds and serves
+        manifests of them; a requester looks its prompt's keys up before
+        prefilling.
 
         PrefixKeys returns the chained block keys of the prompt's full blocks,
         exactly as Generate would compute them (same tokenization and chat

@@ -46,8 +46,8 @@ type ControlClient interface {
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// Status reports device, memory and measured speed.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
-	// Ray clusters, one per inference session (DESIGN.md request path step 4).
-	// StartClusterHead starts a Ray head with token authentication on
+	// Ray clusters, one per inference session (docs/architecture.md, request
+	// path step 4). StartClusterHead starts a Ray head with token authentication on
 	// bind_address, and makes this backend the cluster's driver (one head per
 	// backend at a time). Call it on the requester before any JoinCluster.
 	StartClusterHead(ctx context.Context, in *StartClusterHeadRequest, opts ...grpc.CallOption) (*StartClusterHeadResponse, error)
@@ -59,9 +59,10 @@ type ControlClient interface {
 	// LeaveCluster stops every Ray process this backend started for the session
 	// (by pid; never `ray stop`). Unknown sessions answer left=false.
 	LeaveCluster(ctx context.Context, in *LeaveClusterRequest, opts ...grpc.CallOption) (*LeaveClusterResponse, error)
-	// KV-cache blocks in the swarm (DESIGN.md "KV blocks over IPFS"): the node
-	// announces the keys this backend holds and serves manifests of them; a
-	// requester looks its prompt's keys up before prefilling.
+	// KV-cache blocks in the swarm (docs/architecture.md, "KV blocks over
+	// IPFS"): the node announces the keys this backend holds and serves
+	// manifests of them; a requester looks its prompt's keys up before
+	// prefilling.
 	//
 	// PrefixKeys returns the chained block keys of the prompt's full blocks,
 	// exactly as Generate would compute them (same tokenization and chat
@@ -208,8 +209,8 @@ type ControlServer interface {
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// Status reports device, memory and measured speed.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
-	// Ray clusters, one per inference session (DESIGN.md request path step 4).
-	// StartClusterHead starts a Ray head with token authentication on
+	// Ray clusters, one per inference session (docs/architecture.md, request
+	// path step 4). StartClusterHead starts a Ray head with token authentication on
 	// bind_address, and makes this backend the cluster's driver (one head per
 	// backend at a time). Call it on the requester before any JoinCluster.
 	StartClusterHead(context.Context, *StartClusterHeadRequest) (*StartClusterHeadResponse, error)
@@ -221,9 +222,10 @@ type ControlServer interface {
 	// LeaveCluster stops every Ray process this backend started for the session
 	// (by pid; never `ray stop`). Unknown sessions answer left=false.
 	LeaveCluster(context.Context, *LeaveClusterRequest) (*LeaveClusterResponse, error)
-	// KV-cache blocks in the swarm (DESIGN.md "KV blocks over IPFS"): the node
-	// announces the keys this backend holds and serves manifests of them; a
-	// requester looks its prompt's keys up before prefilling.
+	// KV-cache blocks in the swarm (docs/architecture.md, "KV blocks over
+	// IPFS"): the node announces the keys this backend holds and serves
+	// manifests of them; a requester looks its prompt's keys up before
+	// prefilling.
 	//
 	// PrefixKeys returns the chained block keys of the prompt's full blocks,
 	// exactly as Generate would compute them (same tokenization and chat

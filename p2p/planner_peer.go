@@ -1,9 +1,9 @@
-package planner
+package p2p
 
 import (
 	"time"
 
-	"github.com/edgellm/edgellm/p2p"
+	"github.com/edgellm/edgellm/internal/planner"
 )
 
 // Observation is what the requester knows about a peer beyond its record.
@@ -14,11 +14,15 @@ type Observation struct {
 	Requester bool          // the requester's own record
 }
 
-// PeerFromRecord turns a peer's capability record and the requester's
+// PlannerPeer turns a peer's capability record and the requester's
 // observation of it into the planner's input. The peer id is the record's
 // peer id in its usual string form (peer.ID.String()).
-func PeerFromRecord(rec *p2p.Record, o Observation) Peer {
-	p := Peer{
+//
+// Decision: the conversion lives on the network side (p2p imports planner,
+// never the reverse), so the planner stays a pure package that links no
+// libp2p.
+func PlannerPeer(rec *Record, o Observation) planner.Peer {
+	p := planner.Peer{
 		ID:                rec.PeerID.String(),
 		MemoryFreeBytes:   rec.MemoryFreeBytes,
 		PrefillTokensPerS: rec.PrefillTokensPerS,
@@ -33,9 +37,9 @@ func PeerFromRecord(rec *p2p.Record, o Observation) Peer {
 		Requester:         o.Requester,
 	}
 	for _, m := range rec.Models {
-		pm := Model{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: int(m.NumLayers), WeightsBytes: m.WeightsBytes}
+		pm := planner.Model{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: int(m.NumLayers), WeightsBytes: m.WeightsBytes}
 		for _, r := range m.LayerRanges {
-			pm.LayerRanges = append(pm.LayerRanges, LayerRange{Start: int(r.Start), End: int(r.End)})
+			pm.LayerRanges = append(pm.LayerRanges, planner.LayerRange{Start: int(r.Start), End: int(r.End)})
 		}
 		p.Models = append(p.Models, pm)
 	}

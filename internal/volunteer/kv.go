@@ -1,4 +1,4 @@
-package cli
+package volunteer
 
 import (
 	"context"
@@ -8,16 +8,17 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/grpc/status"
 
-	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
-// The worker's side of the prefix cache in the swarm (DESIGN.md "KV blocks
-// over IPFS"): it announces the KV block keys its backend holds as DHT
-// provider records, and serves manifests of them over /edgellm/kv/1.0.0.
+// The worker's side of the prefix cache in the swarm (docs/architecture.md,
+// "KV blocks over IPFS"): it announces the KV block keys its
+// backend holds as DHT provider records, and serves manifests of them over
+// /edgellm/kv/1.0.0.
 
 const (
 	// kvAnnounceInterval is how often the worker asks its backend for keys
@@ -31,7 +32,7 @@ const (
 // held key again every reannounce (a third of the provider records' TTL), so
 // records of keys still held never expire while those of evicted keys do.
 type kvAnnouncer struct {
-	b          backend.Backend
+	b          Backend
 	node       *p2p.Node
 	log        *slog.Logger
 	interval   time.Duration
@@ -85,7 +86,7 @@ func (a *kvAnnouncer) step(ctx context.Context, after uint64) uint64 {
 // kvHandler serves /edgellm/kv/1.0.0 from the backend's KV store; the
 // manifests name this peer's IPFS node as their provider.
 type kvHandler struct {
-	b         backend.Backend
+	b         Backend
 	providers []string
 }
 
@@ -102,31 +103,23 @@ func (h *kvHandler) Manifest(ctx context.Context, _ peer.ID, weightsCID string, 
 }
 
 // serveKV starts announcing the backend's held block keys and serving
-// manifests of them, when the backend has an IPFS node (else there is
-// nothing to serve). The returned stop ends both and waits.
-func (app *App) serveKV(node *p2p.Node, n *node, src *backendSource) (stop func()) {
-	if n.IPFS() == nil {
-		return func() {}
-	}
+// manifests of them naming the IPFS node at ipfsAddrs (dialable, with
+// /p2p). The returned stop ends both and waits.
+func serveKV(node *p2p.Node, b Backend, ipfsAddrs []ma.Multiaddr, log *slog.Logger) (stop func()) {
 	var providers []string
-	caps := p2p.Capabilities{IPFSPeerID: src.ipfsID, IPFSAddrs: src.ipfsAddrs}
-	for _, a := range caps.IPFSDialAddrs() {
+	for _, a := range ipfsAddrs {
 		providers = append(providers, a.String())
 	}
-	svc, err := p2p.NewKVService(node.Host(), &kvHandler{b: n, providers: providers}, 0, app.log)
+	svc, err := p2p.NewKVService(node.Host(), &kvHandler{b: b, providers: providers}, 0, log)
 	if err != nil {
-		app.log.Warn("kv: not serving block manifests", "err", err)
+		log.Warn("kv: not serving block manifests", "err", err)
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &kvAnnouncer{b: n, node: node, log: app.log, interval: kvAnnounceInterval,
+	a := &kvAnnouncer{b: b, node: node, log: log, interval: kvAnnounceInterval,
 		reannounce: max(node.ProviderTTL()/3, kvAnnounceInterval)}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.run(ctx)
-	}()
+	wg.Go(func() { a.run(ctx) })
 	return func() {
 		cancel()
 		wg.Wait()

@@ -1,13 +1,10 @@
-package cli
+package volunteer
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/p2p"
@@ -25,7 +22,7 @@ import (
 // sent back to the requester is scrubbed of it in case a layer below echoes
 // its input.
 type clusterHandler struct {
-	b      backend.Backend
+	b      Backend
 	bindIP string // the IP the requester's Ray head reaches this machine on
 	log    *slog.Logger
 }
@@ -40,7 +37,7 @@ func (h *clusterHandler) Join(ctx context.Context, s p2p.Session) (p2p.JoinResul
 		PeerResource: s.ResourceName, BindAddress: h.bindIP,
 	})
 	if err != nil {
-		msg := strings.ReplaceAll(Message(err), token, "[redacted]")
+		msg := strings.ReplaceAll(backend.Message(err), token, "[redacted]")
 		h.log.Warn("cluster join failed", "session", s.SessionID, "requester", s.Peer, "err", msg)
 		return p2p.JoinResult{}, fmt.Errorf("ray join: %s", msg)
 	}
@@ -53,20 +50,8 @@ func (h *clusterHandler) Join(ctx context.Context, s p2p.Session) (p2p.JoinResul
 func (h *clusterHandler) Leave(ctx context.Context, id p2p.SessionID) error {
 	left, err := h.b.LeaveCluster(ctx, id.String())
 	if err != nil {
-		return fmt.Errorf("ray leave: %s", Message(err))
+		return fmt.Errorf("ray leave: %s", backend.Message(err))
 	}
 	h.log.Info("left cluster", "session", id, "had_cluster", left)
 	return nil
-}
-
-// reachableIPv4 is the first non-loopback, specified IPv4 among addrs, else
-// 127.0.0.1.
-func reachableIPv4(addrs []ma.Multiaddr) string {
-	for _, a := range addrs {
-		ip, err := manet.ToIP(a)
-		if err == nil && ip.To4() != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
-			return ip.String()
-		}
-	}
-	return "127.0.0.1"
 }

@@ -1,4 +1,4 @@
-package cli
+package volunteer
 
 import (
 	"context"
@@ -9,14 +9,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
 // fakeClusterBackend records the cluster calls; other methods are not used.
 type fakeClusterBackend struct {
-	backend.Backend
+	Backend
 	join    *pb.JoinClusterRequest
 	joinErr error
 	left    []string

@@ -1,0 +1,135 @@
+package requester
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/edgellm/edgellm/p2p"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
+)
+
+// The requester's side of the prefix cache in the swarm: before a local
+// prefill, look the prompt's block keys up in the DHT and hand the backend
+// a manifest of the longest prefix a peer holds, so it fetches those blocks
+// over IPFS instead of computing them.
+//
+// Decision: a failed lookup is never the request's: the caller sends the
+// request without a manifest and the backend computes the whole prompt.
+
+// prefixLookupTimeout bounds one whole lookup: keys, DHT search, manifest,
+// IPFS connection. A slow swarm costs at most this much before the prefill.
+const prefixLookupTimeout = 20 * time.Second
+
+// PrefixIndex is where cached KV prefixes are found: NodeSwarm over a p2p
+// node.
+type PrefixIndex interface {
+	// LongestCachedPrefix finds the peer holding the longest run of keys'
+	// leading blocks and fetches its manifest of them
+	// (p2p.ErrNoCachedPrefix when no peer holds the first).
+	LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte) (p2p.KVHit, error)
+	// IPFSAddrs are the addresses of the IPFS node peer p advertises.
+	IPFSAddrs(ctx context.Context, p peer.ID) ([]ma.Multiaddr, error)
+}
+
+// PromptKeyer computes a prompt's KV block keys: the backend's PrefixKeys.
+type PromptKeyer interface {
+	PrefixKeys(ctx context.Context, req *pb.PrefixKeysRequest) (*pb.PrefixKeysResponse, error)
+}
+
+// IPFSNode is this machine's IPFS node (an *ipfs.Client): it connects to
+// the holder's to fetch the blocks.
+type IPFSNode interface {
+	SwarmConnect(ctx context.Context, addrs ...ma.Multiaddr) error
+}
+
+// Prefix is a cached prefix of a prompt found in the swarm.
+type Prefix struct {
+	// Manifest is the holder's manifest of the blocks, for
+	// GenerateRequest.kv_manifest.
+	Manifest []byte
+	Holder   peer.ID
+	Blocks   int
+}
+
+// ErrNoIPFS: this machine has no IPFS node, so fetched blocks could not be
+// loaded anyway.
+var ErrNoIPFS = errors.New("no IPFS node: the KV cache is off")
+
+// UnreachableError reports cached blocks held by a peer whose IPFS node this
+// machine's could not connect to.
+type UnreachableError struct {
+	Holder peer.ID
+	Blocks int
+	Err    error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("%d cached KV blocks on %s are out of reach: %v", e.Blocks, e.Holder, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// CachedPrefix finds the longest prefix of req's prompt that a peer holds
+// as KV blocks (keys from keyer, the local backend), fetches that peer's
+// manifest and connects ipfs (nil: ErrNoIPFS) to the holder's IPFS node, so
+// the backend can fetch the blocks by CID. A holder out of reach is an
+// *UnreachableError.
+func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipfs IPFSNode, req *pb.GenerateRequest) (Prefix, error) {
+	if ipfs == nil {
+		return Prefix{}, ErrNoIPFS
+	}
+	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
+	defer cancel()
+	keysReq, err := prefixKeysRequest(req)
+	if err != nil {
+		return Prefix{}, err
+	}
+	keys, err := keyer.PrefixKeys(ctx, keysReq)
+	if err != nil {
+		return Prefix{}, fmt.Errorf("prefix keys: %w", err)
+	}
+	if len(keys.GetKeys()) == 0 {
+		return Prefix{}, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
+	}
+	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys())
+	if err != nil {
+		return Prefix{}, err
+	}
+	if err := connect(ctx, index, hit.Peer.ID, ipfs); err != nil {
+		return Prefix{}, &UnreachableError{Holder: hit.Peer.ID, Blocks: hit.Blocks, Err: err}
+	}
+	return Prefix{Manifest: hit.Manifest, Holder: hit.Peer.ID, Blocks: hit.Blocks}, nil
+}
+
+// prefixKeysRequest asks for the keys of req's prompt.
+func prefixKeysRequest(req *pb.GenerateRequest) (*pb.PrefixKeysRequest, error) {
+	keysReq := &pb.PrefixKeysRequest{Model: req.GetModel()}
+	switch in := req.GetInput().(type) {
+	case *pb.GenerateRequest_Prompt:
+		keysReq.Input = &pb.PrefixKeysRequest_Prompt{Prompt: in.Prompt}
+	case *pb.GenerateRequest_RawPrompt:
+		keysReq.Input = &pb.PrefixKeysRequest_RawPrompt{RawPrompt: in.RawPrompt}
+	case *pb.GenerateRequest_Messages:
+		keysReq.Input = &pb.PrefixKeysRequest_Messages{Messages: in.Messages}
+	default:
+		return nil, errors.New("the request has no prompt")
+	}
+	return keysReq, nil
+}
+
+// connect connects ipfs to the IPFS node holder advertises.
+func connect(ctx context.Context, index PrefixIndex, holder peer.ID, ipfs IPFSNode) error {
+	addrs, err := index.IPFSAddrs(ctx, holder)
+	if err != nil {
+		return err
+	}
+	if err := ipfs.SwarmConnect(ctx, addrs...); err != nil {
+		return fmt.Errorf("its IPFS node: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package requester
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/edgellm/edgellm/internal/planner"
+)
+
+// DefaultDiscoverTimeout is how long Plan looks for workers when the
+// request does not say.
+const DefaultDiscoverTimeout = 10 * time.Second
+
+// Requester plans requests over a swarm and forms their clusters.
+type Requester struct {
+	swarm Swarm
+	log   *slog.Logger
+}
+
+// Option configures a Requester.
+type Option func(*Requester)
+
+// WithLogger receives the requester's lines (clusters formed, failovers,
+// refused replacements). Default: discarded.
+func WithLogger(l *slog.Logger) Option {
+	return func(r *Requester) { r.log = l }
+}
+
+// New is a requester over swarm.
+func New(swarm Swarm, opts ...Option) *Requester {
+	r := &Requester{swarm: swarm, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Request is what a caller asks of the swarm: a model and the limits of its
+// plan.
+type Request struct {
+	// Model is the model id (or weights CID). Required.
+	Model string
+	// Stages splits the model across this many workers; 0 (auto) picks one
+	// worker when one can hold it.
+	Stages int
+	// MaxTokenLatency and MaxPricePer1kMicros bound the plan; 0 = no limit.
+	MaxTokenLatency     time.Duration
+	MaxPricePer1kMicros uint64
+	// PrefillPeer and DecodePeer (peer ids, both or neither) ask for a
+	// prefill/decode run: the prompt on one, the decode on the other
+	// (planner.ChoosePD).
+	PrefillPeer, DecodePeer string
+	// DiscoverTimeout bounds the look for workers. Default
+	// DefaultDiscoverTimeout.
+	DiscoverTimeout time.Duration
+	// RayAddress is the IP the Ray head binds to, where workers reach it.
+	// Default: the swarm's ReachableIP.
+	RayAddress string
+}
+
+// disaggregated reports whether the request asks for a prefill/decode run.
+func (r Request) disaggregated() bool { return r.PrefillPeer != "" || r.DecodePeer != "" }
+
+func (r Request) plannerRequest() planner.Request {
+	return planner.Request{Model: r.Model, Stages: r.Stages, MaxTokenLatency: r.MaxTokenLatency,
+		MaxPricePer1kMicros: r.MaxPricePer1kMicros}
+}
+
+// Planned is a request planned over the workers found: what Form forms.
+type Planned struct {
+	Request Request
+	Plan    planner.Plan
+	// RTTs are the measured RTTs of the workers found, by peer id.
+	RTTs map[string]time.Duration
+}
+
+// Plan discovers the swarm's workers and plans req over them. A refusal
+// wraps ErrInvalidRequest, ErrNotFound or ErrUnavailable (see planError);
+// ctx ending is ErrCancelled.
+func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
+	if req.DiscoverTimeout <= 0 {
+		req.DiscoverTimeout = DefaultDiscoverTimeout
+	}
+	peers, err := r.discover(ctx, req.DiscoverTimeout)
+	if err != nil {
+		return nil, err
+	}
+	var plan planner.Plan
+	if req.disaggregated() {
+		plan, err = planner.ChoosePD(peers, req.plannerRequest(), req.PrefillPeer, req.DecodePeer)
+	} else {
+		plan, err = planner.Choose(peers, req.plannerRequest())
+	}
+	if err != nil {
+		return nil, planError(err, len(peers))
+	}
+	return &Planned{Request: req, Plan: plan, RTTs: rtts(peers)}, nil
+}
+
+// discover asks the swarm for the workers that can be planned.
+func (r *Requester) discover(ctx context.Context, timeout time.Duration) ([]planner.Peer, error) {
+	peers := r.swarm.Discover(ctx, timeout)
+	if ctx.Err() != nil {
+		return nil, cancelled(ctx, "while looking for workers")
+	}
+	return peers, nil
+}
+
+// rtts are the peers' measured RTTs by id.
+func rtts(peers []planner.Peer) map[string]time.Duration {
+	out := make(map[string]time.Duration, len(peers))
+	for _, p := range peers {
+		out[p.ID] = p.RTT
+	}
+	return out
+}

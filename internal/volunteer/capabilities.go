@@ -1,0 +1,84 @@
+package volunteer
+
+import (
+	"context"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/edgellm/edgellm/p2p"
+)
+
+// backendSource adapts the backend's Status to p2p.CapabilitySource: the
+// loaded models (each holdable whole), device, memory, measured speeds and
+// load, plus the operator's price, label and session limit and this peer's
+// IPFS node.
+type backendSource struct {
+	b           Backend
+	price       uint64
+	region      string
+	maxSessions uint32
+	// ipfsID and ipfsAddrs are this peer's IPFS node ("" and nil: none).
+	ipfsID    peer.ID
+	ipfsAddrs []ma.Multiaddr
+
+	// The node advertises as soon as it starts, before the host's addresses
+	// and the cluster service exist: these two are set afterwards.
+	mu         sync.Mutex
+	rayAddress string
+	sessions   func() int // cluster sessions being served (nil: none)
+}
+
+var _ p2p.CapabilitySource = (*backendSource)(nil)
+
+// serve sets the Ray address the record carries and what counts the
+// sessions being served.
+func (s *backendSource) serve(rayAddress string, sessions func() int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rayAddress, s.sessions = rayAddress, sessions
+}
+
+// caps are the operator's and the IPFS node's part of the record.
+func (s *backendSource) caps() p2p.Capabilities {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return p2p.Capabilities{MaxSessions: s.maxSessions, PricePer1kMicros: s.price, Region: s.region,
+		RayAddress: s.rayAddress, IPFSPeerID: s.ipfsID, IPFSAddrs: s.ipfsAddrs}
+}
+
+// activeSessions are the cluster sessions being served.
+func (s *backendSource) activeSessions() uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions == nil {
+		return 0
+	}
+	return uint32(s.sessions())
+}
+
+// Capabilities implements p2p.CapabilitySource.
+func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, error) {
+	st, err := s.b.Status(ctx)
+	if err != nil {
+		return p2p.Capabilities{}, err
+	}
+	c := s.caps()
+	c.BackendVersion, c.Device = st.GetBackendVersion(), st.GetDevice()
+	c.MemoryTotalBytes, c.MemoryFreeBytes = st.GetMemoryTotalBytes(), st.GetMemoryFreeBytes()
+	c.PrefillTokensPerS, c.DecodeTokensPerS = st.GetPrefillTokensPerS(), st.GetDecodeTokensPerS()
+	// A worker in a cluster session is busy even between requests.
+	c.ActiveSessions = max(st.GetActiveRequests(), s.activeSessions())
+	for _, m := range st.GetLoadedModels() {
+		md := p2p.Model{
+			ID: m.GetId(), WeightsCID: m.GetWeightsCid(), NumLayers: m.GetNumLayers(),
+			WeightsBytes: m.GetWeightsBytes(),
+		}
+		if md.NumLayers > 0 {
+			md.LayerRanges = []p2p.LayerRange{{Start: 0, End: md.NumLayers}}
+		}
+		c.Models = append(c.Models, md)
+	}
+	return c, nil
+}
