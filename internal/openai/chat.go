@@ -23,7 +23,11 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	input := chatInput(req.Messages)
 	maxTokens, maxParam := maxTokensParam(&req)
-	params, aerr := sampling(&req.samplingFields, maxTokens, maxParam, model)
+	if aerr := overCap(req.MaxTokens, "max_tokens", s.opts.MaxCompletionTokens); aerr != nil {
+		s.writeError(w, r, aerr) // the field max_completion_tokens overrides is still bounded
+		return
+	}
+	params, aerr := sampling(&req.samplingFields, maxTokens, maxParam, model, s.opts.MaxCompletionTokens)
 	if aerr != nil {
 		s.writeError(w, r, aerr)
 		return

@@ -22,7 +22,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	input := &pb.GenerateRequest_RawPrompt{RawPrompt: req.Prompt}
-	params, aerr := sampling(&req.samplingFields, req.MaxTokens, "max_tokens", model)
+	params, aerr := sampling(&req.samplingFields, req.MaxTokens, "max_tokens", model, s.opts.MaxCompletionTokens)
 	if aerr != nil {
 		s.writeError(w, r, aerr)
 		return

@@ -142,3 +142,44 @@ func TestQueuedClientLeaves(t *testing.T) {
 		t.Errorf("the engine ran %d generations, want 2 (the one that left never ran)", n)
 	}
 }
+
+// TestMaxCompletionTokens: the operator's cap refuses a larger request with a
+// 400 naming the field, limits a request that names none, and the served
+// document carries it as the bound, with the served models as the only ids.
+func TestMaxCompletionTokens(t *testing.T) {
+	eng := newFakeEngine()
+	s := newTestServer(t, eng, Options{MaxCompletionTokens: 8, ModelIDs: []string{testModel.ID}})
+	over := `{"model":"smollm2-135m","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":9}`
+	resp := post(t, s, "/v1/chat/completions", over)
+	if e := resp.apiErr(t); resp.status != http.StatusBadRequest || e.Param == nil || *e.Param != "max_completion_tokens" {
+		t.Fatalf("over the cap: %d %s", resp.status, resp.body)
+	}
+	both := `{"model":"smollm2-135m","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":2,"max_tokens":9}`
+	resp = post(t, s, "/v1/chat/completions", both)
+	if e := resp.apiErr(t); resp.status != http.StatusBadRequest || e.Param == nil || *e.Param != "max_tokens" {
+		t.Fatalf("max_tokens over the cap beside a valid max_completion_tokens: %d %s", resp.status, resp.body)
+	}
+	for body, want := range map[string]int32{
+		chatBody: 8,
+		`{"model":"smollm2-135m","prompt":"hi","max_tokens":3}`: 3,
+	} {
+		path := "/v1/chat/completions"
+		if strings.Contains(body, `"prompt"`) {
+			path = "/v1/completions"
+		}
+		if resp := post(t, s, path, body); resp.status != http.StatusOK {
+			t.Fatalf("%s: %d %s", body, resp.status, resp.body)
+		}
+		if got := eng.lastRequest(t).GetSampling().GetMaxTokens(); got != want {
+			t.Errorf("%s: max_tokens %d sent to the engine, want %d", body, got, want)
+		}
+	}
+	doc := serve(t, s, http.MethodGet, "/openapi.json", "").json(t)
+	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
+	if got := schemas["MaxTokens"].(map[string]any)["maximum"]; got != float64(8) {
+		t.Errorf("MaxTokens maximum %v, want 8", got)
+	}
+	if got := schemas["ModelID"].(map[string]any)["enum"]; len(got.([]any)) != 1 || got.([]any)[0] != testModel.ID {
+		t.Errorf("ModelID enum %v, want [%s]", got, testModel.ID)
+	}
+}

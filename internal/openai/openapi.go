@@ -61,17 +61,33 @@ func (s apiSpec) schema(name string) *openapi3.Schema {
 
 // json renders the document as served. Without an API key the top-level
 // bearer requirement is left out, so the document does not claim an auth
-// the node does not enforce (a schema fuzzer checks that it is enforced).
-func (s apiSpec) json(auth bool) ([]byte, error) {
+// the node does not enforce (a schema fuzzer checks that it is enforced);
+// the node's own limits (the models it serves, its cap on max_tokens) narrow
+// the schemas that name them.
+func (s apiSpec) json(opts Options) ([]byte, error) {
 	doc := *s.doc
-	if !auth {
+	if opts.APIKey == "" {
 		doc.Security = nil
 	}
 	b, err := json.Marshal(&doc)
 	if err != nil {
 		return nil, fmt.Errorf("marshal openapi document: %w", err)
 	}
-	return b, nil
+	if len(opts.ModelIDs) == 0 && opts.MaxCompletionTokens == 0 {
+		return b, nil
+	}
+	var tree map[string]any
+	if err := json.Unmarshal(b, &tree); err != nil {
+		return nil, fmt.Errorf("openapi document: %w", err)
+	}
+	schemas := tree["components"].(map[string]any)["schemas"].(map[string]any)
+	if len(opts.ModelIDs) > 0 {
+		schemas["ModelID"].(map[string]any)["enum"] = opts.ModelIDs
+	}
+	if opts.MaxCompletionTokens > 0 {
+		schemas["MaxTokens"].(map[string]any)["maximum"] = opts.MaxCompletionTokens
+	}
+	return json.Marshal(tree)
 }
 
 // openapiHandler serves the document rendered once.

@@ -44,6 +44,17 @@ type Options struct {
 	// RetryAfter is what a 429 tells the client to wait. Default 1s.
 	RetryAfter time.Duration
 
+	// MaxCompletionTokens, when set, is the most tokens one request may ask
+	// for (the operator's cap: larger is a 400) and the limit of a request
+	// that names none, when it is below the backend's default of 256. The
+	// served document's bound says so. Default 0: only the context window
+	// limits.
+	MaxCompletionTokens int
+	// ModelIDs, when set, are the model ids the served document lists as
+	// the only values of "model" (a client or a fuzzer learns what the node
+	// serves from the document); an id outside them is still a 404.
+	ModelIDs []string
+
 	// WriteTimeout bounds each write of an answer: one streamed event, or a
 	// whole JSON body. It is per write, not per response (unlike
 	// http.Server.WriteTimeout, which would cut long streams): a client
@@ -79,6 +90,7 @@ func (o Options) withDefaults() (Options, error) {
 		"RetryAfter": int64(o.RetryAfter), "WriteTimeout": int64(o.WriteTimeout),
 		"ReadyTimeout": int64(o.ReadyTimeout), "ReadHeaderTimeout": int64(o.ReadHeaderTimeout),
 		"ReadTimeout": int64(o.ReadTimeout), "IdleTimeout": int64(o.IdleTimeout),
+		"MaxCompletionTokens": int64(o.MaxCompletionTokens),
 	} {
 		if v < 0 {
 			return o, fmt.Errorf("%w: %s is negative", ErrInvalidOption, name)

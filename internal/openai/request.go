@@ -6,6 +6,10 @@ import (
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
+// backendDefaultMaxTokens is what the backend generates at most when a
+// request names no limit (clamped to the context window).
+const backendDefaultMaxTokens = 256
+
 // roles maps the API's message roles to the backend's; OpenAI's newer
 // "developer" role is the system prompt under another name.
 var roles = map[string]string{
@@ -29,7 +33,14 @@ func chatInput(msgs []chatMessage) *pb.GenerateRequest_Messages {
 // effective limit (max_completion_tokens over max_tokens for chat) and
 // maxParam the field it came from, for the error when it cannot fit the
 // model's context window.
-func sampling(f *samplingFields, maxTokens *int32, maxParam string, m Model) (*pb.SamplingParams, *apiError) {
+func sampling(f *samplingFields, maxTokens *int32, maxParam string, m Model, capTokens int) (*pb.SamplingParams, *apiError) {
+	if aerr := overCap(maxTokens, maxParam, capTokens); aerr != nil {
+		return nil, aerr
+	}
+	if capTokens > 0 && capTokens < backendDefaultMaxTokens && maxTokens == nil {
+		limit := int32(capTokens)
+		maxTokens = &limit
+	}
 	if maxTokens != nil && m.ContextLength > 0 && int(*maxTokens) >= m.ContextLength {
 		return nil, invalidRequest(maxParam, "integer_above_max_value",
 			"Invalid '%s': %d leaves no room for the prompt: model '%s' has a context window of %d tokens "+
@@ -50,6 +61,16 @@ func sampling(f *samplingFields, maxTokens *int32, maxParam string, m Model) (*p
 		p.Seed = &s
 	}
 	return p, nil
+}
+
+// overCap refuses a token limit above the node's cap (0: none); the served
+// document states the cap as the bound of every such field.
+func overCap(v *int32, param string, capTokens int) *apiError {
+	if capTokens > 0 && v != nil && int(*v) > capTokens {
+		return invalidRequest(param, "integer_above_max_value",
+			"Invalid '%s': %d is above this node's limit of %d tokens per request.", param, *v, capTokens)
+	}
+	return nil
 }
 
 // positiveFloat32 narrows a positive float64 without letting it round to 0,

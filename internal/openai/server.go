@@ -39,7 +39,7 @@ func New(engine Engine, opts Options) (*Server, error) {
 		queues:  newQueues(opts.MaxConcurrent, opts.MaxQueue, opts.Metrics),
 		mux:     http.NewServeMux(),
 	}
-	doc, err := spec.json(opts.APIKey != "")
+	doc, err := spec.json(opts)
 	if err != nil {
 		return nil, err
 	}
