@@ -24,7 +24,10 @@ class Sampler:
         if self.greedy:
             # Same as generate's greedy search: argmax over the float32 logits.
             return int(torch.argmax(logits, dim=-1))
-        scores = logits / self.temperature
+        # Shifted so the largest score is 0 before dividing: softmax is the same, and a
+        # tiny temperature (1e-40 is valid) sends the others to -inf instead of the
+        # top one to +inf, which made the probabilities NaN.
+        scores = (logits - logits.max(dim=-1, keepdim=True).values) / self.temperature
         if self.top_k > 0:
             k = min(self.top_k, scores.shape[-1])
             kth = torch.topk(scores, k, dim=-1).values[..., -1, None]
