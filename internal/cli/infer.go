@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/serve"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
@@ -144,6 +145,9 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 	if err != nil {
 		return err
 	}
+	if rec, err := serve.Running(cfg.DataDir); err == nil {
+		return app.runThroughServe(cmd, o, rec, req)
+	}
 	if o.dist.swarmConfigured(cfg) {
 		return app.runDistributed(cmd, o, cfg, req)
 	}
@@ -167,6 +171,37 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 		return err
 	}
 	res.WeightsCID = info.GetWeightsCid()
+	if o.json {
+		return writeJSON(app.stdout, res)
+	}
+	return nil
+}
+
+// runThroughServe answers the prompt through the serve running on the data
+// directory (its socket serves the backend's Inference service, routed as
+// serve routes an HTTP request), so no backend starts here. Flags that choose
+// where a prompt runs are serve's to choose: they exit 2.
+func (app *App) runThroughServe(cmd *cobra.Command, o *inferOptions, rec *serve.Record, req *pb.GenerateRequest) error {
+	for _, name := range append(sessionConflicts, "prefill-peer", "decode-peer") {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("%w: --%s cannot be used while edgellm serve (pid %d) runs on this data directory: it chooses where prompts run",
+				ErrUsage, name, rec.PID)
+		}
+	}
+	b, err := backend.Dial("unix:" + rec.Socket)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	res, err := app.generate(cmd.Context(), b, req, o.json)
+	if err != nil {
+		return err
+	}
+	for _, m := range rec.Models {
+		if m.ID == req.GetModel() {
+			res.WeightsCID = m.WeightsCID
+		}
+	}
 	if o.json {
 		return writeJSON(app.stdout, res)
 	}

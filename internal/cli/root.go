@@ -70,6 +70,7 @@ func commands(app *App) []*cobra.Command {
 		newWorkerCommand(app),
 		newPeersCommand(app),
 		newSessionCommand(app),
+		newServeCommand(app),
 	}
 }
 

@@ -1,0 +1,167 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/edgellm/edgellm/internal/requester"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
+)
+
+// DefaultClusterIdle closes a warm cluster nobody used for this long (the
+// workers it holds are volunteers' machines).
+const DefaultClusterIdle = 10 * time.Minute
+
+// planner plans and forms clusters: a *requester.Requester.
+type clusterFormer interface {
+	Plan(ctx context.Context, req requester.Request) (*requester.Planned, error)
+	Form(ctx context.Context, head requester.Head, p *requester.Planned, opts ...requester.ClusterOption) (*requester.Cluster, error)
+}
+
+// warmCluster is a formed cluster and the model it runs.
+type warmCluster struct {
+	model string
+	c     *requester.Cluster
+}
+
+// clusterPool keeps at most one formed cluster warm between requests (this
+// node's backend heads one Ray cluster at a time) and runs swarm
+// generations one at a time on it.
+type clusterPool struct {
+	former   clusterFormer
+	head     requester.Head
+	template requester.Request // the plan's limits; Model is set per request
+	idle     time.Duration
+	log      *slog.Logger
+	onOpen   func(open bool) // the open-clusters gauge
+
+	turn sync.Mutex // held by a swarm generation, and while forming
+
+	mu    sync.Mutex
+	cur   *warmCluster
+	timer *time.Timer
+}
+
+// generate runs req on the warm cluster for its model, forming one first
+// when there is none (or it went bad); the route is "pipeline" or "pd".
+func (p *clusterPool) generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) (string, error) {
+	p.turn.Lock()
+	defer p.turn.Unlock()
+	wc, err := p.acquire(ctx, req.GetModel())
+	if err != nil {
+		return routeOf(p.template), err
+	}
+	defer p.release(wc)
+	return routeOf(p.template), wc.c.Generate(ctx, req, onResp)
+}
+
+// acquire returns the warm cluster for model, forming it when needed.
+// p.turn is held.
+func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, error) {
+	p.mu.Lock()
+	cur := p.cur
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	if cur != nil && cur.model == model && cur.c.Err() == nil {
+		return cur, nil
+	}
+	if cur != nil {
+		p.drop(cur, "another model's plan asked for the head")
+	}
+	req := p.template
+	req.Model = model
+	planned, err := p.former.Plan(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	c, err := p.former.Form(ctx, p.head, planned, requester.OnFailover(func(line string) {
+		p.log.Warn("failover", "model", model, "detail", line)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	wc := &warmCluster{model: model, c: c}
+	p.mu.Lock()
+	p.cur = wc
+	p.mu.Unlock()
+	p.onOpen(true)
+	go p.watch(wc)
+	p.log.Info("cluster formed", "model", model, "stages", len(c.Stages()))
+	return wc, nil
+}
+
+// release starts the idle clock of a cluster whose generation ended.
+// p.turn is held.
+func (p *clusterPool) release(wc *warmCluster) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur != wc {
+		return
+	}
+	p.timer = time.AfterFunc(p.idle, func() { p.closeIdle(wc) })
+}
+
+// closeIdle closes wc after its idle timeout unless a generation holds it.
+func (p *clusterPool) closeIdle(wc *warmCluster) {
+	if !p.turn.TryLock() {
+		return // in use: its release re-arms the clock
+	}
+	defer p.turn.Unlock()
+	p.drop(wc, fmt.Sprintf("idle for %s", p.idle))
+}
+
+// watch drops wc when it goes bad while idle (a member lost).
+func (p *clusterPool) watch(wc *warmCluster) {
+	<-wc.c.Done()
+	p.mu.Lock()
+	current := p.cur == wc
+	p.mu.Unlock()
+	if current {
+		p.log.Info("warm cluster went bad", "model", wc.model, "err", wc.c.Err())
+		p.turn.Lock()
+		defer p.turn.Unlock()
+		p.drop(wc, "a member was lost")
+	}
+}
+
+// drop closes wc and forgets it when it is the current one.
+func (p *clusterPool) drop(wc *warmCluster, why string) {
+	p.mu.Lock()
+	if p.cur != wc {
+		p.mu.Unlock()
+		return
+	}
+	p.cur = nil
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	p.log.Info("closing cluster", "model", wc.model, "why", why)
+	wc.c.Close()
+	p.onOpen(false)
+}
+
+// close closes the warm cluster, waiting for a generation that runs.
+func (p *clusterPool) close() {
+	p.turn.Lock()
+	defer p.turn.Unlock()
+	p.mu.Lock()
+	cur := p.cur
+	p.mu.Unlock()
+	if cur != nil {
+		p.drop(cur, "serve is stopping")
+	}
+}
+
+// routeOf names the route a plan request takes, for metrics.
+func routeOf(r requester.Request) string {
+	if r.PrefillPeer != "" || r.DecodePeer != "" {
+		return "pd"
+	}
+	return "pipeline"
+}

@@ -1,0 +1,248 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/openai"
+	"github.com/edgellm/edgellm/internal/requester"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
+)
+
+// Swarm is what a serve in a swarm uses to reach it; nil without a swarm.
+type Swarm struct {
+	// Requester plans and forms clusters over the swarm.
+	Requester *requester.Requester
+	// Plan holds the plan's limits for models served through the swarm
+	// (stages, price, latency, P/D peers); Model is set per request.
+	Plan requester.Request
+	// Index and IPFS find and reach a prompt's cached prefix in the swarm
+	// before a local prefill; IPFS nil turns the lookup off.
+	Index requester.PrefixIndex
+	IPFS  requester.IPFSNode
+	// Local lists the models this node runs itself although it is in a swarm
+	// (the models it volunteers, or every model with --local).
+	Local []string
+	// ClusterIdle closes a warm cluster unused this long. Default
+	// DefaultClusterIdle.
+	ClusterIdle time.Duration
+}
+
+// Options configure a Service.
+type Options struct {
+	// Backend is this node's backend: the local engine, the Ray head of
+	// swarm clusters and the prompt keyer of the prefix lookup.
+	Backend backend.Backend
+	// Models are the models served: warmed before Ready. Required.
+	Models []string
+	// Swarm, when set, routes the models not in Swarm.Local through it.
+	Swarm *Swarm
+	// Metrics receives the node-wide series (clusters, prefix-cache hits).
+	Metrics *openai.Metrics
+	Logger  *slog.Logger
+}
+
+// Service routes generations to this node's backend or the swarm; it
+// implements openai.Engine.
+type Service struct {
+	o        Options
+	log      *slog.Logger
+	clusters *clusterPool // nil without a swarm
+
+	mu      sync.Mutex
+	models  []openai.Model // the served models, once warmed
+	warmErr error          // why Ready is not nil yet
+}
+
+var _ openai.Engine = (*Service)(nil)
+
+// New builds the service; Warm makes it ready.
+func New(o Options) (*Service, error) {
+	if o.Backend == nil || len(o.Models) == 0 {
+		return nil, errors.New("serve: a backend and at least one model are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = openai.NewMetrics()
+	}
+	s := &Service{o: o, log: o.Logger, warmErr: errors.New("warming up")}
+	if sw := o.Swarm; sw != nil {
+		idle := sw.ClusterIdle
+		if idle <= 0 {
+			idle = DefaultClusterIdle
+		}
+		s.clusters = &clusterPool{former: sw.Requester, head: o.Backend, template: sw.Plan, idle: idle,
+			log: o.Logger, onOpen: func(open bool) {
+				if open {
+					o.Metrics.OpenClusters.Inc()
+				} else {
+					o.Metrics.OpenClusters.Dec()
+				}
+			}}
+	}
+	return s, nil
+}
+
+// runsHere reports whether model runs on this node's backend.
+func (s *Service) runsHere(model string) bool {
+	return s.o.Swarm == nil || slices.Contains(s.o.Swarm.Local, model)
+}
+
+// Warm loads every served model (and generates one token with it) on this
+// node's backend, or forms its cluster once for a model served through the
+// swarm; then Ready is nil. The models' descriptions come from the backend's
+// store (the requester needs the tokenizer and config even for a split).
+func (s *Service) Warm(ctx context.Context) error {
+	var models []openai.Model
+	for _, id := range s.o.Models {
+		info, err := s.warmOne(ctx, id)
+		if err != nil {
+			s.setWarm(nil, err)
+			return err
+		}
+		where := []string{"local"}
+		if !s.runsHere(id) {
+			where = []string{"swarm"}
+		}
+		models = append(models, openai.Model{ID: info.GetId(), WeightsCID: info.GetWeightsCid(),
+			Architecture: info.GetArchitecture(), ContextLength: int(info.GetContextLength()),
+			NumLayers: int(info.GetNumLayers()), Where: where})
+	}
+	s.setWarm(models, nil)
+	return nil
+}
+
+func (s *Service) warmOne(ctx context.Context, id string) (*pb.ModelInfo, error) {
+	if s.runsHere(id) {
+		return warm(ctx, s.o.Backend, id)
+	}
+	info, err := s.o.Backend.LoadModel(ctx, id, nil) // tokenizer and config for the driver
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", id, err)
+	}
+	one := int32(1)
+	req := &pb.GenerateRequest{RequestId: "serve-warmup-" + id, Model: id,
+		Input: &pb.GenerateRequest_RawPrompt{RawPrompt: "Hello"}, Sampling: &pb.SamplingParams{MaxTokens: &one}}
+	if _, err := s.clusters.generate(ctx, req, func(*pb.GenerateResponse) error { return nil }); err != nil {
+		return nil, fmt.Errorf("warm %s up through the swarm: %w", id, err)
+	}
+	return info, nil
+}
+
+func (s *Service) setWarm(models []openai.Model, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.models, s.warmErr = models, err
+}
+
+// Ready implements openai.Engine.
+func (s *Service) Ready(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.warmErr
+}
+
+// Models implements openai.Engine: the served models (after Warm).
+func (s *Service) Models(context.Context) ([]openai.Model, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.models), nil
+}
+
+// Served returns the served models with their weights CIDs (for the record).
+func (s *Service) Served() []RecordModel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RecordModel, 0, len(s.models))
+	for _, m := range s.models {
+		out = append(out, RecordModel{ID: m.ID, WeightsCID: m.WeightsCID})
+	}
+	return out
+}
+
+// Generate implements openai.Engine: a served model runs here (after a
+// prefix lookup in the swarm) or across the swarm's workers.
+func (s *Service) Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) (string, error) {
+	if !slices.Contains(s.o.Models, req.GetModel()) {
+		return openai.RouteLocal, status.Errorf(codes.NotFound, "model %q is not served by this node", req.GetModel())
+	}
+	if !s.runsHere(req.GetModel()) {
+		route, err := s.clusters.generate(ctx, req, onResp)
+		return route, swarmStatus(err)
+	}
+	s.fillPrefix(ctx, req)
+	err := generateOn(ctx, s.o.Backend, req, s.countHits(onResp))
+	return openai.RouteLocal, err
+}
+
+// GenerateStatus is Generate for the Inference socket (`edgellm infer`
+// through serve): every refusal carries its gRPC status, so infer exits as it
+// would against a backend; no capacity is UNAVAILABLE.
+func (s *Service) GenerateStatus(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
+	_, err := s.Generate(ctx, req, onResp)
+	if errors.Is(err, openai.ErrNoCapacity) {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return err
+}
+
+// fillPrefix looks the prompt's prefix up in the swarm and hands the backend
+// the holder's manifest; a failed lookup costs nothing but the lookup.
+func (s *Service) fillPrefix(ctx context.Context, req *pb.GenerateRequest) {
+	sw := s.o.Swarm
+	if sw == nil || sw.IPFS == nil || sw.Index == nil || req.GetNoPrefixCache() {
+		return
+	}
+	prefix, err := requester.CachedPrefix(ctx, sw.Index, s.o.Backend, sw.IPFS, req)
+	if err != nil {
+		s.log.Debug("no cached prefix from the swarm", "request", req.GetRequestId(), "err", err)
+		return
+	}
+	req.KvManifest = prefix.Manifest
+	s.log.Info("cached prefix found", "request", req.GetRequestId(), "holder", prefix.Holder, "blocks", prefix.Blocks)
+}
+
+// countHits counts a generation whose prompt came partly from the cache.
+func (s *Service) countHits(onResp func(*pb.GenerateResponse) error) func(*pb.GenerateResponse) error {
+	return func(r *pb.GenerateResponse) error {
+		if r.GetUsage().GetCachedPromptTokens() > 0 {
+			s.o.Metrics.PrefixCacheHits.Inc()
+		}
+		return onResp(r)
+	}
+}
+
+// swarmStatus gives the requester's refusals the gRPC codes the API and the
+// socket answer with: the swarm's "no worker serves it" is a 503 (the model
+// is served here, its workers are gone), a bad plan a 400.
+func swarmStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, requester.ErrInvalidRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, requester.ErrNotFound), errors.Is(err, requester.ErrUnavailable):
+		return fmt.Errorf("%w: %w", openai.ErrNoCapacity, err)
+	case errors.Is(err, requester.ErrCancelled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return err
+}
+
+// Close closes the warm cluster, if any; the backend is the caller's.
+func (s *Service) Close() {
+	if s.clusters != nil {
+		s.clusters.close()
+	}
+}
