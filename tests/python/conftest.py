@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -260,3 +261,100 @@ def kubo_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KuboDa
     finally:
         b.stop()
         a.stop()
+
+
+# -- edgellm serve ----------------------------------------------------------------------
+
+EDGELLM_BIN = REPO / "bin" / "edgellm"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line or environment names `text` (every
+    process a node starts carries its data directory in one of them)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in blob:
+            pids.append(int(proc.name))
+    return pids
+
+
+class ServeProcess:
+    """A real `edgellm serve` on 127.0.0.1 (a free port it picks itself), stopped by pid.
+
+    Its address comes from <data-dir>/run/serve.json, which serve writes once it
+    listens; `wait_ready` then polls GET /ready until every served model is warm."""
+
+    def __init__(self, data_dir: Path, *flags: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = data_dir.parent / f"{data_dir.name}.serve.log"
+        cmd = [str(EDGELLM_BIN), "--data-dir", str(data_dir), "serve"]
+        cmd += ["--listen", "127.0.0.1:0", *flags]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            )
+        self.url = ""
+
+    def wait_ready(self, timeout: float = 300.0) -> str:
+        import json
+
+        import httpx
+
+        record = self.data_dir / "run" / "serve.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited early:\n{self.log.read_text()[-3000:]}")
+            if not self.url and record.is_file():
+                with contextlib.suppress(ValueError, KeyError):  # being written
+                    self.url = json.loads(record.read_text())["url"]
+            if self.url:
+                try:
+                    if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                        return self.url
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"serve not ready:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait; SIGKILL only past `timeout`. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def start_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Start `edgellm serve` nodes for one test module; each is stopped afterwards and
+    nothing it started may outlive it."""
+    if not os.access(EDGELLM_BIN, os.X_OK):
+        pytest.skip(f"no {EDGELLM_BIN} (make build)")
+    started: list[ServeProcess] = []
+
+    def start(*flags: str, env: dict[str, str] | None = None) -> ServeProcess:
+        node = ServeProcess(tmp_path_factory.mktemp("serve") / "data", *flags, env=env)
+        started.append(node)
+        node.wait_ready()
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+    for node in started:
+        deadline = time.monotonic() + 30
+        while processes_mentioning(str(node.data_dir)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not processes_mentioning(str(node.data_dir)), f"left running: {node.data_dir}"
