@@ -15,16 +15,39 @@ import (
 // workers it holds are volunteers' machines).
 const DefaultClusterIdle = 10 * time.Minute
 
-// planner plans and forms clusters: a *requester.Requester.
+// clusterFormer plans and forms a cluster for a request: requesterFormer
+// over the requester runtime; a fake in the pool's unit tests.
 type clusterFormer interface {
-	Plan(ctx context.Context, req requester.Request) (*requester.Planned, error)
-	Form(ctx context.Context, head requester.Head, p *requester.Planned, opts ...requester.ClusterOption) (*requester.Cluster, error)
+	form(ctx context.Context, req requester.Request, onFailover func(line string)) (formedCluster, error)
+}
+
+// formedCluster is what the pool keeps warm: a *requester.Cluster.
+type formedCluster interface {
+	Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error
+	Done() <-chan struct{}
+	Err() error
+	Close()
+}
+
+// requesterFormer forms clusters with the requester runtime, headed by this
+// node's backend.
+type requesterFormer struct {
+	r    *requester.Requester
+	head requester.Head
+}
+
+func (f requesterFormer) form(ctx context.Context, req requester.Request, onFailover func(string)) (formedCluster, error) {
+	planned, err := f.r.Plan(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return f.r.Form(ctx, f.head, planned, requester.OnFailover(onFailover))
 }
 
 // warmCluster is a formed cluster and the model it runs.
 type warmCluster struct {
 	model string
-	c     *requester.Cluster
+	c     formedCluster
 }
 
 // clusterPool keeps at most one formed cluster warm between requests (this
@@ -32,7 +55,6 @@ type warmCluster struct {
 // generations one at a time on it.
 type clusterPool struct {
 	former   clusterFormer
-	head     requester.Head
 	template requester.Request // the plan's limits; Model is set per request
 	idle     time.Duration
 	log      *slog.Logger
@@ -75,13 +97,7 @@ func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, 
 	}
 	req := p.template
 	req.Model = model
-	planned, err := p.former.Plan(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	c, err := p.former.Form(ctx, p.head, planned, requester.OnFailover(func(line string) {
-		p.log.Warn("failover", "model", model, "detail", line)
-	}))
+	c, err := p.former.form(ctx, req, func(line string) { p.log.Warn("failover", "model", model, "detail", line) })
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +107,7 @@ func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, 
 	p.mu.Unlock()
 	p.onOpen(true)
 	go p.watch(wc)
-	p.log.Info("cluster formed", "model", model, "stages", len(c.Stages()))
+	p.log.Info("cluster formed", "model", model)
 	return wc, nil
 }
 

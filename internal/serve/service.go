@@ -82,7 +82,7 @@ func New(o Options) (*Service, error) {
 		if idle <= 0 {
 			idle = DefaultClusterIdle
 		}
-		s.clusters = &clusterPool{former: sw.Requester, head: o.Backend, template: sw.Plan, idle: idle,
+		s.clusters = &clusterPool{former: requesterFormer{r: sw.Requester, head: o.Backend}, template: sw.Plan, idle: idle,
 			log: o.Logger, onOpen: func(open bool) {
 				if open {
 					o.Metrics.OpenClusters.Inc()

@@ -1,0 +1,203 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgellm/edgellm/internal/requester"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
+)
+
+// fakeCluster is a test double of a formed cluster: it answers one token and
+// records Close; lose() makes it go bad as a lost member would.
+type fakeCluster struct {
+	model string
+
+	mu       sync.Mutex
+	closed   bool
+	gens     int
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+func (c *fakeCluster) Generate(ctx context.Context, _ *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
+	c.mu.Lock()
+	c.gens++
+	c.mu.Unlock()
+	return onResp(&pb.GenerateResponse{Text: "ok", FinishReason: pb.FinishReason_FINISH_REASON_STOP})
+}
+func (c *fakeCluster) Done() <-chan struct{} { return c.done }
+func (c *fakeCluster) Err() error {
+	select {
+	case <-c.done:
+		return errors.New("lost")
+	default:
+		return nil
+	}
+}
+func (c *fakeCluster) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.lose()
+}
+func (c *fakeCluster) lose() { c.doneOnce.Do(func() { close(c.done) }) }
+func (c *fakeCluster) generations() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gens
+}
+func (c *fakeCluster) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// fakeFormer forms fakeClusters, or fails with err.
+type fakeFormer struct {
+	mu     sync.Mutex
+	formed []*fakeCluster
+	err    error
+}
+
+func (f *fakeFormer) form(_ context.Context, req requester.Request, _ func(string)) (formedCluster, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	c := &fakeCluster{model: req.Model, done: make(chan struct{})}
+	f.formed = append(f.formed, c)
+	return c, nil
+}
+
+func (f *fakeFormer) clusters() []*fakeCluster {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*fakeCluster(nil), f.formed...)
+}
+
+func newTestPool(f *fakeFormer, idle time.Duration) (*clusterPool, *atomic.Int32) {
+	open := &atomic.Int32{}
+	return &clusterPool{former: f, template: requester.Request{Stages: 2}, idle: idle,
+		log: slog.New(slog.DiscardHandler), onOpen: func(o bool) {
+			if o {
+				open.Add(1)
+			} else {
+				open.Add(-1)
+			}
+		}}, open
+}
+
+func generate(t *testing.T, p *clusterPool, model string) error {
+	t.Helper()
+	_, err := p.generate(context.Background(), &pb.GenerateRequest{Model: model},
+		func(*pb.GenerateResponse) error { return nil })
+	return err
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestClusterPool(t *testing.T) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, f *fakeFormer, p *clusterPool)
+		// formed is how many clusters the run forms; open how many stay open.
+		formed, open int
+	}{
+		{"reused between requests", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			for range 3 {
+				if err := generate(t, p, "m"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c := f.clusters()[0]; c.generations() != 3 {
+				t.Errorf("generations on the warm cluster: %d, want 3", c.generations())
+			}
+		}, 1, 1},
+		{"another model replaces it", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			for _, m := range []string{"a", "b", "b"} {
+				if err := generate(t, p, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !f.clusters()[0].isClosed() || f.clusters()[1].isClosed() {
+				t.Error("a's cluster must close when b's forms, b's stay")
+			}
+		}, 2, 1},
+		{"a member lost while idle closes it; the next request forms anew", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			if err := generate(t, p, "m"); err != nil {
+				t.Fatal(err)
+			}
+			first := f.clusters()[0]
+			first.lose()
+			eventually(t, "the pool drops the bad cluster", first.isClosed)
+			if err := generate(t, p, "m"); err != nil {
+				t.Fatal(err)
+			}
+		}, 2, 1},
+		{"closed after the idle timeout", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			p.idle = 20 * time.Millisecond
+			if err := generate(t, p, "m"); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the idle cluster closes", f.clusters()[0].isClosed)
+		}, 1, 0},
+		{"a failed form keeps nothing", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			f.err = requester.ErrUnavailable
+			if err := generate(t, p, "m"); !errors.Is(err, requester.ErrUnavailable) {
+				t.Fatalf("err %v, want ErrUnavailable", err)
+			}
+			f.err = nil
+			if err := generate(t, p, "m"); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, 1},
+		{"close ends it", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			if err := generate(t, p, "m"); err != nil {
+				t.Fatal(err)
+			}
+			p.close()
+			if !f.clusters()[0].isClosed() {
+				t.Error("close left the cluster open")
+			}
+		}, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeFormer{}
+			p, open := newTestPool(f, time.Hour)
+			tt.run(t, f, p)
+			if got := len(f.clusters()); got != tt.formed {
+				t.Errorf("formed %d clusters, want %d", got, tt.formed)
+			}
+			eventually(t, "the open-clusters gauge settles", func() bool { return open.Load() == int32(tt.open) })
+		})
+	}
+}
+
+func TestRouteOf(t *testing.T) {
+	for req, want := range map[requester.Request]string{
+		{Stages: 2}:                            "pipeline",
+		{PrefillPeer: "a", DecodePeer: "b"}:    "pd",
+		{Stages: 0, MaxPricePer1kMicros: 1000}: "pipeline",
+	} {
+		if got := routeOf(req); got != want {
+			t.Errorf("routeOf(%+v) = %q, want %q", req, got, want)
+		}
+	}
+}
