@@ -17,7 +17,7 @@ TORCH_WHEEL := $(firstword $(wildcard ../shared/wheels/torch-*+cpu-*.whl))
 PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: setup kubo build infer run-worker demo model test test-go test-python lint proto proto-check bench clean
+.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
 TEST_MODELS_DIR := $(CURDIR)/.cache/models
@@ -64,6 +64,11 @@ $(BIN): $(GO_SOURCES)
 # The main job on the embedded default model: set up, build, answer a prompt.
 infer: build
 	./$(BIN) infer "$(PROMPT)"
+
+# Serve an OpenAI-compatible API from this machine (LISTEN=host:port; Ctrl-C stops it).
+LISTEN ?= 127.0.0.1:8080
+serve: build
+	./$(BIN) serve --listen $(LISTEN)
 
 # Volunteer this machine: serve the embedded model to a swarm. Without JOIN it creates a
 # swarm the first time (edgellm swarm init) and reuses it afterwards; the worker prints a
