@@ -86,6 +86,18 @@ def pipeline_provider() -> dict[str, Any]:
     return pipeline_figures.figures(store.path(MODEL_ID))
 
 
+def serve_provider() -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "bench"))
+    import serve_figures
+
+    from edgellm.config import load_config
+    from edgellm.models.store import ModelStore
+
+    store = ModelStore(load_config().models_dir)
+    store.ensure(MODEL_ID)
+    return serve_figures.figures(store.path(MODEL_ID))
+
+
 def go_provider(package: str) -> Provider:
     """A Go program that prints one JSON object of figures on stdout."""
 
@@ -108,6 +120,7 @@ PROVIDERS: dict[str, Provider] = {
     "discovery": go_provider("./bench/discovery"),
     "pipeline": pipeline_provider,
     "kv": lambda: __import__("kv_figures").provider(),  # bench/ is on sys.path (a script)
+    "serve": serve_provider,
 }
 
 
