@@ -63,8 +63,8 @@ func TestDistributedInfer(t *testing.T) {
 	// before the workers, so it is deleted after their cleanups stop them.
 	c.ns = testutil.NewNetNS(t)
 	join := c.swarmInit()
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester
-	t.Cleanup(func() { noProcessesOf(t, dirs) })            // after the workers' cleanups
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester, serve
+	t.Cleanup(func() { noProcessesOf(t, dirs) })                         // after the workers' cleanups
 
 	a := c.startWorker(dirs[0], "--no-mdns", "--join", join, "--log-level", "info")
 	aID, aAddrs := a.state(t)
@@ -163,12 +163,18 @@ func TestDistributedInfer(t *testing.T) {
 		}
 	})
 
+	t.Run("serve through the swarm", func(t *testing.T) {
+		testServeThroughSwarm(t, c, python, dirs[3], []*workerProc{a, b},
+			[]string{"--join", join, "--no-mdns", "--bootstrap", aAddrs[0]})
+	})
+
 	for _, w := range []*workerProc{a, b} {
 		if err := w.stop(t); err != nil {
 			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
 		}
 		log := w.stderr.String()
-		if strings.Count(log, "joined cluster") != 2 || strings.Count(log, "left cluster") != 2 {
+		// One cluster each for the split infer, the interrupted one and serve's.
+		if strings.Count(log, "joined cluster") != 3 || strings.Count(log, "left cluster") != 3 {
 			t.Errorf("worker %s never joined and left a cluster:\n%s", w.dataDir, log)
 		}
 	}
@@ -521,6 +527,13 @@ func (b *syncBuffer) WriteString(s string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf.WriteString(s)
+}
+
+// Write makes it a process's stdout or stderr.
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) String() string {

@@ -1,0 +1,201 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// openaiChats runs the official openai Python client (inside the test's
+// namespace, where serve listens) for each prompt in turn, greedy, and prints
+// the answers' texts and usage as JSON.
+const openaiChats = `
+import json, sys
+import openai
+url, prompts, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+out = []
+for p in prompts:
+    r = client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": p}],
+                                       max_tokens=n, temperature=0)
+    out.append({"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
+                "completion_tokens": r.usage.completion_tokens, "fingerprint": r.system_fingerprint})
+print(json.dumps(out))
+`
+
+// serveRecord is the part of <data-dir>/run/serve.json the test reads.
+type serveRecord struct {
+	PID int    `json:"pid"`
+	URL string `json:"url"`
+}
+
+// testServeThroughSwarm: `edgellm serve --stages 2` in the swarm of
+// TestDistributedInfer answers chat completions through the official openai
+// client with the split model, token for token as transformers generate; the
+// second request reuses the warm cluster (each worker joined once for serve's
+// warm-up and both requests); `edgellm infer` on serve's data directory gets
+// the same answer through serve without starting a backend; SIGTERM closes
+// the cluster (each worker leaves it) and leaves nothing running.
+func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, workers []*workerProc, swarmArgs []string) {
+	const maxTokens = 24
+	want := referenceTokens(t, python, distPrompt, maxTokens)
+	wantText := referenceText(t, python, distPrompt, want)
+	joins := func() []int {
+		var n []int
+		for _, w := range workers {
+			n = append(n, strings.Count(w.stderr.String(), "joined cluster"))
+		}
+		return n
+	}
+	before := joins()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	args := append([]string{"--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0",
+		"--ray-address", "127.0.0.1", "--stages", "2"}, swarmArgs...)
+	cmd := c.command(ctx, args...)
+	cmd.Env = c.env
+	var stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { // a failed test must not leave serve running
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(2 * time.Minute):
+				_ = cmd.Process.Kill()
+			}
+		}
+	})
+	rec := waitServeRecord(t, dataDir, exited, &stderr)
+
+	prompts, _ := json.Marshal([]string{distPrompt, distPrompt})
+	chat := c.ns.Command(ctx, python, "-c", openaiChats, rec.URL, string(prompts), strconv.Itoa(maxTokens))
+	chat.Env = c.env
+	var chatErr bytes.Buffer
+	chat.Stderr = &chatErr
+	out, err := chat.Output()
+	if err != nil {
+		t.Fatalf("openai client: %v\n%s\nserve:\n%s", err, chatErr.String(), stderr.String())
+	}
+	var answers []struct {
+		Text             string `json:"text"`
+		Finish           string `json:"finish"`
+		CompletionTokens int    `json:"completion_tokens"`
+		Fingerprint      string `json:"fingerprint"`
+	}
+	if err := json.Unmarshal(out, &answers); err != nil || len(answers) != 2 {
+		t.Fatalf("openai client printed %q: %v", out, err)
+	}
+	for i, a := range answers {
+		if a.Text != wantText || a.CompletionTokens != len(want) || a.Fingerprint == "" {
+			t.Errorf("answer %d: %+v\nwant (transformers generate) %q, %d tokens", i, a, wantText, len(want))
+		}
+	}
+	after := joins()
+	for i := range workers {
+		if after[i] != before[i]+1 {
+			t.Errorf("worker %d joined %d clusters for serve's warm-up and two requests; want exactly one (the warm cluster reused)",
+				i, after[i]-before[i])
+		}
+	}
+
+	// infer on serve's data directory goes through serve: same tokens, and
+	// no backend of its own (its log would say it started one).
+	backendLog := filepath.Join(dataDir, "logs", "backend.log")
+	startsBefore := strings.Count(readFile(t, backendLog), "serving on")
+	res := c.inferThroughServe(t, dataDir, maxTokens)
+	if !slices.Equal(res.TokenIDs, want) || res.WeightsCID == "" {
+		t.Errorf("infer through serve: tokens %v, weights CID %q; want %v", res.TokenIDs, res.WeightsCID, want)
+	}
+	if n := strings.Count(readFile(t, backendLog), "serving on"); n != startsBefore {
+		t.Errorf("infer through serve started a backend (%d starts in %s, %d before)", n, backendLog, startsBefore)
+	}
+	if got := joins(); !slices.Equal(got, after) {
+		t.Errorf("infer through serve formed another cluster: joins %v, want %v", got, after)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("serve after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("serve did not stop after SIGTERM:\n%s", stderr.String())
+	}
+	for i, w := range workers {
+		deadline := time.Now().Add(30 * time.Second)
+		for strings.Count(w.stderr.String(), "left cluster") < after[i] && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if n := strings.Count(w.stderr.String(), "left cluster"); n < after[i] {
+			t.Errorf("worker %d left %d clusters after serve stopped; want %d", i, n, after[i])
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "run", "serve.json")); !os.IsNotExist(err) {
+		t.Errorf("serve left its record behind: %v", err)
+	}
+	noProcessesOf(t, []string{dataDir})
+}
+
+// inferThroughServe runs `infer --json` on serve's data directory.
+func (c *cliEnv) inferThroughServe(t *testing.T, dataDir string, maxTokens int) distResult {
+	t.Helper()
+	out, stderr, code := c.run("--data-dir", dataDir, "infer", "--json", "--max-tokens", strconv.Itoa(maxTokens), distPrompt)
+	if code != 0 {
+		t.Fatalf("infer through serve exited %d: %s", code, stderr)
+	}
+	var res distResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("infer --json: %v\n%s", err, out)
+	}
+	return res
+}
+
+// waitServeRecord waits for serve's record (written once it is ready).
+func waitServeRecord(t *testing.T, dataDir string, exited chan error, stderr *syncBuffer) serveRecord {
+	t.Helper()
+	path := filepath.Join(dataDir, "run", "serve.json")
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			t.Fatalf("serve exited before it was ready: %v\n%s", err, stderr.String())
+		default:
+		}
+		if data, err := os.ReadFile(path); err == nil {
+			var rec serveRecord
+			if json.Unmarshal(data, &rec) == nil && rec.URL != "" {
+				return rec
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("serve not ready after 5 minutes:\n%s", stderr.String())
+	return serveRecord{}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
