@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -82,7 +83,8 @@ func generateText(ctx context.Context, b Backend, req *pb.GenerateRequest) (stri
 // run in order: the last one kills the backend.
 func TestSupervisorRealBackend(t *testing.T) {
 	testutil.NoLeakedChildren(t)
-	s := startReal(t)
+	var restarts atomic.Int32
+	s := startReal(t, WithOnRestart(func() { restarts.Add(1) }))
 
 	t.Run("status and models", func(t *testing.T) {
 		st, err := s.Status(t.Context())
@@ -136,6 +138,9 @@ func TestSupervisorRealBackend(t *testing.T) {
 
 	t.Run("killed during generation, then restarted", func(t *testing.T) {
 		killedDuringGeneration(t, s)
+		if n := restarts.Load(); n != 1 {
+			t.Errorf("the restart hook ran %d times, want 1", n)
+		}
 	})
 }
 

@@ -24,6 +24,7 @@ type settings struct {
 	stderr       io.Writer
 	env          []string
 	logger       *slog.Logger
+	onRestart    func()
 }
 
 // Option configures a Supervisor.
@@ -129,6 +130,12 @@ func WithEnv(kv ...string) Option {
 // logging.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *settings) error { c.logger = l; return nil }
+}
+
+// WithOnRestart calls f after each restart of a backend that died (serve
+// counts them in its metrics). Default: none.
+func WithOnRestart(f func()) Option {
+	return func(c *settings) error { c.onRestart = f; return nil }
 }
 
 func newConfig(opts []Option) (*settings, error) {

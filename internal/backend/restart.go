@@ -28,6 +28,9 @@ func (s *Supervisor) watch(p *process) {
 			s.setState(nil, err)
 			return
 		}
+		if s.cfg.onRestart != nil { // before the new process serves, so callers see the count first
+			s.cfg.onRestart()
+		}
 		if !s.setState(next, nil) {
 			_ = next.stop(s.cfg.stopTimeout, false) // closed while starting
 			return

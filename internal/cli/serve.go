@@ -177,12 +177,14 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 	if key == "" && !isLoopback(lis.Addr()) {
 		app.warn(fmt.Sprintf("serving on %s without an API key: anyone who reaches it can use it (--api-key-file)", lis.Addr()))
 	}
-	n, err := app.startServeNode(cmd, cfg, o)
+	metrics := openai.NewMetrics()
+	n, err := app.startServeNode(cfg, o, localnode.WithRestarts(metrics.BackendRestarts.Inc, metrics.KuboRestarts.Inc))
 	if err != nil {
 		return err
 	}
 	defer n.close()
-	metrics := openai.NewMetrics()
+	stopCounting := countPeers(n.p2p, metrics)
+	defer stopCounting()
 	svc, err := serve.New(serve.Options{Backend: n.local, Models: o.models, Swarm: n.swarm, Metrics: metrics, Logger: app.log})
 	if err != nil {
 		return err
@@ -280,6 +282,7 @@ func serveSocket(dataDir string, svc *serve.Service) (*rpcSocket, string, error)
 // and in a swarm its p2p node (a worker's, with --worker) and requester.
 type serveNode struct {
 	local   *localnode.Node
+	p2p     *p2p.Node    // nil without a swarm
 	swarm   *serve.Swarm // nil without a swarm
 	closers []func()     // in reverse order
 }
@@ -292,7 +295,7 @@ func (n *serveNode) close() {
 
 // startServeNode opens the backend and IPFS node and, with a swarm
 // configured and no --local, joins it (as a worker with --worker).
-func (app *App) startServeNode(cmd *cobra.Command, cfg *config.Config, o *serveOptions) (_ *serveNode, err error) {
+func (app *App) startServeNode(cfg *config.Config, o *serveOptions, opts ...localnode.Option) (_ *serveNode, err error) {
 	n := &serveNode{}
 	defer func() {
 		if err != nil {
@@ -304,7 +307,7 @@ func (app *App) startServeNode(cmd *cobra.Command, cfg *config.Config, o *serveO
 		if o.worker {
 			return nil, fmt.Errorf("%w: --worker needs a swarm (--join, or edgellm swarm init)", ErrUsage)
 		}
-		n.local, err = app.openNode(app.interrupt, cfg)
+		n.local, err = app.openNode(app.interrupt, cfg, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -319,7 +322,7 @@ func (app *App) startServeNode(cmd *cobra.Command, cfg *config.Config, o *serveO
 	if err != nil {
 		return nil, err
 	}
-	n.local, err = app.openNode(app.interrupt, cfg, localnode.WithSwarm(join.Secret[:], listen))
+	n.local, err = app.openNode(app.interrupt, cfg, append(opts, localnode.WithSwarm(join.Secret[:], listen))...)
 	if err != nil {
 		return nil, err
 	}
@@ -328,6 +331,7 @@ func (app *App) startServeNode(cmd *cobra.Command, cfg *config.Config, o *serveO
 	if err != nil {
 		return nil, err
 	}
+	n.p2p = node
 	swarm, err := requester.NewSwarm(node, app.log)
 	if err != nil {
 		return nil, err
@@ -375,6 +379,31 @@ func (app *App) serveP2P(cfg *config.Config, o *serveOptions, n *serveNode, join
 		w.Close(ctx)
 	})
 	return w.Node(), nil
+}
+
+// peersEvery is how often serve samples the peers it is connected to.
+const peersEvery = 5 * time.Second
+
+// countPeers keeps the peers-seen gauge at the number of swarm members node
+// is connected to; stop ends it. Without a swarm the gauge stays 0.
+func countPeers(node *p2p.Node, m *openai.Metrics) (stop func()) {
+	if node == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(peersEvery)
+		defer t.Stop()
+		for {
+			m.PeersSeen.Set(float64(len(node.Host().Network().Peers())))
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // isLoopback reports whether a listener is on a loopback address only.

@@ -317,6 +317,9 @@ func (d *Daemon) watch(p *kuboProc) {
 			d.setProc(nil, err)
 			return
 		}
+		if d.opts.OnRestart != nil { // before the new daemon is visible, so callers see the count first
+			d.opts.OnRestart()
+		}
 		if !d.setProc(next, nil) {
 			next.stop(d.opts.StopTimeout) // closed while starting
 			return

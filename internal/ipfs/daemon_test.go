@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ var loopback = []net.IP{net.IPv4(127, 0, 0, 1)}
 
 // start starts a daemon on repo (a fresh temp dir when "") and closes it at
 // the end of the test.
-func start(t *testing.T, repo string, key []byte) *ipfs.Daemon {
+func start(t *testing.T, repo string, key []byte, onRestart ...func()) *ipfs.Daemon {
 	t.Helper()
 	if repo == "" {
 		repo = filepath.Join(t.TempDir(), "ipfs")
@@ -41,10 +42,14 @@ func start(t *testing.T, repo string, key []byte) *ipfs.Daemon {
 	var log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := ipfs.Start(ctx, ipfs.Options{
+	opts := ipfs.Options{
 		Binary: testutil.IPFSBinary(t), RepoDir: repo, SwarmKey: key, SwarmIPs: loopback,
 		Log: &log, StopTimeout: 5 * time.Second,
-	})
+	}
+	for _, f := range onRestart {
+		opts.OnRestart = f
+	}
+	d, err := ipfs.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -128,7 +133,8 @@ func TestDaemonStartStop(t *testing.T) {
 func TestDaemonRestartAfterKill(t *testing.T) {
 	testutil.NoLeakedChildren(t)
 	repo := filepath.Join(t.TempDir(), "ipfs")
-	d := start(t, repo, newKey(t))
+	var restarts atomic.Int32
+	d := start(t, repo, newKey(t), func() { restarts.Add(1) })
 	ctx := ctxT(t, time.Minute)
 	id, err := d.Client().ID(ctx)
 	if err != nil {
@@ -151,6 +157,9 @@ func TestDaemonRestartAfterKill(t *testing.T) {
 				}
 				if !sameAddrs(id.Addrs, id2.Addrs) {
 					t.Fatalf("swarm addresses changed: %v → %v", id.Addrs, id2.Addrs)
+				}
+				if n := restarts.Load(); n != 1 {
+					t.Errorf("the restart hook ran %d times, want 1", n)
 				}
 				break
 			}

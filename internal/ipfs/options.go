@@ -64,6 +64,9 @@ type Options struct {
 	// StopTimeout is how long the daemon gets after SIGTERM before SIGKILL.
 	// Default 10s.
 	StopTimeout time.Duration
+	// OnRestart, when set, is called after each restart of a daemon that
+	// died (serve counts them in its metrics).
+	OnRestart func()
 	// MaxRestartsPerMinute bounds restarts of a daemon that keeps dying; 0
 	// means the default 5, a negative value disables restarts.
 	MaxRestartsPerMinute int

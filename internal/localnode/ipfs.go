@@ -34,7 +34,7 @@ func (n *Node) startIPFS(ctx context.Context, cfg *config.Config, set *settings)
 	opts := ipfs.Options{
 		Binary: c.Binary, RepoDir: filepath.Join(cfg.DataDir, "ipfs"), APIPort: c.APIPort,
 		Gateway: c.Gateway, SwarmKey: set.swarmKey, SwarmPort: c.SwarmPort,
-		Log: set.output(logFile), Logger: set.logger(), Waiting: set.waiting,
+		Log: set.output(logFile), Logger: set.logger(), Waiting: set.waiting, OnRestart: set.onIPFSRestart,
 	}
 	if set.swarmKey != nil {
 		opts.SwarmIPs = ipfs.SwarmIPsOf(set.listen)

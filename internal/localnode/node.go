@@ -114,6 +114,7 @@ func (n *Node) startBackend(ctx context.Context, cfg *config.Config, set *settin
 		backend.WithStderr(set.output(logFile)),
 		backend.WithLogger(set.logger()),
 		backend.WithEnv(ipfsEnv...),
+		backend.WithOnRestart(set.onBackendRestart),
 	)
 	if err != nil {
 		logFile.Close()

@@ -21,6 +21,8 @@ type settings struct {
 	echo     io.Writer
 	warn     func(line string)
 	waiting  func(elapsed time.Duration)
+	// onBackendRestart and onIPFSRestart count restarts of the processes.
+	onBackendRestart, onIPFSRestart func()
 }
 
 // WithSwarm makes the IPFS node a member of the swarm's private IPFS network
@@ -59,6 +61,13 @@ func WithWarnings(f func(line string)) Option {
 // with 0 when the wait ends (a terminal's status line). Default: none.
 func WithIPFSWaiting(f func(elapsed time.Duration)) Option {
 	return func(s *settings) { s.waiting = f }
+}
+
+// WithRestarts calls onBackend after each restart of the backend and onIPFS
+// after each restart of Kubo (serve counts them in its metrics). Default:
+// none.
+func WithRestarts(onBackend, onIPFS func()) Option {
+	return func(s *settings) { s.onBackendRestart, s.onIPFSRestart = onBackend, onIPFS }
 }
 
 // output is where a child's output goes: its log, and the echo if any.
