@@ -52,13 +52,13 @@ from edgellm.engine.torch import generation
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import StageSession
 from edgellm.engine.types import GenerationChunk
-from edgellm.errors import ClusterError, InvalidRequest
+from edgellm.errors import ClusterError, InvalidRequest, KuboError, ManifestRefused
 from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff as kvhandoff
 from edgellm.kv.handoff import StageKV
-from edgellm.kv.ipfs import IpfsError, KuboClient
+from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
-from edgellm.kv.manifest import KVManifest, ManifestError
+from edgellm.kv.manifest import KVManifest
 from edgellm.kv.prefix import FETCH_WORKERS, merge
 from edgellm.kv.store import KVStore
 
@@ -253,7 +253,7 @@ class PeerKV:
         assert self.store is not None
         try:
             manifest = KVManifest.from_json(data)
-        except ManifestError as exc:
+        except ManifestRefused as exc:
             log.warning("kv: refusing the prefill peer's manifest: %s; computing the prompt", exc)
             return 0
         spec = self._chain(session, manifest.block_size)
@@ -299,7 +299,7 @@ class PeerKV:
                     addr, timeout_s=min(CONNECT_TIMEOUT_S, self.store.fetch_timeout_s)
                 )
                 return
-            except IpfsError as exc:
+            except KuboError as exc:
                 errors.append(f"{addr}: {exc}")
         if errors:
             log.warning(

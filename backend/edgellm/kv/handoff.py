@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import torch
 
 from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.errors import BlockRefused, KuboError
 from edgellm.kv import block as blockfmt
-from edgellm.kv.block import KV, BlockMeta, BlockRefused, BlockTensors
-from edgellm.kv.ipfs import IpfsError
+from edgellm.kv.block import KV, BlockMeta, BlockTensors
 from edgellm.kv.keys import ChainSpec, parent_of
 from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
 from edgellm.kv.store import KVStore
@@ -250,8 +250,8 @@ def _verified_block(
             parts.append(
                 blockfmt.decode_tensors(data, expected, kv.kv_heads, kv.head_dim, kv.dtype)
             )
-        except (IpfsError, BlockRefused) as exc:
-            what = "not fetched" if isinstance(exc, IpfsError) else "refused"
+        except (KuboError, BlockRefused) as exc:
+            what = "not fetched" if isinstance(exc, KuboError) else "refused"
             log.warning("%s %s: %s; computing from position %d", where, what, exc, position)
             if source.local:
                 store.forget(source.key, part.layer_start, part.layer_end)

@@ -25,12 +25,13 @@ import torch
 
 from edgellm.config import KVConfig
 from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.errors import KuboError, ManifestRefused
 from edgellm.kv import handoff
 from edgellm.kv.block import KV
 from edgellm.kv.handoff import Fetched, StageKV
-from edgellm.kv.ipfs import IpfsError, KuboClient
+from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
-from edgellm.kv.manifest import BlockRef, KVManifest, ManifestError
+from edgellm.kv.manifest import BlockRef, KVManifest
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
 
@@ -93,7 +94,7 @@ class PrefixCache:
                 peer,
                 f"the gateway {client.gateway}" if client.gateway else "the RPC API",
             )
-        except IpfsError as exc:
+        except KuboError as exc:
             log.warning(
                 "kv: Kubo at %s is not answering (%s); computing until it does", client.api, exc
             )
@@ -110,7 +111,7 @@ class PrefixCache:
             return None
         try:
             manifest = KVManifest.from_json(data)
-        except ManifestError as exc:
+        except ManifestRefused as exc:
             log.warning("kv: ignoring the request's manifest: %s", exc)
             return None
         ours = (kv.chain.model_cid, kv.chain.dtype, kv.block_size)
@@ -121,7 +122,7 @@ class PrefixCache:
         for addr in manifest.providers:
             try:
                 self.store.client.swarm_connect(addr, timeout_s=self.store.fetch_timeout_s)
-            except IpfsError as exc:
+            except KuboError as exc:
                 log.warning("kv: cannot connect to manifest provider %s: %s", addr, exc)
         return manifest
 
