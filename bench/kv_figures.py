@@ -180,8 +180,8 @@ def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) 
             _empty(engine.prefix)
     holder = engine.prefix
     providers = [a.multiaddr]
-    manifest_p = holder.manifest_for(stage, prompt_p, providers).to_json()
-    manifest_d = holder.manifest_for(stage, prompt_d, providers).to_json()
+    manifest_p = holder.manifest_for(stage.kv_layout, prompt_p, providers).to_json()
+    manifest_d = holder.manifest_for(stage.kv_layout, prompt_d, providers).to_json()
     block_bytes = holder.store.stored_bytes
 
     # The baseline (the second prompt prefilled in full, no cache at all) and peer D (Kubo
@@ -260,7 +260,7 @@ def _breakdown(
     session, and computing the rest of the prompt."""
     cache = _fresh_cache(b, root, model_cid, "breakdown")
     stage = engine.pipeline.stages[0]
-    kv = handoff.StageKV.of(stage, model_cid, BLOCK_SIZE)
+    kv = handoff.StageKV.of(stage.kv_layout, model_cid, BLOCK_SIZE)
     keys = chain(kv.chain, prompt)
     parsed = KVManifest.from_json(manifest)
     plans = handoff.plan_blocks(kv, cache.store, parsed, keys, (len(prompt) - 1) // BLOCK_SIZE)

@@ -143,7 +143,7 @@ def _manifest(engine, holder, kubo_pair) -> KVManifest:
     a, _ = kubo_pair
     prompt = engine.prepare(_request("x", FIRST)).prompt_ids
     stage = engine.pipeline.stages[0]
-    return holder.manifest_for(stage, prompt, [f"{a.addrs[0]}/p2p/{a.peer_id}"])
+    return holder.manifest_for(stage.kv_layout, prompt, [f"{a.addrs[0]}/p2p/{a.peer_id}"])
 
 
 def test_other_peer_fetches_blocks_over_bitswap(

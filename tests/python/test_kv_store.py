@@ -113,7 +113,7 @@ def test_stock_kubo_fetches_a_block_by_cid(
     with torch.inference_mode():
         session.forward(torch.tensor([tokens]))
     store = KVStore(KuboClient(edgellm_kubo.api), tmp_path / "p", 1 << 30)
-    keys = chain(StageKV.of(stage, model_cid, 16).chain, tokens)
+    keys = chain(StageKV.of(stage.kv_layout, model_cid, 16).chain, tokens)
     refs = store_session(session, store, model_cid, 16, tokens, keys)
     assert [r.position for r in refs] == [0, 16]
     cid = refs[1].parts[0].cid
@@ -159,7 +159,7 @@ def test_layer_groups_and_partial_stages(
     with torch.inference_mode():
         session.forward(torch.tensor([tokens]))
     store = KVStore(KuboClient(daemon.api), tmp_path / "kv", 1 << 30)
-    keys = chain(StageKV.of(stage, model_cid, 32).chain, tokens)
+    keys = chain(StageKV.of(stage.kv_layout, model_cid, 32).chain, tokens)
     refs = store_session(session, store, model_cid, 32, tokens, keys)
     groups = [(p.layer_start, p.layer_end) for p in refs[0].parts]
     assert groups == [(0, 15), (15, 30)]

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import DynamicCache
 
 from edgellm.cluster.plan import Plan, StageRole
 from edgellm.engine.torch import generation
@@ -125,12 +124,6 @@ def _warnings() -> Iterator[list[str]]:
         root.removeHandler(handler)
 
 
-def _reset(session: StageSession) -> None:
-    """Empty a session's cache (after an import that failed half way)."""
-    session.cache = DynamicCache(config=session.stage.config)
-    session.position = 0
-
-
 class PeerKV:
     """One peer's side of P/D: its block store in its own Kubo (None: no IPFS here)."""
 
@@ -156,7 +149,7 @@ class PeerKV:
         return cls(store, model_cid, config.block_size)
 
     def _chain(self, session: StageSession, block_size: int) -> ChainSpec:
-        return ChainSpec(self.model_cid, blockfmt.dtype_name(session.stage.dtype), block_size)
+        return ChainSpec(self.model_cid, blockfmt.dtype_name(session.kv_layout.dtype), block_size)
 
     def providers(self) -> tuple[str, ...]:
         """This peer's IPFS addresses, each ending in /p2p/<its Kubo peer id>."""
@@ -200,7 +193,7 @@ class PeerKV:
 
     def _store(self, session: StageSession, token_ids: Sequence[int]) -> tuple[bytes, int]:
         assert self.store is not None
-        kv = StageKV.of(session.stage, self.model_cid, self.block_size)
+        kv = StageKV.of(session.kv_layout, self.model_cid, self.block_size)
         keys = chain(kv.chain, token_ids)
         with torch.inference_mode():
             refs = kvhandoff.store_session(
@@ -238,7 +231,7 @@ class PeerKV:
                         "computing the whole prompt",
                         exc,
                     )
-                    _reset(session)
+                    session.reset()
                     cached = 0
             fetch_ms = (time.monotonic() - started) * 1000.0 if handoff.manifest else 0.0
             rest = list(token_ids[cached:])

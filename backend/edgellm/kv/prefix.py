@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from edgellm.config import KVConfig
-from edgellm.engine.torch.stage import Stage, StageSession
 from edgellm.errors import KuboError, ManifestRefused
 from edgellm.kv import handoff
 from edgellm.kv.block import KV
@@ -32,6 +31,7 @@ from edgellm.kv.handoff import Fetched, StageKV
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
 from edgellm.kv.manifest import BlockRef, KVManifest
+from edgellm.kv.stage import KVLayout, StageCache
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
 
@@ -103,8 +103,8 @@ class PrefixCache:
         )
         return cls(store, model_cid, config.block_size)
 
-    def _kv(self, session: StageSession) -> StageKV:
-        return StageKV.of(session.stage, self.model_cid, self.block_size)
+    def _kv(self, session: StageCache) -> StageKV:
+        return StageKV.of(session.kv_layout, self.model_cid, self.block_size)
 
     def _manifest(self, data: bytes, kv: StageKV) -> KVManifest | None:
         if not data:
@@ -127,7 +127,7 @@ class PrefixCache:
         return manifest
 
     def load(
-        self, sessions: Sequence[StageSession], token_ids: Sequence[int], manifest: bytes = b""
+        self, sessions: Sequence[StageCache], token_ids: Sequence[int], manifest: bytes = b""
     ) -> PrefixHit:
         """Fill fresh sessions with the longest usable cached prefix of `token_ids`."""
         started = time.monotonic()
@@ -167,7 +167,7 @@ class PrefixCache:
         return PrefixHit(count * self.block_size, ms, keys, remote)
 
     def store_async(
-        self, sessions: Sequence[StageSession], token_ids: Sequence[int], hit: PrefixHit
+        self, sessions: Sequence[StageCache], token_ids: Sequence[int], hit: PrefixHit
     ) -> StoreJob:
         """Store the prompt's full blocks not held yet, in the background. The K/V are
         copied out of the sessions now, so decoding can go on meanwhile."""
@@ -208,11 +208,11 @@ class PrefixCache:
                 self.store.adopt(source.key, part, size)
 
     def manifest_for(
-        self, stage: Stage, token_ids: Sequence[int], providers: Sequence[str] = ()
+        self, layout: KVLayout, token_ids: Sequence[int], providers: Sequence[str] = ()
     ) -> KVManifest:
-        """A manifest of the leading blocks of `token_ids` this peer holds for `stage`'s
-        layers (what a peer hands to another for P/D, or announces)."""
-        kv = StageKV.of(stage, self.model_cid, self.block_size)
+        """A manifest of the leading blocks of `token_ids` this peer holds for the layers
+        of `layout` (what a peer hands to another for P/D, or announces)."""
+        kv = StageKV.of(layout, self.model_cid, self.block_size)
         keys = chain(kv.chain, token_ids)
         plans = handoff.plan_blocks(kv, self.store, None, keys, len(keys))
         blocks = [
