@@ -145,6 +145,7 @@ def _empty(cache: PrefixCache) -> None:
 
 def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
     model_cid = Manifest.read(store_dir).weights_cid
+    # The torch engine by name, not through the registry: the breakdown times its stages.
     engine = TorchEngine.load(EngineConfig(store_dir))
     root = Path(tempfile.mkdtemp(prefix="edgellm-kv-bench-"))
     a = b = None
@@ -166,19 +167,19 @@ def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) 
     prompt_p = engine.prepare(_request(text_p)).prompt_ids
     prompt_d = engine.prepare(_request(text_d)).prompt_ids
     stage = engine.pipeline.stages[0]
-    engine.prefix = None
+    engine.prefix_cache = None
     _run(engine, _request("warm up " * 50))
 
     # Peer P (Kubo A): full prefill, then store. Its TTFT is the full-prefill time.
     prefill_ms, store_ms = [], []
     for run in range(REPEATS):
-        engine.prefix = _fresh_cache(a, root, model_cid, "p")
+        engine.prefix_cache = _fresh_cache(a, root, model_cid, "p")
         _, last = _run(engine, _request(text_p))
         prefill_ms.append(last.timings.ttft_ms)
         store_ms.append(last.timings.kv_store_ms)
         if run < REPEATS - 1:
-            _empty(engine.prefix)
-    holder = engine.prefix
+            _empty(engine.prefix_cache)
+    holder = engine.prefix_cache
     providers = [a.multiaddr]
     manifest_p = holder.manifest_for(stage.kv_layout, prompt_p, providers).to_json()
     manifest_d = holder.manifest_for(stage.kv_layout, prompt_d, providers).to_json()
@@ -189,26 +190,26 @@ def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) 
     # load hits both alike.
     full_ttft, cached_ttft, cached_fetch, cached_tokens = [], [], [], 0
     for _ in range(REPEATS):
-        engine.prefix = None
+        engine.prefix_cache = None
         full_tokens, last = _run(engine, _request(text_d, no_cache=True))
         full_ttft.append(last.timings.ttft_ms)
-        engine.prefix = _fresh_cache(b, root, model_cid, "d")
+        engine.prefix_cache = _fresh_cache(b, root, model_cid, "d")
         tokens, last = _run(engine, _request(text_d, manifest_d))
         if tokens != full_tokens:
             raise AssertionError(f"cached run gave {tokens}, full prefill {full_tokens}")
         cached_ttft.append(last.timings.ttft_ms)
         cached_fetch.append(last.timings.kv_fetch_ms)
         cached_tokens = last.usage.cached_prompt_tokens
-        _empty(engine.prefix)
+        _empty(engine.prefix_cache)
 
     # P/D on the same prompt: D fetches P's blocks for prompt P (cold).
     handoff_fetch = []
     for _ in range(REPEATS):
-        engine.prefix = _fresh_cache(b, root, model_cid, "d")
+        engine.prefix_cache = _fresh_cache(b, root, model_cid, "d")
         _, last = _run(engine, _request(text_p, manifest_p))
         handoff_fetch.append(last.timings.kv_fetch_ms)
-        _empty(engine.prefix)
-    engine.prefix = None
+        _empty(engine.prefix_cache)
+    engine.prefix_cache = None
     breakdown = _breakdown(engine, model_cid, root, b, prompt_d, manifest_d)
 
     full = statistics.median(full_ttft)

@@ -15,13 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgellm.cluster.actor import StageActor
-from edgellm.cluster.disaggregated import (
-    DisaggregatedEngine,
-    DisaggregatedRunner,
-    Handoff,
-    LocalCalls,
-    PeerKV,
-)
+from edgellm.cluster.disaggregated import DisaggregatedRunner, Handoff, LocalCalls, PeerKV
+from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError
@@ -84,11 +79,11 @@ def _kv(daemon, directory: Path, model_cid: str) -> PeerKV:
     return PeerKV(store, model_cid, BLOCK)
 
 
-def _engine(store_dir: Path, prefill: StageActor, decode: StageActor) -> DisaggregatedEngine:
-    return DisaggregatedEngine.over(DisaggregatedRunner(prefill, decode, LocalCalls()), store_dir)
+def _engine(store_dir: Path, prefill: StageActor, decode: StageActor) -> TorchEngine:
+    return TorchEngine.over(DisaggregatedRunner(prefill, decode, LocalCalls()), store_dir)
 
 
-def _run(engine: DisaggregatedEngine):
+def _run(engine: TorchEngine):
     chunks = list(engine.generate(_request()))
     return [t for c in chunks for t in c.token_ids], chunks[-1]
 

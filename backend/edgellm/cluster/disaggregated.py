@@ -40,17 +40,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from edgellm.cluster.plan import Plan, StageRole
-from edgellm.engine.torch import generation
-from edgellm.engine.torch.engine import TorchEngine
+from edgellm.engine.runner import KVStats
 from edgellm.engine.torch.stage import StageSession
-from edgellm.engine.types import GenerationChunk
 from edgellm.errors import ClusterError, InvalidRequest, KuboError, ManifestRefused
 from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff as kvhandoff
@@ -382,13 +380,6 @@ class LocalCalls:
         return None
 
 
-@dataclass(frozen=True)
-class KVStats:
-    cached_tokens: int = 0
-    fetch_ms: float = 0.0
-    store_ms: float = 0.0
-
-
 class DisaggregatedRunner:
     """The StageRunner of a P/D plan: actors[0] prefills, actors[1] decodes."""
 
@@ -530,7 +521,7 @@ class DisaggregatedSession:
             self.warned.add(message)
             log.warning("p/d: %s", message)
 
-    def stats(self) -> KVStats:
+    def kv_stats(self) -> KVStats:
         """The handoff so far: D's load if it finished, else P's store if that did."""
         calls = self.runner.calls
         loaded = self.loaded
@@ -554,44 +545,3 @@ class DisaggregatedSession:
                 self.runner.calls.submit(actor, "close", self.sid)
             except Exception as exc:  # noqa: BLE001 - best effort, the actor may be gone
                 log.debug("p/d: closing a stage session: %s", exc)
-
-
-class _Recording:
-    """The runner, remembering the session generation.run opens (one per request)."""
-
-    def __init__(self, runner: DisaggregatedRunner) -> None:
-        self.runner = runner
-        self.last: DisaggregatedSession | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.runner.device
-
-    def session(self, max_positions: int) -> DisaggregatedSession:
-        self.last = self.runner.session(max_positions)
-        return self.last
-
-    def close(self) -> None:
-        self.runner.close()
-
-
-class DisaggregatedEngine(TorchEngine):
-    """TorchEngine over a DisaggregatedRunner: the same decode loop, sampler and
-    detokenizer; the final chunk reports the handoff (usage.cached_prompt_tokens: prompt
-    tokens D took from P's blocks; timings.kv_store_ms on P, kv_fetch_ms on D)."""
-
-    def _run(self, job: generation.Job, cancel: threading.Event | None):
-        runner = _Recording(self.pipeline)
-        with torch.inference_mode():
-            for chunk in generation.run(runner, self.tokenizer, self.eos_ids, job, cancel):
-                if chunk.usage is not None and runner.last is not None:
-                    chunk = _with_stats(chunk, runner.last.stats())
-                yield chunk
-
-
-def _with_stats(chunk: GenerationChunk, stats: KVStats) -> GenerationChunk:
-    usage = replace(chunk.usage, cached_prompt_tokens=stats.cached_tokens)
-    timings = chunk.timings
-    if timings is not None:
-        timings = replace(timings, kv_fetch_ms=stats.fetch_ms, kv_store_ms=stats.store_ms)
-    return replace(chunk, usage=usage, timings=timings)

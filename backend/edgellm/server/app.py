@@ -88,6 +88,7 @@ def build(config: BackendConfig, device: str) -> Built:
         config.models_dir,
         ipfs_api=config.kv.ipfs_api,
         ipfs_gateway=config.kv.ipfs_gateway,
+        engine=config.engine,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)

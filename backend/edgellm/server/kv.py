@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
-from pathlib import Path
 
 import grpc
 
-from edgellm.config import KVConfig
-from edgellm.engine.torch.engine import TorchEngine
 from edgellm.errors import EdgeLLMError, InvalidRequest
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.manifest import BlockRef, KVManifest
+from edgellm.kv.prefix import PrefixCache
 from edgellm.kv.store import KVStore
 from edgellm.server import messages
 from edgellm.server.models import LoadedModel, ModelManager
@@ -106,35 +103,15 @@ def manifest_of(
     return b"", 0
 
 
-class _Tokenizer:
-    """Just enough of a TorchEngine for TorchEngine.encode: the same tokenization and chat
-    template as Generate, without loading the weights."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    encode = TorchEngine.encode
-
-
-@lru_cache(maxsize=4)
-def _store_tokenizer(model_dir: Path) -> _Tokenizer:
-    from transformers import AutoTokenizer
-
-    return _Tokenizer(AutoTokenizer.from_pretrained(model_dir))
-
-
 class KVControl:
     _models: ModelManager
     _held: HeldKeyLog
 
-    def _kv_config(self) -> KVConfig:
-        return getattr(self._models, "_kv", None) or KVConfig()
-
-    def _caches(self) -> list[tuple[LoadedModel, object]]:
+    def _caches(self) -> list[tuple[LoadedModel, PrefixCache]]:
         """Loaded models with a prefix cache, and the cache."""
         out = []
         for model in self._models.loaded():
-            cache = getattr(model.engine, "prefix", None)
+            cache = model.engine.prefix_cache
             if cache is not None:
                 out.append((model, cache))
         return out
@@ -152,13 +129,10 @@ class KVControl:
         store = self._models.store
         store.registry.get(request.model)  # NOT_FOUND for an unknown id
         manifest = store.ensure(request.model)  # converts on first use, as Generate does
+        token_ids = self._models.encoder(request.model).encode(req)
         loaded = self._models.get(request.model)
-        engine = loaded.engine if loaded is not None else None
-        if not isinstance(engine, TorchEngine):
-            engine = _store_tokenizer(store.path(request.model))
-        token_ids = engine.encode(req)
-        cache = getattr(engine, "prefix", None)
-        block_size = cache.block_size if cache is not None else self._kv_config().block_size
+        cache = loaded.engine.prefix_cache if loaded is not None else None
+        block_size = cache.block_size if cache is not None else self._models.kv_config.block_size
         spec = ChainSpec(manifest.weights_cid, manifest.dtype, block_size)
         keys = chain(spec, token_ids)[:MAX_KEYS]
         return control_pb2.PrefixKeysResponse(
