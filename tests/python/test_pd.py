@@ -15,11 +15,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgellm.cluster.actor import StageActor
-from edgellm.cluster.disaggregated import DisaggregatedRunner, Handoff, LocalCalls, PeerKV
+from edgellm.cluster.disaggregated.driver import DisaggregatedRunner, LocalCalls
+from edgellm.cluster.disaggregated.messages import Handoff
+from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError
+from edgellm.kv import handoff as kvhandoff
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
@@ -194,7 +197,9 @@ def test_refused_block_is_recomputed_with_a_warning(
     good = SpoilingPrefill.index * BLOCK
     assert last.usage.cached_prompt_tokens == good
     assert [n for _, n in computed][1] == len(prompt_ids) - good
-    warned = [r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated"]
+    warned = [
+        r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated.driver"
+    ]
     assert any(f"kv block {SpoilingPrefill.index}" in m and "refused" in m for m in warned)
 
 
@@ -210,6 +215,27 @@ def test_decode_peer_without_kubo_computes_the_prompt(
     assert last.usage.cached_prompt_tokens == 0
     assert [n for _, n in computed][1] == len(prompt_ids)
     assert any("p/d:" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_import_failing_half_way_is_recomputed_from_scratch(
+    store_dir, pair, prompt_ids, reference, computed, caplog, monkeypatch
+) -> None:
+    """Whatever a peer's blocks make the import raise, after some positions went in, the
+    decode peer empties its session and computes the whole prompt."""
+    original = kvhandoff.import_blocks
+
+    def half_then_fail(session, blocks):
+        original(session, blocks[: len(blocks) // 2])
+        raise RuntimeError("a tensor the checks let through")
+
+    monkeypatch.setattr(kvhandoff, "import_blocks", half_then_fail)
+    prefill, decode = pair
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert [n for _, n in computed][1] == len(prompt_ids)
+    assert any("a tensor the checks let through" in r.getMessage() for r in caplog.records)
 
 
 def test_no_ipfs_on_either_peer_still_answers(

@@ -188,7 +188,7 @@ def _build(engine: type[Engine], plan: Plan, model_id: str, model_dir: Path) -> 
     """An engine over the plan's stage actors: a pipeline's, or a prefill/decode plan's
     (prefill on one peer, decode on the other, KV blocks handed over through IPFS)."""
     if plan.disaggregated:
-        from edgellm.cluster.disaggregated import DisaggregatedRunner
+        from edgellm.cluster.disaggregated.driver import DisaggregatedRunner
 
         return engine.over(DisaggregatedRunner.load(plan, model_id), model_dir)
     from edgellm.cluster.pipeline import RayPipeline
