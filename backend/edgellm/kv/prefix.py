@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from edgellm.config import KVConfig
-from edgellm.errors import KuboError, ManifestRefused
+from edgellm.errors import KuboError, KVError, ManifestRefused
 from edgellm.kv import handoff
 from edgellm.kv.block import KV
 from edgellm.kv.handoff import Fetched, StageKV
@@ -193,9 +193,10 @@ class PrefixCache:
                     ]
                     if exported:
                         job.manifest = merge(exported[0][0], stored)
-            except Exception as exc:  # noqa: BLE001 - storing must never fail a request
+            except KVError as exc:  # Kubo failed: the request goes on without these blocks
                 log.warning("kv: storing the prompt's blocks failed: %s", exc)
-            job.ms = (time.monotonic() - started) * 1000.0
+            finally:
+                job.ms = (time.monotonic() - started) * 1000.0
 
         job.thread = threading.Thread(target=work, name="kv-store", daemon=True)
         job.thread.start()
