@@ -1,1 +1,2 @@
-"""The backend's gRPC server: Inference, Control and grpc.health.v1."""
+"""The backend's gRPC server: Inference, ModelControl, ClusterControl, KVControl and
+grpc.health.v1."""
