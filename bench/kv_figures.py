@@ -35,8 +35,9 @@ from typing import Any
 import httpx
 import torch
 
-from edgellm.engine.base import EngineConfig
-from edgellm.engine.torch.engine import TorchEngine
+from edgellm.engine.base import Engine
+from edgellm.engine.registry import engine_class
+from edgellm.engine.torch.pipeline import Pipeline
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff
@@ -122,7 +123,7 @@ def _request(text: str, manifest: bytes = b"", no_cache: bool = False) -> Genera
     )
 
 
-def _run(engine: TorchEngine, request: GenerationRequest):
+def _run(engine: Engine, request: GenerationRequest):
     chunks = list(engine.generate(request))
     return [t for c in chunks for t in c.token_ids], chunks[-1]
 
@@ -145,15 +146,16 @@ def _empty(cache: PrefixCache) -> None:
 
 def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
     model_cid = Manifest.read(store_dir).weights_cid
-    # The torch engine by name, not through the registry: the breakdown times its stages.
-    engine = TorchEngine.load(EngineConfig(store_dir))
+    # The torch engine over stages held here too: the breakdown times them directly.
+    pipeline = Pipeline.load(store_dir)
+    engine = engine_class("torch").over(pipeline, store_dir)
     root = Path(tempfile.mkdtemp(prefix="edgellm-kv-bench-"))
     a = b = None
     try:
         a = Kubo(ipfs_bin, root / "kubo-a")
         b = Kubo(ipfs_bin, root / "kubo-b")
         httpx.post(f"{b.api}/api/v0/swarm/connect", params={"arg": a.multiaddr}, timeout=10)
-        return _measure(engine, model_cid, root, a, b)
+        return _measure(engine, pipeline, model_cid, root, a, b)
     finally:
         for kubo in (b, a):
             if kubo is not None:
@@ -162,11 +164,13 @@ def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) -> dict[str, Any]:
+def _measure(
+    engine: Engine, pipeline: Pipeline, model_cid: str, root: Path, a: Kubo, b: Kubo
+) -> dict[str, Any]:
     text_p, text_d = PREFIX + QUESTION_P, PREFIX + QUESTION_D
     prompt_p = engine.prepare(_request(text_p)).prompt_ids
     prompt_d = engine.prepare(_request(text_d)).prompt_ids
-    stage = engine.pipeline.stages[0]
+    stage = pipeline.stages[0]
     engine.prefix_cache = None
     _run(engine, _request("warm up " * 50))
 
@@ -210,7 +214,7 @@ def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) 
         handoff_fetch.append(last.timings.kv_fetch_ms)
         _empty(engine.prefix_cache)
     engine.prefix_cache = None
-    breakdown = _breakdown(engine, model_cid, root, b, prompt_d, manifest_d)
+    breakdown = _breakdown(pipeline, model_cid, root, b, prompt_d, manifest_d)
 
     full = statistics.median(full_ttft)
     cached = statistics.median(cached_ttft)
@@ -254,13 +258,18 @@ def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) 
 
 
 def _breakdown(
-    engine: TorchEngine, model_cid: str, root: Path, b: Kubo, prompt: list[int], manifest: bytes
+    pipeline: Pipeline,
+    model_cid: str,
+    root: Path,
+    b: Kubo,
+    prompt: tuple[int, ...],
+    manifest: bytes,
 ) -> dict[str, float]:
     """Where the cached TTFT goes, phase by phase, on a cold B: fetching the blocks through
     B's gateway (bitswap from A), decoding and verifying them, importing them into the
     session, and computing the rest of the prompt."""
     cache = _fresh_cache(b, root, model_cid, "breakdown")
-    stage = engine.pipeline.stages[0]
+    stage = pipeline.stages[0]
     kv = handoff.StageKV.of(stage.kv_layout, model_cid, BLOCK_SIZE)
     keys = chain(kv.chain, prompt)
     parsed = KVManifest.from_json(manifest)
@@ -276,7 +285,7 @@ def _breakdown(
         meta = kv.meta(keys, index, prompt, part.layer_start, part.layer_end)
         blocks.append([blockfmt.decode_tensors(data, meta, kv.kv_heads, kv.head_dim, kv.dtype)])
     t2 = time.monotonic()
-    session = engine.pipeline.session(len(prompt) + 1)
+    session = pipeline.session(len(prompt) + 1)
     with torch.inference_mode():
         handoff.import_blocks(session.sessions[0], blocks)
         t3 = time.monotonic()
