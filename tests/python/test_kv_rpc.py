@@ -9,7 +9,7 @@ import pytest
 
 from edgellm.kv.keys import ChainSpec
 from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
-from edgellm.server.kv_control import HeldKeyLog, manifest_of
+from edgellm.server.kv import HeldKeyLog, manifest_of
 from edgellm.v1 import inference_pb2, inference_pb2_grpc, kv_control_pb2, kv_control_pb2_grpc
 
 from .conftest import MODEL_ID, KuboDaemon, ServerProcess, _require_ipfs

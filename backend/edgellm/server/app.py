@@ -18,9 +18,9 @@ from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
 from edgellm.errors import FatalError
 from edgellm.models.store import ModelStore
-from edgellm.server.cluster_control import ClusterControl
+from edgellm.server.cluster import ClusterControl
 from edgellm.server.inference import InferenceService
-from edgellm.server.kv_control import KVControl
+from edgellm.server.kv import KVControl
 from edgellm.server.model_control import ModelControl
 from edgellm.server.models import ModelManager, RequestTracker
 from edgellm.server.status import device_name, resolve_device

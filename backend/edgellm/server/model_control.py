@@ -1,7 +1,7 @@
 """The ModelControl service: LoadModel (streamed progress), UnloadModel, ListModels, Status.
 
 The node's control of the backend is three small services, each with what it needs:
-models and device here, Ray clusters in cluster_control.py, KV blocks in kv_control.py."""
+models and device here, Ray clusters in cluster.py, KV blocks in kv.py."""
 
 from __future__ import annotations
 
