@@ -4,9 +4,8 @@
 `PromptTokenizer` does that without a loaded model. `Detokenizer` emits text only once it
 is final: never half a UTF-8 character (the tokenizer's decode shows those as U+FFFD),
 and with the word-boundary handling of tokenizers that merge across tokens (vLLM's
-prefix/read offset scheme). `StopMatcher`
-holds back any tail that could still grow into a stop string, so a partial stop string
-is never emitted.
+prefix/read offset scheme). `StopMatcher` holds back any tail that could still grow into
+a stop string, so a partial stop string is never emitted.
 """
 
 from __future__ import annotations
