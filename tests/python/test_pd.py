@@ -308,3 +308,20 @@ def test_one_token_request_needs_no_decode_step(store_dir, pair, reference) -> N
     chunks = list(engine.generate(request))
     assert [t for c in chunks for t in c.token_ids] == reference[:1]
     assert chunks[-1].usage.completion_tokens == 1
+
+
+def test_local_calls_fail_with_edgellm_errors_only() -> None:
+    """The runner catches EdgeLLMError alone, so in-process calls report like Ray's."""
+
+    class Actor:
+        def fails(self) -> None:
+            raise ValueError("bad input")
+
+        def lost(self) -> None:
+            raise ClusterError("the actor died")
+
+    calls = LocalCalls()
+    with pytest.raises(ClusterError, match="^the call failed: ValueError: bad input$"):
+        calls.get(calls.submit(Actor(), "fails"), "the call failed")
+    with pytest.raises(ClusterError, match="^the actor died$"):
+        calls.get(calls.submit(Actor(), "lost"), "not this")
