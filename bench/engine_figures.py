@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from edgellm.engine.base import EngineConfig
-from edgellm.engine.torch.engine import TorchEngine
+from edgellm.engine.base import Engine, EngineConfig
+from edgellm.engine.registry import engine_class
 from edgellm.engine.types import GenerationRequest, SamplingParams
 
 PROMPTS = [
@@ -28,7 +28,7 @@ MAX_TOKENS = 32
 REPEATS = 3
 
 
-def _engine_run(engine: TorchEngine, prompt: str, max_tokens: int) -> tuple[float, int, float]:
+def _engine_run(engine: Engine, prompt: str, max_tokens: int) -> tuple[float, int, float]:
     """(wall seconds, tokens produced, ttft ms) for one engine request."""
     request = GenerationRequest("bench", prompt=prompt, sampling=SamplingParams(max_tokens))
     start = time.perf_counter()
@@ -54,7 +54,7 @@ def _decode_rate(run_n, run_1) -> float:
     return (n - 1) / (t_n - t_1) if n > 1 and t_n > t_1 else 0.0
 
 
-def _median_rates(engine: TorchEngine, model, prompt: str) -> tuple[float, float, float]:
+def _median_rates(engine: Engine, model, prompt: str) -> tuple[float, float, float]:
     ids = torch.tensor([engine.prepare(GenerationRequest("x", prompt=prompt)).prompt_ids])
     engine_rates, generate_rates, ttfts = [], [], []
     for _ in range(REPEATS):
@@ -73,7 +73,7 @@ def _median_rates(engine: TorchEngine, model, prompt: str) -> tuple[float, float
 
 
 def figures(store_dir: Path) -> dict[str, Any]:
-    engine = TorchEngine.load(EngineConfig(store_dir))
+    engine = engine_class("torch").load(EngineConfig(store_dir))
     model = AutoModelForCausalLM.from_pretrained(store_dir).eval()
     _engine_run(engine, PROMPTS[0], 8)  # warm-up
     _generate_run(model, torch.tensor([[1, 2, 3, 4]]), 8)

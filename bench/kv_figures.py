@@ -35,8 +35,9 @@ from typing import Any
 import httpx
 import torch
 
-from edgellm.engine.base import EngineConfig
-from edgellm.engine.torch.engine import TorchEngine
+from edgellm.engine.base import Engine
+from edgellm.engine.registry import engine_class
+from edgellm.engine.torch.pipeline import Pipeline
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff
@@ -122,7 +123,7 @@ def _request(text: str, manifest: bytes = b"", no_cache: bool = False) -> Genera
     )
 
 
-def _run(engine: TorchEngine, request: GenerationRequest):
+def _run(engine: Engine, request: GenerationRequest):
     chunks = list(engine.generate(request))
     return [t for c in chunks for t in c.token_ids], chunks[-1]
 
@@ -145,14 +146,16 @@ def _empty(cache: PrefixCache) -> None:
 
 def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
     model_cid = Manifest.read(store_dir).weights_cid
-    engine = TorchEngine.load(EngineConfig(store_dir))
+    # The torch engine over stages held here too: the breakdown times them directly.
+    pipeline = Pipeline.load(store_dir)
+    engine = engine_class("torch").over(pipeline, store_dir)
     root = Path(tempfile.mkdtemp(prefix="edgellm-kv-bench-"))
     a = b = None
     try:
         a = Kubo(ipfs_bin, root / "kubo-a")
         b = Kubo(ipfs_bin, root / "kubo-b")
         httpx.post(f"{b.api}/api/v0/swarm/connect", params={"arg": a.multiaddr}, timeout=10)
-        return _measure(engine, model_cid, root, a, b)
+        return _measure(engine, pipeline, model_cid, root, a, b)
     finally:
         for kubo in (b, a):
             if kubo is not None:
@@ -161,27 +164,29 @@ def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) -> dict[str, Any]:
+def _measure(
+    engine: Engine, pipeline: Pipeline, model_cid: str, root: Path, a: Kubo, b: Kubo
+) -> dict[str, Any]:
     text_p, text_d = PREFIX + QUESTION_P, PREFIX + QUESTION_D
     prompt_p = engine.prepare(_request(text_p)).prompt_ids
     prompt_d = engine.prepare(_request(text_d)).prompt_ids
-    stage = engine.pipeline.stages[0]
-    engine.prefix = None
+    stage = pipeline.stages[0]
+    engine.prefix_cache = None
     _run(engine, _request("warm up " * 50))
 
     # Peer P (Kubo A): full prefill, then store. Its TTFT is the full-prefill time.
     prefill_ms, store_ms = [], []
     for run in range(REPEATS):
-        engine.prefix = _fresh_cache(a, root, model_cid, "p")
+        engine.prefix_cache = _fresh_cache(a, root, model_cid, "p")
         _, last = _run(engine, _request(text_p))
         prefill_ms.append(last.timings.ttft_ms)
         store_ms.append(last.timings.kv_store_ms)
         if run < REPEATS - 1:
-            _empty(engine.prefix)
-    holder = engine.prefix
+            _empty(engine.prefix_cache)
+    holder = engine.prefix_cache
     providers = [a.multiaddr]
-    manifest_p = holder.manifest_for(stage, prompt_p, providers).to_json()
-    manifest_d = holder.manifest_for(stage, prompt_d, providers).to_json()
+    manifest_p = holder.manifest_for(stage.kv_layout, prompt_p, providers).to_json()
+    manifest_d = holder.manifest_for(stage.kv_layout, prompt_d, providers).to_json()
     block_bytes = holder.store.stored_bytes
 
     # The baseline (the second prompt prefilled in full, no cache at all) and peer D (Kubo
@@ -189,27 +194,27 @@ def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) 
     # load hits both alike.
     full_ttft, cached_ttft, cached_fetch, cached_tokens = [], [], [], 0
     for _ in range(REPEATS):
-        engine.prefix = None
+        engine.prefix_cache = None
         full_tokens, last = _run(engine, _request(text_d, no_cache=True))
         full_ttft.append(last.timings.ttft_ms)
-        engine.prefix = _fresh_cache(b, root, model_cid, "d")
+        engine.prefix_cache = _fresh_cache(b, root, model_cid, "d")
         tokens, last = _run(engine, _request(text_d, manifest_d))
         if tokens != full_tokens:
             raise AssertionError(f"cached run gave {tokens}, full prefill {full_tokens}")
         cached_ttft.append(last.timings.ttft_ms)
         cached_fetch.append(last.timings.kv_fetch_ms)
         cached_tokens = last.usage.cached_prompt_tokens
-        _empty(engine.prefix)
+        _empty(engine.prefix_cache)
 
     # P/D on the same prompt: D fetches P's blocks for prompt P (cold).
     handoff_fetch = []
     for _ in range(REPEATS):
-        engine.prefix = _fresh_cache(b, root, model_cid, "d")
+        engine.prefix_cache = _fresh_cache(b, root, model_cid, "d")
         _, last = _run(engine, _request(text_p, manifest_p))
         handoff_fetch.append(last.timings.kv_fetch_ms)
-        _empty(engine.prefix)
-    engine.prefix = None
-    breakdown = _breakdown(engine, model_cid, root, b, prompt_d, manifest_d)
+        _empty(engine.prefix_cache)
+    engine.prefix_cache = None
+    breakdown = _breakdown(pipeline, model_cid, root, b, prompt_d, manifest_d)
 
     full = statistics.median(full_ttft)
     cached = statistics.median(cached_ttft)
@@ -253,14 +258,19 @@ def _measure(engine: TorchEngine, model_cid: str, root: Path, a: Kubo, b: Kubo) 
 
 
 def _breakdown(
-    engine: TorchEngine, model_cid: str, root: Path, b: Kubo, prompt: list[int], manifest: bytes
+    pipeline: Pipeline,
+    model_cid: str,
+    root: Path,
+    b: Kubo,
+    prompt: tuple[int, ...],
+    manifest: bytes,
 ) -> dict[str, float]:
     """Where the cached TTFT goes, phase by phase, on a cold B: fetching the blocks through
     B's gateway (bitswap from A), decoding and verifying them, importing them into the
     session, and computing the rest of the prompt."""
     cache = _fresh_cache(b, root, model_cid, "breakdown")
-    stage = engine.pipeline.stages[0]
-    kv = handoff.StageKV.of(stage, model_cid, BLOCK_SIZE)
+    stage = pipeline.stages[0]
+    kv = handoff.StageKV.of(stage.kv_layout, model_cid, BLOCK_SIZE)
     keys = chain(kv.chain, prompt)
     parsed = KVManifest.from_json(manifest)
     plans = handoff.plan_blocks(kv, cache.store, parsed, keys, (len(prompt) - 1) // BLOCK_SIZE)
@@ -275,7 +285,7 @@ def _breakdown(
         meta = kv.meta(keys, index, prompt, part.layer_start, part.layer_end)
         blocks.append([blockfmt.decode_tensors(data, meta, kv.kv_heads, kv.head_dim, kv.dtype)])
     t2 = time.monotonic()
-    session = engine.pipeline.session(len(prompt) + 1)
+    session = pipeline.session(len(prompt) + 1)
     with torch.inference_mode():
         handoff.import_blocks(session.sessions[0], blocks)
         t3 = time.monotonic()

@@ -242,10 +242,10 @@ def _engine_ttft(store_dir: Path) -> tuple[Callable[[str], float], bool]:
     """The single-process torch engine, loaded and warmed up: (prompt -> TTFT in ms,
     whether it skips its prefix cache)."""
     from edgellm.engine.base import EngineConfig
-    from edgellm.engine.torch.engine import TorchEngine
+    from edgellm.engine.registry import engine_class
     from edgellm.engine.types import GenerationRequest, SamplingParams
 
-    engine = TorchEngine.load(EngineConfig(store_dir))
+    engine = engine_class("torch").load(EngineConfig(store_dir))
     uncached = {"no_prefix_cache": True} if _has_field(GenerationRequest, "no_prefix_cache") else {}
 
     def ttft_ms(prompt: str) -> float:
@@ -389,10 +389,10 @@ def _baselines(store_dir: Path, new_tokens: int) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     from edgellm.engine.base import EngineConfig
-    from edgellm.engine.torch.engine import TorchEngine
+    from edgellm.engine.registry import engine_class
     from edgellm.engine.types import GenerationRequest, SamplingParams
 
-    engine = TorchEngine.load(EngineConfig(store_dir))
+    engine = engine_class("torch").load(EngineConfig(store_dir))
     ids = torch.tensor([engine.prepare(GenerationRequest("x", prompt=PROMPT)).prompt_ids])
     model = AutoModelForCausalLM.from_pretrained(store_dir).eval()
 

@@ -44,5 +44,22 @@ class ClusterError(RecoverableError):
     """A Ray node or cluster could not start, join or run (UNAVAILABLE)."""
 
 
+class KVError(RecoverableError):
+    """KV-cache blocks over IPFS: Kubo, a block or a manifest let us down. Never the
+    request's end: callers log it and compute what the cache would have given."""
+
+
+class KuboError(KVError):
+    """Kubo could not be reached or refused the call (connection, HTTP error, timeout)."""
+
+
+class BlockRefused(KVError):
+    """A fetched KV block is not the one the request needs; the reason says why."""
+
+
+class ManifestRefused(KVError):
+    """A KV manifest (from a request or a peer) is not a valid edgellm KV manifest."""
+
+
 class FatalError(EdgeLLMError):
     """The backend cannot continue; the process should exit."""

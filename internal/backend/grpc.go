@@ -17,12 +17,16 @@ import (
 
 var _ Backend = (*grpcBackend)(nil)
 
-// grpcBackend speaks to one backend over one long-lived gRPC connection.
+// grpcBackend speaks to one backend over one long-lived gRPC connection, to
+// each of its services: Inference, and the control of models, Ray clusters
+// and KV blocks.
 type grpcBackend struct {
-	conn    *grpc.ClientConn
-	infer   pb.InferenceClient
-	control pb.ControlClient
-	health  healthpb.HealthClient
+	conn     *grpc.ClientConn
+	infer    pb.InferenceClient
+	models   pb.ModelControlClient
+	clusters pb.ClusterControlClient
+	kv       pb.KVControlClient
+	health   healthpb.HealthClient
 }
 
 // Dial returns a Backend for an already running backend at addr
@@ -46,10 +50,12 @@ func dial(addr string) (*grpcBackend, error) {
 		return nil, fmt.Errorf("backend at %s: %w", addr, err)
 	}
 	return &grpcBackend{
-		conn:    conn,
-		infer:   pb.NewInferenceClient(conn),
-		control: pb.NewControlClient(conn),
-		health:  healthpb.NewHealthClient(conn),
+		conn:     conn,
+		infer:    pb.NewInferenceClient(conn),
+		models:   pb.NewModelControlClient(conn),
+		clusters: pb.NewClusterControlClient(conn),
+		kv:       pb.NewKVControlClient(conn),
+		health:   healthpb.NewHealthClient(conn),
 	}, nil
 }
 
@@ -86,7 +92,7 @@ func (b *grpcBackend) Abort(ctx context.Context, requestID string) (bool, error)
 
 // LoadModel implements Backend.
 func (b *grpcBackend) LoadModel(ctx context.Context, model string, onProgress func(*pb.LoadModelProgress)) (*pb.ModelInfo, error) {
-	stream, err := b.control.LoadModel(ctx, &pb.LoadModelRequest{Model: model})
+	stream, err := b.models.LoadModel(ctx, &pb.LoadModelRequest{Model: model})
 	if err != nil {
 		return nil, err
 	}
@@ -114,13 +120,13 @@ func (b *grpcBackend) LoadModel(ctx context.Context, model string, onProgress fu
 
 // UnloadModel implements Backend.
 func (b *grpcBackend) UnloadModel(ctx context.Context, model string) error {
-	_, err := b.control.UnloadModel(ctx, &pb.UnloadModelRequest{Model: model})
+	_, err := b.models.UnloadModel(ctx, &pb.UnloadModelRequest{Model: model})
 	return err
 }
 
 // ListModels implements Backend.
 func (b *grpcBackend) ListModels(ctx context.Context) ([]*pb.ModelInfo, error) {
-	resp, err := b.control.ListModels(ctx, &pb.ListModelsRequest{})
+	resp, err := b.models.ListModels(ctx, &pb.ListModelsRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -129,12 +135,12 @@ func (b *grpcBackend) ListModels(ctx context.Context) ([]*pb.ModelInfo, error) {
 
 // Status implements Backend.
 func (b *grpcBackend) Status(ctx context.Context) (*pb.StatusResponse, error) {
-	return b.control.Status(ctx, &pb.StatusRequest{})
+	return b.models.Status(ctx, &pb.StatusRequest{})
 }
 
 // StartClusterHead implements Backend.
 func (b *grpcBackend) StartClusterHead(ctx context.Context, req *pb.StartClusterHeadRequest) (*pb.ClusterNode, error) {
-	resp, err := b.control.StartClusterHead(ctx, req)
+	resp, err := b.clusters.StartClusterHead(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +149,7 @@ func (b *grpcBackend) StartClusterHead(ctx context.Context, req *pb.StartCluster
 
 // JoinCluster implements Backend.
 func (b *grpcBackend) JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*pb.ClusterNode, error) {
-	resp, err := b.control.JoinCluster(ctx, req)
+	resp, err := b.clusters.JoinCluster(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +158,7 @@ func (b *grpcBackend) JoinCluster(ctx context.Context, req *pb.JoinClusterReques
 
 // LeaveCluster implements Backend.
 func (b *grpcBackend) LeaveCluster(ctx context.Context, sessionID string) (bool, error) {
-	resp, err := b.control.LeaveCluster(ctx, &pb.LeaveClusterRequest{SessionId: sessionID})
+	resp, err := b.clusters.LeaveCluster(ctx, &pb.LeaveClusterRequest{SessionId: sessionID})
 	if err != nil {
 		return false, err
 	}

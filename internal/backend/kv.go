@@ -7,22 +7,22 @@ import (
 )
 
 // KV-cache block keys (docs/architecture.md, "KV blocks over IPFS"): the
-// gRPC calls behind the Backend interface's PrefixKeys, HeldKeys and
+// KVControl calls behind the Backend interface's PrefixKeys, HeldKeys and
 // BlockManifest.
 
 // PrefixKeys implements Backend.
 func (b *grpcBackend) PrefixKeys(ctx context.Context, req *pb.PrefixKeysRequest) (*pb.PrefixKeysResponse, error) {
-	return b.control.PrefixKeys(ctx, req)
+	return b.kv.PrefixKeys(ctx, req)
 }
 
 // HeldKeys implements Backend.
 func (b *grpcBackend) HeldKeys(ctx context.Context, afterSeq uint64, limit uint32) (*pb.HeldKeysResponse, error) {
-	return b.control.HeldKeys(ctx, &pb.HeldKeysRequest{AfterSeq: afterSeq, Limit: limit})
+	return b.kv.HeldKeys(ctx, &pb.HeldKeysRequest{AfterSeq: afterSeq, Limit: limit})
 }
 
 // BlockManifest implements Backend.
 func (b *grpcBackend) BlockManifest(ctx context.Context, req *pb.BlockManifestRequest) (*pb.BlockManifestResponse, error) {
-	return b.control.BlockManifest(ctx, req)
+	return b.kv.BlockManifest(ctx, req)
 }
 
 // PrefixKeys implements Backend.

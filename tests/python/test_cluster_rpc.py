@@ -5,7 +5,12 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
+from edgellm.v1 import (
+    cluster_control_pb2,
+    cluster_control_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+)
 
 TOKEN = "ab" * 32
 
@@ -28,10 +33,10 @@ def _code(call) -> tuple[grpc.StatusCode, str]:
     ],
 )
 def test_start_head_bad_input(server, fields, message) -> None:
-    stub = control_pb2_grpc.ControlStub(server.channel)
+    stub = cluster_control_pb2_grpc.ClusterControlStub(server.channel)
     request = {"session_id": "s", "bind_address": "127.0.0.1", "token": TOKEN, **fields}
     code, details = _code(
-        lambda: stub.StartClusterHead(control_pb2.StartClusterHeadRequest(**request))
+        lambda: stub.StartClusterHead(cluster_control_pb2.StartClusterHeadRequest(**request))
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in details and TOKEN not in details
@@ -47,7 +52,7 @@ def test_start_head_bad_input(server, fields, message) -> None:
     ],
 )
 def test_join_bad_input(server, fields, message) -> None:
-    stub = control_pb2_grpc.ControlStub(server.channel)
+    stub = cluster_control_pb2_grpc.ClusterControlStub(server.channel)
     request = {
         "session_id": "s",
         "head_address": "127.0.0.1:6379",
@@ -56,14 +61,16 @@ def test_join_bad_input(server, fields, message) -> None:
         "bind_address": "127.0.0.1",
         **fields,
     }
-    code, details = _code(lambda: stub.JoinCluster(control_pb2.JoinClusterRequest(**request)))
+    code, details = _code(
+        lambda: stub.JoinCluster(cluster_control_pb2.JoinClusterRequest(**request))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in details
 
 
 def test_leave_unknown_session(server) -> None:
-    stub = control_pb2_grpc.ControlStub(server.channel)
-    assert not stub.LeaveCluster(control_pb2.LeaveClusterRequest(session_id="nope")).left
+    stub = cluster_control_pb2_grpc.ClusterControlStub(server.channel)
+    assert not stub.LeaveCluster(cluster_control_pb2.LeaveClusterRequest(session_id="nope")).left
 
 
 def _generate(server, plan: inference_pb2.Plan) -> tuple[grpc.StatusCode, str]:

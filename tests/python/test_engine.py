@@ -197,3 +197,26 @@ def test_default_max_tokens_is_clamped_to_the_window(engine: TorchEngine) -> Non
     job = engine.prepare(GenerationRequest("x", raw_prompt=text))
     assert job.max_tokens == min(256, engine.context_length - len(job.prompt_ids))
     assert job.max_tokens < 256
+
+
+def test_resume_continues_the_greedy_answer(engine: TorchEngine, expected) -> None:
+    """Engine.resume after a failover: the tokens already produced are not streamed
+    again, the rest equals the uninterrupted answer, and usage counts the whole answer."""
+    request, full = _with(PROMPTS[0], max_tokens=6), expected["a"][:6]
+    prompt_tokens = len(engine.prepare(request).prompt_ids)
+    chunks = list(engine.resume(request, full[:2]))
+    assert [t for c in chunks for t in c.token_ids] == full[2:]
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (
+        prompt_tokens,
+        6,
+    )
+    (done,) = engine.resume(request, full)  # the whole budget was produced already
+    assert (done.token_ids, done.finish_reason) == ((), FinishReason.LENGTH)
+    with pytest.raises(InvalidRequest, match="outside the vocabulary"):
+        engine.resume(request, [engine.vocab_size])
+
+
+def test_load_encoder_tokenizes_as_the_loaded_engine(engine: TorchEngine, store_dir) -> None:
+    encoder = TorchEngine.load_encoder(store_dir)
+    for request in PROMPTS:
+        assert encoder.encode(request) == engine.encode(request)

@@ -13,12 +13,12 @@ import torch
 from safetensors import safe_open
 
 from edgellm.config import load_config
-from edgellm.errors import InvalidRequest
+from edgellm.errors import BlockRefused, InvalidRequest, ManifestRefused
 from edgellm.kv import block as blockfmt
-from edgellm.kv.block import BLOCK_BUDGET, KUBO_BLOCK_LIMIT, BlockMeta, BlockRefused
+from edgellm.kv.block import BLOCK_BUDGET, KUBO_BLOCK_LIMIT, BlockMeta
 from edgellm.kv.ipfs import api_url
 from edgellm.kv.keys import ROOT, ChainSpec, block_key, chain
-from edgellm.kv.manifest import BlockRef, KVManifest, ManifestError, PartRef
+from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
 
 SPEC = ChainSpec("bafkreimodel", "float32", 4)
 TOKENS = list(range(100, 114))  # 3 full blocks of 4, 2 left over
@@ -232,9 +232,9 @@ def test_manifest_round_trip() -> None:
 def test_bad_manifests_are_rejected(mutate) -> None:
     doc = json.loads(_manifest().to_json())
     mutate(doc)
-    with pytest.raises(ManifestError):
+    with pytest.raises(ManifestRefused):
         KVManifest.from_json(json.dumps(doc).encode())
-    with pytest.raises(ManifestError):
+    with pytest.raises(ManifestRefused):
         KVManifest.from_json(b"\xff not json")
 
 

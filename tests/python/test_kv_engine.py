@@ -85,14 +85,14 @@ def reference(store_dir: Path, engine: TorchEngine) -> dict[str, list[int]]:
 def holder(engine, kubo_pair, model_cid, tmp_path_factory, reference):
     """Peer A's cache after serving FIRST: it holds FIRST's blocks."""
     a, _ = kubo_pair
-    engine.prefix = _cache(a, tmp_path_factory.mktemp("kv-a"), model_cid)
+    engine.prefix_cache = _cache(a, tmp_path_factory.mktemp("kv-a"), model_cid)
     tokens, last = _run(engine, _request("first", FIRST))
     assert tokens == reference[FIRST]
     assert last.usage.cached_prompt_tokens == 0
     assert last.timings.kv_store_ms > 0
     prompt = engine.prepare(_request("x", FIRST)).prompt_ids
-    assert len(engine.prefix.store) == len(prompt) // BLOCK  # one part per block
-    return engine.prefix
+    assert len(engine.prefix_cache.store) == len(prompt) // BLOCK  # one part per block
+    return engine.prefix_cache
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def _shared_blocks(engine) -> int:
 def test_second_request_is_served_from_cached_blocks(
     engine, holder, reference, prefill_inputs
 ) -> None:
-    engine.prefix = holder
+    engine.prefix_cache = holder
     tokens, last = _run(engine, _request("second", SECOND))
     assert tokens == reference[SECOND]
     shared = _shared_blocks(engine)
@@ -132,7 +132,7 @@ def test_second_request_is_served_from_cached_blocks(
 
 
 def test_no_prefix_cache_computes_everything(engine, holder, reference, prefill_inputs) -> None:
-    engine.prefix = holder
+    engine.prefix_cache = holder
     tokens, last = _run(engine, _request("full", SECOND, no_cache=True))
     assert tokens == reference[SECOND]
     assert last.usage.cached_prompt_tokens == 0
@@ -143,7 +143,7 @@ def _manifest(engine, holder, kubo_pair) -> KVManifest:
     a, _ = kubo_pair
     prompt = engine.prepare(_request("x", FIRST)).prompt_ids
     stage = engine.pipeline.stages[0]
-    return holder.manifest_for(stage, prompt, [f"{a.addrs[0]}/p2p/{a.peer_id}"])
+    return holder.manifest_for(stage.kv_layout, prompt, [f"{a.addrs[0]}/p2p/{a.peer_id}"])
 
 
 def test_other_peer_fetches_blocks_over_bitswap(
@@ -151,14 +151,14 @@ def test_other_peer_fetches_blocks_over_bitswap(
 ) -> None:
     _, b = kubo_pair
     manifest = _manifest(engine, holder, kubo_pair)
-    engine.prefix = _cache(b, tmp_path / "kv-b", model_cid)
+    engine.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)
     tokens, last = _run(engine, _request("b", SECOND, manifest.to_json()))
     shared = _shared_blocks(engine)
     assert tokens == reference[SECOND]
     assert last.usage.cached_prompt_tokens == shared * BLOCK
     assert prefill_inputs[0] == last.usage.prompt_tokens - shared * BLOCK
     # B pinned what it fetched and stored the rest of its prompt: it now serves them too.
-    assert all(engine.prefix.store.has(blk.key, 0, 30) for blk in manifest.blocks[:shared])
+    assert all(engine.prefix_cache.store.has(blk.key, 0, 30) for blk in manifest.blocks[:shared])
 
 
 def _replace(manifest: KVManifest, index: int, cid: str) -> bytes:
@@ -228,7 +228,7 @@ def test_bad_blocks_are_refused_and_recomputed(
         payload = b"{not json"
     else:
         payload = _replace(manifest, BAD_BLOCK, writer.block_put(data))
-    engine.prefix = _cache(b, tmp_path / "kv-b", model_cid, timeout=1.0)
+    engine.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid, timeout=1.0)
     with caplog.at_level(logging.WARNING, logger="edgellm"):
         tokens, last = _run(engine, _request(case, SECOND, payload))
     assert tokens == reference[SECOND]
@@ -263,7 +263,7 @@ def test_kubo_stopped_mid_request(
         return data
 
     cache.store.fetch = fetch
-    engine.prefix = cache
+    engine.prefix_cache = cache
     with caplog.at_level(logging.WARNING, logger="edgellm"):
         tokens, last = _run(engine, _request("killed", SECOND, manifest.to_json()))
     assert tokens == reference[SECOND]
@@ -276,7 +276,7 @@ def test_unreachable_kubo_computes_and_warns(
     engine, model_cid, tmp_path, reference, caplog
 ) -> None:
     store = KVStore(KuboClient("http://127.0.0.1:9"), tmp_path / "kv", 1 << 30, 1.0)
-    engine.prefix = PrefixCache(store, model_cid, BLOCK)
+    engine.prefix_cache = PrefixCache(store, model_cid, BLOCK)
     with caplog.at_level(logging.WARNING, logger="edgellm"):
         tokens, last = _run(engine, _request("down", FIRST))
     assert tokens == reference[FIRST]

@@ -1,4 +1,4 @@
-"""Control.PrefixKeys, HeldKeys and BlockManifest: what the Go node announces and serves."""
+"""KVControl.PrefixKeys, HeldKeys and BlockManifest: what the Go node announces and serves."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from edgellm.kv.keys import ChainSpec
 from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
 from edgellm.server.kv import HeldKeyLog, manifest_of
-from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
+from edgellm.v1 import inference_pb2, inference_pb2_grpc, kv_control_pb2, kv_control_pb2_grpc
 
 from .conftest import MODEL_ID, KuboDaemon, ServerProcess, _require_ipfs
 
@@ -84,15 +84,15 @@ def kv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
 
 
 def test_prefix_keys_held_keys_and_manifest(kv_server) -> None:
-    control = control_pb2_grpc.ControlStub(kv_server.channel)
+    control = kv_control_pb2_grpc.KVControlStub(kv_server.channel)
     # Before the model is loaded, from the store's tokenizer.
     before = control.PrefixKeys(
-        control_pb2.PrefixKeysRequest(model=MODEL_ID, raw_prompt=SHARED), timeout=120
+        kv_control_pb2.PrefixKeysRequest(model=MODEL_ID, raw_prompt=SHARED), timeout=120
     )
     assert before.block_size == 16 and before.weights_cid
     assert len(before.keys) == before.prompt_tokens // 16 >= 10
     assert all(len(k) == 32 for k in before.keys)
-    assert control.HeldKeys(control_pb2.HeldKeysRequest(), timeout=30).keys == []
+    assert control.HeldKeys(kv_control_pb2.HeldKeysRequest(), timeout=30).keys == []
 
     generate = inference_pb2.GenerateRequest(
         model=MODEL_ID, raw_prompt=SHARED, sampling=inference_pb2.SamplingParams(max_tokens=2)
@@ -104,26 +104,26 @@ def test_prefix_keys_held_keys_and_manifest(kv_server) -> None:
 
     # Loaded: the same keys.
     after = control.PrefixKeys(
-        control_pb2.PrefixKeysRequest(model=MODEL_ID, raw_prompt=SHARED), timeout=30
+        kv_control_pb2.PrefixKeysRequest(model=MODEL_ID, raw_prompt=SHARED), timeout=30
     )
     assert list(after.keys) == list(before.keys)
     # A chat prompt is templated as Generate does: other keys than the raw text.
-    chat = control.PrefixKeys(control_pb2.PrefixKeysRequest(model=MODEL_ID, prompt=SHARED))
+    chat = control.PrefixKeys(kv_control_pb2.PrefixKeysRequest(model=MODEL_ID, prompt=SHARED))
     assert chat.prompt_tokens > before.prompt_tokens and chat.keys[0] != before.keys[0]
 
-    held = control.HeldKeys(control_pb2.HeldKeysRequest(), timeout=30)
+    held = control.HeldKeys(kv_control_pb2.HeldKeysRequest(), timeout=30)
     assert set(held.keys) == set(before.keys) and not held.more
-    first = control.HeldKeys(control_pb2.HeldKeysRequest(limit=3), timeout=30)
+    first = control.HeldKeys(kv_control_pb2.HeldKeysRequest(limit=3), timeout=30)
     assert len(first.keys) == 3 and first.more
-    rest = control.HeldKeys(control_pb2.HeldKeysRequest(after_seq=first.next_seq), timeout=30)
+    rest = control.HeldKeys(kv_control_pb2.HeldKeysRequest(after_seq=first.next_seq), timeout=30)
     assert list(first.keys) + list(rest.keys) == list(held.keys)
-    done = control.HeldKeys(control_pb2.HeldKeysRequest(after_seq=held.next_seq), timeout=30)
+    done = control.HeldKeys(kv_control_pb2.HeldKeysRequest(after_seq=held.next_seq), timeout=30)
     assert list(done.keys) == [] and done.next_seq == held.next_seq
 
     provider = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWExample"
     unknown = bytes(32)
     reply = control.BlockManifest(
-        control_pb2.BlockManifestRequest(
+        kv_control_pb2.BlockManifestRequest(
             keys=[*before.keys, unknown], weights_cid=before.weights_cid, providers=[provider]
         ),
         timeout=30,
@@ -136,29 +136,29 @@ def test_prefix_keys_held_keys_and_manifest(kv_server) -> None:
     assert all(p.layer_start == 0 for b in manifest.blocks for p in b.parts)
 
     # Not held, or another model: an empty answer, not an error.
-    empty = control.BlockManifest(control_pb2.BlockManifestRequest(keys=[unknown, *before.keys]))
+    empty = control.BlockManifest(kv_control_pb2.BlockManifestRequest(keys=[unknown, *before.keys]))
     assert empty.manifest == b"" and empty.blocks == 0
     other = control.BlockManifest(
-        control_pb2.BlockManifestRequest(keys=before.keys, weights_cid="bafk-other")
+        kv_control_pb2.BlockManifestRequest(keys=before.keys, weights_cid="bafk-other")
     )
     assert other.blocks == 0
 
 
 def test_bad_input_is_invalid_argument(kv_server) -> None:
-    control = control_pb2_grpc.ControlStub(kv_server.channel)
+    control = kv_control_pb2_grpc.KVControlStub(kv_server.channel)
     bad = [
-        control_pb2.BlockManifestRequest(keys=[bytes(31)]),
-        control_pb2.BlockManifestRequest(keys=[bytes(32)] * 4097),
-        control_pb2.BlockManifestRequest(keys=[bytes(32)], weights_cid="x" * 300),
-        control_pb2.BlockManifestRequest(keys=[bytes(32)], providers=[""]),
+        kv_control_pb2.BlockManifestRequest(keys=[bytes(31)]),
+        kv_control_pb2.BlockManifestRequest(keys=[bytes(32)] * 4097),
+        kv_control_pb2.BlockManifestRequest(keys=[bytes(32)], weights_cid="x" * 300),
+        kv_control_pb2.BlockManifestRequest(keys=[bytes(32)], providers=[""]),
     ]
     for req in bad:
         assert _code(lambda r=req: control.BlockManifest(r, timeout=30)) == (
             grpc.StatusCode.INVALID_ARGUMENT
         )
-    no_input = control_pb2.PrefixKeysRequest(model=MODEL_ID)
+    no_input = kv_control_pb2.PrefixKeysRequest(model=MODEL_ID)
     assert _code(lambda: control.PrefixKeys(no_input)) == grpc.StatusCode.INVALID_ARGUMENT
-    blank = control_pb2.PrefixKeysRequest(model=MODEL_ID, prompt="  ")
+    blank = kv_control_pb2.PrefixKeysRequest(model=MODEL_ID, prompt="  ")
     assert _code(lambda: control.PrefixKeys(blank)) == grpc.StatusCode.INVALID_ARGUMENT
-    unknown = control_pb2.PrefixKeysRequest(model="no-such-model", prompt="hi")
+    unknown = kv_control_pb2.PrefixKeysRequest(model="no-such-model", prompt="hi")
     assert _code(lambda: control.PrefixKeys(unknown)) == grpc.StatusCode.NOT_FOUND

@@ -13,8 +13,9 @@ import torch
 from safetensors import safe_open
 
 from edgellm.engine.torch.stage import LayerRange, Stage
+from edgellm.errors import KuboError
 from edgellm.kv.handoff import StageKV, fetch_into, store_session
-from edgellm.kv.ipfs import IpfsError, KuboClient
+from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
 from edgellm.kv.manifest import KVManifest
 from edgellm.kv.store import INDEX_NAME, KVStore
@@ -25,7 +26,7 @@ def _pinned(client: KuboClient, cid: str) -> bool:
     try:
         client._call("pin/ls", params={"arg": cid, "type": "recursive"})
         return True
-    except IpfsError:
+    except KuboError:
         return False
 
 
@@ -52,7 +53,7 @@ def test_lru_eviction_unpins_and_index_persists(start_kubo, tmp_path: Path) -> N
     again = KVStore(client, tmp_path / "kv", max_bytes=3 * 1000)
     assert [again.has(k, 0, 30) for k in keys] == [True, False, False, True, True]
     client.repo_gc()
-    with pytest.raises(IpfsError):
+    with pytest.raises(KuboError):
         client.block_get(cids[1], timeout_s=0.5)  # unpinned and collected: gone
     assert len(client.block_get(cids[0], timeout_s=5)) == 1000
 
@@ -67,7 +68,7 @@ def test_unreadable_index_is_ignored(tmp_path: Path, caplog) -> None:
 def test_client_errors_are_ipfs_errors() -> None:
     client = KuboClient("http://127.0.0.1:9", timeout_s=2)
     for call in (client.id, lambda: client.block_put(b"x"), lambda: client.block_get("x", 1)):
-        with pytest.raises(IpfsError):
+        with pytest.raises(KuboError):
             call()
 
 
@@ -81,15 +82,15 @@ def test_block_get_through_the_gateway(start_kubo) -> None:
     client = KuboClient(b.api, gateway=b.gateway)
     assert client.block_get(cid, timeout_s=10) == data  # over bitswap, then local
     assert client.block_get(cid, timeout_s=10) == data
-    with pytest.raises(IpfsError, match="not a CID"):
+    with pytest.raises(KuboError, match="not a CID"):
         client.block_get("../api/v0/shutdown", timeout_s=1)
     gone = KuboClient(a.api).block_put(os.urandom(10))
     KuboClient(a.api).pin_rm(gone)
     KuboClient(a.api).repo_gc()
-    with pytest.raises(IpfsError):
+    with pytest.raises(KuboError):
         client.block_get(gone, timeout_s=1)  # nowhere: times out, does not hang
     dead = KuboClient(b.api, gateway="http://127.0.0.1:9")
-    with pytest.raises(IpfsError):
+    with pytest.raises(KuboError):
         dead.block_get(cid, timeout_s=1)
 
 
@@ -112,7 +113,7 @@ def test_stock_kubo_fetches_a_block_by_cid(
     with torch.inference_mode():
         session.forward(torch.tensor([tokens]))
     store = KVStore(KuboClient(edgellm_kubo.api), tmp_path / "p", 1 << 30)
-    keys = chain(StageKV.of(stage, model_cid, 16).chain, tokens)
+    keys = chain(StageKV.of(stage.kv_layout, model_cid, 16).chain, tokens)
     refs = store_session(session, store, model_cid, 16, tokens, keys)
     assert [r.position for r in refs] == [0, 16]
     cid = refs[1].parts[0].cid
@@ -158,7 +159,7 @@ def test_layer_groups_and_partial_stages(
     with torch.inference_mode():
         session.forward(torch.tensor([tokens]))
     store = KVStore(KuboClient(daemon.api), tmp_path / "kv", 1 << 30)
-    keys = chain(StageKV.of(stage, model_cid, 32).chain, tokens)
+    keys = chain(StageKV.of(stage.kv_layout, model_cid, 32).chain, tokens)
     refs = store_session(session, store, model_cid, 32, tokens, keys)
     groups = [(p.layer_start, p.layer_end) for p in refs[0].parts]
     assert groups == [(0, 15), (15, 30)]

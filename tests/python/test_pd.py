@@ -15,16 +15,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgellm.cluster.actor import StageActor
-from edgellm.cluster.disaggregated import (
-    DisaggregatedEngine,
-    DisaggregatedRunner,
-    Handoff,
-    LocalCalls,
-    PeerKV,
-)
+from edgellm.cluster.disaggregated.driver import DisaggregatedRunner, LocalCalls
+from edgellm.cluster.disaggregated.messages import Handoff
+from edgellm.cluster.disaggregated.worker import PeerKV
+from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError
+from edgellm.kv import handoff as kvhandoff
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
@@ -84,11 +82,11 @@ def _kv(daemon, directory: Path, model_cid: str) -> PeerKV:
     return PeerKV(store, model_cid, BLOCK)
 
 
-def _engine(store_dir: Path, prefill: StageActor, decode: StageActor) -> DisaggregatedEngine:
-    return DisaggregatedEngine.over(DisaggregatedRunner(prefill, decode, LocalCalls()), store_dir)
+def _engine(store_dir: Path, prefill: StageActor, decode: StageActor) -> TorchEngine:
+    return TorchEngine.over(DisaggregatedRunner(prefill, decode, LocalCalls()), store_dir)
 
 
-def _run(engine: DisaggregatedEngine):
+def _run(engine: TorchEngine):
     chunks = list(engine.generate(_request()))
     return [t for c in chunks for t in c.token_ids], chunks[-1]
 
@@ -199,7 +197,9 @@ def test_refused_block_is_recomputed_with_a_warning(
     good = SpoilingPrefill.index * BLOCK
     assert last.usage.cached_prompt_tokens == good
     assert [n for _, n in computed][1] == len(prompt_ids) - good
-    warned = [r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated"]
+    warned = [
+        r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated.driver"
+    ]
     assert any(f"kv block {SpoilingPrefill.index}" in m and "refused" in m for m in warned)
 
 
@@ -215,6 +215,27 @@ def test_decode_peer_without_kubo_computes_the_prompt(
     assert last.usage.cached_prompt_tokens == 0
     assert [n for _, n in computed][1] == len(prompt_ids)
     assert any("p/d:" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_import_failing_half_way_is_recomputed_from_scratch(
+    store_dir, pair, prompt_ids, reference, computed, caplog, monkeypatch
+) -> None:
+    """Whatever a peer's blocks make the import raise, after some positions went in, the
+    decode peer empties its session and computes the whole prompt."""
+    original = kvhandoff.import_blocks
+
+    def half_then_fail(session, blocks):
+        original(session, blocks[: len(blocks) // 2])
+        raise RuntimeError("a tensor the checks let through")
+
+    monkeypatch.setattr(kvhandoff, "import_blocks", half_then_fail)
+    prefill, decode = pair
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert [n for _, n in computed][1] == len(prompt_ids)
+    assert any("a tensor the checks let through" in r.getMessage() for r in caplog.records)
 
 
 def test_no_ipfs_on_either_peer_still_answers(
@@ -287,3 +308,20 @@ def test_one_token_request_needs_no_decode_step(store_dir, pair, reference) -> N
     chunks = list(engine.generate(request))
     assert [t for c in chunks for t in c.token_ids] == reference[:1]
     assert chunks[-1].usage.completion_tokens == 1
+
+
+def test_local_calls_fail_with_edgellm_errors_only() -> None:
+    """The runner catches EdgeLLMError alone, so in-process calls report like Ray's."""
+
+    class Actor:
+        def fails(self) -> None:
+            raise ValueError("bad input")
+
+        def lost(self) -> None:
+            raise ClusterError("the actor died")
+
+    calls = LocalCalls()
+    with pytest.raises(ClusterError, match="^the call failed: ValueError: bad input$"):
+        calls.get(calls.submit(Actor(), "fails"), "the call failed")
+    with pytest.raises(ClusterError, match="^the actor died$"):
+        calls.get(calls.submit(Actor(), "lost"), "not this")

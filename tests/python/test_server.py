@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
+from edgellm.v1 import inference_pb2, inference_pb2_grpc, model_control_pb2, model_control_pb2_grpc
 
 from .conftest import MODEL_ID
 
@@ -21,8 +21,8 @@ def _inference(server) -> inference_pb2_grpc.InferenceStub:
     return inference_pb2_grpc.InferenceStub(server.channel)
 
 
-def _control(server) -> control_pb2_grpc.ControlStub:
-    return control_pb2_grpc.ControlStub(server.channel)
+def _control(server) -> model_control_pb2_grpc.ModelControlStub:
+    return model_control_pb2_grpc.ModelControlStub(server.channel)
 
 
 def _generate(server, **fields) -> list[inference_pb2.GenerateResponse]:
@@ -32,13 +32,14 @@ def _generate(server, **fields) -> list[inference_pb2.GenerateResponse]:
 
 def test_health_serving_for_all_services(server) -> None:
     stub = health_pb2_grpc.HealthStub(server.channel)
-    for name in ("", "edgellm.v1.Inference", "edgellm.v1.Control"):
+    services = ("Inference", "ModelControl", "ClusterControl", "KVControl")
+    for name in ("", *(f"edgellm.v1.{s}" for s in services)):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=name))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_load_model_streams_progress_then_info(server) -> None:
-    progress = list(_control(server).LoadModel(control_pb2.LoadModelRequest(model=MODEL_ID)))
+    progress = list(_control(server).LoadModel(model_control_pb2.LoadModelRequest(model=MODEL_ID)))
     assert progress[-1].HasField("model")
     info = progress[-1].model
     assert (info.id, info.loaded, info.in_store, info.num_layers) == (
@@ -48,7 +49,7 @@ def test_load_model_streams_progress_then_info(server) -> None:
         30,
     )
     assert info.weights_cid.startswith("bafy")
-    status = _control(server).Status(control_pb2.StatusRequest())
+    status = _control(server).Status(model_control_pb2.StatusRequest())
     assert status.device == "cpu"
     assert status.memory_total_bytes >= status.memory_free_bytes > 0
     assert status.decode_tokens_per_s > 0 and status.prefill_tokens_per_s > 0
@@ -175,14 +176,14 @@ def test_concurrent_requests_do_not_mix(server) -> None:
 
 
 def test_list_models(server) -> None:
-    models = _control(server).ListModels(control_pb2.ListModelsRequest()).models
+    models = _control(server).ListModels(model_control_pb2.ListModelsRequest()).models
     assert [m.id for m in models] == [MODEL_ID]
     assert models[0].in_store and models[0].description
 
 
 def test_unknown_model_load_is_not_found(server) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        list(_control(server).LoadModel(control_pb2.LoadModelRequest(model="nope")))
+        list(_control(server).LoadModel(model_control_pb2.LoadModelRequest(model="nope")))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 

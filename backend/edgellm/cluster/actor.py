@@ -5,8 +5,9 @@ environment the peer's backend gave its Ray node (EDGELLM_MODELS_DIR, EDGELLM_IP
 the weights come from the peer's disk, never over the cluster, and must match the plan's
 weights CID; KV blocks go to and come from the peer's own Kubo.
 
-A pipeline stage uses open/forward/close. In a prefill/decode plan (disaggregated.py) the
-prefill stage uses open/prefill/handoff, the decode stage open/load_kv/forward/close.
+A pipeline stage uses open/forward/close. In a prefill/decode plan
+(edgellm.cluster.disaggregated) the prefill stage uses open/prefill/handoff, the decode
+stage open/load_kv/forward/close; their KV work is the worker side of P/D (`PeerKV`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import os
 
 import torch
 
-from edgellm.cluster.disaggregated import Handoff, Loaded, PeerKV
+from edgellm.cluster.disaggregated.messages import Handoff, Loaded
+from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.config import load_config
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.errors import InvalidRequest, StoreError, WeightsMismatch

@@ -16,7 +16,8 @@ from edgellm.cluster.address import bind_host, head_address
 from edgellm.cluster.node import NodeConfig, ProgressFn, RayNode
 from edgellm.cluster.plan import Plan, peer_resource, session_id
 from edgellm.cluster.token import RayToken
-from edgellm.engine.torch.engine import TorchEngine
+from edgellm.engine.base import Engine
+from edgellm.engine.registry import engine_class
 from edgellm.errors import ClusterError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class ClusterSession:
     node: RayNode
     is_head: bool
     # Engines over this cluster, by (model id, plan stages); the head's only.
-    engines: dict[tuple, TorchEngine] = field(default_factory=dict)
+    engines: dict[tuple, Engine] = field(default_factory=dict)
     # Held while a generation runs on this session's engines.
     busy: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,6 +45,7 @@ class ClusterManager:
         num_cpus: int = 1,
         ipfs_api: str = "",
         ipfs_gateway: str = "",
+        engine: str = "torch",
     ) -> None:
         self._work_dir = Path(work_dir)
         self._models_dir = Path(models_dir)
@@ -51,6 +53,8 @@ class ClusterManager:
         # Stage actors on this node reach this peer's Kubo for KV blocks.
         self._ipfs_api = ipfs_api
         self._ipfs_gateway = ipfs_gateway
+        # The engine (edgellm.engine.registry) that drives the stages of a plan.
+        self._engine = engine
         # Ray is imported on first use, so a backend that never clusters never loads it.
         self._driver: Driver | None = None
         self._sessions: dict[str, ClusterSession] = {}
@@ -136,7 +140,9 @@ class ClusterManager:
             raise InvalidRequest(f"unknown cluster session {sid!r}")
         return session
 
-    def engine(self, plan: Plan, model_id: str, model_dir: Path, num_layers: int) -> tuple:
+    def engine(
+        self, plan: Plan, model_id: str, model_dir: Path, num_layers: int
+    ) -> tuple[Engine, threading.Lock]:
         """The engine running `plan` (built on first use) and the session's busy lock."""
         plan.validate(num_layers)
         session = self.get(plan.session_id)
@@ -149,7 +155,7 @@ class ClusterManager:
                 for old in session.engines.values():  # one plan's actors at a time
                     old.close()
                 session.engines.clear()
-                engine = _build(plan, model_id, model_dir)
+                engine = _build(engine_class(self._engine), plan, model_id, model_dir)
                 session.engines[key] = engine
         return engine, session.busy
 
@@ -178,13 +184,13 @@ class ClusterManager:
             self.leave(sid)
 
 
-def _build(plan: Plan, model_id: str, model_dir: Path) -> TorchEngine:
-    """A pipeline's engine, or a prefill/decode plan's (prefill on one peer, decode on
-    the other, KV blocks handed over through IPFS)."""
+def _build(engine: type[Engine], plan: Plan, model_id: str, model_dir: Path) -> Engine:
+    """An engine over the plan's stage actors: a pipeline's, or a prefill/decode plan's
+    (prefill on one peer, decode on the other, KV blocks handed over through IPFS)."""
     if plan.disaggregated:
-        from edgellm.cluster.disaggregated import DisaggregatedEngine, DisaggregatedRunner
+        from edgellm.cluster.disaggregated.driver import DisaggregatedRunner
 
-        return DisaggregatedEngine.over(DisaggregatedRunner.load(plan, model_id), model_dir)
+        return engine.over(DisaggregatedRunner.load(plan, model_id), model_dir)
     from edgellm.cluster.pipeline import RayPipeline
 
-    return TorchEngine.over(RayPipeline.load(plan, model_id), model_dir)
+    return engine.over(RayPipeline.load(plan, model_id), model_dir)

@@ -1,20 +1,37 @@
 """The stage-runner seam: what the decode loop (engine/torch/generation.py) drives.
 
-An in-process chain of torch stages (`Pipeline`) and a chain of stage actors on other
-peers (`edgellm.cluster.pipeline.RayPipeline`) both satisfy it, so one loop, sampler and
-detokenizer serve local and distributed generation.
+An in-process chain of torch stages (`Pipeline`), a chain of stage actors on other peers
+(`edgellm.cluster.pipeline.RayPipeline`) and a prefill/decode pair of them
+(`edgellm.cluster.disaggregated.driver.DisaggregatedRunner`) all satisfy it, so one loop,
+sampler and detokenizer serve local and distributed generation. An engine runs over a
+runner through `Engine.over`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 
+@dataclass(frozen=True)
+class KVStats:
+    """Prompt KV a session did not compute where it decodes: taken from cached blocks, or
+    handed over by another peer (P/D). Reported in the request's final usage and timings."""
+
+    cached_tokens: int = 0  # prompt tokens whose K/V came from blocks
+    fetch_ms: float = 0.0  # fetch, verify and import of those blocks
+    store_ms: float = 0.0  # storing the prompt's blocks (P/D: on the prefill peer)
+
+
 class RunnerSession(Protocol):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids [1, n] -> float32 logits [1, vocab] of the last position."""
+
+    def kv_stats(self) -> KVStats:
+        """What this session's stages took over instead of computing (zeros for a runner
+        that computes every position itself); read once the last token is sampled."""
 
     def close(self) -> None:
         """Free this request's state (KV caches) on every stage."""

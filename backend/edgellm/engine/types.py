@@ -52,6 +52,20 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class PreparedRequest:
+    """A request validated and tokenized by `Engine.prepare`, ready for `Engine.run`."""
+
+    request_id: str
+    prompt_ids: tuple[int, ...]
+    # The completion budget, resolved against the context window.
+    max_tokens: int
+    sampling: SamplingParams
+    start: float  # time.monotonic() at arrival; TTFT counts from here
+    no_prefix_cache: bool = False  # skip the prefix-cache lookup
+    kv_manifest: bytes = b""  # blocks other peers hold (edgellm.kv.manifest)
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int

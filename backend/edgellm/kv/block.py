@@ -33,6 +33,8 @@ from typing import NoReturn
 import torch
 from safetensors.torch import save as save_safetensors
 
+from edgellm.errors import BlockRefused
+
 FORMAT = "edgellm-kv/1"
 KUBO_BLOCK_LIMIT = 1 << 20
 # Bytes an encoded block may take, header included; leaves room under Kubo's limit.
@@ -52,10 +54,6 @@ KV = tuple[torch.Tensor, torch.Tensor]
 # decode_tensors() views fetched bytes as tensors without copying and never writes them;
 # torch warns that bytes are read-only.
 warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
-
-
-class BlockRefused(Exception):
-    """A fetched block is not the one the request needs; the reason says why."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:

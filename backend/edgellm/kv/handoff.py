@@ -8,6 +8,8 @@ These are the pieces both the prefix cache and prefill/decode disaggregation use
   manifest parts cover, fetch and verify them, append them to a fresh session
   ("fetch a manifest into a session"); `fetch_into` does all three for one stage.
 
+A session is anything that satisfies `edgellm.kv.stage.StageCache`.
+
 A fetch stops at the first block that cannot be fetched or is refused, with a warning
 saying why; the caller computes from there.
 """
@@ -21,12 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.errors import BlockRefused, KuboError
 from edgellm.kv import block as blockfmt
-from edgellm.kv.block import KV, BlockMeta, BlockRefused, BlockTensors
-from edgellm.kv.ipfs import IpfsError
+from edgellm.kv.block import KV, BlockMeta, BlockTensors
 from edgellm.kv.keys import ChainSpec, parent_of
 from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
+from edgellm.kv.stage import KVLayout, StageCache
 from edgellm.kv.store import KVStore
 
 log = logging.getLogger(__name__)
@@ -44,15 +46,15 @@ class StageKV:
     dtype: torch.dtype
 
     @classmethod
-    def of(cls, stage: Stage, model_cid: str, block_size: int) -> StageKV:
-        chain = ChainSpec(model_cid, blockfmt.dtype_name(stage.dtype), block_size)
+    def of(cls, layout: KVLayout, model_cid: str, block_size: int) -> StageKV:
+        chain = ChainSpec(model_cid, blockfmt.dtype_name(layout.dtype), block_size)
         return cls(
             chain,
-            stage.layers.start,
-            stage.layers.end,
-            stage.kv_heads,
-            stage.head_dim,
-            stage.dtype,
+            layout.layer_start,
+            layout.layer_end,
+            layout.kv_heads,
+            layout.head_dim,
+            layout.dtype,
         )
 
     @property
@@ -92,7 +94,7 @@ def store_blocks(
     keys: Sequence[bytes],
 ) -> list[BlockRef]:
     """Put blocks first, first+1, ... whose K/V are in `exported` (per layer, positions
-    from first * block_size on, as StageSession.export_kv returns them); parts already held
+    from first * block_size on, as StageCache.export_kv returns them); parts already held
     are not put again. Returns the manifest entries of every block, in order."""
     size = kv.block_size
     count = exported[0][0].shape[1] // size if exported else 0
@@ -119,7 +121,7 @@ def store_blocks(
 
 
 def store_session(
-    session: StageSession,
+    session: StageCache,
     store: KVStore,
     model_cid: str,
     block_size: int,
@@ -128,7 +130,7 @@ def store_session(
     first: int = 0,
 ) -> list[BlockRef]:
     """Store every full block of a prefilled session from block `first` on."""
-    kv = StageKV.of(session.stage, model_cid, block_size)
+    kv = StageKV.of(session.kv_layout, model_cid, block_size)
     last = min(len(keys), session.position // block_size)
     if last <= first:
         return []
@@ -250,8 +252,8 @@ def _verified_block(
             parts.append(
                 blockfmt.decode_tensors(data, expected, kv.kv_heads, kv.head_dim, kv.dtype)
             )
-        except (IpfsError, BlockRefused) as exc:
-            what = "not fetched" if isinstance(exc, IpfsError) else "refused"
+        except (KuboError, BlockRefused) as exc:
+            what = "not fetched" if isinstance(exc, KuboError) else "refused"
             log.warning("%s %s: %s; computing from position %d", where, what, exc, position)
             if source.local:
                 store.forget(source.key, part.layer_start, part.layer_end)
@@ -259,12 +261,12 @@ def _verified_block(
     return parts
 
 
-def import_blocks(session: StageSession, blocks: Sequence[Sequence[BlockTensors]]) -> int:
+def import_blocks(session: StageCache, blocks: Sequence[Sequence[BlockTensors]]) -> int:
     """Copy verified blocks straight into a session's cache buffer (one copy per part)
     and advance it; returns tokens."""
     if not blocks:
         return 0
-    kv = StageKV.of(session.stage, "", blocks[0][0].rows.shape[2])
+    kv = StageKV.of(session.kv_layout, "", blocks[0][0].rows.shape[2])
     rows = session.reserve_kv(len(blocks) * kv.block_size)
     for index, parts in enumerate(blocks):
         _copy_block(parts, rows, index, kv)
@@ -295,7 +297,7 @@ def _copy_part(part: BlockTensors, dest: torch.Tensor, start: int, end: int) -> 
 
 
 def fetch_into(
-    session: StageSession,
+    session: StageCache,
     store: KVStore,
     manifest: KVManifest | None,
     model_cid: str,
@@ -306,7 +308,7 @@ def fetch_into(
     pool: Executor,
 ) -> Fetched:
     """Plan, fetch, verify and import the longest usable prefix into a fresh session."""
-    kv = StageKV.of(session.stage, model_cid, block_size)
+    kv = StageKV.of(session.kv_layout, model_cid, block_size)
     plans = plan_blocks(kv, store, manifest, keys, limit)
     fetched = fetch_blocks(kv, store, token_ids, keys, plans, pool)
     import_blocks(session, fetched.blocks)

@@ -5,7 +5,7 @@ The `ipfshttpclient` package refuses every Kubo release since 0.8 (a version gat
 unmaintained package), so the backend speaks the RPC API itself. Only what KV blocks need:
 id, block/put (raw codec, sha2-256, pinned), block/get (with a timeout), pin/add, pin/rm,
 repo/gc and swarm/connect. Every failure (connection refused, HTTP error, Kubo's error
-body, a timeout) raises IpfsError.
+body, a timeout) raises KuboError.
 
 It uses the standard library's http.client with one keep-alive connection per thread:
 reading ~740 KB block bodies that way measured 2-3x faster than httpx or requests on the
@@ -25,6 +25,8 @@ import uuid
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from edgellm.errors import KuboError
+
 # Extra seconds the socket waits beyond Kubo's own `timeout` option.
 _SLACK_S = 2.0
 # A trustless gateway answers this with the block's bytes as stored.
@@ -33,10 +35,6 @@ _RAW = {"Accept": "application/vnd.ipld.raw"}
 _CID = re.compile(r"[A-Za-z0-9]{8,128}")
 # A kept-alive connection the server closed meanwhile: reconnect once.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-
-
-class IpfsError(Exception):
-    """Kubo could not be reached or refused the call."""
 
 
 class _Connections:
@@ -80,7 +78,7 @@ class _Connections:
 
     def send(self, method: str, path: str, what: str, timeout: float, **kwargs):
         """(status, body, headers) of one request, reconnecting once if a kept-alive
-        connection went stale; any transport failure raises IpfsError."""
+        connection went stale; any transport failure raises KuboError."""
         for attempt in (1, 2):
             conn = self.get(timeout)
             try:
@@ -91,7 +89,7 @@ class _Connections:
                 self.drop(conn)
                 if attempt == 1 and isinstance(exc, _STALE):
                     continue
-                raise IpfsError(f"{what}: {type(exc).__name__}: {exc}") from exc
+                raise KuboError(f"{what}: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
 
 
@@ -119,7 +117,7 @@ class KuboClient:
         headers = {"Content-Type": content_type} if content_type else {}
         status, data, _ = self._rpc.send("POST", path, command, timeout, body=body, headers=headers)
         if status != 200:
-            raise IpfsError(f"{command}: HTTP {status}: {_message(data)}")
+            raise KuboError(f"{command}: HTTP {status}: {_message(data)}")
         return data
 
     def _json(self, command: str, **kwargs: Any) -> Any:
@@ -127,7 +125,7 @@ class KuboClient:
         try:
             return json.loads(body)
         except ValueError as exc:
-            raise IpfsError(f"{command}: reply is not JSON: {body[:120]!r}") from exc
+            raise KuboError(f"{command}: reply is not JSON: {body[:120]!r}") from exc
 
     def id(self) -> dict[str, Any]:
         """The node's identity: ID (peer id), Addresses (multiaddrs), AgentVersion, ..."""
@@ -153,7 +151,7 @@ class KuboClient:
             content_type=f"multipart/form-data; boundary={boundary}",
         )
         if not isinstance(reply, dict) or not isinstance(reply.get("Key"), str):
-            raise IpfsError(f"block/put: unexpected reply {reply!r}")
+            raise KuboError(f"block/put: unexpected reply {reply!r}")
         return reply["Key"]
 
     def block_get(self, cid: str, timeout_s: float) -> bytes:
@@ -163,15 +161,15 @@ class KuboClient:
             params = {"arg": cid, "timeout": f"{timeout_s:g}s"}
             return self._call("block/get", params=params, timeout_s=timeout_s)
         if not _CID.fullmatch(cid):
-            raise IpfsError(f"block get: {cid!r} is not a CID")
+            raise KuboError(f"block get: {cid!r} is not a CID")
         status, data, reply = self._gateway.send(
             "GET", f"/ipfs/{cid}", "block get (gateway)", timeout_s, headers=_RAW
         )
         if status != 200:
-            raise IpfsError(f"block get (gateway): HTTP {status}: {_message(data)}")
+            raise KuboError(f"block get (gateway): HTTP {status}: {_message(data)}")
         kind = reply.getheader("Content-Type", "")
         if not kind.startswith(_RAW["Accept"]):
-            raise IpfsError(f"block get (gateway): {kind!r} reply, not a raw block")
+            raise KuboError(f"block get (gateway): {kind!r} reply, not a raw block")
         return data
 
     def pin_add(self, cid: str) -> None:

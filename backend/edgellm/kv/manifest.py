@@ -22,12 +22,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from edgellm.errors import ManifestRefused
+
 MANIFEST_FORMAT = "edgellm-kv-manifest/1"
 MAX_MANIFEST_BYTES = 8 << 20
-
-
-class ManifestError(ValueError):
-    """The manifest is not a valid edgellm KV manifest."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +88,11 @@ class KVManifest:
     @classmethod
     def from_json(cls, data: bytes) -> KVManifest:
         if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"manifest is {len(data)} bytes, over {MAX_MANIFEST_BYTES}")
+            raise ManifestRefused(f"manifest is {len(data)} bytes, over {MAX_MANIFEST_BYTES}")
         try:
             doc = json.loads(data)
             if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
-                raise ManifestError(f"format is not {MANIFEST_FORMAT!r}")
+                raise ManifestRefused(f"format is not {MANIFEST_FORMAT!r}")
             blocks = tuple(_block(b) for b in doc["blocks"])
             providers = tuple(_text(p, "provider") for p in doc.get("providers") or ())
             return cls(
@@ -104,28 +102,26 @@ class KVManifest:
                 blocks=blocks,
                 providers=providers,
             )
-        except ManifestError:
-            raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ManifestError(f"bad manifest: {exc!r}") from exc
+            raise ManifestRefused(f"bad manifest: {exc!r}") from exc
 
 
 def _text(value, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 1024:
-        raise ManifestError(f"{what} must be a non-empty string")
+        raise ManifestRefused(f"{what} must be a non-empty string")
     return value
 
 
 def _count(value, what: str, minimum: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ManifestError(f"{what} must be an integer >= {minimum}")
+        raise ManifestRefused(f"{what} must be an integer >= {minimum}")
     return value
 
 
 def _block(doc: dict) -> BlockRef:
     key = bytes.fromhex(_text(doc["key"], "key"))
     if len(key) != 32:
-        raise ManifestError("key must be 32 bytes of hex")
+        raise ManifestRefused("key must be 32 bytes of hex")
     parts = []
     for p in doc["parts"]:
         start = _count(p["layer_start"], "layer_start")

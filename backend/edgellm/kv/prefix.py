@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 
 from edgellm.config import KVConfig
-from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.errors import KuboError, KVError, ManifestRefused
 from edgellm.kv import handoff
 from edgellm.kv.block import KV
 from edgellm.kv.handoff import Fetched, StageKV
-from edgellm.kv.ipfs import IpfsError, KuboClient
+from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
-from edgellm.kv.manifest import BlockRef, KVManifest, ManifestError
+from edgellm.kv.manifest import BlockRef, KVManifest
+from edgellm.kv.stage import KVLayout, StageCache
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
 
@@ -93,7 +94,7 @@ class PrefixCache:
                 peer,
                 f"the gateway {client.gateway}" if client.gateway else "the RPC API",
             )
-        except IpfsError as exc:
+        except KuboError as exc:
             log.warning(
                 "kv: Kubo at %s is not answering (%s); computing until it does", client.api, exc
             )
@@ -102,15 +103,15 @@ class PrefixCache:
         )
         return cls(store, model_cid, config.block_size)
 
-    def _kv(self, session: StageSession) -> StageKV:
-        return StageKV.of(session.stage, self.model_cid, self.block_size)
+    def _kv(self, session: StageCache) -> StageKV:
+        return StageKV.of(session.kv_layout, self.model_cid, self.block_size)
 
     def _manifest(self, data: bytes, kv: StageKV) -> KVManifest | None:
         if not data:
             return None
         try:
             manifest = KVManifest.from_json(data)
-        except ManifestError as exc:
+        except ManifestRefused as exc:
             log.warning("kv: ignoring the request's manifest: %s", exc)
             return None
         ours = (kv.chain.model_cid, kv.chain.dtype, kv.block_size)
@@ -121,12 +122,12 @@ class PrefixCache:
         for addr in manifest.providers:
             try:
                 self.store.client.swarm_connect(addr, timeout_s=self.store.fetch_timeout_s)
-            except IpfsError as exc:
+            except KuboError as exc:
                 log.warning("kv: cannot connect to manifest provider %s: %s", addr, exc)
         return manifest
 
     def load(
-        self, sessions: Sequence[StageSession], token_ids: Sequence[int], manifest: bytes = b""
+        self, sessions: Sequence[StageCache], token_ids: Sequence[int], manifest: bytes = b""
     ) -> PrefixHit:
         """Fill fresh sessions with the longest usable cached prefix of `token_ids`."""
         started = time.monotonic()
@@ -166,7 +167,7 @@ class PrefixCache:
         return PrefixHit(count * self.block_size, ms, keys, remote)
 
     def store_async(
-        self, sessions: Sequence[StageSession], token_ids: Sequence[int], hit: PrefixHit
+        self, sessions: Sequence[StageCache], token_ids: Sequence[int], hit: PrefixHit
     ) -> StoreJob:
         """Store the prompt's full blocks not held yet, in the background. The K/V are
         copied out of the sessions now, so decoding can go on meanwhile."""
@@ -192,9 +193,10 @@ class PrefixCache:
                     ]
                     if exported:
                         job.manifest = merge(exported[0][0], stored)
-            except Exception as exc:  # noqa: BLE001 - storing must never fail a request
+            except KVError as exc:  # Kubo failed: the request goes on without these blocks
                 log.warning("kv: storing the prompt's blocks failed: %s", exc)
-            job.ms = (time.monotonic() - started) * 1000.0
+            finally:
+                job.ms = (time.monotonic() - started) * 1000.0
 
         job.thread = threading.Thread(target=work, name="kv-store", daemon=True)
         job.thread.start()
@@ -207,11 +209,11 @@ class PrefixCache:
                 self.store.adopt(source.key, part, size)
 
     def manifest_for(
-        self, stage: Stage, token_ids: Sequence[int], providers: Sequence[str] = ()
+        self, layout: KVLayout, token_ids: Sequence[int], providers: Sequence[str] = ()
     ) -> KVManifest:
-        """A manifest of the leading blocks of `token_ids` this peer holds for `stage`'s
-        layers (what a peer hands to another for P/D, or announces)."""
-        kv = StageKV.of(stage, self.model_cid, self.block_size)
+        """A manifest of the leading blocks of `token_ids` this peer holds for the layers
+        of `layout` (what a peer hands to another for P/D, or announces)."""
+        kv = StageKV.of(layout, self.model_cid, self.block_size)
         keys = chain(kv.chain, token_ids)
         plans = handoff.plan_blocks(kv, self.store, None, keys, len(keys))
         blocks = [

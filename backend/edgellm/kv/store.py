@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgellm.kv.ipfs import IpfsError, KuboClient
+from edgellm.errors import KuboError
+from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.manifest import PartRef
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class KVStore:
                 continue
             try:
                 self.client.pin_rm(part.cid)
-            except IpfsError as exc:
+            except KuboError as exc:
                 log.debug("kv: unpin %s: %s", part.cid, exc)
 
     def collect_garbage(self) -> None:

@@ -18,18 +18,31 @@ from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
 from edgellm.errors import FatalError
 from edgellm.models.store import ModelStore
-from edgellm.server.control import ControlService
+from edgellm.server.cluster import ClusterControl
 from edgellm.server.inference import InferenceService
+from edgellm.server.kv import KVControl
+from edgellm.server.model_control import ModelControl
 from edgellm.server.models import ModelManager, RequestTracker
 from edgellm.server.status import device_name, resolve_device
-from edgellm.v1 import control_pb2, control_pb2_grpc, inference_pb2, inference_pb2_grpc
+from edgellm.v1 import (
+    cluster_control_pb2,
+    cluster_control_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    kv_control_pb2,
+    kv_control_pb2_grpc,
+    model_control_pb2,
+    model_control_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     "",
     inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
-    control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
+    model_control_pb2.DESCRIPTOR.services_by_name["ModelControl"].full_name,
+    cluster_control_pb2.DESCRIPTOR.services_by_name["ClusterControl"].full_name,
+    kv_control_pb2.DESCRIPTOR.services_by_name["KVControl"].full_name,
 )
 PARENT_POLL_S = 1.0
 MAX_WORKERS = 16
@@ -88,12 +101,15 @@ def build(config: BackendConfig, device: str) -> Built:
         config.models_dir,
         ipfs_api=config.kv.ipfs_api,
         ipfs_gateway=config.kv.ipfs_gateway,
+        engine=config.engine,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
-    control = ControlService(models, tracker, device, clusters)
-    control_pb2_grpc.add_ControlServicer_to_server(control, server)
+    model_control = ModelControl(models, tracker, device)
+    model_control_pb2_grpc.add_ModelControlServicer_to_server(model_control, server)
+    cluster_control_pb2_grpc.add_ClusterControlServicer_to_server(ClusterControl(clusters), server)
+    kv_control_pb2_grpc.add_KVControlServicer_to_server(KVControl(models), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     return Built(server, health_servicer, tracker, clusters)

@@ -1,7 +1,5 @@
-"""Control RPCs for Ray clusters: StartClusterHead, JoinCluster, LeaveCluster.
-
-A mixin of ControlService so the Control service stays one gRPC service while this file
-stays small. Tokens are passed through, never logged or echoed in errors.
+"""The ClusterControl service: StartClusterHead, JoinCluster, LeaveCluster (Ray clusters,
+one per inference session). Tokens are passed through, never logged or echoed in errors.
 """
 
 from __future__ import annotations
@@ -11,11 +9,11 @@ import grpc
 from edgellm.cluster.manager import ClusterManager, ClusterSession
 from edgellm.errors import EdgeLLMError
 from edgellm.server.status import abort
-from edgellm.v1 import control_pb2
+from edgellm.v1 import cluster_control_pb2, cluster_control_pb2_grpc
 
 
-def _node(session: ClusterSession, peer: str) -> control_pb2.ClusterNode:
-    return control_pb2.ClusterNode(
+def _node(session: ClusterSession, peer: str) -> cluster_control_pb2.ClusterNode:
+    return cluster_control_pb2.ClusterNode(
         session_id=session.session_id,
         head_address=session.node.address,
         pid=session.node.pid,
@@ -23,8 +21,9 @@ def _node(session: ClusterSession, peer: str) -> control_pb2.ClusterNode:
     )
 
 
-class ClusterControl:
-    _clusters: ClusterManager
+class ClusterControl(cluster_control_pb2_grpc.ClusterControlServicer):
+    def __init__(self, clusters: ClusterManager) -> None:
+        self._clusters = clusters
 
     def StartClusterHead(self, request, context: grpc.ServicerContext):
         try:
@@ -33,7 +32,9 @@ class ClusterControl:
             )
         except EdgeLLMError as exc:
             abort(context, exc)
-        return control_pb2.StartClusterHeadResponse(node=_node(session, request.peer_resource))
+        return cluster_control_pb2.StartClusterHeadResponse(
+            node=_node(session, request.peer_resource)
+        )
 
     def JoinCluster(self, request, context: grpc.ServicerContext):
         try:
@@ -46,7 +47,9 @@ class ClusterControl:
             )
         except EdgeLLMError as exc:
             abort(context, exc)
-        return control_pb2.JoinClusterResponse(node=_node(session, request.peer_resource))
+        return cluster_control_pb2.JoinClusterResponse(node=_node(session, request.peer_resource))
 
     def LeaveCluster(self, request, context: grpc.ServicerContext):
-        return control_pb2.LeaveClusterResponse(left=self._clusters.leave(request.session_id))
+        return cluster_control_pb2.LeaveClusterResponse(
+            left=self._clusters.leave(request.session_id)
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -12,9 +11,9 @@ import grpc
 
 from edgellm.cluster.manager import ClusterManager
 from edgellm.cluster.plan import Plan
-from edgellm.engine.types import FinishReason, GenerationChunk, GenerationRequest, Timings, Usage
-from edgellm.engine.validation import check_resume, resume_budget
-from edgellm.errors import EdgeLLMError, InvalidRequest, RequestCancelled
+from edgellm.engine.base import Engine
+from edgellm.engine.types import GenerationChunk, GenerationRequest
+from edgellm.errors import EdgeLLMError, RequestCancelled
 from edgellm.server import messages
 from edgellm.server.models import ModelManager, RequestTracker, wait_for
 from edgellm.server.status import abort
@@ -93,44 +92,11 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
 
 
 def start(
-    engine, req: GenerationRequest, resume: Sequence[int], cancel: threading.Event
+    engine: Engine, req: GenerationRequest, resume: Sequence[int], cancel: threading.Event
 ) -> Iterator[GenerationChunk]:
     """`engine.generate(req)`, or with `resume` (GenerateRequest.resume_token_ids) its
-    continuation after a failover: the tokens already produced are appended to the prompt
-    (so the detokenizer, seeded with the prompt ids, continues the text after them), are
-    not streamed again, and count against max_tokens and in the final usage. Greedy
-    continuation equals the uninterrupted answer; sampled continuation is a valid sample
-    but not the same one (the sampler's generator starts afresh). Like generate, it is
-    eager: bad input raises InvalidRequest here, before the caller waits for the engine.
-
-    Known limits: a stop string straddling the failover point is not matched, and text the
-    detokenizer held back at that point (half a UTF-8 character) may be lost; token ids are
-    exact either way."""
-    if not resume:
-        return engine.generate(req, cancel)
-    prepare = getattr(engine, "prepare", None)
-    if prepare is None:
-        raise InvalidRequest("this engine cannot resume a generation (resume_token_ids)")
-    job = prepare(req)
-    check_resume(resume, len(engine.tokenizer))
-    prompt_tokens, resumed = len(job.prompt_ids), len(resume)
-    remaining = resume_budget(job.max_tokens, resumed)
-    if remaining == 0:  # the lost stream had produced the whole budget
-        usage = Usage(prompt_tokens, resumed)
-        return iter([GenerationChunk("", (), FinishReason.LENGTH, usage, Timings(0, 0, 0, 0))])
-    job = dataclasses.replace(job, prompt_ids=[*job.prompt_ids, *resume], max_tokens=remaining)
-    return _resumed(engine._run(job, cancel), prompt_tokens, resumed)
-
-
-def _resumed(chunks: Iterator[GenerationChunk], prompt_tokens: int, resumed: int):
-    """Usage of the whole answer: the prompt without the replayed tokens, which count as
-    completion tokens."""
-    for chunk in chunks:
-        if chunk.usage is not None:
-            usage = dataclasses.replace(
-                chunk.usage,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=resumed + chunk.usage.completion_tokens,
-            )
-            chunk = dataclasses.replace(chunk, usage=usage)
-        yield chunk
+    continuation after a failover (Engine.resume). Eager: bad input raises InvalidRequest
+    here, before the caller waits for the engine."""
+    if resume:
+        return engine.resume(req, resume, cancel)
+    return engine.generate(req, cancel)

@@ -1,9 +1,8 @@
-"""Control RPCs for KV blocks in the swarm: PrefixKeys, HeldKeys, BlockManifest.
+"""The KVControl service, KV blocks in the swarm: PrefixKeys, HeldKeys, BlockManifest.
 
-A mixin of ControlService (like server/cluster.py). The Go node uses them to announce the
-block keys this backend holds (HeldKeys, in the DHT), to serve manifests of them to other
-peers (BlockManifest, over /edgellm/kv/1.0.0), and, as a requester, to learn a prompt's
-keys before looking them up (PrefixKeys).
+The Go node uses them to announce the block keys this backend holds (HeldKeys, in the
+DHT), to serve manifests of them to other peers (BlockManifest, over /edgellm/kv/1.0.0),
+and, as a requester, to learn a prompt's keys before looking them up (PrefixKeys).
 
 Keys are the chained keys of edgellm.kv.keys; the blocks and their index are the prefix
 cache's (edgellm.kv.prefix, edgellm.kv.store) of each loaded model.
@@ -13,21 +12,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
-from pathlib import Path
 
 import grpc
 
-from edgellm.config import KVConfig
-from edgellm.engine.torch.engine import TorchEngine
 from edgellm.errors import EdgeLLMError, InvalidRequest
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.manifest import BlockRef, KVManifest
+from edgellm.kv.prefix import PrefixCache
 from edgellm.kv.store import KVStore
 from edgellm.server import messages
 from edgellm.server.models import LoadedModel, ModelManager
 from edgellm.server.status import abort
-from edgellm.v1 import control_pb2, inference_pb2
+from edgellm.v1 import inference_pb2, kv_control_pb2, kv_control_pb2_grpc
 
 MAX_KEYS = 4096  # keys in one request or reply (p2p.MaxKVKeys)
 KEY_BYTES = 32
@@ -106,40 +102,21 @@ def manifest_of(
     return b"", 0
 
 
-class _Tokenizer:
-    """Just enough of a TorchEngine for TorchEngine.encode: the same tokenization and chat
-    template as Generate, without loading the weights."""
+class KVControl(kv_control_pb2_grpc.KVControlServicer):
+    def __init__(self, models: ModelManager) -> None:
+        self._models = models
+        self._held = HeldKeyLog()
 
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    encode = TorchEngine.encode
-
-
-@lru_cache(maxsize=4)
-def _store_tokenizer(model_dir: Path) -> _Tokenizer:
-    from transformers import AutoTokenizer
-
-    return _Tokenizer(AutoTokenizer.from_pretrained(model_dir))
-
-
-class KVControl:
-    _models: ModelManager
-    _held: HeldKeyLog
-
-    def _kv_config(self) -> KVConfig:
-        return getattr(self._models, "_kv", None) or KVConfig()
-
-    def _caches(self) -> list[tuple[LoadedModel, object]]:
+    def _caches(self) -> list[tuple[LoadedModel, PrefixCache]]:
         """Loaded models with a prefix cache, and the cache."""
         out = []
         for model in self._models.loaded():
-            cache = getattr(model.engine, "prefix", None)
+            cache = model.engine.prefix_cache
             if cache is not None:
                 out.append((model, cache))
         return out
 
-    def _prompt_keys(self, request) -> control_pb2.PrefixKeysResponse:
+    def _prompt_keys(self, request) -> kv_control_pb2.PrefixKeysResponse:
         which = request.WhichOneof("input")
         if which is None:
             raise InvalidRequest("exactly one of prompt, messages or raw_prompt must be set")
@@ -152,16 +129,13 @@ class KVControl:
         store = self._models.store
         store.registry.get(request.model)  # NOT_FOUND for an unknown id
         manifest = store.ensure(request.model)  # converts on first use, as Generate does
+        token_ids = self._models.encoder(request.model).encode(req)
         loaded = self._models.get(request.model)
-        engine = loaded.engine if loaded is not None else None
-        if not isinstance(engine, TorchEngine):
-            engine = _store_tokenizer(store.path(request.model))
-        token_ids = engine.encode(req)
-        cache = getattr(engine, "prefix", None)
-        block_size = cache.block_size if cache is not None else self._kv_config().block_size
+        cache = loaded.engine.prefix_cache if loaded is not None else None
+        block_size = cache.block_size if cache is not None else self._models.kv_config.block_size
         spec = ChainSpec(manifest.weights_cid, manifest.dtype, block_size)
         keys = chain(spec, token_ids)[:MAX_KEYS]
-        return control_pb2.PrefixKeysResponse(
+        return kv_control_pb2.PrefixKeysResponse(
             keys=keys,
             weights_cid=manifest.weights_cid,
             block_size=block_size,
@@ -181,9 +155,9 @@ class KVControl:
             held.extend(cache.store.keys())  # oldest first
         self._held.sync(held)
         keys, next_seq, more = self._held.after(request.after_seq, limit)
-        return control_pb2.HeldKeysResponse(keys=keys, next_seq=next_seq, more=more)
+        return kv_control_pb2.HeldKeysResponse(keys=keys, next_seq=next_seq, more=more)
 
-    def _manifest(self, request) -> control_pb2.BlockManifestResponse:
+    def _manifest(self, request) -> kv_control_pb2.BlockManifestResponse:
         keys = check_keys(request.keys)
         if len(request.weights_cid) > MAX_CID_LEN:
             raise InvalidRequest(f"weights_cid is longer than {MAX_CID_LEN} characters")
@@ -195,7 +169,7 @@ class KVControl:
                 f"at most {MAX_PROVIDERS} providers of 1 to {MAX_PROVIDER_LEN} characters"
             )
         if not keys:
-            return control_pb2.BlockManifestResponse()
+            return kv_control_pb2.BlockManifestResponse()
         for model, cache in self._caches():
             if request.weights_cid and request.weights_cid != cache.model_cid:
                 continue
@@ -204,8 +178,8 @@ class KVControl:
             spec = ChainSpec(cache.model_cid, model.manifest.dtype, cache.block_size)
             doc, count = manifest_of(cache.store, spec, keys, providers)
             if count:
-                return control_pb2.BlockManifestResponse(manifest=doc, blocks=count)
-        return control_pb2.BlockManifestResponse()
+                return kv_control_pb2.BlockManifestResponse(manifest=doc, blocks=count)
+        return kv_control_pb2.BlockManifestResponse()
 
     def BlockManifest(self, request, context: grpc.ServicerContext):
         try:

@@ -15,7 +15,7 @@ from edgellm.engine.types import (
 )
 from edgellm.models.manifest import Manifest
 from edgellm.models.registry import ModelSpec
-from edgellm.v1 import control_pb2, inference_pb2
+from edgellm.v1 import inference_pb2, model_control_pb2
 
 _FINISH = {
     FinishReason.STOP: inference_pb2.FINISH_REASON_STOP,
@@ -92,8 +92,10 @@ def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.
     return out
 
 
-def model_info(spec: ModelSpec, manifest: Manifest | None, loaded: bool) -> control_pb2.ModelInfo:
-    info = control_pb2.ModelInfo(id=spec.id, description=spec.description, loaded=loaded)
+def model_info(
+    spec: ModelSpec, manifest: Manifest | None, loaded: bool
+) -> model_control_pb2.ModelInfo:
+    info = model_control_pb2.ModelInfo(id=spec.id, description=spec.description, loaded=loaded)
     if manifest is not None:
         info.in_store = True
         info.weights_cid = manifest.weights_cid

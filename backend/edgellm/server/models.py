@@ -8,9 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from edgellm.config import KVConfig
-from edgellm.engine.base import Engine, EngineConfig
+from edgellm.engine.base import Engine, EngineConfig, PromptEncoder
 from edgellm.engine.registry import engine_class
 from edgellm.engine.types import Speeds
 from edgellm.errors import InvalidRequest, RecoverableError, Unavailable
@@ -54,6 +56,11 @@ class ModelManager:
         self._guard = threading.Lock()  # protects _loaded and _loading
         self._loading: dict[str, threading.Lock] = {}
 
+    @property
+    def kv_config(self) -> KVConfig:
+        """The `kv:` section engines load with (the defaults when none was given)."""
+        return self._kv or KVConfig()
+
     def get(self, model_id: str) -> LoadedModel | None:
         with self._guard:
             return self._loaded.get(model_id)
@@ -75,6 +82,14 @@ class ModelManager:
                 with self._guard:
                     self._loaded[model_id] = model
         return model
+
+    def encoder(self, model_id: str) -> PromptEncoder:
+        """The model's prompt tokenization, exactly as Generate's: its loaded engine, else
+        the engine's tokenizer alone (without loading the weights)."""
+        loaded = self.get(model_id)
+        if loaded is not None:
+            return loaded.engine
+        return _encoder(self._engine, self.store.path(model_id))
 
     def _load(self, model_id: str, progress: ProgressFn) -> LoadedModel:
         started = time.monotonic()
@@ -116,6 +131,11 @@ class ModelManager:
         with model.busy:  # let a running generation finish first
             model.engine.close()
         return True
+
+
+@lru_cache(maxsize=4)
+def _encoder(engine: str, model_dir: Path) -> PromptEncoder:
+    return engine_class(engine).load_encoder(model_dir)
 
 
 class RequestTracker:

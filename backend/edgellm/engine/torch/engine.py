@@ -1,4 +1,5 @@
-"""TorchEngine: the Engine interface over an in-process pipeline of torch stages."""
+"""TorchEngine: the Engine interface over a chain of torch stages, in this process (a
+Pipeline) or wherever a StageRunner runs them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from edgellm.engine.base import Engine, EngineConfig
 from edgellm.engine.runner import StageRunner
 from edgellm.engine.torch import generation
 from edgellm.engine.torch.pipeline import Pipeline
-from edgellm.engine.torch.sampler import Sampler
-from edgellm.engine.types import GenerationChunk, GenerationRequest, Speeds
-from edgellm.engine.validation import check_input, check_sampling, resolve_max_tokens
-from edgellm.errors import InvalidRequest
+from edgellm.engine.torch.text import PromptTokenizer, encode_prompt
+from edgellm.engine.types import GenerationChunk, GenerationRequest, PreparedRequest, Speeds
+from edgellm.engine.validation import check_sampling, resolve_max_tokens
 from edgellm.kv.prefix import PrefixCache
 
 CALIBRATION_PREFILL_TOKENS = 64
@@ -39,87 +39,68 @@ class TorchEngine(Engine):
         tokenizer,
         eos_ids: frozenset[int],
         context: int,
-        prefix: PrefixCache | None = None,
+        prefix_cache: PrefixCache | None = None,
     ):
         self.pipeline = pipeline
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self._context_length = context
         # KV blocks over IPFS; only for in-process stages (a Pipeline).
-        self.prefix = prefix
+        self.prefix_cache = prefix_cache
 
     @classmethod
-    def load(
-        cls,
-        config: EngineConfig,
-        splits: list[int] | None = None,
-        prefix: PrefixCache | None = None,
-    ) -> TorchEngine:
+    def load(cls, config: EngineConfig, splits: list[int] | None = None) -> TorchEngine:
         """`splits` cuts the model into in-process stages, e.g. [13] -> [0, 13) + [13, n).
-        The prefix cache is `prefix`, else the one `config.kv` describes (None: off)."""
+        The prefix cache is the one `config.kv` describes (None: off)."""
         model_dir = Path(config.model_dir)
         pipeline = Pipeline.load(model_dir, splits, config.device)
         engine = cls.over(pipeline, model_dir)
-        if prefix is None and config.kv is not None:
-            prefix = PrefixCache.open(config.kv, model_dir)
-        engine.prefix = prefix
+        if config.kv is not None:
+            engine.prefix_cache = PrefixCache.open(config.kv, model_dir)
         return engine
 
     @classmethod
     def over(cls, runner: StageRunner, model_dir: Path) -> TorchEngine:
-        """An engine whose stages run in `runner` (local or on other peers); the tokenizer,
-        generation config and context length come from the local store entry."""
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
         return cls(runner, tokenizer, _eos_ids(model_dir, tokenizer), context)
+
+    @classmethod
+    def load_encoder(cls, model_dir: Path) -> PromptTokenizer:
+        return PromptTokenizer(AutoTokenizer.from_pretrained(model_dir))
 
     @property
     def context_length(self) -> int:
         return self._context_length
 
-    def encode(self, request: GenerationRequest) -> list[int]:
-        """Prompt token ids: chat template for prompt/messages, plain text for raw_prompt."""
-        check_input(request)
-        if request.raw_prompt is not None:
-            return list(self.tokenizer(request.raw_prompt)["input_ids"])
-        if request.messages is not None:
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        else:
-            messages = [{"role": "user", "content": request.prompt}]
-        if not self.tokenizer.chat_template:
-            raise InvalidRequest("this model has no chat template; use raw_prompt")
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
 
-    def prepare(self, request: GenerationRequest) -> generation.Job:
-        """Validate and tokenize; every InvalidRequest is raised here, before any compute."""
+    def encode(self, request: GenerationRequest) -> list[int]:
+        return encode_prompt(self.tokenizer, request)
+
+    def prepare(self, request: GenerationRequest) -> PreparedRequest:
         start = request.arrival_time if request.arrival_time is not None else time.monotonic()
         check_sampling(request.sampling)
         prompt_ids = self.encode(request)
         max_tokens = resolve_max_tokens(request.sampling, len(prompt_ids), self.context_length)
-        return generation.Job(
+        return PreparedRequest(
             request_id=request.request_id,
-            prompt_ids=prompt_ids,
+            prompt_ids=tuple(prompt_ids),
             max_tokens=max_tokens,
-            sampler=Sampler(request.sampling, self.pipeline.device),
-            stops=request.sampling.stop,
+            sampling=request.sampling,
             start=start,
             no_prefix_cache=request.no_prefix_cache,
             kv_manifest=request.kv_manifest,
         )
 
-    def generate(
-        self, request: GenerationRequest, cancel: threading.Event | None = None
+    def run(
+        self, prepared: PreparedRequest, cancel: threading.Event | None = None
     ) -> Iterator[GenerationChunk]:
-        job = self.prepare(request)  # eager, so bad input fails before the caller queues
-        return self._run(job, cancel)
-
-    def _run(self, job: generation.Job, cancel: threading.Event | None):
         with torch.inference_mode():
             yield from generation.run(
-                self.pipeline, self.tokenizer, self.eos_ids, job, cancel, self.prefix
+                self.pipeline, self.tokenizer, self.eos_ids, prepared, cancel, self.prefix_cache
             )
 
     @torch.inference_mode()
@@ -150,5 +131,5 @@ class TorchEngine(Engine):
 
     def close(self) -> None:
         self.pipeline.close()
-        if self.prefix is not None:
-            self.prefix.close()
+        if self.prefix_cache is not None:
+            self.prefix_cache.close()

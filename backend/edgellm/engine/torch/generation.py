@@ -6,32 +6,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 
 from edgellm.engine.runner import RunnerSession, StageRunner
 from edgellm.engine.torch.sampler import Sampler
 from edgellm.engine.torch.text import Detokenizer, StopMatcher
-from edgellm.engine.types import FinishReason, GenerationChunk, Timings, Usage
+from edgellm.engine.types import FinishReason, GenerationChunk, PreparedRequest, Timings, Usage
 from edgellm.errors import RequestCancelled
 from edgellm.kv.prefix import PrefixCache, PrefixHit, StoreJob
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A validated request, ready to run."""
-
-    request_id: str
-    prompt_ids: list[int]
-    max_tokens: int
-    sampler: Sampler
-    stops: tuple[str, ...]
-    start: float  # time.monotonic() at arrival
-    no_prefix_cache: bool = False  # skip the prefix-cache lookup
-    kv_manifest: bytes = b""  # blocks other peers hold (edgellm.kv.manifest)
 
 
 class _Clock:
@@ -60,14 +45,15 @@ def run(
     pipeline: StageRunner,
     tokenizer,
     eos_ids: frozenset[int],
-    job: Job,
+    job: PreparedRequest,
     cancel: threading.Event | None = None,
     prefix: PrefixCache | None = None,
 ) -> Iterator[GenerationChunk]:
     """Yield one chunk per generated token; the last one carries finish, usage and timings.
 
     With a prefix cache (local stages only), the prompt's cached leading blocks are
-    fetched instead of computed, and its new blocks are stored while decoding goes on."""
+    fetched instead of computed, and its new blocks are stored while decoding goes on.
+    What the runner's own stages took over (P/D's handoff) comes from its session."""
     positions = len(job.prompt_ids) + job.max_tokens
     session = pipeline.session(positions)
     try:
@@ -75,7 +61,7 @@ def run(
         if prefix is not None and not job.no_prefix_cache:
             try:
                 hit = prefix.load(session.sessions, job.prompt_ids, job.kv_manifest)
-            except Exception as exc:  # noqa: BLE001 - the cache must never fail a request
+            except Exception as exc:  # noqa: BLE001 - a peer's manifest or blocks must not fail us
                 log.warning("kv: prefix cache lookup failed, computing the whole prompt: %r", exc)
                 session.close()
                 session = pipeline.session(positions)
@@ -85,12 +71,12 @@ def run(
         session.close()
 
 
-def _store(prefix: PrefixCache | None, session, job: Job, hit: PrefixHit) -> StoreJob:
+def _store(prefix: PrefixCache | None, session, job: PreparedRequest, hit: PrefixHit) -> StoreJob:
     if prefix is None:
         return StoreJob()
     try:
         return prefix.store_async(session.sessions, job.prompt_ids, hit)
-    except Exception as exc:  # noqa: BLE001 - the cache must never fail a request
+    except RuntimeError as exc:  # no memory to copy the K/V out, or no thread to store them
         log.warning("kv: cannot store the prompt's blocks: %r", exc)
         return StoreJob()
 
@@ -100,7 +86,7 @@ def _decode(
     device: torch.device,
     tokenizer,
     eos_ids: frozenset[int],
-    job: Job,
+    job: PreparedRequest,
     cancel: threading.Event | None,
     prefix: PrefixCache | None,
     hit: PrefixHit,
@@ -108,7 +94,8 @@ def _decode(
     prompt_tokens = len(job.prompt_ids)
     clock = _Clock(job.start, prompt_tokens)
     detok = Detokenizer(tokenizer, job.prompt_ids)
-    stops = StopMatcher(job.stops)
+    stops = StopMatcher(job.sampling.stop)
+    sampler = Sampler(job.sampling, device)
     step = torch.empty((1, 1), dtype=torch.long, device=device)
     logits = session.forward(torch.tensor([job.prompt_ids[hit.tokens :]], device=device))
     store: StoreJob | None = None
@@ -116,7 +103,7 @@ def _decode(
     while True:
         if cancel is not None and cancel.is_set():
             raise RequestCancelled(f"request {job.request_id} was aborted")
-        token = job.sampler(logits)
+        token = sampler(logits)
         produced += 1
         if clock.first_token is None:
             clock.first_token = time.monotonic()
@@ -127,8 +114,12 @@ def _decode(
             text += tail
         if finish is not None:
             store_ms = store.wait() if store is not None else 0.0
-            usage = Usage(prompt_tokens, produced, hit.tokens)
-            timings = clock.timings(produced, hit.fetch_ms, store_ms)
+            # One of the two is all zeros: a prefix cache serves in-process stages only.
+            taken = session.kv_stats()
+            usage = Usage(prompt_tokens, produced, hit.tokens + taken.cached_tokens)
+            timings = clock.timings(
+                produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
+            )
             yield GenerationChunk(text, (token,), finish, usage, timings)
             return
         yield GenerationChunk(text, (token,))

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from edgellm.engine.runner import KVStats
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.errors import InvalidRequest
 
@@ -54,6 +55,9 @@ class PipelineSession:
         for session in self.sessions:
             x = session.forward(x)
         return x
+
+    def kv_stats(self) -> KVStats:
+        return KVStats()  # every position computed here (the engine's prefix cache aside)
 
     def close(self) -> None:
         self.sessions.clear()

@@ -23,6 +23,7 @@ from transformers.initialization import no_init_weights
 
 from edgellm.engine.torch.kv_cache import PreallocatedCache
 from edgellm.errors import InvalidRequest, StoreError
+from edgellm.kv.stage import KVLayout
 from edgellm.models.manifest import WEIGHTS_NAME
 
 _LAYER_PREFIX = "layers."
@@ -83,6 +84,9 @@ class Stage:
         self.head_dim: int = getattr(self.config, "head_dim", None) or (
             self.config.hidden_size // self.config.num_attention_heads
         )
+        self.kv_layout = KVLayout(
+            self.layers.start, self.layers.end, self.kv_heads, self.head_dim, self.dtype
+        )
 
     def _load_weights(self, path: Path) -> None:
         prefix = self.model.base_model_prefix + "."
@@ -117,17 +121,32 @@ class Stage:
 
 
 class StageSession:
-    """One request's pass through a stage: its KV cache and the next position."""
+    """One request's pass through a stage: its KV cache and the next position. KV blocks
+    (edgellm.kv) see it as a `StageCache`."""
 
     def __init__(self, stage: Stage, max_positions: int) -> None:
         self.stage = stage
-        self.cache = PreallocatedCache(
-            stage.config, max_positions, stage.kv_heads, stage.head_dim, stage.dtype, stage.device
-        )
+        self.cache = self._new_cache(max_positions)
         self.position = 0
         # Generate passes an all-ones 2D mask; views of one buffer avoid a tensor per token.
         self._mask = torch.ones(1, max_positions, dtype=torch.long, device=stage.device)
         self._positions = torch.arange(max_positions, device=stage.device).unsqueeze(0)
+
+    def _new_cache(self, max_positions: int) -> PreallocatedCache:
+        stage = self.stage
+        return PreallocatedCache(
+            stage.config, max_positions, stage.kv_heads, stage.head_dim, stage.dtype, stage.device
+        )
+
+    @property
+    def kv_layout(self) -> KVLayout:
+        return self.stage.kv_layout
+
+    def reset(self) -> None:
+        """Empty the cache, as when the session was opened (after an import that failed
+        half way, so the prompt can be computed from position 0)."""
+        self.cache = self._new_cache(self._mask.shape[1])
+        self.position = 0
 
     @torch.inference_mode()
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,47 @@
-"""Incremental detokenization and stop strings.
+"""Prompt tokenization, incremental detokenization and stop strings.
 
-`Detokenizer` emits text only once it is final: never half a UTF-8 character (the
-tokenizer's decode shows those as U+FFFD), and with the word-boundary handling of
-tokenizers that merge across tokens (vLLM's prefix/read offset scheme). `StopMatcher`
-holds back any tail that could still grow into a stop string, so a partial stop string
-is never emitted.
+`encode_prompt` applies the chat template (prompt, messages) or none (raw_prompt);
+`PromptTokenizer` does that without a loaded model. `Detokenizer` emits text only once it
+is final: never half a UTF-8 character (the tokenizer's decode shows those as U+FFFD),
+and with the word-boundary handling of tokenizers that merge across tokens (vLLM's
+prefix/read offset scheme). `StopMatcher` holds back any tail that could still grow into
+a stop string, so a partial stop string is never emitted.
 """
 
 from __future__ import annotations
 
+from edgellm.engine.types import GenerationRequest
+from edgellm.engine.validation import check_input
+from edgellm.errors import InvalidRequest
+
 _REPLACEMENT = "\ufffd"
 # Tokens of context decoded before the new ones, so leading-space rules apply correctly.
 _CONTEXT_TOKENS = 5
+
+
+def encode_prompt(tokenizer, request: GenerationRequest) -> list[int]:
+    """Prompt token ids: chat template for prompt/messages, plain text for raw_prompt."""
+    check_input(request)
+    if request.raw_prompt is not None:
+        return list(tokenizer(request.raw_prompt)["input_ids"])
+    if request.messages is not None:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    else:
+        messages = [{"role": "user", "content": request.prompt}]
+    if not tokenizer.chat_template:
+        raise InvalidRequest("this model has no chat template; use raw_prompt")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class PromptTokenizer:
+    """The torch engine's prompt tokenization without the model (a PromptEncoder)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        return encode_prompt(self.tokenizer, request)
 
 
 class Detokenizer:

@@ -1,5 +1,7 @@
-"""The Control service: LoadModel (streamed progress), UnloadModel, ListModels, Status;
-Ray clusters (server/cluster.py) and KV block keys (server/kv.py) as mixins."""
+"""The ModelControl service: LoadModel (streamed progress), UnloadModel, ListModels, Status.
+
+The node's control of the backend is three small services, each with what it needs:
+models and device here, Ray clusters in cluster.py, KV blocks in kv.py."""
 
 from __future__ import annotations
 
@@ -10,14 +12,11 @@ from collections.abc import Iterator
 
 import grpc
 
-from edgellm.cluster.manager import ClusterManager
 from edgellm.errors import EdgeLLMError
 from edgellm.server import messages
-from edgellm.server.cluster import ClusterControl
-from edgellm.server.kv import HeldKeyLog, KVControl
 from edgellm.server.models import LoadedModel, ModelManager, RequestTracker
 from edgellm.server.status import abort, device_name, memory
-from edgellm.v1 import control_pb2, control_pb2_grpc
+from edgellm.v1 import model_control_pb2, model_control_pb2_grpc
 from edgellm.version import backend_version
 
 PROGRESS_INTERVAL_S = 0.2  # at most this often per phase, besides phase starts and ends
@@ -36,20 +35,18 @@ class _ProgressQueue:
         boundary = phase != self._phase or done in (0, total)
         if boundary or now - self._last >= PROGRESS_INTERVAL_S:
             self._phase, self._last = phase, now
-            self.items.put(control_pb2.LoadModelProgress(phase=phase, done=done, total=total))
+            self.items.put(model_control_pb2.LoadModelProgress(phase=phase, done=done, total=total))
 
 
-class ControlService(ClusterControl, KVControl, control_pb2_grpc.ControlServicer):
-    def __init__(
-        self, models: ModelManager, tracker: RequestTracker, device: str, clusters: ClusterManager
-    ) -> None:
+class ModelControl(model_control_pb2_grpc.ModelControlServicer):
+    def __init__(self, models: ModelManager, tracker: RequestTracker, device: str) -> None:
         self._models = models
         self._tracker = tracker
         self._device = device
-        self._clusters = clusters
-        self._held = HeldKeyLog()
 
-    def _info(self, model_id: str, loaded: LoadedModel | None = None) -> control_pb2.ModelInfo:
+    def _info(
+        self, model_id: str, loaded: LoadedModel | None = None
+    ) -> model_control_pb2.ModelInfo:
         store = self._models.store
         spec = store.registry.get(model_id)
         loaded = loaded or self._models.get(model_id)
@@ -75,24 +72,24 @@ class ControlService(ClusterControl, KVControl, control_pb2_grpc.ControlServicer
         if "error" in result:
             abort(context, result["error"])
         info = self._info(request.model, result["model"])
-        yield control_pb2.LoadModelProgress(phase="ready", done=1, total=1, model=info)
+        yield model_control_pb2.LoadModelProgress(phase="ready", done=1, total=1, model=info)
 
     def UnloadModel(self, request, context: grpc.ServicerContext):
         try:
             self._models.unload(request.model)
         except EdgeLLMError as exc:
             abort(context, exc)
-        return control_pb2.UnloadModelResponse()
+        return model_control_pb2.UnloadModelResponse()
 
     def ListModels(self, request, context: grpc.ServicerContext):
         ids = self._models.store.registry.ids()
-        return control_pb2.ListModelsResponse(models=[self._info(i) for i in ids])
+        return model_control_pb2.ListModelsResponse(models=[self._info(i) for i in ids])
 
     def Status(self, request, context: grpc.ServicerContext):
         total, free = memory(self._device)
         loaded = self._models.loaded()
         measured = [m.speeds for m in loaded if m.speeds.decode_tokens_per_s > 0]
-        return control_pb2.StatusResponse(
+        return model_control_pb2.StatusResponse(
             backend_version=backend_version(),
             device=device_name(self._device),
             memory_total_bytes=total,

@@ -1,0 +1,260 @@
+"""The driver's side of P/D: the StageRunner whose sessions submit prefill, handoff and
+load to the two stage actors, and fall back to the decode peer when the prefill peer is
+lost. It runs on the requester, in the backend that drives the Ray cluster."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import ray
+import torch
+from ray.exceptions import RayError
+
+from edgellm.cluster.disaggregated.messages import Handoff, Loaded
+from edgellm.cluster.pipeline import RayPipeline, ray_error
+from edgellm.cluster.plan import Plan, StageRole
+from edgellm.engine.runner import KVStats
+from edgellm.errors import ClusterError, EdgeLLMError, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+
+class Calls(Protocol):
+    """How the runner calls the two stage actors: Ray's remote calls, or plain calls.
+    Every failure is an EdgeLLMError, so the runner catches exactly that."""
+
+    def submit(self, actor: Any, method: str, *args: Any) -> Any:
+        """Start `actor.method(*args)`; an argument may be another call's handle. What the
+        call raises surfaces in `get`; an EdgeLLMError here means it could not start."""
+
+    def get(self, handle: Any, what: str) -> Any:
+        """The call's result; raises an EdgeLLMError saying `what` failed (the actor's own
+        EdgeLLMError as it was, anything else as a ClusterError)."""
+
+    def done(self, handle: Any) -> bool:
+        """Whether the call has finished (either way)."""
+
+    def kill(self, actors: Sequence[Any]) -> None:
+        """Stop the actors."""
+
+
+class RayCalls:
+    def submit(self, actor: Any, method: str, *args: Any) -> Any:
+        try:
+            return getattr(actor, method).remote(*args)
+        except RayError as exc:
+            raise ray_error(exc, f"submitting {method}") from None
+
+    def get(self, handle: Any, what: str) -> Any:
+        try:
+            return ray.get(handle)
+        except RayError as exc:
+            raise ray_error(exc, what) from None
+
+    def done(self, handle: Any) -> bool:
+        ready, _ = ray.wait([handle], timeout=0)
+        return bool(ready)
+
+    def kill(self, actors: Sequence[Any]) -> None:
+        for actor in actors:
+            ray.kill(actor)
+
+
+@dataclass
+class _Done:
+    value: Any = None
+    error: BaseException | None = None
+
+
+class LocalCalls:
+    """In-process actors (tests, and a second transport later): each call runs at once."""
+
+    def submit(self, actor: Any, method: str, *args: Any) -> _Done:
+        try:
+            resolved = [self.get(a, "") if isinstance(a, _Done) else a for a in args]
+            return _Done(getattr(actor, method)(*resolved))
+        except Exception as exc:  # noqa: BLE001 - held for get(), as Ray holds a task's error
+            return _Done(error=exc)
+
+    def get(self, handle: _Done, what: str) -> Any:
+        error = handle.error
+        if isinstance(error, EdgeLLMError):
+            raise error
+        if error is not None:  # as ray_error reports an actor's non-EdgeLLMError
+            raise ClusterError(f"{what}: {type(error).__name__}: {error}") from error
+        return handle.value
+
+    def done(self, handle: _Done) -> bool:
+        return True
+
+    def kill(self, actors: Sequence[Any]) -> None:
+        return None
+
+
+class DisaggregatedRunner:
+    """The StageRunner of a P/D plan: actors[0] prefills, actors[1] decodes."""
+
+    def __init__(
+        self, prefill: Any, decode: Any, calls: Calls, pids: Sequence[int] = (), plan=None
+    ) -> None:
+        self.prefill = prefill
+        self.decode = decode
+        self.calls = calls
+        self.actors = [prefill, decode]
+        # Stage actor pids, prefill then decode (each on its peer's node).
+        self.pids = list(pids)
+        self.plan = plan
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @classmethod
+    def load(cls, plan: Plan, model_id: str) -> DisaggregatedRunner:
+        """Start the two stage actors on their peers, each loading every layer."""
+        roles = tuple(s.role for s in plan.stages)
+        if roles != (StageRole.PREFILL, StageRole.DECODE):
+            raise InvalidRequest(f"not a prefill/decode plan: roles {roles}")
+        pipeline = RayPipeline.load(plan, model_id)
+        prefill, decode = pipeline.actors
+        return cls(prefill, decode, RayCalls(), pipeline.pids, plan)
+
+    def session(self, max_positions: int) -> DisaggregatedSession:
+        """Open the request on both peers; without the prefill peer (lost since the
+        last request) the decode peer does it all, with a warning."""
+        sid = uuid.uuid4().hex
+        prefill = self.calls.submit(self.prefill, "open", sid, max_positions)
+        decode = self.calls.submit(self.decode, "open", sid, max_positions)
+        self.calls.get(decode, "opening the decode stage's session failed")
+        session = DisaggregatedSession(self, sid)
+        try:
+            self.calls.get(prefill, "opening the prefill stage's session failed")
+        except EdgeLLMError as exc:  # the decode peer can do it all
+            session.prefill_lost = f"{exc}"
+        return session
+
+    def close(self) -> None:
+        self.calls.kill(self.actors)
+        self.actors = []
+
+
+@dataclass
+class DisaggregatedSession:
+    runner: DisaggregatedRunner
+    sid: str
+    prompt: list[int] | None = None
+    handoff: Any = None
+    load: Any = None
+    loaded: Loaded | None = None
+    warned: set[str] = field(default_factory=set)
+    # Why the prefill peer cannot take this request ("" while it can).
+    prefill_lost: str = ""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.prompt is None:
+            return self._prefill(input_ids)
+        if self.loaded is None:
+            self._await_load()
+        calls = self.runner.calls
+        handle = calls.submit(self.runner.decode, "forward", self.sid, input_ids)
+        return calls.get(handle, "the decode stage failed")
+
+    def _prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        runner, calls = self.runner, self.runner.calls
+        self.prompt = [int(t) for t in input_ids[0].tolist()]
+        if self.prefill_lost:
+            self._warn(
+                f"the prefill peer is gone ({self.prefill_lost}); "
+                "the decode peer computes the prompt"
+            )
+            self.load = calls.submit(runner.decode, "load_kv", self.sid, Handoff(), self.prompt)
+            return self._decode_logits(self.prefill_lost)
+        logits = calls.submit(runner.prefill, "prefill", self.sid, input_ids)
+        self.handoff = calls.submit(runner.prefill, "handoff", self.sid)
+        self.load = calls.submit(runner.decode, "load_kv", self.sid, self.handoff, self.prompt)
+        try:
+            return calls.get(logits, "the prefill stage failed")
+        except EdgeLLMError as exc:  # the decode peer can do it all
+            self._warn(f"the prefill peer failed ({exc}); the decode peer computes the prompt")
+            return self._decode_logits(str(exc))
+
+    def _decode_logits(self, why: str) -> torch.Tensor:
+        """The first token's logits from the decode peer, which computed the prompt."""
+        calls = self.runner.calls
+        self._await_load()
+        handle = calls.submit(self.runner.decode, "take_logits", self.sid)
+        logits = calls.get(handle, "the decode stage failed computing the prompt")
+        if logits is None:  # took every block from P after all: no position left
+            raise ClusterError(f"the prefill stage failed: {why}")
+        return logits
+
+    def _await_load(self) -> None:
+        calls = self.runner.calls
+        try:
+            loaded = calls.get(self.load, "the decode stage failed loading the prompt")
+        except EdgeLLMError:
+            if not self._handoff_failed():
+                raise
+            # D never ran the load (its argument failed): its session is still empty.
+            self._warn(
+                "the prefill peer was lost before handing over its KV blocks; "
+                "the decode peer computes the prompt"
+            )
+            decode = self.runner.decode
+            self.load = calls.submit(decode, "load_kv", self.sid, Handoff(), self.prompt)
+            loaded = calls.get(self.load, "the decode stage failed computing the prompt")
+        self.loaded = loaded
+        for message in loaded.warnings:
+            self._warn(message)
+        log.info(
+            "p/d: %d prompt tokens from the prefill peer's KV blocks, %d computed on the "
+            "decode peer (store %.0f ms, fetch %.0f ms)",
+            loaded.cached_tokens,
+            loaded.computed_tokens,
+            loaded.store_ms,
+            loaded.fetch_ms,
+        )
+
+    def _handoff_failed(self) -> bool:
+        calls = self.runner.calls
+        if self.handoff is None:  # none was asked for: the failure was D's own
+            return False
+        try:
+            calls.get(self.handoff, "")
+        except EdgeLLMError:  # any failure of P's handoff
+            return True
+        return False
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            log.warning("p/d: %s", message)
+
+    def kv_stats(self) -> KVStats:
+        """The handoff so far: D's load if it finished, else P's store if that did."""
+        calls = self.runner.calls
+        loaded = self.loaded
+        if loaded is None and self.load is not None and calls.done(self.load):
+            try:
+                loaded = calls.get(self.load, "")
+            except EdgeLLMError:  # D's failure is the request's; here only stats are asked
+                loaded = None
+        if loaded is not None:
+            return KVStats(loaded.cached_tokens, loaded.fetch_ms, loaded.store_ms)
+        if self.handoff is not None and calls.done(self.handoff):
+            try:
+                return KVStats(store_ms=calls.get(self.handoff, "").store_ms)
+            except EdgeLLMError:  # as above: stats only
+                pass
+        return KVStats()
+
+    def close(self) -> None:
+        for actor in self.runner.actors:
+            try:
+                self.runner.calls.submit(actor, "close", self.sid)
+            except EdgeLLMError as exc:  # best effort: the actor may be gone
+                log.debug("p/d: closing a stage session: %s", exc)

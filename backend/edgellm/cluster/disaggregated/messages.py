@@ -1,0 +1,37 @@
+"""What travels between the prefill peer, the decode peer and the driver (through Ray,
+so plain frozen dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What P hands D: the manifest of the prompt's stored blocks (b"": none)."""
+
+    manifest: bytes = b""
+    store_ms: float = 0.0
+    # Prompt tokens the manifest covers (whole blocks).
+    tokens: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What D did with a handoff."""
+
+    # Prompt tokens whose K/V D took from P's blocks.
+    cached_tokens: int = 0
+    # Connect, fetch, verify and import (D's side).
+    fetch_ms: float = 0.0
+    # Storing the blocks (P's side, passed along).
+    store_ms: float = 0.0
+    # Prompt tokens D computed itself.
+    computed_tokens: int = 0
+    # float32 logits [1, vocab] of the prompt's last position when D computed it, else
+    # None (the actor keeps them for take_logits; they do not travel back by default).
+    logits: torch.Tensor | None = None
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,244 @@
+"""The stage actors' side of P/D (edgellm.cluster.actor.StageActor runs it on each peer):
+a peer's KV block store in its own Kubo, storing the prompt's blocks on the prefill peer
+and fetching them into the session on the decode peer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from edgellm.cluster.disaggregated.messages import Handoff, Loaded
+from edgellm.config import load_config
+from edgellm.engine.torch.stage import StageSession
+from edgellm.errors import InvalidRequest, KuboError, KVError, ManifestRefused
+from edgellm.kv import block as blockfmt
+from edgellm.kv import handoff as kvhandoff
+from edgellm.kv.handoff import StageKV
+from edgellm.kv.ipfs import KuboClient
+from edgellm.kv.keys import ChainSpec, chain
+from edgellm.kv.manifest import KVManifest
+from edgellm.kv.prefix import FETCH_WORKERS, merge
+from edgellm.kv.store import KVStore
+
+log = logging.getLogger(__name__)
+
+# Where a stage actor keeps its block index (one directory per model CID under it); the
+# cluster manager sets it for its Ray node. Default: <kv dir>/stage.
+STAGE_KV_DIR_ENV = "EDGELLM_STAGE_KV_DIR"
+# IPFS addresses of the prefill peer a manifest names at most.
+MAX_PROVIDERS = 16
+# Seconds to wait for one swarm/connect to the prefill peer's Kubo.
+CONNECT_TIMEOUT_S = 5.0
+
+
+class _Collect(logging.Handler):
+    def __init__(self, thread: int) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = thread
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _warnings() -> Iterator[list[str]]:
+    """Warnings the `edgellm` loggers emit on this thread meanwhile (they are logged too)."""
+    handler = _Collect(threading.get_ident())
+    root = logging.getLogger("edgellm")
+    root.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        root.removeHandler(handler)
+
+
+class PeerKV:
+    """One peer's side of P/D: its block store in its own Kubo (None: no IPFS here)."""
+
+    def __init__(self, store: KVStore | None, model_cid: str, block_size: int) -> None:
+        self.store = store
+        self.model_cid = model_cid
+        self.block_size = block_size
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_config(cls, model_cid: str) -> PeerKV:
+        """The store this process's configuration names (EDGELLM_IPFS_API, kv: section)."""
+        config = load_config().kv
+        if not config.enabled:
+            return cls(None, model_cid, config.block_size)
+        base = os.environ.get(STAGE_KV_DIR_ENV) or str(Path(config.dir or ".") / "stage")
+        client = KuboClient(config.ipfs_api, gateway=config.ipfs_gateway)
+        store = KVStore(
+            client, Path(base) / model_cid, config.max_store_mb << 20, config.fetch_timeout_s
+        )
+        return cls(store, model_cid, config.block_size)
+
+    def _chain(self, session: StageSession, block_size: int) -> ChainSpec:
+        return ChainSpec(self.model_cid, blockfmt.dtype_name(session.kv_layout.dtype), block_size)
+
+    def providers(self) -> tuple[str, ...]:
+        """This peer's IPFS addresses, each ending in /p2p/<its Kubo peer id>."""
+        if self.store is None:
+            return ()
+        ident = self.store.client.id()
+        peer = ident.get("ID")
+        out = []
+        for addr in ident.get("Addresses") or ():
+            if not isinstance(addr, str) or not addr or len(addr) > 512:
+                continue
+            if "/p2p/" not in addr and isinstance(peer, str):
+                addr = f"{addr}/p2p/{peer}"
+            out.append(addr)
+        return tuple(out[:MAX_PROVIDERS])
+
+    # -- prefill peer ------------------------------------------------------------------
+
+    def store_prompt(self, session: StageSession, token_ids: Sequence[int]) -> Handoff:
+        """Store the full blocks of a prefilled session; their manifest for the decode peer.
+        Without a store, or when Kubo fails, the manifest is empty (with a warning); what
+        else raises fails the handoff, and the driver has the decode peer compute."""
+        with _warnings() as warned:
+            started = time.monotonic()
+            handoff, tokens = b"", 0
+            if self.store is None:
+                log.warning(
+                    "kv: the prefill peer has no IPFS node (EDGELLM_IPFS_API unset); "
+                    "the decode peer computes the prompt"
+                )
+            else:
+                try:
+                    handoff, tokens = self._store(session, token_ids)
+                except KVError as exc:  # Kubo failed: the decode peer computes instead
+                    log.warning(
+                        "kv: the prefill peer could not store the prompt's blocks (%s); "
+                        "the decode peer computes the prompt",
+                        exc,
+                    )
+            ms = (time.monotonic() - started) * 1000.0
+        return Handoff(handoff, ms, tokens, tuple(warned))
+
+    def _store(self, session: StageSession, token_ids: Sequence[int]) -> tuple[bytes, int]:
+        assert self.store is not None
+        kv = StageKV.of(session.kv_layout, self.model_cid, self.block_size)
+        keys = chain(kv.chain, token_ids)
+        with torch.inference_mode():
+            refs = kvhandoff.store_session(
+                session, self.store, self.model_cid, self.block_size, token_ids, keys
+            )
+        if not refs:
+            return b"", 0
+        manifest = merge(kv, [refs], self.providers())
+        return manifest.to_json(), len(refs) * self.block_size
+
+    # -- decode peer -------------------------------------------------------------------
+
+    def load(self, session: StageSession, handoff: Handoff, token_ids: Sequence[int]) -> Loaded:
+        """Fill a fresh session with the prompt: P's blocks as far as they check out, the
+        rest computed here. Only a failure of the computation itself raises."""
+        if session.position != 0:
+            raise InvalidRequest("the decode session already holds tokens")
+        with _warnings() as warned:
+            started = time.monotonic()
+            cached = 0
+            if not handoff.manifest:
+                pass  # P said why (its warnings travel along)
+            elif self.store is None:
+                log.warning(
+                    "kv: the decode peer has no IPFS node (EDGELLM_IPFS_API unset); "
+                    "computing the prompt's %d tokens",
+                    len(token_ids),
+                )
+            else:
+                try:
+                    cached = self._fetch(session, handoff.manifest, token_ids)
+                except Exception as exc:  # noqa: BLE001 - a peer's blocks must never fail us
+                    log.warning(
+                        "kv: fetching the prefill peer's blocks failed (%s); "
+                        "computing the whole prompt",
+                        exc,
+                    )
+                    session.reset()
+                    cached = 0
+            fetch_ms = (time.monotonic() - started) * 1000.0 if handoff.manifest else 0.0
+            rest = list(token_ids[cached:])
+            logits = None
+            if rest:
+                logits = session.forward(torch.tensor([rest], dtype=torch.long))
+        return Loaded(
+            cached, fetch_ms, handoff.store_ms, len(rest), logits, handoff.warnings + tuple(warned)
+        )
+
+    def _fetch(self, session: StageSession, data: bytes, token_ids: Sequence[int]) -> int:
+        assert self.store is not None
+        try:
+            manifest = KVManifest.from_json(data)
+        except ManifestRefused as exc:
+            log.warning("kv: refusing the prefill peer's manifest: %s; computing the prompt", exc)
+            return 0
+        spec = self._chain(session, manifest.block_size)
+        theirs = (manifest.model_cid, manifest.dtype)
+        if theirs != (spec.model_cid, spec.dtype):
+            log.warning(
+                "kv: refusing a manifest for model %s (%s); this request is %s (%s); "
+                "computing the prompt",
+                *theirs,
+                spec.model_cid,
+                spec.dtype,
+            )
+            return 0
+        self._connect(manifest.providers)
+        keys = chain(spec, token_ids)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="pd-fetch")
+        with torch.inference_mode():
+            fetched = kvhandoff.fetch_into(
+                session,
+                self.store,
+                manifest,
+                self.model_cid,
+                spec.block_size,
+                token_ids,
+                keys,
+                len(keys),
+                self._pool,
+            )
+        cached = len(fetched.blocks) * spec.block_size
+        log.info(
+            "kv: %d of %d prompt tokens from the prefill peer's blocks", cached, len(token_ids)
+        )
+        return cached
+
+    def _connect(self, providers: Sequence[str]) -> None:
+        """Connect this peer's Kubo to the prefill peer's (any one address will do)."""
+        assert self.store is not None
+        errors = []
+        for addr in providers:
+            try:
+                self.store.client.swarm_connect(
+                    addr, timeout_s=min(CONNECT_TIMEOUT_S, self.store.fetch_timeout_s)
+                )
+                return
+            except KuboError as exc:
+                errors.append(f"{addr}: {exc}")
+        if errors:
+            log.warning(
+                "kv: cannot connect to the prefill peer's IPFS node (%s); fetching anyway",
+                "; ".join(errors)[-600:],
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.store is not None:
+            self.store.client.close()
