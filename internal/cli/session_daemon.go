@@ -135,8 +135,7 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 
 	// The Inference stream has no place for a warning, so a failover's line
 	// goes to the session's log; the answer continues as usual.
-	var cluster heldCluster
-	cluster, err = app.formCluster(app.interrupt, cfg, o.model, &o.dist,
+	cluster, err := app.formCluster(app.interrupt, cfg, o.model, &o.dist,
 		requester.OnFailover(func(line string) { fmt.Fprintf(app.stderr, "session %s: %s\n", o.id, line) }))
 	if err != nil {
 		return err

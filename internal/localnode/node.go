@@ -1,9 +1,9 @@
 // Package localnode runs this machine's node processes: the Python backend
 // under its supervisor and the IPFS node (Kubo) the backend keeps KV blocks
 // in, each with its log, or connects to a backend already running at
-// node.backend_address. Every command that computes (infer, models, worker,
-// a session, serve) opens one; the requester and worker runtimes are given
-// it.
+// node.backend_address. Every command that computes (infer, models,
+// version, worker, a session daemon) opens one; the requester and worker
+// runtimes are given it.
 //
 // Decisions:
 //   - The IPFS node starts before the backend, which gets its API in

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/edgellm/edgellm/internal/planner"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
@@ -182,6 +183,24 @@ func TestMaybeLoss(t *testing.T) {
 	for _, tt := range tests {
 		if got := maybeLoss(tt.err); got != tt.want {
 			t.Errorf("maybeLoss(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestWording: how failover lines and errors name workers and counts.
+func TestWording(t *testing.T) {
+	plan := planner.Plan{Stages: []planner.Stage{{PeerID: "A", Start: 0, End: 15}, {PeerID: "B", Start: 15, End: 30}}}
+	tests := []struct{ got, want string }{
+		{plural(0, "token"), "0 tokens"},
+		{plural(1, "token"), "1 token"},
+		{plural(7, "other worker"), "7 other workers"},
+		{describe(plan, []int{1}), "worker B (layers [15,30))"},
+		{describe(plan, []int{0, 1}), "worker A (layers [0,15)) and worker B (layers [15,30))"},
+		{describeMoved(plan, []int{0, 1}), "A (layers [0,15)), B (layers [15,30))"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
 	}
 }

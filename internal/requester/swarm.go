@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/internal/planner"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
@@ -40,6 +41,12 @@ type Session interface {
 	// Leave ends the session cleanly: the worker leaves the Ray cluster.
 	Leave(ctx context.Context) error
 }
+
+// Every backend can host a head and compute a prompt's keys.
+var (
+	_ Head        = backend.Backend(nil)
+	_ PromptKeyer = backend.Backend(nil)
+)
 
 // Head is the backend that hosts a cluster's Ray head and drives its
 // pipeline: the part of backend.Backend a cluster uses.

@@ -33,6 +33,7 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/edgellm/edgellm/internal/backend"
 	"github.com/edgellm/edgellm/internal/ipfs"
 	"github.com/edgellm/edgellm/p2p"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
@@ -54,6 +55,8 @@ type Backend interface {
 	HeldKeys(ctx context.Context, afterSeq uint64, limit uint32) (*pb.HeldKeysResponse, error)
 	BlockManifest(ctx context.Context, req *pb.BlockManifestRequest) (*pb.BlockManifestResponse, error)
 }
+
+var _ Backend = backend.Backend(nil)
 
 // LocalNode is this machine's opened backend and IPFS node (a
 // *localnode.Node).
