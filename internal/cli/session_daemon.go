@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/edgellm/edgellm/internal/inferencerpc"
 	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -150,7 +150,7 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 	defer closeCluster()
 
 	sock := paths.socket()
-	lis, err := listenUnix(sock)
+	lis, err := inferencerpc.ListenUnix(sock)
 	if err != nil {
 		return err
 	}
@@ -182,41 +182,12 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 	fmt.Fprintf(app.stderr, "session %s: closing (%s)\n", o.id, reason)
 	_ = os.Remove(paths.info()) // nobody new finds it
 	svc.shutdown()
-	stopServer(srv, serverStopGrace)
+	inferencerpc.Stop(srv, serverStopGrace)
 	closeCluster()
 	paths.removeFiles(sock, false)
 	fmt.Fprintf(app.stderr, "session %s: closed\n", o.id)
 	_ = os.Remove(paths.log()) // a clean close leaves nothing behind
 	return nil
-}
-
-// listenUnix listens on a fresh unix socket only this user may connect to.
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("session socket: %w", err)
-	}
-	old := syscall.Umask(0o177) // the socket is created 0600
-	lis, err := net.Listen("unix", path)
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("session socket: %w", err)
-	}
-	return lis, nil
-}
-
-// stopServer stops srv gracefully, cutting what still runs after grace.
-func stopServer(srv *grpc.Server, grace time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(grace):
-		srv.Stop()
-		<-done
-	}
 }
 
 // errSessionClosing ends generations cut short by the session closing.

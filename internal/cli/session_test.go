@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/backend"
+	"github.com/edgellm/edgellm/internal/inferencerpc"
 	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -80,7 +81,7 @@ func (f *fakeCluster) Close()              { f.closed = true }
 func serveFake(t *testing.T, fc *fakeCluster, idle time.Duration) (*sessionService, backend.Backend) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s.sock")
-	lis, err := listenUnix(sock)
+	lis, err := inferencerpc.ListenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
