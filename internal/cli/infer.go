@@ -73,6 +73,11 @@ session open): no discovery, planning or Ray start. The session's model is
 used; the swarm and planning flags (--local, --stages, --join, ...) make no
 sense with it and exit 2. An unknown or ended session exits 3.
 
+When edgellm serve runs on the same data directory, infer sends the prompt to
+it (through <data-dir>/run/serve.sock) instead of starting a backend: the
+same output and exit codes, in a fraction of the time. serve then chooses
+where the prompt runs, so --local, --stages and the other swarm flags exit 2.
+
 Ctrl-C aborts the generation and exits with code 130.`
 
 // inferOptions holds the infer command's flags.
