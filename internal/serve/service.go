@@ -178,7 +178,7 @@ func (s *Service) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 		return openai.RouteLocal, status.Errorf(codes.NotFound, "model %q is not served by this node", req.GetModel())
 	}
 	if !s.runsHere(req.GetModel()) {
-		route, err := s.clusters.generate(ctx, req, onResp)
+		route, err := s.clusters.generate(ctx, req, s.countHits(onResp))
 		return route, swarmStatus(err)
 	}
 	s.fillPrefix(ctx, req)
