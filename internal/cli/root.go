@@ -71,6 +71,8 @@ func commands(app *App) []*cobra.Command {
 		newPeersCommand(app),
 		newSessionCommand(app),
 		newServeCommand(app),
+		newBatchCommand(app),
+		newBenchCommand(app),
 	}
 }
 

@@ -134,17 +134,21 @@ func (o *serveOptions) validate() error {
 
 // apiKey reads the key from --api-key-file, else $EDGELLM_API_KEY; "" when
 // neither is set.
-func (o *serveOptions) apiKey() (string, error) {
-	if o.apiKeyFile == "" {
+func (o *serveOptions) apiKey() (string, error) { return readAPIKey(o.apiKeyFile) }
+
+// readAPIKey reads the key from file (--api-key-file), else
+// $EDGELLM_API_KEY; "" when neither is set.
+func readAPIKey(file string) (string, error) {
+	if file == "" {
 		return strings.TrimSpace(os.Getenv("EDGELLM_API_KEY")), nil
 	}
-	data, err := os.ReadFile(o.apiKeyFile)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return "", fmt.Errorf("%w: --api-key-file: %w", ErrInvalidArgument, err)
 	}
 	key := strings.TrimSpace(string(data))
 	if key == "" || strings.ContainsAny(key, " \t\r\n") {
-		return "", fmt.Errorf("%w: --api-key-file %s must hold one key on one line", ErrInvalidArgument, o.apiKeyFile)
+		return "", fmt.Errorf("%w: --api-key-file %s must hold one key on one line", ErrInvalidArgument, file)
 	}
 	return key, nil
 }
