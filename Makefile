@@ -17,7 +17,7 @@ TORCH_WHEEL := $(firstword $(wildcard ../shared/wheels/torch-*+cpu-*.whl))
 PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean
+.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean browser
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
 TEST_MODELS_DIR := $(CURDIR)/.cache/models
@@ -86,7 +86,16 @@ demo: build model
 model: setup
 	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m edgellm.models prepare smollm2-135m >/dev/null
 
-test: setup proto-check lint build model test-go test-python
+test: setup proto-check lint build model browser test-go test-python
+
+# Headless Chromium for the console's browser test (TestConsole): Debian's chromium,
+# installed with apt-get when none is on PATH and we are root; otherwise the test skips.
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium for the console test…"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "browser: no Chromium and cannot install it (not root or no apt-get): TestConsole will skip"; fi
 
 # EDGELLM_IPFS_BIN: tests that need Kubo use the pinned build and never skip for want of it.
 test-go: setup model

@@ -34,6 +34,7 @@ then answers until SIGINT or SIGTERM:
   POST /v1/chat/completions, POST /v1/completions   (streamed with "stream": true)
   GET  /v1/models, /v1/models/{id}
   GET  /health, /ready, /metrics (Prometheus), /openapi.json
+  GET  /  (a web console: chat, the swarm, live figures), /status (its JSON)
 
 Requests are routed as infer routes them: without a swarm (or with --local)
 every model runs on this machine; with one, a model this node volunteers
@@ -200,6 +201,9 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	httpSrv := api.NewHTTPServer(lis.Addr().String())
+	con := newConsole(api, metrics, key, n.p2p, svc) // the page at "/" in front of the API
+	defer con.Close()
+	httpSrv.Handler = con
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(lis) }()
 	rpc, sock, err := serveSocket(cfg.DataDir, svc)

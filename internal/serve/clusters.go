@@ -59,6 +59,9 @@ type clusterPool struct {
 	idle     time.Duration
 	log      *slog.Logger
 	onOpen   func(open bool) // the open-clusters gauge
+	// onStages, when set, gets the stages of the cluster a generation runs
+	// on, before it starts (the console's "last request" trace).
+	onStages func(req *pb.GenerateRequest, stages []requester.Stage)
 
 	turn sync.Mutex // held by a swarm generation, and while forming
 
@@ -77,6 +80,9 @@ func (p *clusterPool) generate(ctx context.Context, req *pb.GenerateRequest, onR
 		return routeOf(p.template), err
 	}
 	defer p.release(wc)
+	if sc, ok := wc.c.(interface{ Stages() []requester.Stage }); ok && p.onStages != nil {
+		p.onStages(req, sc.Stages())
+	}
 	return routeOf(p.template), wc.c.Generate(ctx, req, onResp)
 }
 

@@ -61,6 +61,31 @@ type Service struct {
 	mu      sync.Mutex
 	models  []openai.Model // the served models, once warmed
 	warmErr error          // why Ready is not nil yet
+	last    Trace          // the latest generation's route (zero before one)
+}
+
+// Trace says where one generation ran: on this node ("local") or on the
+// stages of a swarm cluster, for the console's "which peers ran it".
+type Trace struct {
+	RequestID string
+	Model     string
+	Route     string            // openai.RouteLocal, RoutePipeline or RoutePD
+	Stages    []requester.Stage // the cluster's stages in order; none for local
+	At        time.Time
+}
+
+// LastTrace returns the latest generation's trace (ok false before any).
+func (s *Service) LastTrace() (Trace, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last, s.last.RequestID != ""
+}
+
+func (s *Service) setTrace(t Trace) {
+	t.At = time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last = t
 }
 
 var _ openai.Engine = (*Service)(nil)
@@ -90,6 +115,9 @@ func New(o Options) (*Service, error) {
 					o.Metrics.OpenClusters.Dec()
 				}
 			}}
+		s.clusters.onStages = func(req *pb.GenerateRequest, stages []requester.Stage) {
+			s.setTrace(Trace{RequestID: req.GetRequestId(), Model: req.GetModel(), Route: routeOf(sw.Plan), Stages: stages})
+		}
 	}
 	return s, nil
 }
@@ -146,11 +174,25 @@ func (s *Service) setWarm(models []openai.Model, err error) {
 	s.models, s.warmErr = models, err
 }
 
-// Ready implements openai.Engine.
-func (s *Service) Ready(context.Context) error {
+// readyProbe bounds Ready's question to the backend: a backend that is
+// restarting makes Ready fail at once instead of waiting for the restart.
+const readyProbe = time.Second
+
+// Ready implements openai.Engine: nil once warmed and while the backend
+// answers (a backend restarting makes /ready 503 until it is back).
+func (s *Service) Ready(ctx context.Context) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.warmErr
+	err := s.warmErr
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyProbe)
+	defer cancel()
+	if _, err := s.o.Backend.Status(ctx); err != nil {
+		return fmt.Errorf("the backend does not answer (restarting?): %w", err)
+	}
+	return nil
 }
 
 // Models implements openai.Engine: the served models (after Warm).
@@ -181,6 +223,7 @@ func (s *Service) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 		route, err := s.clusters.generate(ctx, req, s.countHits(onResp))
 		return route, swarmStatus(err)
 	}
+	s.setTrace(Trace{RequestID: req.GetRequestId(), Model: req.GetModel(), Route: openai.RouteLocal})
 	s.fillPrefix(ctx, req)
 	err := generateOn(ctx, s.o.Backend, req, s.countHits(onResp))
 	return openai.RouteLocal, err
