@@ -175,8 +175,10 @@ func (s *Service) setWarm(models []openai.Model, err error) {
 }
 
 // readyProbe bounds Ready's question to the backend: a backend that is
-// restarting makes Ready fail at once instead of waiting for the restart.
-const readyProbe = time.Second
+// restarting makes Ready fail soon instead of waiting for the restart. It is
+// generous because a busy backend on a small machine (two cores decoding)
+// answers its Status call late but answers.
+const readyProbe = 3 * time.Second
 
 // Ready implements openai.Engine: nil once warmed and while the backend
 // answers (a backend restarting makes /ready 503 until it is back).
