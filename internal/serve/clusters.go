@@ -2,10 +2,14 @@ package serve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
@@ -27,6 +31,7 @@ type formedCluster interface {
 	Done() <-chan struct{}
 	Err() error
 	Close()
+	Stages() []requester.Stage
 }
 
 // requesterFormer forms clusters with the requester runtime, headed by this
@@ -80,10 +85,31 @@ func (p *clusterPool) generate(ctx context.Context, req *pb.GenerateRequest, onR
 		return routeOf(p.template), err
 	}
 	defer p.release(wc)
-	if sc, ok := wc.c.(interface{ Stages() []requester.Stage }); ok && p.onStages != nil {
-		p.onStages(req, sc.Stages())
+	if p.onStages != nil {
+		p.onStages(req, wc.c.Stages())
 	}
-	return routeOf(p.template), wc.c.Generate(ctx, req, onResp)
+	err = wc.c.Generate(ctx, req, onResp)
+	if brokenBy(ctx, err) {
+		// The cluster failed under a request that was neither cancelled nor
+		// bad (its failover gave up, or this node's backend restarted and
+		// lost the Ray head): the next request forms a new one.
+		p.drop(wc, fmt.Sprintf("a generation failed on it: %v", err))
+	}
+	return routeOf(p.template), err
+}
+
+// brokenBy reports whether err, from a generation under ctx, says the
+// cluster itself is broken: not the caller leaving, not the request's own
+// fault (INVALID_ARGUMENT, NOT_FOUND), not the caller's callback.
+func brokenBy(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil || errors.Is(err, requester.ErrCancelled) {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.Canceled:
+		return false
+	}
+	return true
 }
 
 // acquire returns the warm cluster for model, forming it when needed.

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -25,13 +28,20 @@ type fakeCluster struct {
 	doneOnce sync.Once
 }
 
-func (c *fakeCluster) Generate(ctx context.Context, _ *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
+func (c *fakeCluster) Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
 	c.mu.Lock()
 	c.gens++
 	c.mu.Unlock()
+	switch req.GetRequestId() {
+	case "broken":
+		return status.Error(codes.Unavailable, "the Ray head is gone")
+	case "bad":
+		return status.Error(codes.InvalidArgument, "prompt too long")
+	}
 	return onResp(&pb.GenerateResponse{Text: "ok", FinishReason: pb.FinishReason_FINISH_REASON_STOP})
 }
-func (c *fakeCluster) Done() <-chan struct{} { return c.done }
+func (c *fakeCluster) Done() <-chan struct{}     { return c.done }
+func (c *fakeCluster) Stages() []requester.Stage { return []requester.Stage{{PeerID: "p", End: 30}} }
 func (c *fakeCluster) Err() error {
 	select {
 	case <-c.done:
@@ -167,6 +177,15 @@ func TestClusterPool(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, 1, 1},
+		{"a broken generation drops it, a bad request does not", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			for _, id := range []string{"bad", "ok", "broken", "ok"} {
+				_, _ = p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: id},
+					func(*pb.GenerateResponse) error { return nil })
+			}
+			if cs := f.clusters(); !cs[0].isClosed() || cs[0].generations() != 3 || cs[1].isClosed() {
+				t.Error("want the first cluster kept through the bad request, dropped after the broken one")
+			}
+		}, 2, 1},
 		{"close ends it", func(t *testing.T, f *fakeFormer, p *clusterPool) {
 			if err := generate(t, p, "m"); err != nil {
 				t.Fatal(err)
