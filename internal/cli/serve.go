@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -183,7 +184,14 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 		app.warn(fmt.Sprintf("serving on %s without an API key: anyone who reaches it can use it (--api-key-file)", lis.Addr()))
 	}
 	metrics := openai.NewMetrics()
-	n, err := app.startServeNode(cfg, o, localnode.WithRestarts(metrics.BackendRestarts.Inc, metrics.KuboRestarts.Inc))
+	var svcRef atomic.Pointer[serve.Service] // set below; the restart hook may run before
+	onBackendRestart := func() {
+		metrics.BackendRestarts.Inc()
+		if svc := svcRef.Load(); svc != nil {
+			go svc.BackendRestarted() // the hook runs in the supervisor: do not block its restart
+		}
+	}
+	n, err := app.startServeNode(cfg, o, localnode.WithRestarts(onBackendRestart, metrics.KuboRestarts.Inc))
 	if err != nil {
 		return err
 	}
@@ -195,6 +203,7 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	defer svc.Close()
+	svcRef.Store(svc)
 	api, err := openai.New(svc, openai.Options{APIKey: key, MaxQueue: o.queue(), Metrics: metrics, Logger: app.log,
 		MaxCompletionTokens: o.maxTokens, ModelIDs: o.models})
 	if err != nil {

@@ -285,6 +285,15 @@ func swarmStatus(err error) error {
 	return err
 }
 
+// BackendRestarted drops the warm cluster: the backend that headed it lost
+// its Ray head when it died, so the next swarm request forms a new cluster.
+// Call it from the backend's restart hook.
+func (s *Service) BackendRestarted() {
+	if s.clusters != nil {
+		s.clusters.close()
+	}
+}
+
 // Close closes the warm cluster, if any; the backend is the caller's.
 func (s *Service) Close() {
 	if s.clusters != nil {
