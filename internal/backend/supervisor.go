@@ -96,6 +96,14 @@ func (s *Supervisor) Pid() int {
 	return s.proc.pid()
 }
 
+// Running reports, without waiting, whether a backend process serves now
+// (false while a restart is under way, after giving up, and after Close).
+func (s *Supervisor) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil && !s.proc.hasExited() && !s.closed && s.fatal == nil
+}
+
 // current returns the serving process, waiting for a restart under way.
 func (s *Supervisor) current(ctx context.Context) (*process, error) {
 	for {

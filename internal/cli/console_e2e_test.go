@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/edgellm/edgellm/internal/testutil"
 )
 
 // consoleLabel is the worker's region label and part of a prompt: the page
@@ -24,19 +26,18 @@ import (
 const consoleLabel = `<script>window.__pwned=1</script>`
 
 // TestConsole drives serve's web console in headless Chromium: a real
-// `edgellm serve --worker` (models run on its own backend) in a swarm with
-// one `edgellm worker --label '<script>…'`, both on 127.0.0.1 with --no-mdns,
-// and an API key. The page asks for the key once; a prompt carrying HTML
-// streams the API's greedy answer and stays text; the reply names its route;
-// the swarm view shows the worker with its label as text; Stop aborts a
-// long generation (the backend logs the abort); an over-long max_tokens shows
-// the API's error message; the worker leaving disappears; a killed backend
-// shows as not ready and the page recovers without a reload. Screenshots go
-// to $EDGELLM_TEST_OUT when set, else the test's temporary directory.
-//
-// Decision: no Ray cluster and no network namespace here (the two-stage
-// route is covered by TestDistributedInfer's serve test); the stage chain is
-// the "local" one.
+// `edgellm serve --stages 2` in a swarm of three workers (one with the label
+// '<script>…'), with an API key, all in one loopback-only network namespace
+// with the browser (Ray needs the namespace, and the browser must reach
+// serve's 127.0.0.1). The page asks for the key once; a prompt carrying HTML
+// streams the API's greedy answer (the two-stage split's) and stays text; the
+// reply names the peers and layers that ran it and the swarm view draws that
+// chain; the workers are listed, the label as text; Stop aborts a long
+// generation (serve's backend, the Ray head, logs the abort); an over-long
+// max_tokens shows the API's error message; a worker leaving disappears; a
+// killed backend shows as not ready and the page recovers without a reload
+// (the next request forms a new cluster). Screenshots go to
+// $EDGELLM_TEST_OUT when set, else the test's temporary directory.
 func TestConsole(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -44,6 +45,10 @@ func TestConsole(t *testing.T) {
 	browser := findChromium()
 	if browser == "" {
 		t.Skip("skipping: no Chromium found (make browser installs Debian's chromium)")
+	}
+	if !testutil.InNetNS(t) {
+		testutil.RunTestInNetNS(t, testutil.NewNetNS(t), "TestConsole", 20*time.Minute)
+		return
 	}
 	c := newCLIEnv(t)
 	shots := os.Getenv("EDGELLM_TEST_OUT")
@@ -57,19 +62,27 @@ func TestConsole(t *testing.T) {
 	t.Logf("screenshots in %s", shots)
 
 	join := c.swarmInit()
-	w := c.startWorker(t.TempDir(), "--no-mdns", "--join", join, "--label", consoleLabel)
-	wID, wAddrs := w.state(t)
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // three workers, serve
+	t.Cleanup(func() { noProcessesOf(t, dirs) })
+	a := c.startWorker(dirs[0], "--no-mdns", "--join", join)
+	aID, aAddrs := a.state(t)
+	b := c.startWorker(dirs[1], "--no-mdns", "--join", join, "--bootstrap", aAddrs[0])
+	bID, _ := b.state(t)
+	w := c.startWorker(dirs[2], "--no-mdns", "--join", join, "--bootstrap", aAddrs[0], "--label", consoleLabel)
+	wID, _ := w.state(t)
+	c.peersUntil(map[string]bool{aID: true, bID: true, wID: true}, "--join", join, "--no-mdns", "--bootstrap", aAddrs[0])
 
 	const key = "console-test-key"
 	keyFile := filepath.Join(t.TempDir(), "key")
 	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dataDir := t.TempDir()
+	dataDir := dirs[3]
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cmd := c.command(ctx, "--data-dir", dataDir, "serve", "--listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0",
-		"--worker", "--join", join, "--no-mdns", "--bootstrap", wAddrs[0], "--api-key-file", keyFile)
+		"--stages", "2", "--ray-address", "127.0.0.1", "--join", join, "--no-mdns", "--bootstrap", aAddrs[0],
+		"--api-key-file", keyFile)
 	cmd.Env = c.env
 	var stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
@@ -150,7 +163,12 @@ func TestConsole(t *testing.T) {
 		if user != prompt {
 			t.Errorf("prompt shown as %q, want the text %q", user, prompt)
 		}
-		until("route shown", lastReply+`.querySelector(".route")?.textContent.includes("local")`, 20*time.Second)
+		// Two stages: the chain names two peers with their layers, from 0 to 30.
+		until("route shown", lastReply+`.querySelector(".route")?.textContent.includes("[0–")`, 20*time.Second)
+		route := evalString(lastReply + `.querySelector(".route").textContent`)
+		if strings.Count(route, "→") != 1 || !strings.Contains(route, "–30)") {
+			t.Errorf("route under the reply %q; want two stages covering layers 0 to 30", route)
+		}
 		meta := evalString(lastReply + `.querySelector(".meta").textContent`)
 		if !strings.Contains(meta, "TTFT") || !strings.Contains(meta, "tokens/s") || !strings.Contains(meta, "cached prompt tokens") {
 			t.Errorf("timings under the reply: %q", meta)
@@ -158,11 +176,15 @@ func TestConsole(t *testing.T) {
 		t.Logf("reply meta: %q", meta)
 	})
 
-	t.Run("swarm shows the worker, its label as text", func(t *testing.T) {
+	t.Run("swarm shows the workers, the chain, the label as text", func(t *testing.T) {
 		row := fmt.Sprintf(`document.querySelector('#peers tr[data-peer=%q]')`, wID)
 		until("worker listed", row+`?.querySelector(".label").textContent === `+strconv.Quote(consoleLabel), time.Minute)
+		for _, id := range []string{aID, bID} {
+			until("worker "+id+" listed", fmt.Sprintf(`!!document.querySelector('#peers tr[data-peer=%q]')`, id), time.Minute)
+		}
 		until("label drawn", `[...document.querySelectorAll("#layers text")].some(e => e.textContent.includes(`+strconv.Quote(consoleLabel)+`))`, 10*time.Second)
-		until("chain drawn", `document.querySelector("#chain").textContent.includes("ran locally")`, 10*time.Second)
+		until("chain drawn", `document.querySelector("#chain").textContent.includes("layers 0–") && `+
+			`document.querySelector("#chain").textContent.includes("–30")`, 10*time.Second)
 		until("figures", `Number(document.querySelector('[data-figure="requests"] b')?.textContent) >= 1`, 10*time.Second)
 		shot(bctx, shots, "1-chat-and-swarm")
 	})
@@ -175,12 +197,18 @@ func TestConsole(t *testing.T) {
 		until("stopped", lastReply+`.dataset.state === "stopped"`, 10*time.Second)
 		id := evalString(lastReply + `.dataset.requestId`)
 		log := filepath.Join(dataDir, "logs", "backend.log")
+		// serve's Abort or the cancelled stream, whichever reaches the backend
+		// first, stops the generation; the backend logs it either way.
+		stopped := func() bool {
+			l := readFile(t, log)
+			return strings.Contains(l, "abort "+id) || strings.Contains(l, "cancelled "+id)
+		}
 		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(readFile(t, log), "abort "+id) && time.Now().Before(deadline) {
+		for !stopped() && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
 		}
-		if id == "" || !strings.Contains(readFile(t, log), "abort "+id) {
-			t.Errorf("the backend never logged the abort of %q:\n%s", id, lastLines(readFile(t, log), 20))
+		if id == "" || !stopped() {
+			t.Errorf("the backend never logged the stop of %q:\n%s", id, lastLines(readFile(t, log), 20))
 		}
 		until("nothing running", `Number(document.querySelector('[data-figure="running"] b')?.textContent) === 0`, 20*time.Second)
 		shot(bctx, shots, "2-stopped")

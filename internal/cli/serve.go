@@ -198,7 +198,8 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 	defer n.close()
 	stopCounting := countPeers(n.p2p, metrics)
 	defer stopCounting()
-	svc, err := serve.New(serve.Options{Backend: n.local, Models: o.models, Swarm: n.swarm, Metrics: metrics, Logger: app.log})
+	svc, err := serve.New(serve.Options{Backend: n.local, BackendRunning: n.local.Running, Models: o.models,
+		Swarm: n.swarm, Metrics: metrics, Logger: app.log})
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ import (
 // backend.Backend; Close stops what Open started.
 type Node struct {
 	backend.Backend
+	sup        *backend.Supervisor // the backend this node started; nil when dialled
 	backendLog *os.File
 	ipfs       *ipfs.Daemon // the Kubo daemon this node runs; nil when none
 	ipfsAPI    *ipfs.Client // the Kubo the backend was given; nil when none
@@ -42,6 +43,11 @@ type Node struct {
 }
 
 var _ backend.Backend = (*Node)(nil)
+
+// Running reports, without waiting, whether the backend this node started
+// serves now (false while it restarts). A dialled backend is another
+// process's to supervise: true, and its calls say when it is gone.
+func (n *Node) Running() bool { return n.sup == nil || n.sup.Running() }
 
 // Open starts this machine's backend under a supervisor, after its IPFS node
 // (cfg.IPFS), or connects to the backend at cfg.Node.BackendAddress. ctx
@@ -120,7 +126,7 @@ func (n *Node) startBackend(ctx context.Context, cfg *config.Config, set *settin
 		logFile.Close()
 		return fmt.Errorf("%w (python %s; backend log %s)", err, s.Python, logPath)
 	}
-	n.Backend, n.backendLog = sup, logFile
+	n.Backend, n.sup, n.backendLog = sup, sup, logFile
 	return nil
 }
 

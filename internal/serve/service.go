@@ -42,6 +42,9 @@ type Options struct {
 	// Backend is this node's backend: the local engine, the Ray head of
 	// swarm clusters and the prompt keyer of the prefix lookup.
 	Backend backend.Backend
+	// BackendRunning, when set, says without waiting whether the backend
+	// serves now; Ready is not nil while it does not (a restart).
+	BackendRunning func() bool
 	// Models are the models served: warmed before Ready. Required.
 	Models []string
 	// Swarm, when set, routes the models not in Swarm.Local through it.
@@ -174,25 +177,19 @@ func (s *Service) setWarm(models []openai.Model, err error) {
 	s.models, s.warmErr = models, err
 }
 
-// readyProbe bounds Ready's question to the backend: a backend that is
-// restarting makes Ready fail soon instead of waiting for the restart. It is
-// generous because a busy backend on a small machine (two cores decoding)
-// answers its Status call late but answers.
-const readyProbe = 3 * time.Second
-
 // Ready implements openai.Engine: nil once warmed and while the backend
 // answers (a backend restarting makes /ready 503 until it is back).
-func (s *Service) Ready(ctx context.Context) error {
+func (s *Service) Ready(context.Context) error {
 	s.mu.Lock()
 	err := s.warmErr
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, readyProbe)
-	defer cancel()
-	if _, err := s.o.Backend.Status(ctx); err != nil {
-		return fmt.Errorf("the backend does not answer (restarting?): %w", err)
+	// Asked without waiting: a busy backend answers a status call late, and
+	// one that restarts would answer only once it is back.
+	if s.o.BackendRunning != nil && !s.o.BackendRunning() {
+		return errors.New("the backend is restarting")
 	}
 	return nil
 }

@@ -46,9 +46,14 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
                 yield from self._stream(request.model, req, resume, cancel)
             else:
                 yield from self._stream_plan(request.model, plan, req, resume, cancel)
+        except GeneratorExit:  # the caller cancelled the RPC or went away mid-stream
+            log.info("cancelled %s", req.request_id)
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status code
             if context.is_active():
                 abort(context, exc)
+            else:  # the caller left while the engine ran: it stopped at the next token
+                log.info("cancelled %s", req.request_id)
         finally:
             self._tracker.finish(req.request_id)
 
