@@ -1,6 +1,8 @@
 """`make bench`: run every figure provider, merge their figures into one JSON file.
 
-Writes bench/results/<UTC timestamp>-<short sha>.json and copies it to latest.json.
+Writes bench/results/<UTC timestamp>-<short sha>.json and, for a run of every provider,
+copies it to latest.json (a partial run, e.g. `bench/run.py serve`, is marked "partial"
+and leaves latest.json as it was).
 A provider returns {figure name: {"value", "unit", "baseline", "ratio", ...}}; one that
 fails is reported (in "errors" and on stderr) and the others still run.
 """
@@ -153,11 +155,17 @@ def main(argv: list[str]) -> int:
     }
     if errors:
         report["errors"] = errors
+    partial = sorted(chosen) != sorted(PROVIDERS)
+    if partial:
+        report["partial"] = sorted(chosen)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{stamp}-{sha}.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    shutil.copyfile(path, RESULTS / "latest.json")
+    # latest.json holds a whole run's figures: a partial run (some providers
+    # named on the command line) keeps its own file and leaves latest alone.
+    if not partial:
+        shutil.copyfile(path, RESULTS / "latest.json")
     print(json.dumps(figures, indent=2, sort_keys=True))
     print(f"bench: wrote {path}", file=sys.stderr)
     try:
