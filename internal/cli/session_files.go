@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/p2p"
 )
 
@@ -116,26 +117,14 @@ func (p sessionPaths) mkdir() error {
 	return os.Chmod(p.dir, 0o700)
 }
 
-// writeInfo writes the record atomically (temporary file, then rename), so
-// a reader never sees half of it.
+// writeInfo writes the record atomically, so a reader never sees half of
+// it.
 func (p sessionPaths) writeInfo(info *sessionInfo) error {
 	data, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(p.dir, "."+p.id+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // gone after the rename; cleans up a failure
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), p.info())
+	return atomicfile.Write(p.info(), append(data, '\n'), 0o600)
 }
 
 // readInfo reads the record; fs.ErrNotExist when there is none.

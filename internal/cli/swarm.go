@@ -13,6 +13,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/internal/config"
 	"github.com/edgellm/edgellm/p2p"
 )
@@ -89,19 +90,9 @@ func newSwarmInitCommand(app *App) *cobra.Command {
 	return cmd
 }
 
-// writeSecretFile writes a file readable by its owner only.
+// writeSecretFile writes a file readable by its owner only, atomically.
 func writeSecretFile(path, content string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, []byte(content), 0o600)
 }
 
 // swarmFlags are the membership flags of worker and peers.

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/edgellm/edgellm/internal/atomicfile"
 )
 
 // The record of a running serve: <data-dir>/run/serve.json.
@@ -55,31 +57,11 @@ func RunDir(dataDir string) string { return filepath.Join(dataDir, "run") }
 
 // WriteRecord writes r atomically into dataDir's run/ folder (mode 0600).
 func WriteRecord(dataDir string, r *Record) error {
-	dir := RunDir(dataDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("run directory: %w", err)
-	}
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".serve.*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // gone after the rename; cleans up a failure
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, RecordFile))
+	return atomicfile.Write(filepath.Join(RunDir(dataDir), RecordFile), append(data, '\n'), 0o600)
 }
 
 // RemoveRecord removes the record (first, when serve stops).

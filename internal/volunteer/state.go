@@ -2,10 +2,8 @@ package volunteer
 
 import (
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/internal/ipfs"
 	"github.com/edgellm/edgellm/p2p"
 )
@@ -40,15 +38,5 @@ func writeState(path string, n *p2p.Node, src *backendSource, api *ipfs.Client) 
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, append(data, '\n'), 0o600)
 }
