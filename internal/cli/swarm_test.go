@@ -121,3 +121,58 @@ func TestLocalJoinString(t *testing.T) {
 		})
 	}
 }
+
+// TestDataDirRefused: a data directory group or others may write, or
+// another user's, is refused with one line and exit 2 before the command
+// runs; a missing one is created 0700.
+func TestDataDirRefused(t *testing.T) {
+	base := t.TempDir()
+	dir := func(name string, perm os.FileMode, uid int) string {
+		p := filepath.Join(base, name)
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, perm); err != nil {
+			t.Fatal(err)
+		}
+		if uid >= 0 {
+			if err := os.Chown(p, uid, uid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return p
+	}
+	tests := []struct {
+		name     string
+		dir      func() string
+		wantCode int // of `swarm join-string`: 3 (no swarm) once the directory passed
+		root     bool
+	}{
+		{"missing is created", func() string { return filepath.Join(base, "new", "data") }, 3, false},
+		{"0755", func() string { return dir("readable", 0o755, -1) }, 3, false},
+		{"group-writable", func() string { return dir("groupw", 0o770, -1) }, 2, false},
+		{"world-writable", func() string { return dir("worldw", 0o777, -1) }, 2, false},
+		{"another user's", func() string { return dir("others", 0o700, 65534) }, 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.root && os.Geteuid() != 0 {
+				t.Skip("needs root to make a directory owned by another user")
+			}
+			d := tt.dir()
+			var stdout, stderr strings.Builder
+			code := Main(t.Context(), []string{"--data-dir", d, "swarm", "join-string"}, strings.NewReader(""), &stdout, &stderr)
+			if code != tt.wantCode || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+				t.Fatalf("exit %d, stderr %q; want %d and one line", code, stderr.String(), tt.wantCode)
+			}
+			if tt.wantCode == 2 && !strings.Contains(stderr.String(), "data directory") {
+				t.Errorf("stderr %q does not name the data directory", stderr.String())
+			}
+			if tt.name == "missing is created" {
+				if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+					t.Errorf("created data directory: %v, %v; want 0700", fi, err)
+				}
+			}
+		})
+	}
+}
