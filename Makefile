@@ -71,11 +71,12 @@ serve: build
 	./$(BIN) serve --listen $(LISTEN)
 
 # Volunteer this machine: serve the embedded model to a swarm. Without JOIN it creates a
-# swarm the first time (edgellm swarm init) and reuses it afterwards; the worker prints a
-# join string through itself for others.
+# swarm the first time (edgellm swarm init) and reuses it afterwards; `edgellm swarm
+# join-string` prints a join string through the running worker for others. JOIN goes
+# through the environment, never the worker's command line (visible in ps).
 run-worker: build
 	@if [ -z "$(JOIN)" ]; then ./$(BIN) swarm init >/dev/null 2>&1 || true; fi
-	./$(BIN) worker $(if $(JOIN),--join '$(JOIN)') $(WORKER_FLAGS)
+	@$(if $(JOIN),EDGELLM_JOIN='$(JOIN)') ./$(BIN) worker $(WORKER_FLAGS)
 
 # A local swarm of three nodes (two workers and a requester) and one inference split across
 # the workers; prints the answer, which peer ran which layers, and timings.

@@ -44,7 +44,7 @@ json_field() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(
 start_worker() {
 	local name=$1; shift
 	mkdir -p "$work/$name"
-	"$BIN" --data-dir "$work/$name" worker --no-mdns --join "$join" \
+	"$BIN" --data-dir "$work/$name" worker --no-mdns --join-file "$work/swarm/swarm.join" \
 		--listen /ip4/127.0.0.1/tcp/0 --label "demo-$name" "$@" 2>"$work/$name.log" &
 	local pid=$!
 	pids+=("$pid")
@@ -62,14 +62,16 @@ start_worker() {
 if [[ -n ${EDGELLM_DEMO_IN_NETNS:-} ]]; then
 	echo "(running in a loopback-only network namespace)"
 fi
-join=$("$BIN" --data-dir "$work/swarm" swarm init 2>"$work/swarm.log") || { cat "$work/swarm.log" >&2; exit 1; }
+# The join string stays in the 0600 file swarm init saves; it is passed by file, never
+# on a command line (ps shows those to every local user).
+"$BIN" --data-dir "$work/swarm" swarm init >/dev/null 2>"$work/swarm.log" || { cat "$work/swarm.log" >&2; exit 1; }
 echo "Starting two workers (the first start converts the model once; later ones take seconds)…"
 start_worker a
 boot=$(json_field "$work/a/worker.json" '["addrs"][0]')
 start_worker b --bootstrap "$boot"
 # Wait until the swarm lists both workers (each peers run searches up to its --timeout).
 for _ in 1 2 3 4 5 6; do
-	n=$("$BIN" --data-dir "$work/requester" peers --json --join "$join" --no-mdns --bootstrap "$boot" --timeout 5s |
+	n=$("$BIN" --data-dir "$work/requester" peers --json --join-file "$work/swarm/swarm.join" --no-mdns --bootstrap "$boot" --timeout 5s |
 		"$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')
 	((n >= 2)) && break
 done
@@ -77,7 +79,7 @@ done
 echo
 echo "Prompt: $PROMPT"
 start=$(date +%s.%N)
-"$BIN" --data-dir "$work/requester" infer --json --join "$join" --no-mdns --bootstrap "$boot" \
+"$BIN" --data-dir "$work/requester" infer --json --join-file "$work/swarm/swarm.join" --no-mdns --bootstrap "$boot" \
 	--listen /ip4/127.0.0.1/tcp/0 --ray-address 127.0.0.1 --stages "$STAGES" \
 	--max-tokens "$MAX_TOKENS" "$PROMPT" >"$work/answer.json"
 end=$(date +%s.%N)

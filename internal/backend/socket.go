@@ -14,17 +14,23 @@ import (
 const maxSocketPath = 107
 
 // socketPath picks the backend's unix socket: <dataDir>/run/<name>, or
-// <tmpDir>/<name> when that would be too long for sun_path. The name is
-// unique to this process and supervisor, so nodes sharing a data directory
-// never collide.
+// <tmpDir>/edgellm-<uid>/<name> when that would be too long for sun_path.
+// The name is unique to this process and supervisor, so nodes sharing a
+// data directory never collide.
+//
+// Decision (hardening): the fallback is a directory of this user's, made
+// 0700 by ownSocket (privdir.Ensure refuses one another user planted in the
+// shared /tmp), not /tmp itself: the backend has no authentication, so the
+// socket's directory, not only its mode, keeps other users out.
 func socketPath(dataDir, tmpDir, name string) (string, error) {
 	if p := filepath.Join(dataDir, "run", name); len(p) <= maxSocketPath {
 		return p, nil
 	}
-	if p := filepath.Join(tmpDir, name); len(p) <= maxSocketPath {
+	private := fmt.Sprintf("edgellm-%d", os.Geteuid())
+	if p := filepath.Join(tmpDir, private, name); len(p) <= maxSocketPath {
 		return p, nil
 	}
-	if p := filepath.Join("/tmp", name); len(p) <= maxSocketPath {
+	if p := filepath.Join("/tmp", private, name); len(p) <= maxSocketPath {
 		return p, nil
 	}
 	return "", fmt.Errorf("%w: no directory gives a unix socket path under %d bytes", ErrInvalidOption, maxSocketPath)

@@ -3,13 +3,14 @@ package backend
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/edgellm/edgellm/internal/privdir"
 )
 
 const (
@@ -71,13 +72,14 @@ func Start(ctx context.Context, opts ...Option) (*Supervisor, error) {
 	return s, nil
 }
 
-// ownSocket creates the socket's directory and picks its path.
+// ownSocket picks the socket's path and makes its directory private (0700,
+// this user's; the backend creates the socket itself 0600).
 func ownSocket(cfg *settings) (string, error) {
 	path, err := socketPath(cfg.dataDir, cfg.tmpDir, socketName())
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := privdir.Ensure(filepath.Dir(path)); err != nil {
 		return "", fmt.Errorf("%w: socket directory: %w", ErrStartFailed, err)
 	}
 	return path, nil

@@ -60,7 +60,7 @@ func (d *distOptions) swarmConfigured(cfg *config.Config) bool {
 	if d.local {
 		return false
 	}
-	if d.swarm.join != "" {
+	if d.swarm.given() {
 		return true
 	}
 	_, err := os.Stat(filepath.Join(cfg.DataDir, joinFile))

@@ -36,12 +36,12 @@ func (app *App) joinForLocal(cfg *config.Config, d *distOptions) (*localSwarm, e
 	if !d.local {
 		return nil, nil
 	}
-	if d.swarm.join == "" {
+	if !d.swarm.given() {
 		if _, err := os.Stat(filepath.Join(cfg.DataDir, joinFile)); err != nil {
 			return nil, nil
 		}
 	}
-	join, err := d.swarm.resolve(cfg)
+	join, err := d.swarm.resolve(cfg, app.stdin)
 	if err != nil {
 		return nil, err
 	}

@@ -62,7 +62,7 @@ func (app *App) runPeers(cmd *cobra.Command, o *peersOptions) error {
 	if err != nil {
 		return err
 	}
-	join, err := o.swarm.resolve(cfg)
+	join, err := o.swarm.resolve(cfg, app.stdin)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/internal/config"
+	"github.com/edgellm/edgellm/internal/privdir"
 )
 
 const rootLong = `edgellm runs large language models on a peer-to-peer network of volunteers'
@@ -157,7 +159,28 @@ func (app *App) config(cmd *cobra.Command, overrides ...func(*config.Config)) (*
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
+	if err := ensureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// ensureDataDir creates the data directory 0700 when missing and refuses
+// one that another user owns or that group or others may write (exit 2):
+// it holds the identity key, the swarm secret and the backend's socket, so
+// whoever can write it can take the node over. Decision: refuse rather than
+// chmod, since an unsafe directory may already have been tampered with;
+// 0755 (readable) is accepted, as secret files in it are 0600 themselves.
+func ensureDataDir(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create data directory: %w", err)
+		}
+	}
+	if err := privdir.Check(dir); err != nil {
+		return fmt.Errorf("%w: data directory: %w", ErrUsage, err)
+	}
+	return nil
 }
 
 // usageArgs wraps a cobra argument check so that its failure is a usage

@@ -320,7 +320,7 @@ func (app *App) startServeNode(cfg *config.Config, o *serveOptions, opts ...loca
 			n.close()
 		}
 	}()
-	inSwarm := !o.local && (o.swarm.join != "" || fileExists(filepath.Join(cfg.DataDir, joinFile)))
+	inSwarm := !o.local && (o.swarm.given() || fileExists(filepath.Join(cfg.DataDir, joinFile)))
 	if !inSwarm {
 		if o.worker {
 			return nil, fmt.Errorf("%w: --worker needs a swarm (--join, or edgellm swarm init)", ErrUsage)
@@ -332,7 +332,7 @@ func (app *App) startServeNode(cfg *config.Config, o *serveOptions, opts ...loca
 		n.closers = append(n.closers, func() { app.closeQuietly(n.local) })
 		return n, nil
 	}
-	join, err := o.swarm.resolve(cfg)
+	join, err := o.swarm.resolve(cfg, app.stdin)
 	if err != nil {
 		return nil, err
 	}

@@ -107,8 +107,26 @@ busy or unreachable workers 4.`,
 }
 
 // daemonFlagsSkipped are open's flags the daemon does not get as given:
-// the global ones are passed explicitly, --json is open's own.
-var daemonFlagsSkipped = map[string]bool{"data-dir": true, "config": true, "log-level": true, "json": true, "help": true}
+// the global ones are passed explicitly, --json is open's own, and the join
+// string goes through the daemon's environment (daemonEnv).
+var daemonFlagsSkipped = map[string]bool{"data-dir": true, "config": true, "log-level": true, "json": true, "help": true,
+	"join": true, "join-file": true}
+
+// daemonEnv is the daemon's environment: this one plus EDGELLM_JOIN with
+// the join string open resolved. The secret never goes in the daemon's
+// arguments, which every local user reads in /proc/<pid>/cmdline for the
+// daemon's whole life; /proc/<pid>/environ is readable by this user only,
+// and the daemon drops the variable once read (swarmFlags.load), so its
+// backend and Ray processes do not inherit it.
+func daemonEnv(join string) []string {
+	env := make([]string, 0, len(os.Environ())+1)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, joinEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, joinEnv+"="+join)
+}
 
 // openSession starts the daemon and waits until its cluster is ready.
 func (app *App) openSession(cmd *cobra.Command, o *sessionOpenOptions) error {
@@ -119,7 +137,7 @@ func (app *App) openSession(cmd *cobra.Command, o *sessionOpenOptions) error {
 	if err != nil {
 		return err
 	}
-	if _, err := o.serve.dist.swarm.resolve(cfg); err != nil {
+	if _, err := o.serve.dist.swarm.resolve(cfg, app.stdin); err != nil {
 		return err // no swarm, or a malformed join string: fail before starting anything
 	}
 	exe, err := os.Executable()
@@ -165,6 +183,7 @@ func (app *App) openSession(cmd *cobra.Command, o *sessionOpenOptions) error {
 		return fmt.Errorf("session log: %w", err)
 	}
 	daemon := exec.Command(exe, args...)
+	daemon.Env = daemonEnv(o.serve.dist.swarm.join)
 	daemon.Stdout, daemon.Stderr = logFile, logFile
 	daemon.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // survives this command and the terminal
 	err = daemon.Start()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgellm/edgellm/internal/inferencerpc"
+	"github.com/edgellm/edgellm/internal/privdir"
 	"github.com/edgellm/edgellm/internal/requester"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
@@ -150,6 +152,9 @@ func (app *App) serveSession(cmd *cobra.Command, o *sessionServeOptions) error {
 	defer closeCluster()
 
 	sock := paths.socket()
+	if err := privdir.Ensure(filepath.Dir(sock)); err != nil {
+		return fmt.Errorf("session socket: %w", err)
+	}
 	lis, err := inferencerpc.ListenUnix(sock)
 	if err != nil {
 		return err

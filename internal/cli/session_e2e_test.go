@@ -111,6 +111,13 @@ func TestSessionInfer(t *testing.T) {
 	if len(rec.Stages) != 2 || !isDaemon(rec.PID, id) {
 		t.Fatalf("session record %+v; want two stages and a live daemon", rec)
 	}
+	// The swarm secret was given with --join: the daemon, alive for the
+	// session's whole life, must not show it to `ps` (every local user
+	// reads /proc/<pid>/cmdline).
+	if cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(rec.PID) + "/cmdline"); err != nil ||
+		bytes.Contains(cmdline, []byte(join)) || bytes.Contains(cmdline, []byte("--join")) {
+		t.Errorf("session daemon's arguments hold the join string (%v): %q", err, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+	}
 	if fi, err := os.Stat(rec.Socket); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 		t.Errorf("session socket %s: %v, %v; want a 0600 socket", rec.Socket, fi, err)
 	}

@@ -98,15 +98,17 @@ func newSessionPaths(dataDir, id string) sessionPaths {
 func (p sessionPaths) info() string { return filepath.Join(p.dir, p.id+".json") }
 func (p sessionPaths) log() string  { return filepath.Join(p.dir, p.id+".log") }
 
-// socket is <dir>/<id>.sock, or <tmp>/edgellm-session-<id>.sock when that
-// is too long for a unix socket path (sun_path is 108 bytes); the record
+// socket is <dir>/<id>.sock, or <tmp>/edgellm-<uid>/session-<id>.sock when
+// that is too long for a unix socket path (sun_path is 108 bytes); the
+// daemon makes that directory private (privdir.Ensure), as the backend's
+// fallback, so the shared /tmp never holds the socket itself. The record
 // names the one in use.
 func (p sessionPaths) socket() string {
 	const maxSocketPath = 107
 	if s := filepath.Join(p.dir, p.id+".sock"); len(s) <= maxSocketPath {
 		return s
 	}
-	return filepath.Join(os.TempDir(), "edgellm-session-"+p.id+".sock")
+	return filepath.Join(os.TempDir(), fmt.Sprintf("edgellm-%d", os.Geteuid()), "session-"+p.id+".sock")
 }
 
 // mkdir creates the sessions directory, private to the user.

@@ -28,7 +28,7 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 	if err := d.validate(); err != nil {
 		return nil, err
 	}
-	join, err := d.swarm.resolve(cfg)
+	join, err := d.swarm.resolve(cfg, app.stdin)
 	if err != nil {
 		return nil, err
 	}

@@ -21,16 +21,18 @@ const workerLong = `Volunteer this machine: start the backend, load the model, j
 advertise a signed capability record (device, memory, models with their weights
 CID and layers, measured speeds, load, price, region) until stopped.
 
-The swarm comes from --join, else from <data-dir>/swarm.join (edgellm swarm
-init). Members are found through the join string's bootstrap peers, --bootstrap
-and mDNS on the LAN. The record is refreshed every minute and expires after
-three; Ctrl-C or SIGTERM leaves gracefully (a signed withdrawal, then the
-backend stops) and exits 0. A worker that crashes drops out of others' view when
+The swarm comes from --join-file FILE, EDGELLM_JOIN or --join - (stdin), else
+from <data-dir>/swarm.join (edgellm swarm init); --join STRING also works but
+shows the secret to every local user in the process list. Members are found
+through the join string's bootstrap peers, --bootstrap and mDNS on the LAN. The
+record is refreshed every minute and expires after three; Ctrl-C or SIGTERM
+leaves gracefully (a signed withdrawal, then the backend stops) and exits 0. A worker that crashes drops out of others' view when
 its record expires.
 
 Listen addresses are TCP multiaddrs (port 0 picks a free port). QUIC is refused:
 libp2p cannot protect it with the swarm secret. While running, the worker writes
-<data-dir>/worker.json with its peer id, addresses and a join string through it.
+<data-dir>/worker.json (0600) with its peer id, addresses and a join string
+through it, which edgellm swarm join-string prints; the worker does not print it.
 
 The worker also runs an IPFS node (Kubo, see the ipfs: config section) in
 the swarm's private IPFS network, listening on the same IPs as --listen at
@@ -61,10 +63,10 @@ type workerOptions struct {
 func newWorkerCommand(app *App) *cobra.Command {
 	o := &workerOptions{}
 	cmd := &cobra.Command{
-		Use:   "worker [--join STRING] [--listen ADDRS] [--price P] [--label L]",
+		Use:   "worker [--join-file FILE] [--listen ADDRS] [--price P] [--label L]",
 		Short: "Join a swarm and serve a model to its members",
 		Long:  workerLong,
-		Example: `  edgellm worker --join "$(cat join.txt)"
+		Example: `  edgellm worker --join-file join.txt
   edgellm worker --listen /ip4/0.0.0.0/tcp/4001 --price 0.5 --label eu-west`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return app.runWorker(cmd, o) },
@@ -104,7 +106,7 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if err != nil {
 		return err
 	}
-	join, err := o.swarm.resolve(cfg)
+	join, err := o.swarm.resolve(cfg, app.stdin)
 	if err != nil {
 		return err
 	}
@@ -135,8 +137,10 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 		return networkError(err)
 	}
 	node := w.Node()
-	fmt.Fprintf(app.stderr, "Worker %s joined swarm %s, serving %s (%s). Stop with Ctrl-C.\nOthers can join through this worker with:\n%s\n",
-		node.ID(), join.Secret.ID(), info.GetId(), info.GetWeightsCid(), node.JoinString())
+	// No join string here: stderr ends up in logs (swarm.go, swarm join-string).
+	fmt.Fprintf(app.stderr, "Worker %s joined swarm %s, serving %s (%s). Stop with Ctrl-C.\n"+
+		"Others can join through this worker with the string `edgellm swarm join-string` prints.\n",
+		node.ID(), join.Secret.ID(), info.GetId(), info.GetWeightsCid())
 	<-app.interrupt.Done()
 	fmt.Fprintln(app.stderr, "Leaving the swarm…")
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)

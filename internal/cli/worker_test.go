@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgellm/edgellm/internal/ipfs"
 	"github.com/edgellm/edgellm/internal/testutil"
+	"github.com/edgellm/edgellm/p2p"
 )
 
 // buildEdgellm builds the edgellm binary into a temporary directory.
@@ -240,9 +241,14 @@ func TestWorkersAndPeers(t *testing.T) {
 
 	a := c.startWorker(t.TempDir(), "--no-mdns", "--join", join, "--price", "0.25", "--label", "test")
 	aID, aAddrs := a.state(t)
-	b := c.startWorker(t.TempDir(), "--no-mdns", "--join", join, "--bootstrap", aAddrs[0])
+	joinFile := filepath.Join(t.TempDir(), "join")
+	if err := os.WriteFile(joinFile, []byte(join+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := c.startWorker(t.TempDir(), "--no-mdns", "--join-file", joinFile, "--bootstrap", aAddrs[0])
 	bID, _ := b.state(t)
 	both := map[string]bool{aID: true, bID: true}
+	c.checkJoinString(b, join, bID)
 
 	got := c.peersUntil(both, "--join", join, "--no-mdns", "--bootstrap", aAddrs[0])
 	for _, p := range got {
@@ -303,6 +309,22 @@ func TestPeersMDNS(t *testing.T) {
 		if err := w.stop(t); err != nil {
 			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
 		}
+	}
+}
+
+// checkJoinString: the worker printed no join string (its stderr ends up
+// in logs), and `swarm join-string` prints one for the same swarm through
+// that worker.
+func (c *cliEnv) checkJoinString(w *workerProc, join, id string) {
+	t := c.t
+	if strings.Contains(w.stderr.String(), p2p.JoinPrefix) {
+		t.Errorf("worker printed a join string:\n%s", w.stderr)
+	}
+	out, stderr, code := c.run("--data-dir", w.dataDir, "swarm", "join-string")
+	got, err := p2p.ParseJoin(strings.TrimSpace(out))
+	want, _ := p2p.ParseJoin(join)
+	if code != 0 || err != nil || got.Secret != want.Secret || len(got.Bootstrap) != 1 || got.Bootstrap[0].ID.String() != id {
+		t.Errorf("swarm join-string: exit %d, %v, stderr %q; want the swarm through worker %s", code, err, stderr, id)
 	}
 }
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import signal
+import stat
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edgellm.server.app import check_listen
 from edgellm.v1 import inference_pb2, inference_pb2_grpc, model_control_pb2, model_control_pb2_grpc
 
 from .conftest import MODEL_ID
@@ -201,3 +205,32 @@ def test_sigterm_stops_gracefully(start_server) -> None:
     server = start_server()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["0.0.0.0:5000", "192.168.1.10:5000", "[::]:5000", "example.com:5000", ":5000", "nonsense"],
+)
+def test_non_loopback_listen_is_refused(listen: str) -> None:
+    # Refused before anything loads: exit 2 with one clear line, and no server.
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgellm.server", "--listen", listen],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--listen" in proc.stderr and listen in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:5000", "127.0.0.2:1", "[::1]:5000", "localhost:5000", "unix:/x.sock"]
+)
+def test_loopback_listen_is_accepted(listen: str) -> None:
+    check_listen(listen)
+
+
+def test_unix_socket_is_private(start_server) -> None:
+    server = start_server()
+    socket = Path(server.address.removeprefix("unix:"))
+    assert stat.S_IMODE(socket.stat().st_mode) == 0o600

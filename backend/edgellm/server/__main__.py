@@ -11,14 +11,16 @@ import sys
 
 from edgellm.config import DEVICES, load_config
 from edgellm.errors import EdgeLLMError
-from edgellm.server.app import ServeOptions, serve
+from edgellm.server.app import ListenRefused, ServeOptions, check_listen, serve
 
 log = logging.getLogger("edgellm.server")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m edgellm.server")
-    parser.add_argument("--listen", required=True, help="unix:/abs/path.sock or 127.0.0.1:PORT")
+    parser.add_argument(
+        "--listen", required=True, help="unix:/abs/path.sock or loopback 127.0.0.1:PORT"
+    )
     parser.add_argument("--data-dir", help="node data directory (holds edgellm.yaml)")
     parser.add_argument("--models-dir", help="model store directory")
     parser.add_argument("--config", help="edgellm.yaml to read instead of <data-dir>/edgellm.yaml")
@@ -38,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        check_listen(args.listen)
+    except ListenRefused as exc:
+        log.error("%s", exc)
+        return 2
     overrides = {
         "data_dir": args.data_dir,
         "models_dir": args.models_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
-from edgellm.errors import FatalError
+from edgellm.errors import EdgeLLMError, FatalError
 from edgellm.models.store import ModelStore
 from edgellm.server.cluster import ClusterControl
 from edgellm.server.inference import InferenceService
@@ -56,6 +57,38 @@ class ServeOptions:
     parent_pid: int | None = None
 
 
+# Decision (hardening): the server has no authentication; whoever reaches it loads
+# models and starts Ray processes. It therefore listens only where this machine's own
+# users reach it: a unix socket (0600, created here under a 0177 umask, in a directory
+# made 0700 when missing) or a loopback TCP address. Any other --listen is refused
+# before anything is built (exit 2).
+
+
+def check_listen(listen: str) -> None:
+    """Raise ListenRefused unless `listen` is unix:/abs/path or a loopback HOST:PORT."""
+    if listen.startswith("unix:"):
+        return
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ListenRefused(f"--listen {listen!r}: want unix:/abs/path.sock or 127.0.0.1:PORT")
+    host = host.removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ListenRefused(
+            f"--listen {listen!r}: the backend has no authentication and listens on "
+            "loopback or a unix socket only (127.0.0.1:PORT, [::1]:PORT, unix:/abs/path.sock)"
+        )
+
+
+class ListenRefused(EdgeLLMError):
+    """--listen names an address other users or machines could reach."""
+
+
 def _prepare_socket(listen: str) -> Path | None:
     """For a unix address, remove a stale socket file left by a crashed server."""
     if not listen.startswith("unix:"):
@@ -65,7 +98,7 @@ def _prepare_socket(listen: str) -> Path | None:
         raise FatalError(f"unix socket path must be absolute, got {listen!r}")
     if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
         path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
@@ -116,17 +149,21 @@ def build(config: BackendConfig, device: str) -> Built:
 
 
 def serve(config: BackendConfig, options: ServeOptions) -> int:
+    check_listen(options.listen)
     device = resolve_device(config.device)
     socket_path = _prepare_socket(options.listen)
     built = build(config, device)
     server, health_servicer, tracker = built.server, built.health, built.tracker
+    old_umask = os.umask(0o177)  # the socket file is created 0600, never briefly wider
     try:
         bound = server.add_insecure_port(options.listen)
+        if bound == 0 and socket_path is None:
+            raise FatalError(f"cannot listen on {options.listen}")
+        server.start()
     except RuntimeError as exc:
         raise FatalError(f"cannot listen on {options.listen}: {exc}") from exc
-    if bound == 0 and socket_path is None:
-        raise FatalError(f"cannot listen on {options.listen}")
-    server.start()
+    finally:
+        os.umask(old_umask)
     for name in SERVICE_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
