@@ -186,6 +186,10 @@ func TestConsole(t *testing.T) {
 		until("chain drawn", `document.querySelector("#chain").textContent.includes("layers 0–") && `+
 			`document.querySelector("#chain").textContent.includes("–30")`, 10*time.Second)
 		until("figures", `Number(document.querySelector('[data-figure="requests"] b')?.textContent) >= 1`, 10*time.Second)
+		// serve's own prefix cache, counted from its backend (this swarm run
+		// computed its prompts on the workers, so the count may be 0).
+		until("KV blocks counted", `Number(document.querySelector('[data-figure="KV blocks held"] b')?.textContent) >= 0`, 15*time.Second)
+		until("hit rate", `document.querySelector('[data-figure="prefix hit rate"] b')?.textContent.endsWith("%")`, 10*time.Second)
 		shot(bctx, shots, "1-chat-and-swarm")
 	})
 

@@ -211,7 +211,7 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	httpSrv := api.NewHTTPServer(lis.Addr().String())
-	con := newConsole(api, metrics, key, n.p2p, svc) // the page at "/" in front of the API
+	con := newConsole(api, metrics, key, n.p2p, svc, n.local) // the page at "/" in front of the API
 	defer con.Close()
 	httpSrv.Handler = con
 	served := make(chan error, 1)

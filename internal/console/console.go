@@ -53,6 +53,10 @@ type Options struct {
 	Peers func(ctx context.Context) any
 	// Trace returns the latest generation's route; nil when not known.
 	Trace func() (any, bool)
+	// BlocksHeld counts the KV blocks this node's prefix cache holds (false
+	// when the backend cannot say); nil when not known. Sampled with the
+	// peers, every PeersEvery.
+	BlocksHeld func(ctx context.Context) (int, bool)
 	// Sample is the period of the metrics snapshots (default 2s) and
 	// PeersEvery that of the peer lookups (default 5s).
 	Sample, PeersEvery time.Duration
@@ -66,9 +70,10 @@ type Console struct {
 	mux     *http.ServeMux
 	history *history
 
-	mu    sync.Mutex
-	peers any
-	seen  time.Time // when peers were last looked up
+	mu     sync.Mutex
+	peers  any
+	seen   time.Time // when peers were last looked up
+	blocks *int      // KV blocks held at the last count; nil before one
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -106,6 +111,17 @@ func New(o Options) *Console {
 			c.mu.Unlock()
 		})
 	}
+	if o.BlocksHeld != nil {
+		c.every(ctx, o.PeersEvery, func() {
+			lctx, cancel := context.WithTimeout(ctx, o.PeersEvery)
+			defer cancel()
+			if n, ok := o.BlocksHeld(lctx); ok {
+				c.mu.Lock()
+				c.blocks = &n
+				c.mu.Unlock()
+			}
+		})
+	}
 	return c
 }
 
@@ -136,6 +152,11 @@ func (c *Console) Close() {
 	c.done.Wait()
 }
 
+// kvStatus is /status's view of the prefix cache.
+type kvStatus struct {
+	BlocksHeld int `json:"blocks_held"`
+}
+
 // statusBody is GET /status.
 type statusBody struct {
 	Self      string    `json:"self"`
@@ -143,9 +164,11 @@ type statusBody struct {
 	Swarm     bool      `json:"swarm"`
 	Peers     any       `json:"peers"`
 	PeersSeen time.Time `json:"peers_seen,omitzero"`
-	Last      any       `json:"last"`
-	Totals    totals    `json:"totals"`
-	Series    []point   `json:"series"`
+	// KV is this node's prefix cache: blocks held (absent before a count).
+	KV     *kvStatus `json:"kv,omitempty"`
+	Last   any       `json:"last"`
+	Totals totals    `json:"totals"`
+	Series []point   `json:"series"`
 }
 
 func (c *Console) status(w http.ResponseWriter, r *http.Request) {
@@ -153,6 +176,9 @@ func (c *Console) status(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	if c.peers != nil {
 		body.Peers, body.PeersSeen = c.peers, c.seen.UTC()
+	}
+	if c.blocks != nil {
+		body.KV = &kvStatus{BlocksHeld: *c.blocks}
 	}
 	c.mu.Unlock()
 	if c.o.Trace != nil {

@@ -35,8 +35,9 @@ func TestStatus(t *testing.T) {
 	m := openai.NewMetrics()
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "api "+r.URL.Path) })
 	c := New(Options{API: api, Metrics: m, APIKey: "k", Sample: 10 * time.Millisecond, Self: "me",
-		Peers: func(context.Context) any { return []map[string]string{{"peer_id": "p1", "region": "<b>x</b>"}} },
-		Trace: func() (any, bool) { return map[string]string{"route": "local"}, true }})
+		Peers:      func(context.Context) any { return []map[string]string{{"peer_id": "p1", "region": "<b>x</b>"}} },
+		Trace:      func() (any, bool) { return map[string]string{"route": "local"}, true },
+		BlocksHeld: func(context.Context) (int, bool) { return 7, true }})
 	defer c.Close()
 	srv := httptest.NewServer(c)
 	defer srv.Close()
@@ -72,10 +73,13 @@ func TestStatus(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // peers looked up, snapshots taken
 	code, body := get("/status", "k")
 	var st struct {
-		Self   string           `json:"self"`
-		Swarm  bool             `json:"swarm"`
-		Peers  []map[string]any `json:"peers"`
-		Last   map[string]any   `json:"last"`
+		Self  string           `json:"self"`
+		Swarm bool             `json:"swarm"`
+		Peers []map[string]any `json:"peers"`
+		Last  map[string]any   `json:"last"`
+		KV    struct {
+			BlocksHeld int `json:"blocks_held"`
+		} `json:"kv"`
 		Totals map[string]float64
 		Series []map[string]any
 	}
@@ -84,6 +88,9 @@ func TestStatus(t *testing.T) {
 	}
 	if st.Self != "me" || !st.Swarm || len(st.Peers) != 1 || st.Peers[0]["region"] != "<b>x</b>" || st.Last["route"] != "local" {
 		t.Errorf("status %s", body)
+	}
+	if st.KV.BlocksHeld != 7 {
+		t.Errorf("kv %+v, want 7 blocks held", st.KV)
 	}
 	if st.Totals["prefix_cache_hits"] != 3 || st.Totals["open_clusters"] != 1 || len(st.Series) == 0 {
 		t.Errorf("totals %v, %d points; want 3 hits, 1 cluster, some points", st.Totals, len(st.Series))

@@ -341,7 +341,9 @@ function sparkline(svg, lines) {
 
 function renderFigures(st) {
   const t = st.totals;
+  const hitRate = t.requests ? Math.round((100 * t.prefix_cache_hits) / t.requests) + "%" : "–";
   const items = [["requests", t.requests], ["completion tokens", t.completion_tokens], ["prefix cache hits", t.prefix_cache_hits],
+    ["prefix hit rate", hitRate], ["KV blocks held", st.kv ? st.kv.blocks_held : "–"],
     ["cached prompt tokens", t.cached_prompt_tokens], ["open clusters", t.open_clusters], ["peers connected", t.peers_seen],
     ["running", t.running], ["queued", t.queue_depth], ["backend restarts", t.backend_restarts]];
   $("totals").replaceChildren(...items.map(([k, v]) => {
