@@ -96,11 +96,19 @@ func (c *Client) Do(ctx context.Context, method, path string, body []byte) (*Res
 	if err != nil {
 		return nil, fmt.Errorf("read the answer: %w", err)
 	}
-	out := &Response{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id"), Body: data}
+	out := newResponse(resp)
+	out.Body = data
+	return out, nil
+}
+
+// newResponse is resp's status, request id and Retry-After (the body is the
+// caller's to read).
+func newResponse(resp *http.Response) *Response {
+	out := &Response{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		out.RetryAfter = time.Duration(s) * time.Second
 	}
-	return out, nil
+	return out
 }
 
 // ErrStream is a stream that ended without [DONE] or carried an error event.
@@ -119,12 +127,9 @@ func (c *Client) Stream(ctx context.Context, path string, body []byte, onEvent f
 		return nil, err
 	}
 	defer resp.Body.Close()
-	out := &Response{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
+	out := newResponse(resp)
 	if resp.StatusCode != http.StatusOK {
 		out.Body, _ = io.ReadAll(resp.Body)
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			out.RetryAfter = time.Duration(s) * time.Second
-		}
 		return out, nil
 	}
 	return out, ReadEvents(resp.Body, onEvent)

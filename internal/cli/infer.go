@@ -193,21 +193,31 @@ func (app *App) runThroughServe(cmd *cobra.Command, o *inferOptions, rec *serve.
 				ErrUsage, name, rec.PID)
 		}
 	}
-	b, err := backend.Dial("unix:" + rec.Socket)
+	return app.generateOnSocket(cmd, rec.Socket, req, o.json, func(res *inferResult) {
+		for _, m := range rec.Models {
+			if m.ID == req.GetModel() {
+				res.WeightsCID = m.WeightsCID
+			}
+		}
+	})
+}
+
+// generateOnSocket streams req through the Inference service on a unix
+// socket (a session daemon's or serve's) exactly as through a backend; fill
+// adds what the socket's owner knows to the --json result.
+func (app *App) generateOnSocket(cmd *cobra.Command, socket string, req *pb.GenerateRequest, jsonOut bool,
+	fill func(*inferResult)) error {
+	b, err := backend.Dial("unix:" + socket)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	res, err := app.generate(cmd.Context(), b, req, o.json)
+	res, err := app.generate(cmd.Context(), b, req, jsonOut)
 	if err != nil {
 		return err
 	}
-	for _, m := range rec.Models {
-		if m.ID == req.GetModel() {
-			res.WeightsCID = m.WeightsCID
-		}
-	}
-	if o.json {
+	fill(res)
+	if jsonOut {
 		return writeJSON(app.stdout, res)
 	}
 	return nil
@@ -335,18 +345,7 @@ func (app *App) runInSession(cmd *cobra.Command, o *inferOptions, arg string) er
 	if err != nil {
 		return err
 	}
-	b, err := backend.Dial("unix:" + info.Socket)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	res, err := app.generate(cmd.Context(), b, req, o.json)
-	if err != nil {
-		return err
-	}
-	res.WeightsCID, res.Stages = info.WeightsCID, info.Stages
-	if o.json {
-		return writeJSON(app.stdout, res)
-	}
-	return nil
+	return app.generateOnSocket(cmd, info.Socket, req, o.json, func(res *inferResult) {
+		res.WeightsCID, res.Stages = info.WeightsCID, info.Stages
+	})
 }

@@ -36,21 +36,3 @@ func generateOn(ctx context.Context, b backend.Backend, req *pb.GenerateRequest,
 	}
 	return err
 }
-
-// warm loads model on b and generates one token, so the first request
-// finds the weights loaded and the engine's code paths compiled; it returns
-// the model's description.
-func warm(ctx context.Context, b backend.Backend, model string) (*pb.ModelInfo, error) {
-	info, err := b.LoadModel(ctx, model, nil)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", model, err)
-	}
-	one := int32(1)
-	req := &pb.GenerateRequest{RequestId: "serve-warmup-" + model, Model: model,
-		Input:    &pb.GenerateRequest_RawPrompt{RawPrompt: "Hello"},
-		Sampling: &pb.SamplingParams{MaxTokens: &one}}
-	if err := b.Generate(ctx, req, func(*pb.GenerateResponse) error { return nil }); err != nil {
-		return nil, fmt.Errorf("warm %s up: %w", model, err)
-	}
-	return info, nil
-}

@@ -154,19 +154,26 @@ func (s *Service) Warm(ctx context.Context) error {
 	return nil
 }
 
+// warmOne loads a model on this node's backend (for a swarm model, the
+// tokenizer and config the driver needs) and generates one token on its
+// route, so the first request finds the weights loaded, the engine's code
+// paths compiled and, through the swarm, the cluster formed.
 func (s *Service) warmOne(ctx context.Context, id string) (*pb.ModelInfo, error) {
-	if s.runsHere(id) {
-		return warm(ctx, s.o.Backend, id)
-	}
-	info, err := s.o.Backend.LoadModel(ctx, id, nil) // tokenizer and config for the driver
+	info, err := s.o.Backend.LoadModel(ctx, id, nil)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", id, err)
 	}
 	one := int32(1)
 	req := &pb.GenerateRequest{RequestId: "serve-warmup-" + id, Model: id,
 		Input: &pb.GenerateRequest_RawPrompt{RawPrompt: "Hello"}, Sampling: &pb.SamplingParams{MaxTokens: &one}}
-	if _, err := s.clusters.generate(ctx, req, func(*pb.GenerateResponse) error { return nil }); err != nil {
-		return nil, fmt.Errorf("warm %s up through the swarm: %w", id, err)
+	discard := func(*pb.GenerateResponse) error { return nil }
+	if s.runsHere(id) {
+		err = s.o.Backend.Generate(ctx, req, discard)
+	} else {
+		_, err = s.clusters.generate(ctx, req, discard)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("warm %s up: %w", id, err)
 	}
 	return info, nil
 }
