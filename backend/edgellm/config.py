@@ -75,6 +75,11 @@ class BackendConfig:
     shutdown_grace_s: float = 5.0
     # Measure prefill/decode speed once per loaded model (reported by Control.Status).
     calibrate: bool = True
+    # Continuous batching: sequences one engine decodes together (its slot pool) ...
+    max_batch: int = 8
+    # ... and the memory the pool's KV cache may take, for the whole model's layers; a
+    # slot holds kv_budget_mb / max_batch of it. A request longer than a slot runs alone.
+    kv_budget_mb: int = 512
     # KV-cache blocks over IPFS (the `kv:` mapping in the file).
     kv: KVConfig = dataclasses.field(default_factory=KVConfig)
 
@@ -184,12 +189,16 @@ def _kv_validated(values: dict[str, Any], data_dir: Path) -> KVConfig:
 def _validated(values: dict[str, Any]) -> BackendConfig:
     if values.get("device", "auto") not in DEVICES:
         raise InvalidRequest(f"device must be one of {list(DEVICES)}, got {values['device']!r}")
-    for key, cast in (("shutdown_grace_s", float), ("calibrate", _as_bool)):
+    casts = (("shutdown_grace_s", float), ("calibrate", _as_bool))
+    for key, cast in (*casts, ("max_batch", int), ("kv_budget_mb", int)):
         if key in values:
             try:
                 values[key] = cast(values[key])
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise InvalidRequest(f"{key}: {exc}") from exc
+    for key in ("max_batch", "kv_budget_mb"):
+        if values.get(key, 1) < 1:
+            raise InvalidRequest(f"{key} must be at least 1, got {values[key]}")
     return BackendConfig(**values)
 
 

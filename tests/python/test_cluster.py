@@ -94,7 +94,7 @@ def _plan(cid: str, split: int = SPLIT) -> Plan:
 
 @pytest.fixture(scope="module")
 def distributed(cluster: Cluster, cid: str, store_dir: Path) -> TorchEngine:
-    engine, _ = cluster.head.engine(_plan(cid), MODEL_ID, store_dir, 30)
+    engine = cluster.head.engine(_plan(cid), MODEL_ID, store_dir, 30)
     return engine
 
 

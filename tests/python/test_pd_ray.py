@@ -77,7 +77,7 @@ def engine(cluster: ClusterManager, models_dir: Path, store_dir: Path):
             PlanStage("peer:p1", LayerRange(0, 30), cid, StageRole.DECODE),
         ),
     )
-    engine, _ = cluster.engine(plan, MODEL_ID, store_dir, 30)
+    engine = cluster.engine(plan, MODEL_ID, store_dir, 30)
     return engine
 
 

@@ -5,9 +5,11 @@ environment the peer's backend gave its Ray node (EDGELLM_MODELS_DIR, EDGELLM_IP
 the weights come from the peer's disk, never over the cluster, and must match the plan's
 weights CID; KV blocks go to and come from the peer's own Kubo.
 
-A pipeline stage uses open/forward/close. In a prefill/decode plan
-(edgellm.cluster.disaggregated) the prefill stage uses open/prefill/handoff, the decode
-stage open/load_kv/forward/close; their KV work is the worker side of P/D (`PeerKV`).
+A pipeline stage uses open/forward/close, and forward_batch for a decode step of several
+sessions at once (continuous batching: each session holds one slot of the stage's pool).
+In a prefill/decode plan (edgellm.cluster.disaggregated) the prefill stage uses
+open/prefill/handoff, the decode stage open/load_kv/forward/close; their KV work is the
+worker side of P/D (`PeerKV`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.config import load_config
+from edgellm.engine.runner import Slots
+from edgellm.engine.torch.batch import forward_batch
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.errors import InvalidRequest, StoreError, WeightsMismatch
 from edgellm.models.store import ModelStore
@@ -37,8 +41,17 @@ class StageActor:
         # Logits of the prompt's last position, when load_kv computed it (see take_logits).
         self.prompt_logits: dict[str, torch.Tensor] = {}
 
-    def load(self, model_id: str, start: int, end: int, weights_cid: str, peer: str) -> int:
-        """Load layers [start, end) of `model_id`; returns this process's pid."""
+    def load(
+        self,
+        model_id: str,
+        start: int,
+        end: int,
+        weights_cid: str,
+        peer: str,
+        slots: Slots | None = None,
+    ) -> int:
+        """Load layers [start, end) of `model_id`, with a slot pool of `slots` (None: one
+        slot); returns this process's pid."""
         store = ModelStore(load_config().models_dir)
         manifest = store.manifest(model_id)
         if manifest is None:
@@ -48,7 +61,7 @@ class StageActor:
                 f"{peer} holds weights {manifest.weights_cid} for {model_id!r}, "
                 f"the plan names {weights_cid}"
             )
-        self.stage = Stage(store.path(model_id), LayerRange(start, end), "cpu")
+        self.stage = Stage(store.path(model_id), LayerRange(start, end), "cpu", slots)
         self.weights_cid = weights_cid
         return os.getpid()
 
@@ -60,13 +73,19 @@ class StageActor:
     def forward(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
         return self.sessions[session_id].forward(inputs)
 
+    def forward_batch(self, session_ids: list[str], inputs: torch.Tensor) -> torch.Tensor:
+        """One decode step of several sessions: row i of `inputs` is session_ids[i]'s."""
+        return forward_batch([self.sessions[sid] for sid in session_ids], inputs)
+
     def step(self, item: tuple[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
         """forward() in the shape a Ray compiled graph passes along: (session, tensor)."""
         session_id, inputs = item
         return session_id, self.sessions[session_id].forward(inputs)
 
     def close(self, session_id: str) -> None:
-        self.sessions.pop(session_id, None)
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
+            session.close()  # its slot back to the pool
         self.prompts.pop(session_id, None)
         self.prompt_logits.pop(session_id, None)
 
@@ -96,7 +115,10 @@ class StageActor:
         prompt = self.prompts.pop(session_id, None)
         if session is None or prompt is None:
             return Handoff()
-        return self._kv().store_prompt(session, prompt)
+        try:
+            return self._kv().store_prompt(session, prompt)
+        finally:
+            session.close()
 
     def load_kv(self, session_id: str, handoff: Handoff, prompt: list[int]) -> Loaded:
         """The decode peer: fill the opened session with the prompt from the prefill

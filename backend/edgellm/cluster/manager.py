@@ -33,7 +33,8 @@ class ClusterSession:
     is_head: bool
     # Engines over this cluster, by (model id, plan stages); the head's only.
     engines: dict[tuple, Engine] = field(default_factory=dict)
-    # Held while a generation runs on this session's engines.
+    # Held while this session's engines are built or closed (requests run concurrently:
+    # the engine batches them).
     busy: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -46,6 +47,8 @@ class ClusterManager:
         ipfs_api: str = "",
         ipfs_gateway: str = "",
         engine: str = "torch",
+        max_batch: int = 8,
+        kv_budget_mb: int = 512,
     ) -> None:
         self._work_dir = Path(work_dir)
         self._models_dir = Path(models_dir)
@@ -55,6 +58,8 @@ class ClusterManager:
         self._ipfs_gateway = ipfs_gateway
         # The engine (edgellm.engine.registry) that drives the stages of a plan.
         self._engine = engine
+        # The slot pool of each plan's stages (continuous batching).
+        self._batch = (max_batch, kv_budget_mb)
         # Ray is imported on first use, so a backend that never clusters never loads it.
         self._driver: Driver | None = None
         self._sessions: dict[str, ClusterSession] = {}
@@ -140,10 +145,8 @@ class ClusterManager:
             raise InvalidRequest(f"unknown cluster session {sid!r}")
         return session
 
-    def engine(
-        self, plan: Plan, model_id: str, model_dir: Path, num_layers: int
-    ) -> tuple[Engine, threading.Lock]:
-        """The engine running `plan` (built on first use) and the session's busy lock."""
+    def engine(self, plan: Plan, model_id: str, model_dir: Path, num_layers: int) -> Engine:
+        """The engine running `plan` (built on first use)."""
         plan.validate(num_layers)
         session = self.get(plan.session_id)
         if not session.is_head:
@@ -155,9 +158,9 @@ class ClusterManager:
                 for old in session.engines.values():  # one plan's actors at a time
                     old.close()
                 session.engines.clear()
-                engine = _build(engine_class(self._engine), plan, model_id, model_dir)
+                engine = _build(engine_class(self._engine), plan, model_id, model_dir, self._batch)
                 session.engines[key] = engine
-        return engine, session.busy
+        return engine
 
     def leave(self, sid: str) -> bool:
         with self._guard:
@@ -184,13 +187,19 @@ class ClusterManager:
             self.leave(sid)
 
 
-def _build(engine: type[Engine], plan: Plan, model_id: str, model_dir: Path) -> Engine:
+def _build(
+    engine: type[Engine], plan: Plan, model_id: str, model_dir: Path, batch: tuple[int, int]
+) -> Engine:
     """An engine over the plan's stage actors: a pipeline's, or a prefill/decode plan's
     (prefill on one peer, decode on the other, KV blocks handed over through IPFS)."""
     if plan.disaggregated:
         from edgellm.cluster.disaggregated.driver import DisaggregatedRunner
 
         return engine.over(DisaggregatedRunner.load(plan, model_id), model_dir)
-    from edgellm.cluster.pipeline import RayPipeline
+    from transformers import AutoConfig
 
-    return engine.over(RayPipeline.load(plan, model_id), model_dir)
+    from edgellm.cluster.pipeline import RayPipeline
+    from edgellm.engine.torch.slots import slots_for
+
+    slots = slots_for(AutoConfig.from_pretrained(model_dir), *batch)
+    return engine.over(RayPipeline.load(plan, model_id, slots), model_dir)

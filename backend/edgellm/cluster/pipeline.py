@@ -1,8 +1,10 @@
 """RayPipeline: the StageRunner whose stages are actors on the plan's peers.
 
-Per token the driver submits one call per stage, each taking the previous call's
+Per decode step the driver submits one call per stage, each taking the previous call's
 ObjectRef, and waits once for the last: Ray hands activations from stage to stage
-without a driver round-trip in between (small tensors ride inline in the call). The last
+without a driver round-trip in between (small tensors ride inline in the call). A batched
+step carries the whole batch's activations [b, 1, h] the same way (`forward_batch`), each
+stage running its sessions' slots at once. The last
 stage returns float32 logits, and the shared decode loop samples on the driver, so
 greedy and seeded sampling are exactly the local engine's.
 """
@@ -10,6 +12,7 @@ greedy and seeded sampling are exactly the local engine's.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import ray
 import torch
@@ -17,13 +20,15 @@ from ray.exceptions import RayError, RayTaskError
 
 from edgellm.cluster.actor import StageActor
 from edgellm.cluster.plan import Plan
-from edgellm.engine.runner import KVStats
+from edgellm.engine.runner import KVStats, Slots
 from edgellm.errors import ClusterError, EdgeLLMError
 
 # A stage needs little of Ray's CPU accounting: torch uses the threads it is given.
 STAGE_NUM_CPUS = 0.001
 STAGE_RESOURCE_UNITS = 0.001
 LOAD_TIMEOUT_S = 300.0
+# No batching: one request at a time, of any length (a slot when it fits, else its own cache).
+ONE_AT_A_TIME = Slots(1, 2**62)
 
 
 def ray_error(exc: RayError, what: str) -> EdgeLLMError:
@@ -36,9 +41,10 @@ def ray_error(exc: RayError, what: str) -> EdgeLLMError:
 
 
 class RayPipeline:
-    def __init__(self, plan: Plan, actors: list, pids: list[int]) -> None:
+    def __init__(self, plan: Plan, actors: list, pids: list[int], slots: Slots) -> None:
         self.plan = plan
         self.actors = actors
+        self._slots = slots  # every stage actor's pool
         # Stage actor pids, in plan order (each on its peer's node).
         self.pids = pids
 
@@ -46,9 +52,15 @@ class RayPipeline:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    @property
+    def slots(self) -> Slots:
+        return self._slots
+
     @classmethod
-    def load(cls, plan: Plan, model_id: str) -> RayPipeline:
-        """Start one stage actor per plan stage on its peer and load its layers there."""
+    def load(cls, plan: Plan, model_id: str, slots: Slots | None = None) -> RayPipeline:
+        """Start one stage actor per plan stage on its peer and load its layers there,
+        with a pool of `slots` (the driver's config decides, so all stages agree; None:
+        one request at a time, in the stage's own small pool)."""
         remote = ray.remote(StageActor)
         actors = [
             remote.options(
@@ -59,7 +71,7 @@ class RayPipeline:
             for s in plan.stages
         ]
         loads = [
-            actor.load.remote(model_id, s.layers.start, s.layers.end, s.weights_cid, peer)
+            actor.load.remote(model_id, s.layers.start, s.layers.end, s.weights_cid, peer, slots)
             for actor, s, peer in zip(actors, plan.stages, _peers(plan), strict=True)
         ]
         try:
@@ -67,7 +79,7 @@ class RayPipeline:
         except RayError as exc:
             _kill(actors)
             raise ray_error(exc, "loading a stage failed") from None
-        return cls(plan, actors, pids)
+        return cls(plan, actors, pids, slots or ONE_AT_A_TIME)
 
     def session(self, max_positions: int) -> RaySession:
         sid = uuid.uuid4().hex
@@ -76,6 +88,19 @@ class RayPipeline:
         except RayError as exc:
             raise ray_error(exc, "opening a stage session failed") from None
         return RaySession(self.actors, sid)
+
+    def forward_batch(
+        self, sessions: Sequence[RaySession], input_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """One decode step of `sessions` on every stage, chained like `RaySession.forward`."""
+        sids = [s.sid for s in sessions]
+        x = input_ids
+        for actor in self.actors:
+            x = actor.forward_batch.remote(sids, x)
+        try:
+            return ray.get(x)
+        except RayError as exc:
+            raise ray_error(exc, "a stage failed") from None
 
     def close(self) -> None:
         _kill(self.actors)

@@ -50,6 +50,10 @@ class EngineConfig:
     device: str = "cpu"
     # KV-cache blocks over IPFS (prefix cache); None or no ipfs_api: off.
     kv: KVConfig | None = None
+    # Continuous batching: sequences decoded together, and their KV memory (the whole
+    # model's layers); see BackendConfig.
+    max_batch: int = 8
+    kv_budget_mb: int = 512
 
 
 class PromptEncoder(Protocol):

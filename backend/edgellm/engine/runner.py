@@ -9,6 +9,7 @@ runner through `Engine.over`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,16 @@ class KVStats:
     cached_tokens: int = 0  # prompt tokens whose K/V came from blocks
     fetch_ms: float = 0.0  # fetch, verify and import of those blocks
     store_ms: float = 0.0  # storing the prompt's blocks (P/D: on the prefill peer)
+
+
+@dataclass(frozen=True)
+class Slots:
+    """A runner's slot pool: how many sequences decode together, and how many positions
+    (prompt + completion) each may hold. A longer request gets a cache of its own and
+    runs alone (the batcher waits for the batch to drain first)."""
+
+    count: int
+    positions: int
 
 
 class RunnerSession(Protocol):
@@ -42,8 +53,19 @@ class StageRunner(Protocol):
     def device(self) -> torch.device:
         """Where token ids and logits live on the driver's side."""
 
+    @property
+    def slots(self) -> Slots:
+        """The slot pool every stage of this runner holds."""
+
     def session(self, max_positions: int) -> RunnerSession:
-        """State for one request of at most `max_positions` tokens."""
+        """State for one request of at most `max_positions` tokens (a pool slot when it
+        fits in one and one is free, else a cache of its own)."""
+
+    def forward_batch(
+        self, sessions: Sequence[RunnerSession], input_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """One decode step of several sessions of this runner at once: token ids [b, 1],
+        row i for sessions[i] -> float32 logits [b, vocab]."""
 
     def close(self) -> None:
         """Release every stage; the runner is unusable afterwards."""

@@ -127,7 +127,8 @@ class Built:
 
 def build(config: BackendConfig, device: str) -> Built:
     store = ModelStore(config.models_dir)
-    models = ModelManager(store, config.engine, device, config.calibrate, config.kv)
+    batch = {"max_batch": config.max_batch, "kv_budget_mb": config.kv_budget_mb}
+    models = ModelManager(store, config.engine, device, config.calibrate, config.kv, **batch)
     tracker = RequestTracker()
     clusters = ClusterManager(
         config.data_dir / "ray",
@@ -135,6 +136,7 @@ def build(config: BackendConfig, device: str) -> Built:
         ipfs_api=config.kv.ipfs_api,
         ipfs_gateway=config.kv.ipfs_gateway,
         engine=config.engine,
+        **batch,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)

@@ -13,9 +13,9 @@ from edgellm.cluster.manager import ClusterManager
 from edgellm.cluster.plan import Plan
 from edgellm.engine.base import Engine
 from edgellm.engine.types import GenerationChunk, GenerationRequest
-from edgellm.errors import EdgeLLMError, RequestCancelled
+from edgellm.errors import EdgeLLMError
 from edgellm.server import messages
-from edgellm.server.models import ModelManager, RequestTracker, wait_for
+from edgellm.server.models import ModelManager, RequestTracker
 from edgellm.server.status import abort
 from edgellm.v1 import inference_pb2, inference_pb2_grpc
 
@@ -57,37 +57,22 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         finally:
             self._tracker.finish(req.request_id)
 
+    # Concurrent calls for one model (or one cluster's plan) are not serialised here: the
+    # engine batches them (continuous batching), queueing what does not fit.
+
     def _stream(self, model_id: str, req: GenerationRequest, resume, cancel: threading.Event):
         model = self._models.load(model_id)  # on demand, so one call is enough
-        chunks = start(model.engine, req, resume, cancel)
-
-        def cancelled() -> None:
-            raise RequestCancelled(f"request {req.request_id} was aborted")
-
-        wait_for(model.busy, cancel, cancelled)
-        try:
-            for chunk in chunks:
-                yield messages.generate_response(req.request_id, chunk)
-        finally:
-            model.busy.release()
+        for chunk in start(model.engine, req, resume, cancel):
+            yield messages.generate_response(req.request_id, chunk)
 
     def _stream_plan(self, model_id: str, plan: Plan, req: GenerationRequest, resume, cancel):
         """Generate across the cluster of `plan.session_id`; the tokenizer and config come
         from this backend's store, the layers from each peer's."""
         manifest = self._models.store.ensure(model_id)
         model_dir = self._models.store.path(model_id)
-        engine, busy = self._clusters.engine(plan, model_id, model_dir, manifest.num_layers)
-        chunks = start(engine, req, resume, cancel)
-
-        def cancelled() -> None:
-            raise RequestCancelled(f"request {req.request_id} was aborted")
-
-        wait_for(busy, cancel, cancelled)
-        try:
-            for chunk in chunks:
-                yield messages.generate_response(req.request_id, chunk)
-        finally:
-            busy.release()
+        engine = self._clusters.engine(plan, model_id, model_dir, manifest.num_layers)
+        for chunk in start(engine, req, resume, cancel):
+            yield messages.generate_response(req.request_id, chunk)
 
     def Abort(self, request: inference_pb2.AbortRequest, context: grpc.ServicerContext):
         aborted = self._tracker.abort(request.request_id)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +30,6 @@ class LoadedModel:
     engine: Engine
     speeds: Speeds
     # Held while a generation runs: one request at a time per model.
-    busy: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
@@ -46,9 +44,12 @@ class ModelManager:
         device: str,
         calibrate: bool,
         kv: KVConfig | None = None,
+        max_batch: int = 8,
+        kv_budget_mb: int = 512,
     ) -> None:
         self.store = store
         self._kv = kv
+        self._batch = (max_batch, kv_budget_mb)  # each engine's slot pool
         self._engine = engine
         self._device = device
         self._calibrate = calibrate
@@ -96,7 +97,7 @@ class ModelManager:
         try:
             manifest = self.store.ensure(model_id, progress)
             progress(PHASE_LOAD, 0, 1)
-            config = EngineConfig(self.store.path(model_id), self._device, self._kv)
+            config = EngineConfig(self.store.path(model_id), self._device, self._kv, *self._batch)
             engine = engine_class(self._engine).load(config)
             progress(PHASE_LOAD, 1, 1)
             speeds = self._measure(engine, progress)
@@ -128,8 +129,7 @@ class ModelManager:
             model = self._loaded.pop(model_id, None)
         if model is None:
             return False
-        with model.busy:  # let a running generation finish first
-            model.engine.close()
+        model.engine.close()  # fails the requests it still runs
         return True
 
 
@@ -174,13 +174,3 @@ class RequestTracker:
     def __len__(self) -> int:
         with self._lock:
             return len(self._running)
-
-
-def wait_for(lock: threading.Lock, cancel: threading.Event, on_cancel: Callable[[], None]) -> None:
-    """Acquire `lock`, giving up (via on_cancel, which raises) once `cancel` is set."""
-    while not lock.acquire(timeout=0.05):
-        if cancel.is_set():
-            on_cancel()
-    if cancel.is_set():
-        lock.release()
-        on_cancel()

@@ -15,9 +15,9 @@ import torch
 from ray.exceptions import RayError
 
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
-from edgellm.cluster.pipeline import RayPipeline, ray_error
+from edgellm.cluster.pipeline import ONE_AT_A_TIME, RayPipeline, ray_error
 from edgellm.cluster.plan import Plan, StageRole
-from edgellm.engine.runner import KVStats
+from edgellm.engine.runner import KVStats, Slots
 from edgellm.errors import ClusterError, EdgeLLMError, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,15 @@ class DisaggregatedRunner:
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    @property
+    def slots(self) -> Slots:
+        # One request at a time: batching P/D (a batch handed over per step) is not built.
+        return ONE_AT_A_TIME
+
+    def forward_batch(self, sessions: Sequence[Any], input_ids: torch.Tensor) -> torch.Tensor:
+        """One sequence at a time (`slots` admits one): its session's own forward."""
+        return torch.cat([s.forward(input_ids[i : i + 1]) for i, s in enumerate(sessions)])
 
     @classmethod
     def load(cls, plan: Plan, model_id: str) -> DisaggregatedRunner:

@@ -13,8 +13,10 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 from edgellm.engine.base import Engine, EngineConfig
 from edgellm.engine.runner import StageRunner
-from edgellm.engine.torch import generation
+from edgellm.engine.torch.batcher import Batcher
+from edgellm.engine.torch.generation import Sequence
 from edgellm.engine.torch.pipeline import Pipeline
+from edgellm.engine.torch.slots import slots_for
 from edgellm.engine.torch.text import PromptTokenizer, encode_prompt
 from edgellm.engine.types import GenerationChunk, GenerationRequest, PreparedRequest, Speeds
 from edgellm.engine.validation import check_sampling, resolve_max_tokens
@@ -47,13 +49,19 @@ class TorchEngine(Engine):
         self._context_length = context
         # KV blocks over IPFS; only for in-process stages (a Pipeline).
         self.prefix_cache = prefix_cache
+        # Concurrent requests decode as one batch (continuous batching).
+        self._batcher = Batcher(pipeline, self._sequence)
 
     @classmethod
     def load(cls, config: EngineConfig, splits: list[int] | None = None) -> TorchEngine:
         """`splits` cuts the model into in-process stages, e.g. [13] -> [0, 13) + [13, n).
-        The prefix cache is the one `config.kv` describes (None: off)."""
+        The prefix cache is the one `config.kv` describes (None: off); the slot pool is
+        sized from `config.max_batch` and `config.kv_budget_mb`."""
         model_dir = Path(config.model_dir)
-        pipeline = Pipeline.load(model_dir, splits, config.device)
+        slots = slots_for(
+            AutoConfig.from_pretrained(model_dir), config.max_batch, config.kv_budget_mb
+        )
+        pipeline = Pipeline.load(model_dir, splits, config.device, slots)
         engine = cls.over(pipeline, model_dir)
         if config.kv is not None:
             engine.prefix_cache = PrefixCache.open(config.kv, model_dir)
@@ -98,10 +106,10 @@ class TorchEngine(Engine):
     def run(
         self, prepared: PreparedRequest, cancel: threading.Event | None = None
     ) -> Iterator[GenerationChunk]:
-        with torch.inference_mode():
-            yield from generation.run(
-                self.pipeline, self.tokenizer, self.eos_ids, prepared, cancel, self.prefix_cache
-            )
+        return self._batcher.submit(prepared, cancel)
+
+    def _sequence(self, prepared: PreparedRequest) -> Sequence:
+        return Sequence(self.pipeline, self.tokenizer, self.eos_ids, prepared, self.prefix_cache)
 
     @torch.inference_mode()
     def calibrate(self) -> Speeds:
@@ -130,6 +138,7 @@ class TorchEngine(Engine):
         return t1 - t0, t2 - t1
 
     def close(self) -> None:
+        self._batcher.close()
         self.pipeline.close()
         if self.prefix_cache is not None:
             self.prefix_cache.close()

@@ -1,11 +1,11 @@
-"""The decode loop: prefill, then one token at a time until EOS, a stop string or the budget."""
+"""One sequence's generation: prefill, then one token per decode step until EOS, a stop
+string or the budget. The batcher (batcher.py) runs the decode steps of many at once."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import torch
 
@@ -13,7 +13,6 @@ from edgellm.engine.runner import RunnerSession, StageRunner
 from edgellm.engine.torch.sampler import Sampler
 from edgellm.engine.torch.text import Detokenizer, StopMatcher
 from edgellm.engine.types import FinishReason, GenerationChunk, PreparedRequest, Timings, Usage
-from edgellm.errors import RequestCancelled
 from edgellm.kv.prefix import PrefixCache, PrefixHit, StoreJob
 
 log = logging.getLogger(__name__)
@@ -41,34 +40,91 @@ class _Clock:
         )
 
 
-def run(
-    pipeline: StageRunner,
-    tokenizer,
-    eos_ids: frozenset[int],
-    job: PreparedRequest,
-    cancel: threading.Event | None = None,
-    prefix: PrefixCache | None = None,
-) -> Iterator[GenerationChunk]:
-    """Yield one chunk per generated token; the last one carries finish, usage and timings.
+class Sequence:
+    """One request in the batch: its runner session, sampler, detokenizer and stop
+    strings. The batcher calls `start` (prefix cache, prefill, first token), then feeds
+    the logits of each decode step to `advance` until `finished`; `close` frees the
+    session (its pool slots) at once."""
 
-    With a prefix cache (local stages only), the prompt's cached leading blocks are
-    fetched instead of computed, and its new blocks are stored while decoding goes on.
-    What the runner's own stages took over (P/D's handoff) comes from its session."""
-    positions = len(job.prompt_ids) + job.max_tokens
-    session = pipeline.session(positions)
-    try:
-        hit = PrefixHit()
+    def __init__(
+        self,
+        runner: StageRunner,
+        tokenizer,
+        eos_ids: frozenset[int],
+        job: PreparedRequest,
+        prefix: PrefixCache | None = None,
+    ) -> None:
+        self.runner, self.job, self.prefix, self.eos_ids = runner, job, prefix, eos_ids
+        self.positions = len(job.prompt_ids) + job.max_tokens
+        self.session: RunnerSession | None = None
+        self.hit = PrefixHit()
+        self.clock = _Clock(job.start, len(job.prompt_ids))
+        self.detok = Detokenizer(tokenizer, job.prompt_ids)
+        self.stops = StopMatcher(job.sampling.stop)
+        self.sampler = Sampler(job.sampling, runner.device)
+        self.store: StoreJob | None = None
+        self.produced = 0
+        self.token = -1  # the last sampled token, the next step's input
+        self.finished = False
+
+    def start(self) -> Chunk:
+        """Open the session, take the prompt's cached prefix (local stages only), prefill
+        the rest and sample the first token."""
+        self.clock.prefill_start = time.monotonic()
+        self.session = self.runner.session(self.positions)
+        job, prefix = self.job, self.prefix
         if prefix is not None and not job.no_prefix_cache:
             try:
-                hit = prefix.load(session.sessions, job.prompt_ids, job.kv_manifest)
+                self.hit = prefix.load(self.session.sessions, job.prompt_ids, job.kv_manifest)
             except Exception as exc:  # noqa: BLE001 - a peer's manifest or blocks must not fail us
                 log.warning("kv: prefix cache lookup failed, computing the whole prompt: %r", exc)
-                session.close()
-                session = pipeline.session(positions)
-                hit = PrefixHit()
-        yield from _decode(session, pipeline.device, tokenizer, eos_ids, job, cancel, prefix, hit)
-    finally:
-        session.close()
+                self.session.close()
+                self.session = self.runner.session(self.positions)
+                self.hit = PrefixHit()
+        device = self.runner.device
+        prompt = torch.tensor([job.prompt_ids[self.hit.tokens :]], device=device)
+        return self.advance(self.session.forward(prompt))
+
+    def advance(self, logits: torch.Tensor) -> Chunk:
+        """Sample from float32 logits [1, vocab]; the chunk for the token (a callable
+        giving the last chunk once the prompt's blocks are stored, when it ends here)."""
+        token = self.sampler(logits)
+        self.produced += 1
+        if self.clock.first_token is None:
+            self.clock.first_token = time.monotonic()
+            self.store = _store(self.prefix, self.session, self.job, self.hit)
+        finish, text = _advance(token, self.eos_ids, self.detok, self.stops)
+        if finish is None and self.produced >= self.job.max_tokens:
+            finish, tail = _drain(self.detok, self.stops, FinishReason.LENGTH)
+            text += tail
+        self.token = token
+        if finish is None:
+            return GenerationChunk(text, (token,))
+        self.finished = True
+        # One of the two is all zeros: a prefix cache serves in-process stages only.
+        taken = self.session.kv_stats()
+        store, hit, clock, produced = self.store, self.hit, self.clock, self.produced
+        usage = Usage(len(self.job.prompt_ids), produced, hit.tokens + taken.cached_tokens)
+
+        def last() -> GenerationChunk:
+            store_ms = store.wait() if store is not None else 0.0
+            timings = clock.timings(
+                produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
+            )
+            return GenerationChunk(text, (token,), finish, usage, timings)
+
+        return last
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+# A token's chunk, or for the last token a callable that waits for the prompt's blocks to
+# be stored and returns the last chunk (called by the request's own thread, so storing
+# never holds up the batch).
+Chunk = GenerationChunk | Callable[[], GenerationChunk]
 
 
 def _store(prefix: PrefixCache | None, session, job: PreparedRequest, hit: PrefixHit) -> StoreJob:
@@ -79,52 +135,6 @@ def _store(prefix: PrefixCache | None, session, job: PreparedRequest, hit: Prefi
     except RuntimeError as exc:  # no memory to copy the K/V out, or no thread to store them
         log.warning("kv: cannot store the prompt's blocks: %r", exc)
         return StoreJob()
-
-
-def _decode(
-    session: RunnerSession,
-    device: torch.device,
-    tokenizer,
-    eos_ids: frozenset[int],
-    job: PreparedRequest,
-    cancel: threading.Event | None,
-    prefix: PrefixCache | None,
-    hit: PrefixHit,
-) -> Iterator[GenerationChunk]:
-    prompt_tokens = len(job.prompt_ids)
-    clock = _Clock(job.start, prompt_tokens)
-    detok = Detokenizer(tokenizer, job.prompt_ids)
-    stops = StopMatcher(job.sampling.stop)
-    sampler = Sampler(job.sampling, device)
-    step = torch.empty((1, 1), dtype=torch.long, device=device)
-    logits = session.forward(torch.tensor([job.prompt_ids[hit.tokens :]], device=device))
-    store: StoreJob | None = None
-    produced = 0
-    while True:
-        if cancel is not None and cancel.is_set():
-            raise RequestCancelled(f"request {job.request_id} was aborted")
-        token = sampler(logits)
-        produced += 1
-        if clock.first_token is None:
-            clock.first_token = time.monotonic()
-            store = _store(prefix, session, job, hit)
-        finish, text = _advance(token, eos_ids, detok, stops)
-        if finish is None and produced >= job.max_tokens:
-            finish, tail = _drain(detok, stops, FinishReason.LENGTH)
-            text += tail
-        if finish is not None:
-            store_ms = store.wait() if store is not None else 0.0
-            # One of the two is all zeros: a prefix cache serves in-process stages only.
-            taken = session.kv_stats()
-            usage = Usage(prompt_tokens, produced, hit.tokens + taken.cached_tokens)
-            timings = clock.timings(
-                produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
-            )
-            yield GenerationChunk(text, (token,), finish, usage, timings)
-            return
-        yield GenerationChunk(text, (token,))
-        step.fill_(token)
-        logits = session.forward(step)
 
 
 def _advance(

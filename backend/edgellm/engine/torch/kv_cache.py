@@ -83,14 +83,28 @@ class PreallocatedCache(DynamicCache):
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device,
+        buffer: torch.Tensor | None = None,
     ) -> None:
+        """`buffer`: [layers, 2, 1, kv_heads, capacity, head_dim] to write into (a slot of
+        a `SlotPool`), instead of one allocated here."""
         super().__init__(config=config)
         self.buffer: torch.Tensor | None = None
+        self._external = False
         if not self.layers or any(type(layer) is not DynamicLayer for layer in self.layers):
             return
         shape = (len(self.layers), 2, 1, kv_heads, capacity, head_dim)
-        self.buffer = torch.empty(shape, dtype=dtype, device=device)
+        self._external = buffer is not None
+        if buffer is None:
+            buffer = torch.empty(shape, dtype=dtype, device=device)
+        elif tuple(buffer.shape) != shape:
+            raise ValueError(f"slot buffer shaped {tuple(buffer.shape)}, expected {shape}")
+        self.buffer = buffer
         self.layers = [PreallocatedLayer(kv[0], kv[1]) for kv in self.buffer]
+
+    @property
+    def pooled(self) -> bool:
+        """Still writing into the slot buffer it was given (not grown out of it)."""
+        return self._external and all(layer.shared for layer in self.layers)
 
     def reserve(self, n: int) -> torch.Tensor:
         """A writable view [2 * layers, kv_heads, n, head_dim] (row 2l is layer l's K, 2l+1

@@ -21,7 +21,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 from transformers.initialization import no_init_weights
 
+from edgellm.engine.runner import Slots
+from edgellm.engine.torch.batch import SLOTS_ATTENTION
 from edgellm.engine.torch.kv_cache import PreallocatedCache
+from edgellm.engine.torch.slots import SlotPool, slots_for
 from edgellm.errors import InvalidRequest, StoreError
 from edgellm.kv.stage import KVLayout
 from edgellm.models.manifest import WEIGHTS_NAME
@@ -56,9 +59,16 @@ def _stage_name(name: str, prefix: str, layers: LayerRange) -> str | None:
 
 
 class Stage:
-    """Weights of one layer range, shared by every session that runs through it."""
+    """Weights of one layer range, shared by every session that runs through it, and the
+    slot pool those sessions' KV caches live in."""
 
-    def __init__(self, model_dir: Path, layers: LayerRange | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        model_dir: Path,
+        layers: LayerRange | None = None,
+        device: str = "cpu",
+        slots: Slots | None = None,
+    ):
         full = AutoConfig.from_pretrained(model_dir)
         self.num_layers_total: int = full.num_hidden_layers
         self.layers = layers or LayerRange(0, self.num_layers_total)
@@ -75,7 +85,8 @@ class Stage:
         self.config = copy.deepcopy(full)
         self.config.num_hidden_layers = self.layers.end - self.layers.start
         with no_init_weights():
-            self.model = AutoModel.from_config(self.config)
+            # SDPA, plus batched decode steps over the slot pool (batch.py).
+            self.model = AutoModel.from_config(self.config, attn_implementation=SLOTS_ATTENTION)
         self.lm_head: torch.Tensor | None = None
         self._load_weights(Path(model_dir) / WEIGHTS_NAME)
         self.model.to(self.device).eval()
@@ -86,6 +97,14 @@ class Stage:
         )
         self.kv_layout = KVLayout(
             self.layers.start, self.layers.end, self.kv_heads, self.head_dim, self.dtype
+        )
+        self.pool = SlotPool(
+            slots or slots_for(full, 1, 64),
+            self.config.num_hidden_layers,
+            self.kv_heads,
+            self.head_dim,
+            self.dtype,
+            self.device,
         )
 
     def _load_weights(self, path: Path) -> None:
@@ -117,15 +136,20 @@ class Stage:
         raise StoreError("store has no lm_head.weight and the embeddings are not tied")
 
     def session(self, max_positions: int) -> StageSession:
-        return StageSession(self, max_positions)
+        """A session in a free pool slot, or with a cache of its own when the request is
+        longer than a slot or every slot is taken."""
+        return StageSession(self, max_positions, self.pool.acquire(max_positions))
 
 
 class StageSession:
-    """One request's pass through a stage: its KV cache and the next position. KV blocks
-    (edgellm.kv) see it as a `StageCache`."""
+    """One request's pass through a stage: its KV cache (in pool slot `slot`, or its own
+    when None) and the next position. KV blocks (edgellm.kv) see it as a `StageCache`."""
 
-    def __init__(self, stage: Stage, max_positions: int) -> None:
+    def __init__(self, stage: Stage, max_positions: int, slot: int | None = None) -> None:
         self.stage = stage
+        self.slot = slot
+        if slot is not None:
+            max_positions = stage.pool.slots.positions
         self.cache = self._new_cache(max_positions)
         self.position = 0
         # Generate passes an all-ones 2D mask; views of one buffer avoid a tensor per token.
@@ -134,9 +158,27 @@ class StageSession:
 
     def _new_cache(self, max_positions: int) -> PreallocatedCache:
         stage = self.stage
+        buffer = None if self.slot is None else stage.pool.view(self.slot)
         return PreallocatedCache(
-            stage.config, max_positions, stage.kv_heads, stage.head_dim, stage.dtype, stage.device
+            stage.config,
+            max_positions,
+            stage.kv_heads,
+            stage.head_dim,
+            stage.dtype,
+            stage.device,
+            buffer,
         )
+
+    def close(self) -> None:
+        """Give the slot back to the pool (idempotent); the session is unusable after."""
+        if self.slot is not None:
+            self.stage.pool.release(self.slot)
+            self.slot = None
+
+    def advance(self, n: int) -> None:
+        """n positions were written into the slot by a batched step (batch.py)."""
+        self.cache.commit(n)
+        self.position += n
 
     @property
     def kv_layout(self) -> KVLayout:

@@ -1,0 +1,104 @@
+"""One decode step of several sequences through a stage, each in its own pool slot.
+
+The dense layers (projections, MLP, norms, LM head) run on the batch's rows at once,
+which is where batching pays. Attention runs per sequence over its own slot's positions,
+through the same SDPA call a lone sequence makes (no padding, no mask), so it is exactly
+what that sequence would compute alone. What is not bit-exact is the dense matmul: a CPU
+GEMM over b rows accumulates in another order than the GEMV of one row (measured: up to
+~3e-5 apart on logits of magnitude ~20), so batched logits differ from a lone sequence's
+in the last bits, and greedy tokens can differ only where the top two logits are that
+close (tests/python/test_batch.py checks the tokens against `generate`).
+
+The attention implementation `edgellm_slots` is registered with transformers: without
+`edgellm_batch` in the call it is plain SDPA (prefill, a lone sequence), so a model built
+with it computes what the default `sdpa` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+if TYPE_CHECKING:
+    from edgellm.engine.torch.stage import StageSession
+
+SLOTS_ATTENTION = "edgellm_slots"
+_BATCH_KWARG = "edgellm_batch"
+
+
+def _attention(module, query, key, value, attention_mask, **kwargs):
+    rows = kwargs.pop(_BATCH_KWARG, None)
+    if rows is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    # key/value: the pool's whole layer [slots, kv_heads, positions, head_dim] (BatchCache).
+    outs = [
+        sdpa_attention_forward(
+            module,
+            query[i : i + 1],
+            key[slot : slot + 1, :, :length],
+            value[slot : slot + 1, :, :length],
+            None,
+            **kwargs,
+        )[0]
+        for i, (slot, length) in enumerate(rows)
+    ]
+    return torch.cat(outs), None
+
+
+AttentionInterface.register(SLOTS_ATTENTION, _attention)
+AttentionMaskInterface.register(SLOTS_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
+class BatchCache:
+    """past_key_values for one batched step: writes each row's new K/V at its sequence's
+    position in its slot, and hands attention the pool's layer (no copy)."""
+
+    def __init__(self, buffer: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor):
+        self.buffer, self.slots, self.positions = buffer, slots, positions
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        keys, values = self.buffer[layer_idx, 0], self.buffer[layer_idx, 1]
+        keys[self.slots, :, self.positions] = key_states[:, :, 0]
+        values[self.slots, :, self.positions] = value_states[:, :, 0]
+        return keys, values
+
+
+def pooled(session: StageSession) -> bool:
+    return session.slot is not None and session.cache.pooled
+
+
+@torch.inference_mode()
+def forward_batch(sessions: Sequence[StageSession], inputs: torch.Tensor) -> torch.Tensor:
+    """Token ids [b, 1] (first stage) or hidden states [b, 1, h] -> hidden states
+    [b, 1, h], or float32 logits [b, vocab] on the last stage. A lone session, or one
+    outside the pool (a long request's own cache), takes its own exact path."""
+    if len(sessions) == 1 or not all(pooled(s) for s in sessions):
+        return torch.cat([s.forward(inputs[i : i + 1]) for i, s in enumerate(sessions)])
+    stage = sessions[0].stage
+    device = stage.device
+    positions = [s.position for s in sessions]
+    slot_ids = [s.slot for s in sessions]
+    positions_t = torch.tensor(positions, device=device)
+    cache = BatchCache(stage.pool.buffer, torch.tensor(slot_ids, device=device), positions_t)
+    kwargs = {"input_ids": inputs} if stage.is_first else {"inputs_embeds": inputs}
+    out = stage.model(
+        **kwargs,
+        # A prepared 4D mask skips transformers' mask building; attention ignores it.
+        attention_mask=torch.ones(len(sessions), 1, 1, 1, dtype=torch.bool, device=device),
+        position_ids=positions_t.unsqueeze(1),
+        past_key_values=cache,
+        use_cache=True,
+        **{_BATCH_KWARG: [(s, p + 1) for s, p in zip(slot_ids, positions, strict=True)]},
+    )
+    for session in sessions:
+        session.advance(1)
+    hidden = out.last_hidden_state
+    if not stage.is_last:
+        return hidden
+    logits = torch.nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
+    return logits[:, -1].to(copy=True, dtype=torch.float32)
