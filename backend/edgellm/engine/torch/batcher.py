@@ -20,7 +20,7 @@ import copy
 import logging
 import queue
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -65,6 +65,8 @@ class Batcher:
         self._solo = False  # the active sequence has a cache of its own: nothing joins it
         self._closed = False
         self._thread: threading.Thread | None = None
+        # Decode steps run, by batch size (observed by tests and benchmarks).
+        self.step_sizes: Counter[int] = Counter()
 
     def submit(
         self, job: PreparedRequest, cancel: threading.Event | None = None
@@ -180,6 +182,7 @@ class Batcher:
 
     def _step(self) -> None:
         batch = list(self._active)
+        self.step_sizes[len(batch)] += 1
         tokens = torch.tensor([[r.seq.token] for r in batch], device=self._runner.device)
         try:
             logits = self._runner.forward_batch([r.seq.session for r in batch], tokens)

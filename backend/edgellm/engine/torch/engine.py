@@ -108,6 +108,11 @@ class TorchEngine(Engine):
     ) -> Iterator[GenerationChunk]:
         return self._batcher.submit(prepared, cancel)
 
+    @property
+    def step_sizes(self) -> dict[int, int]:
+        """Decode steps run so far, by how many sequences each carried."""
+        return dict(self._batcher.step_sizes)
+
     def _sequence(self, prepared: PreparedRequest) -> Sequence:
         return Sequence(self.pipeline, self.tokenizer, self.eos_ids, prepared, self.prefix_cache)
 
