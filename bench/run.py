@@ -100,6 +100,18 @@ def serve_provider() -> dict[str, Any]:
     return serve_figures.figures(store.path(MODEL_ID))
 
 
+def batch_provider() -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "bench"))
+    import batch_figures
+
+    from edgellm.config import load_config
+    from edgellm.models.store import ModelStore
+
+    store = ModelStore(load_config().models_dir)
+    store.ensure(MODEL_ID)
+    return batch_figures.figures(store.path(MODEL_ID))
+
+
 def go_provider(package: str) -> Provider:
     """A Go program that prints one JSON object of figures on stdout."""
 
@@ -123,6 +135,7 @@ PROVIDERS: dict[str, Provider] = {
     "pipeline": pipeline_provider,
     "kv": lambda: __import__("kv_figures").provider(),  # bench/ is on sys.path (a script)
     "serve": serve_provider,
+    "batch": batch_provider,
 }
 
 

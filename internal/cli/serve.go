@@ -44,8 +44,10 @@ cache, and any other model runs across the swarm's workers. A formed cluster
 stays warm between requests (--cluster-idle-timeout), so the next request to
 a split model pays no Ray start or joins.
 
-Each model has a first-come-first-served queue: one generation runs at a time
-and at most --max-queue wait; beyond that a request gets 429 with Retry-After.
+Each model has a first-come-first-served queue: up to backend.max_batch
+generations run at once (the backend decodes them as one batch; a model run
+across the swarm runs one at a time) and at most --max-queue wait; beyond that
+a request gets 429 with Retry-After.
 
 With --api-key-file (or EDGELLM_API_KEY) every /v1/ request must carry
 "Authorization: Bearer <key>". Listening beyond loopback without a key prints
@@ -205,7 +207,10 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 	}
 	defer svc.Close()
 	svcRef.Store(svc)
-	api, err := openai.New(svc, openai.Options{APIKey: key, MaxQueue: o.queue(), Metrics: metrics, Logger: app.log,
+	// Up to backend.max_batch generations of a model run at once: the backend
+	// decodes them as one batch. (A swarm model's cluster still runs one at a
+	// time: the others wait in its pool, internal/serve/clusters.go.)
+	api, err := openai.New(svc, openai.Options{APIKey: key, MaxQueue: o.queue(), MaxConcurrent: cfg.MaxBatch(), Metrics: metrics, Logger: app.log,
 		MaxCompletionTokens: o.maxTokens, ModelIDs: o.models})
 	if err != nil {
 		return err

@@ -187,3 +187,20 @@ func (i IPFS) validate() error {
 	}
 	return nil
 }
+
+// DefaultMaxBatch is the backend's default backend.max_batch.
+const DefaultMaxBatch = 8
+
+// MaxBatch is the backend's backend.max_batch: how many generations of one
+// model its engine decodes together (continuous batching), so how many serve
+// lets run at once per model. The backend validates the section; a value it
+// would refuse, or none, gives DefaultMaxBatch here.
+func (c *Config) MaxBatch() int {
+	var section struct {
+		MaxBatch int `yaml:"max_batch"`
+	}
+	if c.Backend.Kind == 0 || c.Backend.Decode(&section) != nil || section.MaxBatch < 1 {
+		return DefaultMaxBatch
+	}
+	return section.MaxBatch
+}

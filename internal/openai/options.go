@@ -10,7 +10,7 @@ import (
 // Defaults for the zero values of Options.
 const (
 	DefaultMaxBodyBytes      = 4 << 20 // 4 MiB: long prompts fit, a flood does not
-	DefaultMaxConcurrent     = 1       // the backend runs one generation per model today
+	DefaultMaxConcurrent     = 1       // serve sets the backend's max_batch
 	DefaultMaxQueue          = 32
 	DefaultRetryAfter        = time.Second
 	DefaultWriteTimeout      = 30 * time.Second

@@ -3,7 +3,6 @@ exactly the tokens transformers `generate` gives for its prompt alone."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from edgellm.engine.base import EngineConfig
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.types import FinishReason, GenerationRequest, SamplingParams
 from edgellm.errors import RequestCancelled
+from tests.python.runs import Run, batched_steps, run_all
 
 MAX_NEW = 16
 LONG = " ".join(f"Item {i}: a red apple, a green pear and a yellow lemon." for i in range(6))
@@ -60,61 +60,22 @@ def expected(engine: TorchEngine, reference) -> dict[str, list[int]]:
     }
 
 
-class _Run(threading.Thread):
-    """One request consumed on its own thread, as a gRPC handler thread does."""
-
-    def __init__(self, engine: TorchEngine, request: GenerationRequest, cancel_after: int = 0):
-        super().__init__()
-        self.engine, self.request, self.cancel_after = engine, request, cancel_after
-        self.cancel = threading.Event()
-        self.tokens: list[int] = []
-        self.chunks = []
-        self.error: BaseException | None = None
-        self.started_decoding = threading.Event()  # 4 tokens out
-
-    def run(self) -> None:
-        try:
-            for chunk in self.engine.generate(self.request, self.cancel):
-                self.chunks.append(chunk)
-                self.tokens.extend(chunk.token_ids)
-                if len(self.tokens) == 4:
-                    self.started_decoding.set()
-                if self.cancel_after and len(self.tokens) == self.cancel_after:
-                    self.cancel.set()
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            self.error = exc
-        finally:
-            self.started_decoding.set()
-
-
-def _run_all(runs: list[_Run]) -> None:
-    for run in runs:
-        run.start()
-    for run in runs:
-        run.join(timeout=600)
-        assert not run.is_alive()
-
-
-def _batched_steps(engine: TorchEngine) -> int:
-    return sum(count for size, count in engine.step_sizes.items() if size > 1)
-
-
 def test_concurrent_requests_match_generate(engine, expected) -> None:
-    before = _batched_steps(engine)
-    runs = [_Run(engine, _request(name)) for name in PROMPTS]
-    _run_all(runs)
+    before = batched_steps(engine)
+    runs = [Run(engine, _request(name)) for name in PROMPTS]
+    run_all(runs)
     for run in runs:
         assert run.error is None
         assert run.tokens == expected[run.request.request_id], run.request.request_id
-    assert _batched_steps(engine) > before  # they did decode together
+    assert batched_steps(engine) > before  # they did decode together
     assert max(engine.step_sizes) <= 8
 
 
 def test_split_stages_batch_and_match_generate(store_dir: Path, expected) -> None:
     split = TorchEngine.load(EngineConfig(store_dir, max_batch=4), splits=[13])
     try:
-        runs = [_Run(split, _request(name)) for name in PROMPTS]
-        _run_all(runs)
+        runs = [Run(split, _request(name)) for name in PROMPTS]
+        run_all(runs)
         for run in runs:
             assert (run.error, run.tokens) == (None, expected[run.request.request_id])
         assert max(split.step_sizes) == 4  # six requests, four slots: two waited
@@ -123,20 +84,20 @@ def test_split_stages_batch_and_match_generate(store_dir: Path, expected) -> Non
 
 
 def test_arrivals_join_while_others_decode(engine, expected) -> None:
-    first = _Run(engine, _request("story"))
+    first = Run(engine, _request("story"))
     first.start()
     first.started_decoding.wait(timeout=300)
-    later = [_Run(engine, _request(name)) for name in ("fib", "long", "france")]
-    _run_all(later)
+    later = [Run(engine, _request(name)) for name in ("fib", "long", "france")]
+    run_all(later)
     first.join(timeout=600)
     for run in [first, *later]:
         assert (run.error, run.tokens) == (None, expected[run.request.request_id])
 
 
 def test_abort_leaves_the_others_unchanged(engine, expected) -> None:
-    aborted = _Run(engine, _request("count"), cancel_after=3)
-    others = [_Run(engine, _request(name)) for name in ("fib", "sea", "story")]
-    _run_all([aborted, *others])
+    aborted = Run(engine, _request("count"), cancel_after=3)
+    others = [Run(engine, _request(name)) for name in ("fib", "sea", "story")]
+    run_all([aborted, *others])
     assert isinstance(aborted.error, RequestCancelled)
     assert aborted.tokens == expected["count"][:3]
     for run in others:
@@ -149,12 +110,12 @@ def test_stop_strings_and_sampling_per_sequence(engine) -> None:
     seeded = _request("sea", temperature=0.8, seed=7)
     seeded_alone = [t for c in engine.generate(seeded) for t in c.token_ids]
     runs = [
-        _Run(engine, _request("story", stop=(stop,))),
-        _Run(engine, seeded),
-        _Run(engine, _request("fib", max_tokens=5)),
-        _Run(engine, _request("long")),
+        Run(engine, _request("story", stop=(stop,))),
+        Run(engine, seeded),
+        Run(engine, _request("fib", max_tokens=5)),
+        Run(engine, _request("long")),
     ]
-    _run_all(runs)
+    run_all(runs)
     stopped, sampled, short, _ = runs
     assert "".join(c.text for c in stopped.chunks) == alone[: alone.index(stop)]
     assert stopped.chunks[-1].finish_reason is FinishReason.STOP_STRING
@@ -172,8 +133,8 @@ def test_requests_beyond_the_pool_wait_then_run(store_dir: Path, reference) -> N
         assert (small.pipeline.slots.count, small.pipeline.slots.positions) == (2, 45)
         names = ["fib", "count", "long", "story"]
         assert len(small.prepare(_request("long")).prompt_ids) + MAX_NEW > 45
-        runs = [_Run(small, _request(name)) for name in names]
-        _run_all(runs)
+        runs = [Run(small, _request(name)) for name in names]
+        run_all(runs)
         for run in runs:
             ids = small.prepare(run.request).prompt_ids
             assert run.error is None

@@ -3,10 +3,12 @@ separate process tree with its own peer resource, on this machine."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -21,6 +23,7 @@ from edgellm.engine.torch.stage import LayerRange
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError, InvalidRequest, WeightsMismatch
 from edgellm.models.store import ModelStore
+from tests.python.runs import Run, batched_steps, run_all
 
 pytestmark = pytest.mark.ray_cluster
 
@@ -133,6 +136,60 @@ def test_sampling_with_seed_is_reproducible(distributed, local) -> None:
     first = _tokens(distributed, request)
     assert first == _tokens(distributed, request)
     assert first == _tokens(local, request)
+
+
+def _renamed(request: GenerationRequest, suffix: str) -> GenerationRequest:
+    return dataclasses.replace(request, request_id=request.request_id + suffix)
+
+
+def test_two_peer_batch_matches_generate(distributed, expected) -> None:
+    """Four requests at once on two stage actors: each decode step carries the batch's
+    activations from stage to stage, and every sequence equals generate."""
+    before = batched_steps(distributed)
+    runs = [Run(distributed, _renamed(_with(r), s)) for r in PROMPTS for s in ("1", "2")]
+    run_all(runs)
+    for run in runs:
+        assert (run.error, run.tokens) == (None, expected[run.request.request_id[0]])
+    assert batched_steps(distributed) > before
+
+
+# Raw prompts that go on well past the kill (no early EOS).
+LASTING = [
+    GenerationRequest("k1", raw_prompt="1, 2, 3, 4,"),
+    GenerationRequest("k2", raw_prompt="def fibonacci(n):"),
+    GenerationRequest("k3", raw_prompt="Once upon a time, in a land far away, there lived a"),
+]
+LASTING_NEW = 48
+
+
+def test_stage_killed_mid_batch_fails_every_sequence_over(
+    cluster: Cluster, cid: str, store_dir: Path, local: TorchEngine
+) -> None:
+    """A stage actor dies under a batch of three: each sequence fails with the error a
+    lone request gets (ClusterError, what the Go requester fails over on), and each one's
+    resume on a new cluster, with the tokens it had (as the requester replays them),
+    completes the greedy answer of generate."""
+    engine = cluster.head.engine(_plan(cid, split=10), MODEL_ID, store_dir, 30)
+    requests = [_with(r, max_tokens=LASTING_NEW) for r in LASTING]
+    runs = [Run(engine, r) for r in requests]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.started_decoding.wait(timeout=300)
+    ray.kill(engine.pipeline.actors[1])
+    for run in runs:
+        run.join(timeout=300)
+    assert [type(r.error) for r in runs] == [ClusterError] * 3, [r.error for r in runs]
+    assert all(0 < len(r.tokens) < LASTING_NEW for r in runs)
+    replanned = cluster.head.engine(_plan(cid, split=15), MODEL_ID, store_dir, 30)
+    reference = AutoModelForCausalLM.from_pretrained(store_dir).eval()
+    for run in runs:
+        resumed = [t for c in replanned.resume(run.request, run.tokens) for t in c.token_ids]
+        ids = torch.tensor([local.prepare(run.request).prompt_ids])
+        whole = reference.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=LASTING_NEW
+        )[0, ids.shape[1] :].tolist()
+        assert run.tokens + resumed == whole
 
 
 def test_weights_cid_mismatch_is_refused(cluster: Cluster, store_dir: Path) -> None:
