@@ -3,17 +3,22 @@ exactly the tokens transformers `generate` gives for its prompt alone."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from edgellm.config import load_config
 from edgellm.engine.base import EngineConfig
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.types import FinishReason, GenerationRequest, SamplingParams
 from edgellm.errors import RequestCancelled
+from edgellm.server.app import build
+from edgellm.v1 import inference_pb2, inference_pb2_grpc
 from tests.python.runs import Run, batched_steps, run_all
 
 MAX_NEW = 16
@@ -174,3 +179,41 @@ def test_batched_logits_differ_from_lone_ones_only_in_the_last_bits(engine) -> N
     finally:
         for session in batched + lone:
             session.close()
+
+
+def test_concurrent_generate_rpcs_reach_one_batch(tmp_path: Path, models_dir, expected) -> None:
+    """Generate RPCs at once, as the Go node sends them, decode together in the backend's
+    engine (the gRPC service does not serialise them) and each equals generate."""
+    config = load_config(overrides={"models_dir": models_dir, "calibrate": False}, env={})
+    built = build(config, "cpu")
+    socket = f"unix://{tmp_path}/b.sock"
+    assert built.server.add_insecure_port(socket)
+    built.server.start()
+    results: dict[str, list[int]] = {}
+    try:
+        with grpc.insecure_channel(socket) as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+
+            def generate(name: str) -> None:
+                request = inference_pb2.GenerateRequest(
+                    model="smollm2-135m",
+                    request_id=name,
+                    sampling=inference_pb2.SamplingParams(max_tokens=MAX_NEW),
+                    **PROMPTS[name],
+                )
+                replies = stub.Generate(request, timeout=300)
+                results[name] = [t for r in replies for t in r.token_ids]
+
+            names = ["fib", "count", "story", "france"]
+            threads = [threading.Thread(target=generate, args=(n,)) for n in names]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=600)
+        assert {n: results.get(n) for n in names} == {n: expected[n] for n in names}
+        engine = built.models.get("smollm2-135m").engine
+        assert batched_steps(engine) > 0
+    finally:
+        built.server.stop(None)
+        built.models.unload("smollm2-135m")
+        built.clusters.close()

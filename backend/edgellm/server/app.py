@@ -123,6 +123,7 @@ class Built:
     health: health.HealthServicer
     tracker: RequestTracker
     clusters: ClusterManager
+    models: ModelManager
 
 
 def build(config: BackendConfig, device: str) -> Built:
@@ -147,7 +148,7 @@ def build(config: BackendConfig, device: str) -> Built:
     kv_control_pb2_grpc.add_KVControlServicer_to_server(KVControl(models), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    return Built(server, health_servicer, tracker, clusters)
+    return Built(server, health_servicer, tracker, clusters, models)
 
 
 def serve(config: BackendConfig, options: ServeOptions) -> int:
