@@ -41,6 +41,11 @@ def slots_for(config, max_batch: int, kv_budget_mb: int) -> Slots:
     return Slots(max_batch, max(1, min(positions, config.max_position_embeddings)))
 
 
+# A stage loaded without a batching config (a P/D actor, a test's stage): one pooled
+# sequence in 64 MB; others get caches of their own, as before the pool existed.
+UNCONFIGURED_BATCH, UNCONFIGURED_KV_MB = 1, 64
+
+
 class SlotPool:
     def __init__(
         self,

@@ -24,7 +24,12 @@ from transformers.initialization import no_init_weights
 from edgellm.engine.runner import Slots
 from edgellm.engine.torch.batch import SLOTS_ATTENTION
 from edgellm.engine.torch.kv_cache import PreallocatedCache
-from edgellm.engine.torch.slots import SlotPool, slots_for
+from edgellm.engine.torch.slots import (
+    UNCONFIGURED_BATCH,
+    UNCONFIGURED_KV_MB,
+    SlotPool,
+    slots_for,
+)
 from edgellm.errors import InvalidRequest, StoreError
 from edgellm.kv.stage import KVLayout
 from edgellm.models.manifest import WEIGHTS_NAME
@@ -99,7 +104,7 @@ class Stage:
             self.layers.start, self.layers.end, self.kv_heads, self.head_dim, self.dtype
         )
         self.pool = SlotPool(
-            slots or slots_for(full, 1, 64),
+            slots or slots_for(full, UNCONFIGURED_BATCH, UNCONFIGURED_KV_MB),
             self.config.num_hidden_layers,
             self.kv_heads,
             self.head_dim,
