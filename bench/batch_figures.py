@@ -3,9 +3,10 @@ concurrent requests over the same with 1, on this machine's whole-model engine
 (`batch_throughput_ratio`) and on a two-worker split over Ray (`pipeline_batch_throughput_ratio`).
 
 A run starts N requests at once, each on its own thread (as gRPC handlers are) with raw
-prompts that go on for MAX_TOKENS tokens, and stamps every token as it arrives. Its
-decode rate counts the tokens that arrive after the last request's first token (every
-prefill done, all N decoding) over the time from then to the last token. Each figure is
+prompts that go on for up to MAX_TOKENS tokens, and stamps every token as it arrives. Its
+decode rate is measured while all N decode: the tokens that arrive after the last
+request's first token (every prefill done) until the first request's last token (one that
+stops at EOS ends the window early), over that time. Each figure is
 the ratio of the medians over REPEATS runs, with the parts: tokens/s p50/p95 of each
 side, the inter-token latency p50/p95 a user sees at N, and the decode steps by batch size.
 
@@ -53,7 +54,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _one_run(engine, n: int) -> tuple[float, list[float]]:
-    """(decode tokens/s while all n decode, inter-token gaps in ms) of n requests at once."""
+    """(decode tokens/s while all n decode, their inter-token gaps in ms) of n requests."""
     from edgellm.engine.types import GenerationRequest, SamplingParams
 
     stamps: list[list[float]] = [[] for _ in range(n)]
@@ -73,9 +74,14 @@ def _one_run(engine, n: int) -> tuple[float, list[float]]:
     for thread in threads:
         thread.join()
     start = max(s[0] for s in stamps)
-    end = max(s[-1] for s in stamps)
-    tokens = sum(1 for s in stamps for t in s if t > start)
-    gaps = [(b - a) * 1000.0 for s in stamps for a, b in zip(s, s[1:], strict=False) if a >= start]
+    end = min(s[-1] for s in stamps)
+    tokens = sum(1 for s in stamps for t in s if start < t <= end)
+    gaps = [
+        (b - a) * 1000.0
+        for s in stamps
+        for a, b in zip(s, s[1:], strict=False)
+        if start <= a and b <= end
+    ]
     return (tokens / (end - start) if end > start else 0.0), gaps
 
 
