@@ -23,8 +23,7 @@ from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.config import load_config
 from edgellm.engine.runner import Slots
-from edgellm.engine.torch.batch import forward_batch
-from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
+from edgellm.engine.torch.stage import LayerRange, Stage, StageSession, forward_batch
 from edgellm.errors import InvalidRequest, StoreError, WeightsMismatch
 from edgellm.models.store import ModelStore
 

@@ -1,4 +1,5 @@
-"""One decode step of several sequences through a stage, each in its own pool slot.
+"""What a decode step of several sequences through a stage, each in its own pool slot,
+needs of transformers (the step itself is `stage.forward_batch`).
 
 The dense layers (projections, MLP, norms, LM head) run on the batch's rows at once,
 which is where batching pays. Attention runs per sequence over its own slot's positions,
@@ -16,23 +17,18 @@ with it computes what the default `sdpa` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-if TYPE_CHECKING:
-    from edgellm.engine.torch.stage import StageSession
-
 SLOTS_ATTENTION = "edgellm_slots"
-_BATCH_KWARG = "edgellm_batch"
+# The model call's keyword for a batched step: [(slot, length)] per row (StageSession).
+BATCH_KWARG = "edgellm_batch"
 
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
-    rows = kwargs.pop(_BATCH_KWARG, None)
+    rows = kwargs.pop(BATCH_KWARG, None)
     if rows is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     # key/value: the pool's whole layer [slots, kv_heads, positions, head_dim] (BatchCache).
@@ -66,39 +62,3 @@ class BatchCache:
         keys[self.slots, :, self.positions] = key_states[:, :, 0]
         values[self.slots, :, self.positions] = value_states[:, :, 0]
         return keys, values
-
-
-def pooled(session: StageSession) -> bool:
-    return session.slot is not None and session.cache.pooled
-
-
-@torch.inference_mode()
-def forward_batch(sessions: Sequence[StageSession], inputs: torch.Tensor) -> torch.Tensor:
-    """Token ids [b, 1] (first stage) or hidden states [b, 1, h] -> hidden states
-    [b, 1, h], or float32 logits [b, vocab] on the last stage. A lone session, or one
-    outside the pool (a long request's own cache), takes its own exact path."""
-    if len(sessions) == 1 or not all(pooled(s) for s in sessions):
-        return torch.cat([s.forward(inputs[i : i + 1]) for i, s in enumerate(sessions)])
-    stage = sessions[0].stage
-    device = stage.device
-    positions = [s.position for s in sessions]
-    slot_ids = [s.slot for s in sessions]
-    positions_t = torch.tensor(positions, device=device)
-    cache = BatchCache(stage.pool.buffer, torch.tensor(slot_ids, device=device), positions_t)
-    kwargs = {"input_ids": inputs} if stage.is_first else {"inputs_embeds": inputs}
-    out = stage.model(
-        **kwargs,
-        # A prepared 4D mask skips transformers' mask building; attention ignores it.
-        attention_mask=torch.ones(len(sessions), 1, 1, 1, dtype=torch.bool, device=device),
-        position_ids=positions_t.unsqueeze(1),
-        past_key_values=cache,
-        use_cache=True,
-        **{_BATCH_KWARG: [(s, p + 1) for s, p in zip(slot_ids, positions, strict=True)]},
-    )
-    for session in sessions:
-        session.advance(1)
-    hidden = out.last_hidden_state
-    if not stage.is_last:
-        return hidden
-    logits = torch.nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
-    return logits[:, -1].to(copy=True, dtype=torch.float32)

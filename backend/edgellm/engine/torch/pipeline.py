@@ -10,8 +10,7 @@ import torch
 from transformers import AutoConfig
 
 from edgellm.engine.runner import KVStats, Slots
-from edgellm.engine.torch.batch import forward_batch
-from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
+from edgellm.engine.torch.stage import LayerRange, Stage, StageSession, forward_batch
 from edgellm.errors import InvalidRequest
 
 

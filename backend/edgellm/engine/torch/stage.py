@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from transformers import AutoConfig, AutoModel
 from transformers.initialization import no_init_weights
 
 from edgellm.engine.runner import Slots
-from edgellm.engine.torch.batch import SLOTS_ATTENTION
+from edgellm.engine.torch.batch import BATCH_KWARG, SLOTS_ATTENTION, BatchCache
 from edgellm.engine.torch.kv_cache import PreallocatedCache
 from edgellm.engine.torch.slots import (
     UNCONFIGURED_BATCH,
@@ -269,6 +270,43 @@ class StageSession:
         """Make the n positions written through `reserve_kv` part of the cache."""
         self.cache.commit(n)
         self.position += n
+
+
+def _pooled(session: StageSession) -> bool:
+    return session.slot is not None and session.cache.pooled
+
+
+@torch.inference_mode()
+def forward_batch(sessions: Sequence[StageSession], inputs: torch.Tensor) -> torch.Tensor:
+    """One decode step of several sessions of one stage (engine/torch/batch.py): token
+    ids [b, 1] (first stage) or hidden states [b, 1, h] -> hidden states [b, 1, h], or
+    float32 logits [b, vocab] on the last stage. A lone session, or one outside the pool
+    (a long request's own cache), takes its own exact path."""
+    if len(sessions) == 1 or not all(_pooled(s) for s in sessions):
+        return torch.cat([s.forward(inputs[i : i + 1]) for i, s in enumerate(sessions)])
+    stage = sessions[0].stage
+    device = stage.device
+    positions = [s.position for s in sessions]
+    slot_ids = [s.slot for s in sessions]
+    positions_t = torch.tensor(positions, device=device)
+    cache = BatchCache(stage.pool.buffer, torch.tensor(slot_ids, device=device), positions_t)
+    kwargs = {"input_ids": inputs} if stage.is_first else {"inputs_embeds": inputs}
+    out = stage.model(
+        **kwargs,
+        # A prepared 4D mask skips transformers' mask building; attention ignores it.
+        attention_mask=torch.ones(len(sessions), 1, 1, 1, dtype=torch.bool, device=device),
+        position_ids=positions_t.unsqueeze(1),
+        past_key_values=cache,
+        use_cache=True,
+        **{BATCH_KWARG: [(s, p + 1) for s, p in zip(slot_ids, positions, strict=True)]},
+    )
+    for session in sessions:
+        session.advance(1)
+    hidden = out.last_hidden_state
+    if not stage.is_last:
+        return hidden
+    logits = torch.nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
+    return logits[:, -1].to(copy=True, dtype=torch.float32)
 
 
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
