@@ -166,12 +166,12 @@ class Batcher:
             self._solo = bool(self._solo and self._active)
             entry.fail(exc)
             return
-        entry.out.put(chunk)
         running = _Running(entry, seq)
         if seq.finished:
-            self._leave(running)
+            self._leave(running)  # before its last chunk: a finished stream holds nothing
         else:
             self._active.append(running)
+        entry.out.put(chunk)
 
     def _drop_left(self) -> None:
         for running in [r for r in self._active if r.entry.dropped()]:
@@ -200,10 +200,10 @@ class Batcher:
                 self._leave(running)
                 running.entry.fail(exc)
                 continue
-            running.entry.out.put(chunk)
             if running.seq.finished:
                 self._active.remove(running)
                 self._leave(running)
+            running.entry.out.put(chunk)
 
     def _leave(self, running: _Running) -> None:
         running.seq.close()
