@@ -63,6 +63,9 @@ class Engine(ABC):
 
     # KV-cache blocks over IPFS this engine reuses and stores (None: off).
     prefix_cache: PrefixCache | None = None
+    # How many `run`s may go on at once (an engine that batches takes several); the
+    # server queues the rest.
+    max_concurrency: int = 1
 
     @classmethod
     @abstractmethod

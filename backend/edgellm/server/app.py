@@ -17,8 +17,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
+from edgellm.engine.registry import check_available
 from edgellm.errors import EdgeLLMError, FatalError
 from edgellm.models.store import ModelStore
+from edgellm.server import fatal
 from edgellm.server.cluster import ClusterControl
 from edgellm.server.inference import InferenceService
 from edgellm.server.kv import KVControl
@@ -134,7 +136,9 @@ def build(config: BackendConfig, device: str) -> Built:
         config.models_dir,
         ipfs_api=config.kv.ipfs_api,
         ipfs_gateway=config.kv.ipfs_gateway,
-        engine=config.engine,
+        # Stages across peers run on the torch engine whatever this node's engine is:
+        # vLLM's pipeline parallelism over Ray needs GPU peers and is not built yet.
+        engine="torch",
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)
@@ -150,6 +154,7 @@ def build(config: BackendConfig, device: str) -> Built:
 
 def serve(config: BackendConfig, options: ServeOptions) -> int:
     check_listen(options.listen)
+    check_available(config.engine)  # a missing vllm package: one line, before serving
     device = resolve_device(config.device)
     socket_path = _prepare_socket(options.listen)
     built = build(config, device)
@@ -180,7 +185,7 @@ def serve(config: BackendConfig, options: ServeOptions) -> int:
     built.clusters.close()  # every Ray process this backend started, by pid
     if socket_path is not None:
         socket_path.unlink(missing_ok=True)
-    return 0
+    return 1 if fatal.reason() is not None else 0
 
 
 def _wait_for_stop(parent_pid: int | None) -> str:
@@ -197,6 +202,8 @@ def _wait_for_stop(parent_pid: int | None) -> str:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     while not why:
+        if fatal.reason() is not None:
+            return f"fatal error: {fatal.reason()}"
         if parent_pid is not None and not parent_alive(parent_pid):
             return f"parent process {parent_pid} is gone"
         time.sleep(PARENT_POLL_S)

@@ -30,8 +30,11 @@ class LoadedModel:
     manifest: Manifest
     engine: Engine
     speeds: Speeds
-    # Held while a generation runs: one request at a time per model.
-    busy: threading.Lock = field(default_factory=threading.Lock)
+    # One slot held per running generation: engine.max_concurrency at once per model.
+    busy: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.busy = threading.BoundedSemaphore(self.engine.max_concurrency)
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
@@ -128,8 +131,9 @@ class ModelManager:
             model = self._loaded.pop(model_id, None)
         if model is None:
             return False
-        with model.busy:  # let a running generation finish first
-            model.engine.close()
+        for _ in range(model.engine.max_concurrency):  # let running generations finish
+            model.busy.acquire()
+        model.engine.close()
         return True
 
 
@@ -176,7 +180,11 @@ class RequestTracker:
             return len(self._running)
 
 
-def wait_for(lock: threading.Lock, cancel: threading.Event, on_cancel: Callable[[], None]) -> None:
+def wait_for(
+    lock: threading.Lock | threading.Semaphore,
+    cancel: threading.Event,
+    on_cancel: Callable[[], None],
+) -> None:
     """Acquire `lock`, giving up (via on_cancel, which raises) once `cancel` is set."""
     while not lock.acquire(timeout=0.05):
         if cancel.is_set():
