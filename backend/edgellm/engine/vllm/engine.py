@@ -69,8 +69,20 @@ def _engine_args(model_dir: Path, device: str, context: int):
     )
 
 
-class _Closed:
-    """What a shut-down AsyncLLM becomes: nothing left to do on deletion."""
+def _async_llm_class():
+    """AsyncLLM whose __del__ does not shut down a second time: after close() it would,
+    and at interpreter exit (module globals gone) that fails with a traceback."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    class ClosableAsyncLLM(AsyncLLM):
+        closed = False
+
+        def shutdown(self, timeout: float | None = None) -> None:
+            if not self.closed:
+                self.closed = True
+                super().shutdown(timeout)
+
+    return ClosableAsyncLLM
 
 
 class VllmEngine(Engine):
@@ -87,16 +99,15 @@ class VllmEngine(Engine):
     def load(cls, config: EngineConfig) -> VllmEngine:
         # The engine core is a child process; forking the gRPC server's threads is unsafe.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-        from vllm.v1.engine.async_llm import AsyncLLM
-
+        async_llm = _async_llm_class()
         model_dir = Path(config.model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
         args = _engine_args(model_dir, config.device, context)
         loop = LoopThread()
 
-        async def start() -> AsyncLLM:
-            return AsyncLLM.from_engine_args(args)
+        async def start():
+            return async_llm.from_engine_args(args)
 
         try:
             llm = loop.run(start(), LOAD_TIMEOUT_S)
@@ -181,5 +192,3 @@ class VllmEngine(Engine):
     def close(self) -> None:
         self._llm.shutdown()
         self._loop.close()
-        # AsyncLLM.__del__ shuts down again; at interpreter exit that fails noisily.
-        self._llm.__class__ = _Closed
