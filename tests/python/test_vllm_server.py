@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from edgellm.engine import registry
 from edgellm.engine.types import GenerationRequest
 from edgellm.errors import Unavailable
-from edgellm.v1 import inference_pb2, inference_pb2_grpc
+from edgellm.v1 import inference_pb2, inference_pb2_grpc, model_control_pb2, model_control_pb2_grpc
 
 from .conftest import MODEL_ID, ServerProcess
 
@@ -110,3 +110,8 @@ def test_bad_request_is_invalid_argument(server) -> None:
         list(stub.Generate(request, timeout=60))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "temperature must be between 0 and 2" in info.value.details()
+
+
+def test_status_names_the_engine(server) -> None:
+    stub = model_control_pb2_grpc.ModelControlStub(server.channel)
+    assert stub.Status(model_control_pb2.StatusRequest(), timeout=60).engine == "vllm"

@@ -60,6 +60,11 @@ class ModelManager:
         self._loading: dict[str, threading.Lock] = {}
 
     @property
+    def engine(self) -> str:
+        """The engine's name (edgellm.engine.registry) models load with."""
+        return self._engine
+
+    @property
     def kv_config(self) -> KVConfig:
         """The `kv:` section engines load with (the defaults when none was given)."""
         return self._kv or KVConfig()
