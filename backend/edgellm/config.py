@@ -184,13 +184,6 @@ def _kv_validated(values: dict[str, Any], data_dir: Path) -> KVConfig:
 def _validated(values: dict[str, Any]) -> BackendConfig:
     if values.get("device", "auto") not in DEVICES:
         raise InvalidRequest(f"device must be one of {list(DEVICES)}, got {values['device']!r}")
-    if "engine" in values:
-        from edgellm.engine.registry import ENGINES
-
-        if values["engine"] not in ENGINES:
-            raise InvalidRequest(
-                f"unknown engine {values['engine']!r}; known engines: {', '.join(ENGINES)}"
-            )
     for key, cast in (("shutdown_grace_s", float), ("calibrate", _as_bool)):
         if key in values:
             try:

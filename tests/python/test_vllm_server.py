@@ -39,7 +39,7 @@ def test_unknown_engine_exits_2_with_one_line(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "unknown engine 'tensorrt'; known engines: torch, vllm" in proc.stderr
+    assert "configuration: unknown engine 'tensorrt'; known engines: torch, vllm" in proc.stderr
 
 
 def test_missing_engine_package_names_what_to_install(monkeypatch) -> None:

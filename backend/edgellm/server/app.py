@@ -17,7 +17,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
-from edgellm.engine.registry import check_available
 from edgellm.errors import EdgeLLMError, FatalError
 from edgellm.models.store import ModelStore
 from edgellm.server import fatal
@@ -154,7 +153,6 @@ def build(config: BackendConfig, device: str) -> Built:
 
 def serve(config: BackendConfig, options: ServeOptions) -> int:
     check_listen(options.listen)
-    check_available(config.engine)  # a missing vllm package: one line, before serving
     device = resolve_device(config.device)
     socket_path = _prepare_socket(options.listen)
     built = build(config, device)
