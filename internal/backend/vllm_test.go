@@ -91,6 +91,12 @@ func TestVLLMEngineCoreDies(t *testing.T) {
 	if !engineDied && !errors.Is(err, ErrExited) {
 		t.Fatalf("in-flight generation: err = %v, want the engine core's death", err)
 	}
+	// The backend stops itself (server/fatal.py); a request sent before it is
+	// gone gets the same clear error, one sent after waits for the restart.
+	deadline := time.Now().Add(2 * time.Minute)
+	for testutil.Alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
 	text, err = generateText(t.Context(), s, greedy("What is the capital of France?", 32))
 	if err != nil || text != "The capital of France is Paris." {
 		t.Fatalf("after the restart: answer = %q, %v", text, err)

@@ -25,3 +25,17 @@ func (e *engineFlag) override(cmd *cobra.Command) func(*config.Config) {
 		}
 	}
 }
+
+// vllmMaxSequences is how many requests the vllm engine batches at once
+// (MAX_SEQUENCES in backend/edgellm/engine/vllm/engine.py).
+const vllmMaxSequences = 16
+
+// maxConcurrent is how many generations of one model serve hands the backend
+// at once: as many as the vllm engine batches, one for the torch engine (the
+// rest wait in serve's queue, where --max-queue and 429s apply).
+func maxConcurrent(engine string) int {
+	if engine == "vllm" {
+		return vllmMaxSequences
+	}
+	return 1
+}

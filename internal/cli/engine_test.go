@@ -29,3 +29,11 @@ func TestEngineFlag(t *testing.T) {
 		})
 	}
 }
+
+func TestMaxConcurrent(t *testing.T) {
+	for engine, want := range map[string]int{"": 1, "torch": 1, "vllm": vllmMaxSequences} {
+		if got := maxConcurrent(engine); got != want {
+			t.Errorf("maxConcurrent(%q) = %d, want %d", engine, got, want)
+		}
+	}
+}

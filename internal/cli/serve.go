@@ -208,6 +208,7 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 	defer svc.Close()
 	svcRef.Store(svc)
 	api, err := openai.New(svc, openai.Options{APIKey: key, MaxQueue: o.queue(), Metrics: metrics, Logger: app.log,
+		MaxConcurrent:       maxConcurrent(cfg.Node.Engine),
 		MaxCompletionTokens: o.maxTokens, ModelIDs: o.models})
 	if err != nil {
 		return err
