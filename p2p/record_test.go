@@ -39,7 +39,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.PeerID != want.PeerID || got.Seq != 7 || got.Device != "cpu" || len(got.Models) != 1 ||
+	if got.PeerID != want.PeerID || got.Seq != 7 || got.Device != "cpu" || got.Engine != "vllm" || len(got.Models) != 1 ||
 		got.Models[0].LayerRanges[0] != (LayerRange{0, 30}) || got.Models[0].WeightsBytes != 270<<20 ||
 		got.PricePer1kMicros != 1500 ||
 		got.RayAddress != want.RayAddress || !got.Addrs[0].Equal(want.Addrs[0]) {

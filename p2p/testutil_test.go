@@ -63,7 +63,7 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 
 func sampleCaps(models ...string) Capabilities {
 	c := Capabilities{
-		BackendVersion: "test", Device: "cpu", MemoryTotalBytes: 8 << 30, MemoryFreeBytes: 4 << 30,
+		BackendVersion: "test", Device: "cpu", Engine: "vllm", MemoryTotalBytes: 8 << 30, MemoryFreeBytes: 4 << 30,
 		PrefillTokensPerS: 500, DecodeTokensPerS: 40, MaxSessions: 4, PricePer1kMicros: 1500,
 		Region: "lab", RayAddress: "127.0.0.1:6380",
 	}

@@ -15,6 +15,7 @@ type settings struct {
 	modelsDir    string
 	configFile   string
 	device       string
+	engine       string
 	listen       string
 	tmpDir       string
 	startTimeout time.Duration
@@ -56,6 +57,12 @@ func WithConfigFile(path string) Option {
 // own setting.
 func WithDevice(device string) Option {
 	return func(c *settings) error { c.device = device; return nil }
+}
+
+// WithEngine passes --engine (torch or vllm). Default "": the backend's own
+// setting.
+func WithEngine(engine string) Option {
+	return func(c *settings) error { c.engine = engine; return nil }
 }
 
 // WithListen sets the backend's address, unix:/abs/path.sock or

@@ -54,7 +54,7 @@ type process struct {
 func (c *settings) args(addr string) []string {
 	args := []string{"-m", "edgellm.server", "--listen", addr, "--data-dir", c.dataDir,
 		"--parent-pid", strconv.Itoa(os.Getpid())}
-	for _, kv := range [][2]string{{"--models-dir", c.modelsDir}, {"--config", c.configFile}, {"--device", c.device}} {
+	for _, kv := range [][2]string{{"--models-dir", c.modelsDir}, {"--config", c.configFile}, {"--device", c.device}, {"--engine", c.engine}} {
 		if kv[1] != "" {
 			args = append(args, kv[0], kv[1])
 		}

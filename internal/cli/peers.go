@@ -95,6 +95,7 @@ type peerJSON struct {
 	Addrs             []string        `json:"addrs"`
 	Models            []peerModelJSON `json:"models"`
 	Device            string          `json:"device"`
+	Engine            string          `json:"engine"`
 	BackendVersion    string          `json:"backend_version"`
 	MemoryTotalBytes  uint64          `json:"memory_total_bytes"`
 	MemoryFreeBytes   uint64          `json:"memory_free_bytes"`
@@ -118,7 +119,7 @@ func toPeersJSON(ps []p2p.PeerInfo) []peerJSON {
 	for _, p := range ps {
 		r := p.Record
 		j := peerJSON{
-			PeerID: r.PeerID.String(), Addrs: []string{}, Models: []peerModelJSON{}, Device: r.Device,
+			PeerID: r.PeerID.String(), Addrs: []string{}, Models: []peerModelJSON{}, Device: r.Device, Engine: r.Engine,
 			BackendVersion: r.BackendVersion, MemoryTotalBytes: r.MemoryTotalBytes, MemoryFreeBytes: r.MemoryFreeBytes,
 			PrefillTokensPerS: r.PrefillTokensPerS, DecodeTokensPerS: r.DecodeTokensPerS,
 			ActiveSessions: r.ActiveSessions, MaxSessions: r.MaxSessions,

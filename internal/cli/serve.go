@@ -61,6 +61,7 @@ SIGTERM or Ctrl-C stops accepting, lets requests in flight finish (at most
 
 // serveOptions are the serve command's flags.
 type serveOptions struct {
+	engine       engineFlag
 	swarm        swarmFlags
 	listen       string
 	p2pListen    []string
@@ -92,6 +93,7 @@ func newServeCommand(app *App) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return app.runServe(cmd, o) },
 	}
 	o.swarm.register(cmd)
+	o.engine.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "HTTP listen address (host:port; port 0 picks a free one)")
 	f.StringSliceVar(&o.p2pListen, "p2p-listen", nil, "swarm listen multiaddrs, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
@@ -167,7 +169,7 @@ func (app *App) runServe(cmd *cobra.Command, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := app.config(cmd)
+	cfg, err := app.config(cmd, o.engine.override(cmd))
 	if err != nil {
 		return err
 	}

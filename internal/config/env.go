@@ -20,6 +20,8 @@ const (
 	EnvModelsDir = "EDGELLM_MODELS_DIR"
 	// EnvDevice sets Node.Device.
 	EnvDevice = "EDGELLM_DEVICE"
+	// EnvEngine sets Node.Engine. The backend reads the same variable.
+	EnvEngine = "EDGELLM_ENGINE"
 	// EnvBackendAddress sets Node.BackendAddress.
 	EnvBackendAddress = "EDGELLM_BACKEND_ADDRESS"
 	// EnvPython sets Node.Supervisor.Python.
@@ -50,6 +52,7 @@ func envSettings() []envSetting {
 		{EnvModel, func(c *Config, v string) error { c.Node.Model = v; return nil }},
 		{EnvModelsDir, func(c *Config, v string) error { c.Node.ModelsDir = v; return nil }},
 		{EnvDevice, func(c *Config, v string) error { c.Node.Device = v; return nil }},
+		{EnvEngine, func(c *Config, v string) error { c.Node.Engine = v; return nil }},
 		{EnvBackendAddress, func(c *Config, v string) error { c.Node.BackendAddress = v; return nil }},
 		{EnvPython, func(c *Config, v string) error { c.Node.Supervisor.Python = v; return nil }},
 		{EnvIPFSEnabled, func(c *Config, v string) (err error) { c.IPFS.Enabled, err = strconv.ParseBool(v); return err }},

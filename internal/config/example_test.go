@@ -16,6 +16,7 @@ node:
   model: smollm2-135m        # model used when a command names none
   models_dir: ""             # backend model store; "" = <data dir>/models
   device: ""                 # auto, cpu or cuda; "" = the backend's setting
+  engine: ""                 # torch or vllm; "" = the backend's setting (torch)
   backend_address: ""        # use a running backend instead of starting one
   supervisor:
     python: ""               # "" = $EDGELLM_PYTHON, <bin>/../.venv/bin/python, python3

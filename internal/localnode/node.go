@@ -113,6 +113,7 @@ func (n *Node) startBackend(ctx context.Context, cfg *config.Config, set *settin
 		backend.WithModelsDir(cfg.Node.ModelsDir),
 		backend.WithConfigFile(cfg.File),
 		backend.WithDevice(cfg.Node.Device),
+		backend.WithEngine(cfg.Node.Engine),
 		backend.WithListen(s.Listen),
 		backend.WithStartTimeout(s.StartTimeout),
 		backend.WithStopTimeout(s.StopTimeout),

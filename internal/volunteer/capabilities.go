@@ -65,7 +65,7 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 		return p2p.Capabilities{}, err
 	}
 	c := s.caps()
-	c.BackendVersion, c.Device = st.GetBackendVersion(), st.GetDevice()
+	c.BackendVersion, c.Device, c.Engine = st.GetBackendVersion(), st.GetDevice(), st.GetEngine()
 	c.MemoryTotalBytes, c.MemoryFreeBytes = st.GetMemoryTotalBytes(), st.GetMemoryFreeBytes()
 	c.PrefillTokensPerS, c.DecodeTokensPerS = st.GetPrefillTokensPerS(), st.GetDecodeTokensPerS()
 	// A worker in a cluster session is busy even between requests.

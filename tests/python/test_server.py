@@ -54,7 +54,7 @@ def test_load_model_streams_progress_then_info(server) -> None:
     )
     assert info.weights_cid.startswith("bafy")
     status = _control(server).Status(model_control_pb2.StatusRequest())
-    assert status.device == "cpu"
+    assert (status.device, status.engine) == ("cpu", "torch")
     assert status.memory_total_bytes >= status.memory_free_bytes > 0
     assert status.decode_tokens_per_s > 0 and status.prefill_tokens_per_s > 0
     assert [m.id for m in status.loaded_models] == [MODEL_ID]

@@ -1,6 +1,7 @@
 """`python -m edgellm.server --listen ADDR [options]`: run the backend's gRPC server.
 
-Exit status: 0 after a clean stop, 2 for bad flags or configuration, 1 for a fatal error.
+Exit status: 0 after a clean stop, 2 for bad flags or configuration (an unknown engine, or
+one whose package is missing, included), 1 for a fatal error.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import sys
 
 from edgellm.config import DEVICES, load_config
+from edgellm.engine.registry import check_available
 from edgellm.errors import EdgeLLMError
 from edgellm.server.app import ListenRefused, ServeOptions, check_listen, serve
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         config = load_config(args.config, overrides)
+        # An unknown engine, or one whose package is missing: one line, before serving.
+        check_available(config.engine)
     except EdgeLLMError as exc:
         log.error("configuration: %s", exc)
         return 2

@@ -19,6 +19,7 @@ from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
 from edgellm.errors import EdgeLLMError, FatalError
 from edgellm.models.store import ModelStore
+from edgellm.server import fatal
 from edgellm.server.cluster import ClusterControl
 from edgellm.server.inference import InferenceService
 from edgellm.server.kv import KVControl
@@ -136,7 +137,9 @@ def build(config: BackendConfig, device: str) -> Built:
         config.models_dir,
         ipfs_api=config.kv.ipfs_api,
         ipfs_gateway=config.kv.ipfs_gateway,
-        engine=config.engine,
+        # Stages across peers run on the torch engine whatever this node's engine is:
+        # vLLM's pipeline parallelism over Ray needs GPU peers and is not built yet.
+        engine="torch",
         **batch,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
@@ -183,7 +186,7 @@ def serve(config: BackendConfig, options: ServeOptions) -> int:
     built.clusters.close()  # every Ray process this backend started, by pid
     if socket_path is not None:
         socket_path.unlink(missing_ok=True)
-    return 0
+    return 1 if fatal.reason() is not None else 0
 
 
 def _wait_for_stop(parent_pid: int | None) -> str:
@@ -200,6 +203,8 @@ def _wait_for_stop(parent_pid: int | None) -> str:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     while not why:
+        if fatal.reason() is not None:
+            return f"fatal error: {fatal.reason()}"
         if parent_pid is not None and not parent_alive(parent_pid):
             return f"parent process {parent_pid} is gone"
         time.sleep(PARENT_POLL_S)

@@ -92,6 +92,7 @@ class ModelControl(model_control_pb2_grpc.ModelControlServicer):
         return model_control_pb2.StatusResponse(
             backend_version=backend_version(),
             device=device_name(self._device),
+            engine=self._models.engine,
             memory_total_bytes=total,
             memory_free_bytes=free,
             # The most recently loaded model's figures; one model per backend is the norm.

@@ -1,5 +1,5 @@
-"""Loaded models: load on demand (converting into the store first), one generation at a
-time per model, measured speeds."""
+"""Loaded models: load on demand (converting into the store first), measured speeds.
+Concurrent generations of a model go to its engine at once; the engine batches them."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ class LoadedModel:
     manifest: Manifest
     engine: Engine
     speeds: Speeds
-    # Held while a generation runs: one request at a time per model.
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
@@ -56,6 +55,11 @@ class ModelManager:
         self._loaded: dict[str, LoadedModel] = {}
         self._guard = threading.Lock()  # protects _loaded and _loading
         self._loading: dict[str, threading.Lock] = {}
+
+    @property
+    def engine(self) -> str:
+        """The engine's name (edgellm.engine.registry) models load with."""
+        return self._engine
 
     @property
     def kv_config(self) -> KVConfig:

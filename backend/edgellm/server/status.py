@@ -15,6 +15,7 @@ from edgellm.errors import (
     ModelNotFound,
     RequestCancelled,
 )
+from edgellm.server import fatal
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def one_line(exc: BaseException) -> str:
 def abort(context: grpc.ServicerContext, exc: BaseException) -> None:
     """End the RPC with the status code for `exc` (raises, as context.abort does)."""
     code = status_code(exc)
+    if isinstance(exc, FatalError):
+        fatal.report(one_line(exc))
     if code == grpc.StatusCode.INTERNAL:
         log.error("internal error", exc_info=exc)
     context.abort(code, one_line(exc))

@@ -75,7 +75,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("backend_version", "device", "memory_total_bytes", "memory_free_bytes", "prefill_tokens_per_s", "decode_tokens_per_s", "active_requests", "loaded_models")
+    __slots__ = ("backend_version", "device", "memory_total_bytes", "memory_free_bytes", "prefill_tokens_per_s", "decode_tokens_per_s", "active_requests", "loaded_models", "engine")
     BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class StatusResponse(_message.Message):
     DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     backend_version: str
     device: str
     memory_total_bytes: int
@@ -92,4 +93,5 @@ class StatusResponse(_message.Message):
     decode_tokens_per_s: float
     active_requests: int
     loaded_models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_requests: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    engine: str
+    def __init__(self, backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_requests: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., engine: _Optional[str] = ...) -> None: ...

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CapabilityRecord(_message.Message):
-    __slots__ = ("peer_id", "seq", "issued_unix_ms", "expires_unix_ms", "withdrawn", "addrs", "backend_version", "device", "memory_total_bytes", "memory_free_bytes", "models", "prefill_tokens_per_s", "decode_tokens_per_s", "active_sessions", "max_sessions", "price_per_1k_tokens_micros", "region", "ray_address", "ipfs_peer_id", "ipfs_addrs")
+    __slots__ = ("peer_id", "seq", "issued_unix_ms", "expires_unix_ms", "withdrawn", "addrs", "backend_version", "device", "memory_total_bytes", "memory_free_bytes", "models", "prefill_tokens_per_s", "decode_tokens_per_s", "active_sessions", "max_sessions", "price_per_1k_tokens_micros", "region", "ray_address", "ipfs_peer_id", "ipfs_addrs", "engine")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ISSUED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class CapabilityRecord(_message.Message):
     RAY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IPFS_PEER_ID_FIELD_NUMBER: _ClassVar[int]
     IPFS_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     peer_id: bytes
     seq: int
     issued_unix_ms: int
@@ -48,7 +49,8 @@ class CapabilityRecord(_message.Message):
     ray_address: str
     ipfs_peer_id: bytes
     ipfs_addrs: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, peer_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., withdrawn: _Optional[bool] = ..., addrs: _Optional[_Iterable[bytes]] = ..., backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., price_per_1k_tokens_micros: _Optional[int] = ..., region: _Optional[str] = ..., ray_address: _Optional[str] = ..., ipfs_peer_id: _Optional[bytes] = ..., ipfs_addrs: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    engine: str
+    def __init__(self, peer_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., withdrawn: _Optional[bool] = ..., addrs: _Optional[_Iterable[bytes]] = ..., backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., price_per_1k_tokens_micros: _Optional[int] = ..., region: _Optional[str] = ..., ray_address: _Optional[str] = ..., ipfs_peer_id: _Optional[bytes] = ..., ipfs_addrs: _Optional[_Iterable[bytes]] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class ServedModel(_message.Message):
     __slots__ = ("id", "weights_cid", "num_layers", "layer_ranges", "weights_bytes")

@@ -475,8 +475,10 @@ type StatusResponse struct {
 	DecodeTokensPerS  float64      `protobuf:"fixed64,6,opt,name=decode_tokens_per_s,json=decodeTokensPerS,proto3" json:"decode_tokens_per_s,omitempty"`
 	ActiveRequests    uint32       `protobuf:"varint,7,opt,name=active_requests,json=activeRequests,proto3" json:"active_requests,omitempty"`
 	LoadedModels      []*ModelInfo `protobuf:"bytes,8,rep,name=loaded_models,json=loadedModels,proto3" json:"loaded_models,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The engine that computes here: "torch" or "vllm" (whole models only).
+	Engine        string `protobuf:"bytes,9,opt,name=engine,proto3" json:"engine,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -565,6 +567,13 @@ func (x *StatusResponse) GetLoadedModels() []*ModelInfo {
 	return nil
 }
 
+func (x *StatusResponse) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
 var File_edgellm_v1_model_control_proto protoreflect.FileDescriptor
 
 const file_edgellm_v1_model_control_proto_rawDesc = "" +
@@ -600,7 +609,7 @@ const file_edgellm_v1_model_control_proto_rawDesc = "" +
 	"\x11ListModelsRequest\"C\n" +
 	"\x12ListModelsResponse\x12-\n" +
 	"\x06models\x18\x01 \x03(\v2\x15.edgellm.v1.ModelInfoR\x06models\"\x0f\n" +
-	"\rStatusRequest\"\xf0\x02\n" +
+	"\rStatusRequest\"\x88\x03\n" +
 	"\x0eStatusResponse\x12'\n" +
 	"\x0fbackend_version\x18\x01 \x01(\tR\x0ebackendVersion\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\tR\x06device\x12,\n" +
@@ -609,7 +618,8 @@ const file_edgellm_v1_model_control_proto_rawDesc = "" +
 	"\x14prefill_tokens_per_s\x18\x05 \x01(\x01R\x11prefillTokensPerS\x12-\n" +
 	"\x13decode_tokens_per_s\x18\x06 \x01(\x01R\x10decodeTokensPerS\x12'\n" +
 	"\x0factive_requests\x18\a \x01(\rR\x0eactiveRequests\x12:\n" +
-	"\rloaded_models\x18\b \x03(\v2\x15.edgellm.v1.ModelInfoR\floadedModels2\xb8\x02\n" +
+	"\rloaded_models\x18\b \x03(\v2\x15.edgellm.v1.ModelInfoR\floadedModels\x12\x16\n" +
+	"\x06engine\x18\t \x01(\tR\x06engine2\xb8\x02\n" +
 	"\fModelControl\x12J\n" +
 	"\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n" +
 	"\vUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n" +

@@ -68,8 +68,12 @@ type CapabilityRecord struct {
 	// addresses (binary multiaddrs, without /p2p; at most 16 of at most 256
 	// bytes each). Peers connect their IPFS nodes to it directly (swarm
 	// connect to <addr>/p2p/<id>), then fetch blocks by CID over bitswap.
-	IpfsPeerId    []byte   `protobuf:"bytes,19,opt,name=ipfs_peer_id,json=ipfsPeerId,proto3" json:"ipfs_peer_id,omitempty"`
-	IpfsAddrs     [][]byte `protobuf:"bytes,20,rep,name=ipfs_addrs,json=ipfsAddrs,proto3" json:"ipfs_addrs,omitempty"`
+	IpfsPeerId []byte   `protobuf:"bytes,19,opt,name=ipfs_peer_id,json=ipfsPeerId,proto3" json:"ipfs_peer_id,omitempty"`
+	IpfsAddrs  [][]byte `protobuf:"bytes,20,rep,name=ipfs_addrs,json=ipfsAddrs,proto3" json:"ipfs_addrs,omitempty"`
+	// The backend's engine: "torch" or "vllm" (empty from older peers: torch).
+	// Swarm stages run on torch either way (vLLM splits need GPU peers and are
+	// not built); the field says what serves this peer's own requests.
+	Engine        string `protobuf:"bytes,21,opt,name=engine,proto3" json:"engine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +246,13 @@ func (x *CapabilityRecord) GetIpfsAddrs() [][]byte {
 		return x.IpfsAddrs
 	}
 	return nil
+}
+
+func (x *CapabilityRecord) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
 }
 
 // ServedModel is one model a peer can serve.
@@ -495,7 +506,7 @@ var File_edgellm_v1_p2p_proto protoreflect.FileDescriptor
 const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\n" +
 	"\x14edgellm/v1/p2p.proto\x12\n" +
-	"edgellm.v1\"\xed\x05\n" +
+	"edgellm.v1\"\x85\x06\n" +
 	"\x10CapabilityRecord\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12$\n" +
@@ -520,7 +531,8 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\fipfs_peer_id\x18\x13 \x01(\fR\n" +
 	"ipfsPeerId\x12\x1d\n" +
 	"\n" +
-	"ipfs_addrs\x18\x14 \x03(\fR\tipfsAddrs\"\xbd\x01\n" +
+	"ipfs_addrs\x18\x14 \x03(\fR\tipfsAddrs\x12\x16\n" +
+	"\x06engine\x18\x15 \x01(\tR\x06engine\"\xbd\x01\n" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +

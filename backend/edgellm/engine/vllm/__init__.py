@@ -1,0 +1,1 @@
+"""The vLLM engine: whole models served by vLLM's async engine (continuous batching)."""

