@@ -135,6 +135,46 @@ def test_sampling_with_seed_is_reproducible(distributed, local) -> None:
     assert first == _tokens(local, request)
 
 
+def test_cancel_ends_a_wait_on_a_stage_that_never_answers(distributed: TorchEngine) -> None:
+    """A stage that stops answering (its process frozen, as behind a cut link) holds a
+    token's wait until Ray gives up on the node; the request's cancel ends it at once, so
+    a failover's next attempt does not queue behind it (pipeline.watch)."""
+    import os
+    import signal
+    import threading
+
+    from edgellm.cluster.pipeline import watch
+    from edgellm.errors import RequestCancelled
+
+    runner = distributed.pipeline
+    cancel = threading.Event()
+    watch(runner, cancel)
+    session = runner.session(8)
+    outcome: list[BaseException | None] = []
+
+    def forward() -> None:
+        try:
+            session.forward(torch.tensor([[1, 2, 3]]))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+
+    os.kill(runner.pids[0], signal.SIGSTOP)
+    try:
+        waiter = threading.Thread(target=forward)
+        waiter.start()
+        waiter.join(2)
+        assert waiter.is_alive(), "a frozen stage answered"
+        cancel.set()
+        waiter.join(30)  # a bound for a hung test, not a speed claim
+        assert not waiter.is_alive()
+        assert isinstance(outcome[0], RequestCancelled)
+    finally:
+        os.kill(runner.pids[0], signal.SIGCONT)
+        watch(runner, threading.Event())
+        session.close()
+
+
 def test_weights_cid_mismatch_is_refused(cluster: Cluster, store_dir: Path) -> None:
     wrong = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
     with pytest.raises(WeightsMismatch, match="the plan names " + wrong):

@@ -50,6 +50,13 @@ __all__ = ["MARKER_ENV", "NodeConfig", "RayNode"]
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-spawn")
 
 
+# Ray's metrics exporter listens, without the cluster token, on every interface of a node
+# whose address is not loopback; EdgeLLM reads none of it, so it is off (RayConfig's
+# enable_metrics_collection, read by the raylet, which then starts its agent with
+# --disable-metrics-collection). What still listens is listed in docs/architecture.md.
+QUIET_ENV = {"RAY_enable_metrics_collection": "0"}
+
+
 def _quiet(phase: str, done: int, total: int) -> None:
     pass
 
@@ -144,6 +151,7 @@ class RayNode:
         env[OWNER_ENV] = owner = owner_id()
         (temp / OWNER_FILE).write_text(f"{owner}\n{config.work_dir}\n")
         env.pop("RAY_AUTH_TOKEN", None)  # the file is the one source of the token
+        env.update(QUIET_ENV)
         proc = _SPAWNER.submit(_spawn, _command(config, temp), env, temp / LOG_NAME).result()
         try:
             address = _wait_ready(proc, temp, config.start_timeout_s)

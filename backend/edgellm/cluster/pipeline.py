@@ -9,6 +9,7 @@ greedy and seeded sampling are exactly the local engine's.
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import ray
@@ -18,12 +19,17 @@ from ray.exceptions import RayError, RayTaskError
 from edgellm.cluster.actor import StageActor
 from edgellm.cluster.plan import Plan
 from edgellm.engine.runner import KVStats
-from edgellm.errors import ClusterError, EdgeLLMError
+from edgellm.errors import ClusterError, EdgeLLMError, RequestCancelled
 
 # A stage needs little of Ray's CPU accounting: torch uses the threads it is given.
 STAGE_NUM_CPUS = 0.001
 STAGE_RESOURCE_UNITS = 0.001
 LOAD_TIMEOUT_S = 300.0
+# How often a token's wait on the stages checks whether its request was cancelled. A stage
+# on a node that vanished (a cut link) never answers, and Ray takes tens of seconds to
+# declare the node dead; the requester notices first (heartbeats), cancels, and fails
+# over, and its next attempt must not wait behind this one for Ray (see watch()).
+CANCEL_POLL_S = 0.2
 
 
 def ray_error(exc: RayError, what: str) -> EdgeLLMError:
@@ -41,6 +47,8 @@ class RayPipeline:
         self.actors = actors
         # Stage actor pids, in plan order (each on its peer's node).
         self.pids = pids
+        # The running request's cancel event (watch()); None: wait as long as Ray does.
+        self.cancel: threading.Event | None = None
 
     @property
     def device(self) -> torch.device:
@@ -75,7 +83,7 @@ class RayPipeline:
             ray.get([a.open.remote(sid, max_positions) for a in self.actors])
         except RayError as exc:
             raise ray_error(exc, "opening a stage session failed") from None
-        return RaySession(self.actors, sid)
+        return RaySession(self.actors, sid, self)
 
     def close(self) -> None:
         _kill(self.actors)
@@ -83,14 +91,19 @@ class RayPipeline:
 
 
 class RaySession:
-    def __init__(self, actors: list, sid: str) -> None:
+    def __init__(self, actors: list, sid: str, pipeline: RayPipeline | None = None) -> None:
         self.actors = actors
         self.sid = sid
+        self.pipeline = pipeline
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = input_ids
         for actor in self.actors:
             x = actor.forward.remote(self.sid, x)
+        cancel = self.pipeline.cancel if self.pipeline else None
+        while cancel is not None and not ray.wait([x], timeout=CANCEL_POLL_S)[0]:
+            if cancel.is_set():
+                raise RequestCancelled("cancelled while waiting on the stages")
         try:
             return ray.get(x)
         except RayError as exc:
@@ -102,6 +115,13 @@ class RaySession:
     def close(self) -> None:
         for actor in self.actors:
             actor.close.remote(self.sid)
+
+
+def watch(runner: object, cancel: threading.Event) -> None:
+    """Let `cancel` end a wait on `runner`'s stages (a RayPipeline's; others ignore it).
+    Set by the one generation holding the session's busy lock."""
+    if isinstance(runner, RayPipeline):
+        runner.cancel = cancel
 
 
 def _peers(plan: Plan) -> list[str]:

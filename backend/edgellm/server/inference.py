@@ -83,6 +83,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             raise RequestCancelled(f"request {req.request_id} was aborted")
 
         wait_for(busy, cancel, cancelled)
+        from edgellm.cluster.pipeline import watch  # Ray is loaded by now (the cluster runs)
+
+        watch(getattr(engine, "pipeline", None), cancel)  # a lost stage must not hold busy
         try:
             for chunk in chunks:
                 yield messages.generate_response(req.request_id, chunk)
