@@ -179,7 +179,7 @@ func TestHosts(t *testing.T) {
 	})
 
 	t.Run("a cut link fails over to the spare", func(t *testing.T) {
-		const maxTokens = 64
+		const maxTokens = 32
 		wantIDs := referenceTokens(t, python, distPrompt, maxTokens)
 		wantText := referenceText(t, python, distPrompt, wantIDs)
 		args := append(slices.Clone(base), "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), distPrompt)
