@@ -149,6 +149,7 @@ PROVIDERS: dict[str, Provider] = {
     "kv": lambda: __import__("kv_figures").provider(),  # bench/ is on sys.path (a script)
     "serve": serve_provider,
     "batch": batch_provider,
+    "linkcut": lambda: __import__("linkcut_figures").figures(),  # bench/ is on sys.path
 }
 
 

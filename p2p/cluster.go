@@ -42,8 +42,10 @@ const (
 	SessionIDLen = 16
 	RayTokenLen  = 32
 
-	// Defaults of the requester and the worker.
-	DefaultHeartbeatInterval = 5 * time.Second
+	// Defaults of the requester and the worker. Misses x interval (6 s) is
+	// how long a silent worker (a cut link: no reset, no FIN) takes to count
+	// as lost, the first part of a failover's delay (TestHosts measures it).
+	DefaultHeartbeatInterval = 2 * time.Second
 	DefaultHeartbeatMisses   = 3
 	DefaultJoinTimeout       = time.Minute
 	DefaultMaxJoinWait       = 5 * time.Minute

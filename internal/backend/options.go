@@ -86,7 +86,10 @@ func WithStartTimeout(d time.Duration) Option {
 }
 
 // WithStopTimeout sets how long the backend gets after SIGTERM before
-// SIGKILL. Default 10s.
+// SIGKILL. Default 30s: longer than the
+// backend's own worst-case stop (5s of gRPC grace, then its Ray nodes in
+// parallel: 5s SIGTERM grace + 3s after SIGKILL + 5s reaping the launcher;
+// backend/edgellm/cluster/procs.py), so a stop is never cut short.
 func WithStopTimeout(d time.Duration) Option {
 	return func(c *settings) error {
 		if d <= 0 {
@@ -149,7 +152,7 @@ func newConfig(opts []Option) (*settings, error) {
 	c := &settings{
 		tmpDir:       os.TempDir(),
 		startTimeout: 2 * time.Minute,
-		stopTimeout:  10 * time.Second,
+		stopTimeout:  30 * time.Second,
 		maxRestarts:  5,
 		stderrLines:  40,
 		stderr:       io.Discard,

@@ -238,11 +238,12 @@ func TestConsole(t *testing.T) {
 	})
 
 	t.Run("backend restart shows and recovers", func(t *testing.T) {
-		// SIGTERM, not SIGKILL: the backend heads serve's Ray cluster, and a
-		// SIGKILLed backend still orphans its Ray head's processes (a known
-		// limit, README). Either way the supervisor restarts it.
+		// SIGKILL: the backend heads serve's Ray cluster, whose processes
+		// die with it (parent-death signal) or are reaped by the next
+		// backend; the cleanup's noProcessesOf checks nothing is left. The
+		// supervisor restarts it.
 		pid := backendPid(t, cmd.Process.Pid)
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		until("not ready shown", `!document.querySelector("#banner").hidden`, 30*time.Second)

@@ -80,6 +80,13 @@ func (c *cliEnv) startWorker(dataDir string, args ...string) *workerProc {
 	c.t.Helper()
 	full := append([]string{"--data-dir", dataDir, "worker", "--listen", "/ip4/127.0.0.1/tcp/0",
 		"--refresh", "2s", "--record-ttl", "6s"}, args...)
+	return c.startWorkerArgs(dataDir, full)
+}
+
+// startWorkerArgs starts edgellm with full (a worker command line) and
+// returns once the worker has joined (its worker.json exists).
+func (c *cliEnv) startWorkerArgs(dataDir string, full []string) *workerProc {
+	c.t.Helper()
 	cmd := c.command(context.Background(), full...)
 	cmd.Env = c.env
 	w := &workerProc{cmd: cmd, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan error, 1)}

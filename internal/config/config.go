@@ -97,7 +97,10 @@ type Supervisor struct {
 	// Default 2m.
 	StartTimeout time.Duration `yaml:"start_timeout"`
 	// StopTimeout is how long a stopping backend gets after SIGTERM before
-	// SIGKILL. Default 10s.
+	// SIGKILL. Default 30s: longer than the
+	// backend's own worst-case stop (5s of gRPC grace, then its Ray nodes in
+	// parallel: 5s SIGTERM grace + 3s after SIGKILL + 5s reaping the launcher;
+	// backend/edgellm/cluster/procs.py), so a stop is never cut short.
 	StopTimeout time.Duration `yaml:"stop_timeout"`
 	// MaxRestartsPerMinute bounds restarts of a backend that keeps dying;
 	// beyond it the backend stays down and requests fail UNAVAILABLE.
@@ -150,7 +153,7 @@ func Default() *Config {
 			Model:    DefaultModel,
 			Supervisor: Supervisor{
 				StartTimeout:         2 * time.Minute,
-				StopTimeout:          10 * time.Second,
+				StopTimeout:          30 * time.Second,
 				MaxRestartsPerMinute: 5,
 			},
 		},

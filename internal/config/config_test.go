@@ -48,7 +48,7 @@ backend:
 		wantPy    string
 		wantStop  time.Duration
 	}{
-		{"defaults", "", nil, nil, "warn", DefaultModel, "", 10 * time.Second},
+		{"defaults", "", nil, nil, "warn", DefaultModel, "", 30 * time.Second},
 		{"file over defaults", file, nil, nil, "info", "from-file", "/file/python", 3 * time.Second},
 		{
 			"env over file", file,

@@ -22,7 +22,7 @@ node:
     python: ""               # "" = $EDGELLM_PYTHON, <bin>/../.venv/bin/python, python3
     listen: ""               # "" = unix socket in <data dir>/run
     start_timeout: 2m
-    stop_timeout: 10s
+    stop_timeout: 30s
     max_restarts_per_minute: 5
 ipfs:                        # the IPFS node (Kubo) run beside the backend
   enabled: true              # false: no IPFS node, no KV cache

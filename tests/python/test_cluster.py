@@ -192,6 +192,31 @@ def test_stage_killed_mid_batch_fails_every_sequence_over(
         assert run.tokens + resumed == whole
 
 
+def test_cancel_ends_a_wait_on_a_stage_that_never_answers(distributed: TorchEngine) -> None:
+    """A stage that stops answering (its process frozen, as behind a cut link) holds the
+    batch's step until Ray gives up on the node; the request's cancel ends its wait at once,
+    so a failover's next attempt does not wait behind it (batcher._next_item)."""
+    import os
+    import signal
+
+    from edgellm.errors import RequestCancelled
+
+    runner = distributed.pipeline
+    run = Run(distributed, _with(LASTING[0], max_tokens=LASTING_NEW))
+    run.start()
+    run.started_decoding.wait(timeout=300)
+    os.kill(runner.pids[0], signal.SIGSTOP)
+    try:
+        run.join(2)
+        assert run.is_alive(), "a frozen stage answered to the end"
+        run.cancel.set()
+        run.join(30)  # a bound for a hung test, not a speed claim
+        assert not run.is_alive()
+        assert isinstance(run.error, RequestCancelled), run.error
+    finally:
+        os.kill(runner.pids[0], signal.SIGCONT)
+
+
 def test_weights_cid_mismatch_is_refused(cluster: Cluster, store_dir: Path) -> None:
     wrong = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
     with pytest.raises(WeightsMismatch, match="the plan names " + wrong):

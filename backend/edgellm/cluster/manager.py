@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from edgellm.cluster.address import bind_host, head_address
 from edgellm.cluster.node import NodeConfig, ProgressFn, RayNode
 from edgellm.cluster.plan import Plan, peer_resource, session_id
+from edgellm.cluster.reap import reap
 from edgellm.cluster.token import RayToken
 from edgellm.engine.base import Engine
 from edgellm.engine.registry import engine_class
@@ -64,6 +65,8 @@ class ClusterManager:
         self._driver: Driver | None = None
         self._sessions: dict[str, ClusterSession] = {}
         self._guard = threading.Lock()
+        # What a SIGKILLed backend of this data dir left (see reap.py).
+        reap(self._work_dir)
 
     def _config(self, host: str, head: str | None, peer: str | None) -> NodeConfig:
         return NodeConfig(
@@ -156,7 +159,7 @@ class ClusterManager:
             engine = session.engines.get(key)
             if engine is None:
                 for old in session.engines.values():  # one plan's actors at a time
-                    old.close()
+                    _close_in_background(old)
                 session.engines.clear()
                 engine = _build(engine_class(self._engine), plan, model_id, model_dir, self._batch)
                 session.engines[key] = engine
@@ -181,10 +184,22 @@ class ClusterManager:
         log.info("left cluster session %s", session.session_id)
 
     def close(self) -> None:
+        """Leave every session at once, so a backend's stop takes one node's stop time
+        however many clusters it is in (see procs.TERM_GRACE_S for the budget)."""
         with self._guard:
             ids = list(self._sessions)
-        for sid in ids:
-            self.leave(sid)
+        threads = [threading.Thread(target=self.leave, args=(sid,)) for sid in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def _close_in_background(engine: Engine) -> None:
+    """Close a replaced plan's engine without waiting for it: after a lost stage (a cut
+    link) its batch step waits until Ray declares that node dead, tens of seconds, and the
+    failover's new plan must not wait behind it. Its requests already failed over."""
+    threading.Thread(target=engine.close, name="close-old-plan", daemon=True).start()
 
 
 def _build(

@@ -2,7 +2,11 @@
 
 `ray start --block` runs in a new session (start_new_session=True); readiness is Ray's
 own address file in the node's temp dir; stopping signals every process of that session
-by pid (see procs.py). The token reaches Ray through an owner-only file named by
+by pid (see procs.py). It dies with this backend even when the backend is SIGKILLed: it is
+exec'd through launch.py, which arms the parent-death signal, and it is spawned from one
+thread that lives as long as the process (the signal fires when the spawning *thread*
+exits). Marks in every Ray process's environment let reap.py clear, at the next start-up,
+whatever still escaped. The token reaches Ray through an owner-only file named by
 RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token; it is never put on a command line or logged.
 """
 
@@ -17,11 +21,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgellm.cluster import procs
 from edgellm.cluster.address import free_port
+from edgellm.cluster.reap import MARKER_ENV, OWNER_ENV, OWNER_FILE, TEMP_PREFIX, owner_id
 from edgellm.cluster.token import RayToken
 from edgellm.errors import ClusterError
 
@@ -34,9 +40,21 @@ ADDRESS_FILE = "ray_current_cluster"  # written by `ray start` once the node is 
 # plasma_store and must stay within 107 bytes, so a longer work_dir gets a /tmp dir.
 MAX_TEMP_ROOT = 24
 LOG_NAME = "ray-start.log"
-# Set in every Ray process of a node (workers inherit the raylet's environment) to the
-# node's work_dir, so procs.marked() can prove that nothing a node started is left.
-MARKER_ENV = "EDGELLM_RAY_WORK_DIR"
+# MARKER_ENV (the node's work_dir) and OWNER_ENV (this backend) are set in every Ray
+# process of a node (workers inherit the raylet's environment), so procs.marked() can prove
+# that nothing a node started is left, and reap.py can find what a dead backend left.
+__all__ = ["MARKER_ENV", "NodeConfig", "RayNode"]
+# The one thread that spawns `ray start`: PR_SET_PDEATHSIG fires when the spawning thread
+# exits, and this one (an executor's worker, which never idles out) lives as long as the
+# process; a gRPC handler thread is not promised to.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-spawn")
+
+
+# Ray's metrics exporter listens, without the cluster token, on every interface of a node
+# whose address is not loopback; EdgeLLM reads none of it, so it is off (RayConfig's
+# enable_metrics_collection, read by the raylet, which then starts its agent with
+# --disable-metrics-collection). What still listens is listed in docs/architecture.md.
+QUIET_ENV = {"RAY_enable_metrics_collection": "0"}
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
@@ -67,7 +85,7 @@ def _temp_root(work_dir: Path) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     if len(str(work_dir)) <= MAX_TEMP_ROOT:
         return Path(tempfile.mkdtemp(prefix="ray-", dir=work_dir))
-    return Path(tempfile.mkdtemp(prefix="edgellm-ray-"))
+    return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
 
 
 def _command(config: NodeConfig, temp: Path) -> list[str]:
@@ -95,6 +113,19 @@ def _command(config: NodeConfig, temp: Path) -> list[str]:
     return cmd
 
 
+def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    launcher = [sys.executable, "-m", "edgellm.cluster.launch", str(os.getpid()), "--"]
+    with log_path.open("wb") as out:
+        return subprocess.Popen(
+            launcher + cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class RayNode:
     """A running Ray node; `stop()` ends every process it started."""
 
@@ -117,16 +148,11 @@ class RayNode:
         temp = _temp_root(config.work_dir)
         env = {**os.environ, **(config.env or {}), **token.env(token.write(temp))}
         env[MARKER_ENV] = str(config.work_dir)
+        env[OWNER_ENV] = owner = owner_id()
+        (temp / OWNER_FILE).write_text(f"{owner}\n{config.work_dir}\n")
         env.pop("RAY_AUTH_TOKEN", None)  # the file is the one source of the token
-        with (temp / LOG_NAME).open("wb") as out:
-            proc = subprocess.Popen(
-                _command(config, temp),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        env.update(QUIET_ENV)
+        proc = _SPAWNER.submit(_spawn, _command(config, temp), env, temp / LOG_NAME).result()
         try:
             address = _wait_ready(proc, temp, config.start_timeout_s)
         except BaseException:

@@ -13,9 +13,16 @@ import time
 from pathlib import Path
 
 POLL_S = 0.1
+# A node's stop: SIGTERM, TERM_GRACE_S, SIGKILL, KILL_WAIT_S. The whole backend's stop
+# (gRPC grace, then its nodes) must end well inside the Go supervisor's stop timeout
+# (internal/backend, default 30 s) so its SIGKILL never cuts a stop short; and if it does,
+# the parent-death signal (launch.py) still ends the nodes.
+TERM_GRACE_S = 5.0
+KILL_WAIT_S = 3.0
 
 
-def _stat(pid: int) -> list[str] | None:
+def stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first), None if gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -28,10 +35,20 @@ def session_members(sid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        fields = _stat(int(entry))
+        fields = stat(int(entry))
         if fields and fields[0] != "Z" and int(fields[3]) == sid:
             members.append(int(entry))
     return members
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment `pid` started with ({} when gone or not readable)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
 
 
 def marked(name: str, value: str) -> list[int]:
@@ -41,7 +58,7 @@ def marked(name: str, value: str) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        fields = _stat(int(entry))
+        fields = stat(int(entry))
         try:
             environ = Path(f"/proc/{entry}/environ").read_bytes()
         except OSError:
@@ -57,7 +74,7 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def stop_session(sid: int, grace_s: float = 10.0) -> list[int]:
+def stop_session(sid: int, grace_s: float = TERM_GRACE_S) -> list[int]:
     """SIGTERM every process of session `sid`, SIGKILL what is left after `grace_s`;
     returns the pids still alive after that (empty on success)."""
     _signal_all(session_members(sid), signal.SIGTERM)
@@ -65,7 +82,7 @@ def stop_session(sid: int, grace_s: float = 10.0) -> list[int]:
     while (left := session_members(sid)) and time.monotonic() < deadline:
         time.sleep(POLL_S)
     _signal_all(left, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + KILL_WAIT_S
     while (left := session_members(sid)) and time.monotonic() < deadline:
         time.sleep(POLL_S)
     return left

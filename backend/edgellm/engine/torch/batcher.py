@@ -55,6 +55,25 @@ class _Running:
     seq: Sequence
 
 
+# How often a request waiting for its next token checks its cancel event. A batch step
+# waits on every stage; a stage behind a cut link never answers and Ray takes tens of
+# seconds to declare its node dead, but the requester notices first (heartbeats), cancels
+# and fails over, and the request must leave at once, not when Ray gives up.
+CANCEL_POLL_S = 0.2
+
+
+def _next_item(entry: _Entry):
+    """The entry's next chunk or error; RequestCancelled as soon as it is cancelled."""
+    while True:
+        try:
+            return entry.out.get(timeout=CANCEL_POLL_S)
+        except queue.Empty:
+            if entry.cancel.is_set():
+                raise RequestCancelled(
+                    f"request {entry.job.request_id} was aborted while its step ran"
+                ) from None
+
+
 class Batcher:
     def __init__(self, runner: StageRunner, make: Callable[[PreparedRequest], Sequence]):
         self._runner = runner
@@ -85,7 +104,7 @@ class Batcher:
             self._cond.notify()
         try:
             while True:
-                item = entry.out.get()
+                item = _next_item(entry)
                 if isinstance(item, BaseException):
                     raise item
                 if entry.cancel.is_set():  # tokens the batch made before it noticed
