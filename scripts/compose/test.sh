@@ -87,7 +87,9 @@ tar -C "$repo" --exclude=__pycache__ --exclude='*.egg-info' --exclude=build -cf 
   tar -C "$context" -xf -
 cp -al "$wheels" "$context/wheels" 2>/dev/null || cp -a "$wheels" "$context/wheels"
 cp "$ipfs" "$context/prebuilt/ipfs"
-(cd "$repo" && CGO_ENABLED=0 go build -o "$context/prebuilt/edgellm" .)
+version="-X github.com/edgellm/edgellm/internal/version"
+(cd "$repo" && CGO_ENABLED=0 go build -o "$context/prebuilt/edgellm" -ldflags \
+  "$version.Version=$(git describe --tags --always --dirty) $version.Commit=$(git rev-parse --short HEAD)" .)
 
 # The private engine.
 run="$cache/run"
@@ -162,8 +164,10 @@ build_and_swarm() {
   docker image prune --force >/dev/null # the images this build replaced
   say "built in $((SECONDS - t0)) s; docker compose up (log: $run/swarm.log)"
   t0=$SECONDS
-  compose up --detach --no-build
+  # up returns once the workers are healthy and the client started; wait, once it exits.
   timeout "$timeout_s" docker compose -p "$project" -f docker-compose.yml \
+    -f "$here/local.yml" up --detach --no-build || rc=$?
+  [ "$rc" != 0 ] || timeout "$timeout_s" docker compose -p "$project" -f docker-compose.yml \
     -f "$here/local.yml" wait client >/dev/null || rc=$?
   compose logs --no-color --no-log-prefix client >"$run/client.log" 2>&1 || true
   compose logs --no-color --timestamps >"$run/swarm.log" 2>&1 || true
@@ -175,6 +179,7 @@ build_and_swarm() {
     return 1
   fi
 }
+say "prepared in $SECONDS s (artifacts, engine, base image)"
 (cd "$repo" && heavy build_and_swarm)
 "$python" "$repo/tests/python/compose_client.py" "$run/client.log"
 say "passed in $SECONDS s (lock waits included)"
