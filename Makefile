@@ -25,6 +25,7 @@ TORCH_WHEEL := $(firstword $(wildcard ../shared/wheels/torch-*+cpu-*.whl))
 PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
+.PHONY: compose-test compose-test-optional compose-plugin compose-tools
 .PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean browser
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
@@ -97,7 +98,7 @@ demo: build model
 model: setup
 	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m edgellm.models prepare smollm2-135m >/dev/null
 
-test: setup proto-check lint build model browser test-go test-python
+test: setup proto-check lint build model browser test-go test-python compose-test-optional
 
 # Headless Chromium for the console's browser test (TestConsole): Debian's chromium,
 # installed with apt-get when none is on PATH and we are root; otherwise the test skips.
@@ -150,6 +151,45 @@ proto-check: setup
 .PHONY: gen-proto-into
 gen-proto-into:
 	$(call gen_proto,$(DIR))
+
+# The docker-compose.yml dev swarm, for real (scripts/compose/test.sh): `docker compose
+# config`, the Dockerfile built on a debootstrap base from artifacts made here, the same
+# compose file up, the client's peers and answer checked, everything torn down. Needs root
+# (it starts a private dockerd); the rootfs, wheelhouse and image layers are cached in
+# COMPOSE_CACHE. HEAVY_LOCK: a file to flock around the build and the swarm.
+COMPOSE_CACHE ?= $(CURDIR)/.cache/compose
+COMPOSE_VERSION := $(shell awk '$$1 == "github.com/docker/compose/v2" {print $$2}' tools/compose/go.mod)
+COMPOSE_BIN := $(GOBIN_DIR)/docker-compose
+HEAVY_LOCK ?=
+COMPOSE_ENV = COMPOSE_CACHE=$(COMPOSE_CACHE) COMPOSE_BIN=$(COMPOSE_BIN) PYTHON=$(CURDIR)/$(PY) \
+	TORCH_WHEEL=$(abspath $(TORCH_WHEEL)) IPFS_BIN=$(IPFS_BIN) HEAVY_LOCK=$(HEAVY_LOCK)
+
+compose-test: setup compose-tools compose-plugin
+	$(COMPOSE_ENV) scripts/compose/test.sh
+
+# In make test: when no engine can start here, one line says why and the rest goes on.
+compose-test-optional: setup
+	@$(MAKE) --no-print-directory compose-tools compose-plugin || true
+	$(COMPOSE_ENV) COMPOSE_TEST_OPTIONAL=1 scripts/compose/test.sh
+
+# Docker's engine and debootstrap from Debian's packages, when missing and we are root.
+compose-tools:
+	@if command -v dockerd >/dev/null && command -v debootstrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing docker.io and debootstrap for compose-test…"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; \
+	else echo "compose-tools: no dockerd/debootstrap and cannot install them (not root or no apt-get)"; fi
+
+# The `docker compose` plugin at the version tools/compose/go.mod pins, built into
+# .bin/docker-compose when missing or another version (a few minutes, once).
+compose-plugin:
+	@if [ "$$($(COMPOSE_BIN) version --short 2>/dev/null)" != "$(COMPOSE_VERSION:v%=%)" ]; then \
+	  echo "building Docker Compose $(COMPOSE_VERSION) (once, a few minutes)…"; \
+	  mkdir -p $(GOBIN_DIR) && cd tools/compose && \
+	  go build -trimpath -ldflags "-X github.com/docker/compose/v2/internal.Version=$(COMPOSE_VERSION)" \
+	    -o $(COMPOSE_BIN).tmp github.com/docker/compose/v2/cmd && \
+	  mv -f $(COMPOSE_BIN).tmp $(COMPOSE_BIN); \
+	fi
 
 bench: build model
 	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) bench/run.py
