@@ -58,6 +58,23 @@ def test_lru_eviction_unpins_and_index_persists(start_kubo, tmp_path: Path) -> N
     assert len(client.block_get(cids[0], timeout_s=5)) == 1000
 
 
+def test_put_many_is_one_request_of_pinned_blocks_in_order(start_kubo, tmp_path: Path) -> None:
+    # Many parts go to Kubo in one block/put: the CIDs come back in the parts' order, the
+    # same CIDs one put per block gives, every one pinned and indexed.
+    daemon = start_kubo()
+    client = KuboClient(daemon.api)
+    store = KVStore(client, tmp_path / "kv", max_bytes=1 << 30)
+    datas = [os.urandom(n) for n in (700_000, 1, 5_000, 700_000)]
+    parts = [(bytes([i]) * 32, 0, 30, data) for i, data in enumerate(datas)]
+    refs = store.put_many(parts)
+    assert [r.size for r in refs] == [len(d) for d in datas]
+    assert [r.cid for r in refs] == [KuboClient(daemon.api).block_put(d) for d in datas]
+    assert all(_pinned(client, r.cid) for r in refs)
+    assert [store.has(k, 0, 30) for k, *_ in parts] == [True] * 4
+    assert [client.block_get(r.cid, timeout_s=5) for r in refs] == datas
+    assert store.put_many([]) == [] and client.block_put_many([]) == []
+
+
 def test_unreadable_index_is_ignored(tmp_path: Path, caplog) -> None:
     (tmp_path / INDEX_NAME).write_text("{broken")
     store = KVStore(KuboClient("http://127.0.0.1:9"), tmp_path, 1 << 20)

@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,8 +139,26 @@ class KVStore:
 
     def put(self, key: bytes, layer_start: int, layer_end: int, data: bytes) -> PartRef:
         """Pin `data` in Kubo and index it; evicts least recently used parts over the cap."""
-        cid = self.client.block_put(data, pin=True)
-        return self._add(key, layer_start, layer_end, cid, len(data))
+        return self.put_many([(key, layer_start, layer_end, data)])[0]
+
+    def put_many(self, parts: Sequence[tuple[bytes, int, int, bytes]]) -> list[PartRef]:
+        """`put` for many (key, layer_start, layer_end, data) parts: one request to Kubo,
+        one index write."""
+        cids = self.client.block_put_many([data for *_, data in parts], pin=True)
+        now = time.time()
+        added = [
+            StoredPart(key.hex(), start, end, cid, len(data), now)
+            for (key, start, end, data), cid in zip(parts, cids, strict=True)
+        ]
+        with self._lock:
+            for part in added:
+                self._parts[part.slot] = part
+            evicted = self._evict()
+            self._save()
+        if evicted:
+            log.info("kv: evicted %d block parts (cap %d bytes)", len(evicted), self.max_bytes)
+        self._unpin(evicted)
+        return [part.ref() for part in added]
 
     def adopt(self, key: bytes, part: PartRef, size: int) -> None:
         """Pin and index a part fetched from another peer, so this peer serves it too."""
