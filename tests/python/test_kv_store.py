@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 from edgellm.engine.torch.stage import LayerRange, Stage
 from edgellm.errors import KuboError
+from edgellm.kv import store as kvstore
 from edgellm.kv.handoff import StageKV, fetch_into, store_session
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
@@ -58,9 +59,13 @@ def test_lru_eviction_unpins_and_index_persists(start_kubo, tmp_path: Path) -> N
     assert len(client.block_get(cids[0], timeout_s=5)) == 1000
 
 
-def test_put_many_is_one_request_of_pinned_blocks_in_order(start_kubo, tmp_path: Path) -> None:
-    # Many parts go to Kubo in one block/put: the CIDs come back in the parts' order, the
-    # same CIDs one put per block gives, every one pinned and indexed.
+@pytest.mark.parametrize("batch_bytes", [64 << 20, 10_000], ids=["one-request", "batches"])
+def test_put_many_puts_pinned_blocks_in_order(
+    start_kubo, tmp_path: Path, monkeypatch, batch_bytes: int
+) -> None:
+    # Many parts go to Kubo in one block/put per batch: the CIDs come back in the parts'
+    # order, the same CIDs one put per block gives, every one pinned and indexed.
+    monkeypatch.setattr(kvstore, "PUT_BATCH_BYTES", batch_bytes)
     daemon = start_kubo()
     client = KuboClient(daemon.api)
     store = KVStore(client, tmp_path / "kv", max_bytes=1 << 30)

@@ -29,6 +29,8 @@ INDEX_NAME = "index.json"
 INDEX_FORMAT = "edgellm-kv-index/1"
 
 _Slot = tuple[bytes, int, int]  # (key, layer_start, layer_end)
+# Bytes of blocks put in one request to Kubo, at most (and one block more).
+PUT_BATCH_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,11 @@ class KVStore:
         return self.put_many([(key, layer_start, layer_end, data)])[0]
 
     def put_many(self, parts: Sequence[tuple[bytes, int, int, bytes]]) -> list[PartRef]:
-        """`put` for many (key, layer_start, layer_end, data) parts: one request to Kubo,
-        one index write."""
-        cids = self.client.block_put_many([data for *_, data in parts], pin=True)
+        """`put` for many (key, layer_start, layer_end, data) parts: one request to Kubo
+        per PUT_BATCH_BYTES (a long prompt's KV is not one huge body), one index write."""
+        cids: list[str] = []
+        for batch in _batches([data for *_, data in parts], PUT_BATCH_BYTES):
+            cids += self.client.block_put_many(batch, pin=True)
         now = time.time()
         added = [
             StoredPart(key.hex(), start, end, cid, len(data), now)
@@ -206,3 +210,17 @@ class KVStore:
 
     def collect_garbage(self) -> None:
         self.client.repo_gc()
+
+
+def _batches(blocks: list[bytes], limit: int) -> list[list[bytes]]:
+    """Consecutive runs of blocks, each ending at the first block that takes it to `limit`
+    bytes or more."""
+    out: list[list[bytes]] = [[]]
+    size = 0
+    for data in blocks:
+        if size >= limit:
+            out.append([])
+            size = 0
+        out[-1].append(data)
+        size += len(data)
+    return out if out[0] else []
