@@ -93,8 +93,10 @@ def measure(ipfs_bin: Path, root: Path, a, b) -> dict[str, Any]:
     files.mkdir()
     paths = []
     for index, data in enumerate(blocks):
-        (files / str(index)).write_bytes(data)
-        paths.append(str(files / str(index)))
+        # Zero-padded: the ipfs CLI sends its file arguments sorted by name.
+        path = files / f"{index:04d}"
+        path.write_bytes(data)
+        paths.append(str(path))
     client_a, client_b = KuboClient(a.api), KuboClient(b.api, gateway=b.gateway)
     store_a = KVStore(client_a, root / "transfer-a", 1 << 40)
     store_b = KVStore(client_b, root / "transfer-b", 1 << 40, fetch_timeout_s=30.0)
