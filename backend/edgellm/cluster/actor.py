@@ -29,9 +29,9 @@ def stage_threads() -> int:
     """Torch threads for a stage: every CPU this process may run on, as torch itself takes
     in a plain process. Ray sets OMP_NUM_THREADS to an actor's CPU request, floored, at
     least 1, when the environment has none; stages ask for 0.001 CPU (Ray's accounting
-    must not refuse a stage), so torch would run a stage on one thread: on two cores a
-    decode token then took ~1.3x as long as in one process. The stages of a pipeline run
-    one after another for a token, so their threads do not compete with each other."""
+    must not refuse a stage), so torch would run a stage on one thread while the
+    single-process engine uses every core. The stages of a pipeline run one after another
+    for a token, so their threads do not compete with each other."""
     return max(1, len(os.sched_getaffinity(0)))
 
 
