@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kv_transfer  # bench/ is on sys.path (a script)
 import torch
 
 from edgellm.engine.base import Engine
@@ -155,7 +156,9 @@ def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
         a = Kubo(ipfs_bin, root / "kubo-a")
         b = Kubo(ipfs_bin, root / "kubo-b")
         httpx.post(f"{b.api}/api/v0/swarm/connect", params={"arg": a.multiaddr}, timeout=10)
-        return _measure(engine, pipeline, model_cid, root, a, b)
+        figures = _measure(engine, pipeline, model_cid, root, a, b)
+        figures.update(kv_transfer.measure(ipfs_bin, root, a, b))
+        return figures
     finally:
         for kubo in (b, a):
             if kubo is not None:
@@ -231,8 +234,11 @@ def _measure(
             "ratio": speedup,
             "target": 10.0,
             "full_prefill_ttft_ms": full,
+            "full_prefill_ttft_ms_p95": kv_transfer.p95(full_ttft),
             "cached_ttft_ms": cached,
+            "cached_ttft_ms_p95": kv_transfer.p95(cached_ttft),
             "kv_fetch_ms": statistics.median(cached_fetch),
+            "kv_fetch_ms_p95": kv_transfer.p95(cached_fetch),
             "prompt_tokens": len(prompt_d),
             "cached_prompt_tokens": cached_tokens,
             "block_size": BLOCK_SIZE,
@@ -248,8 +254,11 @@ def _measure(
             "baseline": prefill,
             "ratio": share,
             "prefill_ms": prefill,
+            "prefill_ms_p95": kv_transfer.p95(prefill_ms),
             "kv_store_ms": stored,
+            "kv_store_ms_p95": kv_transfer.p95(store_ms),
             "kv_fetch_ms": fetched,
+            "kv_fetch_ms_p95": kv_transfer.p95(handoff_fetch),
             "prompt_tokens": len(prompt_p),
             "kv_bytes": block_bytes,
             "repeats": REPEATS,

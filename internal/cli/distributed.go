@@ -156,6 +156,7 @@ func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.
 	}
 	res.Text = text.String()
 	res.Model, res.WeightsCID, res.Stages = c.Plan().Model, c.WeightsCID(), c.Stages()
+	res.PhasesMs = c.Phases
 	return writeJSON(app.stdout, res)
 }
 

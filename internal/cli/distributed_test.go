@@ -38,6 +38,7 @@ type distResult struct {
 		LayerStart int    `json:"layer_start"`
 		LayerEnd   int    `json:"layer_end"`
 	} `json:"stages"`
+	PhasesMs map[string]float64 `json:"phases_ms"`
 }
 
 // TestDistributedInfer: two `edgellm worker` processes and a requester; infer
@@ -118,6 +119,11 @@ func TestDistributedInfer(t *testing.T) {
 		if !ran[aID] || !ran[bID] || res.Stages[0].LayerStart != 0 || res.Stages[0].LayerEnd != res.Stages[1].LayerStart ||
 			res.Stages[1].LayerEnd != 30 {
 			t.Errorf("stages %+v; want both workers, contiguous layers [0,30)", res.Stages)
+		}
+		for _, phase := range []string{"discover_plan", "node_start", "node_ready", "ray_head_and_joins"} {
+			if ms, ok := res.PhasesMs[phase]; !ok || ms <= 0 {
+				t.Errorf("phases_ms %v: want %s > 0", res.PhasesMs, phase)
+			}
 		}
 	})
 

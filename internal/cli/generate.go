@@ -35,6 +35,10 @@ type inferResult struct {
 	TokenIDs []uint32 `json:"token_ids"`
 	// Stages says which worker ran which layers; absent for a local run.
 	Stages []stageJSON `json:"stages,omitempty"`
+	// PhasesMs: milliseconds of forming the cluster, by phase (see
+	// swarmCluster.Phases); absent for a local run. The first token's model
+	// loads and prefill are in ttft_ms.
+	PhasesMs map[string]float64 `json:"phases_ms,omitempty"`
 }
 
 // finishReasons names FinishReason values as in OpenAI's API, plus

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/edgellm/edgellm/internal/config"
+	"github.com/edgellm/edgellm/internal/localnode"
 	"github.com/edgellm/edgellm/internal/planner"
 	"github.com/edgellm/edgellm/internal/requester"
 )
@@ -17,12 +19,17 @@ import (
 type swarmCluster struct {
 	*requester.Cluster
 	closers []func() // run in reverse order by Close
+	// Phases: milliseconds of forming it, by phase (node_start overlaps
+	// discover_plan; node_ready is when both were done).
+	Phases map[string]float64
 }
 
 // formCluster forms a cluster for model under d's flags: join the swarm,
-// discover and plan, then start the backend and form the cluster on it (a
-// request the swarm cannot serve fails before a backend is started). On
-// error nothing is left running.
+// discover and plan while this machine's node (Kubo and the backend that
+// heads the Ray cluster) starts, then form the cluster on it. The two
+// overlap because neither needs the other and each takes seconds on a cold
+// start; a request the swarm cannot serve stops the node's start and fails.
+// On error nothing is left running. Phases records how long each part took.
 func (app *App) formCluster(ctx context.Context, cfg *config.Config, model string, d *distOptions,
 	opts ...requester.ClusterOption) (_ *swarmCluster, err error) {
 	if err := d.validate(); err != nil {
@@ -36,11 +43,18 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 	if err != nil {
 		return nil, err
 	}
+	started := time.Now()
+	local := app.startNode(ctx, cfg)
+	defer func() {
+		if err != nil {
+			local.discard()
+		}
+	}()
 	node, err := app.clientNode(join, listen, d.swarm.noMDNS, d.discoverFor)
 	if err != nil {
 		return nil, err
 	}
-	c := &swarmCluster{closers: []func(){func() { node.Close() }}}
+	c := &swarmCluster{closers: []func(){func() { node.Close() }}, Phases: map[string]float64{}}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -56,18 +70,70 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 	if err != nil {
 		return nil, planError(err)
 	}
-	n, err := app.openNode(ctx, cfg)
+	c.Phases["discover_plan"] = sinceMs(started)
+	n, err := local.wait()
 	if err != nil {
 		return nil, err
 	}
+	c.Phases["node_start"] = local.ms
+	c.Phases["node_ready"] = sinceMs(started)
 	c.closers = append(c.closers, func() { app.closeQuietly(n) })
+	formed := time.Now()
 	c.Cluster, err = r.Form(ctx, n, planned, opts...)
 	if err != nil {
 		return nil, err
 	}
+	c.Phases["ray_head_and_joins"] = sinceMs(formed)
 	c.closers = append(c.closers, c.Cluster.Close)
 	return c, nil
 }
+
+// pendingNode is this machine's node starting in the background.
+type pendingNode struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	node   *localnode.Node
+	err    error
+	ms     float64 // how long the start took
+	taken  bool
+	app    *App
+}
+
+// startNode starts this machine's node (app.openNode) in the background.
+func (app *App) startNode(ctx context.Context, cfg *config.Config) *pendingNode {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &pendingNode{cancel: cancel, done: make(chan struct{}), app: app}
+	go func() {
+		defer close(p.done)
+		started := time.Now()
+		p.node, p.err = app.openNode(ctx, cfg)
+		p.ms = sinceMs(started)
+	}()
+	return p
+}
+
+// wait returns the started node; the caller closes it from then on. (The
+// node's processes outlive the start's context: it bounds the start only.)
+func (p *pendingNode) wait() (*localnode.Node, error) {
+	<-p.done
+	p.cancel()
+	p.taken = p.err == nil
+	return p.node, p.err
+}
+
+// discard stops a start whose node nobody took and closes what it opened.
+func (p *pendingNode) discard() {
+	if p.taken {
+		return
+	}
+	p.cancel()
+	<-p.done
+	if p.err == nil && p.node != nil {
+		p.app.closeQuietly(p.node)
+	}
+}
+
+func sinceMs(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
 
 // planError keeps a plan the flags make impossible (more stages than
 // workers) the usage error it has always been.

@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 from edgellm.engine.torch.stage import LayerRange, Stage
 from edgellm.errors import KuboError
+from edgellm.kv import store as kvstore
 from edgellm.kv.handoff import StageKV, fetch_into, store_session
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
@@ -56,6 +57,27 @@ def test_lru_eviction_unpins_and_index_persists(start_kubo, tmp_path: Path) -> N
     with pytest.raises(KuboError):
         client.block_get(cids[1], timeout_s=0.5)  # unpinned and collected: gone
     assert len(client.block_get(cids[0], timeout_s=5)) == 1000
+
+
+@pytest.mark.parametrize("batch_bytes", [64 << 20, 10_000], ids=["one-request", "batches"])
+def test_put_many_puts_pinned_blocks_in_order(
+    start_kubo, tmp_path: Path, monkeypatch, batch_bytes: int
+) -> None:
+    # Many parts go to Kubo in one block/put per batch: the CIDs come back in the parts'
+    # order, the same CIDs one put per block gives, every one pinned and indexed.
+    monkeypatch.setattr(kvstore, "PUT_BATCH_BYTES", batch_bytes)
+    daemon = start_kubo()
+    client = KuboClient(daemon.api)
+    store = KVStore(client, tmp_path / "kv", max_bytes=1 << 30)
+    datas = [os.urandom(n) for n in (700_000, 1, 5_000, 700_000)]
+    parts = [(bytes([i]) * 32, 0, 30, data) for i, data in enumerate(datas)]
+    refs = store.put_many(parts)
+    assert [r.size for r in refs] == [len(d) for d in datas]
+    assert [r.cid for r in refs] == [KuboClient(daemon.api).block_put(d) for d in datas]
+    assert all(_pinned(client, r.cid) for r in refs)
+    assert [store.has(k, 0, 30) for k, *_ in parts] == [True] * 4
+    assert [client.block_get(r.cid, timeout_s=5) for r in refs] == datas
+    assert store.put_many([]) == [] and client.block_put_many([]) == []
 
 
 def test_unreadable_index_is_ignored(tmp_path: Path, caplog) -> None:

@@ -98,16 +98,17 @@ def store_blocks(
     are not put again. Returns the manifest entries of every block, in order."""
     size = kv.block_size
     count = exported[0][0].shape[1] // size if exported else 0
-    refs = []
+    # Per block, per layer group: a part already held, or the index of one to put. The
+    # new parts go to Kubo in one request.
+    chosen: list[list[PartRef | int]] = []
+    new: list[tuple[bytes, int, int, bytes]] = []
     for offset in range(count):
         index = first + offset
-        parts = []
+        held = {(p.layer_start, p.layer_end): p for p in store.parts(keys[index])}
+        row: list[PartRef | int] = []
         for start, end in kv.groups():
-            held = [
-                p for p in store.parts(keys[index]) if (p.layer_start, p.layer_end) == (start, end)
-            ]
-            if held:
-                parts.append(held[0])
+            if (start, end) in held:
+                row.append(held[(start, end)])
                 continue
             a, b = offset * size, (offset + 1) * size
             layers = [
@@ -115,9 +116,18 @@ def store_blocks(
                 for k, v in exported[start - kv.layer_start : end - kv.layer_start]
             ]
             data = blockfmt.encode(kv.meta(keys, index, token_ids, start, end), layers)
-            parts.append(store.put(keys[index], start, end, data))
-        refs.append(BlockRef(keys[index], index * size, tuple(parts)))
-    return refs
+            row.append(len(new))
+            new.append((keys[index], start, end, data))
+        chosen.append(row)
+    put = store.put_many(new) if new else []
+    return [
+        BlockRef(
+            keys[first + offset],
+            (first + offset) * size,
+            tuple(put[p] if isinstance(p, int) else p for p in row),
+        )
+        for offset, row in enumerate(chosen)
+    ]
 
 
 def store_session(

@@ -3,9 +3,9 @@ blocks, its trustless gateway (GET /ipfs/<cid>, Accept: application/vnd.ipld.raw
 
 The `ipfshttpclient` package refuses every Kubo release since 0.8 (a version gate in an
 unmaintained package), so the backend speaks the RPC API itself. Only what KV blocks need:
-id, block/put (raw codec, sha2-256, pinned), block/get (with a timeout), pin/add, pin/rm,
-repo/gc and swarm/connect. Every failure (connection refused, HTTP error, Kubo's error
-body, a timeout) raises KuboError.
+id, block/put (raw codec, sha2-256, pinned; many blocks in one request), block/get (with a
+timeout), pin/add, pin/rm, repo/gc and swarm/connect. Every failure (connection refused,
+HTTP error, Kubo's error body, a timeout) raises KuboError.
 
 It uses the standard library's http.client with one keep-alive connection per thread:
 reading ~740 KB block bodies that way measured 2-3x faster than httpx or requests on the
@@ -22,6 +22,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -108,13 +109,18 @@ class KuboClient:
         self,
         command: str,
         params: dict[str, Any] | None = None,
-        body: bytes | None = None,
+        body: bytes | Sequence[bytes] | None = None,
         content_type: str | None = None,
         timeout_s: float | None = None,
+        length: int | None = None,
     ) -> bytes:
+        """The reply's body. `body` may be pieces sent one after the other; then `length`
+        is their total size."""
         timeout = self._timeout_s if timeout_s is None else timeout_s + _SLACK_S
         path = f"/api/v0/{command}" + (f"?{urlencode(params)}" if params else "")
         headers = {"Content-Type": content_type} if content_type else {}
+        if length is not None:
+            headers["Content-Length"] = str(length)
         status, data, _ = self._rpc.send("POST", path, command, timeout, body=body, headers=headers)
         if status != 200:
             raise KuboError(f"{command}: HTTP {status}: {_message(data)}")
@@ -133,26 +139,38 @@ class KuboClient:
 
     def block_put(self, data: bytes, pin: bool = True) -> str:
         """Store `data` as one raw block (sha2-256); returns its CIDv1."""
+        return self.block_put_many([data], pin)[0]
+
+    def block_put_many(self, blocks: Sequence[bytes], pin: bool = True) -> list[str]:
+        """Store each of `blocks` as one raw block (sha2-256) in a single request: Kubo's
+        block/put takes many files in one multipart body and answers one JSON line per
+        block, in order. Returns their CIDv1s, in order. The body is sent piece by piece
+        from the blocks' own bytes (no joined copy). One request instead of one per block:
+        98 blocks of 742 KB cost Kubo ~25% less CPU, and the caller one round trip."""
+        if not blocks:
+            return []
         params = {"cid-codec": "raw", "mhtype": "sha2-256", "pin": str(pin).lower()}
         boundary = uuid.uuid4().hex
-        body = b"".join(
-            [
-                f"--{boundary}\r\n".encode(),
-                b'Content-Disposition: form-data; name="file"; filename="block"\r\n',
-                b"Content-Type: application/octet-stream\r\n\r\n",
-                data,
-                f"\r\n--{boundary}--\r\n".encode(),
-            ]
-        )
-        reply = self._json(
+        head = (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="block"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        body: list[bytes] = []
+        for data in blocks:
+            body += [head, data, b"\r\n"]
+        body.append(f"--{boundary}--\r\n".encode())
+        reply = self._call(
             "block/put",
             params=params,
             body=body,
             content_type=f"multipart/form-data; boundary={boundary}",
+            length=sum(len(piece) for piece in body),
         )
-        if not isinstance(reply, dict) or not isinstance(reply.get("Key"), str):
-            raise KuboError(f"block/put: unexpected reply {reply!r}")
-        return reply["Key"]
+        keys = [_key(line) for line in reply.splitlines() if line.strip()]
+        if len(keys) != len(blocks):
+            raise KuboError(f"block/put: {len(keys)} keys for {len(blocks)} blocks")
+        return keys
 
     def block_get(self, cid: str, timeout_s: float) -> bytes:
         """The block's bytes, from the local store or the network (bitswap), within
@@ -214,6 +232,17 @@ def api_url(api: str) -> str:
     if not api.startswith(("http://", "https://")):
         raise ValueError(f"Kubo API must be http(s)://host:port or a multiaddr, got {api!r}")
     return api
+
+
+def _key(line: bytes) -> str:
+    """The CID in one of block/put's JSON lines."""
+    try:
+        reply = json.loads(line)
+    except ValueError as exc:
+        raise KuboError(f"block/put: reply is not JSON: {line[:120]!r}") from exc
+    if not isinstance(reply, dict) or not isinstance(reply.get("Key"), str):
+        raise KuboError(f"block/put: unexpected reply {reply!r}")
+    return reply["Key"]
 
 
 def _message(body: bytes) -> str:

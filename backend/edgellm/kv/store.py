@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ INDEX_NAME = "index.json"
 INDEX_FORMAT = "edgellm-kv-index/1"
 
 _Slot = tuple[bytes, int, int]  # (key, layer_start, layer_end)
+# Bytes of blocks put in one request to Kubo, at most (and one block more).
+PUT_BATCH_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,28 @@ class KVStore:
 
     def put(self, key: bytes, layer_start: int, layer_end: int, data: bytes) -> PartRef:
         """Pin `data` in Kubo and index it; evicts least recently used parts over the cap."""
-        cid = self.client.block_put(data, pin=True)
-        return self._add(key, layer_start, layer_end, cid, len(data))
+        return self.put_many([(key, layer_start, layer_end, data)])[0]
+
+    def put_many(self, parts: Sequence[tuple[bytes, int, int, bytes]]) -> list[PartRef]:
+        """`put` for many (key, layer_start, layer_end, data) parts: one request to Kubo
+        per PUT_BATCH_BYTES (a long prompt's KV is not one huge body), one index write."""
+        cids: list[str] = []
+        for batch in _batches([data for *_, data in parts], PUT_BATCH_BYTES):
+            cids += self.client.block_put_many(batch, pin=True)
+        now = time.time()
+        added = [
+            StoredPart(key.hex(), start, end, cid, len(data), now)
+            for (key, start, end, data), cid in zip(parts, cids, strict=True)
+        ]
+        with self._lock:
+            for part in added:
+                self._parts[part.slot] = part
+            evicted = self._evict()
+            self._save()
+        if evicted:
+            log.info("kv: evicted %d block parts (cap %d bytes)", len(evicted), self.max_bytes)
+        self._unpin(evicted)
+        return [part.ref() for part in added]
 
     def adopt(self, key: bytes, part: PartRef, size: int) -> None:
         """Pin and index a part fetched from another peer, so this peer serves it too."""
@@ -188,3 +210,17 @@ class KVStore:
 
     def collect_garbage(self) -> None:
         self.client.repo_gc()
+
+
+def _batches(blocks: list[bytes], limit: int) -> list[list[bytes]]:
+    """Consecutive runs of blocks, each ending at the first block that takes it to `limit`
+    bytes or more."""
+    out: list[list[bytes]] = [[]]
+    size = 0
+    for data in blocks:
+        if size >= limit:
+            out.append([])
+            size = 0
+        out[-1].append(data)
+        size += len(data)
+    return out if out[0] else []
