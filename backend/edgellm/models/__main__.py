@@ -1,17 +1,29 @@
-"""`python -m edgellm.models prepare [--models-dir D] MODEL` converts a model into the store.
+"""`python -m edgellm.models COMMAND`: the model store from the command line.
 
-Progress goes to stderr as a status line when stderr is a terminal; piped, it is quiet.
-The store directory is printed on stdout, so scripts can capture it.
+  prepare MODEL        convert a known model (e.g. smollm2-135m) into the store
+  add PATH [--id ID]   add a transformers directory or a .gguf file
+  list [--json]        every model: known ones and those in the store
+  show ID [--json]     one model's manifest
+  rm ID                remove a model from the store
+
+`edgellm model ...` runs this. Progress goes to stderr as a status line when stderr is a
+terminal; piped, it is quiet. A failure prints one line (to stderr, or as `KIND\\tREASON`
+to --reason-fd for the Go CLI, KIND being invalid, not_found or error) and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 from edgellm.config import load_config
-from edgellm.errors import EdgeLLMError
+from edgellm.errors import EdgeLLMError, InvalidRequest, ModelNotFound
+from edgellm.models.add import add_model
 from edgellm.models.store import ModelStore
 
 
@@ -38,31 +50,126 @@ class StatusLine:
             sys.stderr.write("\n")
 
 
+def _quiet(phase: str, done: int, total: int) -> None:
+    pass
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models-dir", help="model store (default: from config)")
+    common.add_argument("--data-dir", help="data directory (default: from config)")
+    common.add_argument("--config", help="edgellm.yaml to read")
+    common.add_argument("--reason-fd", type=int, help="write a failure's reason to this fd")
     parser = argparse.ArgumentParser(prog="python -m edgellm.models")
     sub = parser.add_subparsers(dest="command", required=True)
-    prepare = sub.add_parser("prepare", help="convert a model into the model store")
+    prepare = sub.add_parser("prepare", parents=[common], help="convert a known model")
     prepare.add_argument("model", help="model id, e.g. smollm2-135m")
-    prepare.add_argument("--models-dir", help="model store (default: from config)")
-    prepare.add_argument("--config", help="edgellm.yaml to read")
+    add = sub.add_parser("add", parents=[common], help="add a model directory or .gguf")
+    add.add_argument("path")
+    add.add_argument("--id", dest="model_id", help="model id (default: from the name)")
+    listing = sub.add_parser("list", parents=[common], help="list models")
+    listing.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", parents=[common], help="show one model")
+    show.add_argument("model")
+    show.add_argument("--json", action="store_true")
+    rm = sub.add_parser("rm", parents=[common], help="remove a model from the store")
+    rm.add_argument("model")
     return parser.parse_args(argv)
+
+
+def _row(store: ModelStore, model_id: str) -> dict:
+    manifest = store.manifest(model_id)
+    row = {"id": model_id, "in_store": manifest is not None}
+    if manifest is not None:
+        row.update(asdict(manifest))
+    elif model_id in store.registry:
+        row["source"] = "known: " + store.registry.get(model_id).description
+    return row
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n else "-"
+
+
+def _print_table(rows: list[dict]) -> None:
+    header = ("ID", "ARCHITECTURE", "PARAMS", "LAYERS", "SIZE", "WEIGHTS CID", "SOURCE")
+    table = [header]
+    for r in rows:
+        table.append(
+            (
+                r["id"],
+                r.get("architecture", "-"),
+                _count(r.get("parameters", 0)),
+                str(r.get("num_layers", "-")),
+                _size(r["weights_bytes"]) if "weights_bytes" in r else "-",
+                r.get("weights_cid", "-"),
+                r.get("source") or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _run(args: argparse.Namespace, store: ModelStore) -> None:
+    if args.command in ("prepare", "add"):
+        status = StatusLine() if sys.stderr.isatty() else None
+        try:
+            if args.command == "prepare":
+                store.ensure(args.model, progress=status)
+                print(store.path(args.model))
+            else:
+                manifest = add_model(store, Path(args.path), args.model_id, status or _quiet)
+                print(f"{manifest.id} {manifest.weights_cid}")
+        finally:
+            if status is not None:
+                status.close()
+    elif args.command == "list":
+        rows = [_row(store, i) for i in store.ids()]
+        if args.json:
+            print(json.dumps({"models": rows}, indent=2))
+        else:
+            _print_table(rows)
+    elif args.command == "show":
+        row = _row(store, args.model)
+        if args.json:
+            print(json.dumps(row, indent=2))
+        else:
+            for key, value in row.items():
+                print(f"{key}: {value}")
+    elif args.command == "rm":
+        store.remove(args.model)
+        print(f"removed {args.model}")
+
+
+def _kind(exc: EdgeLLMError) -> str:
+    if isinstance(exc, ModelNotFound):
+        return "not_found"
+    return "invalid" if isinstance(exc, InvalidRequest) else "error"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
-        config = load_config(args.config, {"models_dir": args.models_dir})
-        store = ModelStore(config.models_dir)
-        status = StatusLine() if sys.stderr.isatty() else None
-        try:
-            store.ensure(args.model, progress=status)
-        finally:
-            if status is not None:
-                status.close()
+        flags = {"models_dir": args.models_dir, "data_dir": args.data_dir}
+        config = load_config(args.config, {k: v for k, v in flags.items() if v})
+        _run(args, ModelStore(config.models_dir))
     except EdgeLLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        reason = str(exc).replace("\n", " ")
+        if args.reason_fd is not None:
+            os.write(args.reason_fd, f"{_kind(exc)}\t{reason}\n".encode())
+        else:
+            print(f"error: {reason}", file=sys.stderr)
         return 1
-    print(store.path(args.model))
     return 0
 
 
