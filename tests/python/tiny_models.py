@@ -56,3 +56,33 @@ def build(name: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
         if f.name.startswith("tokenizer") or f.name.endswith(".jinja"):
             shutil.copy(f, out)
     return out
+
+
+def write_gguf(out: Path, architecture: str) -> Path:
+    """A GGUF file that names `architecture` and holds one small tensor: enough for
+    `model add` to read its header (and refuse an architecture it does not run)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(out), architecture)
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def main(argv: list[str]) -> None:
+    """`python -m tests.python.tiny_models ARCH OUT TOKENIZER_DIR [SEED]`, for the Go
+    end-to-end tests, which build their models the same way."""
+    arch, out, tokenizer_dir = argv[:3]
+    seed = int(argv[3]) if len(argv) > 3 else 0
+    build(arch, Path(out), Path(tokenizer_dir), seed)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
