@@ -15,11 +15,12 @@ from pathlib import Path
 
 from edgellm.models.cid import file_cid
 from edgellm.models.manifest import WEIGHTS_NAME, Manifest
-from edgellm.models.registry import ModelSpec
+from edgellm.models.registry import GgufSource, ModelSpec
 
 # (phase, done, total); total 0 means unknown.
 ProgressFn = Callable[[str, int, int], None]
 
+PHASE_ASSEMBLE = "assembling GGUF"
 PHASE_READ = "reading GGUF"
 PHASE_WRITE = "writing safetensors"
 PHASE_HASH = "hashing weights"
@@ -81,8 +82,15 @@ def _plain_config(model):
 
 def convert_gguf(spec: ModelSpec, out_dir: Path, progress: ProgressFn) -> Manifest:
     """Write the store files for a known model into `out_dir` (an empty directory)."""
-    gguf = spec.source.path()
-    return convert_gguf_file(gguf, spec.id, out_dir, progress, f"embedded:{spec.source.module}")
+    source = f"embedded:{spec.source.module}"
+    if isinstance(spec.source, GgufSource):
+        return convert_gguf_file(spec.source.path(), spec.id, out_dir, progress, source)
+    progress(PHASE_ASSEMBLE, 0, 0)
+    gguf = spec.source.assemble(out_dir)
+    try:
+        return convert_gguf_file(gguf, spec.id, out_dir, progress, source)
+    finally:
+        gguf.unlink()
 
 
 def convert_gguf_file(
