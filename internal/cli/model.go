@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,7 +23,7 @@ import (
 func newModelCommand(app *App) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "model",
-		Short: "Manage the model store: add, list, show, rm",
+		Short: "Manage the model store: add, list, show, rm, publish, pull",
 		Long: `Manage this machine's model store (node.models_dir, default <data-dir>/models).
 
   model add PATH [--id ID]  add a transformers model directory (config.json,
@@ -30,7 +32,14 @@ func newModelCommand(app *App) *cobra.Command {
   model list [--json]       id, architecture, parameters, layers, size, weights
                             CID and source of every model
   model show ID [--json]    one model's manifest
-  model rm ID               remove a model from the store`,
+  model rm ID               remove a model from the store
+  model publish ID          add a model to this node's Kubo (a running worker or
+                            serve of the same data directory); prints the id,
+                            the weights CID and the model's directory CID
+  model pull CID            fetch a published model directory through this
+                            node's Kubo (bitswap in the swarm's private IPFS
+                            network), verify every file against its CID and
+                            install it; a rerun resumes from the blocks fetched`,
 		Args: usageArgs(cobra.NoArgs),
 	}
 	var id string
@@ -74,7 +83,31 @@ func newModelCommand(app *App) *cobra.Command {
 			return app.runModelTool(cmd, "rm", args[0])
 		},
 	}
-	cmd.AddCommand(add, list, show, rm)
+	publish := &cobra.Command{
+		Use:   "publish ID",
+		Short: "Add a model to this node's Kubo and print its CIDs",
+		Args:  usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return app.runModelTool(cmd, "publish", args[0])
+		},
+	}
+	var budgetMB int
+	var timeout time.Duration
+	pull := &cobra.Command{
+		Use:   "pull CID [--disk-budget-mb N] [--timeout D]",
+		Short: "Fetch a published model through this node's Kubo into the store",
+		Args:  usageArgs(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tool := []string{"pull", args[0], "--timeout", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)}
+			if budgetMB > 0 {
+				tool = append(tool, "--disk-budget-mb", strconv.Itoa(budgetMB))
+			}
+			return app.runModelTool(cmd, tool...)
+		},
+	}
+	pull.Flags().IntVar(&budgetMB, "disk-budget-mb", 0, "refuse, before fetching, a model larger than this (default: free disk)")
+	pull.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up when no peer provides the CID within this")
+	cmd.AddCommand(add, list, show, rm, publish, pull)
 	return cmd
 }
 

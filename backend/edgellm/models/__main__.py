@@ -5,6 +5,11 @@
   list [--json]        every model: known ones and those in the store
   show ID [--json]     one model's manifest
   rm ID                remove a model from the store
+  publish ID           add a store entry to this node's Kubo; prints weights and directory CID
+  pull CID             fetch a published model directory through this node's Kubo
+
+publish and pull use the Kubo of a running node (worker or serve) of the same data
+directory, found in <data dir>/ipfs/api, or --ipfs-api.
 
 `edgellm model ...` runs this. Progress goes to stderr as a status line when stderr is a
 terminal; piped, it is quiet. A failure prints one line (to stderr, or as `KIND\\tREASON`
@@ -23,26 +28,38 @@ from pathlib import Path
 
 from edgellm.config import load_config
 from edgellm.errors import EdgeLLMError, InvalidRequest, ModelNotFound
+from edgellm.models import share
 from edgellm.models.add import add_model
+from edgellm.models.share import PHASE_PULL
 from edgellm.models.store import ModelStore
 
 
 class StatusLine:
-    """Rewrites one stderr line per phase, at most ten times a second."""
+    """Rewrites one stderr line per phase, at most ten times a second; a pull shows bytes,
+    rate and time left."""
 
     def __init__(self) -> None:
         self._last = 0.0
         self._phase = ""
+        self._started = 0.0
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         now = time.monotonic()
         if phase == self._phase and now - self._last < 0.1 and done != total:
             return
-        if phase != self._phase and self._phase:
-            sys.stderr.write("\n")
+        if phase != self._phase:
+            if self._phase:
+                sys.stderr.write("\n")
+            self._started = now
         self._phase, self._last = phase, now
         amount = f"{100 * done / total:5.1f}%" if total else "..."
-        sys.stderr.write(f"\r{phase}: {amount}")
+        if phase == PHASE_PULL and total:
+            rate = done / max(now - self._started, 1e-3)
+            left = (total - done) / rate if rate else 0
+            amount += (
+                f"  {done / 1e6:.1f}/{total / 1e6:.1f} MB  {rate / 1e6:.1f} MB/s  {left:.0f}s left"
+            )
+        sys.stderr.write(f"\r{phase}: {amount}\x1b[K")
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -74,6 +91,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     show.add_argument("--json", action="store_true")
     rm = sub.add_parser("rm", parents=[common], help="remove a model from the store")
     rm.add_argument("model")
+    ipfs = argparse.ArgumentParser(add_help=False)
+    ipfs.add_argument("--ipfs-api", help="Kubo RPC API (default: <data dir>/ipfs/api)")
+    publish = sub.add_parser("publish", parents=[common, ipfs], help="add a model to Kubo")
+    publish.add_argument("model")
+    pull = sub.add_parser("pull", parents=[common, ipfs], help="fetch a model by its CID")
+    pull.add_argument("cid", help="the model's directory CID")
+    pull.add_argument("--disk-budget-mb", type=int, help="refuse a model larger than this")
+    pull.add_argument("--timeout", type=float, default=30.0, help="seconds to find the CID")
     return parser.parse_args(argv)
 
 
@@ -149,6 +174,33 @@ def _run(args: argparse.Namespace, store: ModelStore) -> None:
     elif args.command == "rm":
         store.remove(args.model)
         print(f"removed {args.model}")
+    elif args.command == "publish":
+        shared = share.publish(store, args.model, _ipfs_api(args))
+        print(f"{shared.model_id} {shared.weights_cid} {shared.dir_cid}")
+    elif args.command == "pull":
+        status = StatusLine() if sys.stderr.isatty() else None
+        budget = args.disk_budget_mb * 1_000_000 if args.disk_budget_mb is not None else None
+        try:
+            manifest = share.pull(
+                store, args.cid, _ipfs_api(args), status or _quiet, budget, args.timeout
+            )
+        finally:
+            if status is not None:
+                status.close()
+        print(f"{manifest.id} {manifest.weights_cid}")
+
+
+def _ipfs_api(args: argparse.Namespace) -> str:
+    """--ipfs-api, else the API of the Kubo a running node keeps in <data dir>/ipfs."""
+    if args.ipfs_api:
+        return args.ipfs_api
+    api_file = load_config(args.config, {"data_dir": args.data_dir}).data_dir / "ipfs" / "api"
+    try:
+        return api_file.read_text().strip()
+    except OSError as exc:
+        raise InvalidRequest(
+            f"no running Kubo ({api_file} unreadable): start `edgellm worker` or pass --ipfs-api"
+        ) from exc
 
 
 def _kind(exc: EdgeLLMError) -> str:
