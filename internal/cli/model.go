@@ -92,9 +92,10 @@ func newModelCommand(app *App) *cobra.Command {
 		},
 	}
 	var budgetMB int
+	var holders []string
 	var timeout time.Duration
 	pull := &cobra.Command{
-		Use:   "pull CID [--disk-budget-mb N] [--timeout D]",
+		Use:   "pull CID [--connect ADDR]... [--disk-budget-mb N] [--timeout D]",
 		Short: "Fetch a published model through this node's Kubo into the store",
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -102,10 +103,15 @@ func newModelCommand(app *App) *cobra.Command {
 			if budgetMB > 0 {
 				tool = append(tool, "--disk-budget-mb", strconv.Itoa(budgetMB))
 			}
+			for _, addr := range holders {
+				tool = append(tool, "--connect", addr)
+			}
 			return app.runModelTool(cmd, tool...)
 		},
 	}
 	pull.Flags().IntVar(&budgetMB, "disk-budget-mb", 0, "refuse, before fetching, a model larger than this (default: free disk)")
+	pull.Flags().StringArrayVar(&holders, "connect", nil,
+		"connect this node's Kubo to a holder's first (its ipfs_addrs + /p2p/ + ipfs_peer_id in peers --json); repeat for several")
 	pull.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up when no peer provides the CID within this")
 	cmd.AddCommand(add, list, show, rm, publish, pull)
 	return cmd

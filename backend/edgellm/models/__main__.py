@@ -99,6 +99,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     pull.add_argument("cid", help="the model's directory CID")
     pull.add_argument("--disk-budget-mb", type=int, help="refuse a model larger than this")
     pull.add_argument("--timeout", type=float, default=30.0, help="seconds to find the CID")
+    pull.add_argument(
+        "--connect", action="append", default=[], help="a holder's Kubo multiaddr (/p2p/...)"
+    )
     return parser.parse_args(argv)
 
 
@@ -182,7 +185,13 @@ def _run(args: argparse.Namespace, store: ModelStore) -> None:
         budget = args.disk_budget_mb * 1_000_000 if args.disk_budget_mb is not None else None
         try:
             manifest = share.pull(
-                store, args.cid, _ipfs_api(args), status or _quiet, budget, args.timeout
+                store,
+                args.cid,
+                _ipfs_api(args),
+                status or _quiet,
+                budget,
+                args.timeout,
+                tuple(args.connect),
             )
         finally:
             if status is not None:

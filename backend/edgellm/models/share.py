@@ -164,6 +164,21 @@ def _verify(tmp: Path, entries: list[_Entry], progress: ProgressFn) -> Manifest:
     return manifest
 
 
+def connect(api: str, addr: str, timeout_s: float = 10.0) -> None:
+    """Connect the Kubo at `api` to a holder's Kubo (multiaddr ending in /p2p/<id>): with
+    routing off, bitswap asks only the peers it is connected to."""
+    try:
+        reply = httpx.post(
+            f"{api_url(api)}/api/v0/swarm/connect",
+            params={"arg": addr, "timeout": f"{timeout_s}s"},
+            timeout=timeout_s + 5,
+        )
+    except httpx.HTTPError as exc:
+        raise KuboError(f"swarm connect {addr}: {exc}") from exc
+    if reply.status_code != 200:
+        raise PullRefused(f"cannot connect to holder {addr}: {reply.text[:200]}")
+
+
 def pull(
     store: ModelStore,
     dir_cid: str,
@@ -171,8 +186,12 @@ def pull(
     progress: ProgressFn,
     disk_budget_bytes: int | None = None,
     timeout_s: float = 30.0,
+    holders: tuple[str, ...] = (),
 ) -> Manifest:
-    """Fetch the model directory `dir_cid` through the Kubo at `api` into the store."""
+    """Fetch the model directory `dir_cid` through the Kubo at `api` into the store,
+    connecting it first to `holders` (Kubo multiaddrs)."""
+    for addr in holders:
+        connect(api, addr)
     entries = _list(api, dir_cid, timeout_s)
     names = {e.name for e in entries}
     if MANIFEST_NAME not in names or WEIGHTS_NAME not in names:
