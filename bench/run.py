@@ -123,6 +123,7 @@ PROVIDERS: dict[str, Provider] = {
     "pipeline": pipeline_provider,
     "kv": lambda: __import__("kv_figures").provider(),  # bench/ is on sys.path (a script)
     "serve": serve_provider,
+    "models": lambda: __import__("model_figures").provider(),
 }
 
 
