@@ -58,7 +58,8 @@ def test_cid_nobody_has(kubo_pair, tmp_path: Path) -> None:
 def test_disk_budget_too_small_is_refused_before_fetching(holder, kubo_pair, tmp_path) -> None:
     a_store, dir_cid = holder
     b = kubo_pair[1]
-    b.rpc("repo/gc")  # forget blocks an earlier pull left
+    # Forget the blocks an earlier pull left (gc streams one JSON line per block).
+    httpx.post(f"{b.api}/api/v0/repo/gc", timeout=60).raise_for_status()
     with pytest.raises(PullRefused, match="disk budget"):
         pull(ModelStore(tmp_path / "b"), dir_cid, b.api, _quiet, disk_budget_bytes=1_000_000)
     weights_cid = a_store.manifest("tiny").weights_cid
