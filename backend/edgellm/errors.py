@@ -24,6 +24,10 @@ class WeightsMismatch(InvalidRequest):
     """A peer's store holds other weights than the plan names."""
 
 
+class UnsupportedModel(InvalidRequest):
+    """A model the engine cannot run, or files that are no model (`model add`)."""
+
+
 class ModelNotFound(RecoverableError):
     """No known model has that id (gRPC NOT_FOUND)."""
 

@@ -67,6 +67,7 @@ func commands(app *App) []*cobra.Command {
 	return []*cobra.Command{
 		newInferCommand(app),
 		newModelsCommand(app),
+		newModelCommand(app),
 		newVersionCommand(app),
 		newSwarmCommand(app),
 		newWorkerCommand(app),

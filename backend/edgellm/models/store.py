@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgellm.errors import StoreError
+from edgellm.errors import InvalidRequest, ModelNotFound, StoreError
 from edgellm.models.convert import PHASE_READ, ProgressFn, convert_gguf
 from edgellm.models.manifest import FORMAT_VERSION, MANIFEST_NAME, WEIGHTS_NAME, Manifest
 from edgellm.models.registry import ModelRegistry
+
+# A model id is a directory name in the store and a word on the wire.
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def check_id(model_id: str) -> None:
+    if not _ID.fullmatch(model_id):
+        raise InvalidRequest(
+            f"bad model id {model_id!r}: use 1-64 of a-z 0-9 . _ - (starting alphanumeric)"
+        )
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -30,12 +41,74 @@ class ModelStore:
         self.registry = registry or ModelRegistry()
 
     def path(self, model_id: str) -> Path:
-        self.registry.get(model_id)
+        """The entry's directory; NOT_FOUND unless the id is known or in the store."""
+        self.known(model_id)
         return self.models_dir / model_id
+
+    def known(self, model_id: str) -> None:
+        """Raise ModelNotFound unless the registry knows the id or the store holds it
+        (a model added with `model add` or pulled)."""
+        if model_id in self.registry:
+            return
+        if _ID.fullmatch(model_id) and (self.models_dir / model_id / MANIFEST_NAME).is_file():
+            return
+        known = ", ".join(self.ids())
+        raise ModelNotFound(f"unknown model {model_id!r}; known models: {known}")
+
+    def ids(self) -> list[str]:
+        """Known models and every model in the store."""
+        ids = set(self.registry.ids())
+        if self.models_dir.is_dir():
+            for entry in self.models_dir.iterdir():
+                if _ID.fullmatch(entry.name) and (entry / MANIFEST_NAME).is_file():
+                    ids.add(entry.name)
+        return sorted(ids)
+
+    def add(self, model_id: str, tmp: Path, manifest: Manifest) -> Manifest:
+        """Install the entry written in `tmp` (a `staging` directory) as `model_id`, unless
+        the id already names other weights (refused); the same weights are a no-op."""
+        with self._locked(model_id):
+            current = self._entry(model_id)
+            if current is not None and current.weights_cid != manifest.weights_cid:
+                raise InvalidRequest(
+                    f"model id {model_id!r} already names other weights "
+                    f"({current.weights_cid}); choose another --id or remove it first"
+                )
+            if current is None:
+                self._install(tmp, self.models_dir / model_id)
+                return manifest
+            return current
+
+    @contextmanager
+    def staging(self, model_id: str) -> Iterator[Path]:
+        """An empty directory beside the store's entries, removed afterwards unless
+        installed: a writer fills it, then `add` renames it into place."""
+        check_id(model_id)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model_id}.tmp-", dir=self.models_dir))
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def remove(self, model_id: str) -> None:
+        """Delete an entry: renamed aside first, so readers never see half of it."""
+        self.known(model_id)
+        with self._locked(model_id):
+            target = self.models_dir / model_id
+            if not target.exists():
+                raise ModelNotFound(f"model {model_id!r} is not in the store")
+            stale = target.with_name(f".{model_id}.stale-{os.getpid()}")
+            os.rename(target, stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
     def manifest(self, model_id: str) -> Manifest | None:
         """The manifest of a complete, current entry, or None when it is not in the store."""
-        directory = self.path(model_id)
+        self.known(model_id)
+        return self._entry(model_id)
+
+    def _entry(self, model_id: str) -> Manifest | None:
+        directory = self.models_dir / model_id
         if not (directory / MANIFEST_NAME).is_file():
             return None
         try:

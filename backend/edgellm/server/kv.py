@@ -127,7 +127,7 @@ class KVControl(kv_control_pb2_grpc.KVControlServicer):
             setattr(generate, which, getattr(request, which))
         req = messages.generation_request(generate, 0.0)
         store = self._models.store
-        store.registry.get(request.model)  # NOT_FOUND for an unknown id
+        store.known(request.model)  # NOT_FOUND for an unknown id
         manifest = store.ensure(request.model)  # converts on first use, as Generate does
         token_ids = self._models.encoder(request.model).encode(req)
         loaded = self._models.get(request.model)

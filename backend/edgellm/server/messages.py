@@ -14,7 +14,6 @@ from edgellm.engine.types import (
     SamplingParams,
 )
 from edgellm.models.manifest import Manifest
-from edgellm.models.registry import ModelSpec
 from edgellm.v1 import inference_pb2, model_control_pb2
 
 _FINISH = {
@@ -93,9 +92,12 @@ def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.
 
 
 def model_info(
-    spec: ModelSpec, manifest: Manifest | None, loaded: bool
+    model_id: str, description: str, manifest: Manifest | None, loaded: bool
 ) -> model_control_pb2.ModelInfo:
-    info = model_control_pb2.ModelInfo(id=spec.id, description=spec.description, loaded=loaded)
+    """`description`: the registry's line for a known model, else the manifest's source."""
+    if not description and manifest is not None:
+        description = manifest.source
+    info = model_control_pb2.ModelInfo(id=model_id, description=description, loaded=loaded)
     if manifest is not None:
         info.in_store = True
         info.weights_cid = manifest.weights_cid

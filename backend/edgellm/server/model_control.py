@@ -48,10 +48,11 @@ class ModelControl(model_control_pb2_grpc.ModelControlServicer):
         self, model_id: str, loaded: LoadedModel | None = None
     ) -> model_control_pb2.ModelInfo:
         store = self._models.store
-        spec = store.registry.get(model_id)
+        store.known(model_id)
+        description = store.registry.get(model_id).description if model_id in store.registry else ""
         loaded = loaded or self._models.get(model_id)
         manifest = loaded.manifest if loaded else store.manifest(model_id)
-        return messages.model_info(spec, manifest, loaded is not None)
+        return messages.model_info(model_id, description, manifest, loaded is not None)
 
     def LoadModel(self, request, context: grpc.ServicerContext) -> Iterator:
         progress = _ProgressQueue()
@@ -82,7 +83,7 @@ class ModelControl(model_control_pb2_grpc.ModelControlServicer):
         return model_control_pb2.UnloadModelResponse()
 
     def ListModels(self, request, context: grpc.ServicerContext):
-        ids = self._models.store.registry.ids()
+        ids = self._models.store.ids()
         return model_control_pb2.ListModelsResponse(models=[self._info(i) for i in ids])
 
     def Status(self, request, context: grpc.ServicerContext):

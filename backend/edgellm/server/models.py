@@ -77,7 +77,7 @@ class ModelManager:
     def load(self, model_id: str, progress: ProgressFn | None = None) -> LoadedModel:
         """The loaded model, loading (and converting) it first if needed."""
         progress = progress or _quiet
-        self.store.registry.get(model_id)  # NOT_FOUND before anything else
+        self.store.known(model_id)  # NOT_FOUND before anything else
         with self._guard:
             gate = self._loading.setdefault(model_id, threading.Lock())
         with gate:
@@ -128,7 +128,7 @@ class ModelManager:
         return speeds
 
     def unload(self, model_id: str) -> bool:
-        self.store.registry.get(model_id)
+        self.store.known(model_id)
         with self._guard:
             model = self._loaded.pop(model_id, None)
         if model is None:

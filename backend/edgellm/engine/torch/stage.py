@@ -64,6 +64,19 @@ def _stage_name(name: str, prefix: str, layers: LayerRange) -> str | None:
     return inner
 
 
+def _stage_config(full, layers: LayerRange):
+    """The config of a model holding only `layers`: per-layer lists (`layer_types`, which
+    tells Gemma 3's sliding-window layers from its global ones, Qwen2's windowed layers
+    from full ones) are sliced, so local layer i keeps the kind of global layer start + i
+    and the cache and masks follow it."""
+    config = copy.deepcopy(full)
+    config.num_hidden_layers = layers.end - layers.start
+    kinds = getattr(full, "layer_types", None)
+    if isinstance(kinds, list) and len(kinds) == full.num_hidden_layers:
+        config.layer_types = kinds[layers.start : layers.end]
+    return config
+
+
 class Stage:
     """Weights of one layer range, shared by every session that runs through it, and the
     slot pool those sessions' KV caches live in."""
@@ -88,12 +101,12 @@ class Stage:
             # attention, which torch's CPU kernel does: measured bit-equal logits and
             # 40 ms less for 13 tokens over a 1.5k-token cached prefix. Read per call.
             os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
-        self.config = copy.deepcopy(full)
-        self.config.num_hidden_layers = self.layers.end - self.layers.start
+        self.config = _stage_config(full, self.layers)
         with no_init_weights():
             # SDPA, plus batched decode steps over the slot pool (batch.py).
             self.model = AutoModel.from_config(self.config, attn_implementation=SLOTS_ATTENTION)
         self.lm_head: torch.Tensor | None = None
+        self.softcap: float | None = getattr(self.config, "final_logit_softcapping", None)
         self._load_weights(Path(model_dir) / WEIGHTS_NAME)
         self.model.to(self.device).eval()
         self.dtype: torch.dtype = next(self.model.parameters()).dtype
@@ -215,8 +228,11 @@ class StageSession:
         hidden = out.last_hidden_state
         if not stage.is_last:
             return hidden
-        logits = nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
-        return logits[:, -1].to(copy=True, dtype=torch.float32)
+        logits = nn.functional.linear(hidden[:, -1:, :], stage.lm_head)[:, -1]
+        if stage.softcap:
+            # Gemma 2/3 style: the *ForCausalLM head caps logits; the base model does not.
+            return (torch.tanh(logits.float() / stage.softcap) * stage.softcap).clone()
+        return logits.to(copy=True, dtype=torch.float32)
 
     def export_kv(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """K and V of positions [start, end) for each of this stage's layers, in layer

@@ -1,0 +1,216 @@
+"""Models over IPFS: publish a store entry into this node's Kubo, pull one from the swarm.
+
+A published model is one UnixFS directory: `model.safetensors` added exactly as the weights
+CID is computed (CIDv1, raw leaves, 256 KiB chunks, balanced DAG, so its CID *is* the
+manifest's `weights_cid`) beside the small files (config, tokenizer, chat template,
+generation config, manifest). The directory CID names the whole model; capability records
+carry both.
+
+A pull lists the directory (bounded: a CID nobody provides fails within `timeout_s`),
+checks the size against the disk budget before fetching a byte, streams every file from
+the node's Kubo (bitswap finds the blocks in the swarm's private network; blocks already
+fetched stay in Kubo's blockstore, so an interrupted pull resumes from them), verifies each
+file against the CID it was listed with and the weights against the manifest, and installs
+through the store's staging directory: the store never holds half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+from edgellm.errors import InvalidRequest, KuboError, StoreError
+from edgellm.kv.ipfs import api_url
+from edgellm.models.cid import CHUNK_SIZE, file_cid
+from edgellm.models.manifest import MANIFEST_NAME, WEIGHTS_NAME, Manifest
+from edgellm.models.store import ModelStore
+
+PHASE_PUBLISH = "adding to IPFS"
+PHASE_PULL = "pulling"
+PHASE_VERIFY = "verifying"
+
+# The `ipfs add` parameters under which a file's CID equals edgellm.models.cid.file_cid.
+_ADD_PARAMS = {
+    "cid-version": "1",
+    "raw-leaves": "true",
+    "chunker": f"size-{CHUNK_SIZE}",
+    "pin": "true",
+    "progress": "false",
+}
+_BOUNDARY = "edgellm-model-boundary"
+ProgressFn = Callable[[str, int, int], None]
+
+
+class PullRefused(InvalidRequest):
+    """A pull that cannot or must not complete: nobody has the CID, the bytes do not match
+    their CIDs, the disk budget is too small."""
+
+
+@dataclass(frozen=True)
+class SharedModel:
+    model_id: str
+    weights_cid: str
+    dir_cid: str
+
+
+def _parts(directory: Path, name: str) -> Iterator[bytes]:
+    """A multipart body Kubo reads as directory `name` holding the entry's files."""
+    head = f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+    yield (head + "Content-Type: application/x-directory\r\n\r\n\r\n").encode()
+    for file in sorted(p for p in directory.iterdir() if p.is_file()):
+        path = quote(f"{name}/{file.name}", safe="")
+        yield (
+            f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{path}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+        yield b"\r\n"
+    yield f"--{_BOUNDARY}--\r\n".encode()
+
+
+def publish(store: ModelStore, model_id: str, api: str) -> SharedModel:
+    """Add (and pin) a store entry in the Kubo at `api`; refuse if Kubo's CID for the
+    weights is not the manifest's (the two CID computations must agree)."""
+    manifest = store.manifest(model_id)
+    if manifest is None:
+        raise StoreError(f"model {model_id!r} is not in the store")
+    directory = store.path(model_id)
+    try:
+        reply = httpx.post(
+            f"{api_url(api)}/api/v0/add",
+            params={**_ADD_PARAMS, "wrap-with-directory": "false"},
+            content=_parts(directory, model_id),
+            headers={"Content-Type": f"multipart/form-data; boundary={_BOUNDARY}"},
+            timeout=httpx.Timeout(30.0, read=None),
+        )
+    except httpx.HTTPError as exc:
+        raise KuboError(f"add {model_id}: {exc}") from exc
+    if reply.status_code != 200:
+        raise KuboError(f"add {model_id}: HTTP {reply.status_code}: {reply.text[:200]}")
+    added = {e["Name"]: e["Hash"] for e in map(json.loads, reply.text.splitlines())}
+    weights = added.get(f"{model_id}/{WEIGHTS_NAME}")
+    if weights != manifest.weights_cid:
+        raise StoreError(
+            f"Kubo added the weights as {weights}, the manifest says {manifest.weights_cid}"
+        )
+    return SharedModel(model_id, manifest.weights_cid, added[model_id])
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    cid: str
+    size: int
+
+
+def _list(api: str, dir_cid: str, timeout_s: float) -> list[_Entry]:
+    try:
+        reply = httpx.post(
+            f"{api_url(api)}/api/v0/ls",
+            params={"arg": dir_cid, "timeout": f"{timeout_s}s", "size": "true"},
+            timeout=timeout_s + 5,
+        )
+    except httpx.HTTPError as exc:
+        raise KuboError(f"ls {dir_cid}: {exc}") from exc
+    if reply.status_code != 200:
+        message = reply.text[:200]
+        if "deadline" in message or "timeout" in message or "context" in message:
+            raise PullRefused(f"no peer in the swarm provided {dir_cid} within {timeout_s:.0f}s")
+        raise PullRefused(f"cannot list {dir_cid}: {message}")
+    links = reply.json()["Objects"][0]["Links"]
+    if not links or any(link["Type"] != 2 for link in links):
+        raise PullRefused(f"{dir_cid} is not a model directory (files only)")
+    return [_Entry(link["Name"], link["Hash"], int(link["Size"])) for link in links]
+
+
+def _fetch(api: str, entry: _Entry, out: Path, progress: Callable[[int], None]) -> None:
+    with httpx.stream(
+        "POST",
+        f"{api_url(api)}/api/v0/cat",
+        params={"arg": entry.cid},
+        timeout=httpx.Timeout(60.0, read=300.0),
+    ) as reply:
+        if reply.status_code != 200:
+            raise PullRefused(f"cannot fetch {entry.name} ({entry.cid}): HTTP {reply.status_code}")
+        with out.open("wb") as f:
+            for chunk in reply.iter_bytes(1 << 20):
+                f.write(chunk)
+                progress(len(chunk))
+
+
+def _verify(tmp: Path, entries: list[_Entry], progress: ProgressFn) -> Manifest:
+    total = sum(e.size for e in entries)
+    done = 0
+    for entry in entries:
+        got = file_cid(tmp / entry.name)
+        if got != entry.cid:
+            raise PullRefused(f"{entry.name}: the bytes fetched have CID {got}, not {entry.cid}")
+        done += entry.size
+        progress(PHASE_VERIFY, done, total)
+    manifest = Manifest.read(tmp)
+    weights = next((e for e in entries if e.name == WEIGHTS_NAME), None)
+    if weights is None or weights.cid != manifest.weights_cid:
+        raise PullRefused(
+            f"the directory's weights are not the manifest's ({manifest.weights_cid})"
+        )
+    return manifest
+
+
+def connect(api: str, addr: str, timeout_s: float = 10.0) -> None:
+    """Connect the Kubo at `api` to a holder's Kubo (multiaddr ending in /p2p/<id>): with
+    routing off, bitswap asks only the peers it is connected to."""
+    try:
+        reply = httpx.post(
+            f"{api_url(api)}/api/v0/swarm/connect",
+            params={"arg": addr, "timeout": f"{timeout_s}s"},
+            timeout=timeout_s + 5,
+        )
+    except httpx.HTTPError as exc:
+        raise KuboError(f"swarm connect {addr}: {exc}") from exc
+    if reply.status_code != 200:
+        raise PullRefused(f"cannot connect to holder {addr}: {reply.text[:200]}")
+
+
+def pull(
+    store: ModelStore,
+    dir_cid: str,
+    api: str,
+    progress: ProgressFn,
+    disk_budget_bytes: int | None = None,
+    timeout_s: float = 30.0,
+    holders: tuple[str, ...] = (),
+) -> Manifest:
+    """Fetch the model directory `dir_cid` through the Kubo at `api` into the store,
+    connecting it first to `holders` (Kubo multiaddrs)."""
+    for addr in holders:
+        connect(api, addr)
+    entries = _list(api, dir_cid, timeout_s)
+    names = {e.name for e in entries}
+    if MANIFEST_NAME not in names or WEIGHTS_NAME not in names:
+        raise PullRefused(f"{dir_cid} has no {MANIFEST_NAME} and {WEIGHTS_NAME}")
+    total = sum(e.size for e in entries)
+    store.models_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(store.models_dir).free
+    budget = min(free, disk_budget_bytes) if disk_budget_bytes is not None else free
+    if total > budget:
+        raise PullRefused(f"the model needs {total} bytes, the disk budget allows {budget}")
+    with store.staging(f"pull-{dir_cid[-16:]}") as tmp:
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            progress(PHASE_PULL, done, total)
+
+        for entry in sorted(entries, key=lambda e: e.name):
+            _fetch(api, entry, tmp / entry.name, step)
+        manifest = _verify(tmp, entries, progress)
+        return store.add(manifest.id, tmp, manifest)
