@@ -227,6 +227,8 @@ def test_manifest_round_trip() -> None:
         lambda d: d["blocks"][0]["parts"][0].update(cid=""),
         lambda d: d.update(block_size=0),
         lambda d: d.pop("model_cid"),
+        # A flood of providers, each of which would be dialled before the fetch.
+        lambda d: d.update(providers=[f"/ip4/10.0.{i // 250}.{i % 250}/tcp/1" for i in range(17)]),
     ],
 )
 def test_bad_manifests_are_rejected(mutate) -> None:
@@ -336,3 +338,35 @@ def test_decoded_tensors_equal_encoded() -> None:
     decoded = _decode(blockfmt.encode(_meta(), layers))
     for (k, v), (dk, dv) in zip(layers, decoded, strict=True):
         assert torch.equal(k, dk) and torch.equal(v, dv)
+
+
+def _poisoned(value: float, layer: int = 1) -> list:
+    layers = _layers()
+    layers[layer][1][0, 2, 3] = value
+    return layers
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"]
+)
+def test_non_finite_values_are_refused(value: float) -> None:
+    # One poisoned value anywhere would make every sampling step of the request fail.
+    with pytest.raises(BlockRefused, match="non-finite"):
+        _decode(blockfmt.encode(_meta(), _poisoned(value)))
+
+
+def test_trailing_bytes_are_refused() -> None:
+    data = blockfmt.encode(_meta(), _layers())
+    with pytest.raises(BlockRefused, match="3 trailing bytes"):
+        _decode(data + b"abc")
+
+
+def test_overlapping_tensors_are_refused() -> None:
+    # Two names over the same bytes (and the freed room used for anything else).
+    data = blockfmt.encode(_meta(), _layers())
+
+    def edit(header: dict) -> None:
+        header["v.2"]["data_offsets"] = header["k.2"]["data_offsets"]
+
+    with pytest.raises(BlockRefused, match="back to back"):
+        _decode(_with_header(data, edit))
