@@ -3,8 +3,10 @@ stock Kubo fetching an edgellm KV block by CID through the `ipfs` CLI."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from edgellm.engine.torch.stage import LayerRange, Stage
-from edgellm.errors import KuboError
+from edgellm.errors import BlockRefused, KuboError
 from edgellm.kv.handoff import StageKV, fetch_into, store_session
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
@@ -92,6 +94,40 @@ def test_block_get_through_the_gateway(start_kubo) -> None:
     dead = KuboClient(b.api, gateway="http://127.0.0.1:9")
     with pytest.raises(KuboError):
         dead.block_get(cid, timeout_s=1)
+
+
+class _ImpostorGateway(http.server.BaseHTTPRequestHandler):
+    """A fake, named as such: another local user's process answering on Kubo's gateway
+    port with forged bytes (a real Kubo never serves bytes that do not match a CID)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = b"forged K/V " * 100
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.ipld.raw")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_fetched_bytes_must_match_their_cid(start_kubo, tmp_path: Path) -> None:
+    daemon = start_kubo()
+    real = KVStore(KuboClient(daemon.api, gateway=daemon.gateway), tmp_path / "a", 1 << 20)
+    data = os.urandom(3000)
+    cid = real.put(bytes(32), 0, 30, data).cid
+    assert real.fetch(cid) == data
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImpostorGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = f"http://127.0.0.1:{server.server_address[1]}"
+        forged = KVStore(KuboClient(daemon.api, gateway=gateway), tmp_path / "b", 1 << 20)
+        with pytest.raises(BlockRefused, match="do not match that CID"):
+            forged.fetch(cid)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
