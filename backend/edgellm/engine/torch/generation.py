@@ -98,33 +98,38 @@ def _decode(
     sampler = Sampler(job.sampling, device)
     step = torch.empty((1, 1), dtype=torch.long, device=device)
     logits = session.forward(torch.tensor([job.prompt_ids[hit.tokens :]], device=device))
-    store: StoreJob | None = None
+    store = StoreJob()
     produced = 0
-    while True:
-        if cancel is not None and cancel.is_set():
-            raise RequestCancelled(f"request {job.request_id} was aborted")
-        token = sampler(logits)
-        produced += 1
-        if clock.first_token is None:
-            clock.first_token = time.monotonic()
-            store = _store(prefix, session, job, hit)
-        finish, text = _advance(token, eos_ids, detok, stops)
-        if finish is None and produced >= job.max_tokens:
-            finish, tail = _drain(detok, stops, FinishReason.LENGTH)
-            text += tail
-        if finish is not None:
-            store_ms = store.wait() if store is not None else 0.0
-            # One of the two is all zeros: a prefix cache serves in-process stages only.
-            taken = session.kv_stats()
-            usage = Usage(prompt_tokens, produced, hit.tokens + taken.cached_tokens)
-            timings = clock.timings(
-                produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
-            )
-            yield GenerationChunk(text, (token,), finish, usage, timings)
-            return
-        yield GenerationChunk(text, (token,))
-        step.fill_(token)
-        logits = session.forward(step)
+    try:
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise RequestCancelled(f"request {job.request_id} was aborted")
+            token = sampler(logits)
+            produced += 1
+            if clock.first_token is None:
+                clock.first_token = time.monotonic()
+                store = _store(prefix, session, job, hit)
+            finish, text = _advance(token, eos_ids, detok, stops)
+            if finish is None and produced >= job.max_tokens:
+                finish, tail = _drain(detok, stops, FinishReason.LENGTH)
+                text += tail
+            if finish is not None:
+                store.finish(harmless=True)  # the fetched blocks served a whole request
+                store_ms = store.wait()
+                # One of the two is all zeros: a prefix cache serves in-process stages only.
+                taken = session.kv_stats()
+                usage = Usage(prompt_tokens, produced, hit.tokens + taken.cached_tokens)
+                timings = clock.timings(
+                    produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
+                )
+                yield GenerationChunk(text, (token,), finish, usage, timings)
+                return
+            yield GenerationChunk(text, (token,))
+            step.fill_(token)
+            logits = session.forward(step)
+    except BaseException:  # failed, cancelled or abandoned: fetched blocks stay unadopted
+        store.finish(harmless=False)
+        raise
 
 
 def _advance(

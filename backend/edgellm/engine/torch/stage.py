@@ -142,6 +142,19 @@ class StageSession:
     def kv_layout(self) -> KVLayout:
         return self.stage.kv_layout
 
+    @property
+    def device(self) -> torch.device:
+        return self.stage.device
+
+    def seek(self, position: int) -> None:
+        """Make positions [0, position) the cache, keeping the buffer's rows beyond (the
+        KV spot check rewinds to a block, recomputes it, and comes back; edgellm.kv.spot)."""
+        if not 0 <= position <= self._mask.shape[1] or self.cache.buffer is None:
+            raise InvalidRequest(f"cannot seek this session's cache to position {position}")
+        for layer in self.cache.layers:
+            layer.commit_to(position)
+        self.position = position
+
     def reset(self) -> None:
         """Empty the cache, as when the session was opened (after an import that failed
         half way, so the prompt can be computed from position 0)."""
