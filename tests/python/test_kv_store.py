@@ -96,6 +96,19 @@ def test_block_get_through_the_gateway(start_kubo) -> None:
         dead.block_get(cid, timeout_s=1)
 
 
+def test_kubo_over_unix_sockets(start_kubo, tmp_path: Path) -> None:
+    # How the node runs its own Kubo: API and gateway on sockets in the private repository.
+    daemon = start_kubo(unix=True)
+    assert daemon.api.startswith("unix:/") and daemon.gateway.startswith("unix:/")
+    client = KuboClient(daemon.api, gateway=daemon.gateway)
+    assert client.id()["ID"] == daemon.peer_id
+    store = KVStore(client, tmp_path / "kv", 1 << 20)
+    data = os.urandom(2000)
+    cid = store.put(bytes(32), 0, 30, data).cid
+    assert store.fetch(cid) == data  # through the gateway's socket
+    assert KVStore(KuboClient(f"/unix{daemon.api[5:]}"), tmp_path / "m", 1 << 20).fetch(cid) == data
+
+
 class _ImpostorGateway(http.server.BaseHTTPRequestHandler):
     """A fake, named as such: another local user's process answering on Kubo's gateway
     port with forged bytes (a real Kubo never serves bytes that do not match a CID)."""
