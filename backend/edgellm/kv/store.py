@@ -1,24 +1,24 @@
 """The blocks this peer holds: pinned in its Kubo, listed in an index with a byte cap.
 
 The index maps (block key, layer_start, layer_end) to the part's CID, size and last use;
-it is persisted as `<kv dir>/index.json` (written to a temporary file and renamed, so a
-crash never leaves half an index). When the pinned bytes exceed `max_bytes`, the least
-recently used parts are unpinned and forgotten (Kubo's garbage collector reclaims the
-space; `collect_garbage` runs it now). Thread-safe; one backend process per directory.
+it is persisted as `<kv dir>/index.json` (edgellm.atomicfile: a fresh temporary file,
+fsynced, renamed, the directory fsynced, so a crash never leaves half an index). When the
+pinned bytes exceed `max_bytes`, the least recently used parts are unpinned and forgotten
+(Kubo's garbage collector reclaims the space; `collect_garbage` runs it now). Thread-safe;
+one backend process per directory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgellm import atomicfile
 from edgellm.errors import BlockRefused, KuboError
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.manifest import PartRef
@@ -90,17 +90,15 @@ class KVStore:
         self._parts = {p.slot: p for p in parts}
 
     def _save(self) -> None:
-        """Write the index; the caller holds the lock."""
+        """Write the index (atomically, fsynced); the caller holds the lock."""
         self.directory.mkdir(parents=True, exist_ok=True)
         doc = {"format": INDEX_FORMAT, "parts": [asdict(p) for p in self._parts.values()]}
-        fd, tmp = tempfile.mkstemp(prefix=".index-", dir=self.directory)
         try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(doc, out, separators=(",", ":"))
-            os.replace(tmp, self.directory / INDEX_NAME)
+            atomicfile.write(
+                self.directory / INDEX_NAME, json.dumps(doc, separators=(",", ":")).encode()
+            )
         except OSError as exc:
             log.warning("kv: cannot write index: %s", exc)
-            Path(tmp).unlink(missing_ok=True)
 
     @property
     def stored_bytes(self) -> int:
