@@ -311,7 +311,7 @@ func (app *App) closeQuietly(c io.Closer) {
 
 // sessionConflicts are infer's flags that choose where and how a prompt
 // runs; an open session has already chosen.
-var sessionConflicts = []string{"local", "stages", "join", "join-file", "bootstrap", "no-mdns", "max-price", "max-latency",
+var sessionConflicts = []string{"local", "stages", "join", "join-file", "bootstrap", "no-mdns", "max-price", "max-latency", "trusted-peers",
 	"listen", "ray-address", "discover-timeout"}
 
 // runInSession answers the prompt on an open session's cluster: it dials

@@ -352,6 +352,7 @@ func (c *Cluster) failover(ctx context.Context, lost []int, why string) (string,
 // layers onto others (planner.Replace), never onto a peer gone earlier.
 func (c *Cluster) replan(ctx context.Context, old planner.Plan, lostIDs []string, why string) (planner.Plan, map[string]time.Duration, error) {
 	peers, err := c.r.discover(ctx, min(c.req.DiscoverTimeout, failoverDiscoverTimeout))
+	peers = c.req.markTrusted(peers)
 	if err != nil {
 		return planner.Plan{}, nil, err
 	}

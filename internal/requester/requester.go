@@ -3,6 +3,7 @@ package requester
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/edgellm/edgellm/internal/planner"
@@ -57,6 +58,10 @@ type Request struct {
 	// RayAddress is the IP the Ray head binds to, where workers reach it.
 	// Default: the swarm's ReachableIP.
 	RayAddress string
+	// TrustedPeers, when set, are the only workers (peer ids) a plan, a
+	// failover or a P/D run may use: the planner's trusted-only mode
+	// (planner.ErrNoTrustedPeer when none of them serves the model).
+	TrustedPeers []string
 }
 
 // disaggregated reports whether the request asks for a prefill/decode run.
@@ -64,7 +69,15 @@ func (r Request) disaggregated() bool { return r.PrefillPeer != "" || r.DecodePe
 
 func (r Request) plannerRequest() planner.Request {
 	return planner.Request{Model: r.Model, Stages: r.Stages, MaxTokenLatency: r.MaxTokenLatency,
-		MaxPricePer1kMicros: r.MaxPricePer1kMicros}
+		MaxPricePer1kMicros: r.MaxPricePer1kMicros, TrustedOnly: len(r.TrustedPeers) > 0}
+}
+
+// markTrusted marks the peers the request trusts (planner.Peer.Trusted).
+func (r Request) markTrusted(peers []planner.Peer) []planner.Peer {
+	for i := range peers {
+		peers[i].Trusted = slices.Contains(r.TrustedPeers, peers[i].ID)
+	}
+	return peers
 }
 
 // Planned is a request planned over the workers found: what Form forms.
@@ -83,6 +96,7 @@ func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
 		req.DiscoverTimeout = DefaultDiscoverTimeout
 	}
 	peers, err := r.discover(ctx, req.DiscoverTimeout)
+	peers = req.markTrusted(peers)
 	if err != nil {
 		return nil, err
 	}
