@@ -15,8 +15,9 @@ const DefaultDiscoverTimeout = 10 * time.Second
 
 // Requester plans requests over a swarm and forms their clusters.
 type Requester struct {
-	swarm Swarm
-	log   *slog.Logger
+	swarm    Swarm
+	log      *slog.Logger
+	measured measuredSpeeds
 }
 
 // Option configures a Requester.
@@ -96,7 +97,7 @@ func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
 		req.DiscoverTimeout = DefaultDiscoverTimeout
 	}
 	peers, err := r.discover(ctx, req.DiscoverTimeout)
-	peers = req.markTrusted(peers)
+	peers = r.measured.apply(req.markTrusted(peers))
 	if err != nil {
 		return nil, err
 	}
