@@ -109,6 +109,54 @@ def test_kubo_over_unix_sockets(start_kubo, tmp_path: Path) -> None:
     assert KVStore(KuboClient(f"/unix{daemon.api[5:]}"), tmp_path / "m", 1 << 20).fetch(cid) == data
 
 
+def _kv_block(model_cid: str, index: int) -> tuple[bytes, bytes]:
+    """(key, bytes) of a small, valid KV block of `model_cid`."""
+    from edgellm.kv import block as blockfmt
+    from edgellm.kv.block import BlockMeta
+
+    key = bytes([index + 1]) * 32
+    meta = BlockMeta(model_cid, 0, 2, "float32", 4, 4 * index, (1, 2, 3, 4), key, bytes(32))
+    layers = [(torch.randn(2, 4, 8), torch.randn(2, 4, 8)) for _ in range(2)]
+    return key, blockfmt.encode(meta, layers)
+
+
+def test_index_is_reconciled_with_kubos_pins(start_kubo, tmp_path: Path) -> None:
+    daemon = start_kubo()
+    client = KuboClient(daemon.api)
+    store = KVStore(client, tmp_path / "kv", 1 << 20)
+    blocks = [_kv_block("bafkreimine", i) for i in range(3)]
+    refs = [store.put(key, 0, 2, data) for key, data in blocks]
+    theirs = client.block_put(_kv_block("bafkreiother", 7)[1])  # another model's block
+    client.block_put(b"not a KV block")
+    # A crash rolled the index back to nothing, and one block was unpinned meanwhile.
+    (tmp_path / "kv" / INDEX_NAME).write_text('{"format":"edgellm-kv-index/1","parts":[]}')
+    client.pin_rm(refs[2].cid)
+    again = KVStore(client, tmp_path / "kv", 1 << 20)
+    assert len(again) == 0
+    assert again.reconcile("bafkreimine") == (0, 2)
+    assert [again.has(key, 0, 2) for key, _ in blocks] == [True, True, False]
+    assert theirs not in {p.cid for p in again.entries()}
+    # An entry whose block is no longer pinned is forgotten.
+    client.pin_rm(refs[1].cid)
+    assert KVStore(client, tmp_path / "kv", 1 << 20).reconcile("bafkreimine") == (1, 0)
+
+
+def test_two_processes_share_one_index(start_kubo, tmp_path: Path) -> None:
+    # Two backends on one data directory (here two stores, each with its own view, as two
+    # processes have): each save merges into the index on disk, so neither loses the
+    # other's blocks, and what one forgets stays forgotten.
+    client = KuboClient(start_kubo().api)
+    one = KVStore(client, tmp_path / "kv", 1 << 20)
+    two = KVStore(client, tmp_path / "kv", 1 << 20)
+    a = one.put(bytes([1]) * 32, 0, 30, os.urandom(100))
+    b = two.put(bytes([2]) * 32, 0, 30, os.urandom(100))
+    c = one.put(bytes([3]) * 32, 0, 30, os.urandom(100))
+    assert {p.cid for p in one.entries()} == {a.cid, b.cid, c.cid}  # two's entry kept
+    two.forget(bytes([1]) * 32, 0, 30)
+    again = KVStore(client, tmp_path / "kv", 1 << 20)
+    assert {p.cid for p in again.entries()} == {b.cid, c.cid}
+
+
 class _ImpostorGateway(http.server.BaseHTTPRequestHandler):
     """A fake, named as such: another local user's process answering on Kubo's gateway
     port with forged bytes (a real Kubo never serves bytes that do not match a CID)."""

@@ -203,6 +203,14 @@ class KuboClient:
     def pin_add(self, cid: str) -> None:
         self._call("pin/add", params={"arg": cid})
 
+    def pins(self) -> set[str]:
+        """The CIDs pinned recursively (block_put's pins and pin_add's)."""
+        reply = self._json("pin/ls", params={"type": "recursive"})
+        keys = reply.get("Keys") if isinstance(reply, dict) else None
+        if not isinstance(keys, dict):
+            raise KuboError(f"pin/ls: unexpected reply {str(reply)[:120]!r}")
+        return set(keys)
+
     def pin_rm(self, cid: str) -> None:
         self._call("pin/rm", params={"arg": cid})
 

@@ -127,6 +127,17 @@ class PrefixCache:
         store = KVStore(
             client, Path(config.dir) / model_cid, config.max_store_mb << 20, config.fetch_timeout_s
         )
+        try:
+            gone, recovered = store.reconcile(model_cid)
+            if gone or recovered:
+                log.info(
+                    "kv: index reconciled with Kubo's pins: %d parts no longer pinned, "
+                    "%d pinned blocks re-indexed",
+                    gone,
+                    recovered,
+                )
+        except KuboError as exc:
+            log.warning("kv: cannot reconcile the block index with Kubo's pins: %s", exc)
         return cls(store, model_cid, config.block_size, config.spot_check)
 
     def _kv(self, session: StageCache) -> StageKV:

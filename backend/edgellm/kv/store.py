@@ -4,22 +4,28 @@ The index maps (block key, layer_start, layer_end) to the part's CID, size and l
 it is persisted as `<kv dir>/index.json` (edgellm.atomicfile: a fresh temporary file,
 fsynced, renamed, the directory fsynced, so a crash never leaves half an index). When the
 pinned bytes exceed `max_bytes`, the least recently used parts are unpinned and forgotten
-(Kubo's garbage collector reclaims the space; `collect_garbage` runs it now). Thread-safe;
-one backend process per directory.
+(Kubo's garbage collector reclaims the space; `collect_garbage` runs it now). Thread-safe,
+and several processes may share a directory (two backends on one data directory, a backend
+and its P/D stage actor): each save merges its own changes into the index on disk under an
+flock, so no process rewrites another's entries away.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgellm import atomicfile
-from edgellm.errors import BlockRefused, KuboError
+from edgellm.errors import BlockRefused, KuboError, KVError
+from edgellm.kv.block import read_meta
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.manifest import PartRef
 from edgellm.models.cid import raw_cid
@@ -27,6 +33,7 @@ from edgellm.models.cid import raw_cid
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
+LOCK_NAME = ".index.lock"
 INDEX_FORMAT = "edgellm-kv-index/1"
 
 _Slot = tuple[bytes, int, int]  # (key, layer_start, layer_end)
@@ -71,14 +78,20 @@ class KVStore:
         self.fetch_timeout_s = fetch_timeout_s
         self._lock = threading.Lock()
         self._parts: dict[_Slot, StoredPart] = {}
+        self._changed: dict[_Slot, StoredPart | None] = {}  # since the last save
         self._load()
 
     # -- index -------------------------------------------------------------------------
 
     def _load(self) -> None:
+        with self._index_lock():
+            self._parts = self._read_index()
+
+    def _read_index(self) -> dict[_Slot, StoredPart]:
+        """The index on disk ({} when there is none or it is unreadable)."""
         path = self.directory / INDEX_NAME
         if not path.is_file():
-            return
+            return {}
         try:
             doc = json.loads(path.read_text())
             if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
@@ -86,19 +99,51 @@ class KVStore:
             parts = [_part(p) for p in doc["parts"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("kv: ignoring unreadable index %s: %s", path, exc)
-            return
-        self._parts = {p.slot: p for p in parts}
+            return {}
+        return {p.slot: p for p in parts}
+
+    @contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """Hold `<dir>/.index.lock` (flock): processes sharing this directory (two backends
+        on one data directory, a backend and its P/D stage actor) take turns."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _set(self, slot: _Slot, part: StoredPart | None) -> None:
+        """Change (None: drop) one entry here and note it for the next save; the caller
+        holds the lock."""
+        if part is None:
+            self._parts.pop(slot, None)
+        else:
+            self._parts[slot] = part
+        self._changed[slot] = part
 
     def _save(self) -> None:
-        """Write the index (atomically, fsynced); the caller holds the lock."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        doc = {"format": INDEX_FORMAT, "parts": [asdict(p) for p in self._parts.values()]}
+        """Merge this process's changes into the index on disk and write it (atomically,
+        fsynced) under the directory's lock, so another process's entries survive; then
+        take the merged index as ours. The caller holds the lock."""
         try:
-            atomicfile.write(
-                self.directory / INDEX_NAME, json.dumps(doc, separators=(",", ":")).encode()
-            )
+            with self._index_lock():
+                merged = self._read_index()
+                for slot, part in self._changed.items():
+                    if part is None:
+                        merged.pop(slot, None)
+                    else:
+                        merged[slot] = part
+                doc = {"format": INDEX_FORMAT, "parts": [asdict(p) for p in merged.values()]}
+                atomicfile.write(
+                    self.directory / INDEX_NAME, json.dumps(doc, separators=(",", ":")).encode()
+                )
         except OSError as exc:
             log.warning("kv: cannot write index: %s", exc)
+            return
+        self._parts = merged
+        self._changed.clear()
 
     @property
     def stored_bytes(self) -> int:
@@ -135,13 +180,14 @@ class KVStore:
             for slot in slots:
                 part = self._parts.get(slot)
                 if part is not None:
-                    self._parts[slot] = StoredPart(**{**asdict(part), "last_used": now})
+                    self._set(slot, StoredPart(**{**asdict(part), "last_used": now}))
             self._save()
 
     def forget(self, key: bytes, layer_start: int, layer_end: int) -> None:
         """Drop a part that turned out unusable (unpinned, best effort)."""
         with self._lock:
-            part = self._parts.pop((key, layer_start, layer_end), None)
+            part = self._parts.get((key, layer_start, layer_end))
+            self._set((key, layer_start, layer_end), None)
             self._save()
         if part is not None:
             self._unpin([part])
@@ -171,7 +217,7 @@ class KVStore:
     def _add(self, key: bytes, start: int, end: int, cid: str, size: int) -> PartRef:
         part = StoredPart(key.hex(), start, end, cid, size, time.time())
         with self._lock:
-            self._parts[part.slot] = part
+            self._set(part.slot, part)
             evicted = self._evict()
             self._save()
         if evicted:
@@ -188,7 +234,7 @@ class KVStore:
         for part in sorted(self._parts.values(), key=lambda p: p.last_used):
             if total <= self.max_bytes:
                 break
-            del self._parts[part.slot]
+            self._set(part.slot, None)
             total -= part.size
             evicted.append(part)
         return evicted
@@ -203,6 +249,40 @@ class KVStore:
                 self.client.pin_rm(part.cid)
             except KuboError as exc:
                 log.debug("kv: unpin %s: %s", part.cid, exc)
+
+    def reconcile(self, model_cid: str) -> tuple[int, int]:
+        """Make the index agree with Kubo's pins, at start-up: forget parts whose CID is no
+        longer pinned, and index this model's pinned blocks the index lacks (read back from
+        Kubo: a block's metadata names its key and layers), so an index lost or rolled
+        back by a crash does not orphan every pinned block forever. Returns (forgotten,
+        recovered); KuboError when Kubo cannot list its pins."""
+        pinned = self.client.pins()
+        with self._lock:
+            gone = [slot for slot, p in self._parts.items() if p.cid not in pinned]
+            for slot in gone:
+                self._set(slot, None)
+            known = {p.cid for p in self._parts.values()}
+        recovered = [
+            part for cid in sorted(pinned - known) if (part := self._recover(cid, model_cid))
+        ]
+        with self._lock:
+            for part in recovered:
+                if part.slot not in self._parts:
+                    self._set(part.slot, part)
+            if gone or recovered:
+                self._save()
+        return len(gone), len(recovered)
+
+    def _recover(self, cid: str, model_cid: str) -> StoredPart | None:
+        """The index entry of pinned block `cid` if it is a KV block of this model."""
+        try:
+            data = self.fetch(cid)
+            meta, _ = read_meta(data)
+        except KVError:
+            return None  # not a KV block (or not readable now): not ours to index
+        if meta.model_cid != model_cid:
+            return None
+        return StoredPart(meta.key.hex(), meta.layer_start, meta.layer_end, cid, len(data), 0.0)
 
     def collect_garbage(self) -> None:
         self.client.repo_gc()
