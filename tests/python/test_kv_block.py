@@ -16,7 +16,7 @@ from edgellm.config import load_config
 from edgellm.errors import BlockRefused, InvalidRequest, ManifestRefused
 from edgellm.kv import block as blockfmt
 from edgellm.kv.block import BLOCK_BUDGET, KUBO_BLOCK_LIMIT, BlockMeta
-from edgellm.kv.ipfs import api_url
+from edgellm.kv.ipfs import api_url, gateway_url
 from edgellm.kv.keys import ROOT, ChainSpec, block_key, chain
 from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
 
@@ -279,6 +279,12 @@ def test_api_url_forms() -> None:
     assert api_url("http://127.0.0.1:5001/") == "http://127.0.0.1:5001"
     with pytest.raises(ValueError):
         api_url("127.0.0.1:5001")
+    # The node's own Kubo listens on unix sockets in its repository.
+    assert api_url("unix:/data/ipfs/api.sock") == "unix:/data/ipfs/api.sock"
+    assert api_url("/unix/data/ipfs/api.sock") == "unix:/data/ipfs/api.sock"
+    assert gateway_url("unix:///data/ipfs/gateway.sock") == "unix:/data/ipfs/gateway.sock"
+    with pytest.raises(ValueError):
+        api_url("unix:relative.sock")
 
 
 def test_ray_nodes_get_the_ipfs_api(tmp_path: Path) -> None:
