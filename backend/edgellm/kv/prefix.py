@@ -56,6 +56,9 @@ class PrefixHit:
     keys: tuple[bytes, ...] = ()
     # Parts fetched from other peers (with sizes), pinned here after the prefill.
     remote: tuple[tuple[handoff.Source, int], ...] = ()
+    # Parts held here that it used, marked used (LRU) by the store job: a save of the
+    # index is not worth its time before the first token.
+    used: tuple[tuple[bytes, int, int], ...] = ()
 
 
 @dataclass
@@ -205,7 +208,7 @@ class PrefixCache:
             sessions, token_ids, keys, count, fetched, parsed
         ):
             return PrefixHit(fetch_ms=(time.monotonic() - started) * 1000.0, keys=keys)
-        self.store.touch(
+        used = tuple(
             (s.key, s.part.layer_start, s.part.layer_end)
             for got in fetched
             for s in got.local
@@ -219,7 +222,7 @@ class PrefixCache:
             len(token_ids),
             ms,
         )
-        return PrefixHit(count * self.block_size, ms, keys, remote)
+        return PrefixHit(count * self.block_size, ms, keys, remote, used)
 
     def _spot_check(
         self,
@@ -264,7 +267,7 @@ class PrefixCache:
         first = hit.tokens // self.block_size
         last = min(len(keys), len(token_ids) // self.block_size)
         job = StoreJob()
-        if last <= first and not hit.remote:
+        if last <= first and not hit.remote and not hit.used:
             return job
         exported: list[tuple[StageKV, list[KV]]] = []
         if last > first:
@@ -274,7 +277,8 @@ class PrefixCache:
         def work() -> None:
             started = time.monotonic()
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), self.store.batch():  # one index save
+                    self.store.touch(hit.used)
                     stored = [
                         handoff.store_blocks(kv, layers, first, self.store, token_ids, keys)
                         for kv, layers in exported
@@ -295,10 +299,11 @@ class PrefixCache:
         return job
 
     def _adopt(self, hit: PrefixHit) -> None:
-        for source, size in hit.remote:
-            part = source.part
-            if not self.store.has(source.key, part.layer_start, part.layer_end):
-                self.store.adopt(source.key, part, size)
+        with self.store.batch():  # one index save for all the parts
+            for source, size in hit.remote:
+                part = source.part
+                if not self.store.has(source.key, part.layer_start, part.layer_end):
+                    self.store.adopt(source.key, part, size)
 
     def manifest_for(
         self, layout: KVLayout, token_ids: Sequence[int], providers: Sequence[str] = ()

@@ -79,6 +79,7 @@ class KVStore:
         self._lock = threading.Lock()
         self._parts: dict[_Slot, StoredPart] = {}
         self._changed: dict[_Slot, StoredPart | None] = {}  # since the last save
+        self._batching = 0  # open batch() blocks: saves wait for the last to end
         self._load()
 
     # -- index -------------------------------------------------------------------------
@@ -123,10 +124,28 @@ class KVStore:
             self._parts[slot] = part
         self._changed[slot] = part
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Save the index once when the block ends, not after every change inside it: a
+        save reads, merges, writes and fsyncs the whole index (~35 ms at 1,400 entries),
+        so storing a prompt's 98 blocks one save each would cost seconds."""
+        with self._lock:
+            self._batching += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batching -= 1
+                if not self._batching and self._changed:
+                    self._save()
+
     def _save(self) -> None:
         """Merge this process's changes into the index on disk and write it (atomically,
         fsynced) under the directory's lock, so another process's entries survive; then
-        take the merged index as ours. The caller holds the lock."""
+        take the merged index as ours. The caller holds the lock. Inside batch(), the
+        changes wait for its end."""
+        if self._batching:
+            return
         try:
             with self._index_lock():
                 merged = self._read_index()
