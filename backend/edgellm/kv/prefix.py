@@ -92,13 +92,12 @@ class PrefixCache:
         model_cid: str,
         block_size: int,
         spot_check: bool = True,
-        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.model_cid = model_cid
         self.block_size = block_size
         self.spot_check = spot_check
-        self._rng = rng or random.SystemRandom()
+        self._rng = random.SystemRandom()  # a holder must not predict the checked block
         # Kubo peer ids of holders whose blocks failed a spot check: their manifests are
         # ignored for the life of this backend.
         self.dropped: set[str] = set()
