@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/edgellm/edgellm/internal/privdir"
 )
@@ -60,8 +62,9 @@ func (o Options) socketPath(name string) string {
 }
 
 // prepareSockets makes the sockets' directory private and removes sockets
-// a killed daemon left (Kubo cannot listen on an existing path). Only the
-// daemon about to start uses them: attach found none answering.
+// a killed daemon left (Kubo cannot listen on an existing path); a socket
+// something still listens on is left alone (a daemon attach did not get an
+// answer from in time must not lose its address).
 func (o Options) prepareSockets(apiPort, gatewayPort int) error {
 	for _, s := range []struct {
 		port int
@@ -77,9 +80,22 @@ func (o Options) prepareSockets(apiPort, gatewayPort int) error {
 		if err := privdir.Ensure(filepath.Dir(path)); err != nil {
 			return err
 		}
+		if live(path) {
+			continue // a daemon still answers there: the start fails on its repo.lock
+		}
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 			return err
 		}
 	}
 	return nil
+}
+
+// live reports whether something accepts connections on the socket at path.
+func live(path string) bool {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
