@@ -245,3 +245,28 @@ func TestSocketPathFallback(t *testing.T) {
 		t.Fatalf("socket directory %v, %v", fi.Mode(), err)
 	}
 }
+
+// TestPrepareSockets: a socket a killed daemon left is removed before the
+// next start; one something still listens on is left alone.
+func TestPrepareSockets(t *testing.T) {
+	o := Options{RepoDir: t.TempDir()}
+	path := o.socketPath(apiSocket)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.prepareSockets(0, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a live socket was removed: %v", err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close() // as a SIGKILL leaves it: the file, nobody listening
+	if err := o.prepareSockets(0, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("a stale socket is still there: %v", err)
+	}
+}
