@@ -94,7 +94,7 @@ func (d *distOptions) request(model string) requester.Request {
 		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
 		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
 		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer,
-		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress, TrustedPeers: d.trusted,
+		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress, TrustedPeers: strings.Join(d.trusted, ","),
 	}
 }
 

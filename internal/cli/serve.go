@@ -363,7 +363,7 @@ func (app *App) startServeNode(cfg *config.Config, o *serveOptions, opts ...loca
 		Requester: requester.New(swarm, requester.WithLogger(app.log)),
 		Plan: requester.Request{Stages: o.stages, MaxTokenLatency: o.maxLatency,
 			MaxPricePer1kMicros: uint64(o.maxPrice*1e6 + 0.5), DiscoverTimeout: o.discoverFor, RayAddress: o.rayAddress,
-			TrustedPeers: o.trusted},
+			TrustedPeers: strings.Join(o.trusted, ",")},
 		Index: swarm, ClusterIdle: o.clusterIdle,
 	}
 	if ipfs := n.local.IPFS(); ipfs != nil {

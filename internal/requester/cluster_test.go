@@ -189,8 +189,8 @@ func TestPlan(t *testing.T) {
 		{"P/D with different weights", []planner.Peer{worker("A"), otherWeights("B")}, Request{Model: model, PrefillPeer: "A", DecodePeer: "B"},
 			[]error{ErrInvalidRequest, planner.ErrDifferentWeights}, "invalid argument: the prefill and decode peers hold different weights"},
 		{"nobody there", nil, Request{Model: model}, []error{ErrNotFound}, "not found: model not served"},
-		{"trusted peers only, and one is there", []planner.Peer{worker("B"), worker("A")}, Request{Model: model, TrustedPeers: []string{"A"}}, nil, ""},
-		{"trusted peers only, none there", []planner.Peer{worker("A"), worker("B")}, Request{Model: model, TrustedPeers: []string{"C"}},
+		{"trusted peers only, and one is there", []planner.Peer{worker("B"), worker("A")}, Request{Model: model, TrustedPeers: "A"}, nil, ""},
+		{"trusted peers only, none there", []planner.Peer{worker("A"), worker("B")}, Request{Model: model, TrustedPeers: "C,D"},
 			[]error{ErrNotFound, planner.ErrNoTrustedPeer}, "not found: no trusted provider"},
 	}
 	for _, tt := range tests {
@@ -201,7 +201,7 @@ func TestPlan(t *testing.T) {
 				if err != nil || len(p.Plan.Stages) == 0 || p.RTTs["A"] != time.Millisecond || p.Request.DiscoverTimeout != DefaultDiscoverTimeout {
 					t.Fatalf("Plan = %+v, %v", p, err)
 				}
-				if len(tt.req.TrustedPeers) > 0 && p.Plan.Stages[0].PeerID != "A" {
+				if tt.req.TrustedPeers != "" && p.Plan.Stages[0].PeerID != "A" {
 					t.Fatalf("planned on %s, not the trusted peer", p.Plan.Stages[0].PeerID)
 				}
 				return

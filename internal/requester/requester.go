@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgellm/edgellm/internal/planner"
@@ -59,10 +60,11 @@ type Request struct {
 	// RayAddress is the IP the Ray head binds to, where workers reach it.
 	// Default: the swarm's ReachableIP.
 	RayAddress string
-	// TrustedPeers, when set, are the only workers (peer ids) a plan, a
-	// failover or a P/D run may use: the planner's trusted-only mode
-	// (planner.ErrNoTrustedPeer when none of them serves the model).
-	TrustedPeers []string
+	// TrustedPeers, when set, are the only workers (peer ids, comma-separated)
+	// a plan, a failover or a P/D run may use: the planner's trusted-only mode
+	// (planner.ErrNoTrustedPeer when none of them serves the model). A string,
+	// not a slice, so that a Request stays comparable.
+	TrustedPeers string
 }
 
 // disaggregated reports whether the request asks for a prefill/decode run.
@@ -70,13 +72,14 @@ func (r Request) disaggregated() bool { return r.PrefillPeer != "" || r.DecodePe
 
 func (r Request) plannerRequest() planner.Request {
 	return planner.Request{Model: r.Model, Stages: r.Stages, MaxTokenLatency: r.MaxTokenLatency,
-		MaxPricePer1kMicros: r.MaxPricePer1kMicros, TrustedOnly: len(r.TrustedPeers) > 0}
+		MaxPricePer1kMicros: r.MaxPricePer1kMicros, TrustedOnly: r.TrustedPeers != ""}
 }
 
 // markTrusted marks the peers the request trusts (planner.Peer.Trusted).
 func (r Request) markTrusted(peers []planner.Peer) []planner.Peer {
+	trusted := strings.Split(r.TrustedPeers, ",")
 	for i := range peers {
-		peers[i].Trusted = slices.Contains(r.TrustedPeers, peers[i].ID)
+		peers[i].Trusted = r.TrustedPeers != "" && slices.Contains(trusted, peers[i].ID)
 	}
 	return peers
 }
