@@ -4,7 +4,7 @@ Before a prefill: compute the prompt's chained keys, find the longest run of lea
 that every stage can get (held here, or named by the request's manifest), fetch and verify
 them, and append them to each stage's session; the engine then computes only the rest.
 The whole prompt is never taken from the cache: at least its last token is computed, for
-the logits. One imported block, at random, is recomputed and compared (kv/spot.py); a
+the logits. One imported position, at random, is recomputed and compared (kv/spot.py); a
 mismatch drops the hit and every holder the request's manifest named, for the life of this
 backend. After the prefill, the prompt's full blocks that are not held yet are stored in a
 background thread that overlaps decoding; the request waits for it before its last chunk.
@@ -232,20 +232,23 @@ class PrefixCache:
         fetched: Sequence[Fetched],
         manifest: KVManifest | None,
     ) -> bool:
-        """Recompute one of the `count` imported blocks; on a mismatch, empty the sessions,
-        forget that block's local parts, drop the manifest's holders, and return False."""
-        index = self._rng.randrange(count)
+        """Recompute one position of the `count` imported blocks; on a mismatch, empty the
+        sessions, forget its block's local parts, drop the manifest's holders, and return
+        False."""
+        position = self._rng.randrange(count * self.block_size)
+        index = position // self.block_size
         checked: Sequence[spot.SpotSession] = sessions  # type: ignore[assignment]
-        difference = spot.recompute_difference(checked, token_ids, index, self.block_size)
+        difference = spot.recompute_difference(checked, token_ids, position)
         if difference <= spot.tolerance(sessions[0].kv_layout.dtype):
             return True
         remote = any(got.remote for got in fetched)
         holders = set(holder_ids(manifest.providers)) if manifest and remote else set()
         self.dropped |= holders
         log.warning(
-            "kv: spot check of cached block %d failed (K/V differ by %.3g of their scale): "
-            "computing the whole prompt; dropped %s for this backend's life",
+            "kv: spot check of cached block %d (position %d) failed (K/V differ by %.3g of "
+            "their scale): computing the whole prompt; dropped %s for this backend's life",
             index,
+            position,
             difference,
             ", ".join(sorted(holders)) or "this peer's copy of the block",
         )

@@ -2,22 +2,24 @@
 
 Blocks are checked for format, metadata, shapes and finite values (block.py), but a holder
 can still serve finite K/V that are not what the model computes for those tokens. So after
-the cached blocks are imported, one of them, chosen at random, is recomputed in place: the
-sessions are rewound to the block's first position, its tokens run through every stage
-(attending to the imported prefix before it), and the recomputed K/V are compared with the
-imported ones. A mismatch means a block in the prefix is not the model's (the checked one,
-or one before it that the recompute attended to): the caller drops the whole hit, computes
-the prompt, and stops trusting the holders it came from.
+the cached blocks are imported, one imported position, chosen at random, is recomputed in
+place: the sessions are rewound to it, its token runs through every stage (attending to the
+imported prefix before it), and the recomputed K/V of every layer are compared with the
+imported ones. A mismatch means the prefix is not the model's (the checked position, or one
+before it that the recompute attended to): the caller drops the whole hit, computes the
+prompt, and stops trusting the holders it came from.
 
-The recompute costs one block's forward (block_size tokens over the prefix before it); the
-recomputed rows stay in the cache (they are the model's own values), so on a match the
-sessions go on from where the import left them. Decisions:
+The recompute costs one token's forward, as much as one decode step; the recomputed row
+stays in the cache (the model's own values), so on a match the sessions go on from where
+the import left them. Decisions:
 
-- one block per request, uniformly at random: a holder that forges any block is caught with
-  probability at least 1/blocks per request, and the overhead stays one block's compute
-  (bench `spot_check_overhead`, goal <= 5% of the time to first token);
-- tolerance relative to the block's largest value: a chunked recompute differs from the
-  original prefill in rounding only (float32: ~1e-6), a forged block by its whole size.
+- one position per request, uniformly at random over the imported ones, all layers: a
+  holder that forges a share f of the positions is caught with probability f per request
+  (any forgery of an earlier position also shows, through attention), for one decode step
+  of compute. A whole block (16 tokens) measured ~10x that on two cores, a third of the
+  cached time to first token; bench `spot_check_overhead`, goal <= 5% of it;
+- tolerance relative to the row's largest value: the recompute differs from the original
+  prefill in rounding at most (measured identical in float32 on CPU), a forgery by its size.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ class SpotSession(StageCache, Protocol):
     def device(self) -> torch.device:
         """Where its inputs live."""
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Token ids [1, n] (first stage) or hidden states -> the next stage's input."""
+    def forward(self, inputs: torch.Tensor, logits: bool = True) -> torch.Tensor:
+        """Token ids [1, n] (first stage) or hidden states -> the next stage's input
+        (logits=False: no LM head on the last stage)."""
 
     def seek(self, position: int) -> None:
         """Make [0, position) the cached part; rows beyond are kept in the buffer."""
@@ -56,20 +59,20 @@ def tolerance(dtype: torch.dtype) -> float:
 
 
 def recompute_difference(
-    sessions: Sequence[SpotSession], token_ids: Sequence[int], index: int, block_size: int
+    sessions: Sequence[SpotSession], token_ids: Sequence[int], position: int
 ) -> float:
-    """Recompute block `index` of sessions that hold at least its positions, and return
-    the largest difference between imported and recomputed K/V relative to the largest
-    imported value. The sessions are left at the position they were at."""
+    """Recompute `position` of sessions that hold it, and return the largest difference
+    between imported and recomputed K/V relative to the largest imported value. The
+    sessions are left at the position they were at."""
     filled = sessions[0].position
-    start, end = index * block_size, (index + 1) * block_size
+    start, end = position, position + 1
     imported = [s.export_kv(start, end) for s in sessions]
     for session in sessions:
         session.seek(start)
     try:
         x = torch.tensor([list(token_ids[start:end])], device=sessions[0].device)
         for session in sessions:
-            x = session.forward(x)
+            x = session.forward(x, logits=False)
         recomputed = [s.export_kv(start, end) for s in sessions]
     finally:
         for session in sessions:

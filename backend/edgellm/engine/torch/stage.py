@@ -162,9 +162,11 @@ class StageSession:
         self.position = 0
 
     @torch.inference_mode()
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, logits: bool = True) -> torch.Tensor:
         """Token ids [1, n] (first stage) or hidden states [1, n, h] -> hidden states
-        [1, n, h], or float32 logits [1, vocab] of the last position on the last stage."""
+        [1, n, h], or float32 logits [1, vocab] of the last position on the last stage
+        (hidden states there too with logits=False: the KV spot check needs only the
+        cache, and the LM head is a fifth of a small model's weights to read)."""
         stage = self.stage
         n = inputs.shape[1]
         end = self.position + n
@@ -178,7 +180,7 @@ class StageSession:
         )
         self.position = end
         hidden = out.last_hidden_state
-        if not stage.is_last:
+        if not stage.is_last or not logits:
             return hidden
         logits = nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
         return logits[:, -1].to(copy=True, dtype=torch.float32)
