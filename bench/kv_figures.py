@@ -10,7 +10,7 @@ competes with B and the requester for the same cores (a real other peer would no
   time to first token when the ~1,500-token prefix is cached on A and fetched through B
   (fetch, verify, import, then compute the rest). Target >= 10.
 - spot_check_overhead: the extra time to first token of the per-request KV spot check
-  (recomputing one cached block at random, kv/spot.py) as a share of the cached TTFT
+  (recomputing one cached position at random, kv/spot.py) as a share of the cached TTFT
   without it, same prompt and blocks, runs interleaved. Goal <= 0.05.
 - pd_handoff_share: (storing the blocks on P + fetching them on D) over the prefill time,
   for the same prompt: what moving the KV costs relative to computing it.
