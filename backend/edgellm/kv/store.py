@@ -85,14 +85,17 @@ class KVStore:
     # -- index -------------------------------------------------------------------------
 
     def _load(self) -> None:
-        with self._index_lock():
-            self._parts = self._read_index()
+        try:
+            with self._index_lock():
+                self._parts = self._read_index() or {}
+        except OSError as exc:
+            log.warning("kv: cannot read the index in %s: %s", self.directory, exc)
 
-    def _read_index(self) -> dict[_Slot, StoredPart]:
-        """The index on disk ({} when there is none or it is unreadable)."""
+    def _read_index(self) -> dict[_Slot, StoredPart] | None:
+        """The index on disk (None when there is none or it is unreadable)."""
         path = self.directory / INDEX_NAME
         if not path.is_file():
-            return {}
+            return None
         try:
             doc = json.loads(path.read_text())
             if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
@@ -100,7 +103,7 @@ class KVStore:
             parts = [_part(p) for p in doc["parts"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("kv: ignoring unreadable index %s: %s", path, exc)
-            return {}
+            return None
         return {p.slot: p for p in parts}
 
     @contextmanager
@@ -149,6 +152,8 @@ class KVStore:
         try:
             with self._index_lock():
                 merged = self._read_index()
+                if merged is None:  # gone or unreadable: what this process knows stands
+                    merged = dict(self._parts)
                 for slot, part in self._changed.items():
                     if part is None:
                         merged.pop(slot, None)
