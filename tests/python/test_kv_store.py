@@ -141,22 +141,6 @@ def test_index_is_reconciled_with_kubos_pins(start_kubo, tmp_path: Path) -> None
     assert KVStore(client, tmp_path / "kv", 1 << 20).reconcile("bafkreimine") == (1, 0)
 
 
-def test_two_processes_share_one_index(start_kubo, tmp_path: Path) -> None:
-    # Two backends on one data directory (here two stores, each with its own view, as two
-    # processes have): each save merges into the index on disk, so neither loses the
-    # other's blocks, and what one forgets stays forgotten.
-    client = KuboClient(start_kubo().api)
-    one = KVStore(client, tmp_path / "kv", 1 << 20)
-    two = KVStore(client, tmp_path / "kv", 1 << 20)
-    a = one.put(bytes([1]) * 32, 0, 30, os.urandom(100))
-    b = two.put(bytes([2]) * 32, 0, 30, os.urandom(100))
-    c = one.put(bytes([3]) * 32, 0, 30, os.urandom(100))
-    assert {p.cid for p in one.entries()} == {a.cid, b.cid, c.cid}  # two's entry kept
-    two.forget(bytes([1]) * 32, 0, 30)
-    again = KVStore(client, tmp_path / "kv", 1 << 20)
-    assert {p.cid for p in again.entries()} == {b.cid, c.cid}
-
-
 class _ImpostorGateway(http.server.BaseHTTPRequestHandler):
     """A fake, named as such: another local user's process answering on Kubo's gateway
     port with forged bytes (a real Kubo never serves bytes that do not match a CID)."""

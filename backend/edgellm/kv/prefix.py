@@ -279,7 +279,7 @@ class PrefixCache:
         def work() -> None:
             started = time.monotonic()
             try:
-                with torch.inference_mode(), self.store.batch():  # one index save
+                with torch.inference_mode():
                     self.store.touch(hit.used)
                     stored = [
                         handoff.store_blocks(kv, layers, first, self.store, token_ids, keys)
@@ -301,11 +301,10 @@ class PrefixCache:
         return job
 
     def _adopt(self, hit: PrefixHit) -> None:
-        with self.store.batch():  # one index save for all the parts
-            for source, size in hit.remote:
-                part = source.part
-                if not self.store.has(source.key, part.layer_start, part.layer_end):
-                    self.store.adopt(source.key, part, size)
+        for source, size in hit.remote:
+            part = source.part
+            if not self.store.has(source.key, part.layer_start, part.layer_end):
+                self.store.adopt(source.key, part, size)
 
     def manifest_for(
         self, layout: KVLayout, token_ids: Sequence[int], providers: Sequence[str] = ()

@@ -2,24 +2,20 @@
 
 The index maps (block key, layer_start, layer_end) to the part's CID, size and last use;
 it is persisted as `<kv dir>/index.json` (edgellm.atomicfile: a fresh temporary file,
-fsynced, renamed, the directory fsynced, so a crash never leaves half an index). When the
-pinned bytes exceed `max_bytes`, the least recently used parts are unpinned and forgotten
-(Kubo's garbage collector reclaims the space; `collect_garbage` runs it now). Thread-safe,
-and several processes may share a directory (two backends on one data directory, a backend
-and its P/D stage actor): each save merges its own changes into the index on disk under an
-flock, so no process rewrites another's entries away.
+fsynced, renamed, the directory fsynced, so a crash never leaves half an index); at
+start-up `reconcile` makes it agree with Kubo's pins. When the pinned bytes exceed
+`max_bytes`, the least recently used parts are unpinned and forgotten (Kubo's garbage
+collector reclaims the space; `collect_garbage` runs it now). Thread-safe; one backend
+process per directory.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +29,6 @@ from edgellm.models.cid import raw_cid
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
-LOCK_NAME = ".index.lock"
 INDEX_FORMAT = "edgellm-kv-index/1"
 
 _Slot = tuple[bytes, int, int]  # (key, layer_start, layer_end)
@@ -78,24 +73,14 @@ class KVStore:
         self.fetch_timeout_s = fetch_timeout_s
         self._lock = threading.Lock()
         self._parts: dict[_Slot, StoredPart] = {}
-        self._changed: dict[_Slot, StoredPart | None] = {}  # since the last save
-        self._batching = 0  # open batch() blocks: saves wait for the last to end
         self._load()
 
     # -- index -------------------------------------------------------------------------
 
     def _load(self) -> None:
-        try:
-            with self._index_lock():
-                self._parts = self._read_index() or {}
-        except OSError as exc:
-            log.warning("kv: cannot read the index in %s: %s", self.directory, exc)
-
-    def _read_index(self) -> dict[_Slot, StoredPart] | None:
-        """The index on disk (None when there is none or it is unreadable)."""
         path = self.directory / INDEX_NAME
         if not path.is_file():
-            return None
+            return
         try:
             doc = json.loads(path.read_text())
             if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
@@ -103,71 +88,19 @@ class KVStore:
             parts = [_part(p) for p in doc["parts"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("kv: ignoring unreadable index %s: %s", path, exc)
-            return None
-        return {p.slot: p for p in parts}
-
-    @contextmanager
-    def _index_lock(self) -> Iterator[None]:
-        """Hold `<dir>/.index.lock` (flock): processes sharing this directory (two backends
-        on one data directory, a backend and its P/D stage actor) take turns."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
-
-    def _set(self, slot: _Slot, part: StoredPart | None) -> None:
-        """Change (None: drop) one entry here and note it for the next save; the caller
-        holds the lock."""
-        if part is None:
-            self._parts.pop(slot, None)
-        else:
-            self._parts[slot] = part
-        self._changed[slot] = part
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Save the index once when the block ends, not after every change inside it: a
-        save reads, merges, writes and fsyncs the whole index (~35 ms at 1,400 entries),
-        so storing a prompt's 98 blocks one save each would cost seconds."""
-        with self._lock:
-            self._batching += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._batching -= 1
-                if not self._batching and self._changed:
-                    self._save()
+            return
+        self._parts = {p.slot: p for p in parts}
 
     def _save(self) -> None:
-        """Merge this process's changes into the index on disk and write it (atomically,
-        fsynced) under the directory's lock, so another process's entries survive; then
-        take the merged index as ours. The caller holds the lock. Inside batch(), the
-        changes wait for its end."""
-        if self._batching:
-            return
+        """Write the index (atomically, fsynced); the caller holds the lock."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        doc = {"format": INDEX_FORMAT, "parts": [asdict(p) for p in self._parts.values()]}
         try:
-            with self._index_lock():
-                merged = self._read_index()
-                if merged is None:  # gone or unreadable: what this process knows stands
-                    merged = dict(self._parts)
-                for slot, part in self._changed.items():
-                    if part is None:
-                        merged.pop(slot, None)
-                    else:
-                        merged[slot] = part
-                doc = {"format": INDEX_FORMAT, "parts": [asdict(p) for p in merged.values()]}
-                atomicfile.write(
-                    self.directory / INDEX_NAME, json.dumps(doc, separators=(",", ":")).encode()
-                )
+            atomicfile.write(
+                self.directory / INDEX_NAME, json.dumps(doc, separators=(",", ":")).encode()
+            )
         except OSError as exc:
             log.warning("kv: cannot write index: %s", exc)
-            return
-        self._parts = merged
-        self._changed.clear()
 
     @property
     def stored_bytes(self) -> int:
@@ -204,14 +137,13 @@ class KVStore:
             for slot in slots:
                 part = self._parts.get(slot)
                 if part is not None:
-                    self._set(slot, StoredPart(**{**asdict(part), "last_used": now}))
+                    self._parts[slot] = StoredPart(**{**asdict(part), "last_used": now})
             self._save()
 
     def forget(self, key: bytes, layer_start: int, layer_end: int) -> None:
         """Drop a part that turned out unusable (unpinned, best effort)."""
         with self._lock:
-            part = self._parts.get((key, layer_start, layer_end))
-            self._set((key, layer_start, layer_end), None)
+            part = self._parts.pop((key, layer_start, layer_end), None)
             self._save()
         if part is not None:
             self._unpin([part])
@@ -241,7 +173,7 @@ class KVStore:
     def _add(self, key: bytes, start: int, end: int, cid: str, size: int) -> PartRef:
         part = StoredPart(key.hex(), start, end, cid, size, time.time())
         with self._lock:
-            self._set(part.slot, part)
+            self._parts[part.slot] = part
             evicted = self._evict()
             self._save()
         if evicted:
@@ -258,7 +190,7 @@ class KVStore:
         for part in sorted(self._parts.values(), key=lambda p: p.last_used):
             if total <= self.max_bytes:
                 break
-            self._set(part.slot, None)
+            del self._parts[part.slot]
             total -= part.size
             evicted.append(part)
         return evicted
@@ -284,15 +216,14 @@ class KVStore:
         with self._lock:
             gone = [slot for slot, p in self._parts.items() if p.cid not in pinned]
             for slot in gone:
-                self._set(slot, None)
+                del self._parts[slot]
             known = {p.cid for p in self._parts.values()}
         recovered = [
             part for cid in sorted(pinned - known) if (part := self._recover(cid, model_cid))
         ]
         with self._lock:
             for part in recovered:
-                if part.slot not in self._parts:
-                    self._set(part.slot, part)
+                self._parts.setdefault(part.slot, part)
             if gone or recovered:
                 self._save()
         return len(gone), len(recovered)
