@@ -228,7 +228,7 @@ def test_manifest_round_trip() -> None:
         lambda d: d.update(block_size=0),
         lambda d: d.pop("model_cid"),
         # A flood of providers, each of which would be dialled before the fetch.
-        lambda d: d.update(providers=[f"/ip4/10.0.{i // 250}.{i % 250}/tcp/1" for i in range(17)]),
+        lambda d: d.update(providers=[f"/ip4/10.0.{i // 250}.{i % 250}/tcp/1" for i in range(65)]),
     ],
 )
 def test_bad_manifests_are_rejected(mutate) -> None:

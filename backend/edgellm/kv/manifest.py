@@ -26,10 +26,10 @@ from edgellm.errors import ManifestRefused
 
 MANIFEST_FORMAT = "edgellm-kv-manifest/1"
 MAX_MANIFEST_BYTES = 8 << 20
-# Providers a manifest may name: each is dialled before the fetch, so a long list of
-# unroutable addresses would stall the request (the requester's node puts in only the
-# holder's record's addresses, at most 8).
-MAX_PROVIDERS = 16
+# Providers a manifest may name: each is dialled before the fetch (all of them within one
+# deadline), so a long list of unroutable addresses would stall the request. The
+# requester's node puts in only its holders' record addresses, at most 8 per holder.
+MAX_PROVIDERS = 64
 
 
 @dataclass(frozen=True)
