@@ -150,6 +150,9 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 	if err != nil {
 		return err
 	}
+	if err := checkTrustedPeers(o.dist.trusted); err != nil { // before anything starts
+		return err
+	}
 	if rec, err := serve.Running(cfg.DataDir); err == nil {
 		return app.runThroughServe(cmd, o, rec, req)
 	}
