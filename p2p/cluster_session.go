@@ -91,12 +91,22 @@ func rangesString(m Model) string {
 // protocol; then it calls Leave and frees the slot.
 func (s *ClusterService) serveSession(ws *workerSession, r *clusterReader) {
 	window := s.cfg.window(ws.interval)
+	ends := time.Now().Add(s.cfg.MaxSessionLifetime)
 	for {
-		if err := ws.st.SetReadDeadline(time.Now().Add(window)); err != nil {
+		deadline := time.Now().Add(window)
+		if ends.Before(deadline) {
+			deadline = ends
+		}
+		if err := ws.st.SetReadDeadline(deadline); err != nil {
 			s.lose(ws, err)
 			return
 		}
 		m, err := readClusterMessage(r)
+		if err != nil && !time.Now().Before(ends) {
+			ws.st.Reset()
+			s.endSession(ws, fmt.Sprintf("session lifetime of %s reached", s.cfg.MaxSessionLifetime))
+			return
+		}
 		if err != nil {
 			s.lose(ws, err)
 			return

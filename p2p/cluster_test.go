@@ -565,3 +565,35 @@ func TestClusterSessionsChangedNotifies(t *testing.T) {
 	}
 	wait("the leave")
 }
+
+// A session ends at the worker's maximum lifetime, however well its
+// requester heartbeats: the worker leaves and the requester sees it lost.
+func TestClusterSessionLifetime(t *testing.T) {
+	c := newClusterSetup(t, WithMaxSessionLifetime(300*time.Millisecond))
+	h := c.join(t, goodRequest())
+	c.handler.waitLeft(h.ID)
+	waitLost(t, h)
+	eventually(t, testWait, "the slot to be freed", func() bool { return c.svc.ActiveSessions() == 0 })
+	if h.acks.Load() == 0 {
+		t.Fatal("no heartbeat was answered before the lifetime ended")
+	}
+}
+
+// One requester holds at most maxClusterStreamsPerPeer sessions at a worker
+// (the resource manager's limit for edgellm.cluster), however many the
+// worker allows: the next join fails, and the worker's slots stay free for
+// others.
+func TestClusterSessionsPerRequester(t *testing.T) {
+	c := newClusterSetup(t, WithMaxSessions(2*maxClusterStreamsPerPeer))
+	for range maxClusterStreamsPerPeer {
+		c.join(t, goodRequest())
+	}
+	h, err := c.client.JoinSession(t.Context(), c.worker.ID(), goodRequest())
+	if err == nil {
+		h.Leave(t.Context())
+		t.Fatalf("session %d of one requester accepted", maxClusterStreamsPerPeer+1)
+	}
+	if n := c.svc.ActiveSessions(); n != maxClusterStreamsPerPeer {
+		t.Fatalf("%d active sessions, want %d", n, maxClusterStreamsPerPeer)
+	}
+}

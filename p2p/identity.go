@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/edgellm/edgellm/internal/atomicfile"
 )
 
 // IdentityFile is the name of the node's private key inside its data directory.
@@ -37,19 +39,14 @@ func LoadOrCreateIdentity(dataDir string) (crypto.PrivKey, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	// O_EXCL: two processes starting at once must not overwrite each other.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Synced and linked into place whole: a crash never leaves a truncated
+	// key the node then refuses, and of two processes starting at once one
+	// creates it and the other reads it (fs.ErrExist).
+	err = atomicfile.Create(path, data, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return LoadOrCreateIdentity(dataDir)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("write identity: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write identity: %w", err)
-	}
-	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("write identity: %w", err)
 	}
 	return priv, nil

@@ -1,5 +1,7 @@
 package p2p
 
+import "time"
+
 // Size and count limits for everything another peer or a user can send us.
 // Each decoder checks the byte size before parsing and the counts after.
 const (
@@ -20,3 +22,9 @@ const (
 	maxLayers        = 1 << 16
 	maxRecordTTLSkew = 24 * 60 * 60 * 1000 // a record may claim at most 24h of life (ms)
 )
+
+// MaxClockSkew is how far in the future a record's issue time may lie (the
+// signer's clock ahead of ours). A record issued later is refused: with its
+// expiry pushed along, it would stay valid long after its peer stopped
+// renewing it (hardening: lying capability records).
+const MaxClockSkew = 2 * time.Minute

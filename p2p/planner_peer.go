@@ -22,13 +22,14 @@ type Observation struct {
 // never the reverse), so the planner stays a pure package that links no
 // libp2p.
 func PlannerPeer(rec *Record, o Observation) planner.Peer {
+	c := plausible(rec.Capabilities)
 	p := planner.Peer{
 		ID:                rec.PeerID.String(),
-		MemoryFreeBytes:   rec.MemoryFreeBytes,
-		PrefillTokensPerS: rec.PrefillTokensPerS,
-		DecodeTokensPerS:  rec.DecodeTokensPerS,
-		ActiveSessions:    int(rec.ActiveSessions),
-		MaxSessions:       int(rec.MaxSessions),
+		MemoryFreeBytes:   c.MemoryFreeBytes,
+		PrefillTokensPerS: c.PrefillTokensPerS,
+		DecodeTokensPerS:  c.DecodeTokensPerS,
+		ActiveSessions:    int(c.ActiveSessions),
+		MaxSessions:       int(c.MaxSessions),
 		PricePer1kMicros:  rec.PricePer1kMicros,
 		Region:            rec.Region,
 		RTT:               o.RTT,
@@ -44,4 +45,34 @@ func PlannerPeer(rec *Record, o Observation) planner.Peer {
 		p.Models = append(p.Models, pm)
 	}
 	return p
+}
+
+// The most a record may claim, anything above counting as this much: far
+// beyond any one machine today, low enough that the planner's arithmetic
+// stays finite and a liar gains no more than a very fast honest peer.
+const (
+	maxPlausiblePrefill  = 1e6      // tokens/s
+	maxPlausibleDecode   = 1e5      // tokens/s
+	maxPlausibleMemory   = 64 << 40 // bytes
+	maxPlausibleSessions = 1024
+)
+
+// plausible clamps a record's claims to plausible ranges: speeds and memory
+// to the caps above, free memory to the total when the total is given,
+// sessions to the cap and active sessions to the maximum.
+//
+// Decision (hardening, lying capability records): a record with absurd
+// speeds and memory won every plan. Clamping bounds the lie; what a peer
+// serves is then judged by what this requester measures.
+func plausible(c Capabilities) Capabilities {
+	c.PrefillTokensPerS = min(c.PrefillTokensPerS, maxPlausiblePrefill)
+	c.DecodeTokensPerS = min(c.DecodeTokensPerS, maxPlausibleDecode)
+	c.MemoryTotalBytes = min(c.MemoryTotalBytes, maxPlausibleMemory)
+	c.MemoryFreeBytes = min(c.MemoryFreeBytes, maxPlausibleMemory)
+	if c.MemoryTotalBytes > 0 {
+		c.MemoryFreeBytes = min(c.MemoryFreeBytes, c.MemoryTotalBytes)
+	}
+	c.MaxSessions = min(c.MaxSessions, maxPlausibleSessions)
+	c.ActiveSessions = min(c.ActiveSessions, max(c.MaxSessions, 1))
+	return c
 }

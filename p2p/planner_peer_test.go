@@ -49,3 +49,37 @@ func TestPlannerPeer(t *testing.T) {
 		})
 	}
 }
+
+// TestPlannerPeerClampsClaims (lying capability records): absurd claims
+// reach the planner clamped to plausible ranges.
+func TestPlannerPeerClampsClaims(t *testing.T) {
+	tests := []struct {
+		name string
+		caps Capabilities
+		want func(planner.Peer) bool
+	}{
+		{"absurd speeds", Capabilities{PrefillTokensPerS: 1e300, DecodeTokensPerS: 1e300},
+			func(p planner.Peer) bool {
+				return p.PrefillTokensPerS == maxPlausiblePrefill && p.DecodeTokensPerS == maxPlausibleDecode
+			}},
+		{"more free memory than any machine", Capabilities{MemoryFreeBytes: 1 << 62},
+			func(p planner.Peer) bool { return p.MemoryFreeBytes == maxPlausibleMemory }},
+		{"more free memory than its total", Capabilities{MemoryFreeBytes: 8 << 30, MemoryTotalBytes: 4 << 30},
+			func(p planner.Peer) bool { return p.MemoryFreeBytes == 4<<30 }},
+		{"sessions", Capabilities{MaxSessions: 1 << 30, ActiveSessions: 1 << 31},
+			func(p planner.Peer) bool {
+				return p.MaxSessions == maxPlausibleSessions && p.ActiveSessions == maxPlausibleSessions
+			}},
+		{"honest claims pass as they are", Capabilities{PrefillTokensPerS: 900, DecodeTokensPerS: 60, MemoryFreeBytes: 2 << 30, MemoryTotalBytes: 8 << 30, MaxSessions: 2, ActiveSessions: 1},
+			func(p planner.Peer) bool {
+				return p.PrefillTokensPerS == 900 && p.DecodeTokensPerS == 60 && p.MemoryFreeBytes == 2<<30 && p.MaxSessions == 2 && p.ActiveSessions == 1
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := PlannerPeer(&Record{Capabilities: tt.caps}, Observation{}); !tt.want(got) {
+				t.Fatalf("PlannerPeer = %+v", got)
+			}
+		})
+	}
+}

@@ -162,9 +162,10 @@ func (r *Record) Serves(model string) bool {
 	return false
 }
 
-// Live reports whether the record is neither withdrawn nor expired at now.
+// Live reports whether the record is neither withdrawn nor expired at now,
+// nor issued more than MaxClockSkew after now.
 func (r *Record) Live(now time.Time) bool {
-	return !r.Withdrawn && now.Before(r.Expires)
+	return !r.Withdrawn && now.Before(r.Expires) && !r.Issued.After(now.Add(MaxClockSkew))
 }
 
 func (r *Record) toProto() *pb.CapabilityRecord {

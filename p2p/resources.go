@@ -13,6 +13,29 @@ import (
 // services' limits and a small budget for the caps service. Loopback
 // connections are not limited per IP (rcmgr's default).
 func newResourceManager() (network.ResourceManager, error) {
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits()))
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	return rm, nil
+}
+
+// Per-peer inbound stream limits of edgellm's own services: what one member
+// may hold open at a worker at once.
+const (
+	// maxClusterStreamsPerPeer caps the sessions one requester holds at a
+	// worker (a session is one stream for its whole life), whatever the
+	// worker's --max-sessions: one requester cannot take every slot of a
+	// large worker.
+	maxClusterStreamsPerPeer = 4
+	// maxKVStreamsPerPeer caps one member's manifest requests in flight.
+	maxKVStreamsPerPeer = 2
+)
+
+// resourceLimits are libp2p's defaults scaled to this machine, plus limits
+// for the caps, cluster and KV services (hardening: a member that opens
+// streams without end exhausts a service's budget, not the node's).
+func resourceLimits() rcmgr.ConcreteLimitConfig {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
 	// A caps exchange is one small request and one record; a peer has no
@@ -23,9 +46,18 @@ func newResourceManager() (network.ResourceManager, error) {
 	limits.AddServicePeerLimit(CapsServiceName,
 		rcmgr.BaseLimit{StreamsInbound: 4, StreamsOutbound: 4, Streams: 8, Memory: 4 * MaxRecordSize},
 		rcmgr.BaseLimitIncrease{})
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
-	if err != nil {
-		return nil, fmt.Errorf("resource manager: %w", err)
-	}
-	return rm, nil
+	kvStream := int64(MaxKVRequestSize + MaxKVReplySize)
+	limits.AddServiceLimit(KVServiceName,
+		rcmgr.BaseLimit{StreamsInbound: 32, StreamsOutbound: 32, Streams: 64, Memory: 64 * kvStream},
+		rcmgr.BaseLimitIncrease{})
+	limits.AddServicePeerLimit(KVServiceName,
+		rcmgr.BaseLimit{StreamsInbound: maxKVStreamsPerPeer, StreamsOutbound: 4, Streams: 6, Memory: 6 * kvStream},
+		rcmgr.BaseLimitIncrease{})
+	limits.AddServiceLimit(ClusterServiceName,
+		rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 512 * clusterStreamMemory},
+		rcmgr.BaseLimitIncrease{})
+	limits.AddServicePeerLimit(ClusterServiceName,
+		rcmgr.BaseLimit{StreamsInbound: maxClusterStreamsPerPeer, StreamsOutbound: 64, Streams: 68, Memory: 68 * clusterStreamMemory},
+		rcmgr.BaseLimitIncrease{})
+	return limits.AutoScale()
 }

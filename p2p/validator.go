@@ -72,6 +72,9 @@ func (v Validator) open(key string, value []byte) (*Record, error) {
 	if !now().Before(rec.Expires) {
 		return nil, fmt.Errorf("%w: at %s", ErrRecordExpired, rec.Expires.UTC().Format(time.RFC3339))
 	}
+	if rec.Issued.After(now().Add(MaxClockSkew)) {
+		return nil, fmt.Errorf("%w: issued in the future, at %s", ErrInvalidRecord, rec.Issued.UTC().Format(time.RFC3339))
+	}
 	return rec, nil
 }
 

@@ -24,6 +24,20 @@ func TestValidator(t *testing.T) {
 	if err := v.Validate(RecordKey(id), expired); !errors.Is(err, ErrRecordExpired) {
 		t.Fatalf("expired: %v", err)
 	}
+	// Issued a year ahead (and so valid for a year and a day): refused, by
+	// the DHT's validator and by Live.
+	_, rec := signedRecord(t, key, 10, time.Minute, sampleCaps("m"))
+	rec.Issued, rec.Expires = rec.Issued.Add(365*24*time.Hour), rec.Expires.Add(365*24*time.Hour)
+	future, err := SealRecord(rec, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Validate(RecordKey(id), future); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("issued in the future: %v", err)
+	}
+	if rec.Live(time.Now()) || !rec.Live(rec.Issued.Add(-time.Minute)) {
+		t.Fatal("Live does not refuse a record issued beyond the clock skew")
+	}
 	if err := v.Validate(RecordKey(otherID), newer); !errors.Is(err, ErrInvalidRecord) {
 		t.Fatalf("under another peer's key: %v", err)
 	}

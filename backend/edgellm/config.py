@@ -52,6 +52,9 @@ class KVConfig:
     max_store_mb: int = 1024
     # Seconds to wait for one block from Kubo (local or over bitswap) before recomputing.
     fetch_timeout_s: float = 5.0
+    # Recompute one cached block per request and compare (edgellm.kv.spot); off only to
+    # measure what it costs (bench spot_check_overhead).
+    spot_check: bool = True
     # Where the block index lives. Default <data_dir>/kv.
     dir: Path | None = None
 
@@ -156,6 +159,8 @@ def _kv_validated(values: dict[str, Any], data_dir: Path) -> KVConfig:
         "max_store_mb": int,
         "fetch_timeout_s": float,
     }
+    if "spot_check" in values and not isinstance(values["spot_check"], bool):
+        raise InvalidRequest("kv.spot_check must be true or false")
     for key, cast in casts.items():
         if key in values:
             try:

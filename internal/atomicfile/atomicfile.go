@@ -32,6 +32,30 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	return syncDir(dir)
 }
 
+// Create writes a new file at path with data, mode perm, as Write does, but
+// fails with an error matching fs.ErrExist when path exists, leaving it as
+// it is: the synced temporary file is hard-linked into place, which either
+// creates path whole or fails. Two processes creating the same file at once
+// (a node's identity key) keep exactly one, and nobody ever reads a part.
+func Create(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := writeAll(tmp, data, perm); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
 func writeAll(f *os.File, data []byte, perm os.FileMode) error {
 	err := f.Chmod(perm)
 	if err == nil {

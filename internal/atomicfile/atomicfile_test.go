@@ -1,6 +1,8 @@
 package atomicfile
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -57,5 +59,26 @@ func TestWriteFailsInAnUnwritableSpot(t *testing.T) {
 	}
 	if err := Write(filepath.Join(file, "below"), []byte("x"), 0o600); err == nil {
 		t.Error("writing below a regular file succeeded")
+	}
+}
+
+// TestCreate: a new file appears whole; an existing one is never replaced
+// (fs.ErrExist), and no temporary file is left either way.
+func TestCreate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "identity.key")
+	if err := Create(path, []byte("first"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(path, []byte("second"), 0o600); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second Create: %v; want fs.ErrExist", err)
+	}
+	data, err := os.ReadFile(path)
+	fi, _ := os.Stat(path)
+	if err != nil || string(data) != "first" || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("file %q, %v, mode %v", data, err, fi.Mode())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("%d entries, want only the file", len(entries))
 	}
 }

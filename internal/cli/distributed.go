@@ -33,6 +33,7 @@ type distOptions struct {
 	listen      []string
 	rayAddress  string
 	discoverFor time.Duration
+	trusted     []string
 	// Prefill/decode disaggregation (pd.go): both or neither.
 	prefillPeer string
 	decodePeer  string
@@ -48,6 +49,7 @@ func (d *distOptions) register(cmd *cobra.Command) {
 	f.StringSliceVar(&d.listen, "listen", nil, "listen multiaddrs of this node, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
 	f.StringVar(&d.rayAddress, "ray-address", "", "IP the workers reach this machine's Ray head on (default: its first non-loopback IPv4, else 127.0.0.1)")
 	f.DurationVar(&d.discoverFor, "discover-timeout", requester.DefaultDiscoverTimeout, "longest time to look for workers")
+	registerTrustedPeers(f, &d.trusted)
 	d.registerPD(cmd)
 }
 
@@ -80,6 +82,9 @@ func (d *distOptions) validate() error {
 	case d.rayAddress != "" && net.ParseIP(d.rayAddress) == nil:
 		return fmt.Errorf("%w: --ray-address must be an IP address", ErrInvalidArgument)
 	}
+	if err := checkTrustedPeers(d.trusted); err != nil {
+		return err
+	}
 	return d.validatePD()
 }
 
@@ -89,7 +94,7 @@ func (d *distOptions) request(model string) requester.Request {
 		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
 		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
 		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer,
-		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress,
+		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress, TrustedPeers: strings.Join(d.trusted, ","),
 	}
 }
 

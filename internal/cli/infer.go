@@ -150,6 +150,9 @@ func (app *App) runInfer(cmd *cobra.Command, o *inferOptions, arg string) error 
 	if err != nil {
 		return err
 	}
+	if err := checkTrustedPeers(o.dist.trusted); err != nil { // before anything starts
+		return err
+	}
 	if rec, err := serve.Running(cfg.DataDir); err == nil {
 		return app.runThroughServe(cmd, o, rec, req)
 	}
@@ -311,7 +314,7 @@ func (app *App) closeQuietly(c io.Closer) {
 
 // sessionConflicts are infer's flags that choose where and how a prompt
 // runs; an open session has already chosen.
-var sessionConflicts = []string{"local", "stages", "join", "join-file", "bootstrap", "no-mdns", "max-price", "max-latency",
+var sessionConflicts = []string{"local", "stages", "join", "join-file", "bootstrap", "no-mdns", "max-price", "max-latency", "trusted-peers",
 	"listen", "ray-address", "discover-timeout"}
 
 // runInSession answers the prompt on an open session's cluster: it dials

@@ -73,6 +73,7 @@ type serveOptions struct {
 	local        bool
 	stages       int
 	maxPrice     float64
+	trusted      []string
 	maxLatency   time.Duration
 	rayAddress   string
 	discoverFor  time.Duration
@@ -108,6 +109,7 @@ func newServeCommand(app *App) *cobra.Command {
 	f.DurationVar(&o.maxLatency, "max-latency", 0, "most expected latency per token of a swarm plan (0 = no limit)")
 	f.StringVar(&o.rayAddress, "ray-address", "", "IP the workers reach this machine's Ray head on (default: its first non-loopback IPv4)")
 	f.DurationVar(&o.discoverFor, "discover-timeout", 10*time.Second, "longest time to look for workers")
+	registerTrustedPeers(f, &o.trusted)
 	f.DurationVar(&o.clusterIdle, "cluster-idle-timeout", serve.DefaultClusterIdle, "close a warm swarm cluster unused this long")
 	f.DurationVar(&o.shutdownWait, "shutdown-grace", 30*time.Second, "how long requests in flight may take to finish on SIGTERM")
 	return cmd
@@ -132,6 +134,8 @@ func (o *serveOptions) validate() error {
 		return fmt.Errorf("%w: durations must be positive", ErrInvalidArgument)
 	case o.rayAddress != "" && net.ParseIP(o.rayAddress) == nil:
 		return fmt.Errorf("%w: --ray-address must be an IP address", ErrInvalidArgument)
+	case checkTrustedPeers(o.trusted) != nil:
+		return checkTrustedPeers(o.trusted)
 	case o.local && o.worker:
 		return fmt.Errorf("%w: --local and --worker cannot be combined (a worker is in the swarm)", ErrUsage)
 	}
@@ -365,7 +369,8 @@ func (app *App) startServeNode(cfg *config.Config, o *serveOptions, opts ...loca
 	n.swarm = &serve.Swarm{
 		Requester: requester.New(swarm, requester.WithLogger(app.log)),
 		Plan: requester.Request{Stages: o.stages, MaxTokenLatency: o.maxLatency,
-			MaxPricePer1kMicros: uint64(o.maxPrice*1e6 + 0.5), DiscoverTimeout: o.discoverFor, RayAddress: o.rayAddress},
+			MaxPricePer1kMicros: uint64(o.maxPrice*1e6 + 0.5), DiscoverTimeout: o.discoverFor, RayAddress: o.rayAddress,
+			TrustedPeers: strings.Join(o.trusted, ",")},
 		Index: swarm, ClusterIdle: o.clusterIdle,
 	}
 	if ipfs := n.local.IPFS(); ipfs != nil {

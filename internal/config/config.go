@@ -110,8 +110,9 @@ type Supervisor struct {
 
 // IPFS holds the settings of the IPFS node (the file's ipfs: section). The
 // node runs one Kubo daemon per data directory, with its repository in
-// <data dir>/ipfs, its API and gateway on 127.0.0.1, and hands the backend
-// its API URL (EDGELLM_IPFS_API). A node that cannot start it warns and
+// <data dir>/ipfs, its API and gateway on unix sockets in that private
+// repository (internal/ipfs/sockets.go), and hands the backend their
+// addresses (EDGELLM_IPFS_API, EDGELLM_IPFS_GATEWAY, unix:/path). A node that cannot start it warns and
 // runs without the KV cache.
 type IPFS struct {
 	// Enabled runs the Kubo daemon. Default true; env EDGELLM_IPFS_ENABLED
@@ -126,7 +127,9 @@ type IPFS struct {
 	// <dir of the edgellm binary>/../.bin/ipfs when it exists (the version
 	// `make setup` pins and builds), else ipfs on PATH; "" when none is found.
 	Binary string `yaml:"binary"`
-	// APIPort is the API's port on 127.0.0.1. Default 0: a free port.
+	// APIPort puts the API on this port of 127.0.0.1, reachable by every
+	// local user (no authentication: they could read and forge KV blocks).
+	// Default 0: a unix socket in the repository, this user's only.
 	// Env EDGELLM_IPFS_API_PORT.
 	APIPort int `yaml:"api_port"`
 	// SwarmPort is the TCP port Kubo's swarm listens on (on the IPs the
@@ -135,12 +138,13 @@ type IPFS struct {
 	// like its own port. Default 0: a free port, picked when Kubo starts.
 	// Env EDGELLM_IPFS_SWARM_PORT.
 	SwarmPort int `yaml:"swarm_port"`
-	// Gateway serves Kubo's HTTP gateway on a free 127.0.0.1 port, trustless
-	// responses only (raw blocks and CARs), and hands its URL to the backend
+	// Gateway serves Kubo's HTTP gateway on a unix socket in the repository,
+	// trustless responses only (raw blocks and CARs), no CORS, and hands its
+	// address to the backend
 	// (EDGELLM_IPFS_GATEWAY), which reads KV blocks through it: 2-3x faster
 	// than the RPC API's block/get, and the time to first token of a cached
-	// prefix is mostly that read. Loopback only, like the RPC API (which
-	// already exposes more). Default true; false reads through the RPC API.
+	// prefix is mostly that read. Default true; false reads through the RPC
+	// API.
 	Gateway bool `yaml:"gateway"`
 }
 

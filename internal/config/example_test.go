@@ -28,9 +28,9 @@ ipfs:                        # the IPFS node (Kubo) run beside the backend
   enabled: true              # false: no IPFS node, no KV cache
   api: ""                    # use a running Kubo (http://host:port) instead of starting one
   binary: ""                 # "" = $EDGELLM_IPFS_BIN, <bin>/../.bin/ipfs, ipfs on PATH
-  api_port: 0                # API on 127.0.0.1; 0 = a free port
+  api_port: 0                # 0 = API on a unix socket in the repo; N = 127.0.0.1:N
   swarm_port: 0              # TCP port peers' Kubos connect to; 0 = a free port
-  gateway: false             # also serve the HTTP gateway on 127.0.0.1
+  gateway: false             # also serve the HTTP gateway (a unix socket in the repo)
 backend:                     # read by the Python backend itself
   device: auto
   calibrate: true

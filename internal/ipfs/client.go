@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -21,20 +22,29 @@ const maxResponse = 64 << 20
 
 // Client speaks Kubo's HTTP RPC API (every call is a POST to /api/v0/...).
 type Client struct {
-	base string // http://127.0.0.1:5001
+	url  string // as given: http://127.0.0.1:5001 or unix:/path/api.sock
+	base string // what requests go to: the URL, or http://kubo over a socket
 	http *http.Client
 }
 
-// NewClient returns a client of the Kubo API at apiURL (http://host:port).
+// NewClient returns a client of the Kubo API at apiURL: http://host:port, or
+// unix:/path for a unix socket (how edgellm's own Kubo listens).
 func NewClient(apiURL string) *Client {
-	return &Client{
-		base: strings.TrimRight(apiURL, "/"),
-		http: &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{Proxy: nil}},
+	transport := &http.Transport{Proxy: nil}
+	c := &Client{url: strings.TrimRight(apiURL, "/"), http: &http.Client{Timeout: 5 * time.Minute, Transport: transport}}
+	c.base = c.url
+	if path, ok := strings.CutPrefix(c.url, unixPrefix); ok {
+		c.base = "http://kubo" // any host: the dialer ignores it
+		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
 	}
+	return c
 }
 
-// URL returns the API's base URL.
-func (c *Client) URL() string { return c.base }
+// URL returns the API's address as given: http://host:port or unix:/path.
+func (c *Client) URL() string { return c.url }
 
 // APIError is an error answer from Kubo.
 type APIError struct {

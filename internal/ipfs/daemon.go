@@ -144,11 +144,13 @@ func attach(ctx context.Context, o Options) (*Daemon, error) {
 // Client returns a client of the daemon's API.
 func (d *Daemon) Client() *Client { return d.client }
 
-// GatewayURL returns the daemon's gateway URL on 127.0.0.1 (trustless
-// responses only), "" when Options.Gateway is off.
+// GatewayURL returns the daemon's gateway address (trustless responses
+// only): unix:/path of its socket, or http://127.0.0.1:PORT when
+// Options.GatewayPort is set; "" when Options.Gateway is off.
 func (d *Daemon) GatewayURL() string { return d.gateway }
 
-// APIURL returns the API's base URL, http://127.0.0.1:PORT.
+// APIURL returns the API's address: unix:/path of its socket, or
+// http://127.0.0.1:PORT when Options.APIPort is set.
 func (d *Daemon) APIURL() string { return d.client.URL() }
 
 // Attached reports whether the daemon was already running when Start was
@@ -213,6 +215,9 @@ func (d *Daemon) spawn(ctx context.Context) (*kuboProc, string, error) {
 	}
 	if err := o.configure(o.APIPort, o.GatewayPort, o.SwarmPort); err != nil {
 		return fail(fmt.Errorf("configure the repository: %w", err), nil)
+	}
+	if err := o.prepareSockets(o.APIPort, o.GatewayPort); err != nil {
+		return fail(fmt.Errorf("sockets: %w", err), nil)
 	}
 	// A daemon killed with SIGKILL leaves its api and gateway files: never
 	// read those.

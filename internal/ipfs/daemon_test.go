@@ -80,8 +80,13 @@ func TestDaemonStartStop(t *testing.T) {
 	}
 	t.Logf("first start (init + daemon) took %v", time.Since(began))
 	pid := d.Pid()
-	if pid <= 0 || d.Attached() || !strings.HasPrefix(d.APIURL(), "http://127.0.0.1:") {
+	// The API is a unix socket in the private repository, not a TCP port
+	// every local user can reach.
+	if pid <= 0 || d.Attached() || d.APIURL() != "unix:"+filepath.Join(repo, "api.sock") {
 		t.Fatalf("pid %d, attached %v, api %s", pid, d.Attached(), d.APIURL())
+	}
+	if fi, err := os.Stat(repo); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("repository %v (%v), want mode 0700", fi.Mode(), err)
 	}
 	if d.GatewayURL() != "" {
 		t.Fatalf("gateway %s with Options.Gateway off", d.GatewayURL())
@@ -186,9 +191,12 @@ func TestGateway(t *testing.T) {
 	}
 	t.Cleanup(func() { d.Close() })
 	gw := d.GatewayURL()
-	if !strings.HasPrefix(gw, "http://127.0.0.1:") {
-		t.Fatalf("gateway %q, want one on 127.0.0.1", gw)
+	if gw != "unix:"+filepath.Join(repo, "gateway.sock") {
+		t.Fatalf("gateway %q, want a socket in the repository", gw)
 	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", strings.TrimPrefix(gw, "unix:"))
+	}}}
 	ctx := ctxT(t, time.Minute)
 	data := []byte("a KV block, as far as the gateway knows")
 	cid, err := d.Client().BlockPut(ctx, data)
@@ -197,15 +205,20 @@ func TestGateway(t *testing.T) {
 	}
 	get := func(accept string) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.GatewayURL()+"/ipfs/"+cid, nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://kubo/ipfs/"+cid, nil)
 		if accept != "" {
 			req.Header.Set("Accept", accept)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		req.Header.Set("Origin", "https://any.example")
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		// No web page may read blocks: CORS allows no origin.
+		if acao := resp.Header.Get("Access-Control-Allow-Origin"); acao != "" {
+			t.Fatalf("Access-Control-Allow-Origin %q", acao)
+		}
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, body
 	}

@@ -28,14 +28,15 @@
 //   - Always off: bootstrap peers, AutoConf (it would fetch mainnet settings),
 //     AutoTLS, mDNS, the relay client, providing to the DHT, and telemetry
 //     (IPFS_TELEMETRY=off). The API and the gateway (off by default) listen on
-//     127.0.0.1 only.
+//     unix sockets in the private repository (sockets.go; a configured port
+//     puts them on 127.0.0.1 TCP instead), and the gateway sends no CORS
+//     permission (Gateway.HTTPHeaders).
 //   - A daemon killed with SIGKILL leaves repo.lock behind, but Kubo's lock is
 //     an flock that dies with the process: the next start takes it (tested).
-//     A stale api file is removed before each start.
-//   - Ports: the API port 0 lets Kubo pick (it writes the address it bound
-//     to the repository's api file); swarm port 0 picks a free port once.
-//     Either way a restarted daemon keeps the ports of the first start, so
-//     the backend's API URL and the capability record stay right.
+//     A stale api file, and stale sockets, are removed before each start.
+//   - Ports: swarm port 0 picks a free port once. A restarted daemon keeps
+//     the ports and sockets of the first start, so the backend's API address
+//     and the capability record stay right.
 //   - The daemon runs with --enable-gc: what the KV block store unpins is
 //     garbage-collected once the repository nears Datastore.StorageMax
 //     (Kubo's defaults; edit <repo>/config to change them, they are kept).

@@ -32,16 +32,17 @@ type Options struct {
 	// RepoDir is the Kubo repository (IPFS_PATH), created on first start.
 	// Required; edgellm uses <data dir>/ipfs.
 	RepoDir string
-	// APIPort is the HTTP RPC API's port on 127.0.0.1. Default 0: Kubo picks
-	// a free one, kept across restarts.
+	// APIPort puts the HTTP RPC API on this port of 127.0.0.1 (every local
+	// user can reach it). Default 0: a unix socket in the repository
+	// (sockets.go).
 	APIPort int
-	// Gateway turns the HTTP gateway on, on 127.0.0.1, serving trustless
+	// Gateway turns the HTTP gateway on (a unix socket, or GatewayPort), serving trustless
 	// responses only (raw blocks and CARs, no websites). edgellm nodes turn it
 	// on: the backend reads KV blocks through it, 2-3x faster than the RPC
 	// API's block/get. Default off.
 	Gateway bool
-	// GatewayPort is the gateway's port on 127.0.0.1. Default 0: a free one
-	// picked at the first start and kept across restarts.
+	// GatewayPort puts the gateway on this port of 127.0.0.1. Default 0: a
+	// unix socket in the repository.
 	GatewayPort int
 	// SwarmKey makes the node a member of a private network: only nodes with
 	// the same 32-byte key connect to it. Default nil: no private network,

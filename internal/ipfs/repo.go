@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/edgellm/edgellm/internal/atomicfile"
 )
 
 // Files in a Kubo repository that the supervisor reads or writes.
@@ -87,14 +89,19 @@ func (o Options) configure(apiPort, gatewayPort, swarmPort int) error {
 	}
 	gateway := any([]string{})
 	if o.Gateway {
-		gateway = fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", gatewayPort)
+		gateway = o.listenAddr(gatewayPort, gatewaySocket)
 	}
 	settings := []struct {
 		key   string
 		value any
 	}{
-		{"Addresses.API", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", apiPort)},
+		{"Addresses.API", o.listenAddr(apiPort, apiSocket)},
 		{"Addresses.Gateway", gateway},
+		// No cross-origin reads of blocks by web pages: an empty
+		// Access-Control-Allow-Origin matches no origin (Kubo's gateway
+		// sends "*" when the header is not configured).
+		{"Gateway.HTTPHeaders", map[string][]string{"Access-Control-Allow-Origin": {""}}},
+		{"API.HTTPHeaders", map[string][]string{}},
 		// Trustless responses only (raw blocks, CARs): what the backend reads.
 		{"Gateway.DeserializedResponses", false},
 		{"Gateway.NoFetch", false},
@@ -158,25 +165,11 @@ func setKey(cfg map[string]any, key string, value any) error {
 	return nil
 }
 
-// writeFileAtomic replaces path with data (mode 0600) through a rename.
+// writeFileAtomic replaces path with data (mode 0600): a fresh temporary
+// file, synced, renamed, the directory synced (a crash leaves the old config
+// or the new, never a truncated one Kubo refuses to start on).
 func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // repoPeerID returns the peer id in the repository's config, "" if none.
@@ -212,17 +205,26 @@ func (o Options) readGatewayFile() string {
 		return ""
 	}
 	u := strings.TrimSpace(string(data))
+	// Kubo writes "http://" + the listener's address: a socket's path for
+	// a unix listener.
+	if path, ok := strings.CutPrefix(u, "http://"); ok && strings.HasPrefix(path, "/") {
+		return unixPrefix + path
+	}
 	if !strings.HasPrefix(u, "http://") || urlPort(u) == 0 {
 		return ""
 	}
 	return u
 }
 
-// apiURL turns /ip4/H/tcp/P (or /ip6) into http://H:P; "" otherwise.
+// apiURL turns /ip4/H/tcp/P (or /ip6) into http://H:P and /unix/PATH into
+// unix:PATH; "" otherwise.
 func apiURL(addr string) string {
 	m, err := ma.NewMultiaddr(addr)
 	if err != nil {
 		return ""
+	}
+	if path, err := m.ValueForProtocol(ma.P_UNIX); err == nil {
+		return unixPrefix + path
 	}
 	host, err := m.ValueForProtocol(ma.P_IP4)
 	if err != nil {

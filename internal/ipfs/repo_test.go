@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -136,6 +137,7 @@ func TestConfigure(t *testing.T) {
 		"Datastore.StorageMax":                  `"3GB"`,
 		"Identity.PeerID":                       `"12D3KooWx"`,
 		"Swarm.Transports.Network.WebRTCDirect": `false`,
+		"Gateway.HTTPHeaders":                   `{"Access-Control-Allow-Origin":[""]}`,
 	}
 	for key, want := range checks {
 		got, _ := json.Marshal(get(key))
@@ -161,6 +163,21 @@ func TestConfigure(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, swarmKeyFile)); !os.IsNotExist(err) {
 		t.Fatalf("swarm.key still there: %v", err)
 	}
+	// Without ports the API and the gateway are sockets in the repository.
+	o.Gateway = true
+	if err := o.configure(0, 0, 4123); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(filepath.Join(dir, configFile))
+	cfg = nil
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"Addresses.API": "/unix" + dir + "/api.sock", "Addresses.Gateway": "/unix" + dir + "/gateway.sock"} {
+		if got := get(key); got != want {
+			t.Errorf("%s = %v, want %s", key, got, want)
+		}
+	}
 	if o.repoPeerID() != "12D3KooWx" {
 		t.Fatalf("repoPeerID = %q", o.repoPeerID())
 	}
@@ -170,7 +187,7 @@ func TestAPIURL(t *testing.T) {
 	tests := map[string]string{
 		"/ip4/127.0.0.1/tcp/5001": "http://127.0.0.1:5001",
 		"/ip6/::1/tcp/5001":       "http://[::1]:5001",
-		"/unix/tmp/api.sock":      "",
+		"/unix/tmp/api.sock":      "unix:/tmp/api.sock",
 		"garbage":                 "",
 	}
 	for in, want := range tests {
@@ -201,5 +218,55 @@ func TestFreePort(t *testing.T) {
 	p, err := freePort([]net.IP{net.IPv4(127, 0, 0, 1)})
 	if err != nil || p <= 0 {
 		t.Fatalf("freePort = %d, %v", p, err)
+	}
+}
+
+// TestSocketPathFallback: a repository too deep for a socket path puts the
+// sockets in this user's private directory under the temporary directory.
+func TestSocketPathFallback(t *testing.T) {
+	short := Options{RepoDir: "/data/ipfs"}
+	if got := short.socketPath(apiSocket); got != "/data/ipfs/api.sock" {
+		t.Fatalf("socketPath = %s", got)
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	deep := Options{RepoDir: "/" + strings.Repeat("d", 120) + "/ipfs"}
+	got := deep.socketPath(gatewaySocket)
+	if len(got) > maxSocketPath || filepath.Dir(got) != filepath.Join(tmp, fmt.Sprintf("edgellm-%d", os.Geteuid())) {
+		t.Fatalf("socketPath = %s", got)
+	}
+	if other := (Options{RepoDir: deep.RepoDir + "2"}).socketPath(gatewaySocket); other == got {
+		t.Fatalf("two repositories share a socket: %s", got)
+	}
+	if err := deep.prepareSockets(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Dir(got)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory %v, %v", fi.Mode(), err)
+	}
+}
+
+// TestPrepareSockets: a socket a killed daemon left is removed before the
+// next start; one something still listens on is left alone.
+func TestPrepareSockets(t *testing.T) {
+	o := Options{RepoDir: t.TempDir()}
+	path := o.socketPath(apiSocket)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.prepareSockets(0, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a live socket was removed: %v", err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close() // as a SIGKILL leaves it: the file, nobody listening
+	if err := o.prepareSockets(0, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("a stale socket is still there: %v", err)
 	}
 }

@@ -36,10 +36,10 @@ import (
 type Node struct {
 	backend.Backend
 	sup        *backend.Supervisor // the backend this node started; nil when dialled
-	backendLog *os.File
+	backendLog *rotatingLog
 	ipfs       *ipfs.Daemon // the Kubo daemon this node runs; nil when none
 	ipfsAPI    *ipfs.Client // the Kubo the backend was given; nil when none
-	ipfsLog    *os.File
+	ipfsLog    *rotatingLog
 }
 
 var _ backend.Backend = (*Node)(nil)
@@ -141,7 +141,7 @@ func (n *Node) Close() error {
 	if n.ipfs != nil {
 		err = errors.Join(err, n.ipfs.Close())
 	}
-	for _, f := range []*os.File{n.backendLog, n.ipfsLog} {
+	for _, f := range []*rotatingLog{n.backendLog, n.ipfsLog} {
 		if f != nil {
 			err = errors.Join(err, f.Close())
 		}

@@ -1,6 +1,7 @@
 package localnode
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -144,5 +145,37 @@ func TestOpenLog(t *testing.T) {
 				t.Errorf("rotated log: %v, %v; want %d bytes", old, err, tt.wantOld)
 			}
 		})
+	}
+}
+
+// TestLogRotatesWhileRunning: a log that grows past the limit while its
+// child runs rotates at the write that would cross it, not only when the
+// next command starts.
+func TestLogRotatesWhileRunning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "logs", "ipfs.log")
+	l, err := openLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	line := bytes.Repeat([]byte("x"), 1<<20-1)
+	line = append(line, '\n')
+	for range maxLog / len(line) {
+		if _, err := l.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(path + ".1"); err == nil {
+		t.Fatal("rotated before reaching the limit")
+	}
+	if _, err := l.Write([]byte("one more line\n")); err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.Stat(path + ".1")
+	if err != nil || old.Size() != maxLog {
+		t.Fatalf("rotated log: %v, %v; want %d bytes", old, err, maxLog)
+	}
+	if data, err := os.ReadFile(path); err != nil || string(data) != "one more line\n" {
+		t.Fatalf("log after rotation: %q, %v", data, err)
 	}
 }

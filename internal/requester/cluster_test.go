@@ -189,6 +189,9 @@ func TestPlan(t *testing.T) {
 		{"P/D with different weights", []planner.Peer{worker("A"), otherWeights("B")}, Request{Model: model, PrefillPeer: "A", DecodePeer: "B"},
 			[]error{ErrInvalidRequest, planner.ErrDifferentWeights}, "invalid argument: the prefill and decode peers hold different weights"},
 		{"nobody there", nil, Request{Model: model}, []error{ErrNotFound}, "not found: model not served"},
+		{"trusted peers only, and one is there", []planner.Peer{worker("B"), worker("A")}, Request{Model: model, TrustedPeers: "A"}, nil, ""},
+		{"trusted peers only, none there", []planner.Peer{worker("A"), worker("B")}, Request{Model: model, TrustedPeers: "C,D"},
+			[]error{ErrNotFound, planner.ErrNoTrustedPeer}, "not found: no trusted provider"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,6 +200,9 @@ func TestPlan(t *testing.T) {
 			if tt.want == nil {
 				if err != nil || len(p.Plan.Stages) == 0 || p.RTTs["A"] != time.Millisecond || p.Request.DiscoverTimeout != DefaultDiscoverTimeout {
 					t.Fatalf("Plan = %+v, %v", p, err)
+				}
+				if tt.req.TrustedPeers != "" && p.Plan.Stages[0].PeerID != "A" {
+					t.Fatalf("planned on %s, not the trusted peer", p.Plan.Stages[0].PeerID)
 				}
 				return
 			}

@@ -50,7 +50,7 @@ func planError(err error, peers int) error {
 		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	case errors.Is(err, planner.ErrUnknownPeer):
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
-	case errors.Is(err, planner.ErrNoProvider):
+	case errors.Is(err, planner.ErrNoProvider), errors.Is(err, planner.ErrNoTrustedPeer):
 		return fmt.Errorf("%w: %w (%d workers found)", ErrNotFound, err, peers)
 	case errors.Is(err, planner.ErrBusy):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -102,6 +102,7 @@ func (c *Cluster) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 		produced = append(produced, resp.GetTokenIds()...)
 		if resp.GetFinishReason() != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 			finished = true
+			c.r.measured.record(c.stagePeers(), resp.GetTimings().GetDecodeTokensPerS())
 		}
 		if err := onResp(resp); err != nil {
 			return &callbackError{err}
@@ -352,6 +353,7 @@ func (c *Cluster) failover(ctx context.Context, lost []int, why string) (string,
 // layers onto others (planner.Replace), never onto a peer gone earlier.
 func (c *Cluster) replan(ctx context.Context, old planner.Plan, lostIDs []string, why string) (planner.Plan, map[string]time.Duration, error) {
 	peers, err := c.r.discover(ctx, min(c.req.DiscoverTimeout, failoverDiscoverTimeout))
+	peers = c.r.measured.apply(c.req.markTrusted(peers))
 	if err != nil {
 		return planner.Plan{}, nil, err
 	}

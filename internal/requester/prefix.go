@@ -22,7 +22,9 @@ import (
 // request without a manifest and the backend computes the whole prompt.
 
 // prefixLookupTimeout bounds one whole lookup: keys, DHT search, manifest,
-// IPFS connection. A slow swarm costs at most this much before the prefill.
+// IPFS connection. A slow swarm costs at most this much before the prefill
+// (one deadline for all of it, whatever a holder answers; the backend's
+// fetch of the blocks has its own, kv.fetch_timeout_s per block).
 const prefixLookupTimeout = 20 * time.Second
 
 // PrefixIndex is where cached KV prefixes are found: NodeSwarm over a p2p
@@ -100,10 +102,15 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 	if err != nil {
 		return Prefix{}, err
 	}
-	if err := connect(ctx, index, hit.Peer.ID, ipfs); err != nil {
+	addrs, err := connect(ctx, index, hit.Peer.ID, ipfs)
+	if err != nil {
 		return Prefix{}, &UnreachableError{Holder: hit.Peer.ID, Blocks: hit.Blocks, Err: err}
 	}
-	return Prefix{Manifest: hit.Manifest, Holder: hit.Peer.ID, Blocks: hit.Blocks}, nil
+	manifest, blocks, err := vetManifest(hit.Manifest, keys.GetKeys(), addrs)
+	if err != nil {
+		return Prefix{}, fmt.Errorf("%w: %s: %w", p2p.ErrNoCachedPrefix, hit.Peer.ID, err)
+	}
+	return Prefix{Manifest: manifest, Holder: hit.Peer.ID, Blocks: blocks}, nil
 }
 
 // prefixKeysRequest asks for the keys of req's prompt.
@@ -122,14 +129,16 @@ func prefixKeysRequest(req *pb.GenerateRequest) (*pb.PrefixKeysRequest, error) {
 	return keysReq, nil
 }
 
-// connect connects ipfs to the IPFS node holder advertises.
-func connect(ctx context.Context, index PrefixIndex, holder peer.ID, ipfs IPFSNode) error {
+// connect connects ipfs to the IPFS node holder advertises in its signed
+// record (at most maxIPFSAddrs addresses), and returns those addresses.
+func connect(ctx context.Context, index PrefixIndex, holder peer.ID, ipfs IPFSNode) ([]ma.Multiaddr, error) {
 	addrs, err := index.IPFSAddrs(ctx, holder)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	addrs = addrs[:min(len(addrs), maxIPFSAddrs)]
 	if err := ipfs.SwarmConnect(ctx, addrs...); err != nil {
-		return fmt.Errorf("its IPFS node: %w", err)
+		return nil, fmt.Errorf("its IPFS node: %w", err)
 	}
-	return nil
+	return addrs, nil
 }

@@ -1,8 +1,12 @@
 package requester
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -53,8 +57,9 @@ func (f *fakeIPFS) SwarmConnect(_ context.Context, addrs ...ma.Multiaddr) error 
 func TestCachedPrefix(t *testing.T) {
 	holder := peer.ID("holder")
 	addr := ma.StringCast("/ip4/10.0.0.9/tcp/4001")
-	hit := p2p.KVHit{Peer: peer.AddrInfo{ID: holder}, Blocks: 4, Manifest: []byte(`{"blocks":4}`)}
-	key := [][]byte{make([]byte, 32)}
+	key := testKeys(4)
+	manifest := testManifest(key, []string{"/ip4/10.0.0.9/tcp/4001"})
+	hit := p2p.KVHit{Peer: peer.AddrInfo{ID: holder}, Blocks: 4, Manifest: manifest}
 	tests := []struct {
 		name  string
 		index *fakeIndex
@@ -78,7 +83,7 @@ func TestCachedPrefix(t *testing.T) {
 			var ue *UnreachableError
 			switch {
 			case tt.want == nil:
-				if err != nil || got.Holder != holder || got.Blocks != 4 || string(got.Manifest) != `{"blocks":4}` {
+				if err != nil || got.Holder != holder || got.Blocks != 4 || !bytes.Equal(got.Manifest, manifest) {
 					t.Fatalf("CachedPrefix = %+v, %v", got, err)
 				}
 				if f := tt.ipfs.(*fakeIPFS); len(f.connected) != 1 || !f.connected[0].Equal(addr) {
@@ -93,4 +98,98 @@ func TestCachedPrefix(t *testing.T) {
 			}
 		})
 	}
+}
+
+func testKeys(n int) [][]byte {
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = bytes.Repeat([]byte{byte(i + 1)}, 32)
+	}
+	return keys
+}
+
+// testManifest is a manifest of keys' blocks (block size 16) in the
+// backend's format, naming providers.
+func testManifest(keys [][]byte, providers []string) []byte {
+	blocks := make([]map[string]any, len(keys))
+	for i, k := range keys {
+		blocks[i] = map[string]any{"key": hex.EncodeToString(k), "position": 16 * i,
+			"parts": []map[string]any{{"layer_start": 0, "layer_end": 30, "cid": "bafkreix", "size": 1}}}
+	}
+	out, _ := json.Marshal(map[string]any{"format": "edgellm-kv-manifest/1", "model_cid": cid,
+		"dtype": "float32", "block_size": 16, "blocks": blocks, "providers": providers})
+	return out
+}
+
+// TestCachedPrefixVetsTheManifest (manifest floods): the backend gets only
+// the holder's signed record's IPFS addresses, never the manifest's own
+// list, and the blocks counted here, not the count the holder claims.
+func TestCachedPrefixVetsTheManifest(t *testing.T) {
+	keys := testKeys(4)
+	record := []ma.Multiaddr{ma.StringCast("/ip4/10.0.0.9/tcp/4001")}
+	flood := make([]string, 20000)
+	for i := range flood {
+		flood[i] = fmt.Sprintf("/ip4/10.%d.%d.1/tcp/4001", i/250, i%250)
+	}
+	other := testManifest(testKeys(5)[1:], nil)
+	tests := []struct {
+		name      string
+		manifest  []byte
+		claimed   int
+		addrs     []ma.Multiaddr
+		blocks    int // 0: refused
+		providers []string
+	}{
+		{"a flood of providers", testManifest(keys, flood), 4, record, 4, []string{"/ip4/10.0.0.9/tcp/4001"}},
+		{"claims more blocks than it lists", testManifest(keys[:2], nil), 4, record, 2, []string{"/ip4/10.0.0.9/tcp/4001"}},
+		{"lists blocks of another prompt", other, 4, record, 0, nil},
+		{"not JSON", []byte("{"), 4, record, 0, nil},
+		{"a record with too many addresses", testManifest(keys, nil), 4, repeatAddr(record[0], 50), 4, repeatStr("/ip4/10.0.0.9/tcp/4001", maxIPFSAddrs)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			index := &fakeIndex{hit: p2p.KVHit{Peer: peer.AddrInfo{ID: "holder"}, Blocks: tt.claimed, Manifest: tt.manifest}, addrs: tt.addrs}
+			req := &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}}
+			ipfs := &fakeIPFS{}
+			got, err := CachedPrefix(t.Context(), index, fakeKeyer{keys}, ipfs, req)
+			if tt.blocks == 0 {
+				if !errors.Is(err, p2p.ErrNoCachedPrefix) {
+					t.Fatalf("CachedPrefix = %+v, %v; want ErrNoCachedPrefix", got.Blocks, err)
+				}
+				return
+			}
+			if err != nil || got.Blocks != tt.blocks {
+				t.Fatalf("CachedPrefix: %d blocks, %v; want %d", got.Blocks, err, tt.blocks)
+			}
+			var doc struct {
+				Providers []string
+				Blocks    []any
+			}
+			if err := json.Unmarshal(got.Manifest, &doc); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(doc.Providers) != fmt.Sprint(tt.providers) || len(doc.Blocks) != tt.blocks {
+				t.Fatalf("providers %v, %d blocks; want %v, %d", doc.Providers, len(doc.Blocks), tt.providers, tt.blocks)
+			}
+			if len(ipfs.connected) > maxIPFSAddrs {
+				t.Fatalf("dialled %d addresses", len(ipfs.connected))
+			}
+		})
+	}
+}
+
+func repeatAddr(a ma.Multiaddr, n int) []ma.Multiaddr {
+	out := make([]ma.Multiaddr, n)
+	for i := range out {
+		out[i] = a
+	}
+	return out
+}
+
+func repeatStr(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
 }

@@ -3,6 +3,8 @@ package requester
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgellm/edgellm/internal/planner"
@@ -14,8 +16,9 @@ const DefaultDiscoverTimeout = 10 * time.Second
 
 // Requester plans requests over a swarm and forms their clusters.
 type Requester struct {
-	swarm Swarm
-	log   *slog.Logger
+	swarm    Swarm
+	log      *slog.Logger
+	measured measuredSpeeds
 }
 
 // Option configures a Requester.
@@ -57,6 +60,11 @@ type Request struct {
 	// RayAddress is the IP the Ray head binds to, where workers reach it.
 	// Default: the swarm's ReachableIP.
 	RayAddress string
+	// TrustedPeers, when set, are the only workers (peer ids, comma-separated)
+	// a plan, a failover or a P/D run may use: the planner's trusted-only mode
+	// (planner.ErrNoTrustedPeer when none of them serves the model). A string,
+	// not a slice, so that a Request stays comparable.
+	TrustedPeers string
 }
 
 // disaggregated reports whether the request asks for a prefill/decode run.
@@ -64,7 +72,16 @@ func (r Request) disaggregated() bool { return r.PrefillPeer != "" || r.DecodePe
 
 func (r Request) plannerRequest() planner.Request {
 	return planner.Request{Model: r.Model, Stages: r.Stages, MaxTokenLatency: r.MaxTokenLatency,
-		MaxPricePer1kMicros: r.MaxPricePer1kMicros}
+		MaxPricePer1kMicros: r.MaxPricePer1kMicros, TrustedOnly: r.TrustedPeers != ""}
+}
+
+// markTrusted marks the peers the request trusts (planner.Peer.Trusted).
+func (r Request) markTrusted(peers []planner.Peer) []planner.Peer {
+	trusted := strings.Split(r.TrustedPeers, ",")
+	for i := range peers {
+		peers[i].Trusted = r.TrustedPeers != "" && slices.Contains(trusted, peers[i].ID)
+	}
+	return peers
 }
 
 // Planned is a request planned over the workers found: what Form forms.
@@ -83,6 +100,7 @@ func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
 		req.DiscoverTimeout = DefaultDiscoverTimeout
 	}
 	peers, err := r.discover(ctx, req.DiscoverTimeout)
+	peers = r.measured.apply(req.markTrusted(peers))
 	if err != nil {
 		return nil, err
 	}

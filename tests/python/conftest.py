@@ -147,7 +147,9 @@ class KuboDaemon:
     AutoConf/AutoTLS, so it never reaches outside the machine.
     """
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(self, repo: Path, unix: bool = False) -> None:
+        """`unix`: API and gateway on unix sockets in the repository, as the node runs
+        its own Kubo (internal/ipfs/sockets.go); `api`/`gateway` are then unix:/path."""
         self.repo = repo
         self.env = {**os.environ, "IPFS_PATH": str(repo)}
         subprocess.run(
@@ -156,6 +158,15 @@ class KuboDaemon:
             check=True,
             capture_output=True,
         )
+        self.unix = unix
+        if unix:
+            for key, name in (("Addresses.API", "api.sock"), ("Addresses.Gateway", "gw.sock")):
+                subprocess.run(
+                    [str(IPFS_BIN), "config", key, f"/unix{repo / name}"],
+                    env=self.env,
+                    check=True,
+                    capture_output=True,
+                )
         self.log = repo.parent / f"{repo.name}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -168,6 +179,8 @@ class KuboDaemon:
         while not gateway.is_file() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.gateway = gateway.read_text().strip() if gateway.is_file() else ""
+        if unix:
+            self.gateway = f"unix:{repo / 'gw.sock'}"
         ident = self.rpc("id")
         self.peer_id: str = ident["ID"]
         self.addrs: list[str] = [a for a in ident["Addresses"] if "/127.0.0.1/tcp/" in a]
@@ -182,19 +195,31 @@ class KuboDaemon:
             api_file = self.repo / "api"
             if api_file.is_file():
                 parts = api_file.read_text().strip().split("/")
-                url = f"http://{parts[2]}:{parts[4]}"
+                url = (
+                    f"unix:{self.repo / 'api.sock'}"
+                    if self.unix
+                    else f"http://{parts[2]}:{parts[4]}"
+                )
                 try:
-                    if httpx.post(f"{url}/api/v0/id", timeout=2).status_code == 200:
+                    if self._post(url, "id", {}, 2).status_code == 200:
                         return url
                 except httpx.HTTPError:
                     pass
             time.sleep(0.1)
         raise TimeoutError(f"ipfs daemon API not up:\n{self.log.read_text()[-2000:]}")
 
-    def rpc(self, command: str, **params: str):
+    @staticmethod
+    def _post(api: str, command: str, params: dict, timeout: float):
         import httpx
 
-        reply = httpx.post(f"{self.api}/api/v0/{command}", params=params, timeout=30)
+        if api.startswith("unix:"):
+            transport = httpx.HTTPTransport(uds=api.removeprefix("unix:"))
+            with httpx.Client(transport=transport) as client:
+                return client.post(f"http://kubo/api/v0/{command}", params=params, timeout=timeout)
+        return httpx.post(f"{api}/api/v0/{command}", params=params, timeout=timeout)
+
+    def rpc(self, command: str, **params: str):
+        reply = self._post(self.api, command, params, 30)
         reply.raise_for_status()
         return reply.json()
 
@@ -235,8 +260,8 @@ def start_kubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     _require_ipfs()
     started: list[KuboDaemon] = []
 
-    def start() -> KuboDaemon:
-        daemon = KuboDaemon(tmp_path_factory.mktemp("kubo") / "repo")
+    def start(unix: bool = False) -> KuboDaemon:
+        daemon = KuboDaemon(tmp_path_factory.mktemp("kubo") / "repo", unix)
         started.append(daemon)
         return daemon
 

@@ -16,7 +16,7 @@ from edgellm.config import load_config
 from edgellm.errors import BlockRefused, InvalidRequest, ManifestRefused
 from edgellm.kv import block as blockfmt
 from edgellm.kv.block import BLOCK_BUDGET, KUBO_BLOCK_LIMIT, BlockMeta
-from edgellm.kv.ipfs import api_url
+from edgellm.kv.ipfs import api_url, gateway_url
 from edgellm.kv.keys import ROOT, ChainSpec, block_key, chain
 from edgellm.kv.manifest import BlockRef, KVManifest, PartRef
 
@@ -227,6 +227,8 @@ def test_manifest_round_trip() -> None:
         lambda d: d["blocks"][0]["parts"][0].update(cid=""),
         lambda d: d.update(block_size=0),
         lambda d: d.pop("model_cid"),
+        # A flood of providers, each of which would be dialled before the fetch.
+        lambda d: d.update(providers=[f"/ip4/10.0.{i // 250}.{i % 250}/tcp/1" for i in range(65)]),
     ],
 )
 def test_bad_manifests_are_rejected(mutate) -> None:
@@ -277,6 +279,12 @@ def test_api_url_forms() -> None:
     assert api_url("http://127.0.0.1:5001/") == "http://127.0.0.1:5001"
     with pytest.raises(ValueError):
         api_url("127.0.0.1:5001")
+    # The node's own Kubo listens on unix sockets in its repository.
+    assert api_url("unix:/data/ipfs/api.sock") == "unix:/data/ipfs/api.sock"
+    assert api_url("/unix/data/ipfs/api.sock") == "unix:/data/ipfs/api.sock"
+    assert gateway_url("unix:///data/ipfs/gateway.sock") == "unix:/data/ipfs/gateway.sock"
+    with pytest.raises(ValueError):
+        api_url("unix:relative.sock")
 
 
 def test_ray_nodes_get_the_ipfs_api(tmp_path: Path) -> None:
@@ -336,3 +344,35 @@ def test_decoded_tensors_equal_encoded() -> None:
     decoded = _decode(blockfmt.encode(_meta(), layers))
     for (k, v), (dk, dv) in zip(layers, decoded, strict=True):
         assert torch.equal(k, dk) and torch.equal(v, dv)
+
+
+def _poisoned(value: float, layer: int = 1) -> list:
+    layers = _layers()
+    layers[layer][1][0, 2, 3] = value
+    return layers
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"]
+)
+def test_non_finite_values_are_refused(value: float) -> None:
+    # One poisoned value anywhere would make every sampling step of the request fail.
+    with pytest.raises(BlockRefused, match="non-finite"):
+        _decode(blockfmt.encode(_meta(), _poisoned(value)))
+
+
+def test_trailing_bytes_are_refused() -> None:
+    data = blockfmt.encode(_meta(), _layers())
+    with pytest.raises(BlockRefused, match="3 trailing bytes"):
+        _decode(data + b"abc")
+
+
+def test_overlapping_tensors_are_refused() -> None:
+    # Two names over the same bytes (and the freed room used for anything else).
+    data = blockfmt.encode(_meta(), _layers())
+
+    def edit(header: dict) -> None:
+        header["v.2"]["data_offsets"] = header["k.2"]["data_offsets"]
+
+    with pytest.raises(BlockRefused, match="back to back"):
+        _decode(_with_header(data, edit))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,10 +102,10 @@ def prefill_inputs(monkeypatch) -> list[int]:
     seen: list[int] = []
     original = StageSession.forward
 
-    def spy(self, inputs):
+    def spy(self, inputs, **kwargs):
         if self.stage.is_first:
             seen.append(inputs.shape[1])
-        return original(self, inputs)
+        return original(self, inputs, **kwargs)
 
     monkeypatch.setattr(StageSession, "forward", spy)
     return seen
@@ -128,7 +129,8 @@ def test_second_request_is_served_from_cached_blocks(
     assert last.usage.cached_prompt_tokens == shared * BLOCK
     assert last.timings.kv_fetch_ms > 0
     prompt_len = last.usage.prompt_tokens
-    assert prefill_inputs[0] == prompt_len - shared * BLOCK  # only the rest was computed
+    # One position recomputed by the spot check, then only the rest of the prompt.
+    assert prefill_inputs[:2] == [1, prompt_len - shared * BLOCK]
 
 
 def test_no_prefix_cache_computes_everything(engine, holder, reference, prefill_inputs) -> None:
@@ -156,7 +158,7 @@ def test_other_peer_fetches_blocks_over_bitswap(
     shared = _shared_blocks(engine)
     assert tokens == reference[SECOND]
     assert last.usage.cached_prompt_tokens == shared * BLOCK
-    assert prefill_inputs[0] == last.usage.prompt_tokens - shared * BLOCK
+    assert prefill_inputs[:2] == [1, last.usage.prompt_tokens - shared * BLOCK]
     # B pinned what it fetched and stored the rest of its prompt: it now serves them too.
     assert all(engine.prefix_cache.store.has(blk.key, 0, 30) for blk in manifest.blocks[:shared])
 
@@ -187,7 +189,8 @@ def _block_bytes(engine, manifest: KVManifest, index: int, **changes) -> bytes:
         parent=manifest.blocks[index - 1].key if index else bytes(32),
     )
     shape = changes.get("shape", (3, BLOCK, 64))
-    layers = [(torch.zeros(shape), torch.zeros(shape)) for _ in range(30)]
+    fill = changes.get("fill", 0.0)
+    layers = [(torch.full(shape, fill), torch.full(shape, fill)) for _ in range(30)]
     return blockfmt.encode(meta, layers)
 
 
@@ -201,6 +204,8 @@ BAD_BLOCK = 4  # which block of the manifest is spoiled
         ("other_model", "block of another model"),
         ("wrong_tokens", "token ids differ"),
         ("wrong_shape", "shape of k.0"),
+        ("nan", "non-finite"),
+        ("trailing", "trailing bytes"),
         ("missing", "not fetched"),
         ("bad_manifest", "ignoring the request's manifest"),
     ],
@@ -219,6 +224,11 @@ def test_bad_blocks_are_refused_and_recomputed(
         data = _block_bytes(engine, manifest, BAD_BLOCK, tokens=(1,) * BLOCK)
     elif case == "wrong_shape":
         data = _block_bytes(engine, manifest, BAD_BLOCK, shape=(3, BLOCK, 32))
+    elif case == "nan":
+        data = _block_bytes(engine, manifest, BAD_BLOCK, fill=float("nan"))
+    elif case == "trailing":
+        real = manifest.blocks[BAD_BLOCK].parts[0].cid
+        data = writer.block_get(real, timeout_s=5) + b"\0" * 8
     else:
         data = None
     if case == "missing":
@@ -282,3 +292,62 @@ def test_unreachable_kubo_computes_and_warns(
     assert tokens == reference[FIRST]
     assert last.usage.cached_prompt_tokens == 0
     assert "storing the prompt's blocks failed" in caplog.text
+
+
+def _forged(engine, holder, kubo_pair) -> tuple[KVManifest, bytes]:
+    """The manifest of FIRST's blocks, every block replaced by well-formed, finite K/V
+    that are not the model's (zeros): only the spot check can tell."""
+    a, _ = kubo_pair
+    manifest = _manifest(engine, holder, kubo_pair)
+    writer = KuboClient(a.api)
+    blocks = []
+    for index, old in enumerate(manifest.blocks):
+        cid = writer.block_put(_block_bytes(engine, manifest, index, fill=0.25))
+        blocks.append(BlockRef(old.key, old.position, (PartRef(0, 30, cid),)))
+    forged = KVManifest(manifest.model_cid, "float32", BLOCK, tuple(blocks), manifest.providers)
+    return forged, forged.to_json()
+
+
+def test_forged_blocks_fail_the_spot_check_and_the_holder_is_dropped(
+    engine, holder, kubo_pair, model_cid, tmp_path, reference, caplog, prefill_inputs
+) -> None:
+    a, _ = kubo_pair
+    forged, payload = _forged(engine, holder, kubo_pair)
+    _, b = kubo_pair
+    engine.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)
+    with caplog.at_level(logging.WARNING, logger="edgellm"):
+        tokens, last = _run(engine, _request("forged", SECOND, payload))
+    assert tokens == reference[SECOND]
+    assert last.usage.cached_prompt_tokens == 0
+    # The spot check's position, then the whole prompt.
+    assert prefill_inputs[:2] == [1, last.usage.prompt_tokens]
+    assert "spot check of cached block" in caplog.text
+    assert a.peer_id in engine.prefix_cache.dropped
+    # Nothing forged was pinned or indexed, so it is not announced either (the blocks B
+    # computed itself are).
+    forged_cids = {part.cid for blk in forged.blocks for part in blk.parts}
+    held = {part.cid for part in engine.prefix_cache.store.entries()}
+    assert held and not held & forged_cids
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgellm"):
+        tokens, last = _run(engine, _request("again", SECOND, payload))
+    assert tokens == reference[SECOND]
+    assert "dropped after a failed spot check" in caplog.text
+
+
+def test_fetched_blocks_are_adopted_only_after_a_harmless_request(
+    engine, holder, kubo_pair, model_cid, tmp_path, reference
+) -> None:
+    _, b = kubo_pair
+    manifest = _manifest(engine, holder, kubo_pair)
+    engine.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)
+    stream = engine.generate(_request("left", SECOND, manifest.to_json()))
+    next(stream)  # the prompt was prefilled from the fetched blocks, then the client left
+    stream.close()
+    for thread in threading.enumerate():
+        if thread.name == "kv-store":
+            thread.join(30)
+    assert not any(engine.prefix_cache.store.has(blk.key, 0, 30) for blk in manifest.blocks)
+    tokens, _ = _run(engine, _request("whole", SECOND, manifest.to_json()))
+    assert tokens == reference[SECOND]
+    assert engine.prefix_cache.store.has(manifest.blocks[0].key, 0, 30)

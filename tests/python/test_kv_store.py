@@ -3,8 +3,10 @@ stock Kubo fetching an edgellm KV block by CID through the `ipfs` CLI."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from edgellm.engine.torch.stage import LayerRange, Stage
-from edgellm.errors import KuboError
+from edgellm.errors import BlockRefused, KuboError
 from edgellm.kv import store as kvstore
 from edgellm.kv.handoff import StageKV, fetch_into, store_session
 from edgellm.kv.ipfs import KuboClient
@@ -114,6 +116,85 @@ def test_block_get_through_the_gateway(start_kubo) -> None:
     dead = KuboClient(b.api, gateway="http://127.0.0.1:9")
     with pytest.raises(KuboError):
         dead.block_get(cid, timeout_s=1)
+
+
+def test_kubo_over_unix_sockets(start_kubo, tmp_path: Path) -> None:
+    # How the node runs its own Kubo: API and gateway on sockets in the private repository.
+    daemon = start_kubo(unix=True)
+    assert daemon.api.startswith("unix:/") and daemon.gateway.startswith("unix:/")
+    client = KuboClient(daemon.api, gateway=daemon.gateway)
+    assert client.id()["ID"] == daemon.peer_id
+    store = KVStore(client, tmp_path / "kv", 1 << 20)
+    data = os.urandom(2000)
+    cid = store.put(bytes(32), 0, 30, data).cid
+    assert store.fetch(cid) == data  # through the gateway's socket
+    assert KVStore(KuboClient(f"/unix{daemon.api[5:]}"), tmp_path / "m", 1 << 20).fetch(cid) == data
+
+
+def _kv_block(model_cid: str, index: int) -> tuple[bytes, bytes]:
+    """(key, bytes) of a small, valid KV block of `model_cid`."""
+    from edgellm.kv import block as blockfmt
+    from edgellm.kv.block import BlockMeta
+
+    key = bytes([index + 1]) * 32
+    meta = BlockMeta(model_cid, 0, 2, "float32", 4, 4 * index, (1, 2, 3, 4), key, bytes(32))
+    layers = [(torch.randn(2, 4, 8), torch.randn(2, 4, 8)) for _ in range(2)]
+    return key, blockfmt.encode(meta, layers)
+
+
+def test_index_is_reconciled_with_kubos_pins(start_kubo, tmp_path: Path) -> None:
+    daemon = start_kubo()
+    client = KuboClient(daemon.api)
+    store = KVStore(client, tmp_path / "kv", 1 << 20)
+    blocks = [_kv_block("bafkreimine", i) for i in range(3)]
+    refs = [store.put(key, 0, 2, data) for key, data in blocks]
+    theirs = client.block_put(_kv_block("bafkreiother", 7)[1])  # another model's block
+    client.block_put(b"not a KV block")
+    # A crash rolled the index back to nothing, and one block was unpinned meanwhile.
+    (tmp_path / "kv" / INDEX_NAME).write_text('{"format":"edgellm-kv-index/1","parts":[]}')
+    client.pin_rm(refs[2].cid)
+    again = KVStore(client, tmp_path / "kv", 1 << 20)
+    assert len(again) == 0
+    assert again.reconcile("bafkreimine") == (0, 2)
+    assert [again.has(key, 0, 2) for key, _ in blocks] == [True, True, False]
+    assert theirs not in {p.cid for p in again.entries()}
+    # An entry whose block is no longer pinned is forgotten.
+    client.pin_rm(refs[1].cid)
+    assert KVStore(client, tmp_path / "kv", 1 << 20).reconcile("bafkreimine") == (1, 0)
+
+
+class _ImpostorGateway(http.server.BaseHTTPRequestHandler):
+    """A fake, named as such: another local user's process answering on Kubo's gateway
+    port with forged bytes (a real Kubo never serves bytes that do not match a CID)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = b"forged K/V " * 100
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.ipld.raw")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_fetched_bytes_must_match_their_cid(start_kubo, tmp_path: Path) -> None:
+    daemon = start_kubo()
+    real = KVStore(KuboClient(daemon.api, gateway=daemon.gateway), tmp_path / "a", 1 << 20)
+    data = os.urandom(3000)
+    cid = real.put(bytes(32), 0, 30, data).cid
+    assert real.fetch(cid) == data
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImpostorGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = f"http://127.0.0.1:{server.server_address[1]}"
+        forged = KVStore(KuboClient(daemon.api, gateway=gateway), tmp_path / "b", 1 << 20)
+        with pytest.raises(BlockRefused, match="do not match that CID"):
+            forged.fetch(cid)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -57,3 +57,13 @@ def test_prepare_cli_is_quiet_when_piped(models_dir: Path, store_dir: Path) -> N
     bad = subprocess.run([*cmd, "no-such-model"], check=False, capture_output=True, text=True)
     assert bad.returncode == 1
     assert "unknown model 'no-such-model'" in bad.stderr
+
+
+def test_truncated_weights_are_not_installed(tmp_path: Path, store_dir: Path) -> None:
+    # A crash that left the weights short (written, renamed, never synced) must not pass
+    # for the model whose CID the manifest names: the store converts it again.
+    entry = tmp_path / MODEL_ID
+    entry.mkdir()
+    Manifest.read(store_dir).write(entry)
+    (entry / WEIGHTS_NAME).write_bytes(b"\0" * 1000)
+    assert ModelStore(tmp_path).manifest(MODEL_ID) is None

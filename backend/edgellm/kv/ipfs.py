@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Sequence
@@ -34,8 +35,28 @@ _SLACK_S = 2.0
 _RAW = {"Accept": "application/vnd.ipld.raw"}
 # What may follow /ipfs/ in a gateway path: a CID in base32 or base58 (no path, no query).
 _CID = re.compile(r"[A-Za-z0-9]{8,128}")
+# A Kubo API or gateway on a unix socket: "unix:/path" (the node passes its own Kubo's so).
+UNIX = "unix:"
 # A kept-alive connection the server closed meanwhile: reconnect once.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (how the node's own Kubo listens: in its private repo)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("kubo", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 class _Connections:
@@ -43,6 +64,7 @@ class _Connections:
 
     def __init__(self, base: str) -> None:
         url = urlsplit(base)
+        self._socket = base.removeprefix(UNIX) if base.startswith(UNIX) else ""
         self._kind = (
             http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         )
@@ -52,10 +74,15 @@ class _Connections:
         self._lock = threading.Lock()
         self._open: list[http.client.HTTPConnection] = []
 
+    def _new(self, timeout: float) -> http.client.HTTPConnection:
+        if self._socket:
+            return _UnixConnection(self._socket, timeout)
+        return self._kind(self._host, self._port, timeout=timeout)
+
     def get(self, timeout: float) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._kind(self._host, self._port, timeout=timeout)
+            conn = self._new(timeout)
             self._local.conn = conn
             with self._lock:
                 self._open.append(conn)
@@ -96,9 +123,10 @@ class _Connections:
 
 class KuboClient:
     def __init__(self, api: str, timeout_s: float = 30.0, gateway: str = "") -> None:
-        """`api` is a base URL, e.g. "http://127.0.0.1:5001", or a Kubo multiaddr such as
-        "/ip4/127.0.0.1/tcp/5001" (the form Kubo writes to $IPFS_PATH/api). `gateway`,
-        when given, is the same Kubo's gateway URL (block reads go through it)."""
+        """`api` is a base URL, e.g. "http://127.0.0.1:5001", a unix socket "unix:/path",
+        or a Kubo multiaddr such as "/ip4/127.0.0.1/tcp/5001" or "/unix/path" (the forms
+        Kubo writes to $IPFS_PATH/api). `gateway`, when given, is the same Kubo's gateway
+        (block reads go through it), as a URL or a socket."""
         self.api = api_url(api)
         self.gateway = gateway_url(gateway) if gateway else ""
         self._timeout_s = timeout_s
@@ -193,6 +221,14 @@ class KuboClient:
     def pin_add(self, cid: str) -> None:
         self._call("pin/add", params={"arg": cid})
 
+    def pins(self) -> set[str]:
+        """The CIDs pinned recursively (block_put's pins and pin_add's)."""
+        reply = self._json("pin/ls", params={"type": "recursive"})
+        keys = reply.get("Keys") if isinstance(reply, dict) else None
+        if not isinstance(keys, dict):
+            raise KuboError(f"pin/ls: unexpected reply {str(reply)[:120]!r}")
+        return set(keys)
+
     def pin_rm(self, cid: str) -> None:
         self._call("pin/rm", params={"arg": cid})
 
@@ -214,13 +250,25 @@ class KuboClient:
 
 def gateway_url(url: str) -> str:
     url = url.strip().rstrip("/")
+    if url.startswith((UNIX, "/unix/")):
+        return _socket_url(url)
     if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
         raise ValueError(f"Kubo gateway must be http(s)://host:port, got {url!r}")
     return url
 
 
+def _socket_url(addr: str) -> str:
+    """unix:/path from unix:/path or a /unix/path multiaddr (what Kubo's api file holds)."""
+    path = addr.removeprefix(UNIX).removeprefix("//") if addr.startswith(UNIX) else addr[5:]
+    if not path.startswith("/"):
+        raise ValueError(f"a Kubo socket must be an absolute path, got {addr!r}")
+    return UNIX + path
+
+
 def api_url(api: str) -> str:
     api = api.strip().rstrip("/")
+    if api.startswith((UNIX, "/unix/")):
+        return _socket_url(api)
     if api.startswith("/"):
         parts = api.split("/")
         # /ip4/<host>/tcp/<port>[/http] or /dns4/<host>/tcp/<port>

@@ -26,6 +26,10 @@ from edgellm.errors import ManifestRefused
 
 MANIFEST_FORMAT = "edgellm-kv-manifest/1"
 MAX_MANIFEST_BYTES = 8 << 20
+# Providers a manifest may name: each is dialled before the fetch (all of them within one
+# deadline), so a long list of unroutable addresses would stall the request. The
+# requester's node puts in only its holders' record addresses, at most 8 per holder.
+MAX_PROVIDERS = 64
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class KVManifest:
                 raise ManifestRefused(f"format is not {MANIFEST_FORMAT!r}")
             blocks = tuple(_block(b) for b in doc["blocks"])
             providers = tuple(_text(p, "provider") for p in doc.get("providers") or ())
+            if len(providers) > MAX_PROVIDERS:
+                raise ManifestRefused(f"{len(providers)} providers, over {MAX_PROVIDERS}")
             return cls(
                 model_cid=_text(doc["model_cid"], "model_cid"),
                 dtype=_text(doc["dtype"], "dtype"),

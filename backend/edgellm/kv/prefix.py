@@ -4,9 +4,13 @@ Before a prefill: compute the prompt's chained keys, find the longest run of lea
 that every stage can get (held here, or named by the request's manifest), fetch and verify
 them, and append them to each stage's session; the engine then computes only the rest.
 The whole prompt is never taken from the cache: at least its last token is computed, for
-the logits. After the prefill, the prompt's full blocks that are not held yet are stored
-(and blocks fetched from other peers are pinned here too), in a background thread that
-overlaps decoding; the request waits for it before its last chunk.
+the logits. One imported position, at random, is recomputed and compared (kv/spot.py); a
+mismatch drops the hit and every holder the request's manifest named, for the life of this
+backend. After the prefill, the prompt's full blocks that are not held yet are stored in a
+background thread that overlaps decoding; the request waits for it before its last chunk.
+Blocks fetched from other peers are pinned and indexed here (and so announced) only once
+the request that used them has finished without harm: a request that fails or is cancelled
+leaves them unindexed, for Kubo's garbage collector.
 
 Anything wrong with Kubo or a block costs a warning and a recompute, never the request.
 """
@@ -14,18 +18,19 @@ Anything wrong with Kubo or a block costs a warning and a recompute, never the r
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from edgellm.config import KVConfig
 from edgellm.errors import KuboError, KVError, ManifestRefused
-from edgellm.kv import handoff
+from edgellm.kv import handoff, spot
 from edgellm.kv.block import KV
 from edgellm.kv.handoff import Fetched, StageKV
 from edgellm.kv.ipfs import KuboClient
@@ -51,6 +56,9 @@ class PrefixHit:
     keys: tuple[bytes, ...] = ()
     # Parts fetched from other peers (with sizes), pinned here after the prefill.
     remote: tuple[tuple[handoff.Source, int], ...] = ()
+    # Parts held here that it used, marked used (LRU) by the store job: a save of the
+    # index is not worth its time before the first token.
+    used: tuple[tuple[bytes, int, int], ...] = ()
 
 
 @dataclass
@@ -61,6 +69,15 @@ class StoreJob:
     ms: float = 0.0
     # The prompt's stored blocks, every stage's parts merged (None until done, or failed).
     manifest: KVManifest | None = None
+    # Set once the request is over: `harmless` says whether it finished without harm, so
+    # the blocks it fetched from others may be adopted.
+    over: threading.Event = field(default_factory=threading.Event)
+    harmless: bool = False
+
+    def finish(self, harmless: bool) -> None:
+        """Say how the request ended (the thread adopts fetched blocks only if harmless)."""
+        self.harmless = harmless
+        self.over.set()
 
     def wait(self) -> float:
         if self.thread is not None:
@@ -69,10 +86,21 @@ class StoreJob:
 
 
 class PrefixCache:
-    def __init__(self, store: KVStore, model_cid: str, block_size: int) -> None:
+    def __init__(
+        self,
+        store: KVStore,
+        model_cid: str,
+        block_size: int,
+        spot_check: bool = True,
+    ) -> None:
         self.store = store
         self.model_cid = model_cid
         self.block_size = block_size
+        self.spot_check = spot_check
+        self._rng = random.SystemRandom()  # a holder must not predict the checked block
+        # Kubo peer ids of holders whose blocks failed a spot check: their manifests are
+        # ignored for the life of this backend.
+        self.dropped: set[str] = set()
         self._pool = ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="kv-fetch")
 
     @classmethod
@@ -101,7 +129,18 @@ class PrefixCache:
         store = KVStore(
             client, Path(config.dir) / model_cid, config.max_store_mb << 20, config.fetch_timeout_s
         )
-        return cls(store, model_cid, config.block_size)
+        try:
+            gone, recovered = store.reconcile(model_cid)
+            if gone or recovered:
+                log.info(
+                    "kv: index reconciled with Kubo's pins: %d parts no longer pinned, "
+                    "%d pinned blocks re-indexed",
+                    gone,
+                    recovered,
+                )
+        except KuboError as exc:
+            log.warning("kv: cannot reconcile the block index with Kubo's pins: %s", exc)
+        return cls(store, model_cid, config.block_size, config.spot_check)
 
     def _kv(self, session: StageCache) -> StageKV:
         return StageKV.of(session.kv_layout, self.model_cid, self.block_size)
@@ -119,9 +158,23 @@ class PrefixCache:
         if theirs != ours:
             log.warning("kv: ignoring a manifest for %s, this model is %s", theirs, ours)
             return None
+        dropped = self.dropped.intersection(holder_ids(manifest.providers))
+        if dropped:
+            log.warning(
+                "kv: ignoring a manifest from %s, dropped after a failed spot check",
+                ", ".join(sorted(dropped)),
+            )
+            return None
+        # One deadline for every provider together: a manifest's providers cost at most
+        # fetch_timeout_s before the fetch, however many there are.
+        deadline = time.monotonic() + self.store.fetch_timeout_s
         for addr in manifest.providers:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("kv: no time left to connect to manifest provider %s", addr)
+                continue
             try:
-                self.store.client.swarm_connect(addr, timeout_s=self.store.fetch_timeout_s)
+                self.store.client.swarm_connect(addr, timeout_s=left)
             except KuboError as exc:
                 log.warning("kv: cannot connect to manifest provider %s: %s", addr, exc)
         return manifest
@@ -150,7 +203,11 @@ class PrefixCache:
             return PrefixHit(fetch_ms=(time.monotonic() - started) * 1000.0, keys=keys)
         for session, got in zip(sessions, fetched, strict=True):
             handoff.import_blocks(session, got.blocks[:count])
-        self.store.touch(
+        if self.spot_check and not self._spot_check(
+            sessions, token_ids, keys, count, fetched, parsed
+        ):
+            return PrefixHit(fetch_ms=(time.monotonic() - started) * 1000.0, keys=keys)
+        used = tuple(
             (s.key, s.part.layer_start, s.part.layer_end)
             for got in fetched
             for s in got.local
@@ -164,7 +221,44 @@ class PrefixCache:
             len(token_ids),
             ms,
         )
-        return PrefixHit(count * self.block_size, ms, keys, remote)
+        return PrefixHit(count * self.block_size, ms, keys, remote, used)
+
+    def _spot_check(
+        self,
+        sessions: Sequence[StageCache],
+        token_ids: Sequence[int],
+        keys: Sequence[bytes],
+        count: int,
+        fetched: Sequence[Fetched],
+        manifest: KVManifest | None,
+    ) -> bool:
+        """Recompute one position of the `count` imported blocks; on a mismatch, empty the
+        sessions, forget its block's local parts, drop the manifest's holders, and return
+        False."""
+        position = self._rng.randrange(count * self.block_size)
+        index = position // self.block_size
+        checked: Sequence[spot.SpotSession] = sessions  # type: ignore[assignment]
+        difference = spot.recompute_difference(checked, token_ids, position)
+        if difference <= spot.tolerance(sessions[0].kv_layout.dtype):
+            return True
+        remote = any(got.remote for got in fetched)
+        holders = set(holder_ids(manifest.providers)) if manifest and remote else set()
+        self.dropped |= holders
+        log.warning(
+            "kv: spot check of cached block %d (position %d) failed (K/V differ by %.3g of "
+            "their scale): computing the whole prompt; dropped %s for this backend's life",
+            index,
+            position,
+            difference,
+            ", ".join(sorted(holders)) or "this peer's copy of the block",
+        )
+        for got in fetched:
+            for source in got.local:
+                if source.key == keys[index]:
+                    self.store.forget(source.key, source.part.layer_start, source.part.layer_end)
+        for session in sessions:
+            session.reset()
+        return False
 
     def store_async(
         self, sessions: Sequence[StageCache], token_ids: Sequence[int], hit: PrefixHit
@@ -175,7 +269,7 @@ class PrefixCache:
         first = hit.tokens // self.block_size
         last = min(len(keys), len(token_ids) // self.block_size)
         job = StoreJob()
-        if last <= first and not hit.remote:
+        if last <= first and not hit.remote and not hit.used:
             return job
         exported: list[tuple[StageKV, list[KV]]] = []
         if last > first:
@@ -186,13 +280,17 @@ class PrefixCache:
             started = time.monotonic()
             try:
                 with torch.inference_mode():
-                    self._adopt(hit)
+                    self.store.touch(hit.used)
                     stored = [
                         handoff.store_blocks(kv, layers, first, self.store, token_ids, keys)
                         for kv, layers in exported
                     ]
                     if exported:
                         job.manifest = merge(exported[0][0], stored)
+                if hit.remote:
+                    job.over.wait()
+                    if job.harmless:
+                        self._adopt(hit)
             except KVError as exc:  # Kubo failed: the request goes on without these blocks
                 log.warning("kv: storing the prompt's blocks failed: %s", exc)
             finally:
@@ -225,6 +323,11 @@ class PrefixCache:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.store.client.close()
+
+
+def holder_ids(providers: Sequence[str]) -> list[str]:
+    """The Kubo peer ids a manifest's provider multiaddrs end in (/p2p/<id>)."""
+    return [p.rsplit("/p2p/", 1)[1] for p in providers if "/p2p/" in p]
 
 
 def merge(kv: StageKV, blocks: Sequence[Sequence[BlockRef]], providers: Sequence[str] = ()):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgellm import atomicfile
 from edgellm.errors import InvalidRequest, ModelNotFound, StoreError
 from edgellm.models.convert import PHASE_READ, ProgressFn, convert_gguf
 from edgellm.models.manifest import FORMAT_VERSION, MANIFEST_NAME, WEIGHTS_NAME, Manifest
@@ -115,8 +116,11 @@ class ModelStore:
             manifest = Manifest.read(directory)
         except StoreError:
             return None
-        if manifest.format_version != FORMAT_VERSION or not (directory / WEIGHTS_NAME).is_file():
+        weights = directory / WEIGHTS_NAME
+        if manifest.format_version != FORMAT_VERSION or not weights.is_file():
             return None
+        if weights.stat().st_size != manifest.weights_bytes:
+            return None  # not the weights the manifest's CID names: converted again
         return manifest
 
     def ensure(self, model_id: str, progress: ProgressFn | None = None) -> Manifest:
@@ -153,12 +157,24 @@ class ModelStore:
 
     @staticmethod
     def _install(tmp: Path, target: Path) -> None:
+        """Rename a converted entry into place. Every file and the directory are fsynced
+        first and the parent after: a crash leaves the old entry or the whole new one,
+        never a renamed directory whose weights were still in the page cache. (The
+        manifest's CID was computed from the weights as written, convert.py.)"""
         os.chmod(tmp, 0o755)
         for child in tmp.iterdir():
             os.chmod(child, 0o644)  # mkdtemp and safetensors create owner-only files
+            if child.is_file():
+                fd = os.open(child, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        atomicfile.fsync_dir(tmp)
         if target.exists():
             # An incomplete or outdated entry; we hold the lock, so nobody else writes it.
             stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
             os.rename(target, stale)
             shutil.rmtree(stale, ignore_errors=True)
         os.rename(tmp, target)
+        atomicfile.fsync_dir(target.parent)

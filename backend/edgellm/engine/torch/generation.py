@@ -101,6 +101,8 @@ class Sequence:
         if finish is None:
             return GenerationChunk(text, (token,))
         self.finished = True
+        if self.store is not None:
+            self.store.finish(harmless=True)  # the fetched blocks served a whole request
         # One of the two is all zeros: a prefix cache serves in-process stages only.
         taken = self.session.kv_stats()
         store, hit, clock, produced = self.store, self.hit, self.clock, self.produced
@@ -116,6 +118,9 @@ class Sequence:
         return last
 
     def close(self) -> None:
+        if self.store is not None and not self.finished:
+            # Failed, cancelled or abandoned: the blocks it fetched stay unadopted.
+            self.store.finish(harmless=False)
         if self.session is not None:
             self.session.close()
             self.session = None

@@ -203,6 +203,19 @@ class StageSession:
     def kv_layout(self) -> KVLayout:
         return self.stage.kv_layout
 
+    @property
+    def device(self) -> torch.device:
+        return self.stage.device
+
+    def seek(self, position: int) -> None:
+        """Make positions [0, position) the cache, keeping the buffer's rows beyond (the
+        KV spot check rewinds to a block, recomputes it, and comes back; edgellm.kv.spot)."""
+        if not 0 <= position <= self._mask.shape[1] or self.cache.buffer is None:
+            raise InvalidRequest(f"cannot seek this session's cache to position {position}")
+        for layer in self.cache.layers:
+            layer.commit_to(position)
+        self.position = position
+
     def reset(self) -> None:
         """Empty the cache, as when the session was opened (after an import that failed
         half way, so the prompt can be computed from position 0)."""
@@ -210,9 +223,11 @@ class StageSession:
         self.position = 0
 
     @torch.inference_mode()
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, logits: bool = True) -> torch.Tensor:
         """Token ids [1, n] (first stage) or hidden states [1, n, h] -> hidden states
-        [1, n, h], or float32 logits [1, vocab] of the last position on the last stage."""
+        [1, n, h], or float32 logits [1, vocab] of the last position on the last stage
+        (hidden states there too with logits=False: the KV spot check needs only the
+        cache, and the LM head is a fifth of a small model's weights to read)."""
         stage = self.stage
         n = inputs.shape[1]
         end = self.position + n
@@ -226,7 +241,7 @@ class StageSession:
         )
         self.position = end
         hidden = out.last_hidden_state
-        if not stage.is_last:
+        if not stage.is_last or not logits:
             return hidden
         logits = nn.functional.linear(hidden[:, -1:, :], stage.lm_head)[:, -1]
         if stage.softcap:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run every Go fuzz target (func FuzzXxx in a _test.go file) for FUZZTIME each (default 10s).
+#
+# `go test -fuzz` takes one target of one package at a time, so this finds them all and runs
+# them in turn; a failure stops the run with the target's output, and Go keeps the input that
+# failed under <package>/testdata/fuzz/<target>/ — commit it: `go test` replays that corpus
+# (with the seeds) on every run. FUZZTIME=5s is what `make test` gives each target.
+set -euo pipefail
+FUZZTIME=${FUZZTIME:-10s}
+cd "$(dirname "$0")/.."
+targets=$(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./\.' | sort)
+[ -n "$targets" ] || { echo "fuzz: no fuzz targets found" >&2; exit 1; }
+count=0
+for file in $targets; do
+  pkg="./$(dirname "${file#./}")"
+  for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
+    echo "fuzz: $pkg $name for $FUZZTIME"
+    go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"
+    count=$((count + 1))
+  done
+done
+echo "fuzz: $count targets, $FUZZTIME each, no failure"
