@@ -36,6 +36,9 @@ type distOptions struct {
 	// Prefill/decode disaggregation (pd.go): both or neither.
 	prefillPeer string
 	decodePeer  string
+	// prompt, when set, is looked up in the swarm's KV cache before the
+	// cluster forms (KV-aware routing; swarm_cluster.go).
+	prompt *pb.GenerateRequest
 }
 
 func (d *distOptions) register(cmd *cobra.Command) {
@@ -124,6 +127,7 @@ func toStagesJSON(stages []requester.Stage) []stageJSON {
 func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.Config, req *pb.GenerateRequest) error {
 	ctx, cancel := app.withInterrupt(cmd.Context())
 	defer cancel()
+	o.dist.prompt = req
 	c, err := app.formCluster(ctx, cfg, o.model, &o.dist, requester.OnFailover(app.warn))
 	if err != nil {
 		return err
@@ -136,6 +140,7 @@ func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.
 		}
 	}
 	res := &inferResult{Model: c.Plan().Model, RequestID: req.GetRequestId(), TokenIDs: []uint32{}}
+	res.CachedFrom = c.cachedFrom
 	var text strings.Builder
 	err = c.Generate(ctx, req, func(resp *pb.GenerateResponse) error {
 		res.record(resp, &text)

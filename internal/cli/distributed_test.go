@@ -121,6 +121,42 @@ func TestDistributedInfer(t *testing.T) {
 		}
 	})
 
+	t.Run("split runs fill and use the swarm's KV cache", func(t *testing.T) {
+		if !c.kubo() {
+			t.Skip("no Kubo binary (make setup builds .bin/ipfs)")
+		}
+		const maxTokens = 6
+		// The first split run stores each stage's layers of the prompt's
+		// blocks on its worker, which announces them.
+		first := pdPrompt + " Answer briefly."
+		want := referenceTokens(t, python, first, maxTokens)
+		got := distKV(t, infer, "--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), first)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens != 0 {
+			t.Fatalf("first split run: %d cached, tokens %v, want %v", got.CachedPromptTokens, got.TokenIDs, want)
+		}
+		// A second split run sharing the prefix: every stage takes its layers'
+		// blocks (cached tokens are what all stages took), same greedy tokens.
+		second := pdPrompt + " Answer in one line."
+		want = referenceTokens(t, python, second, maxTokens)
+		got = distKV(t, infer, "--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), second)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 200 || len(got.CachedFrom) == 0 {
+			t.Fatalf("second split run: %d of %d cached from %v, tokens %v, want %v",
+				got.CachedPromptTokens, got.PromptTokens, got.CachedFrom, got.TokenIDs, want)
+		}
+		// infer --local on the requester's node: the prefix comes from both
+		// workers' layer ranges (merged manifests), same greedy tokens.
+		third := pdPrompt + " Say it in a sentence."
+		want = referenceTokens(t, python, third, maxTokens)
+		got = distKV(t, func(args ...string) (string, string, int) {
+			return c.run(append([]string{"--data-dir", dirs[2], "infer", "--local", "--join", join, "--no-mdns",
+				"--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
+		}, "--json", "--max-tokens", strconv.Itoa(maxTokens), third)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 200 {
+			t.Fatalf("infer --local after split runs: %d of %d cached, tokens %v, want %v",
+				got.CachedPromptTokens, got.PromptTokens, got.TokenIDs, want)
+		}
+	})
+
 	t.Run("ctrl-c tears the cluster down", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
@@ -178,6 +214,30 @@ func TestDistributedInfer(t *testing.T) {
 			t.Errorf("worker %s never joined and left a cluster:\n%s", w.dataDir, log)
 		}
 	}
+}
+
+// kvRun is the part of `infer --json` the KV subtests read.
+type kvRun struct {
+	PromptTokens       uint32   `json:"prompt_tokens"`
+	CachedPromptTokens uint32   `json:"cached_prompt_tokens"`
+	CachedFrom         []string `json:"cached_from"`
+	TokenIDs           []uint32 `json:"token_ids"`
+}
+
+// distKV runs an infer --json to success with run and decodes it.
+func distKV(t *testing.T, run func(args ...string) (string, string, int), args ...string) kvRun {
+	t.Helper()
+	out, stderr, code := run(args...)
+	if code != 0 {
+		t.Fatalf("infer %v exited %d: %s", args, code, stderr)
+	}
+	var res kvRun
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("infer --json: %v\n%s", err, out)
+	}
+	t.Logf("infer %v: %d of %d prompt tokens cached (from %v)", args[:len(args)-1], res.CachedPromptTokens,
+		res.PromptTokens, res.CachedFrom)
+	return res
 }
 
 // referenceTokens is single-process transformers generate (greedy) on the

@@ -144,6 +144,23 @@ func TestPrefillDecodeInfer(t *testing.T) {
 		}
 	})
 
+	t.Run("after P/D, infer --local on a third node takes the prefix from the swarm", func(t *testing.T) {
+		// Both workers keep the prompt's blocks (P stored them, D kept the
+		// ones it verified) and announce them; the requester's node, a third
+		// one, finds them with no back door.
+		const maxTokens = 6
+		prompt := pdPrompt + " Answer in one word."
+		want := referenceTokens(t, python, prompt, maxTokens)
+		got := distKV(t, func(args ...string) (string, string, int) {
+			return c.runFor(6*time.Minute, append([]string{"--data-dir", dirs[2], "infer", "--local", "--join", join,
+				"--no-mdns", "--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
+		}, "--json", "--max-tokens", strconv.Itoa(maxTokens), prompt)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 200 {
+			t.Fatalf("infer --local after P/D: %d of %d cached, tokens %v, want %v",
+				got.CachedPromptTokens, got.PromptTokens, got.TokenIDs, want)
+		}
+	})
+
 	t.Run("stage lines name the roles", func(t *testing.T) {
 		_, stderr, code := infer("--prefill-peer", bID, "--decode-peer", aID, "--max-tokens", "2", "Say hi")
 		if code != 0 {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/edgellm/edgellm/internal/config"
 	"github.com/edgellm/edgellm/internal/planner"
 	"github.com/edgellm/edgellm/internal/requester"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
 // swarmCluster is a cluster infer or a session daemon formed, with the
@@ -17,6 +19,12 @@ import (
 type swarmCluster struct {
 	*requester.Cluster
 	closers []func() // run in reverse order by Close
+	// index and keyer find a prompt's cached prefix in the swarm.
+	index requester.PrefixIndex
+	keyer requester.PromptKeyer
+	// cachedFrom are the peers holding the prompt's cached prefix (infer
+	// --json's cached_from).
+	cachedFrom []string
 }
 
 // formCluster forms a cluster for model under d's flags: join the swarm,
@@ -61,6 +69,10 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 		return nil, err
 	}
 	c.closers = append(c.closers, func() { app.closeQuietly(n) })
+	c.index, c.keyer = swarm, n
+	if d.prompt != nil {
+		planned = c.preferHolders(ctx, app.log, r, planned, d.prompt)
+	}
 	c.Cluster, err = r.Form(ctx, n, planned, opts...)
 	if err != nil {
 		return nil, err
@@ -85,6 +97,29 @@ func (c *swarmCluster) Close() {
 		c.closers[i]()
 	}
 	c.closers = nil
+}
+
+// preferHolders looks req's prompt up in the swarm's KV cache (KV-aware
+// routing): the manifest goes into req for the stages to fetch their
+// layers' blocks, and the plan is re-ranked so the holders win by the
+// prefill time they save. A failed lookup costs a debug line and keeps the
+// plan.
+func (c *swarmCluster) preferHolders(ctx context.Context, log *slog.Logger, r *requester.Requester,
+	planned *requester.Planned, req *pb.GenerateRequest) *requester.Planned {
+	if req.GetNoPrefixCache() {
+		return planned
+	}
+	prefix, err := requester.StagePrefix(ctx, c.index, c.keyer, req)
+	if err != nil {
+		log.Debug("kv: no cached prefix from the swarm", "err", err)
+		return planned
+	}
+	log.Info("kv: cached prefix found in the swarm", "peers", prefix.Holders, "blocks", prefix.Blocks)
+	req.KvManifest = prefix.Manifest
+	for _, h := range prefix.Holders {
+		c.cachedFrom = append(c.cachedFrom, h.String())
+	}
+	return r.Prefer(planned, prefix, int(req.GetSampling().GetMaxTokens()))
 }
 
 // Stages are the cluster's stages in infer --json's shape.

@@ -52,8 +52,13 @@ type Prefix struct {
 	// Manifest is the holder's manifest of the blocks, for
 	// GenerateRequest.kv_manifest.
 	Manifest []byte
-	Holder   peer.ID
-	Blocks   int
+	// Holder holds the most blocks; Holders every peer whose blocks the
+	// manifest names (a split leaves each layer range on its own worker).
+	Holder  peer.ID
+	Holders []peer.ID
+	Blocks  int
+	// Tokens are the prompt tokens the blocks hold.
+	Tokens int
 }
 
 // ErrNoIPFS: this machine has no IPFS node, so fetched blocks could not be
@@ -85,25 +90,62 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 	}
 	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
 	defer cancel()
-	keysReq, err := prefixKeysRequest(req)
-	if err != nil {
-		return Prefix{}, err
-	}
-	keys, err := keyer.PrefixKeys(ctx, keysReq)
-	if err != nil {
-		return Prefix{}, fmt.Errorf("prefix keys: %w", err)
-	}
-	if len(keys.GetKeys()) == 0 {
-		return Prefix{}, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
-	}
-	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys())
+	hit, size, err := lookup(ctx, index, keyer, req)
 	if err != nil {
 		return Prefix{}, err
 	}
 	if err := connect(ctx, index, hit.Peer.ID, ipfs); err != nil {
 		return Prefix{}, &UnreachableError{Holder: hit.Peer.ID, Blocks: hit.Blocks, Err: err}
 	}
-	return Prefix{Manifest: hit.Manifest, Holder: hit.Peer.ID, Blocks: hit.Blocks}, nil
+	for _, h := range hit.Holders { // other layers of the blocks (a split's): best effort
+		if h.ID != hit.Peer.ID {
+			_ = connect(ctx, index, h.ID, ipfs)
+		}
+	}
+	return prefixOf(hit, size), nil
+}
+
+// StagePrefix finds the longest prefix of req's prompt the swarm holds for
+// a cluster's stages: they fetch the blocks of their own layers themselves,
+// connecting to the holders the manifest names, so this machine's IPFS node
+// takes no part.
+func StagePrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (Prefix, error) {
+	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
+	defer cancel()
+	hit, size, err := lookup(ctx, index, keyer, req)
+	if err != nil {
+		return Prefix{}, err
+	}
+	return prefixOf(hit, size), nil
+}
+
+func prefixOf(hit p2p.KVHit, blockSize int) Prefix {
+	p := Prefix{Manifest: hit.Manifest, Holder: hit.Peer.ID, Blocks: hit.Blocks, Tokens: hit.Blocks * blockSize}
+	for _, h := range hit.Holders {
+		p.Holders = append(p.Holders, h.ID)
+	}
+	if len(p.Holders) == 0 {
+		p.Holders = []peer.ID{hit.Peer.ID}
+	}
+	return p
+}
+
+// lookup computes the prompt's keys and finds its longest cached prefix;
+// also the block size.
+func lookup(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (p2p.KVHit, int, error) {
+	keysReq, err := prefixKeysRequest(req)
+	if err != nil {
+		return p2p.KVHit{}, 0, err
+	}
+	keys, err := keyer.PrefixKeys(ctx, keysReq)
+	if err != nil {
+		return p2p.KVHit{}, 0, fmt.Errorf("prefix keys: %w", err)
+	}
+	if len(keys.GetKeys()) == 0 {
+		return p2p.KVHit{}, 0, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
+	}
+	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys())
+	return hit, int(keys.GetBlockSize()), err
 }
 
 // prefixKeysRequest asks for the keys of req's prompt.

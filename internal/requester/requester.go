@@ -73,6 +73,11 @@ type Planned struct {
 	Plan    planner.Plan
 	// RTTs are the measured RTTs of the workers found, by peer id.
 	RTTs map[string]time.Duration
+	// Prefer is the rank bonus of peers holding the prompt's cached prefix
+	// (planner.Request.Prefer) the plan was made with; nil: none.
+	Prefer map[string]time.Duration
+	// peers are the workers found, for Prefer's re-plan.
+	peers []planner.Peer
 }
 
 // Plan discovers the swarm's workers and plans req over them. A refusal
@@ -95,7 +100,40 @@ func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
 	if err != nil {
 		return nil, planError(err, len(peers))
 	}
-	return &Planned{Request: req, Plan: plan, RTTs: rtts(peers)}, nil
+	return &Planned{Request: req, Plan: plan, RTTs: rtts(peers), peers: peers}, nil
+}
+
+// Prefer re-plans p over the same workers with the peers holding the
+// prompt's cached prefix ranked higher by the prefill time they save
+// (planner.PrefixBonus at each holder's measured prefill speed, spread over
+// answerTokens). A P/D request, or no holder among the workers, keeps p.
+//
+// Decision: the prefix is looked up after the first plan (the prompt's
+// keys come from the backend, which starts only once the swarm can serve
+// the request), and only re-ranks: a plan the request's limits refuse is
+// never chosen for a cache hit.
+func (r *Requester) Prefer(p *Planned, prefix Prefix, answerTokens int) *Planned {
+	if p.Request.disaggregated() || prefix.Tokens <= 0 {
+		return p
+	}
+	prefer := map[string]time.Duration{}
+	for _, w := range p.peers {
+		for _, h := range prefix.Holders {
+			if w.ID == h.String() {
+				prefer[w.ID] = planner.PrefixBonus(prefix.Tokens, w.PrefillTokensPerS, answerTokens)
+			}
+		}
+	}
+	if len(prefer) == 0 {
+		return p
+	}
+	req := p.Request.plannerRequest()
+	req.Prefer = prefer
+	plan, err := planner.Choose(p.peers, req)
+	if err != nil {
+		return p
+	}
+	return &Planned{Request: p.Request, Plan: plan, RTTs: p.RTTs, Prefer: prefer, peers: p.peers}
 }
 
 // discover asks the swarm for the workers that can be planned.

@@ -5,11 +5,16 @@ ObjectRef, and waits once for the last: Ray hands activations from stage to stag
 without a driver round-trip in between (small tensors ride inline in the call). The last
 stage returns float32 logits, and the shared decode loop samples on the driver, so
 greedy and seeded sampling are exactly the local engine's.
+
+Before the prefill the stages take the prompt's cached KV blocks of their layers from
+their peers' stores and the request's manifest, and after it they store theirs
+(edgellm.cluster.stage_prefix).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import ray
 import torch
@@ -17,6 +22,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from edgellm.cluster.actor import StageActor
 from edgellm.cluster.plan import Plan
+from edgellm.cluster.stage_prefix import keep_prompt, load_prefix
 from edgellm.engine.runner import KVStats
 from edgellm.errors import ClusterError, EdgeLLMError
 
@@ -86,15 +92,39 @@ class RaySession:
     def __init__(self, actors: list, sid: str) -> None:
         self.actors = actors
         self.sid = sid
+        # The whole prompt and the blocks the stages took from the cache, until the
+        # prefill has run (then None).
+        self.prompt: list[int] | None = None
+        self.cached_blocks = 0
+        self.prefilled = False
+
+    def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
+        from edgellm.cluster.disaggregated.driver import RayCalls  # it imports this module
+
+        self.prompt = list(prompt_ids)
+        hit = load_prefix(RayCalls(), self.actors, self.sid, self.prompt, manifest)
+        self.cached_blocks = len(hit.per_stage) and min(hit.per_stage)
+        return hit.tokens, hit.fetch_ms
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = input_ids
         for actor in self.actors:
             x = actor.forward.remote(self.sid, x)
         try:
-            return ray.get(x)
+            out = ray.get(x)
         except RayError as exc:
             raise ray_error(exc, "a stage failed") from None
+        if not self.prefilled:
+            self._keep(input_ids)
+        return out
+
+    def _keep(self, input_ids: torch.Tensor) -> None:
+        """After the prefill: every stage stores its blocks of the prompt."""
+        from edgellm.cluster.disaggregated.driver import RayCalls  # it imports this module
+
+        self.prefilled = True
+        prompt = self.prompt if self.prompt is not None else input_ids[0].tolist()
+        keep_prompt(RayCalls(), self.actors, self.sid, prompt, self.cached_blocks)
 
     def kv_stats(self) -> KVStats:
         return KVStats()  # the stages compute every position

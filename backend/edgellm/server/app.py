@@ -135,6 +135,7 @@ def build(config: BackendConfig, device: str) -> Built:
         ipfs_api=config.kv.ipfs_api,
         ipfs_gateway=config.kv.ipfs_gateway,
         engine=config.engine,
+        kv_dir=config.kv.dir,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from edgellm.engine.runner import RunnerSession, StageRunner
+from edgellm.engine.runner import PrefixLoading, RunnerSession, StageRunner
 from edgellm.engine.torch.sampler import Sampler
 from edgellm.engine.torch.text import Detokenizer, StopMatcher
 from edgellm.engine.types import FinishReason, GenerationChunk, PreparedRequest, Timings, Usage
@@ -66,6 +66,9 @@ def run(
                 session.close()
                 session = pipeline.session(positions)
                 hit = PrefixHit()
+        elif not job.no_prefix_cache and isinstance(session, PrefixLoading):
+            tokens, ms = session.load_prefix(job.prompt_ids, job.kv_manifest)
+            hit = PrefixHit(tokens, ms)
         yield from _decode(session, pipeline.device, tokenizer, eos_ids, job, cancel, prefix, hit)
     finally:
         session.close()
