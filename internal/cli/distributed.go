@@ -36,6 +36,7 @@ type distOptions struct {
 	// Prefill/decode disaggregation (pd.go): both or neither.
 	prefillPeer string
 	decodePeer  string
+	noPD        bool
 	// prompt, when set, is looked up in the swarm's KV cache before the
 	// cluster forms (KV-aware routing; swarm_cluster.go).
 	prompt *pb.GenerateRequest
@@ -91,7 +92,7 @@ func (d *distOptions) request(model string) requester.Request {
 	return requester.Request{
 		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
 		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
-		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer,
+		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer, NoPD: d.noPD,
 		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress,
 	}
 }

@@ -102,24 +102,35 @@ func (c *swarmCluster) Close() {
 // preferHolders looks req's prompt up in the swarm's KV cache (KV-aware
 // routing): the manifest goes into req for the stages to fetch their
 // layers' blocks, and the plan is re-ranked so the holders win by the
-// prefill time they save. A failed lookup costs a debug line and keeps the
-// plan.
+// prefill time they save; then, knowing the prompt's length, the planner
+// may choose a prefill/decode run (requester.ChooseMode; not with --no-pd).
+// A failed lookup costs a debug line and keeps the plan.
 func (c *swarmCluster) preferHolders(ctx context.Context, log *slog.Logger, r *requester.Requester,
 	planned *requester.Planned, req *pb.GenerateRequest) *requester.Planned {
 	if req.GetNoPrefixCache() {
 		return planned
 	}
+	answer := int(req.GetSampling().GetMaxTokens())
 	prefix, err := requester.StagePrefix(ctx, c.index, c.keyer, req)
 	if err != nil {
 		log.Debug("kv: no cached prefix from the swarm", "err", err)
+	} else {
+		log.Info("kv: cached prefix found in the swarm", "peers", prefix.Holders, "blocks", prefix.Blocks)
+		req.KvManifest = prefix.Manifest
+		for _, h := range prefix.Holders {
+			c.cachedFrom = append(c.cachedFrom, h.String())
+		}
+		planned = r.Prefer(planned, prefix, answer)
+	}
+	if prefix.PromptTokens == 0 {
 		return planned
 	}
-	log.Info("kv: cached prefix found in the swarm", "peers", prefix.Holders, "blocks", prefix.Blocks)
-	req.KvManifest = prefix.Manifest
-	for _, h := range prefix.Holders {
-		c.cachedFrom = append(c.cachedFrom, h.String())
+	chosen := r.ChooseMode(planned, planner.Shape{PromptTokens: prefix.PromptTokens, CachedTokens: prefix.Tokens, AnswerTokens: answer})
+	if chosen != planned {
+		log.Info("planner: prefill/decode pays for this prompt", "prefill", chosen.Request.PrefillPeer,
+			"decode", chosen.Request.DecodePeer, "prompt_tokens", prefix.PromptTokens)
 	}
-	return r.Prefer(planned, prefix, int(req.GetSampling().GetMaxTokens()))
+	return chosen
 }
 
 // Stages are the cluster's stages in infer --json's shape.

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/edgellm/edgellm/internal/planner"
 )
 
 // TestPrefer: a cached prefix found in the swarm moves the plan to the
@@ -36,6 +38,48 @@ func TestPrefer(t *testing.T) {
 			}
 			if tt.want == b && got.Prefer[b] <= 0 {
 				t.Fatalf("preference %v; want a bonus for B", got.Prefer)
+			}
+		})
+	}
+}
+
+// TestChooseMode: the requester turns the planner's P/D choice into a P/D
+// request (roles and failover follow PrefillPeer/DecodePeer); NoPD and a
+// forced P/D request keep the plan.
+func TestChooseMode(t *testing.T) {
+	fast, dec := peer.ID("F").String(), peer.ID("D").String()
+	sw := newFakeSwarm(fast, dec)
+	sw.mu.Lock()
+	for i := range sw.peers {
+		if sw.peers[i].ID == fast {
+			sw.peers[i].PrefillTokensPerS, sw.peers[i].DecodeTokensPerS = 4000, 10
+		} else {
+			sw.peers[i].PrefillTokensPerS = 200
+		}
+	}
+	sw.mu.Unlock()
+	r := New(sw)
+	long := planner.Shape{PromptTokens: 1500, AnswerTokens: 16}
+	tests := []struct {
+		name   string
+		req    Request
+		wantPD bool
+	}{
+		{"long prompt, faster prefill peer", Request{Model: model}, true},
+		{"--no-pd", Request{Model: model, NoPD: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			planned, err := r.Plan(t.Context(), tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := r.ChooseMode(planned, long)
+			if got.Request.disaggregated() != tt.wantPD {
+				t.Fatalf("P/D %v, want %v (stages %+v)", got.Request.disaggregated(), tt.wantPD, got.Plan.Stages)
+			}
+			if tt.wantPD && (got.Request.PrefillPeer != fast || got.Request.DecodePeer != dec || len(got.Plan.Stages) != 2) {
+				t.Fatalf("request %+v, stages %+v; want prefill on F, decode on D", got.Request, got.Plan.Stages)
 			}
 		})
 	}

@@ -57,8 +57,10 @@ type Prefix struct {
 	Holder  peer.ID
 	Holders []peer.ID
 	Blocks  int
-	// Tokens are the prompt tokens the blocks hold.
-	Tokens int
+	// Tokens are the prompt tokens the blocks hold; PromptTokens the
+	// prompt's (known once its keys are, even with nothing cached).
+	Tokens       int
+	PromptTokens int
 }
 
 // ErrNoIPFS: this machine has no IPFS node, so fetched blocks could not be
@@ -90,7 +92,7 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 	}
 	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
 	defer cancel()
-	hit, size, err := lookup(ctx, index, keyer, req)
+	hit, shape, err := lookup(ctx, index, keyer, req)
 	if err != nil {
 		return Prefix{}, err
 	}
@@ -102,25 +104,30 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 			_ = connect(ctx, index, h.ID, ipfs)
 		}
 	}
-	return prefixOf(hit, size), nil
+	return prefixOf(hit, shape), nil
 }
 
 // StagePrefix finds the longest prefix of req's prompt the swarm holds for
 // a cluster's stages: they fetch the blocks of their own layers themselves,
 // connecting to the holders the manifest names, so this machine's IPFS node
-// takes no part.
+// takes no part. With nothing cached the error comes with the prompt's
+// length (Prefix.PromptTokens) when its keys were computed.
 func StagePrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (Prefix, error) {
 	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
 	defer cancel()
-	hit, size, err := lookup(ctx, index, keyer, req)
+	hit, shape, err := lookup(ctx, index, keyer, req)
 	if err != nil {
-		return Prefix{}, err
+		return Prefix{PromptTokens: shape.prompt}, err
 	}
-	return prefixOf(hit, size), nil
+	return prefixOf(hit, shape), nil
 }
 
-func prefixOf(hit p2p.KVHit, blockSize int) Prefix {
-	p := Prefix{Manifest: hit.Manifest, Holder: hit.Peer.ID, Blocks: hit.Blocks, Tokens: hit.Blocks * blockSize}
+// promptShape is what a prompt's keys say about it.
+type promptShape struct{ blockSize, prompt int }
+
+func prefixOf(hit p2p.KVHit, shape promptShape) Prefix {
+	p := Prefix{Manifest: hit.Manifest, Holder: hit.Peer.ID, Blocks: hit.Blocks,
+		Tokens: hit.Blocks * shape.blockSize, PromptTokens: shape.prompt}
 	for _, h := range hit.Holders {
 		p.Holders = append(p.Holders, h.ID)
 	}
@@ -131,21 +138,22 @@ func prefixOf(hit p2p.KVHit, blockSize int) Prefix {
 }
 
 // lookup computes the prompt's keys and finds its longest cached prefix;
-// also the block size.
-func lookup(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (p2p.KVHit, int, error) {
+// also the prompt's shape (once its keys are known).
+func lookup(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (p2p.KVHit, promptShape, error) {
 	keysReq, err := prefixKeysRequest(req)
 	if err != nil {
-		return p2p.KVHit{}, 0, err
+		return p2p.KVHit{}, promptShape{}, err
 	}
 	keys, err := keyer.PrefixKeys(ctx, keysReq)
 	if err != nil {
-		return p2p.KVHit{}, 0, fmt.Errorf("prefix keys: %w", err)
+		return p2p.KVHit{}, promptShape{}, fmt.Errorf("prefix keys: %w", err)
 	}
+	shape := promptShape{int(keys.GetBlockSize()), int(keys.GetPromptTokens())}
 	if len(keys.GetKeys()) == 0 {
-		return p2p.KVHit{}, 0, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
+		return p2p.KVHit{}, shape, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
 	}
 	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys())
-	return hit, int(keys.GetBlockSize()), err
+	return hit, shape, err
 }
 
 // prefixKeysRequest asks for the keys of req's prompt.

@@ -51,6 +51,9 @@ type Request struct {
 	// prefill/decode run: the prompt on one, the decode on the other
 	// (planner.ChoosePD).
 	PrefillPeer, DecodePeer string
+	// NoPD forbids a prefill/decode plan the planner would choose itself
+	// (ChooseMode); PrefillPeer and DecodePeer still force one.
+	NoPD bool
 	// DiscoverTimeout bounds the look for workers. Default
 	// DefaultDiscoverTimeout.
 	DiscoverTimeout time.Duration
@@ -101,6 +104,25 @@ func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
 		return nil, planError(err, len(peers))
 	}
 	return &Planned{Request: req, Plan: plan, RTTs: rtts(peers), peers: peers}, nil
+}
+
+// ChooseMode re-plans p as a prefill/decode run when the planner's
+// expected-latency arithmetic says it pays for this request's shape
+// (planner.ChooseMode: a long prompt, a faster prefill peer or a busy best
+// decoder). A forced P/D request, NoPD, or no gain keep p.
+func (r *Requester) ChooseMode(p *Planned, shape planner.Shape) *Planned {
+	if p.Request.disaggregated() || p.Request.NoPD {
+		return p
+	}
+	req := p.Request.plannerRequest()
+	req.Prefer = p.Prefer
+	plan, pd, err := planner.ChooseMode(p.peers, req, shape)
+	if err != nil || !pd {
+		return p
+	}
+	chosen := p.Request
+	chosen.PrefillPeer, chosen.DecodePeer = plan.Stages[0].PeerID, plan.Stages[1].PeerID
+	return &Planned{Request: chosen, Plan: plan, RTTs: p.RTTs, peers: p.peers}
 }
 
 // Prefer re-plans p over the same workers with the peers holding the
