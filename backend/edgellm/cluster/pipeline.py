@@ -18,27 +18,18 @@ from collections.abc import Sequence
 
 import ray
 import torch
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import RayError
 
 from edgellm.cluster.actor import StageActor
+from edgellm.cluster.calls import RayCalls, ray_error
 from edgellm.cluster.plan import Plan
 from edgellm.cluster.stage_prefix import keep_prompt, load_prefix
 from edgellm.engine.runner import KVStats
-from edgellm.errors import ClusterError, EdgeLLMError
 
 # A stage needs little of Ray's CPU accounting: torch uses the threads it is given.
 STAGE_NUM_CPUS = 0.001
 STAGE_RESOURCE_UNITS = 0.001
 LOAD_TIMEOUT_S = 300.0
-
-
-def ray_error(exc: RayError, what: str) -> EdgeLLMError:
-    """Our own error raised inside an actor, or a ClusterError saying what failed."""
-    cause = exc.cause if isinstance(exc, RayTaskError) else None
-    if isinstance(cause, EdgeLLMError):
-        return type(cause)(str(cause))
-    text = " ".join(str(exc).split())
-    return ClusterError(f"{what}: {text[-500:]}")
 
 
 class RayPipeline:
@@ -99,8 +90,6 @@ class RaySession:
         self.prefilled = False
 
     def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
-        from edgellm.cluster.disaggregated.driver import RayCalls  # it imports this module
-
         self.prompt = list(prompt_ids)
         hit = load_prefix(RayCalls(), self.actors, self.sid, self.prompt, manifest)
         self.cached_blocks = len(hit.per_stage) and min(hit.per_stage)
@@ -120,8 +109,6 @@ class RaySession:
 
     def _keep(self, input_ids: torch.Tensor) -> None:
         """After the prefill: every stage stores its blocks of the prompt."""
-        from edgellm.cluster.disaggregated.driver import RayCalls  # it imports this module
-
         self.prefilled = True
         prompt = self.prompt if self.prompt is not None else input_ids[0].tolist()
         keep_prompt(RayCalls(), self.actors, self.sid, prompt, self.cached_blocks)
