@@ -155,10 +155,13 @@ func (n *Node) FindKeyProviders(ctx context.Context, key []byte, max int) ([]pee
 // KVHit is the longest cached prefix found in the swarm: the peer that
 // holds it, how many leading blocks its manifest names, and the manifest.
 type KVHit struct {
-	Peer   peer.AddrInfo
-	Blocks int
-	// Manifest is the peer's manifest JSON (edgellm.kv.manifest) of those
-	// blocks, for GenerateRequest.kv_manifest.
+	// Peer holds the most blocks; Holders are every provider whose
+	// manifest is merged into Manifest (Peer among them).
+	Peer    peer.AddrInfo
+	Holders []peer.AddrInfo
+	Blocks  int
+	// Manifest is the holders' manifests (edgellm.kv.manifest JSON) of those
+	// blocks merged (MergeKVManifests), for GenerateRequest.kv_manifest.
 	Manifest []byte
 }
 
@@ -168,7 +171,8 @@ type KVHit struct {
 // holding block i of a chain usually holds blocks 0..i, which share its
 // prompt prefix); then it asks those providers (at most kvAskMax) for a
 // manifest of that prefix over KVProtocol, which verifies the claim, and
-// returns the one covering the most blocks. ErrNoCachedPrefix when none.
+// returns their manifests merged (a split's stages each hold their layers
+// of the blocks). ErrNoCachedPrefix when none.
 func (n *Node) LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte) (KVHit, error) {
 	if err := checkKVKeys(keys); err != nil {
 		return KVHit{}, err
@@ -199,6 +203,7 @@ func (n *Node) LongestCachedPrefix(ctx context.Context, weightsCID string, keys 
 	}
 	var best KVHit
 	var errs []error
+	var docs [][]byte
 	for _, ai := range cands[:min(len(cands), kvAskMax)] {
 		n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Minute)
 		m, err := FetchKVManifest(ctx, n.host, ai.ID, weightsCID, keys[:lo], n.cfg.FetchTimeout)
@@ -206,16 +211,24 @@ func (n *Node) LongestCachedPrefix(ctx context.Context, weightsCID string, keys 
 			errs = append(errs, fmt.Errorf("%s: %w", ai.ID, err))
 			continue
 		}
-		if m.Blocks > best.Blocks {
-			best = KVHit{Peer: ai, Blocks: m.Blocks, Manifest: m.Manifest}
+		if m.Blocks == 0 {
+			continue
 		}
-		if best.Blocks == lo {
-			break
+		// Every holder asked: each may hold other layers of the blocks (a split's).
+		docs = append(docs, m.Manifest)
+		best.Holders = append(best.Holders, ai)
+		if m.Blocks > best.Blocks {
+			best.Peer, best.Blocks, best.Manifest = ai, m.Blocks, m.Manifest
 		}
 	}
 	if best.Blocks == 0 {
 		return KVHit{}, fmt.Errorf("%w: %d providers of %d blocks answered no manifest: %w",
 			ErrNoCachedPrefix, len(cands), lo, errors.Join(errs...))
+	}
+	if len(docs) > 1 {
+		if merged, blocks, err := MergeKVManifests(docs...); err == nil && blocks > 0 {
+			best.Manifest, best.Blocks = merged, blocks
+		}
 	}
 	return best, nil
 }

@@ -37,6 +37,10 @@ type distOptions struct {
 	// Prefill/decode disaggregation (pd.go): both or neither.
 	prefillPeer string
 	decodePeer  string
+	noPD        bool
+	// prompt, when set, is looked up in the swarm's KV cache before the
+	// cluster forms (KV-aware routing; swarm_cluster.go).
+	prompt *pb.GenerateRequest
 }
 
 func (d *distOptions) register(cmd *cobra.Command) {
@@ -93,7 +97,7 @@ func (d *distOptions) request(model string) requester.Request {
 	return requester.Request{
 		Model: model, Stages: d.stages, MaxTokenLatency: d.maxLatency,
 		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
-		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer,
+		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer, NoPD: d.noPD,
 		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress, TrustedPeers: strings.Join(d.trusted, ","),
 	}
 }
@@ -129,6 +133,7 @@ func toStagesJSON(stages []requester.Stage) []stageJSON {
 func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.Config, req *pb.GenerateRequest) error {
 	ctx, cancel := app.withInterrupt(cmd.Context())
 	defer cancel()
+	o.dist.prompt = req
 	c, err := app.formCluster(ctx, cfg, o.model, &o.dist, requester.OnFailover(app.warn))
 	if err != nil {
 		return err
@@ -141,6 +146,7 @@ func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.
 		}
 	}
 	res := &inferResult{Model: c.Plan().Model, RequestID: req.GetRequestId(), TokenIDs: []uint32{}}
+	res.CachedFrom = c.cachedFrom
 	var text strings.Builder
 	err = c.Generate(ctx, req, func(resp *pb.GenerateResponse) error {
 		res.record(resp, &text)

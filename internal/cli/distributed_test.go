@@ -127,6 +127,42 @@ func TestDistributedInfer(t *testing.T) {
 		}
 	})
 
+	t.Run("split runs fill and use the swarm's KV cache", func(t *testing.T) {
+		if !c.kubo() {
+			t.Skip("no Kubo binary (make setup builds .bin/ipfs)")
+		}
+		const maxTokens = 6
+		// The first split run stores each stage's layers of the prompt's
+		// blocks on its worker, which announces them.
+		first := pdPrompt + " Answer briefly."
+		want := referenceTokens(t, python, first, maxTokens)
+		got := distKV(t, infer, "--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), first)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens != 0 {
+			t.Fatalf("first split run: %d cached, tokens %v, want %v", got.CachedPromptTokens, got.TokenIDs, want)
+		}
+		// A second split run sharing the prefix: every stage takes its layers'
+		// blocks (cached tokens are what all stages took), same greedy tokens.
+		second := pdPrompt + " Answer in one line."
+		want = referenceTokens(t, python, second, maxTokens)
+		got = distKV(t, infer, "--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), second)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 200 || len(got.CachedFrom) == 0 {
+			t.Fatalf("second split run: %d of %d cached from %v, tokens %v, want %v",
+				got.CachedPromptTokens, got.PromptTokens, got.CachedFrom, got.TokenIDs, want)
+		}
+		// infer --local on the requester's node: the prefix comes from both
+		// workers' layer ranges (merged manifests), same greedy tokens.
+		third := pdPrompt + " Say it in a sentence."
+		want = referenceTokens(t, python, third, maxTokens)
+		got = distKV(t, func(args ...string) (string, string, int) {
+			return c.run(append([]string{"--data-dir", dirs[2], "infer", "--local", "--join", join, "--no-mdns",
+				"--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
+		}, "--json", "--max-tokens", strconv.Itoa(maxTokens), third)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 200 {
+			t.Fatalf("infer --local after split runs: %d of %d cached, tokens %v, want %v",
+				got.CachedPromptTokens, got.PromptTokens, got.TokenIDs, want)
+		}
+	})
+
 	t.Run("ctrl-c tears the cluster down", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
@@ -174,16 +210,43 @@ func TestDistributedInfer(t *testing.T) {
 			[]string{"--join", join, "--no-mdns", "--bootstrap", aAddrs[0]})
 	})
 
+	clusters := 3 // one each for the split infer, the interrupted one and serve's
+	if c.kubo() {
+		clusters += 2 // the KV subtest's two split runs
+	}
 	for _, w := range []*workerProc{a, b} {
 		if err := w.stop(t); err != nil {
 			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
 		}
 		log := w.stderr.String()
-		// One cluster each for the split infer, the interrupted one and serve's.
-		if strings.Count(log, "joined cluster") != 3 || strings.Count(log, "left cluster") != 3 {
+		if strings.Count(log, "joined cluster") != clusters || strings.Count(log, "left cluster") != clusters {
 			t.Errorf("worker %s never joined and left a cluster:\n%s", w.dataDir, log)
 		}
 	}
+}
+
+// kvRun is the part of `infer --json` the KV subtests read.
+type kvRun struct {
+	PromptTokens       uint32   `json:"prompt_tokens"`
+	CachedPromptTokens uint32   `json:"cached_prompt_tokens"`
+	CachedFrom         []string `json:"cached_from"`
+	TokenIDs           []uint32 `json:"token_ids"`
+}
+
+// distKV runs an infer --json to success with run and decodes it.
+func distKV(t *testing.T, run func(args ...string) (string, string, int), args ...string) kvRun {
+	t.Helper()
+	out, stderr, code := run(args...)
+	if code != 0 {
+		t.Fatalf("infer %v exited %d: %s", args, code, stderr)
+	}
+	var res kvRun
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("infer --json: %v\n%s", err, out)
+	}
+	t.Logf("infer %v: %d of %d prompt tokens cached (from %v)", args[:len(args)-1], res.CachedPromptTokens,
+		res.PromptTokens, res.CachedFrom)
+	return res
 }
 
 // referenceTokens is single-process transformers generate (greedy) on the
@@ -252,8 +315,10 @@ func processesMarked(dir string) []int {
 	return pids
 }
 
-// TestDistributedFailover: three `edgellm worker` processes (each in its own
-// process group) and a requester running infer --stages 2. As soon as the
+// TestDistributedFailover: four `edgellm worker` processes (each in its own
+// process group) and a requester. First a P/D run loses its decode worker
+// (SIGKILL of its group) mid-answer and a spare takes the decode over, with
+// the reference answer and one warning. Then infer --stages 2: as soon as the
 // answer streams, the whole process group of one stage's worker is killed
 // with SIGKILL; the requester re-plans onto the third worker, replays the
 // prompt and the tokens so far, and finishes: exit 0, the streamed text is
@@ -274,8 +339,9 @@ func TestDistributedFailover(t *testing.T) {
 	python := testutil.Python(t)
 	c.ns = testutil.NewNetNS(t)
 	join := c.swarmInit()
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // three workers, the requester
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // four workers, the requester
 	t.Cleanup(func() { noProcessesOf(t, dirs) })
+	req := dirs[4]
 
 	const maxTokens = 64
 	wantIDs := referenceTokens(t, python, distPrompt, maxTokens)
@@ -284,7 +350,7 @@ func TestDistributedFailover(t *testing.T) {
 	workers := map[string]*workerProc{}
 	var ids []string
 	var boot string
-	for i, dir := range dirs[:3] {
+	for i, dir := range dirs[:4] {
 		args := []string{"--no-mdns", "--join", join, "--log-level", "info"}
 		if i > 0 {
 			args = append(args, "--bootstrap", boot)
@@ -297,8 +363,8 @@ func TestDistributedFailover(t *testing.T) {
 		workers[id] = w
 		ids = append(ids, id)
 	}
-	c.peersUntil(map[string]bool{ids[0]: true, ids[1]: true, ids[2]: true}, "--join", join, "--no-mdns", "--bootstrap", boot)
-	args := []string{"--data-dir", dirs[3], "infer", "--join", join, "--no-mdns", "--bootstrap", boot,
+	c.peersUntil(map[string]bool{ids[0]: true, ids[1]: true, ids[2]: true, ids[3]: true}, "--join", join, "--no-mdns", "--bootstrap", boot)
+	args := []string{"--data-dir", req, "infer", "--join", join, "--no-mdns", "--bootstrap", boot,
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--stages", "2",
 		"--max-tokens", strconv.Itoa(maxTokens), distPrompt}
 	dump := func() string {
@@ -310,9 +376,30 @@ func TestDistributedFailover(t *testing.T) {
 	}
 	killed := map[string]bool{}
 
+	// P/D first: the decode worker is killed mid-answer; a spare worker
+	// takes the decode over (the prefill worker computes the prompt and the
+	// tokens so far again and hands their blocks over), and the answer is
+	// the reference one. The bootstrap worker (never a victim: the swarm
+	// stays reachable through it) prefills.
+	pdArgs := []string{"--data-dir", req, "infer", "--join", join, "--no-mdns", "--bootstrap", boot,
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--prefill-peer", ids[0], "--decode-peer", ids[1],
+		"--max-tokens", strconv.Itoa(maxTokens), distPrompt}
+	run := c.inferAndKill(t, pdArgs, workers, ids[0])
+	killed[run.victim] = true
+	if run.err != nil || run.victim != ids[1] {
+		t.Fatalf("P/D infer after losing its decode worker %s: %v\n%s", run.victim, run.err, dump())
+	}
+	if run.stdout != wantText+"\n" {
+		t.Errorf("P/D answer %q\nwant (transformers generate) %q", run.stdout, wantText+"\n")
+	}
+	if n := strings.Count(run.stderr, "decode worker "+ids[1]+" was lost"); n != 1 || !strings.Contains(run.stderr, "replaying") {
+		t.Errorf("P/D stderr %q; want one warning that the decode worker was replaced", run.stderr)
+	}
+	noProcessesOf(t, []string{workers[run.victim].dataDir, req})
+
 	// The bootstrap worker is never the victim: the swarm stays reachable
 	// through it.
-	run := c.inferAndKill(t, args, workers, ids[0])
+	run = c.inferAndKill(t, args, workers, ids[0])
 	killed[run.victim] = true
 	if run.err != nil {
 		t.Fatalf("infer after the failover: %v\n%s", run.err, dump())
@@ -331,7 +418,7 @@ func TestDistributedFailover(t *testing.T) {
 		t.Errorf("lines about the lost worker %q; want its stage line and one warning", warnings)
 	}
 	// The killed worker's backend and Ray node are gone; so is the requester's cluster.
-	noProcessesOf(t, []string{workers[run.victim].dataDir, dirs[3]})
+	noProcessesOf(t, []string{workers[run.victim].dataDir, req})
 
 	t.Run("no replacement exits 4", func(t *testing.T) {
 		run := c.inferAndKill(t, args, workers, ids[0])
@@ -343,7 +430,7 @@ func TestDistributedFailover(t *testing.T) {
 			t.Fatalf("losing the last spare worker: %v, stderr %q; want exit 4 and one line naming %s\n%s",
 				run.err, run.stderr, run.victim, dump())
 		}
-		noProcessesOf(t, []string{workers[run.victim].dataDir, dirs[3]})
+		noProcessesOf(t, []string{workers[run.victim].dataDir, req})
 	})
 
 	for _, id := range ids {
@@ -402,7 +489,8 @@ func (c *cliEnv) inferAndKill(t *testing.T, args []string, workers map[string]*w
 			if strings.Contains(sc.Text(), "replaying") {
 				warnedAt.Store(time.Now())
 			}
-			if strings.HasPrefix(sc.Text(), "stage ") {
+			if strings.HasPrefix(sc.Text(), "stage ") || strings.HasPrefix(sc.Text(), "prefill on ") ||
+				strings.HasPrefix(sc.Text(), "decode on ") {
 				select {
 				case stageLines <- sc.Text():
 				default:
@@ -425,7 +513,7 @@ func (c *cliEnv) inferAndKill(t *testing.T, args []string, workers map[string]*w
 			t.Fatalf("stage lines missing:\n%s", stderr.String())
 		}
 		f := strings.Fields(line)
-		staged = append(staged, f[slices.Index(f, "on")+1])
+		staged = append(staged, strings.TrimSuffix(f[slices.Index(f, "on")+1], ":"))
 	}
 	victim := staged[0]
 	if victim == keep {

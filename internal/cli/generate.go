@@ -27,6 +27,9 @@ type inferResult struct {
 	// CachedPromptTokens: prompt tokens whose KV came from cached blocks
 	// (in a P/D run: the decode worker took them from the prefill worker's).
 	CachedPromptTokens uint32 `json:"cached_prompt_tokens"`
+	// CachedFrom are the peers whose KV blocks the swarm lookup found for
+	// this prompt (the requester's manifest); absent when none.
+	CachedFrom []string `json:"cached_from,omitempty"`
 	// KVFetchMs: fetching, checking and importing KV blocks; KVStoreMs:
 	// storing the prompt's blocks (in a P/D run, on the prefill worker).
 	KVFetchMs float64 `json:"kv_fetch_ms"`

@@ -21,12 +21,16 @@ import (
 //     discovery does not find exits 3.
 //   - The stage lines read "prefill on …" and "decode on …"; infer --json's
 //     stages carry "role".
+//   - Without the flags the planner may choose P/D itself for a long prompt
+//     (requester.ChooseMode, once the prompt's length is known); --no-pd
+//     forbids that, and with the flags it is a usage error.
 
 // registerPD defines the P/D flags (distOptions.register calls it).
 func (d *distOptions) registerPD(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&d.prefillPeer, "prefill-peer", "", "run the prompt (prefill) on this worker (peer id); needs --decode-peer")
 	f.StringVar(&d.decodePeer, "decode-peer", "", "run the decode on this worker (peer id), continuing from the prefill worker's KV blocks fetched over IPFS; needs --prefill-peer")
+	f.BoolVar(&d.noPD, "no-pd", false, "never split the prompt and the decode across two workers unless --prefill-peer/--decode-peer say so")
 }
 
 // disaggregated reports whether --prefill-peer or --decode-peer was given.
@@ -40,6 +44,8 @@ func (d *distOptions) validatePD() error {
 		return nil
 	}
 	switch {
+	case d.noPD:
+		return fmt.Errorf("%w: --no-pd cannot be combined with --prefill-peer/--decode-peer", ErrInvalidArgument)
 	case d.prefillPeer == "" || d.decodePeer == "":
 		return fmt.Errorf("%w: --prefill-peer and --decode-peer go together", ErrInvalidArgument)
 	case d.local:

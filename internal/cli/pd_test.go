@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +55,10 @@ type pdResult struct {
 // stores its KV blocks in A's Kubo, and the decode on B, which fetches them by
 // CID over bitswap and continues: greedy tokens equal single-process
 // transformers generate, the decode side took cached prompt tokens, the
-// stages carry their roles. Bad flags exit 2 (or 3 for a peer not in the
+// stages carry their roles. The run fills the swarm's prefix cache: both
+// workers keep and announce the prompt's blocks, so `infer --local` on the
+// requester's node (a third one) takes the prefix from them, and computes
+// everything, with a warning, while their IPFS nodes are frozen. Bad flags exit 2 (or 3 for a peer not in the
 // swarm) with one line. Nothing the test started is left afterwards. Runs in
 // a loopback-only network namespace, as TestDistributedInfer.
 func TestPrefillDecodeInfer(t *testing.T) {
@@ -67,7 +73,7 @@ func TestPrefillDecodeInfer(t *testing.T) {
 	python := testutil.Python(t)
 	c.ns = testutil.NewNetNS(t)
 	join := c.swarmInit()
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester, a fresh node
 	t.Cleanup(func() { noProcessesOf(t, dirs) })
 
 	a := c.startWorker(dirs[0], "--no-mdns", "--join", join, "--log-level", "info")
@@ -144,6 +150,23 @@ func TestPrefillDecodeInfer(t *testing.T) {
 		}
 	})
 
+	t.Run("after P/D, infer --local on a third node takes the prefix from the swarm", func(t *testing.T) {
+		// Both workers keep the prompt's blocks (P stored them, D kept the
+		// ones it verified) and announce them; the requester's node, a third
+		// one, finds them with no back door.
+		const maxTokens = 6
+		prompt := pdPrompt + " Answer in one word."
+		want := referenceTokens(t, python, prompt, maxTokens)
+		got := distKV(t, func(args ...string) (string, string, int) {
+			return c.runFor(6*time.Minute, append([]string{"--data-dir", dirs[2], "infer", "--local", "--join", join,
+				"--no-mdns", "--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
+		}, "--json", "--max-tokens", strconv.Itoa(maxTokens), prompt)
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 200 {
+			t.Fatalf("infer --local after P/D: %d of %d cached, tokens %v, want %v",
+				got.CachedPromptTokens, got.PromptTokens, got.TokenIDs, want)
+		}
+	})
+
 	t.Run("stage lines name the roles", func(t *testing.T) {
 		_, stderr, code := infer("--prefill-peer", bID, "--decode-peer", aID, "--max-tokens", "2", "Say hi")
 		if code != 0 {
@@ -151,6 +174,53 @@ func TestPrefillDecodeInfer(t *testing.T) {
 		}
 		if !strings.Contains(stderr, "prefill on "+bID) || !strings.Contains(stderr, "decode on "+aID) {
 			t.Errorf("stderr %q; want 'prefill on %s' and 'decode on %s'", stderr, bID, aID)
+		}
+	})
+
+	t.Run("holders' IPFS nodes frozen: infer --local computes, with a warning", func(t *testing.T) {
+		// A fresh node (the requester's now holds the prefix itself). The
+		// lookup still finds the holders and their manifests, but their
+		// IPFS nodes stop answering (SIGSTOP: a node's supervisor restarts a
+		// Kubo that exits, not one that hangs): a warning, a full prefill,
+		// the same tokens.
+		var frozen []int
+		for _, dir := range dirs[:2] {
+			pids := testutil.ProcessesMentioning(filepath.Join(dir, "ipfs"))
+			if len(pids) != 1 {
+				t.Fatalf("Kubo of %s: pids %v", dir, pids)
+			}
+			frozen = append(frozen, pids[0])
+		}
+		resume := sync.OnceFunc(func() {
+			for _, pid := range frozen {
+				syscall.Kill(pid, syscall.SIGCONT)
+			}
+		})
+		t.Cleanup(resume) // before the workers' own cleanups stop them
+		for _, pid := range frozen {
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const maxTokens = 4
+		prompt := pdPrompt + " Answer in one word."
+		want := referenceTokens(t, python, prompt, maxTokens)
+		out, stderr, code := c.runFor(6*time.Minute, "--data-dir", dirs[3], "infer", "--local", "--join", join,
+			"--no-mdns", "--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0", "--json",
+			"--max-tokens", strconv.Itoa(maxTokens), prompt)
+		resume()
+		if code != 0 {
+			t.Fatalf("infer --local exited %d: %s", code, stderr)
+		}
+		var got kvRun
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("infer --json: %v\n%s", err, out)
+		}
+		if got.CachedPromptTokens != 0 || !slices.Equal(got.TokenIDs, want) {
+			t.Fatalf("holders frozen: %d cached, tokens %v, want %v", got.CachedPromptTokens, got.TokenIDs, want)
+		}
+		if !strings.Contains(stderr, "warning") || !strings.Contains(stderr, "out of reach") {
+			t.Fatalf("no warning about the unreachable blocks: %q", stderr)
 		}
 	})
 

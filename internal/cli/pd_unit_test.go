@@ -41,6 +41,8 @@ func TestValidatePD(t *testing.T) {
 		{"bad decode id", distOptions{prefillPeer: a, decodePeer: "12D3"}, `--decode-peer "12D3" is not a peer id`},
 		{"with --stages 2", distOptions{prefillPeer: a, decodePeer: b, stages: 2}, "--stages 2 cannot be combined"},
 		{"with --local", distOptions{prefillPeer: a, decodePeer: b, local: true}, "--local runs on this machine"},
+		{"--no-pd alone", distOptions{noPD: true}, ""},
+		{"--no-pd with the peers", distOptions{prefillPeer: a, decodePeer: b, noPD: true}, "--no-pd cannot be combined"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

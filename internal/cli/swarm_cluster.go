@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/edgellm/edgellm/internal/config"
 	"github.com/edgellm/edgellm/internal/localnode"
 	"github.com/edgellm/edgellm/internal/planner"
 	"github.com/edgellm/edgellm/internal/requester"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
 // swarmCluster is a cluster infer or a session daemon formed, with the
@@ -22,6 +24,12 @@ type swarmCluster struct {
 	// Phases: milliseconds of forming it, by phase (node_start overlaps
 	// discover_plan; node_ready is when both were done).
 	Phases map[string]float64
+	// index and keyer find a prompt's cached prefix in the swarm.
+	index requester.PrefixIndex
+	keyer requester.PromptKeyer
+	// cachedFrom are the peers holding the prompt's cached prefix (infer
+	// --json's cached_from).
+	cachedFrom []string
 }
 
 // formCluster forms a cluster for model under d's flags: join the swarm,
@@ -78,6 +86,10 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 	c.Phases["node_start"] = local.ms
 	c.Phases["node_ready"] = sinceMs(started)
 	c.closers = append(c.closers, func() { app.closeQuietly(n) })
+	c.index, c.keyer = swarm, n
+	if d.prompt != nil {
+		planned = c.preferHolders(ctx, app.log, r, planned, d.prompt)
+	}
 	formed := time.Now()
 	c.Cluster, err = r.Form(ctx, n, planned, opts...)
 	if err != nil {
@@ -151,6 +163,40 @@ func (c *swarmCluster) Close() {
 		c.closers[i]()
 	}
 	c.closers = nil
+}
+
+// preferHolders looks req's prompt up in the swarm's KV cache (KV-aware
+// routing): the manifest goes into req for the stages to fetch their
+// layers' blocks, and the plan is re-ranked so the holders win by the
+// prefill time they save; then, knowing the prompt's length, the planner
+// may choose a prefill/decode run (requester.ChooseMode; not with --no-pd).
+// A failed lookup costs a debug line and keeps the plan.
+func (c *swarmCluster) preferHolders(ctx context.Context, log *slog.Logger, r *requester.Requester,
+	planned *requester.Planned, req *pb.GenerateRequest) *requester.Planned {
+	if req.GetNoPrefixCache() {
+		return planned
+	}
+	answer := int(req.GetSampling().GetMaxTokens())
+	prefix, err := requester.StagePrefix(ctx, c.index, c.keyer, req)
+	if err != nil {
+		log.Debug("kv: no cached prefix from the swarm", "err", err)
+	} else {
+		log.Info("kv: cached prefix found in the swarm", "peers", prefix.Holders, "blocks", prefix.Blocks)
+		req.KvManifest = prefix.Manifest
+		for _, h := range prefix.Holders {
+			c.cachedFrom = append(c.cachedFrom, h.String())
+		}
+		planned = r.Prefer(planned, prefix, answer)
+	}
+	if prefix.PromptTokens == 0 {
+		return planned
+	}
+	chosen := r.ChooseMode(planned, planner.Shape{PromptTokens: prefix.PromptTokens, CachedTokens: prefix.Tokens, AnswerTokens: answer})
+	if chosen != planned {
+		log.Info("planner: prefill/decode pays for this prompt", "prefill", chosen.Request.PrefillPeer,
+			"decode", chosen.Request.DecodePeer, "prompt_tokens", prefix.PromptTokens)
+	}
+	return chosen
 }
 
 // Stages are the cluster's stages in infer --json's shape.

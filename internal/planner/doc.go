@@ -39,6 +39,10 @@
 // them (PrefixBonus turns the prefill time they save into per-token terms),
 // so among otherwise close plans the one starting where the cache is wins.
 //
+// Prefill/decode: ChooseMode (mode.go) prices the whole request — prefill
+// time, the KV handoff, the answer's tokens — for Choose's one-peer plan and
+// for every prefill/decode pair, and picks P/D when it is clearly faster.
+//
 // # Choosing
 //
 // Peers are filtered first: those serving the model (same weights CID and

@@ -19,8 +19,8 @@ import "fmt"
 //   - Per token only the decode peer runs after the first, so the expected
 //     latency is the decode stage's RTT plus compute; the price is both
 //     stages' prices.
-//   - The planner does not choose P/D by itself yet: the caller names both
-//     peers.
+//   - The caller names both peers; ChooseMode (mode.go) is where the
+//     planner chooses P/D itself, by calling this for every pair.
 func ChoosePD(peers []Peer, req Request, prefill, decode string) (Plan, error) {
 	switch {
 	case req.Stages > 1:

@@ -14,6 +14,8 @@ func TestPrefer(t *testing.T) {
 	b := peer("b", 4*gb, 40, 14*time.Millisecond)
 	small := peer("small", smolBytes/2, 40, time.Millisecond) // holds half the model
 	busy := with(peer("busy", 4*gb, 40, time.Millisecond), func(p *Peer) { p.ActiveSessions = 1 })
+	twin := peer("twin", 4*gb, 40, 10*time.Millisecond) // a's equal
+	holds := map[string]time.Duration{"twin": PrefixBonus(320, 500, 8)}
 	cases := []struct {
 		name   string
 		peers  []Peer
@@ -22,6 +24,9 @@ func TestPrefer(t *testing.T) {
 		wantMs int64    // expected latency in ms
 	}{
 		{"no preference: the faster", []Peer{a, b}, Request{Model: smolID}, []string{"a"}, 35},
+		{"equal peers, no preference", []Peer{a, twin}, Request{Model: smolID}, []string{"a"}, 35},
+		{"equal peers: the prefix holder", []Peer{a, twin}, Request{Model: smolID, Prefer: holds}, []string{"twin"}, 35},
+		{"equal peers listed the other way: the prefix holder", []Peer{twin, a}, Request{Model: smolID, Prefer: holds}, []string{"twin"}, 35},
 		{"bonus over the gap", []Peer{a, b}, Request{Model: smolID, Prefer: map[string]time.Duration{"b": 5 * time.Millisecond}}, []string{"b"}, 39},
 		{"bonus under the gap", []Peer{a, b}, Request{Model: smolID, Prefer: map[string]time.Duration{"b": 3 * time.Millisecond}}, []string{"a"}, 35},
 		{"limit still holds", []Peer{a, b}, Request{Model: smolID, MaxTokenLatency: 36 * time.Millisecond,

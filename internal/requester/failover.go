@@ -161,10 +161,10 @@ func (c *Cluster) end() {
 
 // replace fails the lost stages over after tokens, or says why it cannot.
 func (c *Cluster) replace(ctx context.Context, lost []int, tokens, failovers int) error {
-	if c.req.disaggregated() { // only the decode worker is watched (pd.go)
-		return c.pdLost(tokens)
-	}
 	what := describe(c.Plan(), lost)
+	if c.req.disaggregated() { // only the decode worker is watched (pd.go)
+		what = c.pdDescribe()
+	}
 	why := fmt.Sprintf("%s was lost after %s", what, plural(tokens, "token"))
 	if failovers == maxFailovers {
 		return fmt.Errorf("%w: %s; gave up after %d failovers", ErrUnavailable, why, maxFailovers)

@@ -69,9 +69,13 @@ func TestFailover(t *testing.T) {
 		{name: "every replacement refuses", spare: []string{"C", "D", "E"}, refuse: []string{"C", "D", "E"},
 			script: func(sw *fakeSwarm) []attempt { return []attempt{sw.stageLost(2, 1)} },
 			want:   ErrUnavailable, text: "was lost after 2 tokens, and its replacements refused"},
-		{name: "P/D: a lost decode worker ends the request", spare: []string{"C"}, pd: true,
+		{name: "P/D: a lost decode worker is replaced", spare: []string{"C"}, pd: true,
+			script: func(sw *fakeSwarm) []attempt { return []attempt{sw.stageLost(4, 1), finish(2)} },
+			text:   "decode worker B was lost after 4 tokens; replanned onto C (layers [0,30)), replaying",
+			lines:  1, replays: 1, moved: []string{"A", "C"}},
+		{name: "P/D: no spare decode worker", pd: true,
 			script: func(sw *fakeSwarm) []attempt { return []attempt{sw.stageLost(4, 1)} },
-			want:   ErrUnavailable, text: "decode worker B was lost after 4 tokens; a prefill/decode run does not fail over"},
+			want:   ErrUnavailable, text: "decode worker B was lost after 4 tokens, and no other worker can hold its layers (0 other workers found)"},
 		{name: "P/D: a lost prefill worker is the backend's to cover", spare: []string{"C"}, pd: true,
 			script: func(sw *fakeSwarm) []attempt {
 				return []attempt{func(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {

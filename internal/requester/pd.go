@@ -1,8 +1,6 @@
 package requester
 
 import (
-	"fmt"
-
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
@@ -19,9 +17,13 @@ import (
 //   - Failover: the prefill worker is needed only until its KV blocks are
 //     handed over, and the backend covers its loss before that (the decode
 //     worker computes the prompt), so its loss is not watched. A decode
-//     worker lost mid-generation ends the request with ErrUnavailable naming
-//     it: a P/D run does not fail over (replaying onto a new decode worker
-//     would need a fresh prefill/decode plan; pipeline runs do fail over).
+//     worker lost mid-generation is replaced as a pipeline stage is
+//     (planner.Replace moves its whole range to a worker not in the plan,
+//     so never onto the prefill worker): the replay is a fresh P/D request
+//     on the same prefill worker, which computes the prompt and the tokens
+//     so far and hands their blocks over through IPFS, and the new decode
+//     worker fetches them and goes on. With no spare worker the request
+//     ends with ErrUnavailable naming the lost decode worker.
 
 // stageRoles are the roles of a plan's n stages on the wire: pipeline
 // stages, or prefill then decode.
@@ -47,13 +49,12 @@ func (c *Cluster) watched(n int) []int {
 	return idx
 }
 
-// pdLost is the error of a P/D generation whose decode worker was lost.
-func (c *Cluster) pdLost(tokens int) error {
+// pdDescribe names the decode worker of a P/D plan, for failover lines.
+func (c *Cluster) pdDescribe() string {
 	plan := c.Plan()
 	id := "?"
 	if len(plan.Stages) == 2 {
 		id = plan.Stages[1].PeerID
 	}
-	return fmt.Errorf("%w: decode worker %s was lost after %s; a prefill/decode run does not fail over (a pipeline run does)",
-		ErrUnavailable, id, plural(tokens, "token"))
+	return "decode worker " + id
 }

@@ -22,9 +22,7 @@ import (
 // request without a manifest and the backend computes the whole prompt.
 
 // prefixLookupTimeout bounds one whole lookup: keys, DHT search, manifest,
-// IPFS connection. A slow swarm costs at most this much before the prefill
-// (one deadline for all of it, whatever a holder answers; the backend's
-// fetch of the blocks has its own, kv.fetch_timeout_s per block).
+// IPFS connection. A slow swarm costs at most this much before the prefill.
 const prefixLookupTimeout = 20 * time.Second
 
 // PrefixIndex is where cached KV prefixes are found: NodeSwarm over a p2p
@@ -54,8 +52,15 @@ type Prefix struct {
 	// Manifest is the holder's manifest of the blocks, for
 	// GenerateRequest.kv_manifest.
 	Manifest []byte
-	Holder   peer.ID
-	Blocks   int
+	// Holder holds the most blocks; Holders every peer whose blocks the
+	// manifest names (a split leaves each layer range on its own worker).
+	Holder  peer.ID
+	Holders []peer.ID
+	Blocks  int
+	// Tokens are the prompt tokens the blocks hold; PromptTokens the
+	// prompt's (known once its keys are, even with nothing cached).
+	Tokens       int
+	PromptTokens int
 }
 
 // ErrNoIPFS: this machine has no IPFS node, so fetched blocks could not be
@@ -87,18 +92,7 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 	}
 	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
 	defer cancel()
-	keysReq, err := prefixKeysRequest(req)
-	if err != nil {
-		return Prefix{}, err
-	}
-	keys, err := keyer.PrefixKeys(ctx, keysReq)
-	if err != nil {
-		return Prefix{}, fmt.Errorf("prefix keys: %w", err)
-	}
-	if len(keys.GetKeys()) == 0 {
-		return Prefix{}, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
-	}
-	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys())
+	hit, shape, err := lookup(ctx, index, keyer, req)
 	if err != nil {
 		return Prefix{}, err
 	}
@@ -106,11 +100,88 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 	if err != nil {
 		return Prefix{}, &UnreachableError{Holder: hit.Peer.ID, Blocks: hit.Blocks, Err: err}
 	}
-	manifest, blocks, err := vetManifest(hit.Manifest, keys.GetKeys(), addrs)
+	for _, h := range hit.Holders { // other layers of the blocks (a split's): best effort
+		if h.ID != hit.Peer.ID {
+			if more, err := connect(ctx, index, h.ID, ipfs); err == nil {
+				addrs = append(addrs, more...)
+			}
+		}
+	}
+	return prefixOf(hit, shape, addrs)
+}
+
+// StagePrefix finds the longest prefix of req's prompt the swarm holds for
+// a cluster's stages: they fetch the blocks of their own layers themselves,
+// connecting to the holders the manifest names, so this machine's IPFS node
+// takes no part. With nothing cached the error comes with the prompt's
+// length (Prefix.PromptTokens) when its keys were computed.
+func StagePrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (Prefix, error) {
+	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
+	defer cancel()
+	hit, shape, err := lookup(ctx, index, keyer, req)
+	if err != nil {
+		return Prefix{PromptTokens: shape.prompt}, err
+	}
+	var addrs []ma.Multiaddr
+	for _, h := range holderIDs(hit) {
+		if more, err := index.IPFSAddrs(ctx, h); err == nil {
+			addrs = append(addrs, more[:min(len(more), maxIPFSAddrs)]...)
+		}
+	}
+	p, err := prefixOf(hit, shape, addrs)
+	if err != nil {
+		return Prefix{PromptTokens: shape.prompt}, err
+	}
+	return p, nil
+}
+
+// promptShape is what a prompt's keys say about it.
+type promptShape struct {
+	blockSize, prompt int
+	keys              [][]byte
+}
+
+// prefixOf is the Prefix of hit as the backend gets it: the manifest vetted
+// against the prompt's own keys, its providers only addrs, the IPFS
+// addresses of the holders' signed records (see vetManifest).
+func prefixOf(hit p2p.KVHit, shape promptShape, addrs []ma.Multiaddr) (Prefix, error) {
+	manifest, blocks, err := vetManifest(hit.Manifest, shape.keys, addrs)
 	if err != nil {
 		return Prefix{}, fmt.Errorf("%w: %s: %w", p2p.ErrNoCachedPrefix, hit.Peer.ID, err)
 	}
-	return Prefix{Manifest: manifest, Holder: hit.Peer.ID, Blocks: blocks}, nil
+	return Prefix{Manifest: manifest, Holder: hit.Peer.ID, Holders: holderIDs(hit), Blocks: blocks,
+		Tokens: blocks * shape.blockSize, PromptTokens: shape.prompt}, nil
+}
+
+// holderIDs are the peers whose blocks hit's manifest names.
+func holderIDs(hit p2p.KVHit) []peer.ID {
+	ids := make([]peer.ID, 0, len(hit.Holders))
+	for _, h := range hit.Holders {
+		ids = append(ids, h.ID)
+	}
+	if len(ids) == 0 {
+		ids = []peer.ID{hit.Peer.ID}
+	}
+	return ids
+}
+
+// lookup computes the prompt's keys and finds its longest cached prefix;
+// also the prompt's shape (once its keys are known).
+func lookup(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (p2p.KVHit, promptShape, error) {
+	keysReq, err := prefixKeysRequest(req)
+	if err != nil {
+		return p2p.KVHit{}, promptShape{}, err
+	}
+	keys, err := keyer.PrefixKeys(ctx, keysReq)
+	if err != nil {
+		return p2p.KVHit{}, promptShape{}, fmt.Errorf("prefix keys: %w", err)
+	}
+	shape := promptShape{int(keys.GetBlockSize()), int(keys.GetPromptTokens()), keys.GetKeys()}
+	if len(keys.GetKeys()) == 0 {
+		return p2p.KVHit{}, shape, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
+	}
+	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys())
+	return hit, shape, err
 }
 
 // prefixKeysRequest asks for the keys of req's prompt.

@@ -9,14 +9,19 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// maxIPFSAddrs caps the holder's IPFS addresses put in a manifest: its
-// record's, in order.
-const maxIPFSAddrs = 8
+// maxIPFSAddrs caps one holder's IPFS addresses put in a manifest: its
+// record's, in order. A manifest merged from several holders (a split's layer
+// ranges on different workers) names each one's, maxManifestProviders in all
+// (the backend refuses a manifest of more than 64).
+const (
+	maxIPFSAddrs         = 8
+	maxManifestProviders = 4 * maxIPFSAddrs
+)
 
 // vetManifest returns the holder's manifest as the backend gets it: only the
 // leading blocks whose keys are the prompt's own, counted here (the count
 // the holder claims is not trusted), and as providers only addrs, the IPFS
-// addresses of the holder's signed capability record (capped), whatever the
+// addresses of the holders' signed capability records (capped), whatever the
 // manifest listed.
 //
 // Decision (hardening, manifest floods): the backend dials every provider a
@@ -45,8 +50,8 @@ func vetManifest(manifest []byte, keys [][]byte, addrs []ma.Multiaddr) ([]byte, 
 	if count == 0 {
 		return nil, 0, errors.New("the holder's manifest names none of the prompt's blocks")
 	}
-	providers := make([]string, 0, min(len(addrs), maxIPFSAddrs))
-	for _, a := range addrs[:min(len(addrs), maxIPFSAddrs)] {
+	providers := make([]string, 0, min(len(addrs), maxManifestProviders))
+	for _, a := range addrs[:min(len(addrs), maxManifestProviders)] {
 		providers = append(providers, a.String())
 	}
 	doc["blocks"], doc["providers"] = blocks[:count], providers

@@ -54,6 +54,9 @@ type Request struct {
 	// prefill/decode run: the prompt on one, the decode on the other
 	// (planner.ChoosePD).
 	PrefillPeer, DecodePeer string
+	// NoPD forbids a prefill/decode plan the planner would choose itself
+	// (ChooseMode); PrefillPeer and DecodePeer still force one.
+	NoPD bool
 	// DiscoverTimeout bounds the look for workers. Default
 	// DefaultDiscoverTimeout.
 	DiscoverTimeout time.Duration
@@ -90,6 +93,11 @@ type Planned struct {
 	Plan    planner.Plan
 	// RTTs are the measured RTTs of the workers found, by peer id.
 	RTTs map[string]time.Duration
+	// Prefer is the rank bonus of peers holding the prompt's cached prefix
+	// (planner.Request.Prefer) the plan was made with; nil: none.
+	Prefer map[string]time.Duration
+	// peers are the workers found, for Prefer's re-plan.
+	peers []planner.Peer
 }
 
 // Plan discovers the swarm's workers and plans req over them. A refusal
@@ -113,7 +121,59 @@ func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
 	if err != nil {
 		return nil, planError(err, len(peers))
 	}
-	return &Planned{Request: req, Plan: plan, RTTs: rtts(peers)}, nil
+	return &Planned{Request: req, Plan: plan, RTTs: rtts(peers), peers: peers}, nil
+}
+
+// ChooseMode re-plans p as a prefill/decode run when the planner's
+// expected-latency arithmetic says it pays for this request's shape
+// (planner.ChooseMode: a long prompt, a faster prefill peer or a busy best
+// decoder). A forced P/D request, NoPD, or no gain keep p.
+func (r *Requester) ChooseMode(p *Planned, shape planner.Shape) *Planned {
+	if p.Request.disaggregated() || p.Request.NoPD {
+		return p
+	}
+	req := p.Request.plannerRequest()
+	req.Prefer = p.Prefer
+	plan, pd, err := planner.ChooseMode(p.peers, req, shape)
+	if err != nil || !pd {
+		return p
+	}
+	chosen := p.Request
+	chosen.PrefillPeer, chosen.DecodePeer = plan.Stages[0].PeerID, plan.Stages[1].PeerID
+	return &Planned{Request: chosen, Plan: plan, RTTs: p.RTTs, peers: p.peers}
+}
+
+// Prefer re-plans p over the same workers with the peers holding the
+// prompt's cached prefix ranked higher by the prefill time they save
+// (planner.PrefixBonus at each holder's measured prefill speed, spread over
+// answerTokens). A P/D request, or no holder among the workers, keeps p.
+//
+// Decision: the prefix is looked up after the first plan (the prompt's
+// keys come from the backend, which starts only once the swarm can serve
+// the request), and only re-ranks: a plan the request's limits refuse is
+// never chosen for a cache hit.
+func (r *Requester) Prefer(p *Planned, prefix Prefix, answerTokens int) *Planned {
+	if p.Request.disaggregated() || prefix.Tokens <= 0 {
+		return p
+	}
+	prefer := map[string]time.Duration{}
+	for _, w := range p.peers {
+		for _, h := range prefix.Holders {
+			if w.ID == h.String() {
+				prefer[w.ID] = planner.PrefixBonus(prefix.Tokens, w.PrefillTokensPerS, answerTokens)
+			}
+		}
+	}
+	if len(prefer) == 0 {
+		return p
+	}
+	req := p.Request.plannerRequest()
+	req.Prefer = prefer
+	plan, err := planner.Choose(p.peers, req)
+	if err != nil {
+		return p
+	}
+	return &Planned{Request: p.Request, Plan: plan, RTTs: p.RTTs, Prefer: prefer, peers: p.peers}
 }
 
 // discover asks the swarm for the workers that can be planned.

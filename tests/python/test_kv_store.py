@@ -279,3 +279,20 @@ def test_layer_groups_and_partial_stages(
         a = fresh.forward(torch.tensor([tokens[64:]]))
         b = head.session(80).forward(torch.tensor([tokens]))
     assert torch.allclose(a[:, -1], b[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_two_processes_share_one_store(start_kubo, tmp_path: Path) -> None:
+    """A backend's store and a stage actor's on the same directory (two instances here,
+    as two processes would hold): each sees the other's parts, and eviction is one cap."""
+    daemon = start_kubo()
+    backend = KVStore(KuboClient(daemon.api), tmp_path / "kv", max_bytes=3 * 1000)
+    stage = KVStore(KuboClient(daemon.api), tmp_path / "kv", max_bytes=3 * 1000)
+    keys = [bytes([i]) * 32 for i in range(4)]
+    stage.put(keys[0], 0, 15, os.urandom(1000))
+    backend.put(keys[1], 0, 30, os.urandom(1000))
+    stage.put(keys[2], 15, 30, os.urandom(1000))
+    assert backend.keys() == keys[:3] and stage.keys() == keys[:3]
+    assert backend.has(keys[0], 0, 15) and stage.has(keys[1], 0, 30)
+    backend.put(keys[3], 0, 30, os.urandom(1000))  # over the one cap: the oldest goes
+    assert stage.keys() == keys[1:] and backend.keys() == keys[1:]
+    assert stage.stored_bytes == 3000

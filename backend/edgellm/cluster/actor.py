@@ -6,10 +6,11 @@ the weights come from the peer's disk, never over the cluster, and must match th
 weights CID; KV blocks go to and come from the peer's own Kubo.
 
 A pipeline stage uses open/forward/close, and forward_batch for a decode step of several
-sessions at once (continuous batching: each session holds one slot of the stage's pool).
-In a prefill/decode plan (edgellm.cluster.disaggregated) the prefill stage uses
-open/prefill/handoff, the decode stage open/load_kv/forward/close; their KV work is the
-worker side of P/D (`PeerKV`).
+sessions at once (continuous batching: each session holds one slot of the stage's pool);
+prefix_fetch/prefix_take before its prefill and prefix_keep after it for the peer's KV
+blocks of its layers (edgellm.cluster.stage_prefix). In a prefill/decode plan
+(edgellm.cluster.disaggregated) the prefill stage uses open/prefill/handoff, the decode
+stage open/load_kv/forward/close; their KV work is the worker side of P/D (`PeerKV`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.cluster.disaggregated.worker import PeerKV
+from edgellm.cluster.stage_prefix import StagePrefix
 from edgellm.config import load_config
 from edgellm.engine.runner import Slots
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession, forward_batch
@@ -51,6 +53,8 @@ class StageActor:
         self.prompts: dict[str, list[int]] = {}
         # Logits of the prompt's last position, when load_kv computed it (see take_logits).
         self.prompt_logits: dict[str, torch.Tensor] = {}
+        # The prefix cache of a pipeline stage (edgellm.cluster.stage_prefix).
+        self.prefix: StagePrefix | None = None
 
     def load(
         self,
@@ -100,6 +104,8 @@ class StageActor:
             session.close()  # its slot back to the pool
         self.prompts.pop(session_id, None)
         self.prompt_logits.pop(session_id, None)
+        if self.prefix is not None:
+            self.prefix.forget(session_id)
 
     # -- prefill/decode ----------------------------------------------------------------
 
@@ -146,3 +152,24 @@ class StageActor:
         """The logits of the prompt's last position if load_kv computed it (the first
         token, when the prefill peer was lost before returning its own)."""
         return self.prompt_logits.pop(session_id, None)
+
+    # -- a pipeline stage's prefix cache (edgellm.cluster.stage_prefix) --------------------
+
+    def _prefix(self) -> StagePrefix:
+        if self.prefix is None:
+            self.prefix = StagePrefix(self._kv())
+        return self.prefix
+
+    def prefix_fetch(self, session_id: str, prompt: list[int], manifest: bytes) -> int:
+        """Fetch the prompt's cached blocks of this stage's layers; how many."""
+        return self._prefix().fetch(session_id, self.sessions[session_id], prompt, manifest)
+
+    def prefix_take(self, session_id: str, count: int) -> int:
+        """Import the first `count` fetched blocks; the tokens they hold."""
+        return self._prefix().take(session_id, self.sessions[session_id], count)
+
+    def prefix_keep(self, session_id: str, prompt: list[int], first: int) -> None:
+        """After the prefill: store this stage's blocks of the prompt from block `first`."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            self._prefix().keep(session_id, session, prompt, first)

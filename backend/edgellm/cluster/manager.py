@@ -50,8 +50,12 @@ class ClusterManager:
         engine: str = "torch",
         max_batch: int = 8,
         kv_budget_mb: int = 512,
+        kv_dir: Path | None = None,
     ) -> None:
         self._work_dir = Path(work_dir)
+        # This peer's KV block store (one directory per model under it), shared by the
+        # backend's engine and the stage actors of its Ray node (edgellm.kv.store).
+        self._kv_dir = Path(kv_dir) if kv_dir is not None else self._work_dir / "stage-kv"
         self._models_dir = Path(models_dir)
         self._num_cpus = num_cpus
         # Stage actors on this node reach this peer's Kubo for KV blocks.
@@ -84,8 +88,9 @@ class ClusterManager:
         if self._ipfs_api:
             env["EDGELLM_IPFS_API"] = self._ipfs_api
             env["EDGELLM_IPFS_GATEWAY"] = self._ipfs_gateway
-            # Stage actors' block index (P/D), apart from this backend's prefix cache.
-            env["EDGELLM_STAGE_KV_DIR"] = str(self._work_dir / "stage-kv")
+            # Stage actors' blocks land in this backend's store: indexed, evicted and
+            # announced with the rest.
+            env["EDGELLM_STAGE_KV_DIR"] = str(self._kv_dir)
         return env
 
     def _claim(self, sid: str) -> None:

@@ -7,6 +7,10 @@ step carries the whole batch's activations [b, 1, h] the same way (`forward_batc
 stage running its sessions' slots at once. The last
 stage returns float32 logits, and the shared decode loop samples on the driver, so
 greedy and seeded sampling are exactly the local engine's.
+
+Before the prefill the stages take the prompt's cached KV blocks of their layers from
+their peers' stores and the request's manifest, and after it they store theirs
+(edgellm.cluster.stage_prefix).
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from collections.abc import Sequence
 
 import ray
 import torch
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import RayError
 
 from edgellm.cluster.actor import StageActor
+from edgellm.cluster.calls import RayCalls, ray_error
 from edgellm.cluster.plan import Plan
+from edgellm.cluster.stage_prefix import keep_prompt, load_prefix
 from edgellm.engine.runner import KVStats, Slots
-from edgellm.errors import ClusterError, EdgeLLMError
 
 # A stage needs little of Ray's CPU accounting: torch uses the threads it is given.
 STAGE_NUM_CPUS = 0.001
@@ -29,15 +34,6 @@ STAGE_RESOURCE_UNITS = 0.001
 LOAD_TIMEOUT_S = 300.0
 # No batching: one request at a time, of any length (a slot when it fits, else its own cache).
 ONE_AT_A_TIME = Slots(1, 2**62)
-
-
-def ray_error(exc: RayError, what: str) -> EdgeLLMError:
-    """Our own error raised inside an actor, or a ClusterError saying what failed."""
-    cause = exc.cause if isinstance(exc, RayTaskError) else None
-    if isinstance(cause, EdgeLLMError):
-        return type(cause)(str(cause))
-    text = " ".join(str(exc).split())
-    return ClusterError(f"{what}: {text[-500:]}")
 
 
 class RayPipeline:
@@ -111,15 +107,35 @@ class RaySession:
     def __init__(self, actors: list, sid: str) -> None:
         self.actors = actors
         self.sid = sid
+        # The whole prompt and the blocks the stages took from the cache, until the
+        # prefill has run (then None).
+        self.prompt: list[int] | None = None
+        self.cached_blocks = 0
+        self.prefilled = False
+
+    def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
+        self.prompt = list(prompt_ids)
+        hit = load_prefix(RayCalls(), self.actors, self.sid, self.prompt, manifest)
+        self.cached_blocks = len(hit.per_stage) and min(hit.per_stage)
+        return hit.tokens, hit.fetch_ms
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = input_ids
         for actor in self.actors:
             x = actor.forward.remote(self.sid, x)
         try:
-            return ray.get(x)
+            out = ray.get(x)
         except RayError as exc:
             raise ray_error(exc, "a stage failed") from None
+        if not self.prefilled:
+            self._keep(input_ids)
+        return out
+
+    def _keep(self, input_ids: torch.Tensor) -> None:
+        """After the prefill: every stage stores its blocks of the prompt."""
+        self.prefilled = True
+        prompt = self.prompt if self.prompt is not None else input_ids[0].tolist()
+        keep_prompt(RayCalls(), self.actors, self.sid, prompt, self.cached_blocks)
 
     def kv_stats(self) -> KVStats:
         return KVStats()  # the stages compute every position

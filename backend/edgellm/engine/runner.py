@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -46,6 +46,15 @@ class RunnerSession(Protocol):
 
     def close(self) -> None:
         """Free this request's state (KV caches) on every stage."""
+
+
+@runtime_checkable
+class PrefixLoading(Protocol):
+    """A session whose stages load a prompt's cached KV blocks themselves, on their own
+    peers (edgellm.cluster.stage_prefix), rather than through the engine's prefix cache."""
+
+    def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
+        """Fill the stages with the prompt's cached leading blocks; (tokens, ms)."""
 
 
 class StageRunner(Protocol):

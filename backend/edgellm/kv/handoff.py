@@ -306,6 +306,15 @@ def _copy_part(part: BlockTensors, dest: torch.Tensor, start: int, end: int) -> 
     dest.index_copy_(0, stage_rows[keep], part.rows[keep])
 
 
+def adopt(store: KVStore, remote: Sequence[tuple[Source, int]]) -> None:
+    """Pin and index parts fetched from other peers, once verified (so this peer serves
+    them too); parts held already are skipped."""
+    for source, size in remote:
+        part = source.part
+        if not store.has(source.key, part.layer_start, part.layer_end):
+            store.adopt(source.key, part, size)
+
+
 def fetch_into(
     session: StageCache,
     store: KVStore,

@@ -5,17 +5,26 @@ it is persisted as `<kv dir>/index.json` (edgellm.atomicfile: a fresh temporary 
 fsynced, renamed, the directory fsynced, so a crash never leaves half an index); at
 start-up `reconcile` makes it agree with Kubo's pins. When the pinned bytes exceed
 `max_bytes`, the least recently used parts are unpinned and forgotten (Kubo's garbage
-collector reclaims the space; `collect_garbage` runs it now). Thread-safe; one backend
-process per directory.
+collector reclaims the space; `collect_garbage` runs it now). Thread-safe.
+
+Decision: one directory per model is this peer's store, shared by every process of the
+peer that computes blocks: the backend's engine (whole-model runs, `infer --local`) and
+the stage actors its Ray node runs for a swarm's clusters (a split's layer range, a P/D
+prefill or decode). So everything a worker computes is indexed, evicted under one cap and
+announced (the backend's HeldKeys reads the same index). Processes take an exclusive
+`flock` on `<dir>/index.lock` around each change (re-reading the index first if another
+process rewrote it), and a reader re-reads it when its modification stamp changed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +38,7 @@ from edgellm.models.cid import raw_cid
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
+LOCK_NAME = "index.lock"
 INDEX_FORMAT = "edgellm-kv-index/1"
 
 _Slot = tuple[bytes, int, int]  # (key, layer_start, layer_end)
@@ -75,14 +85,27 @@ class KVStore:
         self.fetch_timeout_s = fetch_timeout_s
         self._lock = threading.Lock()
         self._parts: dict[_Slot, StoredPart] = {}
-        self._load()
+        # (mtime_ns, size, inode) of the index as last read or written here.
+        self._stamp: tuple[int, int, int] | None = None
+        with self._lock:
+            self._refresh()
 
     # -- index -------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        path = self.directory / INDEX_NAME
-        if not path.is_file():
+    def _index_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self.directory / INDEX_NAME).stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _refresh(self) -> None:
+        """Re-read the index if another process rewrote it; the caller holds the lock."""
+        stamp = self._index_stamp()
+        if stamp is None or stamp == self._stamp:
             return
+        self._stamp = stamp
+        path = self.directory / INDEX_NAME
         try:
             doc = json.loads(path.read_text())
             if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
@@ -93,6 +116,21 @@ class KVStore:
             return
         self._parts = {p.slot: p for p in parts}
 
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the thread lock and the directory's file lock, with the index fresh; the
+        body changes `_parts`, which is written back afterwards."""
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(self.directory / LOCK_NAME, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    self._refresh()
+                    yield
+                    self._save()
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _save(self) -> None:
         """Write the index (atomically, fsynced); the caller holds the lock."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -101,52 +139,57 @@ class KVStore:
             atomicfile.write(
                 self.directory / INDEX_NAME, json.dumps(doc, separators=(",", ":")).encode()
             )
+            self._stamp = self._index_stamp()
         except OSError as exc:
             log.warning("kv: cannot write index: %s", exc)
 
     @property
     def stored_bytes(self) -> int:
         with self._lock:
+            self._refresh()
             return sum(p.size for p in self._parts.values())
 
     def __len__(self) -> int:
         with self._lock:
+            self._refresh()
             return len(self._parts)
 
     def keys(self) -> list[bytes]:
         """The distinct block keys held, in the order they were first indexed."""
         with self._lock:
+            self._refresh()
             return list(dict.fromkeys(slot[0] for slot in self._parts))
 
     def entries(self) -> list[StoredPart]:
         """Every indexed part, least recently used first."""
         with self._lock:
+            self._refresh()
             return sorted(self._parts.values(), key=lambda p: p.last_used)
 
     def parts(self, key: bytes) -> list[PartRef]:
         """Parts of block `key` held here (any layer ranges)."""
         with self._lock:
+            self._refresh()
             return [p.ref() for s, p in self._parts.items() if s[0] == key]
 
     def has(self, key: bytes, layer_start: int, layer_end: int) -> bool:
         with self._lock:
+            self._refresh()
             return (key, layer_start, layer_end) in self._parts
 
     def touch(self, slots: Iterable[_Slot]) -> None:
         """Mark parts as just used (LRU)."""
         now = time.time()
-        with self._lock:
+        with self._changing():
             for slot in slots:
                 part = self._parts.get(slot)
                 if part is not None:
                     self._parts[slot] = StoredPart(**{**asdict(part), "last_used": now})
-            self._save()
 
     def forget(self, key: bytes, layer_start: int, layer_end: int) -> None:
         """Drop a part that turned out unusable (unpinned, best effort)."""
-        with self._lock:
+        with self._changing():
             part = self._parts.pop((key, layer_start, layer_end), None)
-            self._save()
         if part is not None:
             self._unpin([part])
 
@@ -167,11 +210,10 @@ class KVStore:
             StoredPart(key.hex(), start, end, cid, len(data), now)
             for (key, start, end, data), cid in zip(parts, cids, strict=True)
         ]
-        with self._lock:
+        with self._changing():
             for part in added:
                 self._parts[part.slot] = part
             evicted = self._evict()
-            self._save()
         if evicted:
             log.info("kv: evicted %d block parts (cap %d bytes)", len(evicted), self.max_bytes)
         self._unpin(evicted)
@@ -194,10 +236,9 @@ class KVStore:
 
     def _add(self, key: bytes, start: int, end: int, cid: str, size: int) -> PartRef:
         part = StoredPart(key.hex(), start, end, cid, size, time.time())
-        with self._lock:
+        with self._changing():
             self._parts[part.slot] = part
             evicted = self._evict()
-            self._save()
         if evicted:
             log.info("kv: evicted %d block parts (cap %d bytes)", len(evicted), self.max_bytes)
         self._unpin(evicted)
@@ -219,6 +260,7 @@ class KVStore:
 
     def _unpin(self, parts: list[StoredPart]) -> None:
         with self._lock:
+            self._refresh()
             live = {p.cid for p in self._parts.values()}
         for part in parts:
             if part.cid in live:  # identical bytes still indexed under another slot
@@ -235,7 +277,7 @@ class KVStore:
         back by a crash does not orphan every pinned block forever. Returns (forgotten,
         recovered); KuboError when Kubo cannot list its pins."""
         pinned = self.client.pins()
-        with self._lock:
+        with self._changing():
             gone = [slot for slot, p in self._parts.items() if p.cid not in pinned]
             for slot in gone:
                 del self._parts[slot]
@@ -243,11 +285,9 @@ class KVStore:
         recovered = [
             part for cid in sorted(pinned - known) if (part := self._recover(cid, model_cid))
         ]
-        with self._lock:
+        with self._changing():
             for part in recovered:
                 self._parts.setdefault(part.slot, part)
-            if gone or recovered:
-                self._save()
         return len(gone), len(recovered)
 
     def _recover(self, cid: str, model_cid: str) -> StoredPart | None:

@@ -141,6 +141,7 @@ def build(config: BackendConfig, device: str) -> Built:
         # vLLM's pipeline parallelism over Ray needs GPU peers and is not built yet.
         engine="torch",
         **batch,
+        kv_dir=config.kv.dir,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)

@@ -8,91 +8,20 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import ray
 import torch
-from ray.exceptions import RayError
 
+from edgellm.cluster.calls import Calls, LocalCalls, RayCalls
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
-from edgellm.cluster.pipeline import ONE_AT_A_TIME, RayPipeline, ray_error
+from edgellm.cluster.pipeline import ONE_AT_A_TIME, RayPipeline
 from edgellm.cluster.plan import Plan, StageRole
 from edgellm.engine.runner import KVStats, Slots
 from edgellm.errors import ClusterError, EdgeLLMError, InvalidRequest
 
+__all__ = ["Calls", "DisaggregatedRunner", "DisaggregatedSession", "LocalCalls", "RayCalls"]
+
 log = logging.getLogger(__name__)
-
-
-class Calls(Protocol):
-    """How the runner calls the two stage actors: Ray's remote calls, or plain calls.
-    Every failure is an EdgeLLMError, so the runner catches exactly that."""
-
-    def submit(self, actor: Any, method: str, *args: Any) -> Any:
-        """Start `actor.method(*args)`; an argument may be another call's handle. What the
-        call raises surfaces in `get`; an EdgeLLMError here means it could not start."""
-
-    def get(self, handle: Any, what: str) -> Any:
-        """The call's result; raises an EdgeLLMError saying `what` failed (the actor's own
-        EdgeLLMError as it was, anything else as a ClusterError)."""
-
-    def done(self, handle: Any) -> bool:
-        """Whether the call has finished (either way)."""
-
-    def kill(self, actors: Sequence[Any]) -> None:
-        """Stop the actors."""
-
-
-class RayCalls:
-    def submit(self, actor: Any, method: str, *args: Any) -> Any:
-        try:
-            return getattr(actor, method).remote(*args)
-        except RayError as exc:
-            raise ray_error(exc, f"submitting {method}") from None
-
-    def get(self, handle: Any, what: str) -> Any:
-        try:
-            return ray.get(handle)
-        except RayError as exc:
-            raise ray_error(exc, what) from None
-
-    def done(self, handle: Any) -> bool:
-        ready, _ = ray.wait([handle], timeout=0)
-        return bool(ready)
-
-    def kill(self, actors: Sequence[Any]) -> None:
-        for actor in actors:
-            ray.kill(actor)
-
-
-@dataclass
-class _Done:
-    value: Any = None
-    error: BaseException | None = None
-
-
-class LocalCalls:
-    """In-process actors (tests, and a second transport later): each call runs at once."""
-
-    def submit(self, actor: Any, method: str, *args: Any) -> _Done:
-        try:
-            resolved = [self.get(a, "") if isinstance(a, _Done) else a for a in args]
-            return _Done(getattr(actor, method)(*resolved))
-        except Exception as exc:  # noqa: BLE001 - held for get(), as Ray holds a task's error
-            return _Done(error=exc)
-
-    def get(self, handle: _Done, what: str) -> Any:
-        error = handle.error
-        if isinstance(error, EdgeLLMError):
-            raise error
-        if error is not None:  # as ray_error reports an actor's non-EdgeLLMError
-            raise ClusterError(f"{what}: {type(error).__name__}: {error}") from error
-        return handle.value
-
-    def done(self, handle: _Done) -> bool:
-        return True
-
-    def kill(self, actors: Sequence[Any]) -> None:
-        return None
 
 
 class DisaggregatedRunner:

@@ -31,7 +31,8 @@ from edgellm.kv.store import KVStore
 log = logging.getLogger(__name__)
 
 # Where a stage actor keeps its block index (one directory per model CID under it); the
-# cluster manager sets it for its Ray node. Default: <kv dir>/stage.
+# cluster manager sets it for its Ray node to its backend's KV directory, so the stage's
+# blocks are the peer's (edgellm.kv.store). Default: <kv dir>.
 STAGE_KV_DIR_ENV = "EDGELLM_STAGE_KV_DIR"
 # IPFS addresses of the prefill peer a manifest names at most.
 MAX_PROVIDERS = 16
@@ -77,7 +78,7 @@ class PeerKV:
         config = load_config().kv
         if not config.enabled:
             return cls(None, model_cid, config.block_size)
-        base = os.environ.get(STAGE_KV_DIR_ENV) or str(Path(config.dir or ".") / "stage")
+        base = os.environ.get(STAGE_KV_DIR_ENV) or str(config.dir or ".")
         client = KuboClient(config.ipfs_api, gateway=config.ipfs_gateway)
         store = KVStore(
             client, Path(base) / model_cid, config.max_store_mb << 20, config.fetch_timeout_s
@@ -214,10 +215,26 @@ class PeerKV:
                 self._pool,
             )
         cached = len(fetched.blocks) * spec.block_size
+        self._keep(fetched)
         log.info(
             "kv: %d of %d prompt tokens from the prefill peer's blocks", cached, len(token_ids)
         )
         return cached
+
+    def _keep(self, fetched: kvhandoff.Fetched) -> None:
+        """Pin and index the verified blocks taken from P (in the background), so this
+        peer announces and serves them too."""
+        store, remote = self.store, list(fetched.remote)
+        if store is None or not remote:
+            return
+
+        def work() -> None:
+            try:
+                kvhandoff.adopt(store, remote)
+            except KVError as exc:  # only the cache misses them
+                log.warning("kv: keeping the prefill peer's blocks failed: %s", exc)
+
+        threading.Thread(target=work, name="pd-kv-keep", daemon=True).start()
 
     def _connect(self, providers: Sequence[str]) -> None:
         """Connect this peer's Kubo to the prefill peer's (any one address will do)."""

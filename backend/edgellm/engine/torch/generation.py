@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from edgellm.engine.runner import RunnerSession, StageRunner
+from edgellm.engine.runner import PrefixLoading, RunnerSession, StageRunner
 from edgellm.engine.torch.sampler import Sampler
 from edgellm.engine.torch.text import Detokenizer, StopMatcher
 from edgellm.engine.types import FinishReason, GenerationChunk, PreparedRequest, Timings, Usage
@@ -81,6 +81,10 @@ class Sequence:
                 self.session.close()
                 self.session = self.runner.session(self.positions)
                 self.hit = PrefixHit()
+        elif not job.no_prefix_cache and isinstance(self.session, PrefixLoading):
+            # Ray stages: each takes its layers' cached blocks itself (cluster.stage_prefix).
+            tokens, ms = self.session.load_prefix(job.prompt_ids, job.kv_manifest)
+            self.hit = PrefixHit(tokens, ms)
         device = self.runner.device
         prompt = torch.tensor([job.prompt_ids[self.hit.tokens :]], device=device)
         return self.advance(self.session.forward(prompt))

@@ -1,0 +1,98 @@
+"""How a driver calls stage actors: Ray's remote calls, or plain in-process calls.
+
+The P/D runner (edgellm.cluster.disaggregated.driver) and a chain's prefix cache
+(edgellm.cluster.stage_prefix) submit actor calls through a `Calls`, so the same driver
+code runs over Ray and, in tests, over in-process actors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+from edgellm.errors import ClusterError, EdgeLLMError
+
+
+def ray_error(exc: RayError, what: str) -> EdgeLLMError:
+    """Our own error raised inside an actor, or a ClusterError saying what failed."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else None
+    if isinstance(cause, EdgeLLMError):
+        return type(cause)(str(cause))
+    text = " ".join(str(exc).split())
+    return ClusterError(f"{what}: {text[-500:]}")
+
+
+class Calls(Protocol):
+    """How a driver calls stage actors: Ray's remote calls, or plain calls.
+    Every failure is an EdgeLLMError, so the runner catches exactly that."""
+
+    def submit(self, actor: Any, method: str, *args: Any) -> Any:
+        """Start `actor.method(*args)`; an argument may be another call's handle. What the
+        call raises surfaces in `get`; an EdgeLLMError here means it could not start."""
+
+    def get(self, handle: Any, what: str) -> Any:
+        """The call's result; raises an EdgeLLMError saying `what` failed (the actor's own
+        EdgeLLMError as it was, anything else as a ClusterError)."""
+
+    def done(self, handle: Any) -> bool:
+        """Whether the call has finished (either way)."""
+
+    def kill(self, actors: Sequence[Any]) -> None:
+        """Stop the actors."""
+
+
+class RayCalls:
+    def submit(self, actor: Any, method: str, *args: Any) -> Any:
+        try:
+            return getattr(actor, method).remote(*args)
+        except RayError as exc:
+            raise ray_error(exc, f"submitting {method}") from None
+
+    def get(self, handle: Any, what: str) -> Any:
+        try:
+            return ray.get(handle)
+        except RayError as exc:
+            raise ray_error(exc, what) from None
+
+    def done(self, handle: Any) -> bool:
+        ready, _ = ray.wait([handle], timeout=0)
+        return bool(ready)
+
+    def kill(self, actors: Sequence[Any]) -> None:
+        for actor in actors:
+            ray.kill(actor)
+
+
+@dataclass
+class _Done:
+    value: Any = None
+    error: BaseException | None = None
+
+
+class LocalCalls:
+    """In-process actors (tests, and a second transport later): each call runs at once."""
+
+    def submit(self, actor: Any, method: str, *args: Any) -> _Done:
+        try:
+            resolved = [self.get(a, "") if isinstance(a, _Done) else a for a in args]
+            return _Done(getattr(actor, method)(*resolved))
+        except Exception as exc:  # noqa: BLE001 - held for get(), as Ray holds a task's error
+            return _Done(error=exc)
+
+    def get(self, handle: _Done, what: str) -> Any:
+        error = handle.error
+        if isinstance(error, EdgeLLMError):
+            raise error
+        if error is not None:  # as ray_error reports an actor's non-EdgeLLMError
+            raise ClusterError(f"{what}: {type(error).__name__}: {error}") from error
+        return handle.value
+
+    def done(self, handle: _Done) -> bool:
+        return True
+
+    def kill(self, actors: Sequence[Any]) -> None:
+        return None
