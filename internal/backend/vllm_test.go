@@ -98,6 +98,9 @@ func TestVLLMEngineCoreDies(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	text, err = generateText(t.Context(), s, greedy("What is the capital of France?", 32))
+	if errors.Is(err, ErrExited) { // raced the supervisor noticing the exit; the next one cannot
+		text, err = generateText(t.Context(), s, greedy("What is the capital of France?", 32))
+	}
 	if err != nil || text != "The capital of France is Paris." {
 		t.Fatalf("after the restart: answer = %q, %v", text, err)
 	}
