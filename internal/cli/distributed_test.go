@@ -133,11 +133,13 @@ func TestDistributedInfer(t *testing.T) {
 		}
 		const maxTokens = 6
 		// The first split run stores each stage's layers of the prompt's
-		// blocks on its worker, which announces them.
+		// blocks on its worker, which announces them. (It may take the chat
+		// template's first block, which the earlier runs in this swarm stored,
+		// but none of the long prompt.)
 		first := pdPrompt + " Answer briefly."
 		want := referenceTokens(t, python, first, maxTokens)
 		got := distKV(t, infer, "--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), first)
-		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens != 0 {
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens >= 200 {
 			t.Fatalf("first split run: %d cached, tokens %v, want %v", got.CachedPromptTokens, got.TokenIDs, want)
 		}
 		// A second split run sharing the prefix: every stage takes its layers'

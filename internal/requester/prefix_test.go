@@ -144,7 +144,7 @@ func TestCachedPrefixVetsTheManifest(t *testing.T) {
 		{"claims more blocks than it lists", testManifest(keys[:2], nil), 4, record, 2, []string{"/ip4/10.0.0.9/tcp/4001"}},
 		{"lists blocks of another prompt", other, 4, record, 0, nil},
 		{"not JSON", []byte("{"), 4, record, 0, nil},
-		{"records with too many addresses", testManifest(keys, nil), 4, repeatAddr(record[0], 50), 4, repeatStr("/ip4/10.0.0.9/tcp/4001", maxManifestProviders)},
+		{"a record with too many addresses", testManifest(keys, nil), 4, repeatAddr(record[0], 50), 4, repeatStr("/ip4/10.0.0.9/tcp/4001", maxIPFSAddrs)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -180,9 +180,12 @@ def test_concurrent_requests_do_not_mix(server) -> None:
 
 
 def test_list_models(server) -> None:
-    models = _control(server).ListModels(model_control_pb2.ListModelsRequest()).models
-    assert [m.id for m in models] == [MODEL_ID]
-    assert models[0].in_store and models[0].description
+    listed = _control(server).ListModels(model_control_pb2.ListModelsRequest()).models
+    models = {m.id: m for m in listed}
+    # The registry's models, in the store or not (gemma3-270m once `make gemma` ran).
+    assert {MODEL_ID, "gemma3-270m"} <= set(models)
+    assert models[MODEL_ID].in_store and models[MODEL_ID].description
+    assert "make gemma" in models["gemma3-270m"].description
 
 
 def test_unknown_model_load_is_not_found(server) -> None:

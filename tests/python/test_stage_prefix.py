@@ -22,7 +22,7 @@ from edgellm.cluster.actor import StageActor
 from edgellm.cluster.disaggregated.driver import LocalCalls
 from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.cluster.stage_prefix import keep_prompt, load_prefix
-from edgellm.engine.runner import KVStats
+from edgellm.engine.runner import KVStats, Slots
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
@@ -91,9 +91,19 @@ class Chain:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    @property
+    def slots(self) -> Slots:
+        return Slots(1, 2**62)  # one request at a time, as a RayPipeline without a pool
+
     def session(self, max_positions: int) -> ChainSession:
         self.count += 1
         return ChainSession(self.actors, f"s{self.count}", max_positions)
+
+    def forward_batch(self, sessions: list[ChainSession], input_ids: torch.Tensor) -> torch.Tensor:
+        x = input_ids
+        for actor in self.actors:
+            x = actor.forward_batch([s.sid for s in sessions], x)
+        return x
 
     def close(self) -> None:
         pass

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -26,7 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from edgellm.errors import InvalidRequest, KuboError, StoreError
-from edgellm.kv.ipfs import api_url
+from edgellm.kv.ipfs import UNIX, api_url
 from edgellm.models.cid import CHUNK_SIZE, file_cid
 from edgellm.models.manifest import MANIFEST_NAME, WEIGHTS_NAME, Manifest
 from edgellm.models.store import ModelStore
@@ -76,6 +77,31 @@ def _parts(directory: Path, name: str) -> Iterator[bytes]:
     yield f"--{_BOUNDARY}--\r\n".encode()
 
 
+def _client(api: str, timeout: httpx.Timeout | float) -> tuple[httpx.Client, str]:
+    """An HTTP client for the Kubo RPC API at `api` and its base URL: over the unix socket
+    the node's own Kubo listens on (in its private repository), or over TCP."""
+    url = api_url(api)
+    if url.startswith(UNIX):
+        transport = httpx.HTTPTransport(uds=url.removeprefix(UNIX))
+        return httpx.Client(transport=transport, timeout=timeout), "http://kubo"
+    return httpx.Client(timeout=timeout), url
+
+
+def _post(api: str, command: str, *, timeout: httpx.Timeout | float, **kwargs) -> httpx.Response:
+    client, base = _client(api, timeout)
+    with client:
+        return client.post(f"{base}/api/v0/{command}", **kwargs)
+
+
+@contextmanager
+def _stream(
+    api: str, command: str, *, timeout: httpx.Timeout | float, **kwargs
+) -> Iterator[httpx.Response]:
+    client, base = _client(api, timeout)
+    with client, client.stream("POST", f"{base}/api/v0/{command}", **kwargs) as reply:
+        yield reply
+
+
 def publish(store: ModelStore, model_id: str, api: str) -> SharedModel:
     """Add (and pin) a store entry in the Kubo at `api`; refuse if Kubo's CID for the
     weights is not the manifest's (the two CID computations must agree)."""
@@ -84,8 +110,9 @@ def publish(store: ModelStore, model_id: str, api: str) -> SharedModel:
         raise StoreError(f"model {model_id!r} is not in the store")
     directory = store.path(model_id)
     try:
-        reply = httpx.post(
-            f"{api_url(api)}/api/v0/add",
+        reply = _post(
+            api,
+            "add",
             params={**_ADD_PARAMS, "wrap-with-directory": "false"},
             content=_parts(directory, model_id),
             headers={"Content-Type": f"multipart/form-data; boundary={_BOUNDARY}"},
@@ -113,8 +140,9 @@ class _Entry:
 
 def _list(api: str, dir_cid: str, timeout_s: float) -> list[_Entry]:
     try:
-        reply = httpx.post(
-            f"{api_url(api)}/api/v0/ls",
+        reply = _post(
+            api,
+            "ls",
             params={"arg": dir_cid, "timeout": f"{timeout_s}s", "size": "true"},
             timeout=timeout_s + 5,
         )
@@ -132,9 +160,9 @@ def _list(api: str, dir_cid: str, timeout_s: float) -> list[_Entry]:
 
 
 def _fetch(api: str, entry: _Entry, out: Path, progress: Callable[[int], None]) -> None:
-    with httpx.stream(
-        "POST",
-        f"{api_url(api)}/api/v0/cat",
+    with _stream(
+        api,
+        "cat",
         params={"arg": entry.cid},
         timeout=httpx.Timeout(60.0, read=300.0),
     ) as reply:
@@ -168,8 +196,9 @@ def connect(api: str, addr: str, timeout_s: float = 10.0) -> None:
     """Connect the Kubo at `api` to a holder's Kubo (multiaddr ending in /p2p/<id>): with
     routing off, bitswap asks only the peers it is connected to."""
     try:
-        reply = httpx.post(
-            f"{api_url(api)}/api/v0/swarm/connect",
+        reply = _post(
+            api,
+            "swarm/connect",
             params={"arg": addr, "timeout": f"{timeout_s}s"},
             timeout=timeout_s + 5,
         )
