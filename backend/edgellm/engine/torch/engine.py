@@ -9,32 +9,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig
 
-from edgellm.engine.base import Engine, EngineConfig
+from edgellm.engine.base import EngineConfig
 from edgellm.engine.runner import StageRunner
+from edgellm.engine.tokenized import ModelText, TokenizedEngine
 from edgellm.engine.torch.batcher import Batcher
 from edgellm.engine.torch.generation import Sequence
 from edgellm.engine.torch.pipeline import Pipeline
 from edgellm.engine.torch.slots import slots_for
-from edgellm.engine.torch.text import PromptTokenizer, encode_prompt
-from edgellm.engine.types import GenerationChunk, GenerationRequest, PreparedRequest, Speeds
-from edgellm.engine.validation import check_sampling, resolve_max_tokens
+from edgellm.engine.types import GenerationChunk, PreparedRequest, Speeds
 from edgellm.kv.prefix import PrefixCache
 
 CALIBRATION_PREFILL_TOKENS = 64
 CALIBRATION_DECODE_TOKENS = 16
 
 
-def _eos_ids(model_dir: Path, tokenizer) -> frozenset[int]:
-    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    ids = eos if isinstance(eos, list) else [eos]
-    return frozenset(int(i) for i in ids if i is not None)
-
-
-class TorchEngine(Engine):
+class TorchEngine(TokenizedEngine):
     def __init__(
         self,
         pipeline: StageRunner,
@@ -43,10 +34,8 @@ class TorchEngine(Engine):
         context: int,
         prefix_cache: PrefixCache | None = None,
     ):
+        super().__init__(ModelText(tokenizer, eos_ids, context))
         self.pipeline = pipeline
-        self.tokenizer = tokenizer
-        self.eos_ids = eos_ids
-        self._context_length = context
         # KV blocks over IPFS; only for in-process stages (a Pipeline).
         self.prefix_cache = prefix_cache
         # Concurrent requests decode as one batch (continuous batching).
@@ -69,39 +58,8 @@ class TorchEngine(Engine):
 
     @classmethod
     def over(cls, runner: StageRunner, model_dir: Path) -> TorchEngine:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
-        return cls(runner, tokenizer, _eos_ids(model_dir, tokenizer), context)
-
-    @classmethod
-    def load_encoder(cls, model_dir: Path) -> PromptTokenizer:
-        return PromptTokenizer(AutoTokenizer.from_pretrained(model_dir))
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
-
-    def encode(self, request: GenerationRequest) -> list[int]:
-        return encode_prompt(self.tokenizer, request)
-
-    def prepare(self, request: GenerationRequest) -> PreparedRequest:
-        start = request.arrival_time if request.arrival_time is not None else time.monotonic()
-        check_sampling(request.sampling)
-        prompt_ids = self.encode(request)
-        max_tokens = resolve_max_tokens(request.sampling, len(prompt_ids), self.context_length)
-        return PreparedRequest(
-            request_id=request.request_id,
-            prompt_ids=tuple(prompt_ids),
-            max_tokens=max_tokens,
-            sampling=request.sampling,
-            start=start,
-            no_prefix_cache=request.no_prefix_cache,
-            kv_manifest=request.kv_manifest,
-        )
+        text = ModelText.load(model_dir)
+        return cls(runner, text.tokenizer, text.eos_ids, text.context_length)
 
     def run(
         self, prepared: PreparedRequest, cancel: threading.Event | None = None

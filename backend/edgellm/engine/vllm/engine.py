@@ -22,13 +22,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer, GenerationConfig
-
-from edgellm.engine.base import Engine, EngineConfig
+from edgellm.engine.base import EngineConfig
 from edgellm.engine.runner import StageRunner
-from edgellm.engine.torch.text import PromptTokenizer, encode_prompt
-from edgellm.engine.types import GenerationChunk, GenerationRequest, PreparedRequest, Speeds
-from edgellm.engine.validation import check_sampling, resolve_max_tokens
+from edgellm.engine.tokenized import ModelText, TokenizedEngine
+from edgellm.engine.types import GenerationChunk, PreparedRequest, Speeds
 from edgellm.engine.vllm.loop import LoopThread
 from edgellm.engine.vllm.stream import Stream, sampling_params
 from edgellm.errors import InvalidRequest, Unavailable
@@ -37,14 +34,6 @@ from edgellm.errors import InvalidRequest, Unavailable
 LOAD_TIMEOUT_S = 600.0
 CALIBRATION_PROMPT_TOKENS = 64
 CALIBRATION_DECODE_TOKENS = 16
-
-
-def _eos_ids(model_dir: Path, tokenizer) -> frozenset[int]:
-    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    ids = eos if isinstance(eos, list) else [eos]
-    return frozenset(int(i) for i in ids if i is not None)
 
 
 def _engine_args(config: EngineConfig, context: int):
@@ -84,13 +73,11 @@ def _async_llm_class():
     return ClosableAsyncLLM
 
 
-class VllmEngine(Engine):
+class VllmEngine(TokenizedEngine):
     def __init__(self, llm, loop: LoopThread, tokenizer, eos_ids: frozenset[int], context: int):
+        super().__init__(ModelText(tokenizer, eos_ids, context))
         self._llm = llm
         self._loop = loop
-        self.tokenizer = tokenizer
-        self.eos_ids = eos_ids
-        self._context_length = context
 
     @classmethod
     def load(cls, config: EngineConfig) -> VllmEngine:
@@ -98,9 +85,8 @@ class VllmEngine(Engine):
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         async_llm = _async_llm_class()
         model_dir = Path(config.model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        context = AutoConfig.from_pretrained(model_dir).max_position_embeddings
-        args = _engine_args(config, context)
+        text = ModelText.load(model_dir)
+        args = _engine_args(config, text.context_length)
         loop = LoopThread()
 
         async def start():
@@ -111,43 +97,13 @@ class VllmEngine(Engine):
         except Exception as exc:
             loop.close()
             raise Unavailable(f"vLLM could not load {model_dir.name}: {exc}") from exc
-        return cls(llm, loop, tokenizer, _eos_ids(model_dir, tokenizer), context)
+        return cls(llm, loop, text.tokenizer, text.eos_ids, text.context_length)
 
     @classmethod
     def over(cls, runner: StageRunner, model_dir: Path) -> VllmEngine:
         raise InvalidRequest(
             "the vllm engine serves whole models only; splits across peers run on the "
             "torch engine (vLLM splits need GPU peers and are not built yet)"
-        )
-
-    @classmethod
-    def load_encoder(cls, model_dir: Path) -> PromptTokenizer:
-        return PromptTokenizer(AutoTokenizer.from_pretrained(model_dir))
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
-
-    def encode(self, request: GenerationRequest) -> list[int]:
-        return encode_prompt(self.tokenizer, request)
-
-    def prepare(self, request: GenerationRequest) -> PreparedRequest:
-        start = request.arrival_time if request.arrival_time is not None else time.monotonic()
-        check_sampling(request.sampling)
-        prompt_ids = self.encode(request)
-        max_tokens = resolve_max_tokens(request.sampling, len(prompt_ids), self.context_length)
-        return PreparedRequest(
-            request_id=request.request_id,
-            prompt_ids=tuple(prompt_ids),
-            max_tokens=max_tokens,
-            sampling=request.sampling,
-            start=start,
-            no_prefix_cache=request.no_prefix_cache,
-            kv_manifest=request.kv_manifest,
         )
 
     def run(
