@@ -192,7 +192,9 @@ def test_stage_killed_mid_batch_fails_every_sequence_over(
         assert run.tokens + resumed == whole
 
 
-def test_cancel_ends_a_wait_on_a_stage_that_never_answers(distributed: TorchEngine) -> None:
+def test_cancel_ends_a_wait_on_a_stage_that_never_answers(
+    cluster: Cluster, cid: str, store_dir: Path
+) -> None:
     """A stage that stops answering (its process frozen, as behind a cut link) holds the
     batch's step until Ray gives up on the node; the request's cancel ends its wait at once,
     so a failover's next attempt does not wait behind it (batcher._next_item)."""
@@ -201,8 +203,10 @@ def test_cancel_ends_a_wait_on_a_stage_that_never_answers(distributed: TorchEngi
 
     from edgellm.errors import RequestCancelled
 
-    runner = distributed.pipeline
-    run = Run(distributed, _with(LASTING[0], max_tokens=LASTING_NEW))
+    # A plan of its own: the session's earlier plans' actors are gone (one plan at a time).
+    engine = cluster.head.engine(_plan(cid, split=12), MODEL_ID, store_dir, 30)
+    runner = engine.pipeline
+    run = Run(engine, _with(LASTING[0], max_tokens=LASTING_NEW))
     run.start()
     run.started_decoding.wait(timeout=300)
     os.kill(runner.pids[0], signal.SIGSTOP)

