@@ -11,7 +11,7 @@ import torch
 
 from edgellm.engine.runner import PrefixLoading, RunnerSession, StageRunner
 from edgellm.engine.torch.sampler import Sampler
-from edgellm.engine.torch.text import Detokenizer, StopMatcher
+from edgellm.engine.torch.text import Detokenizer, StopMatcher, advance_text, drain_text
 from edgellm.engine.types import FinishReason, GenerationChunk, PreparedRequest, Timings, Usage
 from edgellm.kv.prefix import PrefixCache, PrefixHit, StoreJob
 
@@ -97,9 +97,9 @@ class Sequence:
         if self.clock.first_token is None:
             self.clock.first_token = time.monotonic()
             self.store = _store(self.prefix, self.session, self.job, self.hit)
-        finish, text = _advance(token, self.eos_ids, self.detok, self.stops)
+        finish, text = advance_text(token, self.eos_ids, self.detok, self.stops)
         if finish is None and self.produced >= self.job.max_tokens:
-            finish, tail = _drain(self.detok, self.stops, FinishReason.LENGTH)
+            finish, tail = drain_text(self.detok, self.stops, FinishReason.LENGTH)
             text += tail
         self.token = token
         if finish is None:
@@ -144,23 +144,3 @@ def _store(prefix: PrefixCache | None, session, job: PreparedRequest, hit: Prefi
     except RuntimeError as exc:  # no memory to copy the K/V out, or no thread to store them
         log.warning("kv: cannot store the prompt's blocks: %r", exc)
         return StoreJob()
-
-
-def _advance(
-    token: int, eos_ids: frozenset[int], detok: Detokenizer, stops: StopMatcher
-) -> tuple[FinishReason | None, str]:
-    """Text made final by `token`, and the finish reason if it ends the generation."""
-    if token in eos_ids:
-        return _drain(detok, stops, FinishReason.STOP)
-    text, hit = stops.feed(detok.add(token))
-    return (FinishReason.STOP_STRING if hit else None), text
-
-
-def _drain(
-    detok: Detokenizer, stops: StopMatcher, reason: FinishReason
-) -> tuple[FinishReason, str]:
-    """Release held-back text at the end; a stop string in it still wins."""
-    text, hit = stops.feed(detok.flush())
-    if hit:
-        return FinishReason.STOP_STRING, text
-    return reason, text + stops.flush()

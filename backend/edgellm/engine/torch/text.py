@@ -10,7 +10,7 @@ a stop string, so a partial stop string is never emitted.
 
 from __future__ import annotations
 
-from edgellm.engine.types import GenerationRequest
+from edgellm.engine.types import FinishReason, GenerationRequest
 from edgellm.engine.validation import check_input
 from edgellm.errors import InvalidRequest
 
@@ -103,3 +103,24 @@ class StopMatcher:
     def flush(self) -> str:
         text, self._pending = self._pending, ""
         return text
+
+
+def advance_text(
+    token: int, eos_ids: frozenset[int], detok: Detokenizer, stops: StopMatcher
+) -> tuple[FinishReason | None, str]:
+    """Text made final by `token`, and the finish reason if it ends the generation (every
+    engine's decode loop, so the torch and vllm engines end and cut text alike)."""
+    if token in eos_ids:
+        return drain_text(detok, stops, FinishReason.STOP)
+    text, hit = stops.feed(detok.add(token))
+    return (FinishReason.STOP_STRING if hit else None), text
+
+
+def drain_text(
+    detok: Detokenizer, stops: StopMatcher, reason: FinishReason
+) -> tuple[FinishReason, str]:
+    """Release held-back text at the end; a stop string in it still wins."""
+    text, hit = stops.feed(detok.flush())
+    if hit:
+        return FinishReason.STOP_STRING, text
+    return reason, text + stops.flush()

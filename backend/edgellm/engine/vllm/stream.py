@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from edgellm.engine.torch.text import Detokenizer, StopMatcher
+from edgellm.engine.torch.text import Detokenizer, StopMatcher, advance_text, drain_text
 from edgellm.engine.types import FinishReason, GenerationChunk, PreparedRequest, Timings, Usage
 from edgellm.engine.vllm.loop import LoopThread
 from edgellm.errors import FatalError, RequestCancelled, Unavailable
@@ -117,9 +117,9 @@ class Stream:
                         raise RequestCancelled(f"request {job.request_id} was aborted")
                     produced += 1
                     first = first or time.monotonic()
-                    finish, text = _advance(token, eos_ids, detok, stops)
+                    finish, text = advance_text(token, eos_ids, detok, stops)
                     if finish is None and produced >= job.max_tokens:
-                        finish, tail = _drain(detok, stops, FinishReason.LENGTH)
+                        finish, tail = drain_text(detok, stops, FinishReason.LENGTH)
                         text += tail
                     if finish is not None:
                         usage = Usage(len(job.prompt_ids), produced, cached)
@@ -146,23 +146,3 @@ def _timings(job: PreparedRequest, prefill_start: float, first: float, produced:
         decode_tokens_per_s=(produced - 1) / decode_s if decode_s > 0 else 0.0,
         total_ms=(now - job.start) * 1000.0,
     )
-
-
-def _advance(
-    token: int, eos_ids: frozenset[int], detok: Detokenizer, stops: StopMatcher
-) -> tuple[FinishReason | None, str]:
-    """Text made final by `token`, and the finish reason if it ends the generation (as the
-    torch engine's decode loop)."""
-    if token in eos_ids:
-        return _drain(detok, stops, FinishReason.STOP)
-    text, hit = stops.feed(detok.add(token))
-    return (FinishReason.STOP_STRING if hit else None), text
-
-
-def _drain(
-    detok: Detokenizer, stops: StopMatcher, reason: FinishReason
-) -> tuple[FinishReason, str]:
-    text, hit = stops.feed(detok.flush())
-    if hit:
-        return FinishReason.STOP_STRING, text
-    return reason, text + stops.flush()
