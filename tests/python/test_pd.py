@@ -2,10 +2,16 @@
 own real Kubo daemon (not connected beforehand: the decode side connects through the
 manifest's providers). Greedy output equals transformers generate token for token whether
 the decode peer takes every full block from the prefill peer, refuses one and recomputes
-from there, or has no IPFS at all; the prefill peer's loss costs only a warning."""
+from there, or has no IPFS at all; the prefill peer's loss costs only a warning. A decode
+peer lost mid-generation is replaced (as the node's failover does: a new runner on the
+same cluster session, the request resumed with the tokens so far) by one that fetches the
+prompt's blocks and computes only the generated tokens on top, or everything, with a
+warning, when the blocks cannot be had."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,6 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from edgellm.cluster.actor import StageActor
 from edgellm.cluster.disaggregated.driver import DisaggregatedRunner, LocalCalls
+from edgellm.cluster.disaggregated.handoffs import RecentHandoffs
 from edgellm.cluster.disaggregated.messages import Handoff
 from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.engine.torch.engine import TorchEngine
@@ -325,3 +332,122 @@ def test_local_calls_fail_with_edgellm_errors_only() -> None:
         calls.get(calls.submit(Actor(), "fails"), "the call failed")
     with pytest.raises(ClusterError, match="^the actor died$"):
         calls.get(calls.submit(Actor(), "lost"), "not this")
+
+
+class DecodeLostAfter(StageActor):
+    """A decode peer that dies after `steps` decode steps: its calls fail from then on, as
+    a SIGKILLed peer's do over Ray."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
+        self.steps -= 1
+        if self.steps < 0:
+            raise ClusterError("a stage failed: the actor died")
+        return super().forward(session_id, inputs)
+
+
+LOST_AFTER = 3  # decode steps; the lost decode peer produced LOST_AFTER + 1 tokens
+
+
+def _lose_decode_peer(store_dir, stage, model_cid, prefill, handoffs) -> list[int]:
+    """Run the request until its decode peer dies; the tokens it produced."""
+    lost = DecodeLostAfter(LOST_AFTER)
+    lost.stage, lost.weights_cid, lost.kv = stage, model_cid, PeerKV(None, model_cid, BLOCK)
+    runner = DisaggregatedRunner(prefill, lost, LocalCalls(), handoffs=handoffs, model_id="m")
+    chunks = TorchEngine.over(runner, store_dir).generate(_request())
+    produced = [t for _ in range(LOST_AFTER + 1) for t in next(chunks).token_ids]
+    with pytest.raises(ClusterError, match="actor died"):
+        next(chunks)
+    chunks.close()
+    return produced
+
+
+def _replace_decode_peer(store_dir, prefill, replacement, handoffs, produced):
+    """The failover: a new runner over the same prefill peer and the replacement, on the
+    same cluster session's handoffs, resumes the request; (all tokens, last chunk)."""
+    runner = DisaggregatedRunner(
+        prefill, replacement, LocalCalls(), handoffs=handoffs, model_id="m"
+    )
+    chunks = list(TorchEngine.over(runner, store_dir).resume(_request("r-f1"), produced))
+    return produced + [t for c in chunks for t in c.token_ids], chunks[-1]
+
+
+def test_replacement_decode_peer_fetches_the_prompts_blocks(
+    store_dir, stage, model_cid, pair, kubos, prompt_ids, reference, computed, caplog, tmp_path
+) -> None:
+    prefill, _ = pair
+    handoffs = RecentHandoffs()
+    produced = _lose_decode_peer(store_dir, stage, model_cid, prefill, handoffs)
+    assert produced == reference[: LOST_AFTER + 1]
+    assert len(handoffs) == 1  # the prefill peer's handoff, kept for a replacement
+    replacement = _actor(stage, model_cid, _kv(kubos[1], tmp_path / "kv-d2", model_cid))
+    computed.clear()
+    caplog.clear()  # the lost peer's warning (it had no IPFS node)
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _replace_decode_peer(store_dir, prefill, replacement, handoffs, produced)
+    replacement.kv.close()
+    assert tokens == reference
+    full = len(prompt_ids) // BLOCK * BLOCK
+    assert last.usage.prompt_tokens == len(prompt_ids)
+    assert last.usage.completion_tokens == MAX_NEW
+    # The replacement took the prompt's whole blocks from the prefill peer's Kubo...
+    assert last.usage.cached_prompt_tokens == full
+    assert last.timings.kv_fetch_ms > 0 and last.timings.kv_store_ms == 0
+    # ...and computed the prompt's tail and the produced tokens on top, in one forward,
+    # then decoded; the prefill peer computed nothing and stored nothing more.
+    sizes = [n for _, n in computed]
+    assert sizes[0] == len(prompt_ids) + len(produced) - full
+    assert sizes[1:] == [1] * (MAX_NEW - len(produced) - 1)
+    assert len({sid for sid, _ in computed}) == 1
+    assert len(prefill.kv.store) == full // BLOCK
+    assert replacement.sessions == {} and prefill.sessions == {}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(handoffs) == 1  # kept again, should the replacement be lost too
+
+
+def _unknown_cid() -> str:
+    """A CID (raw, sha256) of bytes no Kubo holds."""
+    digest = hashlib.sha256(b"no peer holds this block").digest()
+    raw = base64.b32encode(bytes([0x01, 0x55, 0x12, 0x20]) + digest).decode().lower()
+    return "b" + raw.rstrip("=")
+
+
+@pytest.mark.parametrize("blocks", ["refused", "not fetched"])
+def test_replacement_computes_everything_when_the_blocks_cannot_be_had(
+    store_dir,
+    stage,
+    model_cid,
+    pair,
+    kubos,
+    prompt_ids,
+    reference,
+    computed,
+    caplog,
+    tmp_path,
+    blocks,
+) -> None:
+    """The prompt's first block is another's (refused) or held by no one (the holder is
+    gone): the replacement computes the prompt and the produced tokens, with a warning."""
+    prefill, _ = pair
+    handoffs = RecentHandoffs()
+    produced = _lose_decode_peer(store_dir, stage, model_cid, prefill, handoffs)
+    kept = handoffs.take("another runner", "m", [*prompt_ids, *produced])
+    assert kept is not None
+    doc = json.loads(kept.handoff.manifest)
+    bad = doc["blocks"][1]["parts"][0]["cid"] if blocks == "refused" else _unknown_cid()
+    spoiled = Handoff(_spoil(kept.handoff.manifest, 0, bad), 1.0, kept.handoff.tokens)
+    handoffs.keep(kept.runner, kept.model, kept.prompt, spoiled)
+    store = KVStore(KuboClient(kubos[1].api), tmp_path / "kv-d2", 1 << 30, 1.0)
+    replacement = _actor(stage, model_cid, PeerKV(store, model_cid, BLOCK))
+    computed.clear()
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _replace_decode_peer(store_dir, prefill, replacement, handoffs, produced)
+    replacement.kv.close()
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert [n for _, n in computed][0] == len(prompt_ids) + len(produced)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("kv block 0" in m and blocks in m for m in warned), warned

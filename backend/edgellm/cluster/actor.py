@@ -138,12 +138,15 @@ class StageActor:
         finally:
             session.close()
 
-    def load_kv(self, session_id: str, handoff: Handoff, prompt: list[int]) -> Loaded:
+    def load_kv(
+        self, session_id: str, handoff: Handoff, prompt: list[int], logits: bool = False
+    ) -> Loaded:
         """The decode peer: fill the opened session with the prompt from the prefill
-        peer's blocks, computing what they do not cover."""
+        peer's blocks, computing what they do not cover (with `logits`, at least the
+        last position, whose logits take_logits returns)."""
         if self.stage is None:
             raise InvalidRequest("stage not loaded")
-        loaded = self._kv().load(self.sessions[session_id], handoff, prompt)
+        loaded = self._kv().load(self.sessions[session_id], handoff, prompt, logits)
         if loaded.logits is not None:
             self.prompt_logits[session_id] = loaded.logits
         return dataclasses.replace(loaded, logits=None)

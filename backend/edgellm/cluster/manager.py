@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgellm.cluster.address import bind_host, head_address
+from edgellm.cluster.disaggregated.handoffs import RecentHandoffs
 from edgellm.cluster.node import NodeConfig, ProgressFn, RayNode
 from edgellm.cluster.plan import Plan, peer_resource, session_id
 from edgellm.cluster.reap import reap
@@ -37,6 +38,9 @@ class ClusterSession:
     # Held while this session's engines are built or closed (requests run concurrently:
     # the engine batches them).
     busy: threading.Lock = field(default_factory=threading.Lock)
+    # Its P/D requests' recent KV handoffs, which outlive a plan: a failover's new decode
+    # peer starts from the lost one's (edgellm.cluster.disaggregated.handoffs).
+    handoffs: RecentHandoffs = field(default_factory=RecentHandoffs)
 
 
 class ClusterManager:
@@ -166,7 +170,14 @@ class ClusterManager:
                 for old in session.engines.values():  # one plan's actors at a time
                     _close_in_background(old)
                 session.engines.clear()
-                engine = _build(engine_class(self._engine), plan, model_id, model_dir, self._batch)
+                engine = _build(
+                    engine_class(self._engine),
+                    plan,
+                    model_id,
+                    model_dir,
+                    self._batch,
+                    session.handoffs,
+                )
                 session.engines[key] = engine
         return engine
 
@@ -208,14 +219,20 @@ def _close_in_background(engine: Engine) -> None:
 
 
 def _build(
-    engine: type[Engine], plan: Plan, model_id: str, model_dir: Path, batch: tuple[int, int]
+    engine: type[Engine],
+    plan: Plan,
+    model_id: str,
+    model_dir: Path,
+    batch: tuple[int, int],
+    handoffs: RecentHandoffs,
 ) -> Engine:
     """An engine over the plan's stage actors: a pipeline's, or a prefill/decode plan's
-    (prefill on one peer, decode on the other, KV blocks handed over through IPFS)."""
+    (prefill on one peer, decode on the other, KV blocks handed over through IPFS; the
+    cluster session's recent handoffs let a failover's new decode peer start from them)."""
     if plan.disaggregated:
         from edgellm.cluster.disaggregated.driver import DisaggregatedRunner
 
-        return engine.over(DisaggregatedRunner.load(plan, model_id), model_dir)
+        return engine.over(DisaggregatedRunner.load(plan, model_id, handoffs), model_dir)
     from transformers import AutoConfig
 
     from edgellm.cluster.pipeline import RayPipeline

@@ -24,7 +24,11 @@ or blocks that do not check out, D computes that part of the prompt and says so.
 prefill peer lost before its handoff arrived costs nothing but time either: D computes the
 prompt (for the first token too, if P was lost before its logits came back or before the
 request reached it). A decode peer lost is a ClusterError like any stage's loss (the node
-decides about failover).
+decides about failover). The node's failover replays the request, with the tokens
+generated so far, on a new plan whose decode peer is another; that peer starts from the
+lost request's handoff (the cluster session keeps its recent ones, `handoffs.py`): it
+fetches the prompt's blocks from P's Kubo and computes the generated tokens on top, and
+P computes nothing. If the blocks cannot be had it computes everything, with a warning.
 
 Warnings raised on P and D travel back with the results (Ray actors' logs do not reach
 the requester) and are logged by the requester's backend.
@@ -32,6 +36,7 @@ the requester) and are logged by the requester's backend.
 Modules, by where they run:
 
 - `messages.py`: what travels between P, D and the driver (`Handoff`, `Loaded`);
+- `handoffs.py`: a cluster session's recent handoffs, for a failover's new decode peer;
 - `worker.py`: the stage actors' side, on P and D (`PeerKV`: a peer's block store and
   the store/fetch halves of the handoff; `edgellm.cluster.actor.StageActor` calls it);
 - `driver.py`: the requester's side (`DisaggregatedRunner`, the StageRunner that submits

@@ -1,9 +1,11 @@
 """The driver's side of P/D: the StageRunner whose sessions submit prefill, handoff and
-load to the two stage actors, and fall back to the decode peer when the prefill peer is
-lost. It runs on the requester, in the backend that drives the Ray cluster."""
+load to the two stage actors, fall back to the decode peer when the prefill peer is
+lost, and let a replacement decode peer start from a lost one's handoff (handoffs.py). It
+runs on the requester, in the backend that drives the Ray cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ from typing import Any
 import torch
 
 from edgellm.cluster.calls import Calls, LocalCalls, RayCalls
+from edgellm.cluster.disaggregated.handoffs import Kept, RecentHandoffs
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.cluster.pipeline import ONE_AT_A_TIME, RayPipeline
 from edgellm.cluster.plan import Plan, StageRole
@@ -28,7 +31,14 @@ class DisaggregatedRunner:
     """The StageRunner of a P/D plan: actors[0] prefills, actors[1] decodes."""
 
     def __init__(
-        self, prefill: Any, decode: Any, calls: Calls, pids: Sequence[int] = (), plan=None
+        self,
+        prefill: Any,
+        decode: Any,
+        calls: Calls,
+        pids: Sequence[int] = (),
+        plan=None,
+        handoffs: RecentHandoffs | None = None,
+        model_id: str = "",
     ) -> None:
         self.prefill = prefill
         self.decode = decode
@@ -37,6 +47,12 @@ class DisaggregatedRunner:
         # Stage actor pids, prefill then decode (each on its peer's node).
         self.pids = list(pids)
         self.plan = plan
+        # The cluster session's recent handoffs, shared with the runners of its later
+        # plans (a failover's new decode peer starts from the lost one's), and this
+        # runner's name among them.
+        self.handoffs = handoffs if handoffs is not None else RecentHandoffs()
+        self.model_id = model_id
+        self.name = uuid.uuid4().hex
 
     @property
     def device(self) -> torch.device:
@@ -52,14 +68,17 @@ class DisaggregatedRunner:
         return torch.cat([s.forward(input_ids[i : i + 1]) for i, s in enumerate(sessions)])
 
     @classmethod
-    def load(cls, plan: Plan, model_id: str) -> DisaggregatedRunner:
-        """Start the two stage actors on their peers, each loading every layer."""
+    def load(
+        cls, plan: Plan, model_id: str, handoffs: RecentHandoffs | None = None
+    ) -> DisaggregatedRunner:
+        """Start the two stage actors on their peers, each loading every layer;
+        `handoffs` are the cluster session's recent ones (handoffs.py)."""
         roles = tuple(s.role for s in plan.stages)
         if roles != (StageRole.PREFILL, StageRole.DECODE):
             raise InvalidRequest(f"not a prefill/decode plan: roles {roles}")
         pipeline = RayPipeline.load(plan, model_id)
         prefill, decode = pipeline.actors
-        return cls(prefill, decode, RayCalls(), pipeline.pids, plan)
+        return cls(prefill, decode, RayCalls(), pipeline.pids, plan, handoffs, model_id)
 
     def session(self, max_positions: int) -> DisaggregatedSession:
         """Open the request on both peers; without the prefill peer (lost since the
@@ -91,6 +110,8 @@ class DisaggregatedSession:
     warned: set[str] = field(default_factory=set)
     # Why the prefill peer cannot take this request ("" while it can).
     prefill_lost: str = ""
+    # The earlier plan's handoff this session started from (a failover's new decode peer).
+    resumed: Kept | None = None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.prompt is None:
@@ -104,6 +125,9 @@ class DisaggregatedSession:
     def _prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         runner, calls = self.runner, self.runner.calls
         self.prompt = [int(t) for t in input_ids[0].tolist()]
+        kept = runner.handoffs.take(runner.name, runner.model_id, self.prompt)
+        if kept is not None:
+            return self._resume(kept)
         if self.prefill_lost:
             self._warn(
                 f"the prefill peer is gone ({self.prefill_lost}); "
@@ -120,6 +144,44 @@ class DisaggregatedSession:
             self._warn(f"the prefill peer failed ({exc}); the decode peer computes the prompt")
             return self._decode_logits(str(exc))
 
+    def _resume(self, kept: Kept) -> torch.Tensor:
+        """A failover's new decode peer: it fetches the blocks the prefill peer handed
+        over for the lost request (still in its Kubo) and computes the rest of the
+        tokens, those generated before the loss among them, and the first token's
+        logits; the prefill peer computes nothing. If the blocks cannot be had, the
+        decode peer computes it all, with a warning (PeerKV.load)."""
+        assert self.prompt is not None
+        self.resumed = kept
+        log.info(
+            "p/d: resuming on a new decode peer from the prefill peer's handoff of %d prompt "
+            "tokens, %d tokens after the prompt",
+            kept.handoff.tokens,
+            len(self.prompt) - len(kept.prompt),
+        )
+        # Stored by the lost request: nothing is stored now, and its warnings were said.
+        handoff = dataclasses.replace(kept.handoff, store_ms=0.0, warnings=())
+        decode = self.runner.decode
+        self.load = self.runner.calls.submit(
+            decode, "load_kv", self.sid, handoff, self.prompt, True
+        )
+        return self._decode_logits("the decode peer left no position to compute")
+
+    def _keep_handoff(self) -> None:
+        """Keep this request's handoff for a later plan's decode peer (the runner's
+        handoffs): the one it resumed from, or the prefill peer's if it finished."""
+        runner, calls = self.runner, self.runner.calls
+        if self.resumed is not None:
+            kept = self.resumed
+            runner.handoffs.keep(runner.name, kept.model, kept.prompt, kept.handoff)
+            return
+        if self.prompt is None or self.handoff is None or not calls.done(self.handoff):
+            return
+        try:
+            handoff = calls.get(self.handoff, "")
+        except EdgeLLMError:  # P failed: nothing was handed over
+            return
+        runner.handoffs.keep(runner.name, runner.model_id, self.prompt, handoff)
+
     def _decode_logits(self, why: str) -> torch.Tensor:
         """The first token's logits from the decode peer, which computed the prompt."""
         calls = self.runner.calls
@@ -135,6 +197,7 @@ class DisaggregatedSession:
         try:
             loaded = calls.get(self.load, "the decode stage failed loading the prompt")
         except EdgeLLMError:
+            self._keep_handoff()  # D failed, yet P's blocks may serve its replacement
             if not self._handoff_failed():
                 raise
             # D never ran the load (its argument failed): its session is still empty.
@@ -146,6 +209,7 @@ class DisaggregatedSession:
             self.load = calls.submit(decode, "load_kv", self.sid, Handoff(), self.prompt)
             loaded = calls.get(self.load, "the decode stage failed computing the prompt")
         self.loaded = loaded
+        self._keep_handoff()
         for message in loaded.warnings:
             self._warn(message)
         log.info(

@@ -144,9 +144,16 @@ class PeerKV:
 
     # -- decode peer -------------------------------------------------------------------
 
-    def load(self, session: StageSession, handoff: Handoff, token_ids: Sequence[int]) -> Loaded:
+    def load(
+        self,
+        session: StageSession,
+        handoff: Handoff,
+        token_ids: Sequence[int],
+        logits: bool = False,
+    ) -> Loaded:
         """Fill a fresh session with the prompt: P's blocks as far as they check out, the
-        rest computed here. Only a failure of the computation itself raises."""
+        rest computed here (with `logits`, at least the last position: the first token's
+        logits come from here). Only a failure of the computation itself raises."""
         if session.position != 0:
             raise InvalidRequest("the decode session already holds tokens")
         with _warnings() as warned:
@@ -162,7 +169,7 @@ class PeerKV:
                 )
             else:
                 try:
-                    cached = self._fetch(session, handoff.manifest, token_ids)
+                    cached = self._fetch(session, handoff.manifest, token_ids, logits)
                 except Exception as exc:  # noqa: BLE001 - a peer's blocks must never fail us
                     log.warning(
                         "kv: fetching the prefill peer's blocks failed (%s); "
@@ -180,7 +187,9 @@ class PeerKV:
             cached, fetch_ms, handoff.store_ms, len(rest), logits, handoff.warnings + tuple(warned)
         )
 
-    def _fetch(self, session: StageSession, data: bytes, token_ids: Sequence[int]) -> int:
+    def _fetch(
+        self, session: StageSession, data: bytes, token_ids: Sequence[int], logits: bool
+    ) -> int:
         assert self.store is not None
         try:
             manifest = KVManifest.from_json(data)
@@ -200,6 +209,9 @@ class PeerKV:
             return 0
         self._connect(manifest.providers)
         keys = chain(spec, token_ids)
+        limit = len(keys)
+        if logits:  # leave the last position to compute
+            limit = min(limit, (len(token_ids) - 1) // spec.block_size)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="pd-fetch")
         with torch.inference_mode():
@@ -211,7 +223,7 @@ class PeerKV:
                 spec.block_size,
                 token_ids,
                 keys,
-                len(keys),
+                limit,
                 self._pool,
             )
         cached = len(fetched.blocks) * spec.block_size
