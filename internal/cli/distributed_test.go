@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -320,7 +321,10 @@ func processesMarked(dir string) []int {
 // TestDistributedFailover: four `edgellm worker` processes (each in its own
 // process group) and a requester. First a P/D run loses its decode worker
 // (SIGKILL of its group) mid-answer and a spare takes the decode over, with
-// the reference answer and one warning. Then infer --stages 2: as soon as the
+// the reference answer and one warning; the spare fetched the prompt's KV
+// blocks the prefill worker had handed over for the lost attempt and
+// computed only the prompt's tail and the tokens so far (counted in the
+// requester's backend log). Then infer --stages 2: as soon as the
 // answer streams, the whole process group of one stage's worker is killed
 // with SIGKILL; the requester re-plans onto the third worker, replays the
 // prompt and the tokens so far, and finishes: exit 0, the streamed text is
@@ -379,10 +383,11 @@ func TestDistributedFailover(t *testing.T) {
 	killed := map[string]bool{}
 
 	// P/D first: the decode worker is killed mid-answer; a spare worker
-	// takes the decode over (the prefill worker computes the prompt and the
-	// tokens so far again and hands their blocks over), and the answer is
-	// the reference one. The bootstrap worker (never a victim: the swarm
-	// stays reachable through it) prefills.
+	// takes the decode over (it fetches the prompt's blocks the prefill
+	// worker stored in its IPFS node for the lost attempt and computes the
+	// tokens so far on top), and the answer is the reference one. The
+	// bootstrap worker (never a victim: the swarm stays reachable through
+	// it) prefills.
 	pdArgs := []string{"--data-dir", req, "infer", "--join", join, "--no-mdns", "--bootstrap", boot,
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--prefill-peer", ids[0], "--decode-peer", ids[1],
 		"--max-tokens", strconv.Itoa(maxTokens), distPrompt}
@@ -396,6 +401,11 @@ func TestDistributedFailover(t *testing.T) {
 	}
 	if n := strings.Count(run.stderr, "decode worker "+ids[1]+" was lost"); n != 1 || !strings.Contains(run.stderr, "replaying") {
 		t.Errorf("P/D stderr %q; want one warning that the decode worker was replaced", run.stderr)
+	}
+	if c.kubo() {
+		checkPDResumed(t, filepath.Join(req, "logs", "backend.log"))
+	} else {
+		t.Log("no Kubo binary: the workers hand no KV blocks over; not checking the replacement's fetch")
 	}
 	noProcessesOf(t, []string{workers[run.victim].dataDir, req})
 
@@ -447,6 +457,52 @@ func TestDistributedFailover(t *testing.T) {
 			strings.Count(log, "joined cluster") != strings.Count(log, "left cluster") {
 			t.Errorf("worker %s did not leave every cluster it joined:\n%s", id, log)
 		}
+	}
+}
+
+var (
+	// pdLoadLine is the requester backend's line for a decode worker's load
+	// of the prompt (edgellm.cluster.disaggregated.driver).
+	pdLoadLine = regexp.MustCompile(`p/d: (\d+) prompt tokens from the prefill peer's KV blocks, (\d+) computed on the decode peer`)
+	// pdResumeLine is its line for a failover's new decode worker starting
+	// from the lost attempt's handoff.
+	pdResumeLine = regexp.MustCompile(`p/d: resuming on a new decode peer from the prefill peer's handoff of (\d+) prompt tokens, (\d+) tokens after the prompt`)
+)
+
+// checkPDResumed reads the requester backend's log after a P/D run that
+// lost its decode worker once (it only observes) and checks, by counted
+// tokens, that the new decode worker took the same prompt blocks the lost
+// one took, handed over by the prefill worker for the lost attempt, and
+// computed only the prompt's tail and the tokens generated before the loss.
+func checkPDResumed(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	var loads [][2]int // (tokens from blocks, tokens computed), in order
+	var resumes [][2]int
+	for line := range strings.Lines(string(data)) {
+		if m := pdLoadLine.FindStringSubmatch(line); m != nil {
+			loads = append(loads, [2]int{atoi(m[1]), atoi(m[2])})
+		}
+		if m := pdResumeLine.FindStringSubmatch(line); m != nil {
+			resumes = append(resumes, [2]int{atoi(m[1]), atoi(m[2])})
+		}
+	}
+	t.Logf("decode loads (from blocks, computed): %v; resumed (handed over, tokens since): %v", loads, resumes)
+	if len(loads) != 2 || len(resumes) != 1 {
+		t.Fatalf("want the lost decode worker's load, one resume and the new one's load in the backend log; got loads %v, resumes %v", loads, resumes)
+	}
+	first, again, resumed := loads[0], loads[1], resumes[0]
+	if first[0] == 0 || first[0]%16 != 0 || resumed[0] != first[0] || resumed[1] == 0 {
+		t.Errorf("the prefill worker handed %d prompt tokens over (want %d > 0, whole blocks), %d tokens after them",
+			resumed[0], first[0], resumed[1])
+	}
+	if again[0] != first[0] || again[1] != first[1]+resumed[1] {
+		t.Errorf("the new decode worker took %d tokens from blocks and computed %d; want %d and %d (the tail and the %d tokens so far)",
+			again[0], again[1], first[0], first[1]+resumed[1], resumed[1])
 	}
 }
 

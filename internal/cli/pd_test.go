@@ -59,8 +59,11 @@ type pdResult struct {
 // workers keep and announce the prompt's blocks, so `infer --local` on the
 // requester's node (a third one) takes the prefix from them, and computes
 // everything, with a warning, while their IPFS nodes are frozen. Bad flags exit 2 (or 3 for a peer not in the
-// swarm) with one line. Nothing the test started is left afterwards. Runs in
-// a loopback-only network namespace, as TestDistributedInfer.
+// swarm) with one line. Last, the decode worker is SIGKILLed mid-answer with
+// no spare worker to replace it: exit 4 with one line naming it (the spare
+// case is TestDistributedFailover's). Nothing the test started is left
+// afterwards. Runs in a loopback-only network namespace, as
+// TestDistributedInfer.
 func TestPrefillDecodeInfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -78,7 +81,8 @@ func TestPrefillDecodeInfer(t *testing.T) {
 
 	a := c.startWorker(dirs[0], "--no-mdns", "--join", join, "--log-level", "info")
 	aID, aAddrs := a.state(t)
-	b := c.startWorker(dirs[1], "--no-mdns", "--join", join, "--bootstrap", aAddrs[0], "--log-level", "info")
+	// b in a process group of its own: the last subtest kills the group.
+	b := c.startWorkerOwnGroup(dirs[1], "--no-mdns", "--join", join, "--bootstrap", aAddrs[0], "--log-level", "info")
 	bID, _ := b.state(t)
 	c.peersUntil(map[string]bool{aID: true, bID: true}, "--join", join, "--no-mdns", "--bootstrap", aAddrs[0])
 
@@ -224,14 +228,33 @@ func TestPrefillDecodeInfer(t *testing.T) {
 		}
 	})
 
-	for _, w := range []*workerProc{a, b} {
-		if err := w.stop(t); err != nil {
-			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
+	t.Run("decode worker killed, no spare: exit 4 with one line", func(t *testing.T) {
+		// distPrompt's answer runs to --max-tokens: the kill lands mid-answer.
+		args := []string{"--data-dir", dirs[2], "infer", "--join", join, "--no-mdns", "--bootstrap", aAddrs[0],
+			"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--discover-timeout", "5s",
+			"--prefill-peer", aID, "--decode-peer", bID, "--max-tokens", "64", distPrompt}
+		run := c.inferAndKill(t, args, map[string]*workerProc{aID: a, bID: b}, aID)
+		var lines []string // besides the stage lines
+		for line := range strings.Lines(run.stderr) {
+			if !strings.HasPrefix(line, "prefill on ") && !strings.HasPrefix(line, "decode on ") {
+				lines = append(lines, line)
+			}
 		}
-		log := w.stderr.String()
-		if strings.Count(log, "joined cluster") != 2 || strings.Count(log, "left cluster") != 2 {
-			t.Errorf("worker %s did not join and leave two clusters:\n%s", w.dataDir, log)
+		var ee *exec.ExitError
+		if !errors.As(run.err, &ee) || ee.ExitCode() != 4 || run.victim != bID || len(lines) != 1 ||
+			!strings.HasPrefix(lines[0], "edgellm: unavailable: decode worker "+bID+" was lost after ") ||
+			!strings.Contains(lines[0], "no other worker can hold its layers") {
+			t.Fatalf("losing the decode worker with no spare: %v, stderr %q; want exit 4 and one line naming %s\nworker a:\n%s",
+				run.err, run.stderr, bID, a.stderr)
 		}
+		noProcessesOf(t, []string{dirs[1], dirs[2]})
+	})
+
+	if err := a.stop(t); err != nil {
+		t.Fatalf("worker exit after SIGTERM: %v\n%s", err, a.stderr)
+	}
+	if log := a.stderr.String(); strings.Count(log, "joined cluster") != 3 || strings.Count(log, "left cluster") != 3 {
+		t.Errorf("worker %s did not join and leave three clusters:\n%s", a.dataDir, log)
 	}
 }
 

@@ -19,11 +19,17 @@ import (
 //     worker computes the prompt), so its loss is not watched. A decode
 //     worker lost mid-generation is replaced as a pipeline stage is
 //     (planner.Replace moves its whole range to a worker not in the plan,
-//     so never onto the prefill worker): the replay is a fresh P/D request
-//     on the same prefill worker, which computes the prompt and the tokens
-//     so far and hands their blocks over through IPFS, and the new decode
-//     worker fetches them and goes on. With no spare worker the request
-//     ends with ErrUnavailable naming the lost decode worker.
+//     so never onto the prefill worker): the replay is the P/D request with
+//     the tokens so far (resume_token_ids) on the new plan. The backend
+//     keeps the cluster session's recent handoffs across plans
+//     (backend/edgellm/cluster/disaggregated/handoffs.py), so the new
+//     decode worker fetches the prompt's blocks the prefill worker stored
+//     for the lost attempt (still in its IPFS node) and computes only the
+//     tokens generated so far on top; the prefill worker computes nothing.
+//     Blocks it cannot fetch or that do not check out cost a recompute on
+//     the new decode worker, with a warning, never the request. With no
+//     spare worker the request ends with ErrUnavailable naming the lost
+//     decode worker.
 
 // stageRoles are the roles of a plan's n stages on the wire: pipeline
 // stages, or prefill then decode.
