@@ -72,9 +72,9 @@ def test_two_models_budget_for_one(two_models: ModelStore) -> None:
     assert _answer(models, "tiny-1")  # makes room: tiny-0 goes
     assert [m.manifest.id for m in models.loaded()] == ["tiny-1"]
     assert models.memory()[1:] == (sizes[1], 1)
-    with models.hold("tiny-1"):  # a running request's model is never unloaded
-        with pytest.raises(Unavailable, match="tiny-1"):
-            models.load("tiny-0")
+    # A running request's model is never unloaded.
+    with models.hold("tiny-1"), pytest.raises(Unavailable, match="tiny-1"):
+        models.load("tiny-0")
     assert _answer(models, "tiny-0") == first  # in turn, the same answer after a reload
     assert [m.manifest.id for m in models.loaded()] == ["tiny-0"]
     assert models.memory()[2] == 2
