@@ -1,7 +1,9 @@
 package cli_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +57,14 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 		}
 	}
 	r := c.withModels(storeR)
+	const prompt, maxTokens = "The river carries sediment to the sea,", 8
+	// transformers generate's answers, computed while the swarm starts.
+	refs := make(chan referenceAnswers, 1)
+	python := testutil.Python(t)
+	go func() {
+		refs <- referenceMany(t.Context(), python, storeR, []string{"tiny-qwen2", "tiny-llama", "smollm2-135m"}, prompt, maxTokens)
+	}()
+	var answers map[string][]uint32
 	// Each tiny model's weights take about 26 MiB: the budget holds one.
 	writeBackendConfig(t, dirs[0], "model_memory_mb: 40")
 	join := c.swarmInit()
@@ -76,7 +86,6 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 	c.peersUntil(map[string]bool{aID: true, bID: true}, swarm...)
 	c.loadedUntil(aID, "tiny-qwen2", "tiny-llama", swarm) // the first model loads at start
 
-	const prompt, maxTokens = "The river carries sediment to the sea,", 8
 	infer := func(model, want string) {
 		t.Helper()
 		out, stderr, code := r.run(append(append([]string{"--data-dir", dirs[2], "infer"}, swarm...),
@@ -89,11 +98,14 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &res); err != nil {
 			t.Fatalf("infer --json: %v\n%s", err, out)
 		}
-		dir := filepath.Join(storeA, model)
-		if model == "smollm2-135m" {
-			dir = smol
+		if answers == nil {
+			got := <-refs
+			if got.err != nil {
+				t.Fatalf("reference generate: %v", got.err)
+			}
+			answers = got.tokens
 		}
-		ref := rawReferenceTokens(t, testutil.Python(t), dir, prompt, maxTokens)
+		ref := slices.Clone(answers[model])
 		if res.FinishReason == "stop" && len(ref) > len(res.TokenIDs) {
 			ref = ref[:len(res.TokenIDs)]
 		}
@@ -114,6 +126,44 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
 		}
 	}
+}
+
+// referenceAnswers are transformers generate's greedy answers by model.
+type referenceAnswers struct {
+	tokens map[string][]uint32
+	err    error
+}
+
+// referenceMany is rawReferenceTokens for several models of store in one
+// Python process (one import of torch and transformers).
+func referenceMany(ctx context.Context, python, store string, models []string, prompt string, maxTokens int) referenceAnswers {
+	const script = `
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+store, prompt, n, models = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+out = {}
+for m in models:
+    path = store + "/" + m
+    ids = torch.tensor([AutoTokenizer.from_pretrained(path)(prompt)["input_ids"]])
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.inference_mode():
+        gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n)
+    out[m] = gen[0, ids.shape[1]:].tolist()
+print(json.dumps(out))
+`
+	cmd := exec.CommandContext(ctx, python, append([]string{"-c", script, store, prompt, strconv.Itoa(maxTokens)}, models...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return referenceAnswers{err: fmt.Errorf("%w\n%s", err, stderr.String())}
+	}
+	var res referenceAnswers
+	if err := json.Unmarshal(out, &res.tokens); err != nil || len(res.tokens) != len(models) {
+		return referenceAnswers{err: fmt.Errorf("printed %q: %v", out, err)}
+	}
+	return res
 }
 
 // writeBackendConfig writes edgellm.yaml in dataDir with one backend: line.
