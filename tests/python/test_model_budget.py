@@ -12,8 +12,9 @@ from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ModelTooLarge, Unavailable
 from edgellm.models.add import add_model
 from edgellm.models.store import ModelStore
-from edgellm.server.budget import MemoryBudget
+from edgellm.server.budget import MIB, MemoryBudget, model_memory_budget
 from edgellm.server.models import ModelManager
+from edgellm.server.status import memory
 from tests.python.tiny_models import build
 
 
@@ -43,6 +44,11 @@ def test_budget_victims(loaded: dict[str, int], busy: set[str], size: int, want)
     else:
         with pytest.raises(want, match="new"):
             budget.victims("new", size)
+
+
+def test_budget_setting() -> None:
+    assert model_memory_budget(40, "cpu") == 40 * MIB
+    assert model_memory_budget(0, "cpu") == memory("cpu")[0] // 2  # the default
 
 
 @pytest.fixture(scope="module")
