@@ -17,8 +17,8 @@ import (
 )
 
 // TestSeveralModelsPerWorker: a swarm whose workers hold different models.
-// Worker A serves two small random models (built here) with a model memory
-// budget for one of them; worker B serves the embedded model. Each request
+// Worker A serves two small random models (built here; --model all) with a
+// model memory budget for one of them; worker B serves the embedded model. Each request
 // goes to the worker holding its model and answers exactly as transformers
 // generate does; A serves its two models in turn, unloading the least
 // recently used one, which its record shows (loaded, not loaded). A model
@@ -78,13 +78,14 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 		}
 	})
 
-	wa := a.startWorker(dirs[0], "--no-mdns", "--join", join, "--model", "tiny-qwen2", "--model", "tiny-llama")
+	// --model all: the two in the store, in id order; the first loads at start.
+	wa := a.startWorker(dirs[0], "--no-mdns", "--join", join, "--model", "all")
 	aID, aAddrs := wa.state(t)
 	swarm := []string{"--join", join, "--no-mdns", "--bootstrap", aAddrs[0]}
 	wb := b.startWorker(dirs[1], append(swarm, "--model", "smollm2-135m")...)
 	bID, _ := wb.state(t)
 	c.peersUntil(map[string]bool{aID: true, bID: true}, swarm...)
-	c.loadedUntil(aID, "tiny-qwen2", "tiny-llama", swarm) // the first model loads at start
+	c.loadedUntil(aID, "tiny-llama", "tiny-qwen2", swarm)
 
 	infer := func(model, want string) {
 		t.Helper()
@@ -116,11 +117,11 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 			t.Errorf("%s ran on %+v; want the one worker holding it, %s", model, res.Stages, want)
 		}
 	}
-	infer("tiny-llama", aID) // loaded on demand: tiny-qwen2 goes
-	c.loadedUntil(aID, "tiny-llama", "tiny-qwen2", swarm)
-	infer("smollm2-135m", bID)
-	infer("tiny-qwen2", aID) // and back
+	infer("tiny-qwen2", aID) // loaded on demand: tiny-llama goes
 	c.loadedUntil(aID, "tiny-qwen2", "tiny-llama", swarm)
+	infer("smollm2-135m", bID)
+	infer("tiny-llama", aID) // and back
+	c.loadedUntil(aID, "tiny-llama", "tiny-qwen2", swarm)
 	for _, w := range []*workerProc{wa, wb} {
 		if err := w.stop(t); err != nil {
 			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
