@@ -38,7 +38,8 @@ func PlannerPeer(rec *Record, o Observation) planner.Peer {
 		Requester:         o.Requester,
 	}
 	for _, m := range rec.Models {
-		pm := planner.Model{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: int(m.NumLayers), WeightsBytes: m.WeightsBytes}
+		pm := planner.Model{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: int(m.NumLayers), WeightsBytes: m.WeightsBytes,
+			Unloaded: m.Unloaded, LoadTime: m.LoadTime}
 		for _, r := range m.LayerRanges {
 			pm.LayerRanges = append(pm.LayerRanges, planner.LayerRange{Start: int(r.Start), End: int(r.End)})
 		}

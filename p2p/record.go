@@ -3,6 +3,7 @@ package p2p
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -99,6 +100,10 @@ type Model struct {
 	NumLayers    uint32
 	WeightsBytes uint64 // size of the whole model's weights; 0 = unknown
 	LayerRanges  []LayerRange
+	// Unloaded: the peer serves the model but loads it on demand first;
+	// LoadTime is its last load there (0 = unknown).
+	Unloaded bool
+	LoadTime time.Duration
 }
 
 // LayerRange is the half-open range of layers [Start, End).
@@ -200,6 +205,7 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 	for _, md := range r.Models {
 		pm := &pb.ServedModel{
 			Id: md.ID, WeightsCid: md.WeightsCID, NumLayers: md.NumLayers, WeightsBytes: md.WeightsBytes,
+			Unloaded: md.Unloaded, LoadMs: uint32(min(md.LoadTime.Milliseconds(), math.MaxUint32)),
 		}
 		for _, lr := range md.LayerRanges {
 			pm.LayerRanges = append(pm.LayerRanges, &pb.LayerRange{Start: lr.Start, End: lr.End})
@@ -319,6 +325,7 @@ func modelFromProto(pm *pb.ServedModel) (Model, error) {
 	md := Model{
 		ID: pm.GetId(), WeightsCID: pm.GetWeightsCid(), NumLayers: pm.GetNumLayers(),
 		WeightsBytes: pm.GetWeightsBytes(),
+		Unloaded:     pm.GetUnloaded(), LoadTime: time.Duration(pm.GetLoadMs()) * time.Millisecond,
 	}
 	if md.ID == "" {
 		return md, fmt.Errorf("empty id")

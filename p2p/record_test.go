@@ -260,3 +260,24 @@ func FuzzUnmarshalRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestRecordUnloadedModel: a model the peer loads on demand keeps its flag
+// and load time through the signed record and into the planner's input.
+func TestRecordUnloadedModel(t *testing.T) {
+	key := newKey(t)
+	caps := sampleCaps("smollm2-135m")
+	caps.Models = append(caps.Models, Model{ID: "cold", WeightsCID: "bafk-cold", NumLayers: 4,
+		Unloaded: true, LoadTime: 1500 * time.Millisecond})
+	env, _ := signedRecord(t, key, 1, time.Minute, caps)
+	got, err := OpenRecord(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Models[0].Unloaded || !got.Models[1].Unloaded || got.Models[1].LoadTime != 1500*time.Millisecond {
+		t.Fatalf("models %+v; want the first loaded, the second unloaded with its 1.5 s load", got.Models)
+	}
+	p := PlannerPeer(got, Observation{})
+	if p.Models[0].Unloaded || !p.Models[1].Unloaded || p.Models[1].LoadTime != 1500*time.Millisecond {
+		t.Fatalf("planner models %+v", p.Models)
+	}
+}

@@ -83,6 +83,11 @@ class BackendConfig:
     # ... and the memory the pool's KV cache may take, for the whole model's layers; a
     # slot holds kv_budget_mb / max_batch of it. A request longer than a slot runs alone.
     kv_budget_mb: int = 512
+    # Memory the loaded models' weights may take together, in MiB; 0 (default) is half of
+    # this machine's memory (the GPU's on CUDA) when the backend starts. A load that does
+    # not fit unloads the least recently used idle models first; a model larger than the
+    # whole budget is refused (edgellm.server.models).
+    model_memory_mb: int = 0
     # KV-cache blocks over IPFS (the `kv:` mapping in the file).
     kv: KVConfig = dataclasses.field(default_factory=KVConfig)
 
@@ -195,7 +200,8 @@ def _validated(values: dict[str, Any]) -> BackendConfig:
     if values.get("device", "auto") not in DEVICES:
         raise InvalidRequest(f"device must be one of {list(DEVICES)}, got {values['device']!r}")
     casts = (("shutdown_grace_s", float), ("calibrate", _as_bool))
-    for key, cast in (*casts, ("max_batch", int), ("kv_budget_mb", int)):
+    ints = (("max_batch", int), ("kv_budget_mb", int), ("model_memory_mb", int))
+    for key, cast in (*casts, *ints):
         if key in values:
             try:
                 values[key] = cast(values[key])
@@ -204,6 +210,9 @@ def _validated(values: dict[str, Any]) -> BackendConfig:
     for key in ("max_batch", "kv_budget_mb"):
         if values.get(key, 1) < 1:
             raise InvalidRequest(f"{key} must be at least 1, got {values[key]}")
+    if values.get("model_memory_mb", 0) < 0:
+        got = values["model_memory_mb"]
+        raise InvalidRequest(f"model_memory_mb must not be negative, got {got}")
     return BackendConfig(**values)
 
 

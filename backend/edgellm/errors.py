@@ -28,6 +28,10 @@ class UnsupportedModel(InvalidRequest):
     """A model the engine cannot run, or files that are no model (`model add`)."""
 
 
+class ModelTooLarge(InvalidRequest):
+    """A model whose weights exceed the backend's model memory budget (model_memory_mb)."""
+
+
 class ModelNotFound(RecoverableError):
     """No known model has that id (gRPC NOT_FOUND)."""
 

@@ -99,6 +99,7 @@ func (d *distOptions) request(model string) requester.Request {
 		MaxPricePer1kMicros: uint64(d.maxPrice*1e6 + 0.5),
 		PrefillPeer:         d.prefillPeer, DecodePeer: d.decodePeer, NoPD: d.noPD,
 		DiscoverTimeout: d.discoverFor, RayAddress: d.rayAddress, TrustedPeers: strings.Join(d.trusted, ","),
+		AnswerTokens: int(d.prompt.GetSampling().GetMaxTokens()),
 	}
 }
 

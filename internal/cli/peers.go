@@ -24,7 +24,7 @@ worker cannot be reached), and repeats the search until two rounds agree or
 --timeout passes.
 
 --json prints a list of objects: peer_id, addrs, models (id, weights_cid,
-num_layers, layer_ranges), device, backend_version, memory_total_bytes,
+num_layers, layer_ranges, loaded, load_ms), device, backend_version, memory_total_bytes,
 memory_free_bytes, prefill_tokens_per_s, decode_tokens_per_s, active_sessions,
 max_sessions, price_per_1k_tokens, region, ray_address, ipfs_peer_id and
 ipfs_addrs (the worker's IPFS node; "" and [] when it runs none), rtt_ms
@@ -88,6 +88,10 @@ type peerModelJSON struct {
 	WeightsCID  string      `json:"weights_cid"`
 	NumLayers   uint32      `json:"num_layers"`
 	LayerRanges [][2]uint32 `json:"layer_ranges"`
+	// Loaded is false for a model the worker loads on demand; LoadMs its
+	// last load there (0 = unknown).
+	Loaded bool  `json:"loaded"`
+	LoadMs int64 `json:"load_ms"`
 }
 
 type peerJSON struct {
@@ -144,7 +148,8 @@ func toPeersJSON(ps []p2p.PeerInfo) []peerJSON {
 			j.Addrs = append(j.Addrs, a.String())
 		}
 		for _, m := range r.Models {
-			pm := peerModelJSON{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: m.NumLayers, LayerRanges: [][2]uint32{}}
+			pm := peerModelJSON{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: m.NumLayers, LayerRanges: [][2]uint32{},
+				Loaded: !m.Unloaded, LoadMs: m.LoadTime.Milliseconds()}
 			for _, lr := range m.LayerRanges {
 				pm.LayerRanges = append(pm.LayerRanges, [2]uint32{lr.Start, lr.End})
 			}

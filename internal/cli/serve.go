@@ -98,7 +98,7 @@ func newServeCommand(app *App) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "HTTP listen address (host:port; port 0 picks a free one)")
 	f.StringSliceVar(&o.p2pListen, "p2p-listen", nil, "swarm listen multiaddrs, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
-	f.StringArrayVar(&o.models, "model", nil, "model to serve; repeat for several (default $EDGELLM_MODEL, else node.model)")
+	f.StringArrayVar(&o.models, "model", nil, `model to serve; repeat for several, or "all" for every model in the store (default $EDGELLM_MODEL, else node.model)`)
 	f.StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the API key clients must send as a bearer token (or $EDGELLM_API_KEY)")
 	f.BoolVar(&o.worker, "worker", false, "also volunteer this machine to the swarm, as edgellm worker does")
 	f.IntVar(&o.maxQueue, "max-queue", openai.DefaultMaxQueue, "requests per model that may wait; more get 429")
@@ -341,7 +341,7 @@ func (app *App) startServeNode(cfg *config.Config, o *serveOptions, opts ...loca
 			return nil, err
 		}
 		n.closers = append(n.closers, func() { app.closeQuietly(n.local) })
-		return n, nil
+		return n, app.expandAllModels(n.local, o)
 	}
 	join, err := o.swarm.resolve(cfg, app.stdin)
 	if err != nil {
@@ -356,6 +356,9 @@ func (app *App) startServeNode(cfg *config.Config, o *serveOptions, opts ...loca
 		return nil, err
 	}
 	n.closers = append(n.closers, func() { app.closeQuietly(n.local) })
+	if err := app.expandAllModels(n.local, o); err != nil {
+		return nil, err
+	}
 	node, err := app.serveP2P(cfg, o, n, join, listen)
 	if err != nil {
 		return nil, err
@@ -399,7 +402,7 @@ func (app *App) serveP2P(cfg *config.Config, o *serveOptions, n *serveNode, join
 		}
 	}
 	w, err := volunteer.Start(app.interrupt, n.local, volunteer.Options{DataDir: cfg.DataDir, Join: join,
-		Listen: listen, NoMDNS: o.swarm.noMDNS, RayAddress: o.rayAddress, Logger: app.log})
+		Listen: listen, NoMDNS: o.swarm.noMDNS, RayAddress: o.rayAddress, Logger: app.log, Models: o.models})
 	if err != nil {
 		return nil, networkError(err)
 	}

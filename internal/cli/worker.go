@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -20,6 +21,14 @@ const leaveTimeout = 10 * time.Second
 const workerLong = `Volunteer this machine: start the backend, load the model, join the swarm and
 advertise a signed capability record (device, memory, models with their weights
 CID and layers, measured speeds, load, price, region) until stopped.
+
+--model may be repeated, or be "all" (every model in the store): the worker
+then serves several models. It loads the first at start and the others when a
+member's session asks for one, within backend.model_memory_mb (edgellm.yaml;
+default half this machine's memory), unloading the least recently used model
+no session runs when it needs room. The record lists every served model, each
+marked loaded or not with its last load time, so planners prefer workers that
+have it loaded. A model larger than the budget is refused at start.
 
 The swarm comes from --join-file FILE, EDGELLM_JOIN or --join - (stdin), else
 from <data-dir>/swarm.join (edgellm swarm init); --join STRING also works but
@@ -52,7 +61,7 @@ type workerOptions struct {
 	engine      engineFlag
 	swarm       swarmFlags
 	listen      []string
-	model       string
+	models      []string
 	price       float64
 	label       string
 	maxSessions uint32
@@ -76,7 +85,7 @@ func newWorkerCommand(app *App) *cobra.Command {
 	o.engine.register(cmd)
 	f := cmd.Flags()
 	f.StringSliceVar(&o.listen, "listen", nil, "listen multiaddrs, comma-separated (default /ip4/0.0.0.0/tcp/0,/ip6/::/tcp/0)")
-	f.StringVar(&o.model, "model", "", "model to serve (default $EDGELLM_MODEL, else node.model, else smollm2-135m)")
+	f.StringArrayVar(&o.models, "model", nil, `model to serve; repeat for several, or "all" for every model in the store (default $EDGELLM_MODEL, else node.model, else smollm2-135m)`)
 	f.Float64Var(&o.price, "price", 0, "price per 1000 tokens, in credits (0 = free)")
 	f.StringVar(&o.label, "label", "", "region label shown to others, e.g. eu-west")
 	f.Uint32Var(&o.maxSessions, "max-sessions", 1, "most inference sessions served at once")
@@ -116,8 +125,8 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.model == "" {
-		o.model = cfg.Node.Model
+	if len(o.models) == 0 {
+		o.models = []string{cfg.Node.Model}
 	}
 	// The IPFS node joins the swarm's private IPFS network and listens where
 	// the worker does; its id and addresses go into the record.
@@ -126,12 +135,12 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 		return err
 	}
 	defer app.closeQuietly(n)
-	info, err := app.loadModel(app.interrupt, n, o.model)
+	models, info, err := app.prepareModels(n, o.models)
 	if err != nil {
 		return err
 	}
 	w, err := volunteer.Start(app.interrupt, n, volunteer.Options{
-		DataDir: cfg.DataDir, Join: join, Listen: listen, NoMDNS: o.swarm.noMDNS,
+		DataDir: cfg.DataDir, Join: join, Listen: listen, NoMDNS: o.swarm.noMDNS, Models: models,
 		PricePer1kMicros: uint64(math.Round(o.price * 1e6)), Region: o.label, MaxSessions: o.maxSessions,
 		RayAddress: o.rayAddress, Refresh: o.refresh, RecordTTL: o.recordTTL, Logger: app.log,
 	})
@@ -140,9 +149,13 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 	}
 	node := w.Node()
 	// No join string here: stderr ends up in logs (swarm.go, swarm join-string).
-	fmt.Fprintf(app.stderr, "Worker %s joined swarm %s, serving %s (%s). Stop with Ctrl-C.\n"+
+	served := fmt.Sprintf("%s (%s)", info.GetId(), info.GetWeightsCid())
+	if len(models) > 1 {
+		served = fmt.Sprintf("%s (%s loaded, the others on demand)", strings.Join(models, ", "), info.GetId())
+	}
+	fmt.Fprintf(app.stderr, "Worker %s joined swarm %s, serving %s. Stop with Ctrl-C.\n"+
 		"Others can join through this worker with the string `edgellm swarm join-string` prints.\n",
-		node.ID(), join.Secret.ID(), info.GetId(), info.GetWeightsCid())
+		node.ID(), join.Secret.ID(), served)
 	<-app.interrupt.Done()
 	fmt.Fprintln(app.stderr, "Leaving the swarm…")
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)

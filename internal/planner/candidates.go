@@ -20,7 +20,8 @@ type group struct {
 // member is a peer serving the group's weights and the ranges it holds.
 type member struct {
 	peer   *Peer
-	ranges []LayerRange // clipped to [0, numLayers), never empty
+	ranges []LayerRange  // clipped to [0, numLayers), never empty
+	load   time.Duration // expected load before it can run (0: loaded)
 }
 
 // cand is a member that passed the filters, as the search sees it.
@@ -37,6 +38,8 @@ type cand struct {
 	full           bool          // holds every layer in one range
 	reach          []int         // reach[a]: furthest End of a range holding layer a; a if none
 	bonus          time.Duration // Request.Prefer: subtracted from a chain's rank
+	load           time.Duration // the member's load, spread over the answer (loadPenalty)
+	loadTime       time.Duration // the member's load itself
 }
 
 // groups collects the requested model's weight groups, largest first.
@@ -78,13 +81,15 @@ func matches(m Model, req Request) bool {
 func (g *group) add(p *Peer, m Model) {
 	g.weightsBytes = max(g.weightsBytes, m.WeightsBytes)
 	ranges := clipRanges(m.LayerRanges, g.numLayers)
+	load := loadTime(m)
 	for i := range g.members {
 		if g.members[i].peer == p {
 			g.members[i].ranges = append(g.members[i].ranges, ranges...)
+			g.members[i].load = min(g.members[i].load, load)
 			return
 		}
 	}
-	g.members = append(g.members, member{peer: p, ranges: ranges})
+	g.members = append(g.members, member{peer: p, ranges: ranges, load: load})
 }
 
 // clipRanges keeps the non-empty parts of rs inside [0, n); none means all.
@@ -108,7 +113,7 @@ func (g *group) newCand(m member) cand {
 	c := cand{
 		id: p.ID, rtt: effectiveRTT(*p), speed: effectiveSpeed(p.DecodeTokensPerS),
 		lan: p.LAN || p.Requester, requester: p.Requester, region: p.Region,
-		free: p.MemoryFreeBytes, reach: make([]int, g.numLayers),
+		free: p.MemoryFreeBytes, reach: make([]int, g.numLayers), loadTime: m.load,
 	}
 	if !p.Requester {
 		c.price = p.PricePer1kMicros

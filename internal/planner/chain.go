@@ -12,7 +12,8 @@ type chain struct {
 	bounds  []int // stage i holds [bounds[i], bounds[i+1])
 	network time.Duration
 	compute time.Duration
-	rank    time.Duration // latency plus WANPenalty per non-LAN stage, minus preference bonuses
+	load    time.Duration // the longest of its stages' model loads
+	rank    time.Duration // latency plus WANPenalty per non-LAN stage, minus preference bonuses, plus the load's penalty
 }
 
 func (c *chain) latency() time.Duration { return c.network + c.compute }
@@ -21,9 +22,11 @@ func (c *chain) latency() time.Duration { return c.network + c.compute }
 func newChain(cs []cand, order, bounds []int) *chain {
 	ch := &chain{order: slices.Clone(order), bounds: slices.Clone(bounds)}
 	n := bounds[len(bounds)-1]
-	penalty := time.Duration(0)
+	penalty, load := time.Duration(0), time.Duration(0)
 	for i, ci := range order {
 		c := &cs[ci]
+		load = max(load, c.load) // stages load at once: the slowest counts
+		ch.load = max(ch.load, c.loadTime)
 		ch.network += c.rtt
 		ch.compute += computeTime(bounds[i+1]-bounds[i], n, c.speed)
 		if !c.lan {
@@ -31,7 +34,7 @@ func newChain(cs []cand, order, bounds []int) *chain {
 		}
 		penalty -= c.bonus
 	}
-	ch.rank = ch.latency() + penalty
+	ch.rank = ch.latency() + penalty + load
 	return ch
 }
 

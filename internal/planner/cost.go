@@ -105,3 +105,41 @@ func addSat(a, b uint64) uint64 {
 	}
 	return math.MaxUint64
 }
+
+// Loading a model a peer serves but has not loaded (see the package doc).
+const (
+	// LoadBaseTime and LoadBytesPerS estimate a load the record gives no
+	// time for: LoadBaseTime plus the weights read at LoadBytesPerS (the
+	// embedded 0.5 GB model loads and measures itself in about 3 s here).
+	LoadBaseTime  = time.Second
+	LoadBytesPerS = 256 << 20
+	// MaxLoadTime caps a claimed or estimated load.
+	MaxLoadTime = 10 * time.Minute
+)
+
+// loadTime is what a peer expects to wait before a stage of m can run: 0
+// when loaded, the record's time, else EstimatedLoadTime.
+func loadTime(m Model) time.Duration {
+	switch {
+	case !m.Unloaded:
+		return 0
+	case m.LoadTime > 0:
+		return min(m.LoadTime, MaxLoadTime)
+	}
+	return EstimatedLoadTime(m.WeightsBytes)
+}
+
+// EstimatedLoadTime is LoadBaseTime plus weights at LoadBytesPerS, capped.
+func EstimatedLoadTime(weights uint64) time.Duration {
+	sec := float64(weights) / LoadBytesPerS
+	if sec >= MaxLoadTime.Seconds() {
+		return MaxLoadTime
+	}
+	return min(LoadBaseTime+time.Duration(sec*float64(time.Second)), MaxLoadTime)
+}
+
+// loadPenalty spreads a load over the answer's tokens (at least 1): a plan's
+// rank is a per-token latency, so this is the load in the same unit.
+func loadPenalty(load time.Duration, answerTokens int) time.Duration {
+	return load / time.Duration(max(answerTokens, 1))
+}

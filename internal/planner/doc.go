@@ -39,6 +39,16 @@
 // them (PrefixBonus turns the prefill time they save into per-token terms),
 // so among otherwise close plans the one starting where the cache is wins.
 //
+// Loading: a worker serving several models loads them on demand within a
+// memory budget, so a record may list a model as unloaded, with the time its
+// last load took there (else EstimatedLoadTime from the weights' size). A
+// plan's stages load at once, so the plan waits for the slowest
+// (Plan.LoadTime); its rank adds that wait spread over Request.AnswerTokens
+// (at least 1), so a peer with the model loaded wins unless the other is
+// faster per token by more than the load costs over the answer. The
+// expected latency, and the MaxTokenLatency check, are per token and
+// unaffected. ChooseMode counts the load once per request.
+//
 // Prefill/decode: ChooseMode (mode.go) prices the whole request — prefill
 // time, the KV handoff, the answer's tokens — for Choose's one-peer plan and
 // for every prefill/decode pair, and picks P/D when it is clearly faster.

@@ -24,6 +24,7 @@ func (g *group) eligible(req Request) ([]cand, error) {
 	for i, m := range ms {
 		cs[i] = g.newCand(m)
 		cs[i].bonus = req.Prefer[cs[i].id]
+		cs[i].load = loadPenalty(cs[i].loadTime, req.AnswerTokens)
 	}
 	sortCanonical(cs)
 	if req.Stages > len(cs) {

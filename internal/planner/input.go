@@ -19,6 +19,11 @@ type Model struct {
 	// LayerRanges the peer can hold; empty means the whole model. A stage on
 	// this peer must lie inside one of them.
 	LayerRanges []LayerRange
+	// Unloaded: the peer can serve the model but must load it first (a
+	// worker serving several models within a memory budget); a plan with a
+	// stage on it waits LoadTime, or EstimatedLoadTime when that is 0.
+	Unloaded bool
+	LoadTime time.Duration
 }
 
 // Peer is what the planner knows about one peer: its capability record plus
@@ -56,6 +61,10 @@ type Request struct {
 	// expected latency, and the MaxTokenLatency check, are unaffected. Nil:
 	// no preference.
 	Prefer map[string]time.Duration
+	// AnswerTokens the request expects (at least 1 counts): a plan that must
+	// load the model on a peer first spreads that load over them in its rank
+	// (see the package doc).
+	AnswerTokens int
 }
 
 func (r Request) validate() error {
@@ -64,6 +73,8 @@ func (r Request) validate() error {
 		return fmt.Errorf("%w: no model named", ErrInvalidRequest)
 	case r.Stages < 0:
 		return fmt.Errorf("%w: --stages %d is negative", ErrInvalidRequest, r.Stages)
+	case r.AnswerTokens < 0:
+		return fmt.Errorf("%w: %d answer tokens", ErrInvalidRequest, r.AnswerTokens)
 	case r.MaxTokenLatency < 0:
 		return fmt.Errorf("%w: latency limit %v is negative", ErrInvalidRequest, r.MaxTokenLatency)
 	}

@@ -38,7 +38,7 @@ func ChooseMode(peers []Peer, req Request, shape Shape) (Plan, bool, error) {
 	one := plain.Stages[0]
 	computed := shape
 	computed.PromptTokens -= min(max(shape.CachedTokens, 0), shape.PromptTokens)
-	best, bestCost, isPD := plain, requestCost(computed, byID[one.PeerID], plain.ExpectedTokenLatency, 0), false
+	best, bestCost, isPD := plain, requestCost(computed, byID[one.PeerID], plain.ExpectedTokenLatency, 0)+plain.LoadTime, false
 	limit := time.Duration(float64(bestCost) * (1 - PDMinGain))
 	for _, pre := range peers {
 		for _, dec := range peers {
@@ -50,7 +50,7 @@ func ChooseMode(peers []Peer, req Request, shape Shape) (Plan, bool, error) {
 				continue
 			}
 			handoff := time.Duration(shape.PromptTokens) * HandoffPerToken
-			if cost := requestCost(shape, pre, pd.ExpectedTokenLatency, handoff); cost < limit && cost < bestCost {
+			if cost := requestCost(shape, pre, pd.ExpectedTokenLatency, handoff) + pd.LoadTime; cost < limit && cost < bestCost {
 				best, bestCost, isPD = pd, cost, true
 			}
 		}

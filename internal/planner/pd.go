@@ -45,6 +45,7 @@ func ChoosePD(peers []Peer, req Request, prefill, decode string) (Plan, error) {
 	out.Stages = []Stage{p, d}
 	out.ExpectedTokenLatency, out.NetworkLatency, out.ComputeLatency = d.RTT+d.Compute, d.RTT, d.Compute
 	out.PricePer1kMicros = p.Price + d.Price
+	out.LoadTime = max(p.LoadTime, d.LoadTime)
 	return out, nil
 }
 

@@ -20,6 +20,10 @@ type Plan struct {
 	// PricePer1kMicros is what 1000 tokens cost if each peer bills its price
 	// for its share of the layers; it never exceeds the request's limit.
 	PricePer1kMicros uint64
+	// LoadTime is the wait before the first token for stages whose peer must
+	// load the model first (they load at once: the longest); 0 when every
+	// stage's peer has it loaded.
+	LoadTime time.Duration
 }
 
 // Stage is one peer's part of a plan: the layers [Start, End).
@@ -30,6 +34,7 @@ type Stage struct {
 	RTT         time.Duration // the RTT the estimate used
 	Compute     time.Duration // expected compute per token
 	Price       uint64        // this stage's share of PricePer1kMicros
+	LoadTime    time.Duration // the peer loads the model first (0: loaded)
 	LAN         bool          // on the LAN or the requester itself
 	Requester   bool          // the requester hosts this stage itself
 }

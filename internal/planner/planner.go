@@ -78,11 +78,12 @@ func (g *group) toPlan(ch *chain, cs []cand) Plan {
 	p := Plan{
 		Model: g.modelID, WeightsCID: g.cid, NumLayers: g.numLayers, WeightsBytes: g.weightsBytes,
 		ExpectedTokenLatency: ch.latency(), NetworkLatency: ch.network, ComputeLatency: ch.compute,
+		LoadTime: ch.load,
 	}
 	for i, ci := range ch.order {
 		c := &cs[ci]
 		st := Stage{PeerID: c.id, Start: ch.bounds[i], End: ch.bounds[i+1], RTT: c.rtt,
-			LAN: c.lan, Requester: c.requester}
+			LAN: c.lan, Requester: c.requester, LoadTime: c.loadTime}
 		st.MemoryBytes = stageBytes(g.weightsBytes, st.Layers(), g.numLayers)
 		st.Compute = computeTime(st.Layers(), g.numLayers, c.speed)
 		st.Price = stagePrice(c.price, st.Layers(), g.numLayers)

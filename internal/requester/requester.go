@@ -54,6 +54,10 @@ type Request struct {
 	// prefill/decode run: the prompt on one, the decode on the other
 	// (planner.ChoosePD).
 	PrefillPeer, DecodePeer string
+	// AnswerTokens the request expects (its max tokens; 0 = unknown): a
+	// worker that must load the model first pays the load spread over them
+	// (planner.Request.AnswerTokens).
+	AnswerTokens int
 	// NoPD forbids a prefill/decode plan the planner would choose itself
 	// (ChooseMode); PrefillPeer and DecodePeer still force one.
 	NoPD bool
@@ -75,7 +79,7 @@ func (r Request) disaggregated() bool { return r.PrefillPeer != "" || r.DecodePe
 
 func (r Request) plannerRequest() planner.Request {
 	return planner.Request{Model: r.Model, Stages: r.Stages, MaxTokenLatency: r.MaxTokenLatency,
-		MaxPricePer1kMicros: r.MaxPricePer1kMicros, TrustedOnly: r.TrustedPeers != ""}
+		MaxPricePer1kMicros: r.MaxPricePer1kMicros, TrustedOnly: r.TrustedPeers != "", AnswerTokens: max(r.AnswerTokens, 0)}
 }
 
 // markTrusted marks the peers the request trusts (planner.Peer.Trusted).

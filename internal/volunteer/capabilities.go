@@ -3,19 +3,22 @@ package volunteer
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/edgellm/edgellm/p2p"
+	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
 
 // backendSource adapts the backend's Status to p2p.CapabilitySource: the
-// loaded models (each holdable whole), device, memory, measured speeds and
-// load, plus the operator's price, label and session limit and this peer's
-// IPFS node.
+// models it serves (each holdable whole; loaded, or loaded on demand when a
+// session asks for it), device, memory, measured speeds and load, plus the
+// operator's price, label and session limit and this peer's IPFS node.
 type backendSource struct {
 	b           Backend
+	served      []string // Options.Models; nil: the loaded models only
 	price       uint64
 	region      string
 	maxSessions uint32
@@ -70,10 +73,15 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 	c.PrefillTokensPerS, c.DecodeTokensPerS = st.GetPrefillTokensPerS(), st.GetDecodeTokensPerS()
 	// A worker in a cluster session is busy even between requests.
 	c.ActiveSessions = max(st.GetActiveRequests(), s.activeSessions())
-	for _, m := range st.GetLoadedModels() {
+	models, err := s.models(ctx, st.GetLoadedModels())
+	if err != nil {
+		return p2p.Capabilities{}, err
+	}
+	for _, m := range models {
 		md := p2p.Model{
 			ID: m.GetId(), WeightsCID: m.GetWeightsCid(), NumLayers: m.GetNumLayers(),
-			WeightsBytes: m.GetWeightsBytes(),
+			WeightsBytes: m.GetWeightsBytes(), Unloaded: !m.GetLoaded(),
+			LoadTime: time.Duration(m.GetLoadMs()) * time.Millisecond,
 		}
 		if md.NumLayers > 0 {
 			md.LayerRanges = []p2p.LayerRange{{Start: 0, End: md.NumLayers}}
@@ -81,4 +89,33 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 		c.Models = append(c.Models, md)
 	}
 	return c, nil
+}
+
+// models are the served models, in the order served, each marked loaded or
+// not: without a served list, the loaded ones (all of them).
+func (s *backendSource) models(ctx context.Context, loaded []*pb.ModelInfo) ([]*pb.ModelInfo, error) {
+	for _, m := range loaded {
+		m.Loaded = true
+	}
+	if len(s.served) == 0 {
+		return loaded, nil
+	}
+	all, err := s.b.ListModels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*pb.ModelInfo{}
+	for _, m := range all {
+		byID[m.GetId()] = m
+	}
+	for _, m := range loaded {
+		byID[m.GetId()] = m
+	}
+	var out []*pb.ModelInfo
+	for _, id := range s.served {
+		if m := byID[id]; m != nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }

@@ -35,13 +35,16 @@ func (h *clusterHandler) Join(ctx context.Context, s p2p.Session) (p2p.JoinResul
 	node, err := h.b.JoinCluster(ctx, &pb.JoinClusterRequest{
 		SessionId: s.SessionID.String(), HeadAddress: s.HeadAddress, Token: token,
 		PeerResource: s.ResourceName, BindAddress: h.bindIP,
+		// Loaded first if it is not (several models within a memory budget),
+		// and held while the session lasts.
+		Model: s.Model,
 	})
 	if err != nil {
 		msg := strings.ReplaceAll(backend.Message(err), token, "[redacted]")
 		h.log.Warn("cluster join failed", "session", s.SessionID, "requester", s.Peer, "err", msg)
 		return p2p.JoinResult{}, fmt.Errorf("ray join: %s", msg)
 	}
-	h.log.Info("joined cluster", "session", s.SessionID, "requester", s.Peer, "head", s.HeadAddress,
+	h.log.Info("joined cluster", "session", s.SessionID, "requester", s.Peer, "model", s.Model, "head", s.HeadAddress,
 		"layers", fmt.Sprintf("[%d,%d)", s.Layers.Start, s.Layers.End), "ray_pid", node.GetPid())
 	return p2p.JoinResult{RayAddress: h.bindIP}, nil
 }

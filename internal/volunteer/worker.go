@@ -50,6 +50,7 @@ const ipfsIDTimeout = 10 * time.Second
 // backend.Backend it uses.
 type Backend interface {
 	Status(ctx context.Context) (*pb.StatusResponse, error)
+	ListModels(ctx context.Context) ([]*pb.ModelInfo, error)
 	JoinCluster(ctx context.Context, req *pb.JoinClusterRequest) (*pb.ClusterNode, error)
 	LeaveCluster(ctx context.Context, sessionID string) (bool, error)
 	HeldKeys(ctx context.Context, afterSeq uint64, limit uint32) (*pb.HeldKeysResponse, error)
@@ -82,6 +83,11 @@ type Options struct {
 	// millionths of a credit; Region a free-form label.
 	PricePer1kMicros uint64
 	Region           string
+	// Models are the models offered, in this order: the record lists each,
+	// loaded or not, and a session's join loads its model on demand (the
+	// backend unloads the least recently used idle one when its memory
+	// budget needs room). Nil: the models the backend has loaded.
+	Models []string
 	// MaxSessions bounds the cluster sessions served at once. Default 1.
 	MaxSessions uint32
 	// RayAddress is the IP a requester's Ray head reaches this machine on.
@@ -106,8 +112,8 @@ type Worker struct {
 // Start volunteers local to the swarm until Close. ctx bounds the start.
 func Start(ctx context.Context, local LocalNode, o Options) (*Worker, error) {
 	o = o.withDefaults()
-	src := &backendSource{b: local, price: o.PricePer1kMicros, region: o.Region, maxSessions: o.MaxSessions,
-		rayAddress: o.RayAddress}
+	src := &backendSource{b: local, served: o.Models, price: o.PricePer1kMicros, region: o.Region,
+		maxSessions: o.MaxSessions, rayAddress: o.RayAddress}
 	if id, ok := ipfsIdentity(ctx, local.IPFS(), o.Logger); ok {
 		src.ipfsID, src.ipfsAddrs = id.ID, p2p.LimitIPFSAddrs(id.Addrs)
 	}

@@ -28,7 +28,28 @@ func (f *fakeLocal) Status(context.Context) (*pb.StatusResponse, error) {
 		LoadedModels: []*pb.ModelInfo{{Id: "m", WeightsCid: "bafk-m", NumLayers: 30, WeightsBytes: 100 << 20}}}, nil
 }
 
+func (f *fakeLocal) ListModels(context.Context) ([]*pb.ModelInfo, error) {
+	return []*pb.ModelInfo{{Id: "m", WeightsCid: "bafk-m", NumLayers: 30, WeightsBytes: 100 << 20},
+		{Id: "cold", WeightsCid: "bafk-cold", NumLayers: 4, WeightsBytes: 1 << 20, LoadMs: 1500},
+		{Id: "other", WeightsCid: "bafk-other", NumLayers: 4}}, nil
+}
+
 func (f *fakeLocal) IPFS() *ipfs.Client { return nil }
+
+// TestCapabilitiesSeveralModels: a worker serving several models lists each
+// one it serves, in order, the loaded one as loaded and the others with
+// their last load time; a model in the store it does not serve is left out.
+func TestCapabilitiesSeveralModels(t *testing.T) {
+	src := &backendSource{b: &fakeLocal{}, served: []string{"cold", "m", "absent"}}
+	c, err := src.Capabilities(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Models) != 2 || c.Models[0].ID != "cold" || !c.Models[0].Unloaded || c.Models[0].LoadTime != 1500*time.Millisecond ||
+		c.Models[1].ID != "m" || c.Models[1].Unloaded || c.Models[0].LayerRanges[0] != (p2p.LayerRange{Start: 0, End: 4}) {
+		t.Fatalf("models %+v; want cold (unloaded, 1.5 s) then m (loaded)", c.Models)
+	}
+}
 
 // TestCapabilities: the record a worker advertises, from its backend's
 // status and the operator's settings; sessions count as load.

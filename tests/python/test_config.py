@@ -16,13 +16,14 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.models_dir == config.data_dir / "models"
     assert (config.device, config.engine) == ("auto", "torch")
     assert (config.max_batch, config.kv_budget_mb) == (8, 512)
+    assert config.model_memory_mb == 0  # half the machine's memory (server.budget)
 
 
 def test_batch_pool_from_file(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("backend:\n  max_batch: 4\n  kv_budget_mb: '64'\n")
+    path.write_text("backend:\n  max_batch: 4\n  kv_budget_mb: '64'\n  model_memory_mb: 40\n")
     config = load_config(path, env={"HOME": str(tmp_path)})
-    assert (config.max_batch, config.kv_budget_mb) == (4, 64)
+    assert (config.max_batch, config.kv_budget_mb, config.model_memory_mb) == (4, 64, 40)
 
 
 def test_xdg_and_file_in_data_dir(tmp_path: Path) -> None:
@@ -52,6 +53,7 @@ def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:
         "- a list\n",
         "backend:\n  max_batch: 0\n",
         "backend:\n  kv_budget_mb: lots\n",
+        "backend:\n  model_memory_mb: -1\n",
     ],
 )
 def test_bad_file_is_rejected(tmp_path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ from edgellm.config import BackendConfig
 from edgellm.errors import EdgeLLMError, FatalError
 from edgellm.models.store import ModelStore
 from edgellm.server import fatal
+from edgellm.server.budget import model_memory_budget
 from edgellm.server.cluster import ClusterControl
 from edgellm.server.inference import InferenceService
 from edgellm.server.kv import KVControl
@@ -130,7 +131,15 @@ class Built:
 def build(config: BackendConfig, device: str) -> Built:
     store = ModelStore(config.models_dir)
     batch = {"max_batch": config.max_batch, "kv_budget_mb": config.kv_budget_mb}
-    models = ModelManager(store, config.engine, device, config.calibrate, config.kv, **batch)
+    models = ModelManager(
+        store,
+        config.engine,
+        device,
+        config.calibrate,
+        config.kv,
+        **batch,
+        memory_budget=model_memory_budget(config.model_memory_mb, device),
+    )
     tracker = RequestTracker()
     clusters = ClusterManager(
         config.data_dir / "ray",
@@ -148,7 +157,8 @@ def build(config: BackendConfig, device: str) -> Built:
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
     model_control = ModelControl(models, tracker, device)
     model_control_pb2_grpc.add_ModelControlServicer_to_server(model_control, server)
-    cluster_control_pb2_grpc.add_ClusterControlServicer_to_server(ClusterControl(clusters), server)
+    cluster_control = ClusterControl(clusters, models)
+    cluster_control_pb2_grpc.add_ClusterControlServicer_to_server(cluster_control, server)
     kv_control_pb2_grpc.add_KVControlServicer_to_server(KVControl(models), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -61,9 +61,11 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     # engine batches them (continuous batching), queueing what does not fit.
 
     def _stream(self, model_id: str, req: GenerationRequest, resume, cancel: threading.Event):
-        model = self._models.load(model_id)  # on demand, so one call is enough
-        for chunk in start(model.engine, req, resume, cancel):
-            yield messages.generate_response(req.request_id, chunk)
+        # Loaded on demand, so one call is enough; held (never unloaded to make room for
+        # another model) until the stream ends.
+        with self._models.hold(model_id) as model:
+            for chunk in start(model.engine, req, resume, cancel):
+                yield messages.generate_response(req.request_id, chunk)
 
     def _stream_plan(self, model_id: str, plan: Plan, req: GenerationRequest, resume, cancel):
         """Generate across the cluster of `plan.session_id`; the tokenizer and config come

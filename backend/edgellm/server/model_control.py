@@ -52,7 +52,9 @@ class ModelControl(model_control_pb2_grpc.ModelControlServicer):
         description = store.registry.get(model_id).description if model_id in store.registry else ""
         loaded = loaded or self._models.get(model_id)
         manifest = loaded.manifest if loaded else store.manifest(model_id)
-        return messages.model_info(model_id, description, manifest, loaded is not None)
+        info = messages.model_info(model_id, description, manifest, loaded is not None)
+        info.load_ms = round(self._models.load_seconds(model_id) * 1000)
+        return info
 
     def LoadModel(self, request, context: grpc.ServicerContext) -> Iterator:
         progress = _ProgressQueue()
@@ -101,4 +103,13 @@ class ModelControl(model_control_pb2_grpc.ModelControlServicer):
             decode_tokens_per_s=measured[-1].decode_tokens_per_s if measured else 0.0,
             active_requests=len(self._tracker),
             loaded_models=[self._info(m.manifest.id, m) for m in loaded],
+            **self._budget(),
         )
+
+    def _budget(self) -> dict[str, int]:
+        limit, used, unloads = self._models.memory()
+        return {
+            "model_memory_budget_bytes": limit,
+            "model_memory_used_bytes": used,
+            "model_unloads": unloads,
+        }

@@ -1,11 +1,16 @@
-"""Loaded models: load on demand (converting into the store first), measured speeds.
-Concurrent generations of a model go to its engine at once; the engine batches them."""
+"""Loaded models: load on demand (converting into the store first) within the model memory
+budget (edgellm.server.budget: the least recently used idle model goes first), measured
+speeds. Concurrent generations of a model go to its engine at once; the engine batches them.
+A running request, or a cluster session, holds its model (`hold`) so it is never unloaded
+under it."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +23,7 @@ from edgellm.errors import InvalidRequest, RecoverableError, Unavailable
 from edgellm.models.convert import PHASE_LOAD, ProgressFn
 from edgellm.models.manifest import Manifest
 from edgellm.models.store import ModelStore
+from edgellm.server.budget import MemoryBudget
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,7 @@ class LoadedModel:
     manifest: Manifest
     engine: Engine
     speeds: Speeds
+    load_s: float = 0.0  # how long its load took
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
@@ -45,6 +52,7 @@ class ModelManager:
         kv: KVConfig | None = None,
         max_batch: int = 8,
         kv_budget_mb: int = 512,
+        memory_budget: int = 1 << 62,
     ) -> None:
         self.store = store
         self._kv = kv
@@ -53,8 +61,10 @@ class ModelManager:
         self._device = device
         self._calibrate = calibrate
         self._loaded: dict[str, LoadedModel] = {}
-        self._guard = threading.Lock()  # protects _loaded and _loading
-        self._loading: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()  # protects _loaded, budget and _load_s
+        self._loading = threading.Lock()  # one load at a time: each makes room for itself
+        self.budget = MemoryBudget(memory_budget)
+        self._load_s: dict[str, float] = {}  # each model's last load, kept after unloading
 
     @property
     def engine(self) -> str:
@@ -75,18 +85,72 @@ class ModelManager:
             return list(self._loaded.values())
 
     def load(self, model_id: str, progress: ProgressFn | None = None) -> LoadedModel:
-        """The loaded model, loading (and converting) it first if needed."""
+        """The loaded model, loading (and converting) it first if needed; makes room by
+        unloading idle models (least recently used first)."""
         progress = progress or _quiet
         self.store.known(model_id)  # NOT_FOUND before anything else
-        with self._guard:
-            gate = self._loading.setdefault(model_id, threading.Lock())
-        with gate:
-            model = self.get(model_id)
-            if model is None:
-                model = self._load(model_id, progress)
-                with self._guard:
-                    self._loaded[model_id] = model
+        if (model := self._touch(model_id)) is not None:
+            return model
+        with self._loading:
+            if (model := self._touch(model_id)) is not None:
+                return model  # loaded while this call waited
+            model = self._load(model_id, progress)
+            with self._guard:
+                self._loaded[model_id] = model
+                self._load_s[model_id] = model.load_s
         return model
+
+    def _touch(self, model_id: str) -> LoadedModel | None:
+        with self._guard:
+            model = self._loaded.get(model_id)
+            if model is not None:
+                self.budget.touch(model_id)
+            return model
+
+    @contextmanager
+    def hold(self, model_id: str) -> Iterator[LoadedModel]:
+        """The loaded model, kept loaded until the block ends (a request or a session)."""
+        model = self.acquire(model_id)
+        try:
+            yield model
+        finally:
+            self.release(model_id)
+
+    def acquire(self, model_id: str) -> LoadedModel:
+        """`load`, then hold the model until `release` (budget use counts)."""
+        while True:
+            model = self.load(model_id)
+            with self._guard:  # it may have been unloaded between the two
+                if self._loaded.get(model_id) is model:
+                    self.budget.acquire(model_id)
+                    return model
+
+    def release(self, model_id: str) -> None:
+        with self._guard:
+            self.budget.release(model_id)
+
+    def memory(self) -> tuple[int, int, int]:
+        """The budget: (limit bytes, used bytes, models unloaded for room so far)."""
+        with self._guard:
+            return self.budget.limit, self.budget.used(), self.budget.unloads
+
+    def load_seconds(self, model_id: str) -> float:
+        """How long the model's last load here took; 0 when it never loaded."""
+        with self._guard:
+            return self._load_s.get(model_id, 0.0)
+
+    def _make_room(self, model_id: str, size: int) -> None:
+        """Unload what the budget says must go so `size` more bytes fit, and count the
+        model in (raises ModelTooLarge or Unavailable when it cannot)."""
+        with self._guard:
+            victims = self.budget.victims(model_id, size)
+            gone = [self._loaded.pop(v) for v in victims]
+            for v in victims:
+                self.budget.remove(v, evicted=True)
+            self.budget.add(model_id, size)
+        for v, model in zip(victims, gone, strict=True):
+            log.info("unloading %s (least recently used) to make room for %s", v, model_id)
+            model.engine.close()
 
     def encoder(self, model_id: str) -> PromptEncoder:
         """The model's prompt tokenization, exactly as Generate's: its loaded engine, else
@@ -98,8 +162,20 @@ class ModelManager:
 
     def _load(self, model_id: str, progress: ProgressFn) -> LoadedModel:
         started = time.monotonic()
+        manifest = self.store.ensure(model_id, progress)
+        self._make_room(model_id, manifest.weights_bytes)
         try:
-            manifest = self.store.ensure(model_id, progress)
+            model = self._load_engine(model_id, manifest, progress, started)
+        except BaseException:
+            with self._guard:
+                self.budget.remove(model_id)
+            raise
+        return model
+
+    def _load_engine(
+        self, model_id: str, manifest: Manifest, progress: ProgressFn, started: float
+    ) -> LoadedModel:
+        try:
             progress(PHASE_LOAD, 0, 1)
             config = EngineConfig(self.store.path(model_id), self._device, self._kv, *self._batch)
             engine = engine_class(self._engine).load(config)
@@ -109,15 +185,16 @@ class ModelManager:
             raise
         except (OSError, RuntimeError, ValueError) as exc:
             raise Unavailable(f"cannot load model {model_id!r}: {exc}") from exc
+        took = time.monotonic() - started
         log.info(
             "loaded %s (%s) in %.1fs; prefill %.0f tok/s, decode %.1f tok/s",
             model_id,
             manifest.weights_cid,
-            time.monotonic() - started,
+            took,
             speeds.prefill_tokens_per_s,
             speeds.decode_tokens_per_s,
         )
-        return LoadedModel(manifest, engine, speeds)
+        return LoadedModel(manifest, engine, speeds, took)
 
     def _measure(self, engine: Engine, progress: ProgressFn) -> Speeds:
         if not self._calibrate:
@@ -131,6 +208,7 @@ class ModelManager:
         self.store.known(model_id)
         with self._guard:
             model = self._loaded.pop(model_id, None)
+            self.budget.remove(model_id)
         if model is None:
             return False
         model.engine.close()  # fails the requests it still runs

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n edgellm/v1/cluster_control.proto\x12\nedgellm.v1\"i\n\x17StartClusterHeadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"[\n\x0b\x43lusterNode\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"A\n\x18StartClusterHeadResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\"z\n\x12JoinClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x05 \x01(\t\"<\n\x13JoinClusterResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\")\n\x13LeaveClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"$\n\x14LeaveClusterResponse\x12\x0c\n\x04left\x18\x01 \x01(\x08\x32\x92\x02\n\x0e\x43lusterControl\x12]\n\x10StartClusterHead\x12#.edgellm.v1.StartClusterHeadRequest\x1a$.edgellm.v1.StartClusterHeadResponse\x12N\n\x0bJoinCluster\x12\x1e.edgellm.v1.JoinClusterRequest\x1a\x1f.edgellm.v1.JoinClusterResponse\x12Q\n\x0cLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n edgellm/v1/cluster_control.proto\x12\nedgellm.v1\"i\n\x17StartClusterHeadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"[\n\x0b\x43lusterNode\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\"A\n\x18StartClusterHeadResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\"\x89\x01\n\x12JoinClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0chead_address\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x15\n\rpeer_resource\x18\x04 \x01(\t\x12\x14\n\x0c\x62ind_address\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\"<\n\x13JoinClusterResponse\x12%\n\x04node\x18\x01 \x01(\x0b\x32\x17.edgellm.v1.ClusterNode\")\n\x13LeaveClusterRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"$\n\x14LeaveClusterResponse\x12\x0c\n\x04left\x18\x01 \x01(\x08\x32\x92\x02\n\x0e\x43lusterControl\x12]\n\x10StartClusterHead\x12#.edgellm.v1.StartClusterHeadRequest\x1a$.edgellm.v1.StartClusterHeadResponse\x12N\n\x0bJoinCluster\x12\x1e.edgellm.v1.JoinClusterRequest\x1a\x1f.edgellm.v1.JoinClusterResponse\x12Q\n\x0cLeaveCluster\x12\x1f.edgellm.v1.LeaveClusterRequest\x1a .edgellm.v1.LeaveClusterResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERNODE']._serialized_end=246
   _globals['_STARTCLUSTERHEADRESPONSE']._serialized_start=248
   _globals['_STARTCLUSTERHEADRESPONSE']._serialized_end=313
-  _globals['_JOINCLUSTERREQUEST']._serialized_start=315
-  _globals['_JOINCLUSTERREQUEST']._serialized_end=437
-  _globals['_JOINCLUSTERRESPONSE']._serialized_start=439
-  _globals['_JOINCLUSTERRESPONSE']._serialized_end=499
-  _globals['_LEAVECLUSTERREQUEST']._serialized_start=501
-  _globals['_LEAVECLUSTERREQUEST']._serialized_end=542
-  _globals['_LEAVECLUSTERRESPONSE']._serialized_start=544
-  _globals['_LEAVECLUSTERRESPONSE']._serialized_end=580
-  _globals['_CLUSTERCONTROL']._serialized_start=583
-  _globals['_CLUSTERCONTROL']._serialized_end=857
+  _globals['_JOINCLUSTERREQUEST']._serialized_start=316
+  _globals['_JOINCLUSTERREQUEST']._serialized_end=453
+  _globals['_JOINCLUSTERRESPONSE']._serialized_start=455
+  _globals['_JOINCLUSTERRESPONSE']._serialized_end=515
+  _globals['_LEAVECLUSTERREQUEST']._serialized_start=517
+  _globals['_LEAVECLUSTERREQUEST']._serialized_end=558
+  _globals['_LEAVECLUSTERRESPONSE']._serialized_start=560
+  _globals['_LEAVECLUSTERRESPONSE']._serialized_end=596
+  _globals['_CLUSTERCONTROL']._serialized_start=599
+  _globals['_CLUSTERCONTROL']._serialized_end=873
 # @@protoc_insertion_point(module_scope)

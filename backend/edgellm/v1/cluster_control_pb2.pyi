@@ -36,18 +36,20 @@ class StartClusterHeadResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[ClusterNode, _Mapping]] = ...) -> None: ...
 
 class JoinClusterRequest(_message.Message):
-    __slots__ = ("session_id", "head_address", "token", "peer_resource", "bind_address")
+    __slots__ = ("session_id", "head_address", "token", "peer_resource", "bind_address", "model")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     HEAD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PEER_RESOURCE_FIELD_NUMBER: _ClassVar[int]
     BIND_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     head_address: str
     token: str
     peer_resource: str
     bind_address: str
-    def __init__(self, session_id: _Optional[str] = ..., head_address: _Optional[str] = ..., token: _Optional[str] = ..., peer_resource: _Optional[str] = ..., bind_address: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, session_id: _Optional[str] = ..., head_address: _Optional[str] = ..., token: _Optional[str] = ..., peer_resource: _Optional[str] = ..., bind_address: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class JoinClusterResponse(_message.Message):
     __slots__ = ("node",)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65\x64gellm/v1/model_control.proto\x12\nedgellm.v1\"\xe0\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\nnum_layers\x18\x04 \x01(\r\x12\x13\n\x0bhidden_size\x18\x05 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x15\n\rweights_bytes\x18\x08 \x01(\x04\x12\x10\n\x08in_store\x18\t \x01(\x08\x12\x0e\n\x06loaded\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x11LoadModelProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.edgellm.v1.ModelInfo\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\"\x0f\n\rStatusRequest\"\x82\x02\n\x0eStatusResponse\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14prefill_tokens_per_s\x18\x05 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x61\x63tive_requests\x18\x07 \x01(\r\x12,\n\rloaded_models\x18\x08 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\x12\x0e\n\x06\x65ngine\x18\t \x01(\t2\xb8\x02\n\x0cModelControl\x12J\n\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n\x0bUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n\nListModels\x12\x1d.edgellm.v1.ListModelsRequest\x1a\x1e.edgellm.v1.ListModelsResponse\x12?\n\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65\x64gellm/v1/model_control.proto\x12\nedgellm.v1\"\xf1\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\nnum_layers\x18\x04 \x01(\r\x12\x13\n\x0bhidden_size\x18\x05 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x15\n\rweights_bytes\x18\x08 \x01(\x04\x12\x10\n\x08in_store\x18\t \x01(\x08\x12\x0e\n\x06loaded\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x0f\n\x07load_ms\x18\x0c \x01(\r\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"e\n\x11LoadModelProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x05model\x18\x04 \x01(\x0b\x32\x15.edgellm.v1.ModelInfo\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\"\x0f\n\rStatusRequest\"\xdd\x02\n\x0eStatusResponse\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14prefill_tokens_per_s\x18\x05 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x61\x63tive_requests\x18\x07 \x01(\r\x12,\n\rloaded_models\x18\x08 \x03(\x0b\x32\x15.edgellm.v1.ModelInfo\x12\x0e\n\x06\x65ngine\x18\t \x01(\t\x12!\n\x19model_memory_budget_bytes\x18\n \x01(\x04\x12\x1f\n\x17model_memory_used_bytes\x18\x0b \x01(\x04\x12\x15\n\rmodel_unloads\x18\x0c \x01(\x04\x32\xb8\x02\n\x0cModelControl\x12J\n\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n\x0bUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n\nListModels\x12\x1d.edgellm.v1.ListModelsRequest\x1a\x1e.edgellm.v1.ListModelsResponse\x12?\n\x06Status\x12\x19.edgellm.v1.StatusRequest\x1a\x1a.edgellm.v1.StatusResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1'
   _globals['_MODELINFO']._serialized_start=47
-  _globals['_MODELINFO']._serialized_end=271
-  _globals['_LOADMODELREQUEST']._serialized_start=273
-  _globals['_LOADMODELREQUEST']._serialized_end=306
-  _globals['_LOADMODELPROGRESS']._serialized_start=308
-  _globals['_LOADMODELPROGRESS']._serialized_end=409
-  _globals['_UNLOADMODELREQUEST']._serialized_start=411
-  _globals['_UNLOADMODELREQUEST']._serialized_end=446
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=448
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=469
-  _globals['_LISTMODELSREQUEST']._serialized_start=471
-  _globals['_LISTMODELSREQUEST']._serialized_end=490
-  _globals['_LISTMODELSRESPONSE']._serialized_start=492
-  _globals['_LISTMODELSRESPONSE']._serialized_end=551
-  _globals['_STATUSREQUEST']._serialized_start=553
-  _globals['_STATUSREQUEST']._serialized_end=568
-  _globals['_STATUSRESPONSE']._serialized_start=571
-  _globals['_STATUSRESPONSE']._serialized_end=829
-  _globals['_MODELCONTROL']._serialized_start=832
-  _globals['_MODELCONTROL']._serialized_end=1144
+  _globals['_MODELINFO']._serialized_end=288
+  _globals['_LOADMODELREQUEST']._serialized_start=290
+  _globals['_LOADMODELREQUEST']._serialized_end=323
+  _globals['_LOADMODELPROGRESS']._serialized_start=325
+  _globals['_LOADMODELPROGRESS']._serialized_end=426
+  _globals['_UNLOADMODELREQUEST']._serialized_start=428
+  _globals['_UNLOADMODELREQUEST']._serialized_end=463
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=465
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=486
+  _globals['_LISTMODELSREQUEST']._serialized_start=488
+  _globals['_LISTMODELSREQUEST']._serialized_end=507
+  _globals['_LISTMODELSRESPONSE']._serialized_start=509
+  _globals['_LISTMODELSRESPONSE']._serialized_end=568
+  _globals['_STATUSREQUEST']._serialized_start=570
+  _globals['_STATUSREQUEST']._serialized_end=585
+  _globals['_STATUSRESPONSE']._serialized_start=588
+  _globals['_STATUSRESPONSE']._serialized_end=937
+  _globals['_MODELCONTROL']._serialized_start=940
+  _globals['_MODELCONTROL']._serialized_end=1252
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "weights_cid", "architecture", "num_layers", "hidden_size", "context_length", "dtype", "weights_bytes", "in_store", "loaded", "description")
+    __slots__ = ("id", "weights_cid", "architecture", "num_layers", "hidden_size", "context_length", "dtype", "weights_bytes", "in_store", "loaded", "description", "load_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_CID_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class ModelInfo(_message.Message):
     IN_STORE_FIELD_NUMBER: _ClassVar[int]
     LOADED_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     weights_cid: str
     architecture: str
@@ -30,7 +31,8 @@ class ModelInfo(_message.Message):
     in_store: bool
     loaded: bool
     description: str
-    def __init__(self, id: _Optional[str] = ..., weights_cid: _Optional[str] = ..., architecture: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., context_length: _Optional[int] = ..., dtype: _Optional[str] = ..., weights_bytes: _Optional[int] = ..., in_store: _Optional[bool] = ..., loaded: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    load_ms: int
+    def __init__(self, id: _Optional[str] = ..., weights_cid: _Optional[str] = ..., architecture: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., context_length: _Optional[int] = ..., dtype: _Optional[str] = ..., weights_bytes: _Optional[int] = ..., in_store: _Optional[bool] = ..., loaded: _Optional[bool] = ..., description: _Optional[str] = ..., load_ms: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model",)
@@ -75,7 +77,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("backend_version", "device", "memory_total_bytes", "memory_free_bytes", "prefill_tokens_per_s", "decode_tokens_per_s", "active_requests", "loaded_models", "engine")
+    __slots__ = ("backend_version", "device", "memory_total_bytes", "memory_free_bytes", "prefill_tokens_per_s", "decode_tokens_per_s", "active_requests", "loaded_models", "engine", "model_memory_budget_bytes", "model_memory_used_bytes", "model_unloads")
     BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +87,9 @@ class StatusResponse(_message.Message):
     ACTIVE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_UNLOADS_FIELD_NUMBER: _ClassVar[int]
     backend_version: str
     device: str
     memory_total_bytes: int
@@ -94,4 +99,7 @@ class StatusResponse(_message.Message):
     active_requests: int
     loaded_models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     engine: str
-    def __init__(self, backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_requests: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., engine: _Optional[str] = ...) -> None: ...
+    model_memory_budget_bytes: int
+    model_memory_used_bytes: int
+    model_unloads: int
+    def __init__(self, backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_requests: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., engine: _Optional[str] = ..., model_memory_budget_bytes: _Optional[int] = ..., model_memory_used_bytes: _Optional[int] = ..., model_unloads: _Optional[int] = ...) -> None: ...

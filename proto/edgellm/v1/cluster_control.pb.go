@@ -221,7 +221,11 @@ type JoinClusterRequest struct {
 	// "peer:<peer id>": the resource the plan's stages for this peer ask for.
 	PeerResource string `protobuf:"bytes,4,opt,name=peer_resource,json=peerResource,proto3" json:"peer_resource,omitempty"`
 	// IP of the interface this worker is reached on (not a wildcard).
-	BindAddress   string `protobuf:"bytes,5,opt,name=bind_address,json=bindAddress,proto3" json:"bind_address,omitempty"`
+	BindAddress string `protobuf:"bytes,5,opt,name=bind_address,json=bindAddress,proto3" json:"bind_address,omitempty"`
+	// Optional: the model the session's stages run here. The backend loads it first (on
+	// demand, within its model memory budget) and keeps it loaded until the session
+	// leaves; a refusal (too large, no room) fails the join.
+	Model         string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +291,13 @@ func (x *JoinClusterRequest) GetPeerResource() string {
 func (x *JoinClusterRequest) GetBindAddress() string {
 	if x != nil {
 		return x.BindAddress
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetModel() string {
+	if x != nil {
+		return x.Model
 	}
 	return ""
 }
@@ -443,14 +454,15 @@ const file_edgellm_v1_cluster_control_proto_rawDesc = "" +
 	"\x03pid\x18\x03 \x01(\rR\x03pid\x12#\n" +
 	"\rpeer_resource\x18\x04 \x01(\tR\fpeerResource\"G\n" +
 	"\x18StartClusterHeadResponse\x12+\n" +
-	"\x04node\x18\x01 \x01(\v2\x17.edgellm.v1.ClusterNodeR\x04node\"\xb4\x01\n" +
+	"\x04node\x18\x01 \x01(\v2\x17.edgellm.v1.ClusterNodeR\x04node\"\xca\x01\n" +
 	"\x12JoinClusterRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
 	"\fhead_address\x18\x02 \x01(\tR\vheadAddress\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\x12#\n" +
 	"\rpeer_resource\x18\x04 \x01(\tR\fpeerResource\x12!\n" +
-	"\fbind_address\x18\x05 \x01(\tR\vbindAddress\"B\n" +
+	"\fbind_address\x18\x05 \x01(\tR\vbindAddress\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\"B\n" +
 	"\x13JoinClusterResponse\x12+\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.edgellm.v1.ClusterNodeR\x04node\"4\n" +
 	"\x13LeaveClusterRequest\x12\x1d\n" +

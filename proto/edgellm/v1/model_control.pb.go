@@ -38,9 +38,11 @@ type ModelInfo struct {
 	Dtype         string `protobuf:"bytes,7,opt,name=dtype,proto3" json:"dtype,omitempty"`
 	WeightsBytes  uint64 `protobuf:"varint,8,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
 	// True once converted into the model store.
-	InStore       bool   `protobuf:"varint,9,opt,name=in_store,json=inStore,proto3" json:"in_store,omitempty"`
-	Loaded        bool   `protobuf:"varint,10,opt,name=loaded,proto3" json:"loaded,omitempty"`
-	Description   string `protobuf:"bytes,11,opt,name=description,proto3" json:"description,omitempty"`
+	InStore     bool   `protobuf:"varint,9,opt,name=in_store,json=inStore,proto3" json:"in_store,omitempty"`
+	Loaded      bool   `protobuf:"varint,10,opt,name=loaded,proto3" json:"loaded,omitempty"`
+	Description string `protobuf:"bytes,11,opt,name=description,proto3" json:"description,omitempty"`
+	// How long its last load in this backend took (0: never loaded here).
+	LoadMs        uint32 `protobuf:"varint,12,opt,name=load_ms,json=loadMs,proto3" json:"load_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -150,6 +152,13 @@ func (x *ModelInfo) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *ModelInfo) GetLoadMs() uint32 {
+	if x != nil {
+		return x.LoadMs
+	}
+	return 0
 }
 
 type LoadModelRequest struct {
@@ -476,7 +485,12 @@ type StatusResponse struct {
 	ActiveRequests    uint32       `protobuf:"varint,7,opt,name=active_requests,json=activeRequests,proto3" json:"active_requests,omitempty"`
 	LoadedModels      []*ModelInfo `protobuf:"bytes,8,rep,name=loaded_models,json=loadedModels,proto3" json:"loaded_models,omitempty"`
 	// The engine that computes here: "torch" or "vllm" (whole models only).
-	Engine        string `protobuf:"bytes,9,opt,name=engine,proto3" json:"engine,omitempty"`
+	Engine string `protobuf:"bytes,9,opt,name=engine,proto3" json:"engine,omitempty"`
+	// The model memory budget (backend.model_memory_mb) and what the loaded models take.
+	ModelMemoryBudgetBytes uint64 `protobuf:"varint,10,opt,name=model_memory_budget_bytes,json=modelMemoryBudgetBytes,proto3" json:"model_memory_budget_bytes,omitempty"`
+	ModelMemoryUsedBytes   uint64 `protobuf:"varint,11,opt,name=model_memory_used_bytes,json=modelMemoryUsedBytes,proto3" json:"model_memory_used_bytes,omitempty"`
+	// Models unloaded to make room for another, since the backend started.
+	ModelUnloads  uint64 `protobuf:"varint,12,opt,name=model_unloads,json=modelUnloads,proto3" json:"model_unloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,12 +588,33 @@ func (x *StatusResponse) GetEngine() string {
 	return ""
 }
 
+func (x *StatusResponse) GetModelMemoryBudgetBytes() uint64 {
+	if x != nil {
+		return x.ModelMemoryBudgetBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetModelMemoryUsedBytes() uint64 {
+	if x != nil {
+		return x.ModelMemoryUsedBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetModelUnloads() uint64 {
+	if x != nil {
+		return x.ModelUnloads
+	}
+	return 0
+}
+
 var File_edgellm_v1_model_control_proto protoreflect.FileDescriptor
 
 const file_edgellm_v1_model_control_proto_rawDesc = "" +
 	"\n" +
 	"\x1eedgellm/v1/model_control.proto\x12\n" +
-	"edgellm.v1\"\xd7\x02\n" +
+	"edgellm.v1\"\xf0\x02\n" +
 	"\tModelInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
@@ -595,7 +630,8 @@ const file_edgellm_v1_model_control_proto_rawDesc = "" +
 	"\bin_store\x18\t \x01(\bR\ainStore\x12\x16\n" +
 	"\x06loaded\x18\n" +
 	" \x01(\bR\x06loaded\x12 \n" +
-	"\vdescription\x18\v \x01(\tR\vdescription\"(\n" +
+	"\vdescription\x18\v \x01(\tR\vdescription\x12\x17\n" +
+	"\aload_ms\x18\f \x01(\rR\x06loadMs\"(\n" +
 	"\x10LoadModelRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\"\x80\x01\n" +
 	"\x11LoadModelProgress\x12\x14\n" +
@@ -609,7 +645,7 @@ const file_edgellm_v1_model_control_proto_rawDesc = "" +
 	"\x11ListModelsRequest\"C\n" +
 	"\x12ListModelsResponse\x12-\n" +
 	"\x06models\x18\x01 \x03(\v2\x15.edgellm.v1.ModelInfoR\x06models\"\x0f\n" +
-	"\rStatusRequest\"\x88\x03\n" +
+	"\rStatusRequest\"\x9f\x04\n" +
 	"\x0eStatusResponse\x12'\n" +
 	"\x0fbackend_version\x18\x01 \x01(\tR\x0ebackendVersion\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\tR\x06device\x12,\n" +
@@ -619,7 +655,11 @@ const file_edgellm_v1_model_control_proto_rawDesc = "" +
 	"\x13decode_tokens_per_s\x18\x06 \x01(\x01R\x10decodeTokensPerS\x12'\n" +
 	"\x0factive_requests\x18\a \x01(\rR\x0eactiveRequests\x12:\n" +
 	"\rloaded_models\x18\b \x03(\v2\x15.edgellm.v1.ModelInfoR\floadedModels\x12\x16\n" +
-	"\x06engine\x18\t \x01(\tR\x06engine2\xb8\x02\n" +
+	"\x06engine\x18\t \x01(\tR\x06engine\x129\n" +
+	"\x19model_memory_budget_bytes\x18\n" +
+	" \x01(\x04R\x16modelMemoryBudgetBytes\x125\n" +
+	"\x17model_memory_used_bytes\x18\v \x01(\x04R\x14modelMemoryUsedBytes\x12#\n" +
+	"\rmodel_unloads\x18\f \x01(\x04R\fmodelUnloads2\xb8\x02\n" +
 	"\fModelControl\x12J\n" +
 	"\tLoadModel\x12\x1c.edgellm.v1.LoadModelRequest\x1a\x1d.edgellm.v1.LoadModelProgress0\x01\x12N\n" +
 	"\vUnloadModel\x12\x1e.edgellm.v1.UnloadModelRequest\x1a\x1f.edgellm.v1.UnloadModelResponse\x12K\n" +

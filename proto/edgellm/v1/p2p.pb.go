@@ -267,7 +267,15 @@ type ServedModel struct {
 	LayerRanges []*LayerRange `protobuf:"bytes,4,rep,name=layer_ranges,json=layerRanges,proto3" json:"layer_ranges,omitempty"`
 	// Size of the whole model's weights in bytes (0 = unknown); the planner
 	// needs it to decide whether a model, or a share of its layers, fits.
-	WeightsBytes  uint64 `protobuf:"varint,5,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
+	WeightsBytes uint64 `protobuf:"varint,5,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
+	// Set when the peer can serve the model but has not loaded it (a worker
+	// serving several models loads them on demand within a memory budget): a
+	// plan using it waits for the load. Unset (older peers too) means loaded.
+	// Numbered high to stay clear of other additions to this message.
+	Unloaded bool `protobuf:"varint,20,opt,name=unloaded,proto3" json:"unloaded,omitempty"`
+	// The peer's last load of the model, in milliseconds (0 = unknown); what a
+	// plan expects to wait when unloaded is set.
+	LoadMs        uint32 `protobuf:"varint,21,opt,name=load_ms,json=loadMs,proto3" json:"load_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +341,20 @@ func (x *ServedModel) GetLayerRanges() []*LayerRange {
 func (x *ServedModel) GetWeightsBytes() uint64 {
 	if x != nil {
 		return x.WeightsBytes
+	}
+	return 0
+}
+
+func (x *ServedModel) GetUnloaded() bool {
+	if x != nil {
+		return x.Unloaded
+	}
+	return false
+}
+
+func (x *ServedModel) GetLoadMs() uint32 {
+	if x != nil {
+		return x.LoadMs
 	}
 	return 0
 }
@@ -532,7 +554,7 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"ipfsPeerId\x12\x1d\n" +
 	"\n" +
 	"ipfs_addrs\x18\x14 \x03(\fR\tipfsAddrs\x12\x16\n" +
-	"\x06engine\x18\x15 \x01(\tR\x06engine\"\xbd\x01\n" +
+	"\x06engine\x18\x15 \x01(\tR\x06engine\"\xf2\x01\n" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
@@ -540,7 +562,9 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\n" +
 	"num_layers\x18\x03 \x01(\rR\tnumLayers\x129\n" +
 	"\flayer_ranges\x18\x04 \x03(\v2\x16.edgellm.v1.LayerRangeR\vlayerRanges\x12#\n" +
-	"\rweights_bytes\x18\x05 \x01(\x04R\fweightsBytes\"4\n" +
+	"\rweights_bytes\x18\x05 \x01(\x04R\fweightsBytes\x12\x1a\n" +
+	"\bunloaded\x18\x14 \x01(\bR\bunloaded\x12\x17\n" +
+	"\aload_ms\x18\x15 \x01(\rR\x06loadMs\"4\n" +
 	"\n" +
 	"LayerRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
