@@ -316,9 +316,12 @@ def test_forged_blocks_fail_the_spot_check_and_the_holder_is_dropped(
     _, b = kubo_pair
     engine.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)
     with caplog.at_level(logging.WARNING, logger="edgellm"):
-        tokens, last = _run(engine, _request("forged", SECOND, payload))
+        chunks = list(engine.generate(_request("forged", SECOND, payload)))
+    tokens, last = [t for c in chunks for t in c.token_ids], chunks[-1]
     assert tokens == reference[SECOND]
     assert last.usage.cached_prompt_tokens == 0
+    # The node is told, with the first token, whom to stop asking.
+    assert [c.dropped_kv_holders for c in chunks] == [(a.peer_id,)] + [()] * (len(chunks) - 1)
     # The rest of the prompt with the spot check's position, then the whole prompt.
     rest = last.usage.prompt_tokens - _shared_blocks(engine) * BLOCK
     assert prefill_inputs[:2] == [rest + 1, last.usage.prompt_tokens]

@@ -62,6 +62,8 @@ class PrefixHit:
     used: tuple[tuple[bytes, int, int], ...] = ()
     # The spot check the prefill of the rest runs (None: off, or nothing imported).
     spot: SpotCheck | None = None
+    # Kubo peer ids of the holders a failed spot check dropped (the node is told).
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ class PrefixCache:
                     self.store.forget(source.key, source.part.layer_start, source.part.layer_end)
         for session in checked:
             session.reset()
-        return None, PrefixHit(fetch_ms=hit.fetch_ms, keys=hit.keys)
+        return None, PrefixHit(fetch_ms=hit.fetch_ms, keys=hit.keys, dropped=tuple(sorted(holders)))
 
     def store_async(
         self, sessions: Sequence[StageCache], token_ids: Sequence[int], hit: PrefixHit

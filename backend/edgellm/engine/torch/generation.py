@@ -109,8 +109,9 @@ class Sequence:
             finish, tail = drain_text(self.detok, self.stops, FinishReason.LENGTH)
             text += tail
         self.token = token
+        dropped = self.hit.dropped if self.produced == 1 else ()
         if finish is None:
-            return GenerationChunk(text, (token,))
+            return GenerationChunk(text, (token,), dropped_kv_holders=dropped)
         self.finished = True
         if self.store is not None:
             self.store.finish(harmless=True)  # the fetched blocks served a whole request
@@ -124,7 +125,7 @@ class Sequence:
             timings = clock.timings(
                 produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
             )
-            return GenerationChunk(text, (token,), finish, usage, timings)
+            return GenerationChunk(text, (token,), finish, usage, timings, dropped)
 
         return last
 
