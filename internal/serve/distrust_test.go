@@ -33,6 +33,10 @@ func (b *poisonedBackend) PrefixKeys(context.Context, *pb.PrefixKeysRequest) (*p
 	return &pb.PrefixKeysResponse{Keys: [][]byte{promptKey}, WeightsCid: "bafk-m", BlockSize: 16, PromptTokens: 20}, nil
 }
 
+// Abort: a generation here is over before it returns (generateOn may still
+// call this once the test's context ends).
+func (b *poisonedBackend) Abort(context.Context, string) (bool, error) { return false, nil }
+
 func (b *poisonedBackend) Generate(_ context.Context, req *pb.GenerateRequest, on func(*pb.GenerateResponse) error) error {
 	resp := &pb.GenerateResponse{RequestId: req.GetRequestId(), TokenIds: []uint32{1}, FinishReason: pb.FinishReason_FINISH_REASON_STOP}
 	if len(req.GetKvManifest()) > 0 {
