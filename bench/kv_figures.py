@@ -10,8 +10,13 @@ competes with B and the requester for the same cores (a real other peer would no
   time to first token when the ~1,500-token prefix is cached on A and fetched through B
   (fetch, verify, import, then compute the rest). Target >= 10.
 - spot_check_overhead: the extra time to first token of the per-request KV spot check
-  (recomputing one cached position at random, kv/spot.py) as a share of the cached TTFT
-  without it, same prompt and blocks, runs interleaved. Goal <= 0.05.
+  (recomputing one cached position at random, kv/spot.py, folded into the forward of the
+  rest of the prompt) as a share of the cached TTFT without it. Goal <= 0.05. The value is
+  the check's own time, measured directly: the rest of the prompt computed over the same
+  imported blocks with and without the folded check, SPOT_PAIRS pairs back to back, the
+  median of the pairs' differences, over the median cached TTFT without the check. The
+  difference of the two end-to-end TTFT medians (`end_to_end_share`) is reported too; on a
+  shared machine it is mostly the noise of the block fetch, which is ~70% of the TTFT.
 - pd_handoff_share: (storing the blocks on P + fetching them on D) over the prefill time,
   for the same prompt: what moving the KV costs relative to computing it.
 
@@ -25,6 +30,7 @@ most of the cached TTFT, and the rest is computing the last few tokens over the 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -44,7 +50,7 @@ from edgellm.engine.registry import engine_class
 from edgellm.engine.torch.pipeline import Pipeline
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.kv import block as blockfmt
-from edgellm.kv import handoff
+from edgellm.kv import handoff, spot
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import chain
 from edgellm.kv.manifest import KVManifest
@@ -56,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL_ID = "smollm2-135m"
 BLOCK_SIZE = 16
 REPEATS = 5
+SPOT_PAIRS = 15
 PREFIX = " ".join(
     f"Section {i}. The committee reviewed the harbour accounts, the ferry timetable and the "
     f"repairs to the north pier, and asked for a report before the winter storms."
@@ -228,6 +235,7 @@ def _measure(
         _empty(engine.prefix_cache)
     engine.prefix_cache = None
     breakdown = _breakdown(pipeline, model_cid, root, b, prompt_d, manifest_d)
+    spot_ms = breakdown.pop("spot_check_pairs_ms")
 
     full = statistics.median(full_ttft)
     cached = statistics.median(cached_ttft)
@@ -235,7 +243,9 @@ def _measure(
     stored = statistics.median(store_ms)
     fetched = statistics.median(handoff_fetch)
     unchecked = statistics.median(unchecked_ttft)
-    spot_share = (cached - unchecked) / unchecked if unchecked else 0.0
+    end_to_end_share = (cached - unchecked) / unchecked if unchecked else 0.0
+    spot_check_ms = statistics.median(spot_ms)
+    spot_share = spot_check_ms / unchecked if unchecked else 0.0
     speedup = full / cached if cached else 0.0
     share = (stored + fetched) / prefill if prefill else 0.0
     return {
@@ -266,10 +276,16 @@ def _measure(
             "baseline": unchecked,
             "ratio": spot_share,
             "goal": 0.05,
+            "spot_check_ms": spot_check_ms,
+            "spot_check_ms_p95": kv_transfer.p95(spot_ms),
+            "compute_rest_ms": breakdown["compute_rest"],
+            "compute_rest_with_spot_check_ms": breakdown["compute_rest_with_spot_check"],
             "cached_ttft_ms": cached,
             "cached_ttft_without_spot_check_ms": unchecked,
+            "end_to_end_share": end_to_end_share,
             "cached_prompt_tokens": cached_tokens,
             "repeats": REPEATS,
+            "spot_pairs": SPOT_PAIRS,
         },
         "pd_handoff_share": {
             "value": share,
@@ -299,7 +315,9 @@ def _breakdown(
 ) -> dict[str, float]:
     """Where the cached TTFT goes, phase by phase, on a cold B: fetching the blocks through
     B's gateway (bitswap from A), decoding and verifying them, importing them into the
-    session, and computing the rest of the prompt."""
+    session, and computing the rest of the prompt (without and with the folded spot check:
+    medians of SPOT_PAIRS back-to-back pairs over freshly imported sessions, and each
+    pair's difference)."""
     cache = _fresh_cache(b, root, model_cid, "breakdown")
     stage = pipeline.stages[0]
     kv = handoff.StageKV.of(stage.kv_layout, model_cid, BLOCK_SIZE)
@@ -321,17 +339,40 @@ def _breakdown(
     with torch.inference_mode():
         handoff.import_blocks(session.sessions[0], blocks)
         t3 = time.monotonic()
-        session.forward(torch.tensor([prompt[len(blocks) * BLOCK_SIZE :]]))
-    t4 = time.monotonic()
     session.close()
+    plain, checked = [], []
+    rng = random.Random(0)
+    for _ in range(SPOT_PAIRS):
+        plain.append(_rest_ms(pipeline, blocks, prompt, None))
+        checked.append(_rest_ms(pipeline, blocks, prompt, rng.randrange(len(blocks) * BLOCK_SIZE)))
     _empty(cache)
     return {
         "fetch": (t1 - t0) * 1000.0,
         "decode_verify": (t2 - t1) * 1000.0,
         "import": (t3 - t2) * 1000.0,
-        "compute_rest": (t4 - t3) * 1000.0,
+        "compute_rest": statistics.median(plain),
+        "compute_rest_with_spot_check": statistics.median(checked),
         "rest_tokens": len(prompt) - len(blocks) * BLOCK_SIZE,
+        "spot_check_pairs_ms": [c - p for p, c in zip(plain, checked, strict=True)],
     }
+
+
+def _rest_ms(pipeline: Pipeline, blocks, prompt: tuple[int, ...], check: int | None) -> float:
+    """Time to compute the prompt past the imported blocks in a fresh session (with the
+    spot check of position `check` folded in, as the engine runs it, unless None)."""
+    session = pipeline.session(len(prompt) + 1)
+    with torch.inference_mode():
+        handoff.import_blocks(session.sessions[0], blocks)
+        started = time.monotonic()
+        if check is None:
+            session.forward(torch.tensor([prompt[len(blocks) * BLOCK_SIZE :]]))
+        else:
+            _, difference = spot.prefill(session.sessions, prompt, check)
+            if difference > spot.tolerance(session.sessions[0].kv_layout.dtype):
+                raise AssertionError(f"the model's own blocks failed the spot check: {difference}")
+        ms = (time.monotonic() - started) * 1000.0
+    session.close()
+    return ms
 
 
 def provider() -> dict[str, Any]:

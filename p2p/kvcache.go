@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -172,8 +173,9 @@ type KVHit struct {
 // prompt prefix); then it asks those providers (at most kvAskMax) for a
 // manifest of that prefix over KVProtocol, which verifies the claim, and
 // returns their manifests merged (a split's stages each hold their layers
-// of the blocks). ErrNoCachedPrefix when none.
-func (n *Node) LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte) (KVHit, error) {
+// of the blocks). Providers in skip (holders whose blocks failed a spot
+// check) count as absent: they are never asked. ErrNoCachedPrefix when none.
+func (n *Node) LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte, skip ...peer.ID) (KVHit, error) {
 	if err := checkKVKeys(keys); err != nil {
 		return KVHit{}, err
 	}
@@ -189,6 +191,7 @@ func (n *Node) LongestCachedPrefix(ctx context.Context, weightsCID string, keys 
 		fctx, cancel := context.WithTimeout(ctx, kvFindTimeout)
 		ps, _ := n.FindKeyProviders(fctx, keys[mid-1], kvFindMax)
 		cancel()
+		ps = slices.DeleteFunc(ps, func(ai peer.AddrInfo) bool { return slices.Contains(skip, ai.ID) })
 		if ctx.Err() != nil {
 			return KVHit{}, ctx.Err()
 		}

@@ -150,6 +150,14 @@ func TestKVAnnounceFindFetch(t *testing.T) {
 	if _, err := c.LongestCachedPrefix(ctx, "bafk-other", keys); !errors.Is(err, ErrNoCachedPrefix) || !strings.Contains(err.Error(), "no KV cache") {
 		t.Fatalf("other model: %v", err)
 	}
+	// A skipped (its blocks failed a spot check): no hit, and A is not asked.
+	asked = len(kv.asked)
+	if _, err := c.LongestCachedPrefix(ctx, "bafk-m", keys, a.ID()); !errors.Is(err, ErrNoCachedPrefix) {
+		t.Fatalf("skipped holder: %v", err)
+	}
+	if len(kv.asked) != asked {
+		t.Fatal("a skipped holder was asked for a manifest")
+	}
 }
 
 // TestKVProtocolRefusals: bad requests never leave the requester; a refusal

@@ -82,7 +82,7 @@ func (s *localSwarm) fillManifest(ctx context.Context, n *localnode.Node, req *p
 	if c := n.IPFS(); c != nil {
 		ipfs = c
 	}
-	prefix, err := requester.CachedPrefix(ctx, s.index, n, ipfs, req)
+	prefix, err := requester.CachedPrefix(ctx, s.index, n, ipfs, req, nil) // one request: nobody to distrust yet
 	if ue, ok := errors.AsType[*requester.UnreachableError](err); ok {
 		s.app.warn(fmt.Sprintf("%d cached KV blocks on %s are out of reach (%s); computing the whole prompt",
 			ue.Blocks, ue.Holder, linetail.OneLine(ue.Err.Error())))

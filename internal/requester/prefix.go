@@ -30,8 +30,9 @@ const prefixLookupTimeout = 20 * time.Second
 type PrefixIndex interface {
 	// LongestCachedPrefix finds the peer holding the longest run of keys'
 	// leading blocks and fetches its manifest of them
-	// (p2p.ErrNoCachedPrefix when no peer holds the first).
-	LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte) (p2p.KVHit, error)
+	// (p2p.ErrNoCachedPrefix when no peer holds the first); peers in skip
+	// are never asked.
+	LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte, skip ...peer.ID) (p2p.KVHit, error)
 	// IPFSAddrs are the addresses of the IPFS node peer p advertises.
 	IPFSAddrs(ctx context.Context, p peer.ID) ([]ma.Multiaddr, error)
 }
@@ -61,6 +62,10 @@ type Prefix struct {
 	// prompt's (known once its keys are, even with nothing cached).
 	Tokens       int
 	PromptTokens int
+	// IPFSPeers maps the IPFS peer id of each holder's IPFS node (as the
+	// manifest's providers name it) to the holder: a backend reports bad
+	// blocks by IPFS peer id (Distrust.Report).
+	IPFSPeers map[string]peer.ID
 }
 
 // ErrNoIPFS: this machine has no IPFS node, so fetched blocks could not be
@@ -85,14 +90,14 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // as KV blocks (keys from keyer, the local backend), fetches that peer's
 // manifest and connects ipfs (nil: ErrNoIPFS) to the holder's IPFS node, so
 // the backend can fetch the blocks by CID. A holder out of reach is an
-// *UnreachableError.
-func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipfs IPFSNode, req *pb.GenerateRequest) (Prefix, error) {
+// *UnreachableError. Holders in distrust are not asked.
+func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipfs IPFSNode, req *pb.GenerateRequest, distrust *Distrust) (Prefix, error) {
 	if ipfs == nil {
 		return Prefix{}, ErrNoIPFS
 	}
 	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
 	defer cancel()
-	hit, shape, err := lookup(ctx, index, keyer, req)
+	hit, shape, err := lookup(ctx, index, keyer, req, distrust.Peers())
 	if err != nil {
 		return Prefix{}, err
 	}
@@ -100,14 +105,22 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 	if err != nil {
 		return Prefix{}, &UnreachableError{Holder: hit.Peer.ID, Blocks: hit.Blocks, Err: err}
 	}
+	peers := map[string]peer.ID{}
+	ipfsPeers(peers, hit.Peer.ID, addrs)
 	for _, h := range hit.Holders { // other layers of the blocks (a split's): best effort
 		if h.ID != hit.Peer.ID {
 			if more, err := connect(ctx, index, h.ID, ipfs); err == nil {
 				addrs = append(addrs, more...)
+				ipfsPeers(peers, h.ID, more)
 			}
 		}
 	}
-	return prefixOf(hit, shape, addrs)
+	p, err := prefixOf(hit, shape, addrs)
+	if err != nil {
+		return Prefix{}, err
+	}
+	p.IPFSPeers = peers
+	return p, nil
 }
 
 // StagePrefix finds the longest prefix of req's prompt the swarm holds for
@@ -118,7 +131,7 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 func StagePrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (Prefix, error) {
 	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
 	defer cancel()
-	hit, shape, err := lookup(ctx, index, keyer, req)
+	hit, shape, err := lookup(ctx, index, keyer, req, nil)
 	if err != nil {
 		return Prefix{PromptTokens: shape.prompt}, err
 	}
@@ -165,9 +178,9 @@ func holderIDs(hit p2p.KVHit) []peer.ID {
 	return ids
 }
 
-// lookup computes the prompt's keys and finds its longest cached prefix;
-// also the prompt's shape (once its keys are known).
-func lookup(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (p2p.KVHit, promptShape, error) {
+// lookup computes the prompt's keys and finds its longest cached prefix
+// (never asking skip); also the prompt's shape (once its keys are known).
+func lookup(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest, skip []peer.ID) (p2p.KVHit, promptShape, error) {
 	keysReq, err := prefixKeysRequest(req)
 	if err != nil {
 		return p2p.KVHit{}, promptShape{}, err
@@ -180,7 +193,7 @@ func lookup(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.G
 	if len(keys.GetKeys()) == 0 {
 		return p2p.KVHit{}, shape, fmt.Errorf("%w: the prompt is shorter than one block", p2p.ErrNoCachedPrefix)
 	}
-	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys())
+	hit, err := index.LongestCachedPrefix(ctx, keys.GetWeightsCid(), keys.GetKeys(), skip...)
 	return hit, shape, err
 }
 

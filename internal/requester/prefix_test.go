@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -21,9 +22,16 @@ type fakeIndex struct {
 	hitErr   error
 	addrs    []ma.Multiaddr
 	addrsErr error
+	skipped  []peer.ID // the last lookup's skip
 }
 
-func (f *fakeIndex) LongestCachedPrefix(context.Context, string, [][]byte) (p2p.KVHit, error) {
+// LongestCachedPrefix skips as p2p.Node does (tested there with real nodes):
+// a skipped holder is no hit.
+func (f *fakeIndex) LongestCachedPrefix(_ context.Context, _ string, _ [][]byte, skip ...peer.ID) (p2p.KVHit, error) {
+	f.skipped = skip
+	if slices.Contains(skip, f.hit.Peer.ID) {
+		return p2p.KVHit{}, p2p.ErrNoCachedPrefix
+	}
 	return f.hit, f.hitErr
 }
 
@@ -79,7 +87,7 @@ func TestCachedPrefix(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}}
-			got, err := CachedPrefix(t.Context(), tt.index, fakeKeyer{tt.keys}, tt.ipfs, req)
+			got, err := CachedPrefix(t.Context(), tt.index, fakeKeyer{tt.keys}, tt.ipfs, req, nil)
 			var ue *UnreachableError
 			switch {
 			case tt.want == nil:
@@ -97,6 +105,43 @@ func TestCachedPrefix(t *testing.T) {
 				t.Fatalf("CachedPrefix: %v; want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDistrustedHolderIsNotAskedAgain: once the backend reports that a
+// holder's blocks failed its spot check (by the holder's IPFS peer id), the
+// node's later lookups skip that holder; other ids change nothing.
+func TestDistrustedHolderIsNotAskedAgain(t *testing.T) {
+	holder := peer.ID("holder")
+	const ipfsID = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+	addr := ma.StringCast("/ip4/10.0.0.9/tcp/4001/p2p/" + ipfsID)
+	keys := testKeys(4)
+	hit := p2p.KVHit{Peer: peer.AddrInfo{ID: holder}, Blocks: 4, Manifest: testManifest(keys, nil)}
+	index := &fakeIndex{hit: hit, addrs: []ma.Multiaddr{addr}}
+	req := &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}}
+	var distrust Distrust
+	prefix, err := CachedPrefix(t.Context(), index, fakeKeyer{keys}, &fakeIPFS{}, req, &distrust)
+	if err != nil || prefix.IPFSPeers[ipfsID] != holder {
+		t.Fatalf("CachedPrefix = %+v, %v; want the holder's IPFS peer id mapped", prefix, err)
+	}
+	for _, tt := range []struct {
+		name    string
+		dropped []string
+		want    []peer.ID
+	}{
+		{"nothing dropped", nil, nil},
+		{"another IPFS node", []string{"QmSomeoneElse"}, nil},
+		{"the holder's", []string{ipfsID}, []peer.ID{holder}},
+		{"the holder's again", []string{ipfsID}, nil},
+	} {
+		got := distrust.Report(prefix, &pb.GenerateResponse{DroppedKvHolders: tt.dropped})
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: Report = %v; want %v", tt.name, got, tt.want)
+		}
+	}
+	_, err = CachedPrefix(t.Context(), index, fakeKeyer{keys}, &fakeIPFS{}, req, &distrust)
+	if !errors.Is(err, p2p.ErrNoCachedPrefix) || !slices.Equal(index.skipped, []peer.ID{holder}) {
+		t.Fatalf("after the report: %v, skipped %v; want the holder skipped", err, index.skipped)
 	}
 }
 
@@ -151,7 +196,7 @@ func TestCachedPrefixVetsTheManifest(t *testing.T) {
 			index := &fakeIndex{hit: p2p.KVHit{Peer: peer.AddrInfo{ID: "holder"}, Blocks: tt.claimed, Manifest: tt.manifest}, addrs: tt.addrs}
 			req := &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}}
 			ipfs := &fakeIPFS{}
-			got, err := CachedPrefix(t.Context(), index, fakeKeyer{keys}, ipfs, req)
+			got, err := CachedPrefix(t.Context(), index, fakeKeyer{keys}, ipfs, req, nil)
 			if tt.blocks == 0 {
 				if !errors.Is(err, p2p.ErrNoCachedPrefix) {
 					t.Fatalf("CachedPrefix = %+v, %v; want ErrNoCachedPrefix", got.Blocks, err)

@@ -82,8 +82,8 @@ func (s *NodeSwarm) Join(ctx context.Context, peerID string, req p2p.JoinRequest
 func (s *NodeSwarm) ReachableIP() string { return p2p.ReachableIPv4(s.node.Host().Addrs()) }
 
 // LongestCachedPrefix implements PrefixIndex.
-func (s *NodeSwarm) LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte) (p2p.KVHit, error) {
-	return s.node.LongestCachedPrefix(ctx, weightsCID, keys)
+func (s *NodeSwarm) LongestCachedPrefix(ctx context.Context, weightsCID string, keys [][]byte, skip ...peer.ID) (p2p.KVHit, error) {
+	return s.node.LongestCachedPrefix(ctx, weightsCID, keys, skip...)
 }
 
 // IPFSAddrs implements PrefixIndex: the IPFS node addresses in p's

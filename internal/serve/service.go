@@ -60,6 +60,9 @@ type Service struct {
 	o        Options
 	log      *slog.Logger
 	clusters *clusterPool // nil without a swarm
+	// distrust: holders whose KV blocks failed the backend's spot check, not
+	// asked again while this node serves.
+	distrust requester.Distrust
 
 	mu      sync.Mutex
 	models  []openai.Model // the served models, once warmed
@@ -230,8 +233,8 @@ func (s *Service) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 		return route, swarmStatus(err)
 	}
 	s.setTrace(Trace{RequestID: req.GetRequestId(), Model: req.GetModel(), Route: openai.RouteLocal})
-	s.fillPrefix(ctx, req)
-	err := generateOn(ctx, s.o.Backend, req, s.countHits(onResp))
+	prefix := s.fillPrefix(ctx, req)
+	err := generateOn(ctx, s.o.Backend, req, s.countHits(s.distrustBad(prefix, onResp)))
 	return openai.RouteLocal, err
 }
 
@@ -246,20 +249,34 @@ func (s *Service) GenerateStatus(ctx context.Context, req *pb.GenerateRequest, o
 	return err
 }
 
-// fillPrefix looks the prompt's prefix up in the swarm and hands the backend
-// the holder's manifest; a failed lookup costs nothing but the lookup.
-func (s *Service) fillPrefix(ctx context.Context, req *pb.GenerateRequest) {
+// fillPrefix looks the prompt's prefix up in the swarm (never asking a
+// distrusted holder) and hands the backend the holder's manifest; a failed
+// lookup costs nothing but the lookup.
+func (s *Service) fillPrefix(ctx context.Context, req *pb.GenerateRequest) requester.Prefix {
 	sw := s.o.Swarm
 	if sw == nil || sw.IPFS == nil || sw.Index == nil || req.GetNoPrefixCache() {
-		return
+		return requester.Prefix{}
 	}
-	prefix, err := requester.CachedPrefix(ctx, sw.Index, s.o.Backend, sw.IPFS, req)
+	prefix, err := requester.CachedPrefix(ctx, sw.Index, s.o.Backend, sw.IPFS, req, &s.distrust)
 	if err != nil {
 		s.log.Debug("no cached prefix from the swarm", "request", req.GetRequestId(), "err", err)
-		return
+		return requester.Prefix{}
 	}
 	req.KvManifest = prefix.Manifest
 	s.log.Info("cached prefix found", "request", req.GetRequestId(), "holder", prefix.Holder, "blocks", prefix.Blocks)
+	return prefix
+}
+
+// distrustBad stops asking the holders of prefix whose blocks the backend
+// says failed its spot check, for as long as this node serves.
+func (s *Service) distrustBad(prefix requester.Prefix, onResp func(*pb.GenerateResponse) error) func(*pb.GenerateResponse) error {
+	return func(r *pb.GenerateResponse) error {
+		for _, p := range s.distrust.Report(prefix, r) {
+			s.log.Warn("kv: cached blocks failed the spot check; not asking their holder again",
+				"request", r.GetRequestId(), "holder", p)
+		}
+		return onResp(r)
+	}
 }
 
 // countHits counts a generation whose prompt came partly from the cache.

@@ -129,8 +129,8 @@ def test_second_request_is_served_from_cached_blocks(
     assert last.usage.cached_prompt_tokens == shared * BLOCK
     assert last.timings.kv_fetch_ms > 0
     prompt_len = last.usage.prompt_tokens
-    # One position recomputed by the spot check, then only the rest of the prompt.
-    assert prefill_inputs[:2] == [1, prompt_len - shared * BLOCK]
+    # Only the rest of the prompt, plus one row: the spot check's recomputed position.
+    assert prefill_inputs[0] == prompt_len - shared * BLOCK + 1
 
 
 def test_no_prefix_cache_computes_everything(engine, holder, reference, prefill_inputs) -> None:
@@ -158,7 +158,7 @@ def test_other_peer_fetches_blocks_over_bitswap(
     shared = _shared_blocks(engine)
     assert tokens == reference[SECOND]
     assert last.usage.cached_prompt_tokens == shared * BLOCK
-    assert prefill_inputs[:2] == [1, last.usage.prompt_tokens - shared * BLOCK]
+    assert prefill_inputs[0] == last.usage.prompt_tokens - shared * BLOCK + 1
     # B pinned what it fetched and stored the rest of its prompt: it now serves them too.
     assert all(engine.prefix_cache.store.has(blk.key, 0, 30) for blk in manifest.blocks[:shared])
 
@@ -316,11 +316,15 @@ def test_forged_blocks_fail_the_spot_check_and_the_holder_is_dropped(
     _, b = kubo_pair
     engine.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)
     with caplog.at_level(logging.WARNING, logger="edgellm"):
-        tokens, last = _run(engine, _request("forged", SECOND, payload))
+        chunks = list(engine.generate(_request("forged", SECOND, payload)))
+    tokens, last = [t for c in chunks for t in c.token_ids], chunks[-1]
     assert tokens == reference[SECOND]
     assert last.usage.cached_prompt_tokens == 0
-    # The spot check's position, then the whole prompt.
-    assert prefill_inputs[:2] == [1, last.usage.prompt_tokens]
+    # The node is told, with the first token, whom to stop asking.
+    assert [c.dropped_kv_holders for c in chunks] == [(a.peer_id,)] + [()] * (len(chunks) - 1)
+    # The rest of the prompt with the spot check's position, then the whole prompt.
+    rest = last.usage.prompt_tokens - _shared_blocks(engine) * BLOCK
+    assert prefill_inputs[:2] == [rest + 1, last.usage.prompt_tokens]
     assert "spot check of cached block" in caplog.text
     assert a.peer_id in engine.prefix_cache.dropped
     # Nothing forged was pinned or indexed, so it is not announced either (the blocks B

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from edgellm.errors import StoreError
+from edgellm.models.add import add_model
 from edgellm.models.cid import file_cid
 from edgellm.models.manifest import WEIGHTS_NAME, Manifest
 from edgellm.models.store import ModelStore
 
 from .conftest import MODEL_ID
+from .tiny_models import build
 
 
 def test_manifest_describes_the_model(store_dir: Path) -> None:
@@ -67,3 +73,29 @@ def test_truncated_weights_are_not_installed(tmp_path: Path, store_dir: Path) ->
     Manifest.read(store_dir).write(entry)
     (entry / WEIGHTS_NAME).write_bytes(b"\0" * 1000)
     assert ModelStore(tmp_path).manifest(MODEL_ID) is None
+
+
+def test_weights_that_are_not_the_manifests_cid_are_not_installed(
+    tmp_path: Path, store_dir: Path
+) -> None:
+    # An entry written for the store whose weights changed after its CID was computed (a
+    # torn write, a bit flip; same size, so the start-up check could not tell): the
+    # install hashes them again and refuses, naming both CIDs.
+    src = ModelStore(tmp_path / "a")
+    manifest = add_model(src, build("qwen2", tmp_path / "src", store_dir), "tiny", _quiet)
+    store = ModelStore(tmp_path / "b")
+    with store.staging("tiny") as staged:
+        shutil.copytree(src.path("tiny"), staged, dirs_exist_ok=True)
+        weights = staged / WEIGHTS_NAME
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        altered = file_cid(weights)
+        expected = f"weights have CID {altered}, its manifest names {manifest.weights_cid}"
+        with pytest.raises(StoreError, match=expected):
+            store.add("tiny", staged, manifest)
+    assert not (tmp_path / "b" / "tiny").exists()
+
+
+def _quiet(phase: str, done: int, total: int) -> None:
+    pass

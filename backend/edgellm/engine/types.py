@@ -94,6 +94,9 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     timings: Timings | None = None
+    # On the first token's chunk: IPFS peer ids of KV block holders this request's spot
+    # check dropped (kv/spot.py), for the node to stop asking them.
+    dropped_kv_holders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

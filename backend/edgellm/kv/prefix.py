@@ -4,9 +4,10 @@ Before a prefill: compute the prompt's chained keys, find the longest run of lea
 that every stage can get (held here, or named by the request's manifest), fetch and verify
 them, and append them to each stage's session; the engine then computes only the rest.
 The whole prompt is never taken from the cache: at least its last token is computed, for
-the logits. One imported position, at random, is recomputed and compared (kv/spot.py); a
-mismatch drops the hit and every holder the request's manifest named, for the life of this
-backend. After the prefill, the prompt's full blocks that are not held yet are stored in a
+the logits. One imported position, at random, is recomputed in that computation's forward
+and compared (kv/spot.py, `PrefixCache.prefill`); a mismatch drops the hit and every holder
+the request's manifest named, for the life of this backend, and the prompt is computed.
+After the prefill, the prompt's full blocks that are not held yet are stored in a
 background thread that overlaps decoding; the request waits for it before its last chunk.
 Blocks fetched from other peers are pinned and indexed here (and so announced) only once
 the request that used them has finished without harm: a request that fails or is cancelled
@@ -59,6 +60,20 @@ class PrefixHit:
     # Parts held here that it used, marked used (LRU) by the store job: a save of the
     # index is not worth its time before the first token.
     used: tuple[tuple[bytes, int, int], ...] = ()
+    # The spot check the prefill of the rest runs (None: off, or nothing imported).
+    spot: SpotCheck | None = None
+    # Kubo peer ids of the holders a failed spot check dropped (the node is told).
+    dropped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpotCheck:
+    """The imported position to recompute, and what a mismatch drops."""
+
+    position: int
+    count: int  # blocks imported
+    fetched: tuple[Fetched, ...]
+    manifest: KVManifest | None
 
 
 @dataclass
@@ -203,10 +218,10 @@ class PrefixCache:
             return PrefixHit(fetch_ms=(time.monotonic() - started) * 1000.0, keys=keys)
         for session, got in zip(sessions, fetched, strict=True):
             handoff.import_blocks(session, got.blocks[:count])
-        if self.spot_check and not self._spot_check(
-            sessions, token_ids, keys, count, fetched, parsed
-        ):
-            return PrefixHit(fetch_ms=(time.monotonic() - started) * 1000.0, keys=keys)
+        check = None
+        if self.spot_check:
+            position = self._rng.randrange(count * self.block_size)
+            check = SpotCheck(position, count, tuple(fetched), parsed)
         used = tuple(
             (s.key, s.part.layer_start, s.part.layer_end)
             for got in fetched
@@ -221,44 +236,43 @@ class PrefixCache:
             len(token_ids),
             ms,
         )
-        return PrefixHit(count * self.block_size, ms, keys, remote, used)
+        return PrefixHit(count * self.block_size, ms, keys, remote, used, check)
 
-    def _spot_check(
+    def prefill(
         self,
         sessions: Sequence[StageCache],
         token_ids: Sequence[int],
-        keys: Sequence[bytes],
-        count: int,
-        fetched: Sequence[Fetched],
-        manifest: KVManifest | None,
-    ) -> bool:
-        """Recompute one position of the `count` imported blocks; on a mismatch, empty the
-        sessions, forget its block's local parts, drop the manifest's holders, and return
-        False."""
-        position = self._rng.randrange(count * self.block_size)
-        index = position // self.block_size
+        hit: PrefixHit,
+        check: SpotCheck,
+    ) -> tuple[torch.Tensor | None, PrefixHit]:
+        """Compute the prompt past `hit` with its spot `check` folded in: the logits of the
+        last position and the hit. On a mismatch: empty the sessions, forget the checked
+        block's local parts, drop the manifest's holders, and return (None, an empty hit)
+        for the caller to compute the whole prompt."""
         checked: Sequence[spot.SpotSession] = sessions  # type: ignore[assignment]
-        difference = spot.recompute_difference(checked, token_ids, position)
+        logits, difference = spot.prefill(checked, token_ids, check.position)
         if difference <= spot.tolerance(sessions[0].kv_layout.dtype):
-            return True
-        remote = any(got.remote for got in fetched)
+            return logits, hit
+        index = check.position // self.block_size
+        remote = any(got.remote for got in check.fetched)
+        manifest = check.manifest
         holders = set(holder_ids(manifest.providers)) if manifest and remote else set()
         self.dropped |= holders
         log.warning(
             "kv: spot check of cached block %d (position %d) failed (K/V differ by %.3g of "
             "their scale): computing the whole prompt; dropped %s for this backend's life",
             index,
-            position,
+            check.position,
             difference,
             ", ".join(sorted(holders)) or "this peer's copy of the block",
         )
-        for got in fetched:
+        for got in check.fetched:
             for source in got.local:
-                if source.key == keys[index]:
+                if source.key == hit.keys[index]:
                     self.store.forget(source.key, source.part.layer_start, source.part.layer_end)
-        for session in sessions:
+        for session in checked:
             session.reset()
-        return False
+        return None, PrefixHit(fetch_ms=hit.fetch_ms, keys=hit.keys, dropped=tuple(sorted(holders)))
 
     def store_async(
         self, sessions: Sequence[StageCache], token_ids: Sequence[int], hit: PrefixHit

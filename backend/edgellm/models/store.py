@@ -2,6 +2,10 @@
 
 A conversion writes into a temporary sibling directory and renames it into place, under
 an exclusive lock file, so concurrent converters never see or leave a half-written entry.
+Every entry, however it came (conversion, `model add`, pull), has its weights hashed
+against the manifest's weights CID once, just before the rename (`_install`): weights
+that are not the ones the CID names are never installed. Start-up checks only the size
+(hashing ~540 MB of the embedded model on every start would cost seconds).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from edgellm import atomicfile
 from edgellm.errors import InvalidRequest, ModelNotFound, StoreError
+from edgellm.models.cid import file_cid
 from edgellm.models.convert import PHASE_READ, ProgressFn, convert_gguf
 from edgellm.models.manifest import FORMAT_VERSION, MANIFEST_NAME, WEIGHTS_NAME, Manifest
 from edgellm.models.registry import ModelRegistry
@@ -157,10 +162,10 @@ class ModelStore:
 
     @staticmethod
     def _install(tmp: Path, target: Path) -> None:
-        """Rename a converted entry into place. Every file and the directory are fsynced
-        first and the parent after: a crash leaves the old entry or the whole new one,
-        never a renamed directory whose weights were still in the page cache. (The
-        manifest's CID was computed from the weights as written, convert.py.)"""
+        """Rename a written entry into place once its weights are the ones its manifest's
+        CID names (StoreError otherwise). Every file and the directory are fsynced first
+        and the parent after: a crash leaves the old entry or the whole new one, never a
+        renamed directory whose weights were still in the page cache."""
         os.chmod(tmp, 0o755)
         for child in tmp.iterdir():
             os.chmod(child, 0o644)  # mkdtemp and safetensors create owner-only files
@@ -171,6 +176,7 @@ class ModelStore:
                 finally:
                     os.close(fd)
         atomicfile.fsync_dir(tmp)
+        check_weights(tmp, target.name)
         if target.exists():
             # An incomplete or outdated entry; we hold the lock, so nobody else writes it.
             stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
@@ -178,3 +184,14 @@ class ModelStore:
             shutil.rmtree(stale, ignore_errors=True)
         os.rename(tmp, target)
         atomicfile.fsync_dir(target.parent)
+
+
+def check_weights(entry: Path, model_id: str) -> None:
+    """Refuse an entry whose weights' CID is not its manifest's."""
+    expected = Manifest.read(entry).weights_cid
+    actual = file_cid(entry / WEIGHTS_NAME)
+    if actual != expected:
+        raise StoreError(
+            f"model {model_id!r} not installed: its weights have CID {actual}, "
+            f"its manifest names {expected}"
+        )

@@ -72,7 +72,10 @@ def _role(value: int) -> StageRole | int:
 
 def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.GenerateResponse:
     out = inference_pb2.GenerateResponse(
-        request_id=request_id, text=chunk.text, token_ids=chunk.token_ids
+        request_id=request_id,
+        text=chunk.text,
+        token_ids=chunk.token_ids,
+        dropped_kv_holders=chunk.dropped_kv_holders,
     )
     if chunk.finish_reason is not None:
         out.finish_reason = _FINISH[chunk.finish_reason]

@@ -788,11 +788,16 @@ type GenerateResponse struct {
 	// The token ids produced since the previous response.
 	TokenIds []uint32 `protobuf:"varint,3,rep,packed,name=token_ids,json=tokenIds,proto3" json:"token_ids,omitempty"`
 	// Set on the last response only.
-	FinishReason  FinishReason `protobuf:"varint,4,opt,name=finish_reason,json=finishReason,proto3,enum=edgellm.v1.FinishReason" json:"finish_reason,omitempty"`
-	Usage         *Usage       `protobuf:"bytes,5,opt,name=usage,proto3" json:"usage,omitempty"`
-	Timings       *Timings     `protobuf:"bytes,6,opt,name=timings,proto3" json:"timings,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FinishReason FinishReason `protobuf:"varint,4,opt,name=finish_reason,json=finishReason,proto3,enum=edgellm.v1.FinishReason" json:"finish_reason,omitempty"`
+	Usage        *Usage       `protobuf:"bytes,5,opt,name=usage,proto3" json:"usage,omitempty"`
+	Timings      *Timings     `protobuf:"bytes,6,opt,name=timings,proto3" json:"timings,omitempty"`
+	// On the first token's response: the IPFS peer ids of the holders whose KV
+	// blocks failed this request's spot check (the answer was computed
+	// instead). The backend ignores their manifests from then on; the node
+	// stops asking them for cached prefixes for the rest of its session.
+	DroppedKvHolders []string `protobuf:"bytes,7,rep,name=dropped_kv_holders,json=droppedKvHolders,proto3" json:"dropped_kv_holders,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GenerateResponse) Reset() {
@@ -863,6 +868,13 @@ func (x *GenerateResponse) GetUsage() *Usage {
 func (x *GenerateResponse) GetTimings() *Timings {
 	if x != nil {
 		return x.Timings
+	}
+	return nil
+}
+
+func (x *GenerateResponse) GetDroppedKvHolders() []string {
+	if x != nil {
+		return x.DroppedKvHolders
 	}
 	return nil
 }
@@ -1018,7 +1030,7 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\x14prefill_tokens_per_s\x18\x03 \x01(\x01R\x11prefillTokensPerS\x12\x19\n" +
 	"\btotal_ms\x18\x04 \x01(\x01R\atotalMs\x12\x1e\n" +
 	"\vkv_fetch_ms\x18\x05 \x01(\x01R\tkvFetchMs\x12\x1e\n" +
-	"\vkv_store_ms\x18\x06 \x01(\x01R\tkvStoreMs\"\xf9\x01\n" +
+	"\vkv_store_ms\x18\x06 \x01(\x01R\tkvStoreMs\"\xa7\x02\n" +
 	"\x10GenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
@@ -1026,7 +1038,8 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\ttoken_ids\x18\x03 \x03(\rR\btokenIds\x12=\n" +
 	"\rfinish_reason\x18\x04 \x01(\x0e2\x18.edgellm.v1.FinishReasonR\ffinishReason\x12'\n" +
 	"\x05usage\x18\x05 \x01(\v2\x11.edgellm.v1.UsageR\x05usage\x12-\n" +
-	"\atimings\x18\x06 \x01(\v2\x13.edgellm.v1.TimingsR\atimings\"-\n" +
+	"\atimings\x18\x06 \x01(\v2\x13.edgellm.v1.TimingsR\atimings\x12,\n" +
+	"\x12dropped_kv_holders\x18\a \x03(\tR\x10droppedKvHolders\"-\n" +
 	"\fAbortRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\")\n" +

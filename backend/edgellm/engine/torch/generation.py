@@ -85,9 +85,16 @@ class Sequence:
             # Ray stages: each takes its layers' cached blocks itself (cluster.stage_prefix).
             tokens, ms = self.session.load_prefix(job.prompt_ids, job.kv_manifest)
             self.hit = PrefixHit(tokens, ms)
-        device = self.runner.device
-        prompt = torch.tensor([job.prompt_ids[self.hit.tokens :]], device=device)
-        return self.advance(self.session.forward(prompt))
+        logits, check = None, self.hit.spot
+        if prefix is not None and check is not None:
+            # The rest of the prompt with the spot check folded in (kv/spot.py); None when
+            # it failed and the sessions were emptied.
+            sessions = self.session.sessions
+            logits, self.hit = prefix.prefill(sessions, job.prompt_ids, self.hit, check)
+        if logits is None:
+            rest = torch.tensor([job.prompt_ids[self.hit.tokens :]], device=self.runner.device)
+            logits = self.session.forward(rest)
+        return self.advance(logits)
 
     def advance(self, logits: torch.Tensor) -> Chunk:
         """Sample from float32 logits [1, vocab]; the chunk for the token (a callable
@@ -102,8 +109,9 @@ class Sequence:
             finish, tail = drain_text(self.detok, self.stops, FinishReason.LENGTH)
             text += tail
         self.token = token
+        dropped = self.hit.dropped if self.produced == 1 else ()
         if finish is None:
-            return GenerationChunk(text, (token,))
+            return GenerationChunk(text, (token,), dropped_kv_holders=dropped)
         self.finished = True
         if self.store is not None:
             self.store.finish(harmless=True)  # the fetched blocks served a whole request
@@ -117,7 +125,7 @@ class Sequence:
             timings = clock.timings(
                 produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
             )
-            return GenerationChunk(text, (token,), finish, usage, timings)
+            return GenerationChunk(text, (token,), finish, usage, timings, dropped)
 
         return last
 

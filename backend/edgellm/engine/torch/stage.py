@@ -32,6 +32,7 @@ from edgellm.engine.torch.slots import (
     slots_for,
 )
 from edgellm.errors import InvalidRequest, StoreError
+from edgellm.kv import spot
 from edgellm.kv.stage import KVLayout
 from edgellm.models.manifest import WEIGHTS_NAME
 
@@ -207,15 +208,6 @@ class StageSession:
     def device(self) -> torch.device:
         return self.stage.device
 
-    def seek(self, position: int) -> None:
-        """Make positions [0, position) the cache, keeping the buffer's rows beyond (the
-        KV spot check rewinds to a block, recomputes it, and comes back; edgellm.kv.spot)."""
-        if not 0 <= position <= self._mask.shape[1] or self.cache.buffer is None:
-            raise InvalidRequest(f"cannot seek this session's cache to position {position}")
-        for layer in self.cache.layers:
-            layer.commit_to(position)
-        self.position = position
-
     def reset(self) -> None:
         """Empty the cache, as when the session was opened (after an import that failed
         half way, so the prompt can be computed from position 0)."""
@@ -223,31 +215,60 @@ class StageSession:
         self.position = 0
 
     @torch.inference_mode()
-    def forward(self, inputs: torch.Tensor, logits: bool = True) -> torch.Tensor:
+    def forward(
+        self, inputs: torch.Tensor, logits: bool = True, check: int | None = None
+    ) -> torch.Tensor:
         """Token ids [1, n] (first stage) or hidden states [1, n, h] -> hidden states
         [1, n, h], or float32 logits [1, vocab] of the last position on the last stage
-        (hidden states there too with logits=False: the KV spot check needs only the
-        cache, and the LM head is a fifth of a small model's weights to read)."""
+        (hidden states there too with logits=False). With `check`, the last row recomputes
+        cached position `check` instead (the KV spot check, edgellm.kv.spot): it sees only
+        [0, check), its K/V stay in the buffer row after the others, out of the cache, and
+        the logits are the row before's."""
         stage = self.stage
         n = inputs.shape[1]
         end = self.position + n
+        if check is None:
+            mask = self._mask[:, :end]
+            positions = self._positions[:, self.position : end]
+        else:
+            if self.cache.buffer is None or not 0 <= check < self.position:
+                raise InvalidRequest(f"cannot spot-check position {check} of this session")
+            mask, positions = spot.mask_and_positions(self.position, n - 1, check, stage.device)
         kwargs = {"input_ids": inputs} if stage.is_first else {"inputs_embeds": inputs}
         out = stage.model(
             **kwargs,
-            attention_mask=self._mask[:, :end],
-            position_ids=self._positions[:, self.position : end],
+            attention_mask=mask,
+            position_ids=positions,
             past_key_values=self.cache,
             use_cache=True,
         )
         self.position = end
         hidden = out.last_hidden_state
+        if check is not None:
+            self.position = end - 1
+            self.cache.commit(-1)  # the check row stays in the buffer, out of the cache
         if not stage.is_last or not logits:
             return hidden
-        logits = nn.functional.linear(hidden[:, -1:, :], stage.lm_head)[:, -1]
+        last = hidden.shape[1] - (2 if check is not None else 1)
+        logits = nn.functional.linear(hidden[:, last : last + 1, :], stage.lm_head)[:, -1]
         if stage.softcap:
             # Gemma 2/3 style: the *ForCausalLM head caps logits; the base model does not.
             return (torch.tanh(logits.float() / stage.softcap) * stage.softcap).clone()
         return logits.to(copy=True, dtype=torch.float32)
+
+    @torch.inference_mode()
+    def difference(self, position: int) -> float:
+        """The largest difference between the K/V of cached `position` and of the buffer
+        row just after the cache (where `forward(check=position)` left its recompute),
+        relative to that row's largest value, over every layer's K and V at once."""
+        buffer = self.cache.buffer
+        if buffer is None or not 0 <= position < self.position < buffer.shape[-2]:
+            raise InvalidRequest(f"no spot-check row for position {position}")
+        cached = buffer[:, :, 0, :, position].float()  # [layers, 2, kv_heads, head_dim]
+        recomputed = buffer[:, :, 0, :, self.position].float()
+        worst = (cached - recomputed).abs().amax(dim=(2, 3))
+        scale = recomputed.abs().amax(dim=(2, 3)) + 1e-6
+        return float((worst / scale).max())
 
     def export_kv(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """K and V of positions [start, end) for each of this stage's layers, in layer
