@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,7 +167,9 @@ class ClusterManager:
                 for old in session.engines.values():  # one plan's actors at a time
                     _close_in_background(old)
                 session.engines.clear()
+                started = time.monotonic()
                 engine = _build(engine_class(self._engine), plan, model_id, model_dir, self._batch)
+                log.info("plan's stages loaded in %.2fs", time.monotonic() - started)
                 session.engines[key] = engine
         return engine
 

@@ -147,6 +147,7 @@ class RayNode:
     ) -> RayNode:
         progress = progress or _quiet
         progress(PHASE_START, 0, 1)
+        started = time.monotonic()
         temp = _temp_root(config.work_dir)
         env = {**os.environ, **(config.env or {}), **token.env(token.write(temp))}
         env[MARKER_ENV] = str(config.work_dir)
@@ -162,7 +163,8 @@ class RayNode:
             raise
         progress(PHASE_START, 1, 1)
         role = "head" if config.head_address is None else "worker"
-        log.info("ray %s up at %s (pid %d)", role, address, proc.pid)
+        took = time.monotonic() - started
+        log.info("ray %s up at %s (pid %d) in %.2fs", role, address, proc.pid, took)
         return cls(proc, temp, address)
 
     def members(self) -> list[int]:
