@@ -61,9 +61,13 @@ const (
 	// re-plans over the workers the cluster was planned from (minus the
 	// lost), with no discovery: a discovery right after a link cut waits for
 	// the cut peer's record fetch until its timeout (failoverDiscoverTimeout).
-	// A replacement that refuses, or no plan from them, falls back to a fresh
-	// discovery.
+	// A replacement that refuses, or does not join within knownJoinTimeout
+	// (it may be gone too: a discovery would have seen that), or no plan
+	// from them, falls back to a fresh discovery.
 	knownPeersFor = 2 * time.Minute
+	// knownJoinTimeout: a worker's join (its ray start) took about 5 s on a
+	// loaded 2-core machine; six times that is a worker that is not there.
+	knownJoinTimeout = 30 * time.Second
 	// maxReplaceTries bounds the re-plans when a chosen replacement refuses.
 	maxReplaceTries = 3
 	// abortGrace is how long an aborted generation may take to end before
@@ -320,11 +324,15 @@ func (c *Cluster) failover(ctx context.Context, lost []int, why string) (string,
 	}
 	for try := 0; ; try++ {
 		started := time.Now()
+		joinCtx, cancelJoin := context.WithTimeout(ctx, c.knownJoinTimeout)
 		plan, rtts, err := c.replanKnown(old, lostIDs, try)
 		if err != nil {
+			cancelJoin()
+			joinCtx, cancelJoin = context.WithCancel(ctx) // discovered: the usual join timeout
 			plan, rtts, err = c.replan(ctx, old, lostIDs, why)
 		}
 		if err != nil {
+			cancelJoin()
 			return "", err
 		}
 		replanned := time.Now()
@@ -334,7 +342,8 @@ func (c *Cluster) failover(ctx context.Context, lost []int, why string) (string,
 				fresh = append(fresh, i)
 			}
 		}
-		members, errs := c.join(ctx, plan, fresh)
+		members, errs := c.join(joinCtx, plan, fresh)
+		cancelJoin()
 		// The failover's phases, for failover_after_link_cut_s's breakdown.
 		c.r.log.Info("failover: replaced", "try", try, "replan_ms", replanned.Sub(started).Milliseconds(),
 			"join_ms", time.Since(replanned).Milliseconds())

@@ -218,10 +218,13 @@ func TestFailoverOverKnownPeers(t *testing.T) {
 	tests := []struct {
 		name      string
 		age       time.Duration // of the peers the plan was chosen from
-		discovers int           // during the failover
+		silentC   bool          // C, the known spare, is gone too; D appeared since
+		to        string
+		discovers int // during the failover
 	}{
-		{name: "recent: no discovery", age: 0, discovers: 0},
-		{name: "old: discovered again", age: knownPeersFor + time.Second, discovers: 1},
+		{name: "recent: no discovery", age: 0, to: "C", discovers: 0},
+		{name: "old: discovered again", age: knownPeersFor + time.Second, to: "C", discovers: 1},
+		{name: "known spare silent: discovered again", silentC: true, to: "D", discovers: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -232,13 +235,17 @@ func TestFailoverOverKnownPeers(t *testing.T) {
 				t.Fatalf("formed on %v; want A, B", got)
 			}
 			c.knownAt = c.knownAt.Add(-tt.age)
+			if tt.silentC {
+				sw.silent["C"] = true
+				sw.setPeers("A", "B", "C", "D")
+			}
 			before := sw.discovers
 			h.script(sw.stageLost(3, 1), finish(2))
 			if _, err := collect(t.Context(), c, "r"); err != nil {
 				t.Fatalf("Generate: %v", err)
 			}
-			if got := stageIDs(c); !slices.Equal(got, []string{"A", "C"}) {
-				t.Errorf("stages on %v; want A, C", got)
+			if got := stageIDs(c); !slices.Equal(got, []string{"A", tt.to}) {
+				t.Errorf("stages on %v; want A, %s", got, tt.to)
 			}
 			if got := sw.discovers - before; got != tt.discovers {
 				t.Errorf("%d discoveries during the failover; want %d", got, tt.discovers)
