@@ -29,9 +29,10 @@ import (
 //     lossGrace a session reports its worker lost. A backend failure with no
 //     lost worker is not failed over: it is returned as it is.
 //   - Re-plan keeps every surviving stage and moves only the lost layer
-//     ranges (planner.Replace), to peers found by a fresh, short discovery,
-//     never to a peer lost (or refusing) earlier in this cluster's life nor
-//     one already in the plan. The new worker joins the same Ray head and
+//     ranges (planner.Replace), to the peers the cluster was planned from
+//     when that was recent (knownPeersFor), else to peers found by a fresh,
+//     short discovery; never to a peer lost (or refusing) earlier in this
+//     cluster's life nor one already in the plan. The new worker joins the same Ray head and
 //     session with the same token, so the survivors' Ray nodes stay; the
 //     backend builds a new pipeline for the new stage set (it keys engines
 //     by the plan's stages and kills the old plan's actors).
