@@ -42,11 +42,14 @@ const (
 	SessionIDLen = 16
 	RayTokenLen  = 32
 
-	// Defaults of the requester and the worker. Misses x interval (6 s) is
+	// Defaults of the requester and the worker. Misses x interval (4 s) is
 	// how long a silent worker (a cut link: no reset, no FIN) takes to count
-	// as lost, the first part of a failover's delay (TestHosts measures it).
-	DefaultHeartbeatInterval = 2 * time.Second
-	DefaultHeartbeatMisses   = 3
+	// as lost, the first part of a failover's delay (TestHosts measures it;
+	// it was 2 s x 3). A heartbeat is a few bytes a second; four missed in a
+	// row is far beyond a loaded machine's scheduling delays, and a worker
+	// accepts intervals down to DefaultMinHeartbeatInterval.
+	DefaultHeartbeatInterval = time.Second
+	DefaultHeartbeatMisses   = 4
 	DefaultJoinTimeout       = time.Minute
 	DefaultMaxJoinWait       = 5 * time.Minute
 	DefaultClusterIOTimeout  = 10 * time.Second

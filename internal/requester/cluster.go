@@ -29,9 +29,16 @@ type Cluster struct {
 	headAddr   string // the Ray head's address, as workers join it
 	onFailover func(line string)
 	lossGrace  time.Duration // see lostStages
+	// knownJoinTimeout bounds a replacement's join chosen from known peers
+	// (see knownPeersFor).
+	knownJoinTimeout time.Duration
 
 	gen  sync.Mutex      // held by Generate
 	gone map[string]bool // peers lost, or refusing a lost stage, during this cluster's life; under gen
+	// known are the workers the plan was chosen from, found at knownAt: a
+	// failover soon after tries them before discovering again (failover.go).
+	known   []planner.Peer
+	knownAt time.Time
 
 	mu         sync.Mutex // guards what follows (failover replaces plan and members)
 	plan       planner.Plan
@@ -63,6 +70,7 @@ func (r *Requester) Form(ctx context.Context, head Head, p *Planned, opts ...Clu
 		r: r, head: head, req: p.Request, sid: p2p.NewSessionID(), token: p2p.NewRayToken(),
 		onFailover: func(string) {}, lossGrace: lossGrace, gone: map[string]bool{},
 		plan: p.Plan, rtts: p.RTTs, done: make(chan struct{}),
+		known: p.peers, knownAt: time.Now(), knownJoinTimeout: knownJoinTimeout,
 	}
 	for _, o := range opts {
 		o(c)

@@ -29,9 +29,10 @@ import (
 //     lossGrace a session reports its worker lost. A backend failure with no
 //     lost worker is not failed over: it is returned as it is.
 //   - Re-plan keeps every surviving stage and moves only the lost layer
-//     ranges (planner.Replace), to peers found by a fresh, short discovery,
-//     never to a peer lost (or refusing) earlier in this cluster's life nor
-//     one already in the plan. The new worker joins the same Ray head and
+//     ranges (planner.Replace), to the peers the cluster was planned from
+//     when that was recent (knownPeersFor), else to peers found by a fresh,
+//     short discovery; never to a peer lost (or refusing) earlier in this
+//     cluster's life nor one already in the plan. The new worker joins the same Ray head and
 //     session with the same token, so the survivors' Ray nodes stay; the
 //     backend builds a new pipeline for the new stage set (it keys engines
 //     by the plan's stages and kills the old plan's actors).
@@ -57,6 +58,17 @@ const (
 	// its worker lost: the heartbeat window, by then a silent worker counts as
 	// lost.
 	lossGrace = time.Duration(p2p.DefaultHeartbeatMisses) * p2p.DefaultHeartbeatInterval
+	// knownPeersFor is how long after forming a cluster a failover first
+	// re-plans over the workers the cluster was planned from (minus the
+	// lost), with no discovery: a discovery right after a link cut waits for
+	// the cut peer's record fetch until its timeout (failoverDiscoverTimeout).
+	// A replacement that refuses, or does not join within knownJoinTimeout
+	// (it may be gone too: a discovery would have seen that), or no plan
+	// from them, falls back to a fresh discovery.
+	knownPeersFor = 2 * time.Minute
+	// knownJoinTimeout: a worker's join (its ray start) took about 5 s on a
+	// loaded 2-core machine; six times that is a worker that is not there.
+	knownJoinTimeout = 30 * time.Second
 	// maxReplaceTries bounds the re-plans when a chosen replacement refuses.
 	maxReplaceTries = 3
 	// abortGrace is how long an aborted generation may take to end before
@@ -312,17 +324,30 @@ func (c *Cluster) failover(ctx context.Context, lost []int, why string) (string,
 		c.gone[old.Stages[i].PeerID] = true
 	}
 	for try := 0; ; try++ {
-		plan, rtts, err := c.replan(ctx, old, lostIDs, why)
+		started := time.Now()
+		joinCtx, cancelJoin := context.WithTimeout(ctx, c.knownJoinTimeout)
+		plan, rtts, err := c.replanKnown(old, lostIDs, try)
 		if err != nil {
+			cancelJoin()
+			joinCtx, cancelJoin = context.WithCancel(ctx) // discovered: the usual join timeout
+			plan, rtts, err = c.replan(ctx, old, lostIDs, why)
+		}
+		if err != nil {
+			cancelJoin()
 			return "", err
 		}
+		replanned := time.Now()
 		var fresh []int // stages on a new peer
 		for i, s := range plan.Stages {
 			if s.PeerID != old.Stages[i].PeerID {
 				fresh = append(fresh, i)
 			}
 		}
-		members, errs := c.join(ctx, plan, fresh)
+		members, errs := c.join(joinCtx, plan, fresh)
+		cancelJoin()
+		// The failover's phases, for failover_after_link_cut_s's breakdown.
+		c.r.log.Info("failover: replaced", "try", try, "replan_ms", replanned.Sub(started).Milliseconds(),
+			"join_ms", time.Since(replanned).Milliseconds())
 		if ctx.Err() != nil {
 			leave(members)
 			return "", cancelled(ctx, "while a replacement worker joined")
@@ -347,6 +372,23 @@ func (c *Cluster) failover(ctx context.Context, lost []int, why string) (string,
 			c.gone[id] = true
 		}
 	}
+}
+
+// replanKnown moves the lost peers' layers onto workers the cluster was
+// planned from, on a first try soon after forming (knownPeersFor); an error
+// when that does not apply or gives no plan.
+func (c *Cluster) replanKnown(old planner.Plan, lostIDs []string, try int) (planner.Plan, map[string]time.Duration, error) {
+	if try > 0 || len(c.known) == 0 || time.Since(c.knownAt) > knownPeersFor {
+		return planner.Plan{}, nil, errors.New("no recent peers")
+	}
+	peers := slices.DeleteFunc(slices.Clone(c.known), func(p planner.Peer) bool {
+		return c.gone[p.ID] && !slices.Contains(lostIDs, p.ID)
+	})
+	plan, err := planner.Replace(old, lostIDs, peers, c.req.plannerRequest())
+	if err != nil {
+		return planner.Plan{}, nil, err
+	}
+	return plan, rtts(peers), nil
 }
 
 // replan discovers the workers still there and moves the lost peers'

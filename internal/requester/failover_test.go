@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -206,5 +207,49 @@ func TestWording(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
+	}
+}
+
+// TestFailoverOverKnownPeers: a failover soon after forming re-plans over
+// the workers the cluster was planned from, with no discovery (a discovery
+// right after a link cut waits for the cut peer); once they are old, it
+// discovers again.
+func TestFailoverOverKnownPeers(t *testing.T) {
+	tests := []struct {
+		name      string
+		age       time.Duration // of the peers the plan was chosen from
+		silentC   bool          // C, the known spare, is gone too; D appeared since
+		to        string
+		discovers int // during the failover
+	}{
+		{name: "recent: no discovery", age: 0, to: "C", discovers: 0},
+		{name: "old: discovered again", age: knownPeersFor + time.Second, to: "C", discovers: 1},
+		{name: "known spare silent: discovered again", silentC: true, to: "D", discovers: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sw := newFakeSwarm("A", "B", "C")
+			h := &fakeHead{sw: sw}
+			c := form(t, sw, h, Request{Model: model, Stages: 2})
+			if got := stageIDs(c); !slices.Equal(got, []string{"A", "B"}) {
+				t.Fatalf("formed on %v; want A, B", got)
+			}
+			c.knownAt = c.knownAt.Add(-tt.age)
+			if tt.silentC {
+				sw.silent["C"] = true
+				sw.setPeers("A", "B", "C", "D")
+			}
+			before := sw.discovers
+			h.script(sw.stageLost(3, 1), finish(2))
+			if _, err := collect(t.Context(), c, "r"); err != nil {
+				t.Fatalf("Generate: %v", err)
+			}
+			if got := stageIDs(c); !slices.Equal(got, []string{"A", tt.to}) {
+				t.Errorf("stages on %v; want A, %s", got, tt.to)
+			}
+			if got := sw.discovers - before; got != tt.discovers {
+				t.Errorf("%d discoveries during the failover; want %d", got, tt.discovers)
+			}
+		})
 	}
 }

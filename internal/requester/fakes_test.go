@@ -72,13 +72,14 @@ type fakeSwarm struct {
 	mu        sync.Mutex
 	peers     []planner.Peer
 	refuse    map[string]bool
+	silent    map[string]bool           // joins never answered (a cut link)
 	sessions  map[string][]*fakeSession // by peer, in join order
 	joins     []p2p.JoinRequest
 	discovers int
 }
 
 func newFakeSwarm(ids ...string) *fakeSwarm {
-	s := &fakeSwarm{refuse: map[string]bool{}, sessions: map[string][]*fakeSession{}}
+	s := &fakeSwarm{refuse: map[string]bool{}, silent: map[string]bool{}, sessions: map[string][]*fakeSession{}}
 	s.setPeers(ids...)
 	return s
 }
@@ -102,8 +103,13 @@ func (s *fakeSwarm) Discover(ctx context.Context, _ time.Duration) []planner.Pee
 	return slices.Clone(s.peers)
 }
 
-func (s *fakeSwarm) Join(_ context.Context, id string, req p2p.JoinRequest) (Member, error) {
+func (s *fakeSwarm) Join(ctx context.Context, id string, req p2p.JoinRequest) (Member, error) {
 	s.mu.Lock()
+	if s.silent[id] { // unreachable: no answer until the caller gives up
+		s.mu.Unlock()
+		<-ctx.Done()
+		return Member{}, ctx.Err()
+	}
 	defer s.mu.Unlock()
 	s.joins = append(s.joins, req)
 	if s.refuse[id] {
@@ -300,6 +306,7 @@ func form(t *testing.T, sw *fakeSwarm, h *fakeHead, req Request, opts ...Cluster
 		t.Fatalf("form: %v", err)
 	}
 	c.lossGrace = 200 * time.Millisecond
+	c.knownJoinTimeout = 200 * time.Millisecond
 	t.Cleanup(c.Close)
 	return c
 }

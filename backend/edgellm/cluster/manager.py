@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,6 +171,7 @@ class ClusterManager:
                 for old in session.engines.values():  # one plan's actors at a time
                     _close_in_background(old)
                 session.engines.clear()
+                started = time.monotonic()
                 engine = _build(
                     engine_class(self._engine),
                     plan,
@@ -178,6 +180,7 @@ class ClusterManager:
                     self._batch,
                     session.handoffs,
                 )
+                log.info("plan's stages loaded in %.2fs", time.monotonic() - started)
                 session.engines[key] = engine
         return engine
 

@@ -2,12 +2,14 @@
 
 `ray start --block` runs in a new session (start_new_session=True); readiness is Ray's
 own address file in the node's temp dir; stopping signals every process of that session
-by pid (see procs.py). It dies with this backend even when the backend is SIGKILLed: it is
-exec'd through launch.py, which arms the parent-death signal, and it is spawned from one
-thread that lives as long as the process (the signal fires when the spawning *thread*
-exits). Marks in every Ray process's environment let reap.py clear, at the next start-up,
-whatever still escaped. The token reaches Ray through an owner-only file named by
-RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token; it is never put on a command line or logged.
+by pid (see procs.py). It dies with this backend even when the backend is SIGKILLed: it
+runs under launch.py's keeper, a subreaper with a parent-death signal that kills the
+node's whole process tree (orphans included) when the backend dies, and the keeper is
+spawned from one thread that lives as long as the process (the signal fires when the
+spawning *thread* exits). Marks in every Ray process's environment let reap.py clear,
+at the next start-up, whatever still escaped. The token reaches Ray through an owner-only
+file named by RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token; it is never put on a command
+line or logged.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ LOG_NAME = "ray-start.log"
 # process of a node (workers inherit the raylet's environment), so procs.marked() can prove
 # that nothing a node started is left, and reap.py can find what a dead backend left.
 __all__ = ["MARKER_ENV", "NodeConfig", "RayNode"]
-# The one thread that spawns `ray start`: PR_SET_PDEATHSIG fires when the spawning thread
+# The one thread that spawns `ray start`'s keeper: PR_SET_PDEATHSIG fires when the spawning thread
 # exits, and this one (an executor's worker, which never idles out) lives as long as the
 # process; a gRPC handler thread is not promised to.
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-spawn")
@@ -145,6 +147,7 @@ class RayNode:
     ) -> RayNode:
         progress = progress or _quiet
         progress(PHASE_START, 0, 1)
+        started = time.monotonic()
         temp = _temp_root(config.work_dir)
         env = {**os.environ, **(config.env or {}), **token.env(token.write(temp))}
         env[MARKER_ENV] = str(config.work_dir)
@@ -160,7 +163,8 @@ class RayNode:
             raise
         progress(PHASE_START, 1, 1)
         role = "head" if config.head_address is None else "worker"
-        log.info("ray %s up at %s (pid %d)", role, address, proc.pid)
+        took = time.monotonic() - started
+        log.info("ray %s up at %s (pid %d) in %.2fs", role, address, proc.pid, took)
         return cls(proc, temp, address)
 
     def members(self) -> list[int]:

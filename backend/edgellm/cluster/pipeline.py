@@ -15,6 +15,8 @@ their peers' stores and the request's manifest, and after it they store theirs
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -27,6 +29,8 @@ from edgellm.cluster.calls import RayCalls, ray_error
 from edgellm.cluster.plan import Plan
 from edgellm.cluster.stage_prefix import keep_prompt, load_prefix
 from edgellm.engine.runner import KVStats, Slots
+
+log = logging.getLogger(__name__)
 
 # A stage needs little of Ray's CPU accounting: torch uses the threads it is given.
 STAGE_NUM_CPUS = 0.001
@@ -115,7 +119,11 @@ class RaySession:
 
     def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
         self.prompt = list(prompt_ids)
+        started = time.monotonic()
         hit = load_prefix(RayCalls(), self.actors, self.sid, self.prompt, manifest)
+        log.info(
+            "stages took %d cached prompt tokens in %.2fs", hit.tokens, time.monotonic() - started
+        )
         self.cached_blocks = len(hit.per_stage) and min(hit.per_stage)
         return hit.tokens, hit.fetch_ms
 

@@ -2,11 +2,11 @@
 
 Every Ray process a node starts carries two marks in its environment (node.py):
 MARKER_ENV (the cluster work dir, i.e. <data_dir>/ray) and OWNER_ENV (the owning backend's
-pid and start time, so a reused pid never passes for the owner). The parent-death signal
-(launch.py) normally takes a node down with its backend; this catches what it cannot (a
-process that escaped before the signal was armed, a worker slow to notice its raylet
-died). Only processes of this work dir whose owner is gone are killed, by pid: another live
-backend on the same data dir, or other users' Ray, are left alone.
+pid and start time, so a reused pid never passes for the owner). The keeper (launch.py)
+takes a node's whole tree down with its backend; this catches what it cannot (a keeper
+killed itself, a process that escaped before the signal was armed). Only processes of
+this work dir whose owner is gone are killed, by pid: another live backend on the same
+data dir, or other users' Ray, are left alone.
 """
 
 from __future__ import annotations
