@@ -669,6 +669,56 @@ print(json.dumps("".join(detok.add(i) for i in ids) + detok.flush()))
 	return text
 }
 
+// refAnswer is transformers generate's answer to one prompt: its token ids
+// and the text the backend streams for them.
+type refAnswer struct {
+	Tokens []uint32 `json:"tokens"`
+	Text   string   `json:"text"`
+}
+
+// referenceAnswers is referenceTokens and referenceText for each prompt
+// alone (greedy, chat-templated), in one process: the model loads once.
+func referenceAnswers(t *testing.T, python string, prompts []string, maxTokens int) []refAnswer {
+	t.Helper()
+	const script = `
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from edgellm.engine.torch.text import Detokenizer
+path, prompts, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path).eval()
+eos = model.generation_config.eos_token_id
+eos = set(eos if isinstance(eos, list) else [eos])
+out = []
+for prompt in prompts:
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    prompt_ids = tok(text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids])
+    with torch.inference_mode():
+        gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n)
+    tokens = gen[0, ids.shape[1]:].tolist()
+    detok = Detokenizer(tok, prompt_ids)
+    answer = "".join(detok.add(i) for i in tokens if i not in eos) + detok.flush()
+    out.append({"tokens": tokens, "text": answer})
+print(json.dumps(out))
+`
+	promptsJSON, _ := json.Marshal(prompts)
+	cmd := exec.Command(python, "-c", script, filepath.Join(testutil.ModelsDir(t), "smollm2-135m"), string(promptsJSON),
+		strconv.Itoa(maxTokens))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("reference generate: %v\n%s", err, stderr.String())
+	}
+	var refs []refAnswer
+	if err := json.Unmarshal(out, &refs); err != nil || len(refs) != len(prompts) {
+		t.Fatalf("reference generate printed %q: %v", out, err)
+	}
+	return refs
+}
+
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
 type syncBuffer struct {
 	mu  sync.Mutex

@@ -45,8 +45,8 @@ stays warm between requests (--cluster-idle-timeout), so the next request to
 a split model pays no Ray start or joins.
 
 Each model has a first-come-first-served queue: up to backend.max_batch
-generations run at once (the backend decodes them as one batch; a model run
-across the swarm runs one at a time) and at most --max-queue wait; beyond that
+generations run at once (the backend, or the swarm cluster's head, decodes
+them as one batch) and at most --max-queue wait; beyond that
 a request gets 429 with Retry-After.
 
 With --api-key-file (or EDGELLM_API_KEY) every /v1/ request must carry

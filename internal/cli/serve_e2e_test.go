@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,21 +16,36 @@ import (
 )
 
 // openaiChats runs the official openai Python client (inside the test's
-// namespace, where serve listens) for each prompt in turn, greedy, and prints
-// the answers' texts and usage as JSON.
+// namespace, where serve listens) for every prompt at once, one thread each,
+// greedy; it prints the answers' texts and usage, and serve's /metrics
+// afterwards, as JSON.
 const openaiChats = `
-import json, sys
+import json, sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
 import openai
 url, prompts, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
-out = []
-for p in prompts:
+def chat(p):
     r = client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": p}],
                                        max_tokens=n, temperature=0)
-    out.append({"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
-                "completion_tokens": r.usage.completion_tokens, "fingerprint": r.system_fingerprint})
-print(json.dumps(out))
+    return {"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
+            "completion_tokens": r.usage.completion_tokens, "fingerprint": r.system_fingerprint}
+with ThreadPoolExecutor(len(prompts)) as pool:
+    out = list(pool.map(chat, prompts))
+metrics = urllib.request.urlopen(url + "/metrics", timeout=60).read().decode()
+print(json.dumps({"answers": out, "metrics": metrics}))
 `
+
+// servePrompts are the concurrent requests of testServeThroughSwarm, of
+// mixed lengths.
+var servePrompts = []string{
+	distPrompt,
+	"Explain how a rainbow forms.",
+	"Write a poem about autumn leaves falling in a quiet park at dusk.",
+	"List three uses of copper and say why.",
+	"Describe the city of Paris in a few sentences.",
+	"What should I pack for a week of hiking in the mountains?",
+}
 
 // serveRecord is the part of <data-dir>/run/serve.json the test reads.
 type serveRecord struct {
@@ -38,16 +54,18 @@ type serveRecord struct {
 }
 
 // testServeThroughSwarm: `edgellm serve --stages 2` in the swarm of
-// TestDistributedInfer answers chat completions through the official openai
-// client with the split model, token for token as transformers generate; the
-// second request reuses the warm cluster (each worker joined once for serve's
-// warm-up and both requests); `edgellm infer` on serve's data directory gets
+// TestDistributedInfer answers six concurrent chat completions through the
+// official openai client with the split model, each token for token as
+// transformers generate gives for its prompt alone; they run at once on the
+// warm cluster (each worker joined once for serve's warm-up and all of them)
+// and decode as one batch through the Ray pipeline (serve's
+// edgellm_decode_batch_size says so); `edgellm infer` on serve's data directory gets
 // the same answer through serve without starting a backend; SIGTERM closes
 // the cluster (each worker leaves it) and leaves nothing running.
 func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, workers []*workerProc, swarmArgs []string) {
 	const maxTokens = 24
-	want := referenceTokens(t, python, distPrompt, maxTokens)
-	wantText := referenceText(t, python, distPrompt, want)
+	refs := referenceAnswers(t, python, servePrompts, maxTokens)
+	want := refs[0].Tokens
 	joins := func() []int {
 		var n []int
 		for _, w := range workers {
@@ -82,7 +100,7 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 	})
 	rec := waitServeRecord(t, dataDir, exited, &stderr)
 
-	prompts, _ := json.Marshal([]string{distPrompt, distPrompt})
+	prompts, _ := json.Marshal(servePrompts)
 	chat := c.ns.Command(ctx, python, "-c", openaiChats, rec.URL, string(prompts), strconv.Itoa(maxTokens))
 	chat.Env = c.env
 	var chatErr bytes.Buffer
@@ -91,24 +109,33 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 	if err != nil {
 		t.Fatalf("openai client: %v\n%s\nserve:\n%s", err, chatErr.String(), stderr.String())
 	}
-	var answers []struct {
-		Text             string `json:"text"`
-		Finish           string `json:"finish"`
-		CompletionTokens int    `json:"completion_tokens"`
-		Fingerprint      string `json:"fingerprint"`
+	var got struct {
+		Answers []struct {
+			Text             string `json:"text"`
+			Finish           string `json:"finish"`
+			CompletionTokens int    `json:"completion_tokens"`
+			Fingerprint      string `json:"fingerprint"`
+		} `json:"answers"`
+		Metrics string `json:"metrics"`
 	}
-	if err := json.Unmarshal(out, &answers); err != nil || len(answers) != 2 {
+	if err := json.Unmarshal(out, &got); err != nil || len(got.Answers) != len(servePrompts) {
 		t.Fatalf("openai client printed %q: %v", out, err)
 	}
-	for i, a := range answers {
-		if a.Text != wantText || a.CompletionTokens != len(want) || a.Fingerprint == "" {
-			t.Errorf("answer %d: %+v\nwant (transformers generate) %q, %d tokens", i, a, wantText, len(want))
+	for i, a := range got.Answers {
+		if a.Text != refs[i].Text || a.CompletionTokens != len(refs[i].Tokens) || a.Fingerprint == "" {
+			t.Errorf("answer %d: %+v\nwant (transformers generate) %q, %d tokens", i, a, refs[i].Text, len(refs[i].Tokens))
 		}
+	}
+	largest, count := batchSizes(t, got.Metrics, "pipeline")
+	t.Logf("decode batch sizes through the swarm: %d generations, the largest batch <= %v", count, largest)
+	if count < len(servePrompts) || largest <= 1 {
+		t.Errorf("edgellm_decode_batch_size{route=pipeline}: %d generations, largest <= %v; want %d, batched (> 1)",
+			count, largest, len(servePrompts))
 	}
 	after := joins()
 	for i := range workers {
 		if after[i] != before[i]+1 {
-			t.Errorf("worker %d joined %d clusters for serve's warm-up and two requests; want exactly one (the warm cluster reused)",
+			t.Errorf("worker %d joined %d clusters for serve's warm-up and the requests; want exactly one (the warm cluster reused)",
 				i, after[i]-before[i])
 		}
 	}
@@ -198,4 +225,38 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// batchSizes reads serve's edgellm_decode_batch_size histogram for route
+// from its /metrics text: how many generations it counts, and the upper
+// bound of the smallest bucket holding all of them (the largest batch).
+func batchSizes(t *testing.T, metrics, route string) (largest float64, count int) {
+	t.Helper()
+	label := `route="` + route + `"`
+	buckets := map[float64]int{}
+	for line := range strings.Lines(metrics) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || !strings.Contains(name, label) {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(name, "edgellm_decode_batch_size_count"):
+			count, _ = strconv.Atoi(value)
+		case strings.HasPrefix(name, "edgellm_decode_batch_size_bucket"):
+			_, le, _ := strings.Cut(name, `le="`)
+			le, _, _ = strings.Cut(le, `"`)
+			bound, err := strconv.ParseFloat(le, 64) // "+Inf" parses
+			if err != nil {
+				t.Fatalf("bucket %q: %v", line, err)
+			}
+			buckets[bound], _ = strconv.Atoi(value)
+		}
+	}
+	largest = math.Inf(1)
+	for bound, n := range buckets {
+		if n >= count && bound < largest {
+			largest = bound
+		}
+	}
+	return largest, count
 }

@@ -41,6 +41,7 @@ type outcome struct {
 	text   strings.Builder
 	finish pb.FinishReason
 	usage  *pb.Usage
+	batch  uint32 // Timings.max_batch of the last response
 	clock  tokenClock
 }
 
@@ -54,6 +55,9 @@ func (o *outcome) add(resp *pb.GenerateResponse) {
 	}
 	if resp.GetUsage() != nil {
 		o.usage = resp.GetUsage()
+	}
+	if b := resp.GetTimings().GetMaxBatch(); b > 0 {
+		o.batch = b
 	}
 }
 
@@ -110,6 +114,7 @@ func (s *Server) run(ctx context.Context, r *http.Request, g *generation, out *o
 		info.route = route
 	}
 	s.metrics.observeLatency(g.model.ID, info.route, &out.clock)
+	s.metrics.observeBatch(g.model.ID, info.route, out.batch)
 	if out.usage != nil {
 		s.metrics.observeUsage(g.model.ID, out.openaiUsage())
 	}

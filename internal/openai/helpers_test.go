@@ -83,7 +83,7 @@ func replyWith(reason pb.FinishReason, texts ...string) func(context.Context, *p
 			if i == len(texts)-1 {
 				resp.FinishReason = reason
 				resp.Usage = &pb.Usage{PromptTokens: 7, CompletionTokens: uint32(len(texts)), CachedPromptTokens: 3}
-				resp.Timings = &pb.Timings{TtftMs: 12}
+				resp.Timings = &pb.Timings{TtftMs: 12, MaxBatch: 3}
 			}
 			if err := onResp(resp); err != nil {
 				return RouteLocal, err

@@ -38,6 +38,7 @@ type Metrics struct {
 	itl              *prometheus.HistogramVec // model, route
 	queueDepth       *prometheus.GaugeVec     // model
 	running          *prometheus.GaugeVec     // model
+	batch            *prometheus.HistogramVec // model, route
 }
 
 // Label values for requests that did not reach a model or the engine.
@@ -70,6 +71,9 @@ func NewMetrics() *Metrics {
 			prometheus.ExponentialBucketsRange(0.001, 10, 16), "model", "route"),
 		queueDepth: f.gaugeVec("edgellm_queue_depth", "Requests waiting for a generation slot.", "model"),
 		running:    f.gaugeVec("edgellm_requests_running", "Generations running.", "model"),
+		batch: f.histogramVec("edgellm_decode_batch_size",
+			"The most sequences one decode step of a generation ran with (continuous batching; 1: alone), "+
+				"as its engine reports it.", []float64{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}, "model", "route"),
 	}
 	f.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -85,6 +89,14 @@ func (m *Metrics) observeUsage(model string, u usage) {
 	m.promptTokens.WithLabelValues(model).Add(float64(u.PromptTokens))
 	m.cachedTokens.WithLabelValues(model).Add(float64(u.PromptTokensDetails.CachedTokens))
 	m.completionTokens.WithLabelValues(model).Add(float64(u.CompletionTokens))
+}
+
+// observeBatch records the largest decode batch a generation ran in, when
+// its engine says (Timings.max_batch).
+func (m *Metrics) observeBatch(model, route string, size uint32) {
+	if size > 0 {
+		m.batch.WithLabelValues(model, route).Observe(float64(size))
+	}
 }
 
 // observeLatency records a generation's time to first token and the gaps

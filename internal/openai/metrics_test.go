@@ -85,6 +85,10 @@ func TestMetricsAfterRequests(t *testing.T) {
 	if itl.GetHistogram().GetSampleCount() != 4 { // 3 tokens: 2 gaps per generation
 		t.Errorf("ITL samples %d, want 4", itl.GetHistogram().GetSampleCount())
 	}
+	batch := series(t, fams, "edgellm_decode_batch_size", map[string]string{"model": testModel.ID, "route": RouteLocal})
+	if h := batch.GetHistogram(); h.GetSampleCount() != 2 || h.GetSampleSum() != 6 { // the engine said 3, twice
+		t.Errorf("decode batch sizes: %d samples, sum %v; want 2, 6", h.GetSampleCount(), h.GetSampleSum())
+	}
 	series(t, fams, "edgellm_queue_depth", map[string]string{"model": testModel.ID})
 	series(t, fams, "edgellm_requests_running", map[string]string{"model": testModel.ID})
 	if got := series(t, fams, "edgellm_peers_seen", nil).GetGauge().GetValue(); got != 3 {

@@ -18,8 +18,8 @@ const teardownTimeout = time.Minute
 
 // Cluster is the requester's side of one Ray cluster: the head on the
 // caller's backend, driving the pipeline, and one joined worker per stage
-// of the plan. It is safe for concurrent use; generations run one at a
-// time.
+// of the plan. It is safe for concurrent use: generations run at once (the
+// head's engine decodes them as one batch), failovers one at a time.
 type Cluster struct {
 	r          *Requester
 	head       Head
@@ -33,8 +33,11 @@ type Cluster struct {
 	// (see knownPeersFor).
 	knownJoinTimeout time.Duration
 
-	gen  sync.Mutex      // held by Generate
-	gone map[string]bool // peers lost, or refusing a lost stage, during this cluster's life; under gen
+	// fo is held while a failover replaces members (see failover.go,
+	// "Concurrent generations"); a generation about to start waits for it.
+	fo     sync.Mutex
+	gone   map[string]bool // peers lost, or refusing a lost stage, during this cluster's life; under fo
+	failed failedOver      // the last failover that gave up; under fo
 	// known are the workers the plan was chosen from, found at knownAt: a
 	// failover soon after tries them before discovering again (failover.go).
 	known   []planner.Peer
@@ -44,10 +47,19 @@ type Cluster struct {
 	plan       planner.Plan
 	rtts       map[string]time.Duration
 	members    []Member // one per plan stage, same order
-	generating bool
+	epoch      int      // bumped by each failover that replaced members
+	generating int      // generations running
 	closed     bool
 	err        error
 	done       chan struct{}
+}
+
+// failedOver is a failover that gave up on the members of epoch, with its
+// error: the other generations that lost the same members return it rather
+// than search the swarm again.
+type failedOver struct {
+	epoch int
+	err   error
 }
 
 // ClusterOption configures a Cluster.
@@ -212,7 +224,7 @@ func (c *Cluster) watchIdle(m Member) {
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if !c.generating {
+		if c.generating == 0 {
 			c.checkLostLocked()
 		}
 	}()
@@ -263,9 +275,12 @@ func (c *Cluster) Stages() []Stage {
 	return out
 }
 
-// backendPlan is the GenerateRequest.Plan for the current stages, and the
-// members running them.
-func (c *Cluster) backendPlan() (*pb.Plan, []Member) {
+// backendPlan is the GenerateRequest.Plan for the current stages, the
+// members running them and their epoch. It waits for a failover under way,
+// so a generation starts on the members that replaced a lost one.
+func (c *Cluster) backendPlan() (*pb.Plan, []Member, int) {
+	c.fo.Lock() // only waits for a running failover to end
+	c.fo.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	stages := make([]backend.PlanStage, len(c.plan.Stages))
@@ -277,5 +292,5 @@ func (c *Cluster) backendPlan() (*pb.Plan, []Member) {
 	for i, r := range c.stageRoles(len(plan.GetStages())) {
 		plan.Stages[i].Role = r
 	}
-	return plan, slices.Clone(c.members)
+	return plan, slices.Clone(c.members), c.epoch
 }

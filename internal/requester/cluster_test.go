@@ -3,6 +3,7 @@ package requester
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +15,7 @@ import (
 )
 
 // TestClusterReuse: a formed cluster serves request after request on the
-// same head and workers, runs concurrent calls one at a time, tells its
+// same head and workers, runs concurrent calls at once, tells its
 // holder when a worker is lost while idle, and leaves nothing behind on
 // Close.
 func TestClusterReuse(t *testing.T) {
@@ -38,12 +39,23 @@ func TestClusterReuse(t *testing.T) {
 				}
 			}
 		}},
-		{"concurrent requests run one at a time", func(t *testing.T, sw *fakeSwarm, h *fakeHead, c *Cluster) {
+		{"concurrent requests run at once", func(t *testing.T, sw *fakeSwarm, h *fakeHead, c *Cluster) {
+			const n = 8
+			all := together(n)
+			for range n {
+				h.script(func(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
+					all()
+					return finish(3)(ctx, req, onResp)
+				})
+			}
 			var wg sync.WaitGroup
-			errs := make(chan error, 8)
-			for range 8 {
+			errs := make(chan error, n)
+			for i := range n {
 				wg.Go(func() {
-					_, err := collect(t.Context(), c, "r")
+					tokens, err := collect(t.Context(), c, fmt.Sprintf("r%d", i))
+					if err == nil && len(tokens) != 3 {
+						err = fmt.Errorf("r%d: tokens %v; want 3", i, tokens)
+					}
 					errs <- err
 				})
 			}
@@ -54,8 +66,9 @@ func TestClusterReuse(t *testing.T) {
 					t.Error(err)
 				}
 			}
-			if h.maxRunning != 1 || len(h.sent()) != 8 {
-				t.Errorf("%d generations at once, %d in all; want 1, 8", h.maxRunning, len(h.sent()))
+			if h.maxRunning != n || len(h.sent()) != n || len(h.starts) != 1 || len(sw.joins) != 2 {
+				t.Errorf("%d generations at once, %d in all, %d heads, %d joins; want %d, %d, 1, 2",
+					h.maxRunning, len(h.sent()), len(h.starts), len(sw.joins), n, n)
 			}
 		}},
 		{"a worker lost while idle closes Done; Generate still fails over", func(t *testing.T, sw *fakeSwarm, h *fakeHead, c *Cluster) {

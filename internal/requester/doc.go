@@ -29,8 +29,10 @@
 //   - Planning and forming are two steps so a caller can start its backend
 //     between them (infer does: a request the swarm cannot serve fails
 //     before a backend is started for it).
-//   - A cluster runs one generation at a time (the backend drives one
-//     pipeline per cluster); concurrent Generate calls wait their turn.
+//   - A cluster runs concurrent Generate calls at once: the head's backend
+//     keeps one engine per plan, which decodes them as one batch. Failovers
+//     run one at a time; one replacement serves every generation that lost
+//     the same worker (failover.go).
 //   - A worker lost during generation is replaced and the answer replayed
 //     and continued (failover.go); a worker lost while the cluster is idle
 //     closes Done, so a holder can close the cluster and form a new one.

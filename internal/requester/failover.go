@@ -45,6 +45,14 @@ import (
 //     how many tokens, and who took over. At most maxFailovers per request;
 //     past that, or when no peer can take a lost stage, Generate fails with
 //     ErrUnavailable naming the lost worker.
+//   - Concurrent generations (the backend batches them) fail over one at a
+//     time (Cluster.fo): the first to see a lost member replaces it for the
+//     whole cluster; the others, which ran on the same members (the same
+//     epoch), find them already replaced and replay on the new plan, each
+//     with its own tokens so far (and, when the replacement gave up, return
+//     its error without searching again). One warning line per replacement,
+//     from the generation that made it. Each generation still counts its
+//     own interruptions against maxFailovers.
 //   - Greedy answers are token for token the uninterrupted ones. A sampled
 //     answer goes on as a valid sample, but not the one an uninterrupted run
 //     with the same seed gives (the backend's sampler starts afresh).
@@ -97,10 +105,8 @@ func (e *callbackError) Error() string { return e.err.Error() }
 // last response's usage counts the whole answer); its error ends the call
 // and is returned. When ctx ends, the generation is aborted (Abort, then the
 // stream is cancelled after abortGrace) and Generate returns ErrCancelled.
-// Calls wait for each other.
+// Calls run at once: the head's engine batches them.
 func (c *Cluster) Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
-	c.gen.Lock() // one generation at a time: the backend drives one per cluster
-	defer c.gen.Unlock()
 	if err := c.begin(); err != nil {
 		return err
 	}
@@ -128,9 +134,12 @@ func (c *Cluster) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 			r.RequestId = fmt.Sprintf("%s-f%d", req.GetRequestId(), failovers)
 			r.ResumeTokenIds = append(slices.Clone(resume), produced...)
 		}
-		var members []Member
+		var (
+			members []Member
+			epoch   int
+		)
 		r.Model = c.Plan().Model
-		r.Plan, members = c.backendPlan()
+		r.Plan, members, epoch = c.backendPlan()
 		err := c.attempt(ctx, r, members, collect)
 		if err == nil || finished { // a break after the last response loses nothing
 			return nil
@@ -146,7 +155,7 @@ func (c *Cluster) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 			return err
 		}
 		tokens := len(resume) + len(produced)
-		if err := c.replace(ctx, lost, tokens, failovers); err != nil {
+		if err := c.replace(ctx, epoch, lost, tokens, failovers); err != nil {
 			return err
 		}
 	}
@@ -159,30 +168,49 @@ func (c *Cluster) begin() error {
 	if c.closed {
 		return errClosed
 	}
-	c.generating = true
+	c.generating++
 	return nil
 }
 
-// end marks the generation over; a watched worker it left lost closes Done.
+// end marks the generation over; once none runs, a watched worker left lost
+// closes Done.
 func (c *Cluster) end() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.generating = false
-	c.checkLostLocked()
+	c.generating--
+	if c.generating == 0 {
+		c.checkLostLocked()
+	}
 }
 
-// replace fails the lost stages over after tokens, or says why it cannot.
-func (c *Cluster) replace(ctx context.Context, lost []int, tokens, failovers int) error {
+// replace fails the lost stages of the members of epoch over after tokens,
+// or says why it cannot. When another generation already replaced them, it
+// only says to replay on the new plan.
+func (c *Cluster) replace(ctx context.Context, epoch int, lost []int, tokens, failovers int) error {
+	c.fo.Lock()
+	defer c.fo.Unlock()
+	c.mu.Lock()
+	current := c.epoch
+	c.mu.Unlock()
 	what := describe(c.Plan(), lost)
 	if c.req.disaggregated() { // only the decode worker is watched (pd.go)
 		what = c.pdDescribe()
 	}
 	why := fmt.Sprintf("%s was lost after %s", what, plural(tokens, "token"))
-	if failovers == maxFailovers {
+	switch {
+	case failovers == maxFailovers:
 		return fmt.Errorf("%w: %s; gave up after %d failovers", ErrUnavailable, why, maxFailovers)
+	case current != epoch:
+		c.r.log.Info("failover: the lost worker was already replaced; replaying", "tokens", tokens)
+		return nil
+	case c.failed.err != nil && c.failed.epoch == epoch:
+		return c.failed.err
 	}
 	moved, err := c.failover(ctx, lost, why)
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			c.failed = failedOver{epoch: epoch, err: err}
+		}
 		return err
 	}
 	c.onFailover(fmt.Sprintf("%s; replanned onto %s, replaying", why, moved))
@@ -315,7 +343,7 @@ func maybeLoss(err error) bool {
 
 // failover replaces the lost stages: re-discover, planner.Replace, join the
 // new workers to the same session. It returns who took which layers; why
-// says who was lost and when, for errors.
+// says who was lost and when, for errors. c.fo is held.
 func (c *Cluster) failover(ctx context.Context, lost []int, why string) (string, error) {
 	old := c.Plan()
 	var lostIDs []string
@@ -422,6 +450,7 @@ func (c *Cluster) adopt(plan planner.Plan, rtts map[string]time.Duration, fresh 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.plan = plan
+	c.epoch++
 	for k, i := range fresh {
 		c.members[i] = members[k]
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,6 +251,88 @@ func TestFailoverOverKnownPeers(t *testing.T) {
 			if got := sw.discovers - before; got != tt.discovers {
 				t.Errorf("%d discoveries during the failover; want %d", got, tt.discovers)
 			}
+		})
+	}
+}
+
+// TestConcurrentFailover: generations running at once on a cluster whose
+// worker is lost fail over together: the worker is replaced once (one join,
+// one warning line), and each generation replays its own tokens so far on
+// the new plan. When no worker can take the layers, every one of them fails
+// with the same reason after a single search.
+func TestConcurrentFailover(t *testing.T) {
+	const n = 4
+	for _, spare := range []bool{true, false} {
+		t.Run(fmt.Sprintf("spare=%v", spare), func(t *testing.T) {
+			sw := newFakeSwarm("A", "B")
+			h := &fakeHead{sw: sw}
+			var (
+				mu    sync.Mutex
+				lines []string
+			)
+			c := form(t, sw, h, Request{Model: model, Stages: 2}, OnFailover(func(l string) {
+				mu.Lock()
+				defer mu.Unlock()
+				lines = append(lines, l)
+			}))
+			if spare {
+				sw.setPeers("A", "B", "C")
+			}
+			streamed := together(n)
+			for i := range n { // generation i streams i+1 tokens; then B is lost under all of them
+				h.script(func(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
+					if err := stream(req, onResp, i+1, false); err != nil {
+						return err
+					}
+					streamed()
+					sw.session("B").lose()
+					<-ctx.Done()
+					return status.FromContextError(ctx.Err()).Err()
+				})
+			}
+			h.script(finish(2), finish(2), finish(2), finish(2))
+			joinsBefore, discoversBefore := len(sw.joins), sw.discovers
+
+			var wg sync.WaitGroup
+			tokens := make([][]uint32, n)
+			errs := make([]error, n)
+			for i := range n {
+				wg.Go(func() {
+					// Generations start in order, so generation i gets attempt i.
+					time.Sleep(time.Duration(i) * 20 * time.Millisecond)
+					tokens[i], errs[i] = collect(t.Context(), c, fmt.Sprintf("r%d", i))
+				})
+			}
+			wg.Wait()
+			if spare {
+				for i := range n {
+					if errs[i] != nil || !slices.Equal(tokens[i], seq(i+3)) {
+						t.Errorf("r%d: %v, tokens %v; want %v", i, errs[i], tokens[i], seq(i+3))
+					}
+				}
+				if len(lines) != 1 || len(sw.joins)-joinsBefore != 1 {
+					t.Errorf("failover lines %q, %d joins; want one replacement", lines, len(sw.joins)-joinsBefore)
+				}
+				if got := stageIDs(c); !slices.Equal(got, []string{"A", "C"}) {
+					t.Errorf("stages on %v; want A, C", got)
+				}
+				for _, r := range h.sent()[n:] {
+					var i int
+					if _, err := fmt.Sscanf(r.GetRequestId(), "r%d-f1", &i); err != nil || !slices.Equal(r.GetResumeTokenIds(), seq(i+1)) {
+						t.Errorf("replay %s resumes %v; want its own tokens so far", r.GetRequestId(), r.GetResumeTokenIds())
+					}
+				}
+				return
+			}
+			for i, err := range errs {
+				if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no other worker can hold its layers") {
+					t.Errorf("r%d: %v; want unavailable, no worker for the layers", i, err)
+				}
+			}
+			if got := sw.discovers - discoversBefore; got != 1 || len(lines) != 0 {
+				t.Errorf("%d searches, lines %q; want one search, no line", got, lines)
+			}
+			waitClosed(t, c.Done(), "Done after the failed failover")
 		})
 	}
 }

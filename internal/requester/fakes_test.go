@@ -292,6 +292,23 @@ func blocking(n int) attempt {
 	}
 }
 
+// together returns a barrier for n goroutines: each call waits until n
+// have called (or 10 s passed, so a test that runs too few fails on its
+// counts rather than hanging).
+func together(n int) func() {
+	var wg sync.WaitGroup
+	wg.Add(n)
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	return func() {
+		wg.Done()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
 // form plans req over sw and forms the cluster on h, with a short loss
 // grace; t.Cleanup closes it.
 func form(t *testing.T, sw *fakeSwarm, h *fakeHead, req Request, opts ...ClusterOption) *Cluster {

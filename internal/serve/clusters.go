@@ -51,13 +51,27 @@ func (f requesterFormer) form(ctx context.Context, req requester.Request, onFail
 
 // warmCluster is a formed cluster and the model it runs.
 type warmCluster struct {
-	model string
-	c     formedCluster
+	model  string
+	c      formedCluster
+	broken bool // a generation failed on it: the next request forms anew; under clusterPool.mu
 }
 
 // clusterPool keeps at most one formed cluster warm between requests (this
 // node's backend heads one Ray cluster at a time) and runs swarm
-// generations one at a time on it.
+// generations on it.
+//
+// Decisions:
+//   - Generations run at once on the warm cluster (each holds turn shared),
+//     so the head's engine batches them (continuous batching through the
+//     Ray pipeline); their failovers are the cluster's own, per generation
+//     (requester.Cluster.Generate).
+//   - Forming a cluster, replacing it with another model's and closing it
+//     hold turn alone: they wait for the generations on the old one to end,
+//     and requests arriving meanwhile wait for the new one (sync.RWMutex
+//     lets no new reader in while a writer waits).
+//   - A generation that breaks the cluster marks it broken rather than
+//     closing it under the others still running on it; the next request
+//     (or a drop that waits for them) replaces it.
 type clusterPool struct {
 	former   clusterFormer
 	template requester.Request // the plan's limits; Model is set per request
@@ -68,32 +82,33 @@ type clusterPool struct {
 	// on, before it starts (the console's "last request" trace).
 	onStages func(req *pb.GenerateRequest, stages []requester.Stage)
 
-	turn sync.Mutex // held by a swarm generation, and while forming
+	turn sync.RWMutex // shared by running generations; alone while forming or dropping
 
-	mu    sync.Mutex
-	cur   *warmCluster
-	timer *time.Timer
+	mu      sync.Mutex
+	cur     *warmCluster
+	running int // generations on cur
+	timer   *time.Timer
 }
 
 // generate runs req on the warm cluster for its model, forming one first
 // when there is none (or it went bad); the route is "pipeline" or "pd".
 func (p *clusterPool) generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) (string, error) {
-	p.turn.Lock()
-	defer p.turn.Unlock()
-	wc, err := p.acquire(ctx, req.GetModel())
+	wc, err := p.enter(ctx, req.GetModel())
 	if err != nil {
 		return routeOf(p.template), err
 	}
-	defer p.release(wc)
 	if p.onStages != nil {
 		p.onStages(req, wc.c.Stages())
 	}
 	err = wc.c.Generate(ctx, req, onResp)
-	if brokenBy(ctx, err) {
+	broken := brokenBy(ctx, err)
+	p.leave(wc, broken)
+	if broken {
 		// The cluster failed under a request that was neither cancelled nor
 		// bad (its failover gave up, or this node's backend restarted and
-		// lost the Ray head): the next request forms a new one.
-		p.drop(wc, fmt.Sprintf("a generation failed on it: %v", err))
+		// lost the Ray head): it closes once the others on it end, and the
+		// next request forms a new one.
+		go p.dropAlone(wc, fmt.Sprintf("a generation failed on it: %v", err))
 	}
 	return routeOf(p.template), err
 }
@@ -112,20 +127,70 @@ func brokenBy(ctx context.Context, err error) bool {
 	return true
 }
 
-// acquire returns the warm cluster for model, forming it when needed.
-// p.turn is held.
-func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, error) {
+// enter returns the warm cluster for model with p.turn held shared (leave
+// releases it), forming the cluster first, alone, when there is none.
+func (p *clusterPool) enter(ctx context.Context, model string) (*warmCluster, error) {
+	for {
+		p.turn.RLock()
+		if wc := p.take(model); wc != nil {
+			return wc, nil
+		}
+		p.turn.RUnlock()
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%w: %w", requester.ErrCancelled, err)
+		}
+		p.turn.Lock()
+		_, err := p.acquire(ctx, model)
+		p.turn.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		// Shared again to run: another model's request may have taken the
+		// head in between, then this one forms again.
+	}
+}
+
+// take counts a generation on the current cluster when it runs model and
+// is sound; nil otherwise.
+func (p *clusterPool) take(model string) *warmCluster {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	cur := p.cur
+	if cur == nil || cur.model != model || cur.broken || cur.c.Err() != nil {
+		return nil
+	}
+	p.running++
 	if p.timer != nil {
 		p.timer.Stop()
 	}
+	return cur
+}
+
+// leave ends a generation on wc (marking wc broken when it broke it) and
+// releases p.turn; the last one out starts the idle clock.
+func (p *clusterPool) leave(wc *warmCluster, broken bool) {
+	defer p.turn.RUnlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.running--
+	wc.broken = wc.broken || broken
+	if p.cur == wc && p.running == 0 && !wc.broken {
+		p.timer = time.AfterFunc(p.idle, func() { p.closeIdle(wc) })
+	}
+}
+
+// acquire makes the warm cluster one for model, forming it when needed.
+// p.turn is held alone.
+func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, error) {
+	p.mu.Lock()
+	cur := p.cur
+	sound := cur != nil && cur.model == model && !cur.broken && cur.c.Err() == nil
 	p.mu.Unlock()
-	if cur != nil && cur.model == model && cur.c.Err() == nil {
+	if sound {
 		return cur, nil
 	}
 	if cur != nil {
-		p.drop(cur, "another model's plan asked for the head")
+		p.drop(cur, "it went bad, or another model's plan asked for the head")
 	}
 	req := p.template
 	req.Model = model
@@ -136,6 +201,7 @@ func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, 
 	wc := &warmCluster{model: model, c: c}
 	p.mu.Lock()
 	p.cur = wc
+	p.timer = time.AfterFunc(p.idle, func() { p.closeIdle(wc) })
 	p.mu.Unlock()
 	p.onOpen(true)
 	go p.watch(wc)
@@ -143,27 +209,17 @@ func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, 
 	return wc, nil
 }
 
-// release starts the idle clock of a cluster whose generation ended.
-// p.turn is held.
-func (p *clusterPool) release(wc *warmCluster) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cur != wc {
-		return
-	}
-	p.timer = time.AfterFunc(p.idle, func() { p.closeIdle(wc) })
-}
-
 // closeIdle closes wc after its idle timeout unless a generation holds it.
 func (p *clusterPool) closeIdle(wc *warmCluster) {
 	if !p.turn.TryLock() {
-		return // in use: its release re-arms the clock
+		return // in use: the last generation's leave re-arms the clock
 	}
 	defer p.turn.Unlock()
 	p.drop(wc, fmt.Sprintf("idle for %s", p.idle))
 }
 
-// watch drops wc when it goes bad while idle (a member lost).
+// watch drops wc when it goes bad (a member lost while idle, or a
+// generation's failover gave up).
 func (p *clusterPool) watch(wc *warmCluster) {
 	<-wc.c.Done()
 	p.mu.Lock()
@@ -171,10 +227,15 @@ func (p *clusterPool) watch(wc *warmCluster) {
 	p.mu.Unlock()
 	if current {
 		p.log.Info("warm cluster went bad", "model", wc.model, "err", wc.c.Err())
-		p.turn.Lock()
-		defer p.turn.Unlock()
-		p.drop(wc, "a member was lost")
+		p.dropAlone(wc, "a member was lost")
 	}
+}
+
+// dropAlone drops wc once no generation runs (p.turn held alone).
+func (p *clusterPool) dropAlone(wc *warmCluster, why string) {
+	p.turn.Lock()
+	defer p.turn.Unlock()
+	p.drop(wc, why)
 }
 
 // drop closes wc and forgets it when it is the current one.
@@ -194,7 +255,7 @@ func (p *clusterPool) drop(wc *warmCluster, why string) {
 	p.onOpen(false)
 }
 
-// close closes the warm cluster, waiting for a generation that runs.
+// close closes the warm cluster, waiting for the generations that run.
 func (p *clusterPool) close() {
 	p.turn.Lock()
 	defer p.turn.Unlock()

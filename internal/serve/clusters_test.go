@@ -24,15 +24,25 @@ type fakeCluster struct {
 	mu       sync.Mutex
 	closed   bool
 	gens     int
+	running  int
 	done     chan struct{}
 	doneOnce sync.Once
+	hold     chan struct{} // requests with id "hold" wait for it
 }
 
 func (c *fakeCluster) Generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) error {
 	c.mu.Lock()
 	c.gens++
+	c.running++
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.running--
+		c.mu.Unlock()
+	}()
 	switch req.GetRequestId() {
+	case "hold":
+		<-c.hold
 	case "broken":
 		return status.Error(codes.Unavailable, "the Ray head is gone")
 	case "bad":
@@ -62,6 +72,11 @@ func (c *fakeCluster) generations() int {
 	defer c.mu.Unlock()
 	return c.gens
 }
+func (c *fakeCluster) runningNow() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.running
+}
 func (c *fakeCluster) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -81,7 +96,7 @@ func (f *fakeFormer) form(_ context.Context, req requester.Request, _ func(strin
 	if f.err != nil {
 		return nil, f.err
 	}
-	c := &fakeCluster{model: req.Model, done: make(chan struct{})}
+	c := &fakeCluster{model: req.Model, done: make(chan struct{}), hold: make(chan struct{})}
 	f.formed = append(f.formed, c)
 	return c, nil
 }
@@ -184,6 +199,40 @@ func TestClusterPool(t *testing.T) {
 			}
 			if cs := f.clusters(); !cs[0].isClosed() || cs[0].generations() != 3 || cs[1].isClosed() {
 				t.Error("want the first cluster kept through the bad request, dropped after the broken one")
+			}
+		}, 2, 1},
+		{"generations run at once; a broken one closes it after the others", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			const n = 4
+			errs := make(chan error, n)
+			for range n {
+				go func() {
+					_, err := p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: "hold"},
+						func(*pb.GenerateResponse) error { return nil })
+					errs <- err
+				}()
+			}
+			eventually(t, "four generations on one cluster at once", func() bool {
+				cs := f.clusters()
+				return len(cs) == 1 && cs[0].runningNow() == n
+			})
+			first := f.clusters()[0]
+			if _, err := p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: "broken"},
+				func(*pb.GenerateResponse) error { return nil }); err == nil {
+				t.Fatal("the broken generation succeeded")
+			}
+			time.Sleep(20 * time.Millisecond)
+			if first.isClosed() {
+				t.Fatal("the broken generation closed the cluster under the others")
+			}
+			close(first.hold)
+			for range n {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+			eventually(t, "the broken cluster closes", first.isClosed)
+			if err := generate(t, p, "m"); err != nil {
+				t.Fatal(err)
 			}
 		}, 2, 1},
 		{"close ends it", func(t *testing.T, f *fakeFormer, p *clusterPool) {

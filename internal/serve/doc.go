@@ -16,8 +16,9 @@
 //     It closes after an idle timeout, or at once when a member is lost while
 //     idle; the next request forms a new one. This node's backend heads one
 //     Ray cluster at a time (the backend drives one cluster), so a request
-//     for another model's plan closes the warm one first; swarm requests run
-//     one at a time, as the pipeline engine does.
+//     for another model's plan closes the warm one first (once the
+//     generations on it ended); swarm requests for the warm cluster's model
+//     run on it at once, and its engine batches them (clusters.go).
 //   - Warm-up: before Ready, every served model is loaded and generates one
 //     token on this node's backend, so the first request pays neither the
 //     load nor the first-call costs. A model served through the swarm is

@@ -83,6 +83,9 @@ class Timings:
     kv_fetch_ms: float = 0.0
     # Storing the prompt's new KV blocks (overlaps decoding).
     kv_store_ms: float = 0.0
+    # The most sequences one of its decode steps ran with (continuous batching); 0: the
+    # engine does not say.
+    max_batch: int = 0
 
 
 @dataclass(frozen=True)

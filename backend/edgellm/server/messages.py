@@ -91,6 +91,7 @@ def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.
         out.timings.total_ms = t.total_ms
         out.timings.kv_fetch_ms = t.kv_fetch_ms
         out.timings.kv_store_ms = t.kv_store_ms
+        out.timings.max_batch = t.max_batch
     return out
 
 

@@ -114,20 +114,22 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("ttft_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "total_ms", "kv_fetch_ms", "kv_store_ms")
+    __slots__ = ("ttft_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "total_ms", "kv_fetch_ms", "kv_store_ms", "max_batch")
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     KV_FETCH_MS_FIELD_NUMBER: _ClassVar[int]
     KV_STORE_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     ttft_ms: float
     decode_tokens_per_s: float
     prefill_tokens_per_s: float
     total_ms: float
     kv_fetch_ms: float
     kv_store_ms: float
-    def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., total_ms: _Optional[float] = ..., kv_fetch_ms: _Optional[float] = ..., kv_store_ms: _Optional[float] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., total_ms: _Optional[float] = ..., kv_fetch_ms: _Optional[float] = ..., kv_store_ms: _Optional[float] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("request_id", "text", "token_ids", "finish_reason", "usage", "timings", "dropped_kv_holders")

@@ -701,8 +701,12 @@ type Timings struct {
 	PrefillTokensPerS float64 `protobuf:"fixed64,3,opt,name=prefill_tokens_per_s,json=prefillTokensPerS,proto3" json:"prefill_tokens_per_s,omitempty"`
 	TotalMs           float64 `protobuf:"fixed64,4,opt,name=total_ms,json=totalMs,proto3" json:"total_ms,omitempty"`
 	// Time spent fetching and checking cached KV blocks, and storing new ones.
-	KvFetchMs     float64 `protobuf:"fixed64,5,opt,name=kv_fetch_ms,json=kvFetchMs,proto3" json:"kv_fetch_ms,omitempty"`
-	KvStoreMs     float64 `protobuf:"fixed64,6,opt,name=kv_store_ms,json=kvStoreMs,proto3" json:"kv_store_ms,omitempty"`
+	KvFetchMs float64 `protobuf:"fixed64,5,opt,name=kv_fetch_ms,json=kvFetchMs,proto3" json:"kv_fetch_ms,omitempty"`
+	KvStoreMs float64 `protobuf:"fixed64,6,opt,name=kv_store_ms,json=kvStoreMs,proto3" json:"kv_store_ms,omitempty"`
+	// The most sequences one decode step of this generation ran with
+	// (continuous batching): 1 when it decoded alone, 0 when the engine does
+	// not say.
+	MaxBatch      uint32 `protobuf:"varint,7,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -775,6 +779,13 @@ func (x *Timings) GetKvFetchMs() float64 {
 func (x *Timings) GetKvStoreMs() float64 {
 	if x != nil {
 		return x.KvStoreMs
+	}
+	return 0
+}
+
+func (x *Timings) GetMaxBatch() uint32 {
+	if x != nil {
+		return x.MaxBatch
 	}
 	return 0
 }
@@ -1023,14 +1034,15 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\rR\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\rR\x10completionTokens\x120\n" +
-	"\x14cached_prompt_tokens\x18\x03 \x01(\rR\x12cachedPromptTokens\"\xdd\x01\n" +
+	"\x14cached_prompt_tokens\x18\x03 \x01(\rR\x12cachedPromptTokens\"\xfa\x01\n" +
 	"\aTimings\x12\x17\n" +
 	"\attft_ms\x18\x01 \x01(\x01R\x06ttftMs\x12-\n" +
 	"\x13decode_tokens_per_s\x18\x02 \x01(\x01R\x10decodeTokensPerS\x12/\n" +
 	"\x14prefill_tokens_per_s\x18\x03 \x01(\x01R\x11prefillTokensPerS\x12\x19\n" +
 	"\btotal_ms\x18\x04 \x01(\x01R\atotalMs\x12\x1e\n" +
 	"\vkv_fetch_ms\x18\x05 \x01(\x01R\tkvFetchMs\x12\x1e\n" +
-	"\vkv_store_ms\x18\x06 \x01(\x01R\tkvStoreMs\"\xa7\x02\n" +
+	"\vkv_store_ms\x18\x06 \x01(\x01R\tkvStoreMs\x12\x1b\n" +
+	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\"\xa7\x02\n" +
 	"\x10GenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +

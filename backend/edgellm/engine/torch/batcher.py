@@ -212,6 +212,7 @@ class Batcher:
                 running.entry.fail(exc)
             return
         for index, running in enumerate(batch):
+            running.seq.max_batch = max(running.seq.max_batch, len(batch))
             try:
                 chunk = running.seq.advance(logits[index : index + 1])
             except Exception as exc:  # noqa: BLE001 - e.g. the detokenizer on one sequence

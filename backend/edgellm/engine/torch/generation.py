@@ -25,7 +25,9 @@ class _Clock:
         self.prefill_start = time.monotonic()
         self.first_token: float | None = None
 
-    def timings(self, completion_tokens: int, fetch_ms: float, store_ms: float) -> Timings:
+    def timings(
+        self, completion_tokens: int, fetch_ms: float, store_ms: float, max_batch: int
+    ) -> Timings:
         now = time.monotonic()
         first = self.first_token or now
         prefill_s = first - self.prefill_start
@@ -37,6 +39,7 @@ class _Clock:
             total_ms=(now - self.start) * 1000.0,
             kv_fetch_ms=fetch_ms,
             kv_store_ms=store_ms,
+            max_batch=max_batch,
         )
 
 
@@ -64,6 +67,8 @@ class Sequence:
         self.sampler = Sampler(job.sampling, runner.device)
         self.store: StoreJob | None = None
         self.produced = 0
+        # The most sequences a decode step of this one ran with (the batcher sets it).
+        self.max_batch = 1
         self.token = -1  # the last sampled token, the next step's input
         self.finished = False
 
@@ -118,12 +123,13 @@ class Sequence:
         # One of the two is all zeros: a prefix cache serves in-process stages only.
         taken = self.session.kv_stats()
         store, hit, clock, produced = self.store, self.hit, self.clock, self.produced
+        max_batch = self.max_batch
         usage = Usage(len(self.job.prompt_ids), produced, hit.tokens + taken.cached_tokens)
 
         def last() -> GenerationChunk:
             store_ms = store.wait() if store is not None else 0.0
             timings = clock.timings(
-                produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms
+                produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms, max_batch
             )
             return GenerationChunk(text, (token,), finish, usage, timings, dropped)
 
