@@ -85,8 +85,10 @@ def test_split_stages_batch_and_match_generate(store_dir: Path, expected) -> Non
             assert (run.error, run.tokens) == (None, expected[run.request.request_id])
         assert max(split.step_sizes) == 4  # six requests, four slots: two waited
         # Each says how large a batch it decoded in (Timings.max_batch, on the wire too).
+        # The first four decode together; a late one may run alone at the end,
+        # depending on when the others finish.
         sizes = [run.chunks[-1].timings.max_batch for run in runs]
-        assert max(sizes) == 4 and all(1 < size <= 4 for size in sizes), sizes
+        assert sizes.count(4) >= 4 and all(1 <= size <= 4 for size in sizes), sizes
     finally:
         split.close()
 
