@@ -99,6 +99,9 @@ type Model struct {
 	NumLayers    uint32
 	WeightsBytes uint64 // size of the whole model's weights; 0 = unknown
 	LayerRanges  []LayerRange
+	// DirCID is the model's directory (weights, config, tokenizer, manifest)
+	// in the peer's IPFS node, what `model pull` fetches; "" = not shared.
+	DirCID string
 }
 
 // LayerRange is the half-open range of layers [Start, End).
@@ -200,6 +203,7 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 	for _, md := range r.Models {
 		pm := &pb.ServedModel{
 			Id: md.ID, WeightsCid: md.WeightsCID, NumLayers: md.NumLayers, WeightsBytes: md.WeightsBytes,
+			DirCid: md.DirCID,
 		}
 		for _, lr := range md.LayerRanges {
 			pm.LayerRanges = append(pm.LayerRanges, &pb.LayerRange{Start: lr.Start, End: lr.End})
@@ -318,7 +322,7 @@ func (r *Record) ipfsFromProto(m *pb.CapabilityRecord) error {
 func modelFromProto(pm *pb.ServedModel) (Model, error) {
 	md := Model{
 		ID: pm.GetId(), WeightsCID: pm.GetWeightsCid(), NumLayers: pm.GetNumLayers(),
-		WeightsBytes: pm.GetWeightsBytes(),
+		WeightsBytes: pm.GetWeightsBytes(), DirCID: pm.GetDirCid(),
 	}
 	if md.ID == "" {
 		return md, fmt.Errorf("empty id")
@@ -327,6 +331,9 @@ func modelFromProto(pm *pb.ServedModel) (Model, error) {
 		return md, err
 	}
 	if err := checkString(md.WeightsCID); err != nil {
+		return md, err
+	}
+	if err := checkString(md.DirCID); err != nil {
 		return md, err
 	}
 	if md.NumLayers > maxLayers || len(pm.GetLayerRanges()) > maxLayerRanges {

@@ -7,11 +7,15 @@ generation config, manifest). The directory CID names the whole model; capabilit
 carry both.
 
 A pull lists the directory (bounded: a CID nobody provides fails within `timeout_s`),
-checks the size against the disk budget before fetching a byte, streams every file from
-the node's Kubo (bitswap finds the blocks in the swarm's private network; blocks already
-fetched stay in Kubo's blockstore, so an interrupted pull resumes from them), verifies each
-file against the CID it was listed with and the weights against the manifest, and installs
-through the store's staging directory: the store never holds half a model.
+checks what the holder's record claims (the weights CID, the id) against the listing before
+fetching the weights, checks the size against the disk budget before fetching a byte,
+streams every file from the node's Kubo (bitswap finds the blocks in the swarm's private
+network; blocks already fetched stay in Kubo's blockstore, so an interrupted pull resumes
+from them), computes each file's CID from the same stream it writes (one pass: no second
+read of the weights) against the CID it was listed with, checks the weights against the
+manifest, and installs through the store's staging directory: the store never holds half a
+model. A failure that is the holder's (unreachable, does not provide the CID, content
+that is not what its record claims) raises HolderRefused, so the caller tries another.
 """
 
 from __future__ import annotations
@@ -28,13 +32,12 @@ import httpx
 
 from edgellm.errors import InvalidRequest, KuboError, StoreError
 from edgellm.kv.ipfs import UNIX, api_url
-from edgellm.models.cid import CHUNK_SIZE, file_cid
+from edgellm.models.cid import CHUNK_SIZE, balanced_dag_cid
 from edgellm.models.manifest import MANIFEST_NAME, WEIGHTS_NAME, Manifest
 from edgellm.models.store import ModelStore
 
 PHASE_PUBLISH = "adding to IPFS"
 PHASE_PULL = "pulling"
-PHASE_VERIFY = "verifying"
 
 # The `ipfs add` parameters under which a file's CID equals edgellm.models.cid.file_cid.
 _ADD_PARAMS = {
@@ -51,6 +54,19 @@ ProgressFn = Callable[[str, int, int], None]
 class PullRefused(InvalidRequest):
     """A pull that cannot or must not complete: nobody has the CID, the bytes do not match
     their CIDs, the disk budget is too small."""
+
+
+class HolderRefused(PullRefused):
+    """This holder cannot be pulled from (unreachable, does not provide the CID) or its
+    content is not what its record claims: another holder may serve the model."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a holder's capability record says the directory holds."""
+
+    model_id: str
+    weights_cid: str
 
 
 @dataclass(frozen=True)
@@ -151,45 +167,77 @@ def _list(api: str, dir_cid: str, timeout_s: float) -> list[_Entry]:
     if reply.status_code != 200:
         message = reply.text[:200]
         if "deadline" in message or "timeout" in message or "context" in message:
-            raise PullRefused(f"no peer in the swarm provided {dir_cid} within {timeout_s:.0f}s")
-        raise PullRefused(f"cannot list {dir_cid}: {message}")
+            raise HolderRefused(f"no peer in the swarm provided {dir_cid} within {timeout_s:.0f}s")
+        raise HolderRefused(f"cannot list {dir_cid}: {message}")
     links = reply.json()["Objects"][0]["Links"]
     if not links or any(link["Type"] != 2 for link in links):
-        raise PullRefused(f"{dir_cid} is not a model directory (files only)")
+        raise HolderRefused(f"{dir_cid} is not a model directory (files only)")
     return [_Entry(link["Name"], link["Hash"], int(link["Size"])) for link in links]
 
 
+def _stream_chunks(reply: httpx.Response, out, progress: Callable[[int], None]) -> Iterator[bytes]:
+    """The reply's bytes in CHUNK_SIZE pieces (the importer's leaves), each written to `out`
+    as it passes: the CID is computed from the bytes written, in the same pass."""
+    pending = bytearray()
+    for data in reply.iter_bytes(1 << 20):
+        out.write(data)
+        progress(len(data))
+        pending += data
+        while len(pending) >= CHUNK_SIZE:
+            yield bytes(pending[:CHUNK_SIZE])
+            del pending[:CHUNK_SIZE]
+    if pending:
+        yield bytes(pending)
+
+
 def _fetch(api: str, entry: _Entry, out: Path, progress: Callable[[int], None]) -> None:
-    with _stream(
-        api,
-        "cat",
-        params={"arg": entry.cid},
-        timeout=httpx.Timeout(60.0, read=300.0),
-    ) as reply:
+    """Stream one file into `out`, refusing it unless its bytes have the listed CID."""
+    with (
+        _stream(
+            api, "cat", params={"arg": entry.cid}, timeout=httpx.Timeout(60.0, read=300.0)
+        ) as reply,
+        out.open("wb") as f,
+    ):
         if reply.status_code != 200:
-            raise PullRefused(f"cannot fetch {entry.name} ({entry.cid}): HTTP {reply.status_code}")
-        with out.open("wb") as f:
-            for chunk in reply.iter_bytes(1 << 20):
-                f.write(chunk)
-                progress(len(chunk))
+            raise HolderRefused(
+                f"cannot fetch {entry.name} ({entry.cid}): HTTP {reply.status_code}"
+            )
+        got = balanced_dag_cid(_stream_chunks(reply, f, progress))
+    if got != entry.cid:
+        raise HolderRefused(f"{entry.name}: the bytes fetched have CID {got}, not {entry.cid}")
 
 
-def _verify(tmp: Path, entries: list[_Entry], progress: ProgressFn) -> Manifest:
-    total = sum(e.size for e in entries)
-    done = 0
-    for entry in entries:
-        got = file_cid(tmp / entry.name)
-        if got != entry.cid:
-            raise PullRefused(f"{entry.name}: the bytes fetched have CID {got}, not {entry.cid}")
-        done += entry.size
-        progress(PHASE_VERIFY, done, total)
+def _check(tmp: Path, entries: list[_Entry], claim: Claim | None) -> Manifest:
+    """The manifest, if the directory's weights are its manifest's and the record's."""
     manifest = Manifest.read(tmp)
     weights = next((e for e in entries if e.name == WEIGHTS_NAME), None)
     if weights is None or weights.cid != manifest.weights_cid:
-        raise PullRefused(
+        raise HolderRefused(
             f"the directory's weights are not the manifest's ({manifest.weights_cid})"
         )
+    if claim is not None and manifest.id != claim.model_id:
+        raise HolderRefused(f"the directory holds model {manifest.id!r}, not {claim.model_id!r}")
     return manifest
+
+
+def _check_claim(dir_cid: str, entries: list[_Entry], claim: Claim | None) -> None:
+    """Before fetching the weights: the listed weights are the ones the record claims."""
+    weights = next(e.cid for e in entries if e.name == WEIGHTS_NAME)
+    if claim is not None and weights != claim.weights_cid:
+        raise HolderRefused(
+            f"{dir_cid} holds weights {weights}, not {claim.weights_cid} as its holder's "
+            "record claims"
+        )
+
+
+def bitswap_received(api: str) -> int:
+    """Bytes the Kubo at `api` has received over bitswap since it started."""
+    try:
+        reply = _post(api, "stats/bitswap", timeout=10.0)
+        reply.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise KuboError(f"stats bitswap: {exc}") from exc
+    return int(reply.json()["DataReceived"])
 
 
 def connect(api: str, addr: str, timeout_s: float = 10.0) -> None:
@@ -205,7 +253,14 @@ def connect(api: str, addr: str, timeout_s: float = 10.0) -> None:
     except httpx.HTTPError as exc:
         raise KuboError(f"swarm connect {addr}: {exc}") from exc
     if reply.status_code != 200:
-        raise PullRefused(f"cannot connect to holder {addr}: {reply.text[:200]}")
+        raise HolderRefused(f"cannot connect to holder {addr}: {reply.text[:200]}")
+
+
+def _clear_stale(store: ModelStore, prefix: str) -> None:
+    """Remove staging directories of this pull that a killed pull left behind (two pulls of
+    the same directory at once are not supported: the later one clears the earlier's)."""
+    for stale in store.models_dir.glob(f".{prefix}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def pull(
@@ -216,22 +271,27 @@ def pull(
     disk_budget_bytes: int | None = None,
     timeout_s: float = 30.0,
     holders: tuple[str, ...] = (),
+    claim: Claim | None = None,
 ) -> Manifest:
     """Fetch the model directory `dir_cid` through the Kubo at `api` into the store,
-    connecting it first to `holders` (Kubo multiaddrs)."""
+    connecting it first to `holders` (Kubo multiaddrs); `claim` is what the holder's
+    record says the directory holds."""
     for addr in holders:
         connect(api, addr)
     entries = _list(api, dir_cid, timeout_s)
     names = {e.name for e in entries}
     if MANIFEST_NAME not in names or WEIGHTS_NAME not in names:
-        raise PullRefused(f"{dir_cid} has no {MANIFEST_NAME} and {WEIGHTS_NAME}")
+        raise HolderRefused(f"{dir_cid} has no {MANIFEST_NAME} and {WEIGHTS_NAME}")
+    _check_claim(dir_cid, entries, claim)
     total = sum(e.size for e in entries)
     store.models_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(store.models_dir).free
     budget = min(free, disk_budget_bytes) if disk_budget_bytes is not None else free
     if total > budget:
         raise PullRefused(f"the model needs {total} bytes, the disk budget allows {budget}")
-    with store.staging(f"pull-{dir_cid[-16:]}") as tmp:
+    prefix = f"pull-{dir_cid[-16:]}"
+    _clear_stale(store, prefix)
+    with store.staging(prefix) as tmp:
         done = 0
 
         def step(n: int) -> None:
@@ -241,5 +301,5 @@ def pull(
 
         for entry in sorted(entries, key=lambda e: e.name):
             _fetch(api, entry, tmp / entry.name, step)
-        manifest = _verify(tmp, entries, progress)
+        manifest = _check(tmp, entries, claim)
         return store.add(manifest.id, tmp, manifest)

@@ -267,7 +267,11 @@ type ServedModel struct {
 	LayerRanges []*LayerRange `protobuf:"bytes,4,rep,name=layer_ranges,json=layerRanges,proto3" json:"layer_ranges,omitempty"`
 	// Size of the whole model's weights in bytes (0 = unknown); the planner
 	// needs it to decide whether a model, or a share of its layers, fits.
-	WeightsBytes  uint64 `protobuf:"varint,5,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
+	WeightsBytes uint64 `protobuf:"varint,5,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
+	// CID of the model's UnixFS directory in the peer's IPFS node (weights,
+	// config, tokenizer, manifest: what `edgellm model pull` fetches); "" until
+	// the peer has added it.
+	DirCid        string `protobuf:"bytes,6,opt,name=dir_cid,json=dirCid,proto3" json:"dir_cid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -335,6 +339,13 @@ func (x *ServedModel) GetWeightsBytes() uint64 {
 		return x.WeightsBytes
 	}
 	return 0
+}
+
+func (x *ServedModel) GetDirCid() string {
+	if x != nil {
+		return x.DirCid
+	}
+	return ""
 }
 
 // LayerRange is the half-open range of layers [start, end).
@@ -532,7 +543,7 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"ipfsPeerId\x12\x1d\n" +
 	"\n" +
 	"ipfs_addrs\x18\x14 \x03(\fR\tipfsAddrs\x12\x16\n" +
-	"\x06engine\x18\x15 \x01(\tR\x06engine\"\xbd\x01\n" +
+	"\x06engine\x18\x15 \x01(\tR\x06engine\"\xd6\x01\n" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
@@ -540,7 +551,8 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\n" +
 	"num_layers\x18\x03 \x01(\rR\tnumLayers\x129\n" +
 	"\flayer_ranges\x18\x04 \x03(\v2\x16.edgellm.v1.LayerRangeR\vlayerRanges\x12#\n" +
-	"\rweights_bytes\x18\x05 \x01(\x04R\fweightsBytes\"4\n" +
+	"\rweights_bytes\x18\x05 \x01(\x04R\fweightsBytes\x12\x17\n" +
+	"\adir_cid\x18\x06 \x01(\tR\x06dirCid\"4\n" +
 	"\n" +
 	"LayerRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
