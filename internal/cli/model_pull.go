@@ -150,11 +150,11 @@ func (app *App) runModelPull(cmd *cobra.Command, want string, o *modelPullOption
 		return ErrInterrupted
 	}
 	if len(holders) == 0 {
-		where := "no worker in the swarm"
+		who := "no worker in the swarm shares"
 		if from != "" {
-			where = "worker " + from.String() + " does not"
+			who = "worker " + from.String() + " does not share"
 		}
-		return fmt.Errorf("%w: %s shares model %s (found none within %s)", ErrNotFound, where, want, o.timeout)
+		return fmt.Errorf("%w: %s model %s (searched for %s)", ErrNotFound, who, want, o.timeout)
 	}
 	err = tryHolders(want, holders, func(h pullHolder) error {
 		tool := []string{"pull", h.model.DirCID, "--timeout", strconv.FormatFloat(o.timeout.Seconds(), 'f', -1, 64),

@@ -21,7 +21,9 @@ that is not what its record claims) raises HolderRefused, so the caller tries an
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -175,34 +177,72 @@ def _list(api: str, dir_cid: str, timeout_s: float) -> list[_Entry]:
     return [_Entry(link["Name"], link["Hash"], int(link["Size"])) for link in links]
 
 
-def _stream_chunks(reply: httpx.Response, out, progress: Callable[[int], None]) -> Iterator[bytes]:
-    """The reply's bytes in CHUNK_SIZE pieces (the importer's leaves), each written to `out`
-    as it passes: the CID is computed from the bytes written, in the same pass."""
-    pending = bytearray()
-    for data in reply.iter_bytes(1 << 20):
-        out.write(data)
-        progress(len(data))
-        pending += data
-        while len(pending) >= CHUNK_SIZE:
-            yield bytes(pending[:CHUNK_SIZE])
-            del pending[:CHUNK_SIZE]
-    if pending:
-        yield bytes(pending)
+class _StreamCid:
+    """The CID of a file's bytes, computed on a thread of its own as they arrive: hashlib
+    releases the GIL, so hashing overlaps receiving and writing instead of following it
+    (a second read of the file, or hashing in the receiving thread, costs throughput)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._cid: str | None = None
+        self._error: BaseException | None = None
+        self._ended = False  # the end of the input was taken from the queue
+        self._thread = threading.Thread(target=self._run, name="edgellm-pull-cid", daemon=True)
+        self._thread.start()
+
+    def feed(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def close(self) -> str:
+        """The CID of everything fed (waits for the thread)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._cid is not None
+        return self._cid
+
+    def _chunks(self) -> Iterator[bytes]:
+        """The bytes fed, in CHUNK_SIZE pieces (the importer's leaves)."""
+        pending = bytearray()
+        while (data := self._queue.get()) is not None:
+            pending += data
+            while len(pending) >= CHUNK_SIZE:
+                yield bytes(pending[:CHUNK_SIZE])
+                del pending[:CHUNK_SIZE]
+        self._ended = True
+        if pending:
+            yield bytes(pending)
+
+    def _run(self) -> None:
+        try:
+            self._cid = balanced_dag_cid(self._chunks())
+        except BaseException as exc:  # handed to close(), in the caller's thread
+            self._error = exc
+            while not self._ended and self._queue.get() is not None:  # let feed(), close() end
+                pass
 
 
 def _fetch(api: str, entry: _Entry, out: Path, progress: Callable[[int], None]) -> None:
     """Stream one file into `out`, refusing it unless its bytes have the listed CID."""
-    with (
-        _stream(
-            api, "cat", params={"arg": entry.cid}, timeout=httpx.Timeout(60.0, read=300.0)
-        ) as reply,
-        out.open("wb") as f,
-    ):
-        if reply.status_code != 200:
-            raise HolderRefused(
-                f"cannot fetch {entry.name} ({entry.cid}): HTTP {reply.status_code}"
-            )
-        got = balanced_dag_cid(_stream_chunks(reply, f, progress))
+    cid = _StreamCid()
+    try:
+        with (
+            _stream(
+                api, "cat", params={"arg": entry.cid}, timeout=httpx.Timeout(60.0, read=300.0)
+            ) as reply,
+            out.open("wb") as f,
+        ):
+            if reply.status_code != 200:
+                raise HolderRefused(
+                    f"cannot fetch {entry.name} ({entry.cid}): HTTP {reply.status_code}"
+                )
+            for data in reply.iter_raw():
+                f.write(data)
+                cid.feed(data)
+                progress(len(data))
+    finally:
+        got = cid.close()
     if got != entry.cid:
         raise HolderRefused(f"{entry.name}: the bytes fetched have CID {got}, not {entry.cid}")
 
@@ -256,6 +296,19 @@ def connect(api: str, addr: str, timeout_s: float = 10.0) -> None:
         raise HolderRefused(f"cannot connect to holder {addr}: {reply.text[:200]}")
 
 
+def _connect_any(api: str, addrs: tuple[str, ...]) -> None:
+    """Connect to every address that answers; refuse only when none does (a record lists
+    addresses some of which may not be reachable from here)."""
+    failures = []
+    for addr in addrs:
+        try:
+            connect(api, addr)
+        except HolderRefused as exc:
+            failures.append(exc)
+    if addrs and len(failures) == len(addrs):
+        raise failures[0]
+
+
 def _clear_stale(store: ModelStore, prefix: str) -> None:
     """Remove staging directories of this pull that a killed pull left behind (two pulls of
     the same directory at once are not supported: the later one clears the earlier's)."""
@@ -274,10 +327,10 @@ def pull(
     claim: Claim | None = None,
 ) -> Manifest:
     """Fetch the model directory `dir_cid` through the Kubo at `api` into the store,
-    connecting it first to `holders` (Kubo multiaddrs); `claim` is what the holder's
-    record says the directory holds."""
-    for addr in holders:
-        connect(api, addr)
+    connecting it first to `holders` (Kubo multiaddrs: one holder's addresses, or several
+    holders; one that answers is enough); `claim` is what the holder's record says the
+    directory holds."""
+    _connect_any(api, holders)
     entries = _list(api, dir_cid, timeout_s)
     names = {e.name for e in entries}
     if MANIFEST_NAME not in names or WEIGHTS_NAME not in names:
