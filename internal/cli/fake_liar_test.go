@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -54,19 +55,23 @@ func (c *cliEnv) startFakeLiar(l fakeLiar) (string, func()) {
 	cmd.Env = append(os.Environ(), fakeLiarEnv+"="+string(spec))
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
 	stop := func() { stdin.Close(); _ = cmd.Wait() }
 	c.t.Cleanup(stop)
 	lines := bufio.NewScanner(stdout)
+	var seen []string
 	for lines.Scan() {
 		if id, ok := strings.CutPrefix(lines.Text(), "fake liar "); ok {
 			go func() { _, _ = io.Copy(io.Discard, stdout) }()
 			return id, stop
 		}
+		seen = append(seen, lines.Text())
 	}
-	c.t.Fatal("the fake liar exited before joining")
+	c.t.Fatalf("the fake liar exited before joining:\n%s\n%s", strings.Join(seen, "\n"), stderr.String())
 	return "", nil
 }
 
@@ -100,7 +105,11 @@ func TestFakeLiarHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := p2p.New(p2p.WithSecret(join.Secret), p2p.WithBootstrap(append(join.Bootstrap, *boot)...),
+	key, err := p2p.NewEphemeralIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := p2p.New(p2p.WithIdentity(key), p2p.WithSecret(join.Secret), p2p.WithBootstrap(append(join.Bootstrap, *boot)...),
 		p2p.WithMDNS(false), p2p.WithListenAddrs(ma.StringCast("/ip4/127.0.0.1/tcp/0")),
 		p2p.WithCapabilitySource(p2p.StaticSource(caps)), p2p.WithRecordTiming(2*time.Second, 6*time.Second))
 	if err != nil {
