@@ -94,14 +94,14 @@ func hasP2P(a ma.Multiaddr) bool {
 
 // Model is one model a peer serves.
 type Model struct {
-	ID           string
-	WeightsCID   string
+	ID         string
+	WeightsCID string
+	// DirCID is the model's directory (weights, config, tokenizer, manifest)
+	// in the peer's IPFS node, what `model pull` fetches; "" = not shared.
+	DirCID       string
 	NumLayers    uint32
 	WeightsBytes uint64 // size of the whole model's weights; 0 = unknown
 	LayerRanges  []LayerRange
-	// DirCID is the model's directory (weights, config, tokenizer, manifest)
-	// in the peer's IPFS node, what `model pull` fetches; "" = not shared.
-	DirCID string
 }
 
 // LayerRange is the half-open range of layers [Start, End).
@@ -203,11 +203,11 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 	for _, md := range r.Models {
 		pm := &pb.ServedModel{
 			Id: md.ID, WeightsCid: md.WeightsCID, NumLayers: md.NumLayers, WeightsBytes: md.WeightsBytes,
-			DirCid: md.DirCID,
 		}
 		for _, lr := range md.LayerRanges {
 			pm.LayerRanges = append(pm.LayerRanges, &pb.LayerRange{Start: lr.Start, End: lr.End})
 		}
+		pm.DirCid = md.DirCID
 		m.Models = append(m.Models, pm)
 	}
 	return m
@@ -322,7 +322,7 @@ func (r *Record) ipfsFromProto(m *pb.CapabilityRecord) error {
 func modelFromProto(pm *pb.ServedModel) (Model, error) {
 	md := Model{
 		ID: pm.GetId(), WeightsCID: pm.GetWeightsCid(), NumLayers: pm.GetNumLayers(),
-		WeightsBytes: pm.GetWeightsBytes(), DirCID: pm.GetDirCid(),
+		WeightsBytes: pm.GetWeightsBytes(),
 	}
 	if md.ID == "" {
 		return md, fmt.Errorf("empty id")
@@ -333,6 +333,7 @@ func modelFromProto(pm *pb.ServedModel) (Model, error) {
 	if err := checkString(md.WeightsCID); err != nil {
 		return md, err
 	}
+	md.DirCID = pm.GetDirCid()
 	if err := checkString(md.DirCID); err != nil {
 		return md, err
 	}

@@ -24,12 +24,13 @@ worker cannot be reached), and repeats the search until two rounds agree or
 --timeout passes.
 
 --json prints a list of objects: peer_id, addrs, models (id, weights_cid,
-num_layers, layer_ranges, dir_cid: the model's directory in the worker's IPFS
-node, "" until it is added), device, backend_version, memory_total_bytes,
+num_layers, layer_ranges), device, backend_version, memory_total_bytes,
 memory_free_bytes, prefill_tokens_per_s, decode_tokens_per_s, active_sessions,
 max_sessions, price_per_1k_tokens, region, ray_address, ipfs_peer_id and
 ipfs_addrs (the worker's IPFS node; "" and [] when it runs none), rtt_ms
-(null when not measured), seq, expires, source ("direct" or "dht").`
+(null when not measured), seq, expires, source ("direct" or "dht").
+A model's dir_cid is its directory in the worker's IPFS node (what model pull
+fetches; "" until the worker has added it).`
 
 type peersOptions struct {
 	swarm   swarmFlags
@@ -87,9 +88,9 @@ func (app *App) runPeers(cmd *cobra.Command, o *peersOptions) error {
 type peerModelJSON struct {
 	ID          string      `json:"id"`
 	WeightsCID  string      `json:"weights_cid"`
+	DirCID      string      `json:"dir_cid"`
 	NumLayers   uint32      `json:"num_layers"`
 	LayerRanges [][2]uint32 `json:"layer_ranges"`
-	DirCID      string      `json:"dir_cid"`
 }
 
 type peerJSON struct {
@@ -146,10 +147,11 @@ func toPeersJSON(ps []p2p.PeerInfo) []peerJSON {
 			j.Addrs = append(j.Addrs, a.String())
 		}
 		for _, m := range r.Models {
-			pm := peerModelJSON{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: m.NumLayers, LayerRanges: [][2]uint32{}, DirCID: m.DirCID}
+			pm := peerModelJSON{ID: m.ID, WeightsCID: m.WeightsCID, NumLayers: m.NumLayers, LayerRanges: [][2]uint32{}}
 			for _, lr := range m.LayerRanges {
 				pm.LayerRanges = append(pm.LayerRanges, [2]uint32{lr.Start, lr.End})
 			}
+			pm.DirCID = m.DirCID
 			j.Models = append(j.Models, pm)
 		}
 		out = append(out, j)

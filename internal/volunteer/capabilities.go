@@ -95,11 +95,12 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 	for _, m := range st.GetLoadedModels() {
 		md := p2p.Model{
 			ID: m.GetId(), WeightsCID: m.GetWeightsCid(), NumLayers: m.GetNumLayers(),
-			WeightsBytes: m.GetWeightsBytes(), DirCID: s.dirCID(m.GetWeightsCid()),
+			WeightsBytes: m.GetWeightsBytes(),
 		}
 		if md.NumLayers > 0 {
 			md.LayerRanges = []p2p.LayerRange{{Start: 0, End: md.NumLayers}}
 		}
+		md.DirCID = s.dirCID(md.WeightsCID)
 		c.Models = append(c.Models, md)
 	}
 	return c, nil

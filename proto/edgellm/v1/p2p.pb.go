@@ -262,16 +262,16 @@ type ServedModel struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// CID of the weights: peers with the same CID hold the same bytes.
 	WeightsCid string `protobuf:"bytes,2,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
-	NumLayers  uint32 `protobuf:"varint,3,opt,name=num_layers,json=numLayers,proto3" json:"num_layers,omitempty"`
+	// CID of the model's UnixFS directory in the peer's IPFS node (weights,
+	// config, tokenizer, manifest: what `edgellm model pull` fetches); "" until
+	// the peer has added it.
+	DirCid    string `protobuf:"bytes,6,opt,name=dir_cid,json=dirCid,proto3" json:"dir_cid,omitempty"`
+	NumLayers uint32 `protobuf:"varint,3,opt,name=num_layers,json=numLayers,proto3" json:"num_layers,omitempty"`
 	// The layer ranges the peer can hold, half-open [start, end).
 	LayerRanges []*LayerRange `protobuf:"bytes,4,rep,name=layer_ranges,json=layerRanges,proto3" json:"layer_ranges,omitempty"`
 	// Size of the whole model's weights in bytes (0 = unknown); the planner
 	// needs it to decide whether a model, or a share of its layers, fits.
-	WeightsBytes uint64 `protobuf:"varint,5,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
-	// CID of the model's UnixFS directory in the peer's IPFS node (weights,
-	// config, tokenizer, manifest: what `edgellm model pull` fetches); "" until
-	// the peer has added it.
-	DirCid        string `protobuf:"bytes,6,opt,name=dir_cid,json=dirCid,proto3" json:"dir_cid,omitempty"`
+	WeightsBytes  uint64 `protobuf:"varint,5,opt,name=weights_bytes,json=weightsBytes,proto3" json:"weights_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +320,13 @@ func (x *ServedModel) GetWeightsCid() string {
 	return ""
 }
 
+func (x *ServedModel) GetDirCid() string {
+	if x != nil {
+		return x.DirCid
+	}
+	return ""
+}
+
 func (x *ServedModel) GetNumLayers() uint32 {
 	if x != nil {
 		return x.NumLayers
@@ -339,13 +346,6 @@ func (x *ServedModel) GetWeightsBytes() uint64 {
 		return x.WeightsBytes
 	}
 	return 0
-}
-
-func (x *ServedModel) GetDirCid() string {
-	if x != nil {
-		return x.DirCid
-	}
-	return ""
 }
 
 // LayerRange is the half-open range of layers [start, end).
@@ -547,12 +547,12 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
-	"weightsCid\x12\x1d\n" +
+	"weightsCid\x12\x17\n" +
+	"\adir_cid\x18\x06 \x01(\tR\x06dirCid\x12\x1d\n" +
 	"\n" +
 	"num_layers\x18\x03 \x01(\rR\tnumLayers\x129\n" +
 	"\flayer_ranges\x18\x04 \x03(\v2\x16.edgellm.v1.LayerRangeR\vlayerRanges\x12#\n" +
-	"\rweights_bytes\x18\x05 \x01(\x04R\fweightsBytes\x12\x17\n" +
-	"\adir_cid\x18\x06 \x01(\tR\x06dirCid\"4\n" +
+	"\rweights_bytes\x18\x05 \x01(\x04R\fweightsBytes\"4\n" +
 	"\n" +
 	"LayerRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
