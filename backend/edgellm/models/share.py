@@ -50,6 +50,7 @@ _ADD_PARAMS = {
     "progress": "false",
 }
 _BOUNDARY = "edgellm-model-boundary"
+_WRITE_SIZE = 1 << 20
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -183,14 +184,14 @@ class _StreamCid:
     (a second read of the file, or hashing in the receiving thread, costs throughput)."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=16)
         self._cid: str | None = None
         self._error: BaseException | None = None
         self._ended = False  # the end of the input was taken from the queue
         self._thread = threading.Thread(target=self._run, name="edgellm-pull-cid", daemon=True)
         self._thread.start()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._queue.put(data)
 
     def close(self) -> str:
@@ -223,6 +224,12 @@ class _StreamCid:
                 pass
 
 
+def _put(block: bytearray, f, cid: _StreamCid, progress: Callable[[int], None]) -> None:
+    f.write(block)
+    cid.feed(block)  # not changed afterwards: the caller starts a new block
+    progress(len(block))
+
+
 def _fetch(api: str, entry: _Entry, out: Path, progress: Callable[[int], None]) -> None:
     """Stream one file into `out`, refusing it unless its bytes have the listed CID."""
     cid = _StreamCid()
@@ -237,10 +244,17 @@ def _fetch(api: str, entry: _Entry, out: Path, progress: Callable[[int], None]) 
                 raise HolderRefused(
                     f"cannot fetch {entry.name} ({entry.cid}): HTTP {reply.status_code}"
                 )
+            # Kubo's chunked reply arrives in pieces of a few KiB: gather them into
+            # blocks of _WRITE_SIZE so writes, hand-overs to the hashing thread and
+            # progress calls are a few hundred per file, not a hundred thousand.
+            block = bytearray()
             for data in reply.iter_raw():
-                f.write(data)
-                cid.feed(data)
-                progress(len(data))
+                block += data
+                if len(block) >= _WRITE_SIZE:
+                    _put(block, f, cid, progress)
+                    block = bytearray()
+            if block:
+                _put(block, f, cid, progress)
     finally:
         got = cid.close()
     if got != entry.cid:
