@@ -95,8 +95,11 @@ func hasP2P(a ma.Multiaddr) bool {
 
 // Model is one model a peer serves.
 type Model struct {
-	ID           string
-	WeightsCID   string
+	ID         string
+	WeightsCID string
+	// DirCID is the model's directory (weights, config, tokenizer, manifest)
+	// in the peer's IPFS node, what `model pull` fetches; "" = not shared.
+	DirCID       string
 	NumLayers    uint32
 	WeightsBytes uint64 // size of the whole model's weights; 0 = unknown
 	LayerRanges  []LayerRange
@@ -210,6 +213,7 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 		for _, lr := range md.LayerRanges {
 			pm.LayerRanges = append(pm.LayerRanges, &pb.LayerRange{Start: lr.Start, End: lr.End})
 		}
+		pm.DirCid = md.DirCID
 		m.Models = append(m.Models, pm)
 	}
 	return m
@@ -334,6 +338,10 @@ func modelFromProto(pm *pb.ServedModel) (Model, error) {
 		return md, err
 	}
 	if err := checkString(md.WeightsCID); err != nil {
+		return md, err
+	}
+	md.DirCID = pm.GetDirCid()
+	if err := checkString(md.DirCID); err != nil {
 		return md, err
 	}
 	if md.NumLayers > maxLayers || len(pm.GetLayerRanges()) > maxLayerRanges {

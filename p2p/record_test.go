@@ -41,6 +41,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if got.PeerID != want.PeerID || got.Seq != 7 || got.Device != "cpu" || got.Engine != "vllm" || len(got.Models) != 1 ||
 		got.Models[0].LayerRanges[0] != (LayerRange{0, 30}) || got.Models[0].WeightsBytes != 270<<20 ||
+		got.Models[0].DirCID != "bafy-dir-smollm2-135m" ||
 		got.PricePer1kMicros != 1500 ||
 		got.RayAddress != want.RayAddress || !got.Addrs[0].Equal(want.Addrs[0]) {
 		t.Fatalf("round trip: %+v", got)

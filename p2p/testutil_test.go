@@ -68,7 +68,7 @@ func sampleCaps(models ...string) Capabilities {
 		Region: "lab", RayAddress: "127.0.0.1:6380",
 	}
 	for _, m := range models {
-		c.Models = append(c.Models, Model{ID: m, WeightsCID: "bafk-" + m, NumLayers: 30,
+		c.Models = append(c.Models, Model{ID: m, WeightsCID: "bafk-" + m, NumLayers: 30, DirCID: "bafy-dir-" + m,
 			LayerRanges: []LayerRange{{Start: 0, End: 30}}})
 	}
 	return c

@@ -2,18 +2,19 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/edgellm/edgellm/internal/config"
+	"github.com/edgellm/edgellm/internal/localnode"
+	"github.com/edgellm/edgellm/internal/volunteer"
 )
 
 // newModelCommand is `edgellm model add|list|show|rm`: the model store, run by
@@ -36,7 +37,8 @@ func newModelCommand(app *App) *cobra.Command {
   model publish ID          add a model to this node's Kubo (a running worker or
                             serve of the same data directory); prints the id,
                             the weights CID and the model's directory CID
-  model pull CID            fetch a published model directory through this
+  model pull ID|CID         fetch a model from the workers that share it (their
+                            records name its directory CID) through this
                             node's Kubo (bitswap in the swarm's private IPFS
                             network), verify every file against its CID and
                             install it; a rerun resumes from the blocks fetched`,
@@ -91,28 +93,7 @@ func newModelCommand(app *App) *cobra.Command {
 			return app.runModelTool(cmd, "publish", args[0])
 		},
 	}
-	var budgetMB int
-	var holders []string
-	var timeout time.Duration
-	pull := &cobra.Command{
-		Use:   "pull CID [--connect ADDR]... [--disk-budget-mb N] [--timeout D]",
-		Short: "Fetch a published model through this node's Kubo into the store",
-		Args:  usageArgs(cobra.ExactArgs(1)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			tool := []string{"pull", args[0], "--timeout", strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)}
-			if budgetMB > 0 {
-				tool = append(tool, "--disk-budget-mb", strconv.Itoa(budgetMB))
-			}
-			for _, addr := range holders {
-				tool = append(tool, "--connect", addr)
-			}
-			return app.runModelTool(cmd, tool...)
-		},
-	}
-	pull.Flags().IntVar(&budgetMB, "disk-budget-mb", 0, "refuse, before fetching, a model larger than this (default: free disk)")
-	pull.Flags().StringArrayVar(&holders, "connect", nil,
-		"connect this node's Kubo to a holder's first (its ipfs_addrs + /p2p/ + ipfs_peer_id in peers --json); repeat for several")
-	pull.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up when no peer provides the CID within this")
+	pull := newModelPullCommand(app)
 	cmd.AddCommand(add, list, show, rm, publish, pull)
 	return cmd
 }
@@ -144,14 +125,24 @@ func (app *App) runModelTool(cmd *cobra.Command, tool ...string) error {
 	if err != nil {
 		return err
 	}
+	err = app.modelTool(app.interrupt, cfg, app.stdout, tool...)
+	if app.interrupt.Err() != nil {
+		return ErrInterrupted
+	}
+	return err
+}
+
+// modelTool runs the model tool under ctx with its stdout to stdout.
+func (app *App) modelTool(ctx context.Context, cfg *config.Config, stdout io.Writer, tool ...string) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("model %s: %w", tool[0], err)
 	}
 	defer r.Close()
-	c := exec.CommandContext(app.interrupt, cfg.Node.Supervisor.Python, modelToolArgs(cfg, tool)...)
-	c.Stdout, c.Stderr = app.stdout, app.stderr
+	c := exec.CommandContext(ctx, cfg.Node.Supervisor.Python, modelToolArgs(cfg, tool)...)
+	c.Stdout, c.Stderr = stdout, app.stderr
 	c.ExtraFiles = []*os.File{w}
+	c.SysProcAttr = toolProcAttr()
 	c.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
 	startErr := c.Start()
 	w.Close()
@@ -159,14 +150,27 @@ func (app *App) runModelTool(cmd *cobra.Command, tool ...string) error {
 		return fmt.Errorf("%w: model %s: cannot run %s: %w", ErrUnavailable, tool[0], cfg.Node.Supervisor.Python, startErr)
 	}
 	reason, _ := io.ReadAll(r)
-	waitErr := c.Wait()
-	if app.interrupt.Err() != nil {
-		return ErrInterrupted
+	if waitErr := c.Wait(); waitErr != nil {
+		return modelToolError(tool[0], reason, waitErr)
 	}
-	if waitErr == nil {
-		return nil
+	return nil
+}
+
+// modelPublisher adds a model of the store to the Kubo at api with the model
+// tool (`publish`), for a worker to share its models; it returns the
+// directory CID the tool prints last.
+func (app *App) modelPublisher(cfg *config.Config, api string) volunteer.PublishFunc {
+	return func(ctx context.Context, modelID string) (string, error) {
+		var out bytes.Buffer
+		if err := app.modelTool(ctx, cfg, &out, "publish", modelID, "--ipfs-api", api); err != nil {
+			return "", err
+		}
+		fields := strings.Fields(out.String())
+		if len(fields) != 3 {
+			return "", fmt.Errorf("model publish %s: unexpected output %q", modelID, out.String())
+		}
+		return fields[2], nil
 	}
-	return modelToolError(tool[0], reason, waitErr)
 }
 
 // modelToolError maps the tool's reason line to the CLI's error kinds.
@@ -184,6 +188,17 @@ func modelToolError(sub string, reason []byte, waitErr error) error {
 		return fmt.Errorf("%w: %s", ErrInvalidArgument, text)
 	case "not_found":
 		return fmt.Errorf("%w: %s", ErrNotFound, text)
+	case "holder":
+		return fmt.Errorf("%w: %s", errHolder, text)
 	}
 	return errors.New(text)
+}
+
+// sharePublisher is what a worker shares its models with: the model tool
+// against the node's Kubo; nil when the node runs none.
+func (app *App) sharePublisher(cfg *config.Config, n *localnode.Node) volunteer.PublishFunc {
+	if n.IPFS() == nil {
+		return nil
+	}
+	return app.modelPublisher(cfg, n.IPFS().URL())
 }

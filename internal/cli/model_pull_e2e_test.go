@@ -1,15 +1,20 @@
 package cli_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/edgellm/edgellm/internal/cli"
 	"github.com/edgellm/edgellm/internal/testutil"
 )
 
@@ -20,11 +25,57 @@ func (c *cliEnv) withModels(dir string) *cliEnv {
 	return &d
 }
 
+// sharedUntil runs `peers --json` until every worker in want lists its
+// model with a directory CID (the worker has added it to its Kubo) and
+// returns the peers then listed.
+func (c *cliEnv) sharedUntil(want map[string]string, args ...string) []peerEntry {
+	c.t.Helper()
+	ids := map[string]bool{}
+	for id := range want {
+		ids[id] = true
+	}
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		peers := c.peersUntil(ids, args...)
+		shared := 0
+		for _, p := range peers {
+			for _, m := range p.Models {
+				if m.ID == want[p.PeerID] && m.DirCID != "" {
+					shared++
+				}
+			}
+		}
+		if shared == len(want) {
+			return peers
+		}
+	}
+	c.t.Fatalf("the workers' records never named directory CIDs for %v", want)
+	return nil
+}
+
+// sharedModel is the entry of model id in peer's record.
+func sharedModel(t *testing.T, peers []peerEntry, peer, id string) (peerEntry, peerModel) {
+	t.Helper()
+	for _, p := range peers {
+		for _, m := range p.Models {
+			if p.PeerID == peer && m.ID == id {
+				return p, m
+			}
+		}
+	}
+	t.Fatalf("%s does not list %s: %+v", peer, id, peers)
+	return peerEntry{}, peerModel{}
+}
+
 // TestModelPullAcrossWorkers: worker A holds a small random model that
-// worker B lacks; A publishes it into its Kubo, B pulls it over the swarm's
-// private IPFS network (verified by CID) with `edgellm model pull`, restarts
-// serving it, and a split inference across A and B equals transformers
-// generate. A CID nobody has fails with one line within the given time.
+// worker B lacks, B the embedded model; each adds its model to its Kubo
+// and its record names the directory CID. `edgellm model pull ID` finds the
+// holders in the records (bitswap over the swarm's private IPFS network,
+// verified by CID): A pulls the embedded model from B, killed by SIGKILL
+// midway and rerun (the rerun fetches only what is missing; the store never
+// holds half a model); B pulls the small one from A, after a fake holder
+// whose record lies about its directory is refused; B restarts serving it,
+// and a split inference across A and B equals transformers generate. A
+// model nobody shares fails with one line within the given time.
 func TestModelPullAcrossWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -61,37 +112,75 @@ func TestModelPullAcrossWorkers(t *testing.T) {
 	swarm := []string{"--join", join, "--no-mdns", "--bootstrap", aAddrs[0]}
 	wb := b.startWorker(dirs[1], append(swarm, "--model", "smollm2-135m")...)
 	bID, _ := wb.state(t)
-	peers := c.peersUntil(map[string]bool{aID: true, bID: true}, swarm...)
+	peers := c.sharedUntil(map[string]string{aID: "tiny", bID: "smollm2-135m"}, swarm...)
+	_, tiny := sharedModel(t, peers, aID, "tiny")
+	_, smol := sharedModel(t, peers, bID, "smollm2-135m")
+	weightsCID := tiny.WeightsCID
 
+	// `model publish` adds the same directory the worker did.
 	out, stderr, code := a.run("--data-dir", dirs[0], "model", "publish", "tiny")
-	fields := strings.Fields(out)
-	if code != 0 || len(fields) != 3 || fields[0] != "tiny" {
-		t.Fatalf("model publish: exit %d, stdout %q, stderr %s", code, out, stderr)
+	if fields := strings.Fields(out); code != 0 || len(fields) != 3 || fields[0] != "tiny" || fields[1] != weightsCID || fields[2] != tiny.DirCID {
+		t.Fatalf("model publish: exit %d, stdout %q (record: %+v), stderr %s", code, out, tiny, stderr)
 	}
-	weightsCID, dirCID := fields[1], fields[2]
-	var holder string
-	for _, p := range peers {
-		if p.PeerID == aID && len(p.IPFSAddrs) > 0 {
-			holder = p.IPFSAddrs[0] + "/p2p/" + p.IPFSPeerID
-		}
-	}
-	if holder == "" {
-		t.Fatalf("A's record names no IPFS node: %+v", peers)
+	pull := func(env *cliEnv, dataDir string, args ...string) (string, string, int) {
+		return env.run(append(append([]string{"--data-dir", dataDir, "model", "pull"}, args...), swarm...)...)
 	}
 
-	t.Run("a CID nobody has", func(t *testing.T) {
+	t.Run("a model nobody shares", func(t *testing.T) {
 		// The raw CID of "no edgellm peer holds this block", never added anywhere.
 		const nobody = "bafkreieafbpdoh32q5l2b4chhomh2ycpxridzulii7iyyituhpbkeyblve"
-		_, stderr, code := b.run("--data-dir", dirs[1], "model", "pull", nobody, "--connect", holder, "--timeout", "3s")
-		if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "no peer in the swarm provided") {
-			t.Errorf("pull of an unknown CID: exit %d, stderr %q; want 2 and one line", code, stderr)
+		for _, args := range [][]string{{nobody}, {"tiny", "--from", bID}} {
+			_, stderr, code := pull(b, dirs[1], append(args, "--timeout", "3s")...)
+			if code != cli.ExitNotFound || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, " share") {
+				t.Errorf("pull %v: exit %d, stderr %q; want %d and one line", args, code, stderr, cli.ExitNotFound)
+			}
 		}
 	})
 
-	out, stderr, code = b.run("--data-dir", dirs[1], "model", "pull", dirCID, "--connect", holder, "--timeout", "60s")
-	if code != 0 || strings.TrimSpace(out) != "tiny "+weightsCID {
-		t.Fatalf("model pull: exit %d, stdout %q, stderr %s", code, out, stderr)
-	}
+	t.Run("SIGKILL midway, then a rerun", func(t *testing.T) {
+		pullKilledMidway(t, a, dirs[0], storeA, append([]string{"smollm2-135m", "--from", bID}, swarm...))
+		out, stderr, code := pull(a, dirs[0], "smollm2-135m", "--from", bID)
+		if code != 0 || strings.TrimSpace(out) != "smollm2-135m "+smol.WeightsCID {
+			t.Fatalf("rerun: exit %d, stdout %q, stderr %s", code, out, stderr)
+		}
+		info, err := os.Stat(filepath.Join(storeA, "smollm2-135m", "model.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fetched int64
+		at := strings.Index(stderr, "pulled smollm2-135m: ")
+		if _, err := fmt.Sscanf(stderr[max(at, 0):], "pulled smollm2-135m: %d bytes", &fetched); at < 0 || err != nil {
+			t.Fatalf("rerun's stderr %q: %v", stderr, err)
+		}
+		t.Logf("the rerun fetched %d of %d bytes", fetched, info.Size())
+		// The blocks fetched before the kill stayed in A's Kubo.
+		if fetched >= info.Size()-killedAfter/2 {
+			t.Errorf("the rerun fetched %d bytes of %d; at least %d were fetched before the kill", fetched, info.Size(), killedAfter)
+		}
+		if stale, _ := filepath.Glob(filepath.Join(storeA, ".pull-*")); len(stale) != 0 {
+			t.Errorf("staging left in the store: %v", stale)
+		}
+	})
+
+	t.Run("a holder whose directory is not what its record claims", func(t *testing.T) {
+		// The liar claims the small model, in A's Kubo, with the embedded
+		// model's directory (A holds it now).
+		aEntry, _ := sharedModel(t, c.peersUntil(map[string]bool{aID: true, bID: true}, swarm...), aID, "tiny")
+		liar, stop := c.startFakeLiar(fakeLiar{Join: join, Bootstrap: aAddrs[0], ID: "tiny", WeightsCID: weightsCID,
+			DirCID: smol.DirCID, IPFSPeerID: aEntry.IPFSPeerID, IPFSAddrs: aEntry.IPFSAddrs})
+		c.peersUntil(map[string]bool{aID: true, bID: true, liar: true}, swarm...)
+		_, stderr, code := pull(b, dirs[1], "tiny", "--from", liar)
+		if code != cli.ExitUnavailable || strings.Count(strings.TrimSpace(stderr), "\n") != 0 ||
+			!strings.Contains(stderr, "not "+weightsCID+" as its holder's record claims") {
+			t.Errorf("pull from the liar: exit %d, stderr %q; want %d, one line", code, stderr, cli.ExitUnavailable)
+		}
+		// With every holder, the liar (if tried first) is refused and A serves.
+		out, stderr, code := pull(b, dirs[1], "tiny", "--timeout", "60s")
+		if code != 0 || strings.TrimSpace(out) != "tiny "+weightsCID {
+			t.Fatalf("model pull: exit %d, stdout %q, stderr %s", code, out, stderr)
+		}
+		stop()
+	})
 	if err := wb.stop(t); err != nil {
 		t.Fatalf("worker B after SIGTERM: %v\n%s", err, wb.stderr)
 	}
@@ -123,5 +212,46 @@ func TestModelPullAcrossWorkers(t *testing.T) {
 		if err := w.stop(t); err != nil {
 			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)
 		}
+	}
+}
+
+// killedAfter is how much of the weights a pull has staged when
+// pullKilledMidway kills it.
+const killedAfter = 32 << 20
+
+// pullKilledMidway starts `model pull args` and kills it with SIGKILL once
+// it has staged killedAfter bytes of weights; the store must not hold the
+// model then.
+func pullKilledMidway(t *testing.T, env *cliEnv, dataDir, store string, args []string) {
+	t.Helper()
+	cmd := env.command(context.Background(), append([]string{"--data-dir", dataDir, "model", "pull"}, args...)...)
+	cmd.Env = env.env
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		staged, _ := filepath.Glob(filepath.Join(store, ".pull-*", "model.safetensors"))
+		if len(staged) == 1 {
+			if info, err := os.Stat(staged[0]); err == nil && info.Size() >= killedAfter {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the pull ended (%v) before it could be killed", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pull staged no weights in time")
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if _, err := os.Stat(filepath.Join(store, "smollm2-135m")); !os.IsNotExist(err) {
+		t.Errorf("the store holds the killed pull's model (%v)", err)
 	}
 }

@@ -59,7 +59,7 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 	r := c.withModels(storeR)
 	const prompt, maxTokens = "The river carries sediment to the sea,", 8
 	// transformers generate's answers, computed while the swarm starts.
-	refs := make(chan referenceAnswers, 1)
+	refs := make(chan modelReferences, 1)
 	python := testutil.Python(t)
 	go func() {
 		refs <- referenceMany(t.Context(), python, storeR, []string{"tiny-qwen2", "tiny-llama", "smollm2-135m"}, prompt, maxTokens)
@@ -129,15 +129,15 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 	}
 }
 
-// referenceAnswers are transformers generate's greedy answers by model.
-type referenceAnswers struct {
+// modelReferences are transformers generate's greedy answers by model.
+type modelReferences struct {
 	tokens map[string][]uint32
 	err    error
 }
 
 // referenceMany is rawReferenceTokens for several models of store in one
 // Python process (one import of torch and transformers).
-func referenceMany(ctx context.Context, python, store string, models []string, prompt string, maxTokens int) referenceAnswers {
+func referenceMany(ctx context.Context, python, store string, models []string, prompt string, maxTokens int) modelReferences {
 	const script = `
 import json, sys
 import torch
@@ -158,11 +158,11 @@ print(json.dumps(out))
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return referenceAnswers{err: fmt.Errorf("%w\n%s", err, stderr.String())}
+		return modelReferences{err: fmt.Errorf("%w\n%s", err, stderr.String())}
 	}
-	var res referenceAnswers
+	var res modelReferences
 	if err := json.Unmarshal(out, &res.tokens); err != nil || len(res.tokens) != len(models) {
-		return referenceAnswers{err: fmt.Errorf("printed %q: %v", out, err)}
+		return modelReferences{err: fmt.Errorf("printed %q: %v", out, err)}
 	}
 	return res
 }

@@ -28,7 +28,9 @@ num_layers, layer_ranges, loaded, load_ms), device, backend_version, memory_tota
 memory_free_bytes, prefill_tokens_per_s, decode_tokens_per_s, active_sessions,
 max_sessions, price_per_1k_tokens, region, ray_address, ipfs_peer_id and
 ipfs_addrs (the worker's IPFS node; "" and [] when it runs none), rtt_ms
-(null when not measured), seq, expires, source ("direct" or "dht").`
+(null when not measured), seq, expires, source ("direct" or "dht").
+A model's dir_cid is its directory in the worker's IPFS node (what model pull
+fetches; "" until the worker has added it).`
 
 type peersOptions struct {
 	swarm   swarmFlags
@@ -86,6 +88,7 @@ func (app *App) runPeers(cmd *cobra.Command, o *peersOptions) error {
 type peerModelJSON struct {
 	ID          string      `json:"id"`
 	WeightsCID  string      `json:"weights_cid"`
+	DirCID      string      `json:"dir_cid"`
 	NumLayers   uint32      `json:"num_layers"`
 	LayerRanges [][2]uint32 `json:"layer_ranges"`
 	// Loaded is false for a model the worker loads on demand; LoadMs its
@@ -153,6 +156,7 @@ func toPeersJSON(ps []p2p.PeerInfo) []peerJSON {
 			for _, lr := range m.LayerRanges {
 				pm.LayerRanges = append(pm.LayerRanges, [2]uint32{lr.Start, lr.End})
 			}
+			pm.DirCID = m.DirCID
 			j.Models = append(j.Models, pm)
 		}
 		out = append(out, j)

@@ -143,6 +143,7 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 		DataDir: cfg.DataDir, Join: join, Listen: listen, NoMDNS: o.swarm.noMDNS, Models: models,
 		PricePer1kMicros: uint64(math.Round(o.price * 1e6)), Region: o.label, MaxSessions: o.maxSessions,
 		RayAddress: o.rayAddress, Refresh: o.refresh, RecordTTL: o.recordTTL, Logger: app.log,
+		Publish: app.sharePublisher(cfg, n),
 	})
 	if err != nil {
 		return networkError(err)

@@ -147,18 +147,21 @@ func (w *workerProc) stop(t *testing.T) error {
 	}
 }
 
+type peerModel struct {
+	ID         string `json:"id"`
+	WeightsCID string `json:"weights_cid"`
+	NumLayers  int    `json:"num_layers"`
+	DirCID     string `json:"dir_cid"`
+}
+
 type peerEntry struct {
-	PeerID string `json:"peer_id"`
-	Models []struct {
-		ID         string `json:"id"`
-		WeightsCID string `json:"weights_cid"`
-		NumLayers  int    `json:"num_layers"`
-	} `json:"models"`
-	Device           string   `json:"device"`
-	RTTMs            *float64 `json:"rtt_ms"`
-	DecodeTokensPerS *float64 `json:"decode_tokens_per_s"`
-	IPFSPeerID       string   `json:"ipfs_peer_id"`
-	IPFSAddrs        []string `json:"ipfs_addrs"`
+	PeerID           string      `json:"peer_id"`
+	Models           []peerModel `json:"models"`
+	Device           string      `json:"device"`
+	RTTMs            *float64    `json:"rtt_ms"`
+	DecodeTokensPerS *float64    `json:"decode_tokens_per_s"`
+	IPFSPeerID       string      `json:"ipfs_peer_id"`
+	IPFSAddrs        []string    `json:"ipfs_addrs"`
 }
 
 // peers runs `edgellm peers --json` until it lists exactly want (or fails).

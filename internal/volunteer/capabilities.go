@@ -31,6 +31,9 @@ type backendSource struct {
 	mu         sync.Mutex
 	rayAddress string
 	sessions   func() int // cluster sessions being served (nil: none)
+	// dirs maps a weights CID to the model directory's CID in the IPFS
+	// node, once the model is added there (shareModels).
+	dirs map[string]string
 }
 
 var _ p2p.CapabilitySource = (*backendSource)(nil)
@@ -41,6 +44,25 @@ func (s *backendSource) serve(rayAddress string, sessions func() int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rayAddress, s.sessions = rayAddress, sessions
+}
+
+// shared records that the model with these weights is in the IPFS node as
+// directory dir.
+func (s *backendSource) shared(weightsCID, dir string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dirs == nil {
+		s.dirs = map[string]string{}
+	}
+	s.dirs[weightsCID] = dir
+}
+
+// dirCID is the directory CID of the model with these weights ("" = not
+// shared yet).
+func (s *backendSource) dirCID(weightsCID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dirs[weightsCID]
 }
 
 // caps are the operator's and the IPFS node's part of the record.
@@ -86,6 +108,7 @@ func (s *backendSource) Capabilities(ctx context.Context) (p2p.Capabilities, err
 		if md.NumLayers > 0 {
 			md.LayerRanges = []p2p.LayerRange{{Start: 0, End: md.NumLayers}}
 		}
+		md.DirCID = s.dirCID(md.WeightsCID)
 		c.Models = append(c.Models, md)
 	}
 	return c, nil

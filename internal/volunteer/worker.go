@@ -96,6 +96,10 @@ type Options struct {
 	// Refresh and RecordTTL time the capability record (p2p's defaults for
 	// zero; the TTL must be at least 3x the refresh).
 	Refresh, RecordTTL time.Duration
+	// Publish, when set and the machine runs an IPFS node, adds the loaded
+	// models to it in the background; their directory CIDs go into the
+	// record (so others can `model pull` them). Nil: models are not shared.
+	Publish PublishFunc
 	// Logger gets the worker's lines. Default: discarded.
 	Logger *slog.Logger
 }
@@ -105,6 +109,7 @@ type Worker struct {
 	node      *p2p.Node
 	clusters  *p2p.ClusterService
 	stopKV    func()
+	stopShare func()
 	statePath string
 	log       *slog.Logger
 }
@@ -139,11 +144,15 @@ func Start(ctx context.Context, local LocalNode, o Options) (*Worker, error) {
 		return nil, err
 	}
 	src.serve(rayAddress, clusters.ActiveSessions)
-	w := &Worker{node: node, clusters: clusters, stopKV: func() {}, log: o.Logger,
+	w := &Worker{node: node, clusters: clusters, stopKV: func() {}, stopShare: func() {}, log: o.Logger,
 		statePath: filepath.Join(o.DataDir, StateFile)}
 	if local.IPFS() != nil {
 		caps := src.caps()
 		w.stopKV = serveKV(node, local, caps.IPFSDialAddrs(), o.Logger)
+		if o.Publish != nil {
+			// Not bounded by ctx, which bounds only the start.
+			w.stopShare = shareModels(context.Background(), src, node, o.Publish, o.Logger)
+		}
 	}
 	if err := writeState(w.statePath, node, src, local.IPFS()); err != nil {
 		o.Logger.Warn("worker state file", "err", err)
@@ -184,6 +193,7 @@ func (w *Worker) Node() *p2p.Node { return w.node }
 // cluster), the KV service stops, a signed withdrawal is published (bounded
 // by ctx), the network closes and the state file goes. Failures are logged.
 func (w *Worker) Close(ctx context.Context) {
+	w.stopShare()
 	if err := w.clusters.Close(); err != nil {
 		w.log.Warn("ending cluster sessions", "err", err)
 	}

@@ -1,6 +1,7 @@
 """Models over IPFS between two real Kubo daemons: one publishes a store entry, the other
 pulls it by directory CID into its own store, verified file by file; a CID nobody has, a
-disk budget too small and a directory whose weights are not its manifest's are refused."""
+disk budget too small, a directory whose weights are not its manifest's and a directory
+that is not what its holder's record claims are refused."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ import pytest
 from edgellm.models.add import add_model
 from edgellm.models.cid import raw_cid
 from edgellm.models.manifest import MANIFEST_NAME, WEIGHTS_NAME
-from edgellm.models.share import _BOUNDARY, PHASE_PULL, PullRefused, _parts, publish, pull
+from edgellm.models.share import (
+    _BOUNDARY,
+    PHASE_PULL,
+    Claim,
+    HolderRefused,
+    PullRefused,
+    _parts,
+    publish,
+    pull,
+)
 from edgellm.models.store import ModelStore
 from tests.python.tiny_models import build
 
@@ -91,3 +101,22 @@ def test_weights_not_the_manifests_are_refused(holder, kubo_pair, tmp_path, stor
         pull(b_store, dir_cid, kubo_pair[1].api, _quiet)
     assert not (tmp_path / "b" / "tiny").exists()
     assert (forged / MANIFEST_NAME).is_file()
+
+
+def test_a_directory_that_is_not_what_the_record_claims_is_refused(
+    holder, kubo_pair, tmp_path
+) -> None:
+    """The holder's record claims other weights (refused before the weights are fetched)
+    or another id (refused before install): HolderRefused, so the caller tries another."""
+    a_store, dir_cid = holder
+    b = kubo_pair[1]
+    httpx.post(f"{b.api}/api/v0/repo/gc", timeout=60).raise_for_status()
+    other = raw_cid(b"other weights")
+    with pytest.raises(HolderRefused, match=f"not {other} as its holder's record claims"):
+        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, _quiet, claim=Claim("tiny", other))
+    local = httpx.post(f"{b.api}/api/v0/refs/local", timeout=60).text.splitlines()
+    assert len(local) < 20 < a_store.manifest("tiny").weights_bytes // (256 * 1024)
+    weights = a_store.manifest("tiny").weights_cid
+    with pytest.raises(HolderRefused, match="holds model 'tiny', not 'tiny2'"):
+        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, _quiet, claim=Claim("tiny2", weights))
+    assert not any((tmp_path / "b").iterdir())

@@ -7,13 +7,15 @@
   rm ID                remove a model from the store
   publish ID           add a store entry to this node's Kubo; prints weights and directory CID
   pull CID             fetch a published model directory through this node's Kubo
+                       (`edgellm model pull` finds the holders in the swarm's records)
 
 publish and pull use the Kubo of a running node (worker or serve) of the same data
 directory, found in <data dir>/ipfs/api, or --ipfs-api.
 
 `edgellm model ...` runs this. Progress goes to stderr as a status line when stderr is a
 terminal; piped, it is quiet. A failure prints one line (to stderr, or as `KIND\\tREASON`
-to --reason-fd for the Go CLI, KIND being invalid, not_found or error) and exits 1.
+to --reason-fd for the Go CLI, KIND being invalid, not_found, holder (this holder failed: the
+caller may try another) or error) and exits 1.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     pull.add_argument(
         "--connect", action="append", default=[], help="a holder's Kubo multiaddr (/p2p/...)"
     )
+    pull.add_argument("--claim-id", help="the model id the holder's record claims")
+    pull.add_argument("--claim-weights", help="the weights CID the holder's record claims")
     return parser.parse_args(argv)
 
 
@@ -183,19 +187,29 @@ def _run(args: argparse.Namespace, store: ModelStore) -> None:
     elif args.command == "pull":
         status = StatusLine() if sys.stderr.isatty() else None
         budget = args.disk_budget_mb * 1_000_000 if args.disk_budget_mb is not None else None
+        claim = None
+        if args.claim_id and args.claim_weights:
+            claim = share.Claim(args.claim_id, args.claim_weights)
+        api = _ipfs_api(args)
+        before = share.bitswap_received(api)
         try:
             manifest = share.pull(
                 store,
                 args.cid,
-                _ipfs_api(args),
+                api,
                 status or _quiet,
                 budget,
                 args.timeout,
                 tuple(args.connect),
+                claim,
             )
         finally:
             if status is not None:
                 status.close()
+        # What came over the network this time (the rest was in the IPFS node already:
+        # a rerun after an interrupted pull fetches only the blocks still missing).
+        fetched = share.bitswap_received(api) - before
+        print(f"pulled {manifest.id}: {fetched} bytes from the swarm", file=sys.stderr)
         print(f"{manifest.id} {manifest.weights_cid}")
 
 
@@ -213,6 +227,8 @@ def _ipfs_api(args: argparse.Namespace) -> str:
 
 
 def _kind(exc: EdgeLLMError) -> str:
+    if isinstance(exc, share.HolderRefused):
+        return "holder"
     if isinstance(exc, ModelNotFound):
         return "not_found"
     return "invalid" if isinstance(exc, InvalidRequest) else "error"

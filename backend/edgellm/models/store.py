@@ -70,9 +70,14 @@ class ModelStore:
                     ids.add(entry.name)
         return sorted(ids)
 
-    def add(self, model_id: str, tmp: Path, manifest: Manifest) -> Manifest:
+    def add(
+        self, model_id: str, tmp: Path, manifest: Manifest, *, weights_hashed: bool = False
+    ) -> Manifest:
         """Install the entry written in `tmp` (a `staging` directory) as `model_id`, unless
-        the id already names other weights (refused); the same weights are a no-op."""
+        the id already names other weights (refused); the same weights are a no-op.
+        `weights_hashed`: the caller computed the weights' CID from the very bytes it wrote
+        into `tmp` and matched it to the manifest (a pull), so the install does not hash
+        them again."""
         with self._locked(model_id):
             current = self._entry(model_id)
             if current is not None and current.weights_cid != manifest.weights_cid:
@@ -81,7 +86,7 @@ class ModelStore:
                     f"({current.weights_cid}); choose another --id or remove it first"
                 )
             if current is None:
-                self._install(tmp, self.models_dir / model_id)
+                self._install(tmp, self.models_dir / model_id, check=not weights_hashed)
                 return manifest
             return current
 
@@ -161,7 +166,7 @@ class ModelStore:
             os.close(fd)
 
     @staticmethod
-    def _install(tmp: Path, target: Path) -> None:
+    def _install(tmp: Path, target: Path, *, check: bool = True) -> None:
         """Rename a written entry into place once its weights are the ones its manifest's
         CID names (StoreError otherwise). Every file and the directory are fsynced first
         and the parent after: a crash leaves the old entry or the whole new one, never a
@@ -176,7 +181,8 @@ class ModelStore:
                 finally:
                     os.close(fd)
         atomicfile.fsync_dir(tmp)
-        check_weights(tmp, target.name)
+        if check:
+            check_weights(tmp, target.name)
         if target.exists():
             # An incomplete or outdated entry; we hold the lock, so nobody else writes it.
             stale = target.with_name(f".{target.name}.stale-{os.getpid()}")

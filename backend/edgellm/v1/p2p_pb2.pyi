@@ -53,9 +53,10 @@ class CapabilityRecord(_message.Message):
     def __init__(self, peer_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., withdrawn: _Optional[bool] = ..., addrs: _Optional[_Iterable[bytes]] = ..., backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., price_per_1k_tokens_micros: _Optional[int] = ..., region: _Optional[str] = ..., ray_address: _Optional[str] = ..., ipfs_peer_id: _Optional[bytes] = ..., ipfs_addrs: _Optional[_Iterable[bytes]] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("id", "weights_cid", "num_layers", "layer_ranges", "weights_bytes", "unloaded", "load_ms")
+    __slots__ = ("id", "weights_cid", "dir_cid", "num_layers", "layer_ranges", "weights_bytes", "unloaded", "load_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_CID_FIELD_NUMBER: _ClassVar[int]
+    DIR_CID_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     LAYER_RANGES_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -63,12 +64,13 @@ class ServedModel(_message.Message):
     LOAD_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     weights_cid: str
+    dir_cid: str
     num_layers: int
     layer_ranges: _containers.RepeatedCompositeFieldContainer[LayerRange]
     weights_bytes: int
     unloaded: bool
     load_ms: int
-    def __init__(self, id: _Optional[str] = ..., weights_cid: _Optional[str] = ..., num_layers: _Optional[int] = ..., layer_ranges: _Optional[_Iterable[_Union[LayerRange, _Mapping]]] = ..., weights_bytes: _Optional[int] = ..., unloaded: _Optional[bool] = ..., load_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., weights_cid: _Optional[str] = ..., dir_cid: _Optional[str] = ..., num_layers: _Optional[int] = ..., layer_ranges: _Optional[_Iterable[_Union[LayerRange, _Mapping]]] = ..., weights_bytes: _Optional[int] = ..., unloaded: _Optional[bool] = ..., load_ms: _Optional[int] = ...) -> None: ...
 
 class LayerRange(_message.Message):
     __slots__ = ("start", "end")

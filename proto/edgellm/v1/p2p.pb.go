@@ -262,7 +262,11 @@ type ServedModel struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// CID of the weights: peers with the same CID hold the same bytes.
 	WeightsCid string `protobuf:"bytes,2,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
-	NumLayers  uint32 `protobuf:"varint,3,opt,name=num_layers,json=numLayers,proto3" json:"num_layers,omitempty"`
+	// CID of the model's UnixFS directory in the peer's IPFS node (weights,
+	// config, tokenizer, manifest: what `edgellm model pull` fetches); "" until
+	// the peer has added it.
+	DirCid    string `protobuf:"bytes,6,opt,name=dir_cid,json=dirCid,proto3" json:"dir_cid,omitempty"`
+	NumLayers uint32 `protobuf:"varint,3,opt,name=num_layers,json=numLayers,proto3" json:"num_layers,omitempty"`
 	// The layer ranges the peer can hold, half-open [start, end).
 	LayerRanges []*LayerRange `protobuf:"bytes,4,rep,name=layer_ranges,json=layerRanges,proto3" json:"layer_ranges,omitempty"`
 	// Size of the whole model's weights in bytes (0 = unknown); the planner
@@ -320,6 +324,13 @@ func (x *ServedModel) GetId() string {
 func (x *ServedModel) GetWeightsCid() string {
 	if x != nil {
 		return x.WeightsCid
+	}
+	return ""
+}
+
+func (x *ServedModel) GetDirCid() string {
+	if x != nil {
+		return x.DirCid
 	}
 	return ""
 }
@@ -554,11 +565,12 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"ipfsPeerId\x12\x1d\n" +
 	"\n" +
 	"ipfs_addrs\x18\x14 \x03(\fR\tipfsAddrs\x12\x16\n" +
-	"\x06engine\x18\x15 \x01(\tR\x06engine\"\xf2\x01\n" +
+	"\x06engine\x18\x15 \x01(\tR\x06engine\"\x8b\x02\n" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
-	"weightsCid\x12\x1d\n" +
+	"weightsCid\x12\x17\n" +
+	"\adir_cid\x18\x06 \x01(\tR\x06dirCid\x12\x1d\n" +
 	"\n" +
 	"num_layers\x18\x03 \x01(\rR\tnumLayers\x129\n" +
 	"\flayer_ranges\x18\x04 \x03(\v2\x16.edgellm.v1.LayerRangeR\vlayerRanges\x12#\n" +
