@@ -402,7 +402,8 @@ func (app *App) serveP2P(cfg *config.Config, o *serveOptions, n *serveNode, join
 		}
 	}
 	w, err := volunteer.Start(app.interrupt, n.local, volunteer.Options{DataDir: cfg.DataDir, Join: join,
-		Listen: listen, NoMDNS: o.swarm.noMDNS, RayAddress: o.rayAddress, Logger: app.log, Models: o.models})
+		Listen: listen, NoMDNS: o.swarm.noMDNS, RayAddress: o.rayAddress, Logger: app.log, Models: o.models,
+		Publish: app.sharePublisher(cfg, n.local)})
 	if err != nil {
 		return nil, networkError(err)
 	}

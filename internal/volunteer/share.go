@@ -16,7 +16,7 @@ type PublishFunc func(ctx context.Context, modelID string) (dirCID string, err e
 // for the embedded model; a large model takes longer).
 const publishTimeout = 10 * time.Minute
 
-// shareModels adds every loaded model to the IPFS node in the background,
+// shareModels adds every served model (loaded or not) to the IPFS node in the background,
 // so that the worker's start does not wait for it; each directory CID goes
 // into the record as it comes (then the record is re-published at once).
 // A model that cannot be added is served but not shared (a warning says
@@ -31,7 +31,12 @@ func shareModels(ctx context.Context, src *backendSource, node *p2p.Node, publis
 			log.Warn("models not shared: backend status", "err", err)
 			return
 		}
-		for _, m := range st.GetLoadedModels() {
+		models, err := src.models(ctx, st.GetLoadedModels()) // every served model, loaded or not
+		if err != nil {
+			log.Warn("models not shared: the store's models", "err", err)
+			return
+		}
+		for _, m := range models {
 			pctx, pcancel := context.WithTimeout(ctx, publishTimeout)
 			dir, err := publish(pctx, m.GetId())
 			pcancel()
