@@ -26,10 +26,65 @@ out = []
 for p in prompts:
     r = client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": p}],
                                        max_tokens=n, temperature=0)
+    details = r.usage.prompt_tokens_details
     out.append({"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
-                "completion_tokens": r.usage.completion_tokens, "fingerprint": r.system_fingerprint})
+                "completion_tokens": r.usage.completion_tokens, "fingerprint": r.system_fingerprint,
+                "cached_tokens": details.cached_tokens if details else None})
 print(json.dumps(out))
 `
+
+// serveChat is one answer openaiChats prints.
+type serveChat struct {
+	Text             string `json:"text"`
+	Finish           string `json:"finish"`
+	CompletionTokens int    `json:"completion_tokens"`
+	Fingerprint      string `json:"fingerprint"`
+	CachedTokens     *int   `json:"cached_tokens"`
+}
+
+// openaiChat runs openaiChats in the test's namespace against serve at url.
+func (c *cliEnv) openaiChat(ctx context.Context, t *testing.T, python, url string, maxTokens int, prompts ...string) []serveChat {
+	t.Helper()
+	js, _ := json.Marshal(prompts)
+	chat := c.ns.Command(ctx, python, "-c", openaiChats, url, string(js), strconv.Itoa(maxTokens))
+	chat.Env = c.env
+	var chatErr bytes.Buffer
+	chat.Stderr = &chatErr
+	out, err := chat.Output()
+	if err != nil {
+		t.Fatalf("openai client: %v\n%s", err, chatErr.String())
+	}
+	var answers []serveChat
+	if err := json.Unmarshal(out, &answers); err != nil || len(answers) != len(prompts) {
+		t.Fatalf("openai client printed %q: %v", out, err)
+	}
+	return answers
+}
+
+// holderMetric reads serve's edgellm_cached_prompt_tokens_by_holder_total
+// series from its /metrics, by holder.
+func (c *cliEnv) holderMetric(ctx context.Context, t *testing.T, python, url string) map[string]float64 {
+	t.Helper()
+	const script = `
+import json, re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1] + "/metrics", timeout=30).read().decode()
+series = re.compile(r'^edgellm_cached_prompt_tokens_by_holder_total\{holder="([^"]*)"\} (\S+)$', re.M)
+print(json.dumps({h: float(v) for h, v in series.findall(text)}))
+`
+	cmd := c.ns.Command(ctx, python, "-c", script, url)
+	cmd.Env = c.env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scrape /metrics: %v\n%s", err, stderr.String())
+	}
+	got := map[string]float64{}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("scrape printed %q: %v", out, err)
+	}
+	return got
+}
 
 // serveRecord is the part of <data-dir>/run/serve.json the test reads.
 type serveRecord struct {
@@ -82,27 +137,11 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 	})
 	rec := waitServeRecord(t, dataDir, exited, &stderr)
 
-	prompts, _ := json.Marshal([]string{distPrompt, distPrompt})
-	chat := c.ns.Command(ctx, python, "-c", openaiChats, rec.URL, string(prompts), strconv.Itoa(maxTokens))
-	chat.Env = c.env
-	var chatErr bytes.Buffer
-	chat.Stderr = &chatErr
-	out, err := chat.Output()
-	if err != nil {
-		t.Fatalf("openai client: %v\n%s\nserve:\n%s", err, chatErr.String(), stderr.String())
-	}
-	var answers []struct {
-		Text             string `json:"text"`
-		Finish           string `json:"finish"`
-		CompletionTokens int    `json:"completion_tokens"`
-		Fingerprint      string `json:"fingerprint"`
-	}
-	if err := json.Unmarshal(out, &answers); err != nil || len(answers) != 2 {
-		t.Fatalf("openai client printed %q: %v", out, err)
-	}
+	answers := c.openaiChat(ctx, t, python, rec.URL, maxTokens, distPrompt, distPrompt)
 	for i, a := range answers {
-		if a.Text != wantText || a.CompletionTokens != len(want) || a.Fingerprint == "" {
-			t.Errorf("answer %d: %+v\nwant (transformers generate) %q, %d tokens", i, a, wantText, len(want))
+		if a.Text != wantText || a.CompletionTokens != len(want) || a.Fingerprint == "" || a.CachedTokens == nil {
+			t.Errorf("answer %d: %+v\nwant (transformers generate) %q, %d tokens, usage.prompt_tokens_details.cached_tokens",
+				i, a, wantText, len(want))
 		}
 	}
 	after := joins()
@@ -111,6 +150,9 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 			t.Errorf("worker %d joined %d clusters for serve's warm-up and two requests; want exactly one (the warm cluster reused)",
 				i, after[i]-before[i])
 		}
+	}
+	if c.kubo() {
+		testServeKVRouting(ctx, t, c, python, rec.URL, workers)
 	}
 
 	// infer on serve's data directory goes through serve: same tokens, and
@@ -152,6 +194,44 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 		t.Errorf("serve left its record behind: %v", err)
 	}
 	noProcessesOf(t, []string{dataDir})
+}
+
+// testServeKVRouting: serve's swarm route looks the prompt up in the swarm's
+// KV cache as infer does (requester.LookupPrefix): a second request sharing
+// a long prefix with the first reports the prompt tokens its stages took
+// from the cache in usage.prompt_tokens_details.cached_tokens, answers as
+// transformers generate, and serve's metric counts them by the workers
+// holding the blocks.
+func testServeKVRouting(ctx context.Context, t *testing.T, c *cliEnv, python, url string, workers []*workerProc) {
+	const maxTokens = 6
+	prompt := pdPrompt + " Tell it to a child."
+	want := referenceText(t, python, prompt, referenceTokens(t, python, prompt, maxTokens))
+	answers := c.openaiChat(ctx, t, python, url, maxTokens, prompt, prompt)
+	for i, a := range answers {
+		if a.Text != want {
+			t.Errorf("long-prompt answer %d %q, want (transformers generate) %q", i, a.Text, want)
+		}
+	}
+	if second := answers[1].CachedTokens; second == nil || *second < 200 {
+		t.Errorf("the second request's cached_tokens %v; want the shared prefix's (>= 200)", second)
+	}
+	ids := map[string]bool{}
+	for _, w := range workers {
+		id, _ := w.state(t)
+		ids[id] = true
+	}
+	holders := c.holderMetric(ctx, t, python, url)
+	t.Logf("serve: cached tokens %v, %v; by holder %v", *answers[0].CachedTokens, *answers[1].CachedTokens, holders)
+	counted := 0.0
+	for h, v := range holders {
+		if !ids[h] {
+			t.Errorf("holder label %q is none of the workers %v", h, ids)
+		}
+		counted += v
+	}
+	if counted < 200 {
+		t.Errorf("edgellm_cached_prompt_tokens_by_holder_total %v; want the workers' cached tokens counted", holders)
+	}
 }
 
 // inferThroughServe runs `infer --json` on serve's data directory.

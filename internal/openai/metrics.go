@@ -38,6 +38,7 @@ type Metrics struct {
 	itl              *prometheus.HistogramVec // model, route
 	queueDepth       *prometheus.GaugeVec     // model
 	running          *prometheus.GaugeVec     // model
+	holders          *holderTokens            // holder (bounded)
 }
 
 // Label values for requests that did not reach a model or the engine.
@@ -70,6 +71,7 @@ func NewMetrics() *Metrics {
 			prometheus.ExponentialBucketsRange(0.001, 10, 16), "model", "route"),
 		queueDepth: f.gaugeVec("edgellm_queue_depth", "Requests waiting for a generation slot.", "model"),
 		running:    f.gaugeVec("edgellm_requests_running", "Generations running.", "model"),
+		holders:    newHolderTokens(f),
 	}
 	f.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
