@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,7 +39,7 @@ func TestHosts(t *testing.T) {
 	python := testutil.Python(t)
 	hosts := testutil.NewHosts(t, 4, 3) // requester, three workers (the last one's delay settable)
 	join := c.swarmInit()
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // requester, workers
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // requester, workers, another tenant
 	t.Cleanup(func() { noProcessesOf(t, dirs) })
 
 	workers := map[string]*workerProc{}
@@ -51,7 +52,14 @@ func TestHosts(t *testing.T) {
 		if i > 0 {
 			args = append(args, "--bootstrap", boot)
 		}
+		if i < 2 { // the two LAN hosts: small machines (one CPU each) that take two sessions
+			args = append(args, "--max-sessions", "2")
+			if runtime.NumCPU() >= 2 {
+				c.wrap = []string{"taskset", "-c", strconv.Itoa(i)}
+			}
+		}
 		w := c.startHostWorker(h, dirs[i+1], args...)
+		c.wrap = nil
 		id, addrs := w.state(t)
 		if i == 0 {
 			boot = addrs[0]
@@ -178,6 +186,14 @@ func TestHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("the planner chooses prefill/decode by itself", func(t *testing.T) {
+		if !c.kubo() {
+			t.Skip("skipping: no Kubo binary (make setup builds it; or set EDGELLM_IPFS_BIN)")
+		}
+		testPlannerChoosesPD(t, c, python, ids, hostOf, []string{"--join", join, "--no-mdns", "--bootstrap", boot,
+			"--listen", "/ip4/" + requester.Addr + "/tcp/0", "--ray-address", requester.Addr}, dirs[0], dirs[4], dump)
+	})
+
 	t.Run("a cut link fails over to the spare", func(t *testing.T) {
 		const maxTokens = 32
 		wantIDs := referenceTokens(t, python, distPrompt, maxTokens)
@@ -208,6 +224,111 @@ func TestHosts(t *testing.T) {
 		writeBenchSamples(t, samples)
 	})
 	c.ns = nil
+}
+
+// testPlannerChoosesPD: `infer` with no P/D flags gets a prefill/decode
+// plan from the planner (ChooseMode), from what the workers measure and
+// announce, not from anything the test claims: the worker with two CPUs is
+// 200 ms away (its cable delayed), the two LAN workers have one CPU each
+// (taskset; their calibrated prefill is the slower) and are busy with
+// another tenant's session (a two-stage cluster; their records say one of
+// two sessions). So one LAN worker alone would prefill a long prompt at
+// half its speed, the far one alone would pay 200 ms for every answer
+// token, and prefill on the far worker + the KV handoff + decode on a LAN
+// worker is expected sooner. infer --json says mode pd_planner, the stages
+// are prefill on the far worker and decode on a LAN one, the decode took
+// the prompt's blocks, and the tokens equal transformers generate.
+func testPlannerChoosesPD(t *testing.T, c *cliEnv, python string, ids []string,
+	hostOf map[string]*testutil.Host, net []string, dataDir, tenantDir string, dump func() string) {
+	far := ids[2]
+	if err := hostOf[far].SetDelay(100 * time.Millisecond); err != nil { // each way
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := hostOf[far].SetDelay(0); err != nil {
+			t.Error(err)
+		}
+	}()
+	// Another tenant's two-stage session holds both LAN workers (the far
+	// one is left out of a split for its RTT).
+	t.Cleanup(func() { closeLeftSessions(t, tenantDir) })
+	out, stderr, code := c.runFor(6*time.Minute, append([]string{"--data-dir", tenantDir, "session", "open", "--stages", "2"}, net...)...)
+	session := strings.TrimSpace(out)
+	if code != 0 {
+		t.Fatalf("session open: exit %d: %s\n%s", code, stderr, dump())
+	}
+	defer func() {
+		if _, stderr, code := c.runFor(3*time.Minute, "--data-dir", tenantDir, "session", "close", session); code != 0 {
+			t.Errorf("session close: exit %d: %s", code, stderr)
+		}
+	}()
+	if rec := readSessionRecord(t, tenantDir, session); len(rec.Stages) != 2 || rec.Stages[0].PeerID == far || rec.Stages[1].PeerID == far {
+		t.Fatalf("the tenant's session %+v; want it on the two LAN workers", rec.Stages)
+	}
+	// The requester sees what the workers announce: the far one's RTT, the
+	// LAN ones busy.
+	want := map[string]bool{ids[0]: true, ids[1]: true, ids[2]: true}
+	var peers []peerEntry
+	ready := func() bool {
+		for _, p := range peers {
+			switch {
+			case p.PeerID == far && (p.RTTMs == nil || *p.RTTMs < 200):
+				return false
+			case p.PeerID != far && p.ActiveSessions != 1:
+				return false
+			}
+		}
+		return true
+	}
+	for try := 0; try < 15 && (peers == nil || !ready()); try++ {
+		peers = c.peersUntil(want, net[:5]...) // the swarm flags
+	}
+	for _, p := range peers {
+		rtt, decode := -1.0, -1.0
+		if p.RTTMs != nil {
+			rtt = *p.RTTMs
+		}
+		if p.DecodeTokensPerS != nil {
+			decode = *p.DecodeTokensPerS
+		}
+		t.Logf("peer %s: rtt %.1f ms, prefill %.0f tok/s, decode %.1f tok/s, sessions %d/%d", p.PeerID, rtt,
+			p.PrefillTokensPerS, decode, p.ActiveSessions, p.MaxSessions)
+	}
+	if !ready() {
+		t.Fatalf("peers never showed the far worker 200 ms away and the LAN ones busy")
+	}
+
+	const maxTokens = 32
+	prompt := pdPrompt + " Who got the lemons?"
+	wantIDs := referenceTokens(t, python, prompt, maxTokens)
+	out, stderr, code = c.runFor(6*time.Minute, append(append([]string{"--data-dir", dataDir, "infer"}, net...),
+		"--json", "--discover-timeout", "5s", "--max-tokens", strconv.Itoa(maxTokens), prompt)...)
+	if code != 0 {
+		t.Fatalf("infer exited %d: %s\n%s", code, stderr, dump())
+	}
+	var res struct {
+		pdResult
+		Mode string `json:"mode"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("infer --json: %v\n%s", err, out)
+	}
+	t.Logf("infer --json: mode %s, stages %+v, %d of %d prompt tokens handed over (fetch %.0f ms, store %.0f ms)",
+		res.Mode, res.Stages, res.CachedPromptTokens, res.PromptTokens, res.KVFetchMs, res.KVStoreMs)
+	if res.Mode != "pd_planner" || len(res.Stages) != 2 || res.Stages[0].Role != "prefill" || res.Stages[0].PeerID != far ||
+		res.Stages[1].Role != "decode" || res.Stages[1].PeerID == far {
+		t.Fatalf("mode %q, stages %+v; want pd_planner: prefill on the far worker %s, decode on a LAN one\nstderr: %s",
+			res.Mode, res.Stages, far, stderr)
+	}
+	if res.FinishReason == "stop" && len(wantIDs) > len(res.TokenIDs) {
+		wantIDs = wantIDs[:len(res.TokenIDs)]
+	}
+	if !slices.Equal(res.TokenIDs, wantIDs) {
+		t.Errorf("token ids %v\nwant (transformers generate) %v", res.TokenIDs, wantIDs)
+	}
+	if res.CachedPromptTokens == 0 {
+		t.Errorf("the decode worker took no prompt tokens from the prefill worker's blocks")
+	}
 }
 
 // startHostWorker starts `edgellm worker` on host h (args name its listen

@@ -30,6 +30,8 @@ type swarmCluster struct {
 	// cachedFrom are the peers holding the prompt's cached prefix (infer
 	// --json's cached_from).
 	cachedFrom []string
+	// mode is infer --json's mode: pipeline, pd (forced) or pd_planner.
+	mode string
 }
 
 // formCluster forms a cluster for model under d's flags: join the swarm,
@@ -90,6 +92,7 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 	if d.prompt != nil {
 		planned = c.preferHolders(ctx, app.log, r, planned, d.prompt)
 	}
+	c.mode = modeOf(planned, d)
 	formed := time.Now()
 	c.Cluster, err = r.Form(ctx, n, planned, opts...)
 	if err != nil {
@@ -186,6 +189,17 @@ func (c *swarmCluster) preferHolders(ctx context.Context, log *slog.Logger, r *r
 			"decode", chosen.Request.DecodePeer, "prompt_tokens", prefix.PromptTokens)
 	}
 	return chosen
+}
+
+// modeOf names how planned came to be, for infer --json's mode.
+func modeOf(planned *requester.Planned, d *distOptions) string {
+	switch {
+	case planned.Request.PrefillPeer == "":
+		return "pipeline"
+	case d.prefillPeer != "":
+		return "pd"
+	}
+	return "pd_planner"
 }
 
 // Stages are the cluster's stages in infer --json's shape.
