@@ -305,7 +305,14 @@ func testPlannerChoosesPD(t *testing.T, c *cliEnv, python string, ids []string,
 	}
 
 	const maxTokens = 32
-	prompt := pdPrompt + " Who got the lemons?"
+	// A prompt no earlier subtest ran: a LAN worker holding its blocks
+	// would rightly answer it alone (ChooseMode's cached case).
+	var b strings.Builder
+	for i := range 12 {
+		fmt.Fprintf(&b, "Note %d: the lighthouse keeper logged %d ships, a storm from the west and a seal "+
+			"asleep on the jetty before the lamp was lit. ", i, 3+2*i)
+	}
+	prompt := b.String() + "\n\nHow many ships did the keeper log in note 4?"
 	wantIDs := referenceTokens(t, python, prompt, maxTokens)
 	out, stderr, code = c.runFor(6*time.Minute, append(append([]string{"--data-dir", dataDir, "infer"}, net...),
 		"--json", "--discover-timeout", "5s", "--max-tokens", strconv.Itoa(maxTokens), prompt)...)
