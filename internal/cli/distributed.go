@@ -147,7 +147,7 @@ func (app *App) runDistributed(cmd *cobra.Command, o *inferOptions, cfg *config.
 		}
 	}
 	res := &inferResult{Model: c.Plan().Model, RequestID: req.GetRequestId(), TokenIDs: []uint32{}}
-	res.CachedFrom = c.cachedFrom
+	res.CachedFrom, res.Mode = c.cachedFrom, c.mode
 	var text strings.Builder
 	err = c.Generate(ctx, req, func(resp *pb.GenerateResponse) error {
 		res.record(resp, &text)

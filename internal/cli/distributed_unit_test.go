@@ -39,3 +39,26 @@ func TestStageOutput(t *testing.T) {
 		})
 	}
 }
+
+// TestModeOf: infer --json's mode says whether a P/D plan came from the
+// flags or from the planner.
+func TestModeOf(t *testing.T) {
+	pd := requester.Request{PrefillPeer: "A", DecodePeer: "B"}
+	tests := []struct {
+		name    string
+		planned requester.Request
+		flags   distOptions
+		want    string
+	}{
+		{"one worker or a split", requester.Request{Stages: 2}, distOptions{}, "pipeline"},
+		{"forced by the flags", pd, distOptions{prefillPeer: "A", decodePeer: "B"}, "pd"},
+		{"chosen by the planner", pd, distOptions{}, "pd_planner"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := modeOf(&requester.Planned{Request: tt.planned}, &tt.flags); got != tt.want {
+				t.Errorf("modeOf = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

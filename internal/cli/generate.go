@@ -36,6 +36,11 @@ type inferResult struct {
 	KVStoreMs float64 `json:"kv_store_ms"`
 	// TokenIDs are the generated token ids, in order.
 	TokenIDs []uint32 `json:"token_ids"`
+	// Mode is how a swarm run was planned: "pipeline" (one worker or a
+	// split), "pd" (prefill/decode forced by --prefill-peer/--decode-peer)
+	// or "pd_planner" (prefill/decode the planner chose for this prompt,
+	// planner.ChooseMode); absent for a local run.
+	Mode string `json:"mode,omitempty"`
 	// Stages says which worker ran which layers; absent for a local run.
 	Stages []stageJSON `json:"stages,omitempty"`
 	// PhasesMs: milliseconds of forming the cluster, by phase (see

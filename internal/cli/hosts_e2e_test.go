@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,12 +21,13 @@ import (
 // TestHosts runs the swarm the way it is deployed: a requester and three
 // workers on four "hosts", each a network namespace of its own with its own
 // address on one LAN (veth pairs to a bridge, testutil.NewHosts), so Ray,
-// libp2p and Kubo cross distinct addresses instead of sharing 127.0.0.1.
-// One fixture, shared by the subtests: a worker 80 ms away (its cable
+// libp2p and Kubo cross distinct addresses instead of sharing 127.0.0.1,
+// and each worker is pinned to one CPU (taskset). One fixture, shared by the subtests: a worker 80 ms away (its cable
 // delayed, testutil.Host.SetDelay: this kernel has no netem) measured so in
 // peers --json and left out of a two-stage plan; a split inference equal to
 // transformers generate, with each worker's Ray node joined to the
-// requester's head across the LAN; prefill/decode across two hosts; and a
+// requester's head across the LAN; prefill/decode across two hosts; the
+// planner choosing prefill/decode by itself (testPlannerChoosesPD); and a
 // worker's cable pulled mid-generation (its processes keep running), after
 // which the requester fails over to the spare and the answer still equals
 // generate. It logs the time from the cut to the next token.
@@ -36,9 +38,9 @@ func TestHosts(t *testing.T) {
 	testutil.NoLeakedChildren(t)
 	c := newCLIEnv(t)
 	python := testutil.Python(t)
-	hosts := testutil.NewHosts(t, 4, 3) // requester, three workers (the last one's delay settable)
+	hosts := testutil.NewHosts(t, 4, 1, 2, 3) // requester, three workers (their delays settable)
 	join := c.swarmInit()
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // requester, workers
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // requester, workers, another tenant
 	t.Cleanup(func() { noProcessesOf(t, dirs) })
 
 	workers := map[string]*workerProc{}
@@ -47,11 +49,17 @@ func TestHosts(t *testing.T) {
 	var boot string
 	for i, h := range hosts[1:] {
 		args := []string{"--listen", "/ip4/" + h.Addr + "/tcp/0", "--ray-address", h.Addr,
-			"--no-mdns", "--join", join, "--log-level", "info"}
+			"--no-mdns", "--join", join, "--log-level", "info", "--max-sessions", "2"}
 		if i > 0 {
 			args = append(args, "--bootstrap", boot)
 		}
+		// Each worker takes two sessions at once (testPlannerChoosesPD) and
+		// each host is a one-CPU machine, so the workers are alike (a
+		// two-thread torch on a shared two-core machine calibrated anywhere
+		// from 37 to 470 prefill tokens/s).
+		c.wrap = []string{"taskset", "-c", strconv.Itoa(i % runtime.NumCPU())}
 		w := c.startHostWorker(h, dirs[i+1], args...)
+		c.wrap = nil
 		id, addrs := w.state(t)
 		if i == 0 {
 			boot = addrs[0]
@@ -178,6 +186,14 @@ func TestHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("the planner chooses prefill/decode by itself", func(t *testing.T) {
+		if !c.kubo() {
+			t.Skip("skipping: no Kubo binary (make setup builds it; or set EDGELLM_IPFS_BIN)")
+		}
+		testPlannerChoosesPD(t, c, python, ids, hostOf, []string{"--join", join, "--no-mdns", "--bootstrap", boot,
+			"--listen", "/ip4/" + requester.Addr + "/tcp/0", "--ray-address", requester.Addr}, dirs[0], dirs[4], dump)
+	})
+
 	t.Run("a cut link fails over to the spare", func(t *testing.T) {
 		const maxTokens = 32
 		wantIDs := referenceTokens(t, python, distPrompt, maxTokens)
@@ -208,6 +224,128 @@ func TestHosts(t *testing.T) {
 		writeBenchSamples(t, samples)
 	})
 	c.ns = nil
+}
+
+// testPlannerChoosesPD: `infer` with no P/D flags gets a prefill/decode
+// plan from the planner (ChooseMode), from what the workers measure and
+// announce, not from anything the test claims: one worker (the fastest to
+// prefill as calibrated) is 200 ms away (its cable delayed) and the two LAN
+// workers are busy with another tenant's session (a two-stage cluster; their records say one of two
+// sessions). So a LAN worker alone would prefill a long prompt at half its
+// speed, the far one alone would pay 200 ms for every answer token, and
+// prefill on the far worker + the KV handoff + decode on a LAN worker is
+// expected sooner. infer --json says mode pd_planner, the stages
+// are prefill on the far worker and decode on a LAN one, the decode took
+// the prompt's blocks, and the tokens equal transformers generate.
+func testPlannerChoosesPD(t *testing.T, c *cliEnv, python string, ids []string,
+	hostOf map[string]*testutil.Host, net []string, dataDir, tenantDir string, dump func() string) {
+	// The far one is the fastest to prefill as measured (the workers are
+	// alike, one CPU each, but a shared machine's calibration varies).
+	want := map[string]bool{ids[0]: true, ids[1]: true, ids[2]: true}
+	far, best := "", -1.0
+	for _, p := range c.peersUntil(want, net[:5]...) {
+		if p.PrefillTokensPerS > best {
+			far, best = p.PeerID, p.PrefillTokensPerS
+		}
+	}
+	if err := hostOf[far].SetDelay(100 * time.Millisecond); err != nil { // each way
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := hostOf[far].SetDelay(0); err != nil {
+			t.Error(err)
+		}
+	}()
+	// Another tenant's two-stage session holds both LAN workers (the far
+	// one is left out of a split for its RTT).
+	t.Cleanup(func() { closeLeftSessions(t, tenantDir) })
+	out, stderr, code := c.runFor(6*time.Minute, append([]string{"--data-dir", tenantDir, "session", "open", "--stages", "2"}, net...)...)
+	session := strings.TrimSpace(out)
+	if code != 0 {
+		t.Fatalf("session open: exit %d: %s\n%s", code, stderr, dump())
+	}
+	defer func() {
+		if _, stderr, code := c.runFor(3*time.Minute, "--data-dir", tenantDir, "session", "close", session); code != 0 {
+			t.Errorf("session close: exit %d: %s", code, stderr)
+		}
+	}()
+	if rec := readSessionRecord(t, tenantDir, session); len(rec.Stages) != 2 || rec.Stages[0].PeerID == far || rec.Stages[1].PeerID == far {
+		t.Fatalf("the tenant's session %+v; want it on the two LAN workers", rec.Stages)
+	}
+	// The requester sees what the workers announce: the far one's RTT, the
+	// LAN ones busy.
+	var peers []peerEntry
+	ready := func() bool {
+		for _, p := range peers {
+			switch {
+			case p.PeerID == far && (p.RTTMs == nil || *p.RTTMs < 200):
+				return false
+			case p.PeerID != far && p.ActiveSessions != 1:
+				return false
+			}
+		}
+		return true
+	}
+	for try := 0; try < 15 && (peers == nil || !ready()); try++ {
+		peers = c.peersUntil(want, net[:5]...) // the swarm flags
+	}
+	for _, p := range peers {
+		rtt, decode := -1.0, -1.0
+		if p.RTTMs != nil {
+			rtt = *p.RTTMs
+		}
+		if p.DecodeTokensPerS != nil {
+			decode = *p.DecodeTokensPerS
+		}
+		t.Logf("peer %s: rtt %.1f ms, prefill %.0f tok/s, decode %.1f tok/s, sessions %d/%d", p.PeerID, rtt,
+			p.PrefillTokensPerS, decode, p.ActiveSessions, p.MaxSessions)
+	}
+	if !ready() {
+		t.Fatalf("peers never showed the far worker 200 ms away and the LAN ones busy")
+	}
+
+	const maxTokens = 32
+	// A prompt no earlier subtest ran: a LAN worker holding its blocks
+	// would rightly answer it alone (ChooseMode's cached case).
+	var b strings.Builder
+	for i := range 12 {
+		fmt.Fprintf(&b, "Note %d: the lighthouse keeper logged %d ships, a storm from the west and a seal "+
+			"asleep on the jetty before the lamp was lit. ", i, 3+2*i)
+	}
+	prompt := b.String() + "\n\nHow many ships did the keeper log in note 4?"
+	wantIDs := referenceTokens(t, python, prompt, maxTokens)
+	out, stderr, code = c.runFor(6*time.Minute, append(append([]string{"--data-dir", dataDir, "infer"}, net...),
+		"--json", "--discover-timeout", "5s", "--max-tokens", strconv.Itoa(maxTokens), prompt)...)
+	if code != 0 {
+		t.Fatalf("infer exited %d: %s\n%s", code, stderr, dump())
+	}
+	var res struct {
+		pdResult
+		Mode string `json:"mode"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("infer --json: %v\n%s", err, out)
+	}
+	t.Logf("infer --json: mode %s, stages %+v, %d of %d prompt tokens handed over (fetch %.0f ms, store %.0f ms)",
+		res.Mode, res.Stages, res.CachedPromptTokens, res.PromptTokens, res.KVFetchMs, res.KVStoreMs)
+	if res.Mode != "pd_planner" || len(res.Stages) != 2 || res.Stages[0].Role != "prefill" || res.Stages[0].PeerID != far ||
+		res.Stages[1].Role != "decode" || res.Stages[1].PeerID == far {
+		t.Fatalf("mode %q, stages %+v; want pd_planner: prefill on the far worker %s, decode on a LAN one\nstderr: %s",
+			res.Mode, res.Stages, far, stderr)
+	}
+	if res.FinishReason == "stop" && len(wantIDs) > len(res.TokenIDs) {
+		wantIDs = wantIDs[:len(res.TokenIDs)]
+	}
+	if !slices.Equal(res.TokenIDs, wantIDs) {
+		t.Errorf("token ids %v\nwant (transformers generate) %v", res.TokenIDs, wantIDs)
+	}
+	// The handoff crosses the 200 ms cable: the decode worker's fetch
+	// deadline (kv.fetch_timeout_s, 5 s) cuts it short and it computes the
+	// rest (the planner prices the handoff per token, not the link; see
+	// docs/architecture.md). Some blocks always arrive.
+	if res.CachedPromptTokens == 0 {
+		t.Errorf("the decode worker took none of the prefill worker's blocks")
+	}
 }
 
 // startHostWorker starts `edgellm worker` on host h (args name its listen

@@ -17,8 +17,8 @@ import (
 
 // openaiChats runs the official openai Python client (inside the test's
 // namespace, where serve listens) for every prompt at once, one thread each,
-// greedy; it prints the answers' texts and usage, and serve's /metrics
-// afterwards, as JSON.
+// greedy; it prints the answers' texts and usage (cached prompt tokens
+// included), and serve's /metrics afterwards, as JSON.
 const openaiChats = `
 import json, sys, urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +28,72 @@ client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, ti
 def chat(p):
     r = client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": p}],
                                        max_tokens=n, temperature=0)
+    details = r.usage.prompt_tokens_details
     return {"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
-            "completion_tokens": r.usage.completion_tokens, "fingerprint": r.system_fingerprint}
+            "completion_tokens": r.usage.completion_tokens, "fingerprint": r.system_fingerprint,
+            "cached_tokens": details.cached_tokens if details else None}
 with ThreadPoolExecutor(len(prompts)) as pool:
     out = list(pool.map(chat, prompts))
 metrics = urllib.request.urlopen(url + "/metrics", timeout=60).read().decode()
 print(json.dumps({"answers": out, "metrics": metrics}))
 `
+
+// serveChat is one answer openaiChats prints.
+type serveChat struct {
+	Text             string `json:"text"`
+	Finish           string `json:"finish"`
+	CompletionTokens int    `json:"completion_tokens"`
+	Fingerprint      string `json:"fingerprint"`
+	CachedTokens     *int   `json:"cached_tokens"`
+}
+
+// openaiChat runs openaiChats in the test's namespace against serve at url:
+// the prompts at once, then serve's /metrics.
+func (c *cliEnv) openaiChat(ctx context.Context, t *testing.T, python, url string, maxTokens int, prompts ...string) ([]serveChat, string) {
+	t.Helper()
+	js, _ := json.Marshal(prompts)
+	chat := c.ns.Command(ctx, python, "-c", openaiChats, url, string(js), strconv.Itoa(maxTokens))
+	chat.Env = c.env
+	var chatErr bytes.Buffer
+	chat.Stderr = &chatErr
+	out, err := chat.Output()
+	if err != nil {
+		t.Fatalf("openai client: %v\n%s", err, chatErr.String())
+	}
+	var got struct {
+		Answers []serveChat `json:"answers"`
+		Metrics string      `json:"metrics"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil || len(got.Answers) != len(prompts) {
+		t.Fatalf("openai client printed %q: %v", out, err)
+	}
+	return got.Answers, got.Metrics
+}
+
+// holderMetric reads serve's edgellm_cached_prompt_tokens_by_holder_total
+// series from its /metrics, by holder.
+func (c *cliEnv) holderMetric(ctx context.Context, t *testing.T, python, url string) map[string]float64 {
+	t.Helper()
+	const script = `
+import json, re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1] + "/metrics", timeout=30).read().decode()
+series = re.compile(r'^edgellm_cached_prompt_tokens_by_holder_total\{holder="([^"]*)"\} (\S+)$', re.M)
+print(json.dumps({h: float(v) for h, v in series.findall(text)}))
+`
+	cmd := c.ns.Command(ctx, python, "-c", script, url)
+	cmd.Env = c.env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scrape /metrics: %v\n%s", err, stderr.String())
+	}
+	got := map[string]float64{}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("scrape printed %q: %v", out, err)
+	}
+	return got
+}
 
 // servePrompts are the concurrent requests of testServeThroughSwarm, of
 // mixed lengths.
@@ -59,7 +118,8 @@ type serveRecord struct {
 // transformers generate gives for its prompt alone; they run at once on the
 // warm cluster (each worker joined once for serve's warm-up and all of them)
 // and decode as one batch through the Ray pipeline (serve's
-// edgellm_decode_batch_size says so); `edgellm infer` on serve's data directory gets
+// edgellm_decode_batch_size says so); with Kubo, its swarm route is KV-aware
+// (testServeKVRouting); `edgellm infer` on serve's data directory gets
 // the same answer through serve without starting a backend; SIGTERM closes
 // the cluster (each worker leaves it) and leaves nothing running.
 func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, workers []*workerProc, swarmArgs []string) {
@@ -100,33 +160,14 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 	})
 	rec := waitServeRecord(t, dataDir, exited, &stderr)
 
-	prompts, _ := json.Marshal(servePrompts)
-	chat := c.ns.Command(ctx, python, "-c", openaiChats, rec.URL, string(prompts), strconv.Itoa(maxTokens))
-	chat.Env = c.env
-	var chatErr bytes.Buffer
-	chat.Stderr = &chatErr
-	out, err := chat.Output()
-	if err != nil {
-		t.Fatalf("openai client: %v\n%s\nserve:\n%s", err, chatErr.String(), stderr.String())
-	}
-	var got struct {
-		Answers []struct {
-			Text             string `json:"text"`
-			Finish           string `json:"finish"`
-			CompletionTokens int    `json:"completion_tokens"`
-			Fingerprint      string `json:"fingerprint"`
-		} `json:"answers"`
-		Metrics string `json:"metrics"`
-	}
-	if err := json.Unmarshal(out, &got); err != nil || len(got.Answers) != len(servePrompts) {
-		t.Fatalf("openai client printed %q: %v", out, err)
-	}
-	for i, a := range got.Answers {
-		if a.Text != refs[i].Text || a.CompletionTokens != len(refs[i].Tokens) || a.Fingerprint == "" {
-			t.Errorf("answer %d: %+v\nwant (transformers generate) %q, %d tokens", i, a, refs[i].Text, len(refs[i].Tokens))
+	answers, metrics := c.openaiChat(ctx, t, python, rec.URL, maxTokens, servePrompts...)
+	for i, a := range answers {
+		if a.Text != refs[i].Text || a.CompletionTokens != len(refs[i].Tokens) || a.Fingerprint == "" || a.CachedTokens == nil {
+			t.Errorf("answer %d: %+v\nwant (transformers generate) %q, %d tokens, usage.prompt_tokens_details.cached_tokens",
+				i, a, refs[i].Text, len(refs[i].Tokens))
 		}
 	}
-	largest, count := batchSizes(t, got.Metrics, "pipeline")
+	largest, count := batchSizes(t, metrics, "pipeline")
 	t.Logf("decode batch sizes through the swarm: %d generations, the largest batch <= %v", count, largest)
 	if count < len(servePrompts) || largest <= 1 {
 		t.Errorf("edgellm_decode_batch_size{route=pipeline}: %d generations, largest <= %v; want %d, batched (> 1)",
@@ -138,6 +179,9 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 			t.Errorf("worker %d joined %d clusters for serve's warm-up and the requests; want exactly one (the warm cluster reused)",
 				i, after[i]-before[i])
 		}
+	}
+	if c.kubo() {
+		testServeKVRouting(ctx, t, c, python, rec.URL, workers)
 	}
 
 	// infer on serve's data directory goes through serve: same tokens, and
@@ -179,6 +223,47 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 		t.Errorf("serve left its record behind: %v", err)
 	}
 	noProcessesOf(t, []string{dataDir})
+}
+
+// testServeKVRouting: serve's swarm route looks the prompt up in the swarm's
+// KV cache as infer does (requester.LookupPrefix): a second request sharing
+// a long prefix with the first reports the prompt tokens its stages took
+// from the cache in usage.prompt_tokens_details.cached_tokens, answers as
+// transformers generate, and serve's metric counts them by the workers
+// holding the blocks.
+func testServeKVRouting(ctx context.Context, t *testing.T, c *cliEnv, python, url string, workers []*workerProc) {
+	const maxTokens = 6
+	prompt := pdPrompt + " Tell it to a child."
+	want := referenceText(t, python, prompt, referenceTokens(t, python, prompt, maxTokens))
+	// One after the other: the second finds the first's blocks.
+	first, _ := c.openaiChat(ctx, t, python, url, maxTokens, prompt)
+	second, _ := c.openaiChat(ctx, t, python, url, maxTokens, prompt)
+	answers := append(first, second...)
+	for i, a := range answers {
+		if a.Text != want {
+			t.Errorf("long-prompt answer %d %q, want (transformers generate) %q", i, a.Text, want)
+		}
+	}
+	if second := answers[1].CachedTokens; second == nil || *second < 200 {
+		t.Errorf("the second request's cached_tokens %v; want the shared prefix's (>= 200)", second)
+	}
+	ids := map[string]bool{}
+	for _, w := range workers {
+		id, _ := w.state(t)
+		ids[id] = true
+	}
+	holders := c.holderMetric(ctx, t, python, url)
+	t.Logf("serve: cached tokens %v, %v; by holder %v", *answers[0].CachedTokens, *answers[1].CachedTokens, holders)
+	counted := 0.0
+	for h, v := range holders {
+		if !ids[h] {
+			t.Errorf("holder label %q is none of the workers %v", h, ids)
+		}
+		counted += v
+	}
+	if counted < 200 {
+		t.Errorf("edgellm_cached_prompt_tokens_by_holder_total %v; want the workers' cached tokens counted", holders)
+	}
 }
 
 // inferThroughServe runs `infer --json` on serve's data directory.

@@ -30,6 +30,8 @@ type swarmCluster struct {
 	// cachedFrom are the peers holding the prompt's cached prefix (infer
 	// --json's cached_from).
 	cachedFrom []string
+	// mode is infer --json's mode: pipeline, pd (forced) or pd_planner.
+	mode string
 }
 
 // formCluster forms a cluster for model under d's flags: join the swarm,
@@ -90,6 +92,7 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 	if d.prompt != nil {
 		planned = c.preferHolders(ctx, app.log, r, planned, d.prompt)
 	}
+	c.mode = modeOf(planned, d)
 	formed := time.Now()
 	c.Cluster, err = r.Form(ctx, n, planned, opts...)
 	if err != nil {
@@ -165,38 +168,38 @@ func (c *swarmCluster) Close() {
 	c.closers = nil
 }
 
-// preferHolders looks req's prompt up in the swarm's KV cache (KV-aware
-// routing): the manifest goes into req for the stages to fetch their
-// layers' blocks, and the plan is re-ranked so the holders win by the
-// prefill time they save; then, knowing the prompt's length, the planner
-// may choose a prefill/decode run (requester.ChooseMode; not with --no-pd).
-// A failed lookup costs a debug line and keeps the plan.
+// preferHolders routes req by the swarm's KV cache (KV-aware routing, the
+// same code path as serve's: requester.LookupPrefix, Requester.Route): the
+// manifest goes into req for the stages to fetch their layers' blocks, the
+// plan is re-ranked so the holders win by the prefill time they save, and,
+// knowing the prompt's length, the planner may choose a prefill/decode run
+// (not with --no-pd). A failed lookup costs a debug line and keeps the plan.
 func (c *swarmCluster) preferHolders(ctx context.Context, log *slog.Logger, r *requester.Requester,
 	planned *requester.Planned, req *pb.GenerateRequest) *requester.Planned {
-	if req.GetNoPrefixCache() {
-		return planned
-	}
-	answer := int(req.GetSampling().GetMaxTokens())
-	prefix, err := requester.StagePrefix(ctx, c.index, c.keyer, req)
+	prefix, err := requester.LookupPrefix(ctx, c.index, c.keyer, req)
 	if err != nil {
 		log.Debug("kv: no cached prefix from the swarm", "err", err)
 	} else {
 		log.Info("kv: cached prefix found in the swarm", "peers", prefix.Holders, "blocks", prefix.Blocks)
-		req.KvManifest = prefix.Manifest
-		for _, h := range prefix.Holders {
-			c.cachedFrom = append(c.cachedFrom, h.String())
-		}
-		planned = r.Prefer(planned, prefix, answer)
+		c.cachedFrom = append(c.cachedFrom, prefix.HolderIDs()...)
 	}
-	if prefix.PromptTokens == 0 {
-		return planned
-	}
-	chosen := r.ChooseMode(planned, planner.Shape{PromptTokens: prefix.PromptTokens, CachedTokens: prefix.Tokens, AnswerTokens: answer})
-	if chosen != planned {
+	chosen := r.Route(planned, prefix, int(req.GetSampling().GetMaxTokens()))
+	if chosen.Request.PrefillPeer != "" && chosen.Request.PrefillPeer != planned.Request.PrefillPeer {
 		log.Info("planner: prefill/decode pays for this prompt", "prefill", chosen.Request.PrefillPeer,
 			"decode", chosen.Request.DecodePeer, "prompt_tokens", prefix.PromptTokens)
 	}
 	return chosen
+}
+
+// modeOf names how planned came to be, for infer --json's mode.
+func modeOf(planned *requester.Planned, d *distOptions) string {
+	switch {
+	case planned.Request.PrefillPeer == "":
+		return "pipeline"
+	case d.prefillPeer != "":
+		return "pd"
+	}
+	return "pd_planner"
 }
 
 // Stages are the cluster's stages in infer --json's shape.

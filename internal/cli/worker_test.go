@@ -38,14 +38,21 @@ type cliEnv struct {
 	bin string
 	env []string
 	ns  *testutil.NetNS // when set, every edgellm process runs in this namespace
+	// wrap, when set, runs edgellm through this command line (e.g. taskset
+	// pinning a worker to one CPU).
+	wrap []string
 }
 
 // command returns the edgellm command line, inside c.ns if set.
 func (c *cliEnv) command(ctx context.Context, args ...string) *exec.Cmd {
-	if c.ns != nil {
-		return c.ns.Command(ctx, c.bin, args...)
+	bin := c.bin
+	if len(c.wrap) > 0 {
+		bin, args = c.wrap[0], append(append(c.wrap[1:len(c.wrap):len(c.wrap)], c.bin), args...)
 	}
-	return exec.CommandContext(ctx, c.bin, args...)
+	if c.ns != nil {
+		return c.ns.Command(ctx, bin, args...)
+	}
+	return exec.CommandContext(ctx, bin, args...)
 }
 
 // run runs edgellm to completion and returns stdout, stderr and exit code.
@@ -160,8 +167,12 @@ type peerEntry struct {
 	Device           string      `json:"device"`
 	RTTMs            *float64    `json:"rtt_ms"`
 	DecodeTokensPerS *float64    `json:"decode_tokens_per_s"`
-	IPFSPeerID       string      `json:"ipfs_peer_id"`
-	IPFSAddrs        []string    `json:"ipfs_addrs"`
+	// PrefillTokensPerS and the sessions are what ChooseMode weighs.
+	PrefillTokensPerS float64  `json:"prefill_tokens_per_s"`
+	ActiveSessions    uint32   `json:"active_sessions"`
+	MaxSessions       uint32   `json:"max_sessions"`
+	IPFSPeerID        string   `json:"ipfs_peer_id"`
+	IPFSAddrs         []string `json:"ipfs_addrs"`
 }
 
 // peers runs `edgellm peers --json` until it lists exactly want (or fails).

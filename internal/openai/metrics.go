@@ -39,6 +39,7 @@ type Metrics struct {
 	queueDepth       *prometheus.GaugeVec     // model
 	running          *prometheus.GaugeVec     // model
 	batch            *prometheus.HistogramVec // model, route
+	holders          *holderTokens            // holder (bounded)
 }
 
 // Label values for requests that did not reach a model or the engine.
@@ -74,6 +75,7 @@ func NewMetrics() *Metrics {
 		batch: f.histogramVec("edgellm_decode_batch_size",
 			"The most sequences one decode step of a generation ran with (continuous batching; 1: alone), "+
 				"as its engine reports it.", []float64{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}, "model", "route"),
+		holders: newHolderTokens(f),
 	}
 	f.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -110,5 +111,28 @@ func TestMetricsRegistriesAreSeparate(t *testing.T) {
 	post(t, a, "/v1/chat/completions", chatBody)
 	if _, ok := scrape(t, b)["edgellm_prompt_tokens_total"]; ok {
 		t.Error("b exposes a's series")
+	}
+}
+
+// Cached prompt tokens count by holder; the holder label stays bounded (the
+// peers past MaxHolderLabels count as "other").
+func TestMetricsCachedFromHolders(t *testing.T) {
+	s := newTestServer(t, newFakeEngine(), Options{})
+	m := s.Metrics()
+	m.AddCachedFrom([]string{"peerA", "peerB"}, 32)
+	m.AddCachedFrom([]string{"peerA"}, 16)
+	m.AddCachedFrom([]string{"peerA"}, 0) // nothing cached: nothing counted
+	for i := range MaxHolderLabels + 5 {
+		m.AddCachedFrom([]string{fmt.Sprintf("many%d", i)}, 1)
+	}
+	fams := scrape(t, s)
+	const family = "edgellm_cached_prompt_tokens_by_holder_total"
+	for holder, want := range map[string]float64{"peerA": 48, "peerB": 32, HolderOther: 7} {
+		if got := series(t, fams, family, map[string]string{"holder": holder}).GetCounter().GetValue(); got != want {
+			t.Errorf("%s{holder=%q} = %v, want %v", family, holder, got, want)
+		}
+	}
+	if n := len(fams[family].GetMetric()); n != MaxHolderLabels+1 {
+		t.Errorf("%d holder series, want %d (bounded, plus %q)", n, MaxHolderLabels+1, HolderOther)
 	}
 }

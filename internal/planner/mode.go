@@ -20,6 +20,11 @@ import (
 //   - P/D is considered only when Choose's plan is one peer (auto or
 //     Stages 1): both P/D roles hold every layer, and a split chain already
 //     spreads the prompt's compute.
+//   - The bar is the cheapest one-peer plan over the whole request, not
+//     only Choose's (which ranks by per-token latency): a fast prefill
+//     peer far away may answer alone sooner than handing its prompt over.
+//     When P/D loses, Choose's plan stays (ChooseMode picks the mode, not
+//     another one-peer plan).
 //   - It must win by PDMinGain, so near-ties keep the simpler plan, and
 //     only for prompts of at least MinPDPromptTokens (below, a second
 //     cluster member and the IPFS connection cost more than they save).
@@ -31,14 +36,7 @@ func ChooseMode(peers []Peer, req Request, shape Shape) (Plan, bool, error) {
 	if err != nil || len(plain.Stages) != 1 || shape.PromptTokens < MinPDPromptTokens {
 		return plain, false, err
 	}
-	byID := map[string]Peer{}
-	for _, p := range peers {
-		byID[p.ID] = p
-	}
-	one := plain.Stages[0]
-	computed := shape
-	computed.PromptTokens -= min(max(shape.CachedTokens, 0), shape.PromptTokens)
-	best, bestCost, isPD := plain, requestCost(computed, byID[one.PeerID], plain.ExpectedTokenLatency, 0)+plain.LoadTime, false
+	best, bestCost, isPD := plain, soloCost(peers, req, shape, plain), false
 	limit := time.Duration(float64(bestCost) * (1 - PDMinGain))
 	for _, pre := range peers {
 		for _, dec := range peers {
@@ -77,6 +75,30 @@ const (
 	// PDMinGain is how much lower a P/D plan's expected latency must be.
 	PDMinGain = 0.10
 )
+
+// soloCost is the expected latency of the whole request on the cheapest
+// one-peer plan (its load wait included): plain's peer or any other that can run it alone, each
+// computing the prompt less the cached tokens when it holds them (plain's
+// peer, or a peer req.Prefer ranks up for holding them).
+func soloCost(peers []Peer, req Request, shape Shape, plain Plan) time.Duration {
+	cached := shape
+	cached.PromptTokens -= min(max(shape.CachedTokens, 0), shape.PromptTokens)
+	best := time.Duration(math.MaxInt64)
+	for _, x := range peers {
+		alone := req
+		alone.Stages = 1
+		one, err := chooseRole(peers, alone, "one-peer", x.ID)
+		if err != nil {
+			continue
+		}
+		s := shape
+		if x.ID == plain.Stages[0].PeerID || req.Prefer[x.ID] > 0 {
+			s = cached
+		}
+		best = min(best, requestCost(s, x, one.ExpectedTokenLatency, 0)+one.LoadTime)
+	}
+	return best
+}
 
 // requestCost is prefill on prefill (shared with its sessions) + handoff +
 // answer tokens at token latency.

@@ -6,10 +6,12 @@ import (
 )
 
 // TestChooseMode: the planner chooses prefill/decode when the whole
-// request's expected latency says it pays (a long prompt and a much faster
-// prefill peer, or the best decoder already sharing itself), and keeps the
-// plain plan for short prompts, equal peers, near-ties, split plans and a
-// prompt the best decoder holds cached.
+// request's expected latency says it pays against every one-peer plan (a
+// long prompt and a much faster prefill peer, or the best decoder already
+// sharing itself, with an answer long enough that the better decoder's
+// tokens repay the handoff), and keeps the plain plan for short prompts, a
+// fast prefill peer that answers a short answer alone sooner, equal peers,
+// near-ties, split plans and a prompt the best decoder holds cached.
 func TestChooseMode(t *testing.T) {
 	prefiller := func(id string, prefill float64) Peer {
 		return with(peer(id, 4*gb, 10, 10*time.Millisecond), func(p *Peer) { p.PrefillTokensPerS = prefill })
@@ -18,7 +20,7 @@ func TestChooseMode(t *testing.T) {
 		return with(peer(id, 4*gb, 40, 10*time.Millisecond), func(p *Peer) { p.PrefillTokensPerS = prefill })
 	}
 	sharing := with(decoder("dec", 400), func(p *Peer) { p.ActiveSessions, p.MaxSessions = 3, 4 })
-	long := Shape{PromptTokens: 1500, AnswerTokens: 16}
+	long := Shape{PromptTokens: 1500, AnswerTokens: 64}
 	cases := []struct {
 		name   string
 		peers  []Peer
@@ -31,6 +33,8 @@ func TestChooseMode(t *testing.T) {
 			Request{Model: smolID}, long, true, []string{"fast", "dec"}},
 		{"long prompt, best decoder busy with others: P/D", []Peer{prefiller("free", 400), sharing},
 			Request{Model: smolID}, long, true, []string{"free", "dec"}},
+		{"the faster prefill peer answers a short answer alone sooner than it hands over", []Peer{prefiller("fast", 4000), decoder("dec", 200)},
+			Request{Model: smolID}, Shape{PromptTokens: 1500, AnswerTokens: 16}, false, []string{"dec"}},
 		{"short prompt: one peer", []Peer{prefiller("fast", 4000), decoder("dec", 200)},
 			Request{Model: smolID}, Shape{PromptTokens: 100, AnswerTokens: 16}, false, []string{"dec"}},
 		{"equal peers: the handoff does not pay", []Peer{decoder("a", 400), decoder("b", 400)},

@@ -59,7 +59,7 @@ func TestChooseMode(t *testing.T) {
 	}
 	sw.mu.Unlock()
 	r := New(sw)
-	long := planner.Shape{PromptTokens: 1500, AnswerTokens: 16}
+	long := planner.Shape{PromptTokens: 1500, AnswerTokens: 64} // the answer repays the handoff
 	tests := []struct {
 		name   string
 		req    Request

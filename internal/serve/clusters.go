@@ -22,7 +22,15 @@ const DefaultClusterIdle = 10 * time.Minute
 // clusterFormer plans and forms a cluster for a request: requesterFormer
 // over the requester runtime; a fake in the pool's unit tests.
 type clusterFormer interface {
-	form(ctx context.Context, req requester.Request, onFailover func(line string)) (formedCluster, error)
+	form(ctx context.Context, req requester.Request, hint routeHint, onFailover func(line string)) (formedCluster, error)
+}
+
+// routeHint is what the request that forms a cluster tells its plan: the
+// prompt's cached prefix in the swarm (holders, prompt length) and the
+// answer's length, for requester.Route.
+type routeHint struct {
+	prefix requester.Prefix
+	answer int
 }
 
 // formedCluster is what the pool keeps warm: a *requester.Cluster.
@@ -41,11 +49,12 @@ type requesterFormer struct {
 	head requester.Head
 }
 
-func (f requesterFormer) form(ctx context.Context, req requester.Request, onFailover func(string)) (formedCluster, error) {
+func (f requesterFormer) form(ctx context.Context, req requester.Request, hint routeHint, onFailover func(string)) (formedCluster, error) {
 	planned, err := f.r.Plan(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	planned = f.r.Route(planned, hint.prefix, hint.answer)
 	return f.r.Form(ctx, f.head, planned, requester.OnFailover(onFailover))
 }
 
@@ -91,14 +100,23 @@ type clusterPool struct {
 }
 
 // generate runs req on the warm cluster for its model, forming one first
-// when there is none (or it went bad); the route is "pipeline" or "pd".
-func (p *clusterPool) generate(ctx context.Context, req *pb.GenerateRequest, onResp func(*pb.GenerateResponse) error) (string, error) {
-	wc, err := p.enter(ctx, req.GetModel())
+// when there is none (or it went bad), planned for prefix (req's prompt in
+// the swarm's KV cache, see Service.lookupPrefix); the route is "pipeline"
+// or "pd".
+//
+// Decision: a warm cluster is kept for a request whose prefix other peers
+// hold: forming another costs seconds (Ray joins, weights loaded) where the
+// warm stages fetch the holders' blocks through req's manifest; the holders
+// rank higher when a cluster is formed.
+func (p *clusterPool) generate(ctx context.Context, req *pb.GenerateRequest, prefix requester.Prefix,
+	onResp func(*pb.GenerateResponse) error) (string, error) {
+	wc, err := p.enter(ctx, req.GetModel(), routeHint{prefix: prefix, answer: int(req.GetSampling().GetMaxTokens())})
 	if err != nil {
 		return routeOf(p.template), err
 	}
+	stages := wc.c.Stages()
 	if p.onStages != nil {
-		p.onStages(req, wc.c.Stages())
+		p.onStages(req, stages)
 	}
 	err = wc.c.Generate(ctx, req, onResp)
 	broken := brokenBy(ctx, err)
@@ -110,7 +128,7 @@ func (p *clusterPool) generate(ctx context.Context, req *pb.GenerateRequest, onR
 		// next request forms a new one.
 		go p.dropAlone(wc, fmt.Sprintf("a generation failed on it: %v", err))
 	}
-	return routeOf(p.template), err
+	return routeOfStages(stages), err
 }
 
 // brokenBy reports whether err, from a generation under ctx, says the
@@ -129,7 +147,7 @@ func brokenBy(ctx context.Context, err error) bool {
 
 // enter returns the warm cluster for model with p.turn held shared (leave
 // releases it), forming the cluster first, alone, when there is none.
-func (p *clusterPool) enter(ctx context.Context, model string) (*warmCluster, error) {
+func (p *clusterPool) enter(ctx context.Context, model string, hint routeHint) (*warmCluster, error) {
 	for {
 		p.turn.RLock()
 		if wc := p.take(model); wc != nil {
@@ -140,7 +158,7 @@ func (p *clusterPool) enter(ctx context.Context, model string) (*warmCluster, er
 			return nil, fmt.Errorf("%w: %w", requester.ErrCancelled, err)
 		}
 		p.turn.Lock()
-		_, err := p.acquire(ctx, model)
+		_, err := p.acquire(ctx, model, hint)
 		p.turn.Unlock()
 		if err != nil {
 			return nil, err
@@ -181,7 +199,7 @@ func (p *clusterPool) leave(wc *warmCluster, broken bool) {
 
 // acquire makes the warm cluster one for model, forming it when needed.
 // p.turn is held alone.
-func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, error) {
+func (p *clusterPool) acquire(ctx context.Context, model string, hint routeHint) (*warmCluster, error) {
 	p.mu.Lock()
 	cur := p.cur
 	sound := cur != nil && cur.model == model && !cur.broken && cur.c.Err() == nil
@@ -194,7 +212,7 @@ func (p *clusterPool) acquire(ctx context.Context, model string) (*warmCluster, 
 	}
 	req := p.template
 	req.Model = model
-	c, err := p.former.form(ctx, req, func(line string) { p.log.Warn("failover", "model", model, "detail", line) })
+	c, err := p.former.form(ctx, req, hint, func(line string) { p.log.Warn("failover", "model", model, "detail", line) })
 	if err != nil {
 		return nil, err
 	}
@@ -265,6 +283,17 @@ func (p *clusterPool) close() {
 	if cur != nil {
 		p.drop(cur, "serve is stopping")
 	}
+}
+
+// routeOfStages names the route a formed cluster takes, for metrics: "pd"
+// when the planner chose (or the flags forced) a prefill/decode run.
+func routeOfStages(stages []requester.Stage) string {
+	for _, s := range stages {
+		if s.Role == pb.StageRole_STAGE_ROLE_PREFILL {
+			return "pd"
+		}
+	}
+	return "pipeline"
 }
 
 // routeOf names the route a plan request takes, for metrics.

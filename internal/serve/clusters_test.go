@@ -20,6 +20,7 @@ import (
 // records Close; lose() makes it go bad as a lost member would.
 type fakeCluster struct {
 	model string
+	pd    bool // its stages are a prefill/decode run's
 
 	mu       sync.Mutex
 	closed   bool
@@ -50,8 +51,14 @@ func (c *fakeCluster) Generate(ctx context.Context, req *pb.GenerateRequest, onR
 	}
 	return onResp(&pb.GenerateResponse{Text: "ok", FinishReason: pb.FinishReason_FINISH_REASON_STOP})
 }
-func (c *fakeCluster) Done() <-chan struct{}     { return c.done }
-func (c *fakeCluster) Stages() []requester.Stage { return []requester.Stage{{PeerID: "p", End: 30}} }
+func (c *fakeCluster) Done() <-chan struct{} { return c.done }
+func (c *fakeCluster) Stages() []requester.Stage {
+	if c.pd {
+		return []requester.Stage{{PeerID: "p", End: 30, Role: pb.StageRole_STAGE_ROLE_PREFILL},
+			{PeerID: "d", End: 30, Role: pb.StageRole_STAGE_ROLE_DECODE}}
+	}
+	return []requester.Stage{{PeerID: "p", End: 30}}
+}
 func (c *fakeCluster) Err() error {
 	select {
 	case <-c.done:
@@ -84,19 +91,23 @@ func (c *fakeCluster) isClosed() bool {
 }
 
 // fakeFormer forms fakeClusters, or fails with err.
+// pd forms prefill/decode clusters; hints records what each form was told.
 type fakeFormer struct {
 	mu     sync.Mutex
 	formed []*fakeCluster
+	hints  []routeHint
 	err    error
+	pd     bool
 }
 
-func (f *fakeFormer) form(_ context.Context, req requester.Request, _ func(string)) (formedCluster, error) {
+func (f *fakeFormer) form(_ context.Context, req requester.Request, hint routeHint, _ func(string)) (formedCluster, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.hints = append(f.hints, hint)
 	if f.err != nil {
 		return nil, f.err
 	}
-	c := &fakeCluster{model: req.Model, done: make(chan struct{}), hold: make(chan struct{})}
+	c := &fakeCluster{model: req.Model, pd: f.pd, done: make(chan struct{}), hold: make(chan struct{})}
 	f.formed = append(f.formed, c)
 	return c, nil
 }
@@ -121,7 +132,7 @@ func newTestPool(f *fakeFormer, idle time.Duration) (*clusterPool, *atomic.Int32
 
 func generate(t *testing.T, p *clusterPool, model string) error {
 	t.Helper()
-	_, err := p.generate(context.Background(), &pb.GenerateRequest{Model: model},
+	_, err := p.generate(context.Background(), &pb.GenerateRequest{Model: model}, requester.Prefix{},
 		func(*pb.GenerateResponse) error { return nil })
 	return err
 }
@@ -194,7 +205,7 @@ func TestClusterPool(t *testing.T) {
 		}, 1, 1},
 		{"a broken generation drops it, a bad request does not", func(t *testing.T, f *fakeFormer, p *clusterPool) {
 			for _, id := range []string{"bad", "ok", "broken", "ok"} {
-				_, _ = p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: id},
+				_, _ = p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: id}, requester.Prefix{},
 					func(*pb.GenerateResponse) error { return nil })
 			}
 			if cs := f.clusters(); !cs[0].isClosed() || cs[0].generations() != 3 || cs[1].isClosed() {
@@ -206,7 +217,7 @@ func TestClusterPool(t *testing.T) {
 			errs := make(chan error, n)
 			for range n {
 				go func() {
-					_, err := p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: "hold"},
+					_, err := p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: "hold"}, requester.Prefix{},
 						func(*pb.GenerateResponse) error { return nil })
 					errs <- err
 				}()
@@ -216,7 +227,7 @@ func TestClusterPool(t *testing.T) {
 				return len(cs) == 1 && cs[0].runningNow() == n
 			})
 			first := f.clusters()[0]
-			if _, err := p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: "broken"},
+			if _, err := p.generate(context.Background(), &pb.GenerateRequest{Model: "m", RequestId: "broken"}, requester.Prefix{},
 				func(*pb.GenerateResponse) error { return nil }); err == nil {
 				t.Fatal("the broken generation succeeded")
 			}
@@ -235,6 +246,23 @@ func TestClusterPool(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, 2, 1},
+		{"the forming request's prefix reaches the plan; its route is the cluster's", func(t *testing.T, f *fakeFormer, p *clusterPool) {
+			f.pd = true
+			seven := int32(7)
+			for _, tokens := range []int{480, 64} {
+				req := &pb.GenerateRequest{Model: "m", Sampling: &pb.SamplingParams{MaxTokens: &seven}}
+				route, err := p.generate(context.Background(), req, requester.Prefix{Tokens: tokens, PromptTokens: 500},
+					func(*pb.GenerateResponse) error { return nil })
+				if err != nil || route != "pd" {
+					t.Fatalf("route %q, err %v; want pd (the planner chose it for the formed cluster)", route, err)
+				}
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.hints) != 1 || f.hints[0].prefix.Tokens != 480 || f.hints[0].prefix.PromptTokens != 500 || f.hints[0].answer != 7 {
+				t.Errorf("hints %+v; want the first request's prefix and answer length, once", f.hints)
+			}
+		}, 1, 1},
 		{"close ends it", func(t *testing.T, f *fakeFormer, p *clusterPool) {
 			if err := generate(t, p, "m"); err != nil {
 				t.Fatal(err)

@@ -26,7 +26,8 @@ type Swarm struct {
 	// (stages, price, latency, P/D peers); Model is set per request.
 	Plan requester.Request
 	// Index and IPFS find and reach a prompt's cached prefix in the swarm
-	// before a local prefill; IPFS nil turns the lookup off.
+	// before a local prefill (IPFS nil turns that lookup off); Index alone
+	// before a swarm generation, whose stages fetch the blocks themselves.
 	Index requester.PrefixIndex
 	IPFS  requester.IPFSNode
 	// Local lists the models this node runs itself although it is in a swarm
@@ -122,7 +123,7 @@ func New(o Options) (*Service, error) {
 				}
 			}}
 		s.clusters.onStages = func(req *pb.GenerateRequest, stages []requester.Stage) {
-			s.setTrace(Trace{RequestID: req.GetRequestId(), Model: req.GetModel(), Route: routeOf(sw.Plan), Stages: stages})
+			s.setTrace(Trace{RequestID: req.GetRequestId(), Model: req.GetModel(), Route: routeOfStages(stages), Stages: stages})
 		}
 	}
 	return s, nil
@@ -173,7 +174,7 @@ func (s *Service) warmOne(ctx context.Context, id string) (*pb.ModelInfo, error)
 	if s.runsHere(id) {
 		err = s.o.Backend.Generate(ctx, req, discard)
 	} else {
-		_, err = s.clusters.generate(ctx, req, discard)
+		_, err = s.clusters.generate(ctx, req, requester.Prefix{}, discard)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("warm %s up: %w", id, err)
@@ -229,12 +230,13 @@ func (s *Service) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 		return openai.RouteLocal, status.Errorf(codes.NotFound, "model %q is not served by this node", req.GetModel())
 	}
 	if !s.runsHere(req.GetModel()) {
-		route, err := s.clusters.generate(ctx, req, s.countHits(onResp))
+		prefix := s.lookupPrefix(ctx, req)
+		route, err := s.clusters.generate(ctx, req, prefix, s.countHits(onResp, prefix.HolderIDs()))
 		return route, swarmStatus(err)
 	}
 	s.setTrace(Trace{RequestID: req.GetRequestId(), Model: req.GetModel(), Route: openai.RouteLocal})
 	prefix := s.fillPrefix(ctx, req)
-	err := generateOn(ctx, s.o.Backend, req, s.countHits(s.distrustBad(prefix, onResp)))
+	err := generateOn(ctx, s.o.Backend, req, s.countHits(s.distrustBad(prefix, onResp), prefix.HolderIDs()))
 	return openai.RouteLocal, err
 }
 
@@ -279,11 +281,32 @@ func (s *Service) distrustBad(prefix requester.Prefix, onResp func(*pb.GenerateR
 	}
 }
 
-// countHits counts a generation whose prompt came partly from the cache.
-func (s *Service) countHits(onResp func(*pb.GenerateResponse) error) func(*pb.GenerateResponse) error {
+// lookupPrefix is KV-aware routing for a swarm generation, as infer's
+// (requester.LookupPrefix): the stages get the manifest of the prompt's
+// cached prefix in req, and a cluster formed for req ranks the holders
+// higher (clusterPool.generate). A miss is a zero Prefix but for the
+// prompt's length; it costs the request nothing but the lookup.
+func (s *Service) lookupPrefix(ctx context.Context, req *pb.GenerateRequest) requester.Prefix {
+	if s.o.Swarm.Index == nil {
+		return requester.Prefix{}
+	}
+	prefix, err := requester.LookupPrefix(ctx, s.o.Swarm.Index, s.o.Backend, req)
+	if err != nil {
+		s.log.Debug("no cached prefix from the swarm", "request", req.GetRequestId(), "err", err)
+		return prefix
+	}
+	s.log.Info("cached prefix found", "request", req.GetRequestId(), "holders", prefix.HolderIDs(), "blocks", prefix.Blocks)
+	return prefix
+}
+
+// countHits counts a generation whose prompt came partly from the cache,
+// and its cached tokens by the holders the lookup found (none: the
+// backend's own cache or a stage's own store).
+func (s *Service) countHits(onResp func(*pb.GenerateResponse) error, holders []string) func(*pb.GenerateResponse) error {
 	return func(r *pb.GenerateResponse) error {
-		if r.GetUsage().GetCachedPromptTokens() > 0 {
+		if n := r.GetUsage().GetCachedPromptTokens(); n > 0 {
 			s.o.Metrics.PrefixCacheHits.Inc()
+			s.o.Metrics.AddCachedFrom(holders, int(n))
 		}
 		return onResp(r)
 	}
