@@ -50,9 +50,6 @@ class Rows:
     lengths: tuple[int, ...]
     index: torch.Tensor  # the slots, to gather the rows' K/V from the pool
     mask: torch.Tensor  # [rows, 1, 1, longest] bool: True on a row's own positions
-    # The slots when they are consecutive in row order (the usual case: slots are handed
-    # out lowest first): the rows' K/V are then a view of the pool, not a gathered copy.
-    span: slice | None = None
 
     @classmethod
     def of(cls, slots: list[int], lengths: list[int], device: torch.device) -> Rows:
@@ -60,18 +57,11 @@ class Rows:
         own = torch.arange(longest, device=device)[None, :] < torch.tensor(
             lengths, device=device
         ).unsqueeze(1)
-        first = slots[0]
-        span = (
-            slice(first, first + len(slots))
-            if slots == list(range(first, first + len(slots)))
-            else None
-        )
         return cls(
             tuple(slots),
             tuple(lengths),
             torch.tensor(slots, device=device),
             own[:, None, None, :],
-            span,
         )
 
 
@@ -101,11 +91,8 @@ def _masked_sdpa(module, query, key, value, rows: Rows, kwargs) -> torch.Tensor:
     padded to the longest and masked -> [rows, 1, heads, head_dim], as
     `sdpa_attention_forward` returns it."""
     longest = rows.mask.shape[-1]
-    if rows.span is not None:
-        keys, values = key[rows.span, :, :longest], value[rows.span, :, :longest]
-    else:
-        keys = key[:, :, :longest].index_select(0, rows.index)
-        values = value[:, :, :longest].index_select(0, rows.index)
+    keys = key[:, :, :longest].index_select(0, rows.index)
+    values = value[:, :, :longest].index_select(0, rows.index)
     groups = getattr(module, "num_key_value_groups", 1)
     gqa = groups > 1 and use_gqa_in_sdpa(None, keys, values)
     if groups > 1 and not gqa:
