@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModel
 from transformers.initialization import no_init_weights
 
 from edgellm.engine.runner import Slots
-from edgellm.engine.torch.batch import BATCH_KWARG, SLOTS_ATTENTION, BatchCache, Rows
+from edgellm.engine.torch.batch import BATCH_KWARG, SLOTS_ATTENTION, BatchCache
 from edgellm.engine.torch.kv_cache import PreallocatedCache
 from edgellm.engine.torch.slots import (
     UNCONFIGURED_BATCH,
@@ -341,8 +341,7 @@ def forward_batch(sessions: Sequence[StageSession], inputs: torch.Tensor) -> tor
     positions = [s.position for s in sessions]
     slot_ids = [s.slot for s in sessions]
     positions_t = torch.tensor(positions, device=device)
-    rows = Rows.of(slot_ids, [p + 1 for p in positions], device)
-    cache = BatchCache(stage.pool.buffer, rows.index, positions_t)
+    cache = BatchCache(stage.pool.buffer, torch.tensor(slot_ids, device=device), positions_t)
     kwargs = {"input_ids": inputs} if stage.is_first else {"inputs_embeds": inputs}
     out = stage.model(
         **kwargs,
@@ -351,7 +350,7 @@ def forward_batch(sessions: Sequence[StageSession], inputs: torch.Tensor) -> tor
         position_ids=positions_t.unsqueeze(1),
         past_key_values=cache,
         use_cache=True,
-        **{BATCH_KWARG: rows},
+        **{BATCH_KWARG: [(s, p + 1) for s, p in zip(slot_ids, positions, strict=True)]},
     )
     for session in sessions:
         session.advance(1)
