@@ -145,12 +145,21 @@ func (s *Supervisor) explain(ctx context.Context, p *process, op string, err err
 		if s.isClosed() {
 			return fmt.Errorf("%w during %s: %w", ErrClosed, op, err)
 		}
-		return fmt.Errorf("%w during %s (%s): %w", ErrExited, op, describeExit(p.exitErr), err)
+		return exitedError{fmt.Errorf("%w during %s (%s): %w", ErrExited, op, describeExit(p.exitErr), err)}
 	case <-timer.C:
 	case <-ctx.Done():
 	}
 	return err
 }
+
+// exitedError is a call that failed because the backend died: UNAVAILABLE
+// (the caller may retry on the restarted backend), whichever code the broken
+// connection gave the call (CANCELED when the watcher closed the client first).
+type exitedError struct{ error }
+
+func (e exitedError) GRPCStatus() *status.Status { return status.New(codes.Unavailable, e.Error()) }
+
+func (e exitedError) Unwrap() error { return e.error }
 
 // isClosed reports whether Close was called.
 func (s *Supervisor) isClosed() bool {
