@@ -4,8 +4,9 @@
 // capability record built from the backend's status, accepts cluster joins
 // (/edgellm/cluster/1.0.0) by having the backend join the requester's Ray
 // cluster, announces the KV blocks the backend holds and serves manifests
-// of them (/edgellm/kv/1.0.0), and writes <data dir>/worker.json while it
-// runs.
+// of them (/edgellm/kv/1.0.0), with AcceptPulls pulls and serves models
+// members ask for (/edgellm/pull/1.0.0, pulls.go), and writes
+// <data dir>/worker.json while it runs.
 //
 // Decisions:
 //   - The caller opens this machine's backend and IPFS node (localnode) and
