@@ -145,7 +145,11 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 
 	// Requested pulls: each worker's record says it accepts them, and the
 	// holders' records name their directories.
-	c.sharedUntil(map[string]string{aID: "tiny-llama", bID: "smollm2-135m"}, swarm...)
+	for _, p := range c.sharedUntil(map[string]string{aID: "tiny-llama", bID: "smollm2-135m"}, swarm...) {
+		if want := map[string]uint64{aID: 40 << 20, bID: 0}[p.PeerID]; !p.AcceptPulls || p.PullBudgetBytes != want {
+			t.Errorf("%s: accept_pulls %v, pull_disk_budget_bytes %d; want true, %d", p.PeerID, p.AcceptPulls, p.PullBudgetBytes, want)
+		}
+	}
 	t.Run("a requested pull over the worker's disk budget", func(t *testing.T) {
 		_, stderr, code := run("smollm2-135m", 2) // only B serves it: A is asked, and refuses
 		if code != cli.ExitUnavailable || strings.Count(strings.TrimSpace(stderr), "\n") != 0 ||
