@@ -48,6 +48,10 @@ type Capabilities struct {
 	// most 16, each at most 256 bytes encoded).
 	IPFSPeerID peer.ID
 	IPFSAddrs  []ma.Multiaddr
+	// AcceptPulls: the peer answers PullProtocol (worker --accept-pulls),
+	// storing at most PullDiskBudgetBytes so (0 = its free disk).
+	AcceptPulls         bool
+	PullDiskBudgetBytes uint64
 }
 
 // IPFSDialAddrs returns the addresses to connect an IPFS node to this
@@ -195,6 +199,8 @@ func (r *Record) toProto() *pb.CapabilityRecord {
 		PricePer_1KTokensMicros: r.PricePer1kMicros,
 		Region:                  r.Region,
 		RayAddress:              r.RayAddress,
+		AcceptPulls:             r.AcceptPulls,
+		PullDiskBudgetBytes:     r.PullDiskBudgetBytes,
 	}
 	for _, a := range r.Addrs {
 		m.Addrs = append(m.Addrs, a.Bytes())
@@ -251,18 +257,20 @@ func recordFromProto(m *pb.CapabilityRecord) (*Record, error) {
 		Expires:   time.UnixMilli(m.GetExpiresUnixMs()),
 		Withdrawn: m.GetWithdrawn(),
 		Capabilities: Capabilities{
-			BackendVersion:    m.GetBackendVersion(),
-			Device:            m.GetDevice(),
-			Engine:            m.GetEngine(),
-			MemoryTotalBytes:  m.GetMemoryTotalBytes(),
-			MemoryFreeBytes:   m.GetMemoryFreeBytes(),
-			PrefillTokensPerS: m.GetPrefillTokensPerS(),
-			DecodeTokensPerS:  m.GetDecodeTokensPerS(),
-			ActiveSessions:    m.GetActiveSessions(),
-			MaxSessions:       m.GetMaxSessions(),
-			PricePer1kMicros:  m.GetPricePer_1KTokensMicros(),
-			Region:            m.GetRegion(),
-			RayAddress:        m.GetRayAddress(),
+			BackendVersion:      m.GetBackendVersion(),
+			Device:              m.GetDevice(),
+			Engine:              m.GetEngine(),
+			MemoryTotalBytes:    m.GetMemoryTotalBytes(),
+			MemoryFreeBytes:     m.GetMemoryFreeBytes(),
+			PrefillTokensPerS:   m.GetPrefillTokensPerS(),
+			DecodeTokensPerS:    m.GetDecodeTokensPerS(),
+			ActiveSessions:      m.GetActiveSessions(),
+			MaxSessions:         m.GetMaxSessions(),
+			PricePer1kMicros:    m.GetPricePer_1KTokensMicros(),
+			Region:              m.GetRegion(),
+			RayAddress:          m.GetRayAddress(),
+			AcceptPulls:         m.GetAcceptPulls(),
+			PullDiskBudgetBytes: m.GetPullDiskBudgetBytes(),
 		},
 	}
 	if !(r.PrefillTokensPerS >= 0 && r.DecodeTokensPerS >= 0) { // also refuses NaN

@@ -282,3 +282,24 @@ func TestRecordUnloadedModel(t *testing.T) {
 		t.Fatalf("planner models %+v", p.Models)
 	}
 }
+
+// TestRecordAcceptPulls: the accept-pulls flag and its disk budget survive
+// the signed record; a record without them (older peers) accepts none.
+func TestRecordAcceptPulls(t *testing.T) {
+	key := newKey(t)
+	for _, c := range []struct {
+		accept bool
+		budget uint64
+	}{{false, 0}, {true, 0}, {true, 512 << 20}} {
+		caps := sampleCaps("smollm2-135m")
+		caps.AcceptPulls, caps.PullDiskBudgetBytes = c.accept, c.budget
+		env, _ := signedRecord(t, key, 1, time.Minute, caps)
+		got, err := OpenRecord(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.AcceptPulls != c.accept || got.PullDiskBudgetBytes != c.budget {
+			t.Errorf("accept pulls %v, budget %d; want %v, %d", got.AcceptPulls, got.PullDiskBudgetBytes, c.accept, c.budget)
+		}
+	}
+}

@@ -59,5 +59,14 @@ func resourceLimits() rcmgr.ConcreteLimitConfig {
 	limits.AddServicePeerLimit(ClusterServiceName,
 		rcmgr.BaseLimit{StreamsInbound: maxClusterStreamsPerPeer, StreamsOutbound: 64, Streams: 68, Memory: 68 * clusterStreamMemory},
 		rcmgr.BaseLimitIncrease{})
+	// A pull is one stream for the pull's whole life; a worker runs one at a
+	// time and refuses the others at once.
+	pullStream := int64(MaxPullRequestSize + MaxPullReplySize)
+	limits.AddServiceLimit(PullServiceName,
+		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 32 * pullStream},
+		rcmgr.BaseLimitIncrease{})
+	limits.AddServicePeerLimit(PullServiceName,
+		rcmgr.BaseLimit{StreamsInbound: maxPullStreamsPerPeer, StreamsOutbound: 2, Streams: 3, Memory: 3 * pullStream},
+		rcmgr.BaseLimitIncrease{})
 	return limits.AutoScale()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
+	"github.com/edgellm/edgellm/internal/config"
+	"github.com/edgellm/edgellm/internal/volunteer"
 	"github.com/edgellm/edgellm/p2p"
 )
 
@@ -172,3 +175,25 @@ func (app *App) runModelPull(cmd *cobra.Command, want string, o *modelPullOption
 	}
 	return err
 }
+
+// requestedPull is a worker's volunteer.PullFunc (worker --accept-pulls):
+// model pull's tool, from the holders the request names, into this
+// machine's store through the worker's own Kubo, within budgetMB (0: the
+// free disk).
+func (app *App) requestedPull(cfg *config.Config, budgetMB int) volunteer.PullFunc {
+	return func(ctx context.Context, ask p2p.PullAsk) error {
+		tool := []string{"pull", ask.DirCID, "--timeout", strconv.FormatFloat(requestedPullTimeout.Seconds(), 'f', -1, 64),
+			"--claim-id", ask.ModelID, "--claim-weights", ask.WeightsCID}
+		if budgetMB > 0 {
+			tool = append(tool, "--disk-budget-mb", strconv.Itoa(budgetMB))
+		}
+		for _, a := range ask.Holders {
+			tool = append(tool, "--connect", a.String())
+		}
+		return app.modelTool(ctx, cfg, io.Discard, tool...)
+	}
+}
+
+// requestedPullTimeout is model pull's --timeout for a requested pull: the
+// longest time for a holder to provide the model.
+const requestedPullTimeout = 30 * time.Second

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgellm/edgellm/internal/cli"
 	"github.com/edgellm/edgellm/internal/testutil"
 )
 
@@ -23,12 +24,22 @@ import (
 // generate does; A serves its two models in turn, unloading the least
 // recently used one, which its record shows (loaded, not loaded). A model
 // larger than the budget is refused at start with one line.
+//
+// Both workers accept pulls (worker --accept-pulls; A within a 40 MiB disk
+// budget): a request for two stages of a model only A serves makes B pull it
+// from A and serve it, and the split answers as generate does; two stages of
+// the embedded model (B holds it) would need A to pull 270 MB, which A
+// refuses: the request fails with one line and the exit code for
+// unavailable.
 func TestSeveralModelsPerWorker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
 	testutil.NoLeakedChildren(t)
 	c := newCLIEnv(t)
+	if !c.kubo() {
+		t.Fatal("no Kubo binary (make setup builds .bin/ipfs)")
+	}
 	storeA, storeB := t.TempDir(), t.TempDir()
 	smol := filepath.Join(testutil.ModelsDir(t), "smollm2-135m")
 	if err := os.Symlink(smol, filepath.Join(storeB, "smollm2-135m")); err != nil {
@@ -79,19 +90,23 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 	})
 
 	// --model all: the two in the store, in id order; the first loads at start.
-	wa := a.startWorker(dirs[0], "--no-mdns", "--join", join, "--model", "all")
+	wa := a.startWorker(dirs[0], "--no-mdns", "--join", join, "--model", "all", "--accept-pulls", "--pull-disk-budget-mb", "40")
 	aID, aAddrs := wa.state(t)
 	swarm := []string{"--join", join, "--no-mdns", "--bootstrap", aAddrs[0]}
-	wb := b.startWorker(dirs[1], append(swarm, "--model", "smollm2-135m")...)
+	wb := b.startWorker(dirs[1], append(swarm, "--model", "smollm2-135m", "--accept-pulls")...)
 	bID, _ := wb.state(t)
 	c.peersUntil(map[string]bool{aID: true, bID: true}, swarm...)
 	c.loadedUntil(aID, "tiny-llama", "tiny-qwen2", swarm)
 
-	infer := func(model, want string) {
-		t.Helper()
-		out, stderr, code := r.run(append(append([]string{"--data-dir", dirs[2], "infer"}, swarm...),
-			"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--model", model,
+	run := func(model string, stages int) (string, string, int) {
+		return r.run(append(append([]string{"--data-dir", dirs[2], "infer"}, swarm...),
+			"--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1", "--model", model, "--stages", strconv.Itoa(stages),
 			"--raw", "--json", "--max-tokens", strconv.Itoa(maxTokens), prompt)...)
+	}
+	// infer checks model's answer and that it ran on the workers want.
+	infer := func(model string, want ...string) {
+		t.Helper()
+		out, stderr, code := run(model, len(want))
 		if code != 0 {
 			t.Fatalf("infer --model %s: exit %d: %s\nA:\n%s\nB:\n%s", model, code, stderr, wa.stderr, wb.stderr)
 		}
@@ -113,8 +128,13 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 		if res.Model != model || !slices.Equal(res.TokenIDs, ref) {
 			t.Errorf("%s answered %v (model %s)\nwant (transformers generate) %v", model, res.TokenIDs, res.Model, ref)
 		}
-		if len(res.Stages) != 1 || res.Stages[0].PeerID != want {
-			t.Errorf("%s ran on %+v; want the one worker holding it, %s", model, res.Stages, want)
+		var ran []string
+		for _, st := range res.Stages {
+			ran = append(ran, st.PeerID)
+		}
+		slices.Sort(ran)
+		if !slices.Equal(ran, slices.Sorted(slices.Values(want))) {
+			t.Errorf("%s ran on %+v; want the workers %v", model, res.Stages, want)
 		}
 	}
 	infer("tiny-qwen2", aID) // loaded on demand: tiny-llama goes
@@ -122,6 +142,27 @@ func TestSeveralModelsPerWorker(t *testing.T) {
 	infer("smollm2-135m", bID)
 	infer("tiny-llama", aID) // and back
 	c.loadedUntil(aID, "tiny-llama", "tiny-qwen2", swarm)
+
+	// Requested pulls: each worker's record says it accepts them, and the
+	// holders' records name their directories.
+	for _, p := range c.sharedUntil(map[string]string{aID: "tiny-llama", bID: "smollm2-135m"}, swarm...) {
+		if want := map[string]uint64{aID: 40 << 20, bID: 0}[p.PeerID]; !p.AcceptPulls || p.PullBudgetBytes != want {
+			t.Errorf("%s: accept_pulls %v, pull_disk_budget_bytes %d; want true, %d", p.PeerID, p.AcceptPulls, p.PullBudgetBytes, want)
+		}
+	}
+	t.Run("a requested pull over the worker's disk budget", func(t *testing.T) {
+		_, stderr, code := run("smollm2-135m", 2) // only B serves it: A is asked, and refuses
+		if code != cli.ExitUnavailable || strings.Count(strings.TrimSpace(stderr), "\n") != 0 ||
+			!strings.Contains(stderr, "disk budget") || !strings.Contains(stderr, aID) {
+			t.Errorf("two stages of smollm2-135m: exit %d, stderr %q; want %d, one line naming A's disk budget", code, stderr, cli.ExitUnavailable)
+		}
+	})
+	t.Run("B pulls the model A holds, then the split answers", func(t *testing.T) {
+		infer("tiny-llama", aID, bID)
+		if _, err := os.Stat(filepath.Join(storeB, "tiny-llama", "model.safetensors")); err != nil {
+			t.Errorf("B's store after the pull: %v", err)
+		}
+	})
 	for _, w := range []*workerProc{wa, wb} {
 		if err := w.stop(t); err != nil {
 			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.stderr)

@@ -115,10 +115,14 @@ type peerJSON struct {
 	RayAddress        string          `json:"ray_address"`
 	IPFSPeerID        string          `json:"ipfs_peer_id"`
 	IPFSAddrs         []string        `json:"ipfs_addrs"`
-	RTTMs             *float64        `json:"rtt_ms"`
-	Seq               uint64          `json:"seq"`
-	Expires           string          `json:"expires"`
-	Source            string          `json:"source"`
+	// AcceptPulls: the worker pulls models members ask for (worker
+	// --accept-pulls), up to PullDiskBudgetBytes (0: its free disk).
+	AcceptPulls         bool     `json:"accept_pulls"`
+	PullDiskBudgetBytes uint64   `json:"pull_disk_budget_bytes"`
+	RTTMs               *float64 `json:"rtt_ms"`
+	Seq                 uint64   `json:"seq"`
+	Expires             string   `json:"expires"`
+	Source              string   `json:"source"`
 }
 
 func toPeersJSON(ps []p2p.PeerInfo) []peerJSON {
@@ -132,7 +136,7 @@ func toPeersJSON(ps []p2p.PeerInfo) []peerJSON {
 			ActiveSessions: r.ActiveSessions, MaxSessions: r.MaxSessions,
 			PricePer1kTokens: float64(r.PricePer1kMicros) / 1e6, Region: r.Region, RayAddress: r.RayAddress,
 			Seq: r.Seq, Expires: r.Expires.UTC().Format(time.RFC3339), Source: "dht",
-			IPFSAddrs: []string{},
+			IPFSAddrs: []string{}, AcceptPulls: r.AcceptPulls, PullDiskBudgetBytes: r.PullDiskBudgetBytes,
 		}
 		if r.IPFSPeerID != "" {
 			j.IPFSPeerID = r.IPFSPeerID.String()

@@ -55,7 +55,15 @@ Members' infer commands may ask the worker to run layers of the model it serves
 (/edgellm/cluster/1.0.0): it then joins the requester's Ray cluster, bound to
 --ray-address, as a node offering the resource "peer:<its peer id>", at most
 --max-sessions at a time, and leaves it (stopping only the Ray processes it
-started) when the requester leaves, is lost, or the worker stops.`
+started) when the requester leaves, is lost, or the worker stops.
+
+With --accept-pulls (off by default) the worker also answers members' pull
+requests (/edgellm/pull/1.0.0; its record says it does): when a member's
+request finds no worker to serve a model that some peer holds (shares it over
+IPFS), it asks such a worker to fetch it from the holders, as edgellm model
+pull does (verified, installed whole, refused before fetching beyond
+--pull-disk-budget-mb), then serve it beside its other models. One pull runs at
+a time; a request that names no holder is refused.`
 
 type workerOptions struct {
 	engine      engineFlag
@@ -68,6 +76,8 @@ type workerOptions struct {
 	rayAddress  string
 	refresh     time.Duration
 	recordTTL   time.Duration
+	acceptPulls bool
+	pullBudget  int // MiB; 0: the free disk
 }
 
 func newWorkerCommand(app *App) *cobra.Command {
@@ -92,6 +102,8 @@ func newWorkerCommand(app *App) *cobra.Command {
 	f.StringVar(&o.rayAddress, "ray-address", "", "address a Ray head should use to reach this machine (default: its first non-loopback IPv4)")
 	f.DurationVar(&o.refresh, "refresh", p2p.DefaultRefreshInterval, "how often the capability record is re-published")
 	f.DurationVar(&o.recordTTL, "record-ttl", p2p.DefaultRecordTTL, "how long a capability record stays valid (at least 3x --refresh)")
+	f.BoolVar(&o.acceptPulls, "accept-pulls", false, "pull and serve a model members ask the swarm for and no worker serves yet, from a peer that holds it")
+	f.IntVar(&o.pullBudget, "pull-disk-budget-mb", 0, "with --accept-pulls: refuse, before fetching, a model larger than this (default: free disk)")
 	return cmd
 }
 
@@ -105,6 +117,10 @@ func (o *workerOptions) validate() error {
 		return fmt.Errorf("%w: --max-sessions must be at least 1", ErrInvalidArgument)
 	case len(o.rayAddress) > 255:
 		return fmt.Errorf("%w: --ray-address too long", ErrInvalidArgument)
+	case o.pullBudget < 0:
+		return fmt.Errorf("%w: --pull-disk-budget-mb must not be negative", ErrInvalidArgument)
+	case o.pullBudget > 0 && !o.acceptPulls:
+		return fmt.Errorf("%w: --pull-disk-budget-mb needs --accept-pulls", ErrInvalidArgument)
 	}
 	return nil
 }
@@ -143,7 +159,8 @@ func (app *App) runWorker(cmd *cobra.Command, o *workerOptions) error {
 		DataDir: cfg.DataDir, Join: join, Listen: listen, NoMDNS: o.swarm.noMDNS, Models: models,
 		PricePer1kMicros: uint64(math.Round(o.price * 1e6)), Region: o.label, MaxSessions: o.maxSessions,
 		RayAddress: o.rayAddress, Refresh: o.refresh, RecordTTL: o.recordTTL, Logger: app.log,
-		Publish: app.sharePublisher(cfg, n),
+		Publish: app.sharePublisher(cfg, n), AcceptPulls: o.acceptPulls,
+		PullDiskBudgetBytes: uint64(o.pullBudget) << 20, Pull: app.requestedPull(cfg, o.pullBudget),
 	})
 	if err != nil {
 		return networkError(err)

@@ -173,6 +173,8 @@ type peerEntry struct {
 	MaxSessions       uint32   `json:"max_sessions"`
 	IPFSPeerID        string   `json:"ipfs_peer_id"`
 	IPFSAddrs         []string `json:"ipfs_addrs"`
+	AcceptPulls       bool     `json:"accept_pulls"`
+	PullBudgetBytes   uint64   `json:"pull_disk_budget_bytes"`
 }
 
 // peers runs `edgellm peers --json` until it lists exactly want (or fails).

@@ -121,6 +121,9 @@ func (r *Requester) Plan(ctx context.Context, req Request) (*Planned, error) {
 		plan, err = planner.ChoosePD(peers, req.plannerRequest(), req.PrefillPeer, req.DecodePeer)
 	} else {
 		plan, err = planner.Choose(peers, req.plannerRequest())
+		if err != nil { // too few workers serve it: maybe one can pull it (pulls.go)
+			plan, peers, err = r.planAfterPull(ctx, req, err, peers)
+		}
 	}
 	if err != nil {
 		return nil, planError(err, len(peers))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -28,11 +29,15 @@ const (
 type NodeSwarm struct {
 	node   *p2p.Node
 	client *p2p.ClusterClient
+
+	mu   sync.Mutex
+	last []p2p.PeerInfo // the last Discover's records, for PullFor
 }
 
 var (
 	_ Swarm       = (*NodeSwarm)(nil)
 	_ PrefixIndex = (*NodeSwarm)(nil)
+	_ Puller      = (*NodeSwarm)(nil)
 )
 
 // NewSwarm is the swarm as node sees it; log gets the cluster client's
@@ -56,13 +61,35 @@ func (s *NodeSwarm) Discover(ctx context.Context, timeout time.Duration) []plann
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var peers []planner.Peer
-	for _, p := range s.node.LookupSettled(ctx, "") {
+	found := s.node.LookupSettled(ctx, "")
+	s.mu.Lock()
+	s.last = found
+	s.mu.Unlock()
+	for _, p := range found {
 		if !p.Direct || p.Record.PeerID == s.node.ID() {
 			continue // unreachable now: it could not join a cluster
 		}
 		peers = append(peers, p2p.PlannerPeer(p.Record, p2p.Observation{RTT: p.RTT, LAN: s.node.OnLAN(p.Record.PeerID)}))
 	}
 	return peers
+}
+
+// PullFor implements Puller over the last Discover's records (pulls.go).
+func (s *NodeSwarm) PullFor(ctx context.Context, model string) (string, bool, error) {
+	s.mu.Lock()
+	found := s.last
+	s.mu.Unlock()
+	ask, workers, ok := pullCandidates(found, model, s.node.ID())
+	if !ok {
+		return "", false, nil
+	}
+	worker, err := askWorkers(ask, workers, func(p peer.ID) error {
+		return p2p.AskPull(ctx, s.node.Host(), p, ask, 0)
+	})
+	if err != nil && ctx.Err() != nil {
+		return "", true, cancelled(ctx, "while a worker pulled the model")
+	}
+	return worker, true, err
 }
 
 // Join implements Swarm.

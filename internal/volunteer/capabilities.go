@@ -18,7 +18,6 @@ import (
 // operator's price, label and session limit and this peer's IPFS node.
 type backendSource struct {
 	b           Backend
-	served      []string // Options.Models; nil: the loaded models only
 	price       uint64
 	region      string
 	maxSessions uint32
@@ -29,8 +28,13 @@ type backendSource struct {
 	// The node advertises as soon as it starts, before the host's addresses
 	// and the cluster service exist: these two are set afterwards.
 	mu         sync.Mutex
+	served     []string // Options.Models, then pulled ones; nil: the loaded models only
 	rayAddress string
-	sessions   func() int // cluster sessions being served (nil: none)
+	// acceptPulls and pullBudget are Options.AcceptPulls and
+	// PullDiskBudgetBytes, for the record.
+	acceptPulls bool
+	pullBudget  uint64
+	sessions    func() int // cluster sessions being served (nil: none)
 	// dirs maps a weights CID to the model directory's CID in the IPFS
 	// node, once the model is added there (shareModels).
 	dirs map[string]string
@@ -70,7 +74,8 @@ func (s *backendSource) caps() p2p.Capabilities {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return p2p.Capabilities{MaxSessions: s.maxSessions, PricePer1kMicros: s.price, Region: s.region,
-		RayAddress: s.rayAddress, IPFSPeerID: s.ipfsID, IPFSAddrs: s.ipfsAddrs}
+		RayAddress: s.rayAddress, IPFSPeerID: s.ipfsID, IPFSAddrs: s.ipfsAddrs,
+		AcceptPulls: s.acceptPulls, PullDiskBudgetBytes: s.pullBudget}
 }
 
 // activeSessions are the cluster sessions being served.
@@ -120,7 +125,8 @@ func (s *backendSource) models(ctx context.Context, loaded []*pb.ModelInfo) ([]*
 	for _, m := range loaded {
 		m.Loaded = true
 	}
-	if len(s.served) == 0 {
+	served := s.servedIDs()
+	if len(served) == 0 {
 		return loaded, nil
 	}
 	all, err := s.b.ListModels(ctx)
@@ -135,7 +141,7 @@ func (s *backendSource) models(ctx context.Context, loaded []*pb.ModelInfo) ([]*
 		byID[m.GetId()] = m
 	}
 	var out []*pb.ModelInfo
-	for _, id := range s.served {
+	for _, id := range served {
 		if m := byID[id]; m != nil {
 			out = append(out, m)
 		}

@@ -4,8 +4,9 @@
 // capability record built from the backend's status, accepts cluster joins
 // (/edgellm/cluster/1.0.0) by having the backend join the requester's Ray
 // cluster, announces the KV blocks the backend holds and serves manifests
-// of them (/edgellm/kv/1.0.0), and writes <data dir>/worker.json while it
-// runs.
+// of them (/edgellm/kv/1.0.0), with AcceptPulls pulls and serves models
+// members ask for (/edgellm/pull/1.0.0, pulls.go), and writes
+// <data dir>/worker.json while it runs.
 //
 // Decisions:
 //   - The caller opens this machine's backend and IPFS node (localnode) and
@@ -26,6 +27,7 @@ package volunteer
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -100,6 +102,14 @@ type Options struct {
 	// models to it in the background; their directory CIDs go into the
 	// record (so others can `model pull` them). Nil: models are not shared.
 	Publish PublishFunc
+	// AcceptPulls turns on the pull service (/edgellm/pull/1.0.0; worker
+	// --accept-pulls): a member that finds no worker to serve a model some
+	// peer holds asks this one to pull it with Pull, then serve it. The
+	// record says so, with PullDiskBudgetBytes (0: the free disk; Pull
+	// enforces it). Needs Pull and the machine's IPFS node.
+	AcceptPulls         bool
+	PullDiskBudgetBytes uint64
+	Pull                PullFunc
 	// Logger gets the worker's lines. Default: discarded.
 	Logger *slog.Logger
 }
@@ -110,6 +120,7 @@ type Worker struct {
 	clusters  *p2p.ClusterService
 	stopKV    func()
 	stopShare func()
+	pulls     *p2p.PullService // nil: pulls not accepted
 	statePath string
 	log       *slog.Logger
 }
@@ -118,7 +129,11 @@ type Worker struct {
 func Start(ctx context.Context, local LocalNode, o Options) (*Worker, error) {
 	o = o.withDefaults()
 	src := &backendSource{b: local, served: o.Models, price: o.PricePer1kMicros, region: o.Region,
-		maxSessions: o.MaxSessions, rayAddress: o.RayAddress}
+		maxSessions: o.MaxSessions, rayAddress: o.RayAddress,
+		acceptPulls: o.AcceptPulls, pullBudget: o.PullDiskBudgetBytes}
+	if o.AcceptPulls && (o.Pull == nil || local.IPFS() == nil) {
+		return nil, fmt.Errorf("%w: accepting pulls needs a pull function and an IPFS node", p2p.ErrInvalidConfig)
+	}
 	if id, ok := ipfsIdentity(ctx, local.IPFS(), o.Logger); ok {
 		src.ipfsID, src.ipfsAddrs = id.ID, p2p.LimitIPFSAddrs(id.Addrs)
 	}
@@ -152,6 +167,16 @@ func Start(ctx context.Context, local LocalNode, o Options) (*Worker, error) {
 		if o.Publish != nil {
 			// Not bounded by ctx, which bounds only the start.
 			w.stopShare = shareModels(context.Background(), src, node, o.Publish, o.Logger)
+		}
+	}
+	if o.AcceptPulls {
+		h := &pullHandler{src: src, node: node, pull: o.Pull, publish: o.Publish, log: o.Logger}
+		if w.pulls, err = p2p.NewPullService(node.Host(), h, 0, o.Logger); err != nil {
+			w.stopShare()
+			w.stopKV()
+			clusters.Close()
+			node.Close()
+			return nil, err
 		}
 	}
 	if err := writeState(w.statePath, node, src, local.IPFS()); err != nil {
@@ -193,6 +218,9 @@ func (w *Worker) Node() *p2p.Node { return w.node }
 // cluster), the KV service stops, a signed withdrawal is published (bounded
 // by ctx), the network closes and the state file goes. Failures are logged.
 func (w *Worker) Close(ctx context.Context) {
+	if w.pulls != nil {
+		w.pulls.Close() // cancels a pull under way
+	}
 	w.stopShare()
 	if err := w.clusters.Close(); err != nil {
 		w.log.Warn("ending cluster sessions", "err", err)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x65\x64gellm/v1/p2p.proto\x12\nedgellm.v1\"\xf9\x03\n\x10\x43\x61pabilityRecord\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x16\n\x0eissued_unix_ms\x18\x03 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x04 \x01(\x03\x12\x11\n\twithdrawn\x18\x05 \x01(\x08\x12\r\n\x05\x61\x64\x64rs\x18\x06 \x03(\x0c\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\t \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\n \x01(\x04\x12\'\n\x06models\x18\x0b \x03(\x0b\x32\x17.edgellm.v1.ServedModel\x12\x1c\n\x14prefill_tokens_per_s\x18\x0c \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\r \x01(\x01\x12\x17\n\x0f\x61\x63tive_sessions\x18\x0e \x01(\r\x12\x14\n\x0cmax_sessions\x18\x0f \x01(\r\x12\"\n\x1aprice_per_1k_tokens_micros\x18\x10 \x01(\x04\x12\x0e\n\x06region\x18\x11 \x01(\t\x12\x13\n\x0bray_address\x18\x12 \x01(\t\x12\x14\n\x0cipfs_peer_id\x18\x13 \x01(\x0c\x12\x12\n\nipfs_addrs\x18\x14 \x03(\x0c\x12\x0e\n\x06\x65ngine\x18\x15 \x01(\t\"\xbb\x01\n\x0bServedModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x0f\n\x07\x64ir_cid\x18\x06 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12,\n\x0clayer_ranges\x18\x04 \x03(\x0b\x32\x16.edgellm.v1.LayerRange\x12\x15\n\rweights_bytes\x18\x05 \x01(\x04\x12\x10\n\x08unloaded\x18\x14 \x01(\x08\x12\x0f\n\x07load_ms\x18\x15 \x01(\r\"(\n\nLayerRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"&\n\x11\x43\x61pabilityRequest\x12\x11\n\tknown_seq\x18\x01 \x01(\x04\"?\n\tJoinToken\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\x11\n\tbootstrap\x18\x03 \x03(\x0c\x42\x37Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x65\x64gellm/v1/p2p.proto\x12\nedgellm.v1\"\xaf\x04\n\x10\x43\x61pabilityRecord\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x16\n\x0eissued_unix_ms\x18\x03 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x04 \x01(\x03\x12\x11\n\twithdrawn\x18\x05 \x01(\x08\x12\r\n\x05\x61\x64\x64rs\x18\x06 \x03(\x0c\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\t \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\n \x01(\x04\x12\'\n\x06models\x18\x0b \x03(\x0b\x32\x17.edgellm.v1.ServedModel\x12\x1c\n\x14prefill_tokens_per_s\x18\x0c \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\r \x01(\x01\x12\x17\n\x0f\x61\x63tive_sessions\x18\x0e \x01(\r\x12\x14\n\x0cmax_sessions\x18\x0f \x01(\r\x12\"\n\x1aprice_per_1k_tokens_micros\x18\x10 \x01(\x04\x12\x0e\n\x06region\x18\x11 \x01(\t\x12\x13\n\x0bray_address\x18\x12 \x01(\t\x12\x14\n\x0cipfs_peer_id\x18\x13 \x01(\x0c\x12\x12\n\nipfs_addrs\x18\x14 \x03(\x0c\x12\x0e\n\x06\x65ngine\x18\x15 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65pt_pulls\x18\x16 \x01(\x08\x12\x1e\n\x16pull_disk_budget_bytes\x18\x17 \x01(\x04\"\xbb\x01\n\x0bServedModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bweights_cid\x18\x02 \x01(\t\x12\x0f\n\x07\x64ir_cid\x18\x06 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12,\n\x0clayer_ranges\x18\x04 \x03(\x0b\x32\x16.edgellm.v1.LayerRange\x12\x15\n\rweights_bytes\x18\x05 \x01(\x04\x12\x10\n\x08unloaded\x18\x14 \x01(\x08\x12\x0f\n\x07load_ms\x18\x15 \x01(\r\"(\n\nLayerRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"&\n\x11\x43\x61pabilityRequest\x12\x11\n\tknown_seq\x18\x01 \x01(\x04\"?\n\tJoinToken\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\x11\n\tbootstrap\x18\x03 \x03(\x0c\"[\n\x0bPullRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ir_cid\x18\x02 \x01(\t\x12\x13\n\x0bweights_cid\x18\x03 \x01(\t\x12\x14\n\x0cholder_addrs\x18\x04 \x03(\x0c\"\x1c\n\tPullReply\x12\x0f\n\x07refused\x18\x01 \x01(\tB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1'
   _globals['_CAPABILITYRECORD']._serialized_start=37
-  _globals['_CAPABILITYRECORD']._serialized_end=542
-  _globals['_SERVEDMODEL']._serialized_start=545
-  _globals['_SERVEDMODEL']._serialized_end=732
-  _globals['_LAYERRANGE']._serialized_start=734
-  _globals['_LAYERRANGE']._serialized_end=774
-  _globals['_CAPABILITYREQUEST']._serialized_start=776
-  _globals['_CAPABILITYREQUEST']._serialized_end=814
-  _globals['_JOINTOKEN']._serialized_start=816
-  _globals['_JOINTOKEN']._serialized_end=879
+  _globals['_CAPABILITYRECORD']._serialized_end=596
+  _globals['_SERVEDMODEL']._serialized_start=599
+  _globals['_SERVEDMODEL']._serialized_end=786
+  _globals['_LAYERRANGE']._serialized_start=788
+  _globals['_LAYERRANGE']._serialized_end=828
+  _globals['_CAPABILITYREQUEST']._serialized_start=830
+  _globals['_CAPABILITYREQUEST']._serialized_end=868
+  _globals['_JOINTOKEN']._serialized_start=870
+  _globals['_JOINTOKEN']._serialized_end=933
+  _globals['_PULLREQUEST']._serialized_start=935
+  _globals['_PULLREQUEST']._serialized_end=1026
+  _globals['_PULLREPLY']._serialized_start=1028
+  _globals['_PULLREPLY']._serialized_end=1056
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CapabilityRecord(_message.Message):
-    __slots__ = ("peer_id", "seq", "issued_unix_ms", "expires_unix_ms", "withdrawn", "addrs", "backend_version", "device", "memory_total_bytes", "memory_free_bytes", "models", "prefill_tokens_per_s", "decode_tokens_per_s", "active_sessions", "max_sessions", "price_per_1k_tokens_micros", "region", "ray_address", "ipfs_peer_id", "ipfs_addrs", "engine")
+    __slots__ = ("peer_id", "seq", "issued_unix_ms", "expires_unix_ms", "withdrawn", "addrs", "backend_version", "device", "memory_total_bytes", "memory_free_bytes", "models", "prefill_tokens_per_s", "decode_tokens_per_s", "active_sessions", "max_sessions", "price_per_1k_tokens_micros", "region", "ray_address", "ipfs_peer_id", "ipfs_addrs", "engine", "accept_pulls", "pull_disk_budget_bytes")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ISSUED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class CapabilityRecord(_message.Message):
     IPFS_PEER_ID_FIELD_NUMBER: _ClassVar[int]
     IPFS_ADDRS_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_PULLS_FIELD_NUMBER: _ClassVar[int]
+    PULL_DISK_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     peer_id: bytes
     seq: int
     issued_unix_ms: int
@@ -50,7 +52,9 @@ class CapabilityRecord(_message.Message):
     ipfs_peer_id: bytes
     ipfs_addrs: _containers.RepeatedScalarFieldContainer[bytes]
     engine: str
-    def __init__(self, peer_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., withdrawn: _Optional[bool] = ..., addrs: _Optional[_Iterable[bytes]] = ..., backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., price_per_1k_tokens_micros: _Optional[int] = ..., region: _Optional[str] = ..., ray_address: _Optional[str] = ..., ipfs_peer_id: _Optional[bytes] = ..., ipfs_addrs: _Optional[_Iterable[bytes]] = ..., engine: _Optional[str] = ...) -> None: ...
+    accept_pulls: bool
+    pull_disk_budget_bytes: int
+    def __init__(self, peer_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., issued_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., withdrawn: _Optional[bool] = ..., addrs: _Optional[_Iterable[bytes]] = ..., backend_version: _Optional[str] = ..., device: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., active_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., price_per_1k_tokens_micros: _Optional[int] = ..., region: _Optional[str] = ..., ray_address: _Optional[str] = ..., ipfs_peer_id: _Optional[bytes] = ..., ipfs_addrs: _Optional[_Iterable[bytes]] = ..., engine: _Optional[str] = ..., accept_pulls: _Optional[bool] = ..., pull_disk_budget_bytes: _Optional[int] = ...) -> None: ...
 
 class ServedModel(_message.Message):
     __slots__ = ("id", "weights_cid", "dir_cid", "num_layers", "layer_ranges", "weights_bytes", "unloaded", "load_ms")
@@ -95,3 +99,21 @@ class JoinToken(_message.Message):
     secret: bytes
     bootstrap: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, version: _Optional[int] = ..., secret: _Optional[bytes] = ..., bootstrap: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("model_id", "dir_cid", "weights_cid", "holder_addrs")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DIR_CID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_CID_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    dir_cid: str
+    weights_cid: str
+    holder_addrs: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, model_id: _Optional[str] = ..., dir_cid: _Optional[str] = ..., weights_cid: _Optional[str] = ..., holder_addrs: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PullReply(_message.Message):
+    __slots__ = ("refused",)
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    refused: str
+    def __init__(self, refused: _Optional[str] = ...) -> None: ...

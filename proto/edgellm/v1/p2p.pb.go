@@ -73,9 +73,14 @@ type CapabilityRecord struct {
 	// The backend's engine: "torch" or "vllm" (empty from older peers: torch).
 	// Swarm stages run on torch either way (vLLM splits need GPU peers and are
 	// not built); the field says what serves this peer's own requests.
-	Engine        string `protobuf:"bytes,21,opt,name=engine,proto3" json:"engine,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Engine string `protobuf:"bytes,21,opt,name=engine,proto3" json:"engine,omitempty"`
+	// Set when the worker accepts pull requests (/edgellm/pull/1.0.0: `worker
+	// --accept-pulls`): asked, it fetches a model another peer holds and
+	// serves it. pull_disk_budget_bytes is the most it stores so (0 = free disk).
+	AcceptPulls         bool   `protobuf:"varint,22,opt,name=accept_pulls,json=acceptPulls,proto3" json:"accept_pulls,omitempty"`
+	PullDiskBudgetBytes uint64 `protobuf:"varint,23,opt,name=pull_disk_budget_bytes,json=pullDiskBudgetBytes,proto3" json:"pull_disk_budget_bytes,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CapabilityRecord) Reset() {
@@ -253,6 +258,20 @@ func (x *CapabilityRecord) GetEngine() string {
 		return x.Engine
 	}
 	return ""
+}
+
+func (x *CapabilityRecord) GetAcceptPulls() bool {
+	if x != nil {
+		return x.AcceptPulls
+	}
+	return false
+}
+
+func (x *CapabilityRecord) GetPullDiskBudgetBytes() uint64 {
+	if x != nil {
+		return x.PullDiskBudgetBytes
+	}
+	return 0
 }
 
 // ServedModel is one model a peer can serve.
@@ -534,12 +553,131 @@ func (x *JoinToken) GetBootstrap() [][]byte {
 	return nil
 }
 
+// PullRequest opens a /edgellm/pull/1.0.0 exchange: the requester asks an
+// accept-pulls worker to fetch a model some holder shares and to serve it.
+// The answer is one PullReply, sent once the pull ended.
+type PullRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The model's id and the CIDs the holder's record claims.
+	ModelId    string `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	DirCid     string `protobuf:"bytes,2,opt,name=dir_cid,json=dirCid,proto3" json:"dir_cid,omitempty"`
+	WeightsCid string `protobuf:"bytes,3,opt,name=weights_cid,json=weightsCid,proto3" json:"weights_cid,omitempty"`
+	// The holders' IPFS dial addresses (binary multiaddrs with /p2p); at least one.
+	HolderAddrs   [][]byte `protobuf:"bytes,4,rep,name=holder_addrs,json=holderAddrs,proto3" json:"holder_addrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullRequest) Reset() {
+	*x = PullRequest{}
+	mi := &file_edgellm_v1_p2p_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullRequest) ProtoMessage() {}
+
+func (x *PullRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_p2p_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
+func (*PullRequest) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_p2p_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PullRequest) GetModelId() string {
+	if x != nil {
+		return x.ModelId
+	}
+	return ""
+}
+
+func (x *PullRequest) GetDirCid() string {
+	if x != nil {
+		return x.DirCid
+	}
+	return ""
+}
+
+func (x *PullRequest) GetWeightsCid() string {
+	if x != nil {
+		return x.WeightsCid
+	}
+	return ""
+}
+
+func (x *PullRequest) GetHolderAddrs() [][]byte {
+	if x != nil {
+		return x.HolderAddrs
+	}
+	return nil
+}
+
+// PullReply ends a /edgellm/pull/1.0.0 exchange: empty refused means the
+// worker now serves the model (its next record lists it).
+type PullReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Refused       string                 `protobuf:"bytes,1,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullReply) Reset() {
+	*x = PullReply{}
+	mi := &file_edgellm_v1_p2p_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullReply) ProtoMessage() {}
+
+func (x *PullReply) ProtoReflect() protoreflect.Message {
+	mi := &file_edgellm_v1_p2p_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullReply.ProtoReflect.Descriptor instead.
+func (*PullReply) Descriptor() ([]byte, []int) {
+	return file_edgellm_v1_p2p_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PullReply) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 var File_edgellm_v1_p2p_proto protoreflect.FileDescriptor
 
 const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\n" +
 	"\x14edgellm/v1/p2p.proto\x12\n" +
-	"edgellm.v1\"\x85\x06\n" +
+	"edgellm.v1\"\xdd\x06\n" +
 	"\x10CapabilityRecord\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12$\n" +
@@ -565,7 +703,9 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"ipfsPeerId\x12\x1d\n" +
 	"\n" +
 	"ipfs_addrs\x18\x14 \x03(\fR\tipfsAddrs\x12\x16\n" +
-	"\x06engine\x18\x15 \x01(\tR\x06engine\"\x8b\x02\n" +
+	"\x06engine\x18\x15 \x01(\tR\x06engine\x12!\n" +
+	"\faccept_pulls\x18\x16 \x01(\bR\vacceptPulls\x123\n" +
+	"\x16pull_disk_budget_bytes\x18\x17 \x01(\x04R\x13pullDiskBudgetBytes\"\x8b\x02\n" +
 	"\vServedModel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vweights_cid\x18\x02 \x01(\tR\n" +
@@ -586,7 +726,15 @@ const file_edgellm_v1_p2p_proto_rawDesc = "" +
 	"\tJoinToken\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\fR\x06secret\x12\x1c\n" +
-	"\tbootstrap\x18\x03 \x03(\fR\tbootstrapB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3"
+	"\tbootstrap\x18\x03 \x03(\fR\tbootstrap\"\x85\x01\n" +
+	"\vPullRequest\x12\x19\n" +
+	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x17\n" +
+	"\adir_cid\x18\x02 \x01(\tR\x06dirCid\x12\x1f\n" +
+	"\vweights_cid\x18\x03 \x01(\tR\n" +
+	"weightsCid\x12!\n" +
+	"\fholder_addrs\x18\x04 \x03(\fR\vholderAddrs\"%\n" +
+	"\tPullReply\x12\x18\n" +
+	"\arefused\x18\x01 \x01(\tR\arefusedB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3"
 
 var (
 	file_edgellm_v1_p2p_proto_rawDescOnce sync.Once
@@ -600,13 +748,15 @@ func file_edgellm_v1_p2p_proto_rawDescGZIP() []byte {
 	return file_edgellm_v1_p2p_proto_rawDescData
 }
 
-var file_edgellm_v1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_edgellm_v1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_edgellm_v1_p2p_proto_goTypes = []any{
 	(*CapabilityRecord)(nil),  // 0: edgellm.v1.CapabilityRecord
 	(*ServedModel)(nil),       // 1: edgellm.v1.ServedModel
 	(*LayerRange)(nil),        // 2: edgellm.v1.LayerRange
 	(*CapabilityRequest)(nil), // 3: edgellm.v1.CapabilityRequest
 	(*JoinToken)(nil),         // 4: edgellm.v1.JoinToken
+	(*PullRequest)(nil),       // 5: edgellm.v1.PullRequest
+	(*PullReply)(nil),         // 6: edgellm.v1.PullReply
 }
 var file_edgellm_v1_p2p_proto_depIdxs = []int32{
 	1, // 0: edgellm.v1.CapabilityRecord.models:type_name -> edgellm.v1.ServedModel
@@ -629,7 +779,7 @@ func file_edgellm_v1_p2p_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_edgellm_v1_p2p_proto_rawDesc), len(file_edgellm_v1_p2p_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
