@@ -33,6 +33,18 @@ var pdPrompt = func() string {
 	return b.String()
 }()
 
+// splitKVPrompt is about a thousand tokens, sharing nothing past the chat
+// template with pdPrompt: the split runs' KV subtest shares it as a prefix.
+var splitKVPrompt = func() string {
+	var b strings.Builder
+	for i := range 31 {
+		fmt.Fprintf(&b, "Entry %d: the morning ferry crossed the grey lake in %d minutes, carrying a piano, "+
+			"three bicycles and a letter for the lighthouse keeper. ", i, 20+i)
+	}
+	b.WriteString("\n\nWhat did the morning ferry carry for the lighthouse keeper?")
+	return b.String()
+}()
+
 // pdResult is the part of `infer --json` the P/D test reads.
 type pdResult struct {
 	Text               string   `json:"text"`
