@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -66,16 +65,9 @@ type KVHandler interface {
 
 // KVService answers KVProtocol through a KVHandler.
 type KVService struct {
-	host    host.Host
+	*streamService
 	handler KVHandler
 	timeout time.Duration
-	log     *slog.Logger
-	ctx     context.Context // ends at Close
-	cancel  context.CancelFunc
-
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
 }
 
 // NewKVService registers the KVProtocol handler on h; timeout bounds one
@@ -90,67 +82,14 @@ func NewKVService(h host.Host, handler KVHandler, timeout time.Duration, log *sl
 	if timeout == 0 {
 		timeout = DefaultKVTimeout
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &KVService{host: h, handler: handler, timeout: timeout, log: log, ctx: ctx, cancel: cancel}
-	h.SetStreamHandler(KVProtocol, s.handle)
+	s := &KVService{handler: handler, timeout: timeout}
+	s.streamService = newStreamService(h, KVProtocol, "kv", log, s.serve)
+	s.start()
 	return s, nil
 }
 
-// Close stops serving, cancels running handlers and waits for them. It is
-// idempotent.
-func (s *KVService) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.host.RemoveStreamHandler(KVProtocol)
-	s.cancel()
-	s.wg.Wait()
-	return nil
-}
-
-func (s *KVService) track() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *KVService) handle(st network.Stream) {
-	if !s.track() {
-		st.Reset()
-		return
-	}
-	defer s.wg.Done()
-	if err := s.serve(st); err != nil {
-		s.log.Debug("kv: refused stream", "peer", st.Conn().RemotePeer(), "err", err)
-		st.Reset()
-		return
-	}
-	st.Close()
-}
-
-func reserveKV(st network.Stream, bytes int) error {
-	if err := st.Scope().SetService(KVServiceName); err != nil {
-		return fmt.Errorf("attach to service: %w", err)
-	}
-	if err := st.Scope().ReserveMemory(bytes, network.ReservationPriorityAlways); err != nil {
-		return fmt.Errorf("reserve memory: %w", err)
-	}
-	return nil
-}
-
 func (s *KVService) serve(st network.Stream) error {
-	if err := reserveKV(st, MaxKVRequestSize+MaxKVReplySize); err != nil {
+	if err := reserveStream(st, KVServiceName, MaxKVRequestSize+MaxKVReplySize); err != nil {
 		return err
 	}
 	defer st.Scope().ReleaseMemory(MaxKVRequestSize + MaxKVReplySize)
@@ -251,7 +190,7 @@ func FetchKVManifest(ctx context.Context, h host.Host, p peer.ID, weightsCID str
 }
 
 func exchangeKV(ctx context.Context, st network.Stream, req *pb.KVManifestRequest) (*pb.KVManifestReply, error) {
-	if err := reserveKV(st, MaxKVReplySize); err != nil {
+	if err := reserveStream(st, KVServiceName, MaxKVReplySize); err != nil {
 		return nil, err
 	}
 	defer st.Scope().ReleaseMemory(MaxKVReplySize)

@@ -72,17 +72,10 @@ type PullHandler interface {
 
 // PullService answers PullProtocol through a PullHandler, one pull at a time.
 type PullService struct {
-	host    host.Host
+	*streamService
 	handler PullHandler
 	timeout time.Duration
-	log     *slog.Logger
-	ctx     context.Context // ends at Close
-	cancel  context.CancelFunc
 	pulling sync.Mutex // held while a pull runs
-
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
 }
 
 // NewPullService registers the PullProtocol handler on h; timeout bounds one
@@ -97,67 +90,14 @@ func NewPullService(h host.Host, handler PullHandler, timeout time.Duration, log
 	if timeout == 0 {
 		timeout = DefaultPullTimeout
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &PullService{host: h, handler: handler, timeout: timeout, log: log, ctx: ctx, cancel: cancel}
-	h.SetStreamHandler(PullProtocol, s.handle)
+	s := &PullService{handler: handler, timeout: timeout}
+	s.streamService = newStreamService(h, PullProtocol, "pull", log, s.serve)
+	s.start()
 	return s, nil
 }
 
-// Close stops serving, cancels a running pull and waits for it. It is
-// idempotent.
-func (s *PullService) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.host.RemoveStreamHandler(PullProtocol)
-	s.cancel()
-	s.wg.Wait()
-	return nil
-}
-
-func (s *PullService) track() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *PullService) handle(st network.Stream) {
-	if !s.track() {
-		st.Reset()
-		return
-	}
-	defer s.wg.Done()
-	if err := s.serve(st); err != nil {
-		s.log.Debug("pull: refused stream", "peer", st.Conn().RemotePeer(), "err", err)
-		st.Reset()
-		return
-	}
-	st.Close()
-}
-
-func reservePull(st network.Stream, bytes int) error {
-	if err := st.Scope().SetService(PullServiceName); err != nil {
-		return fmt.Errorf("attach to service: %w", err)
-	}
-	if err := st.Scope().ReserveMemory(bytes, network.ReservationPriorityAlways); err != nil {
-		return fmt.Errorf("reserve memory: %w", err)
-	}
-	return nil
-}
-
 func (s *PullService) serve(st network.Stream) error {
-	if err := reservePull(st, MaxPullRequestSize+MaxPullReplySize); err != nil {
+	if err := reserveStream(st, PullServiceName, MaxPullRequestSize+MaxPullReplySize); err != nil {
 		return err
 	}
 	defer st.Scope().ReleaseMemory(MaxPullRequestSize + MaxPullReplySize)
@@ -255,7 +195,7 @@ func AskPull(ctx context.Context, h host.Host, p peer.ID, ask PullAsk, timeout t
 }
 
 func exchangePull(ctx context.Context, st network.Stream, req *pb.PullRequest) (*pb.PullReply, error) {
-	if err := reservePull(st, MaxPullReplySize); err != nil {
+	if err := reserveStream(st, PullServiceName, MaxPullReplySize); err != nil {
 		return nil, err
 	}
 	defer st.Scope().ReleaseMemory(MaxPullReplySize)
