@@ -137,21 +137,11 @@ func (app *App) runModelPull(cmd *cobra.Command, want string, o *modelPullOption
 	if err != nil {
 		return err
 	}
-	join, err := o.swarm.resolve(cfg, app.stdin)
+	peers, err := app.lookupRecords(cfg, o.swarm, o.timeout, "")
 	if err != nil {
 		return err
 	}
-	node, err := app.clientNode(join, nil, o.swarm.noMDNS, o.timeout)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(app.interrupt, o.timeout)
-	holders := pullHolders(node.LookupSettled(ctx, ""), want, from)
-	cancel()
-	node.Close()
-	if app.interrupt.Err() != nil {
-		return ErrInterrupted
-	}
+	holders := pullHolders(peers, want, from)
 	if len(holders) == 0 {
 		who := "no worker in the swarm shares"
 		if from != "" {

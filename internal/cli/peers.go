@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/edgellm/edgellm/internal/config"
 	"github.com/edgellm/edgellm/p2p"
 )
 
@@ -64,25 +65,37 @@ func (app *App) runPeers(cmd *cobra.Command, o *peersOptions) error {
 	if err != nil {
 		return err
 	}
-	join, err := o.swarm.resolve(cfg, app.stdin)
+	peers, err := app.lookupRecords(cfg, o.swarm, o.timeout, o.model)
 	if err != nil {
 		return err
-	}
-	node, err := app.clientNode(join, nil, o.swarm.noMDNS, o.timeout)
-	if err != nil {
-		return err
-	}
-	defer node.Close()
-	ctx, cancel := context.WithTimeout(app.interrupt, o.timeout)
-	defer cancel()
-	peers := node.LookupSettled(ctx, o.model)
-	if app.interrupt.Err() != nil {
-		return ErrInterrupted
 	}
 	if o.json {
 		return writeJSON(app.stdout, toPeersJSON(peers))
 	}
 	return app.printPeers(peers)
+}
+
+// lookupRecords joins the swarm as a short-lived client (a throwaway
+// identity, no listen address), reads the settled capability records of
+// the workers serving model ("" for every worker) within timeout, and
+// leaves: what `peers` prints and `model pull` chooses holders from.
+func (app *App) lookupRecords(cfg *config.Config, swarm swarmFlags, timeout time.Duration, model string) ([]p2p.PeerInfo, error) {
+	join, err := swarm.resolve(cfg, app.stdin)
+	if err != nil {
+		return nil, err
+	}
+	node, err := app.clientNode(join, nil, swarm.noMDNS, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer node.Close()
+	ctx, cancel := context.WithTimeout(app.interrupt, timeout)
+	defer cancel()
+	peers := node.LookupSettled(ctx, model)
+	if app.interrupt.Err() != nil {
+		return nil, ErrInterrupted
+	}
+	return peers, nil
 }
 
 type peerModelJSON struct {
