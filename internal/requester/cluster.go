@@ -175,8 +175,10 @@ func (c *Cluster) leaveHead() {
 	}
 }
 
-// Close has every worker leave and stops the Ray head; a generation still
-// running fails. Idempotent. The head backend and the swarm stay open.
+// Close stops the Ray head, then has every worker leave; a generation still
+// running fails. Idempotent. The head backend and the swarm stay open. The
+// head goes first: its engine's end waits (bounded) for the stages to finish
+// storing the prompt's KV blocks, which a worker's leave would cut off.
 func (c *Cluster) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -187,8 +189,8 @@ func (c *Cluster) Close() {
 	c.failLocked(errClosed)
 	members := slices.Clone(c.members)
 	c.mu.Unlock()
-	leave(members)
 	c.leaveHead()
+	leave(members)
 }
 
 // Done is closed once the cluster should be formed afresh: a worker was
