@@ -1,12 +1,13 @@
 """A split's prefix cache without Ray: two in-process stage actors (layers [0, 15) and
 [15, 30)), each with its own real Kubo daemon, driven by the real decode loop through a
-chain session that calls them as RaySession does (LocalCalls instead of Ray's).
+RaySession calling them through LocalCalls instead of Ray's.
 
 After a first run each stage holds its layer range's blocks of the prompt; a second run
 takes them on every stage and computes only the rest; stages holding different counts
 all crop to the smallest; a holder gone between lookup and fetch, and blocks labelled
-for another layer split, cost a warning and a recompute. Greedy tokens always equal
-transformers generate."""
+for another layer split, cost a warning and a recompute; forged K/V fail the prefill's
+spot check, which drops them and their holders. Greedy tokens always equal transformers
+generate."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from transformers import AutoModelForCausalLM
 from edgellm.cluster.actor import StageActor
 from edgellm.cluster.disaggregated.driver import LocalCalls
 from edgellm.cluster.disaggregated.worker import PeerKV
-from edgellm.cluster.stage_prefix import keep_prompt, load_prefix
-from edgellm.engine.runner import KVStats, Slots
+from edgellm.cluster.pipeline import RaySession
+from edgellm.engine.runner import Slots
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.kv import block as blockfmt
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.store import KVStore
@@ -45,41 +47,20 @@ PROMPT = (
 )
 
 
-class ChainSession:
-    """RaySession's calls over in-process actors: prefix load, forward, keep."""
+class ChainSession(RaySession):
+    """RaySession over in-process actors (LocalCalls). After the prefill it waits for the
+    stages' stores, as RayPipeline.close does before it stops them, so a test's next step
+    sees them."""
 
     def __init__(self, actors: list[StageActor], sid: str, positions: int) -> None:
-        self.calls, self.actors, self.sid = LocalCalls(), actors, sid
         for actor in actors:
             actor.open(sid, positions)
-        self.prompt: list[int] | None = None
-        self.cached_blocks = 0
-        self.prefilled = False
+        super().__init__(actors, sid, calls=LocalCalls())
 
-    def load_prefix(self, prompt_ids, manifest: bytes) -> tuple[int, float]:
-        self.prompt = list(prompt_ids)
-        hit = load_prefix(self.calls, self.actors, self.sid, self.prompt, manifest)
-        self.cached_blocks = min(hit.per_stage)
-        return hit.tokens, hit.fetch_ms
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = input_ids
+    def _keep(self, prompt) -> None:
+        super()._keep(prompt)
         for actor in self.actors:
-            x = actor.forward(self.sid, x)
-        if not self.prefilled:
-            self.prefilled = True
-            prompt = self.prompt if self.prompt is not None else input_ids[0].tolist()
-            keep_prompt(self.calls, self.actors, self.sid, prompt, self.cached_blocks)
-            for actor in self.actors:
-                actor.prefix.wait_stored()
-        return x
-
-    def kv_stats(self) -> KVStats:
-        return KVStats()
-
-    def close(self) -> None:
-        for actor in self.actors:
-            actor.close(self.sid)
+            assert actor.prefix_drain(60.0)
 
 
 class Chain:
@@ -189,9 +170,9 @@ def computed(monkeypatch) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     original = StageSession.forward
 
-    def spy(self, inputs):
+    def spy(self, inputs, logits=True, check=None):
         seen.append((self.kv_layout.layer_start, inputs.shape[1]))
-        return original(self, inputs)
+        return original(self, inputs, logits, check)
 
     monkeypatch.setattr(StageSession, "forward", spy)
     return seen
@@ -225,8 +206,10 @@ def test_second_run_takes_every_stages_blocks(
     assert tokens == reference
     cached = (len(prompt_ids) - 1) // BLOCK * BLOCK
     assert last.usage.cached_prompt_tokens == cached
-    # Each stage computed only the rest of the prompt, then one token at a time.
-    assert computed[:2] == [(0, len(prompt_ids) - cached), (SPLIT, len(prompt_ids) - cached)]
+    # Each stage computed only the rest of the prompt and the spot check's row, then one
+    # token at a time.
+    rest = len(prompt_ids) - cached + 1
+    assert computed[:2] == [(0, rest), (SPLIT, rest)]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -242,7 +225,7 @@ def test_stages_with_fewer_blocks_make_all_crop(
         tokens, last = _run(store_dir, filled)
     assert tokens == reference
     assert last.usage.cached_prompt_tokens == 3 * BLOCK
-    assert computed[0] == (0, len(prompt_ids) - 3 * BLOCK)
+    assert computed[0] == (0, len(prompt_ids) - 3 * BLOCK + 1)  # + the spot check's row
     assert any("all take the first 3" in r.getMessage() for r in caplog.records)
     # The run stored the second stage's missing blocks again.
     assert len(store.keys()) == len(prompt_ids) // BLOCK
@@ -320,3 +303,66 @@ def test_holder_gone_between_lookup_and_fetch(
     assert tokens == reference
     assert last.usage.cached_prompt_tokens == 0
     assert any("not fetched" in r.getMessage() for r in caplog.records)
+
+
+def _forged_manifest(filled, model_cid, prompt_ids, kubos) -> tuple[bytes, set[str]]:
+    """Both stages' real manifest, merged, with every part of the second stage's layers
+    replaced by a well-formed block of finite K/V that are not the model's (its holder
+    stored them): only the spot check can tell. The forged CIDs too."""
+    a = json.loads(_manifest(filled[0], model_cid, prompt_ids, kubos[0]))
+    b = json.loads(_manifest(filled[1], model_cid, prompt_ids, kubos[1]))
+    holder = KuboClient(kubos[1].api)
+    forged = set()
+    for block in b["blocks"]:
+        for part in block["parts"]:
+            meta, _ = blockfmt.read_meta(holder.block_get(part["cid"], 10.0))
+            layers = [
+                (torch.full((3, BLOCK, 64), 0.25), torch.full((3, BLOCK, 64), 0.25))
+                for _ in range(meta.layer_end - meta.layer_start)
+            ]
+            part["cid"] = holder.block_put(blockfmt.encode(meta, layers))
+            forged.add(part["cid"])
+    n = min(len(a["blocks"]), len(b["blocks"]))
+    for ba, bb in zip(a["blocks"][:n], b["blocks"][:n], strict=True):
+        ba["parts"] += bb["parts"]
+    a["blocks"] = a["blocks"][:n]
+    a["providers"] += b["providers"]
+    return json.dumps(a).encode(), forged
+
+
+def test_forged_blocks_fail_the_stages_spot_check(
+    store_dir, stages, filled, prompt_ids, reference, model_cid, kubos, tmp_path, computed, caplog
+) -> None:
+    """A holder serving finite K/V that are not the model's for the second stage's layers:
+    the prefill's spot check catches it on that stage, every stage empties its session and
+    keeps none of the fetched blocks, the whole prompt is computed (same greedy tokens),
+    and the manifest's holders are reported with the first token."""
+    payload, forged = _forged_manifest(filled, model_cid, prompt_ids, kubos)
+    fresh = [
+        _actor(stages[0], model_cid, kubos[2], tmp_path / "f0"),
+        _actor(stages[1], model_cid, kubos[2], tmp_path / "f1"),
+    ]
+    engine = TorchEngine.over(Chain(fresh), store_dir)
+    with caplog.at_level(logging.WARNING, logger="edgellm"):
+        chunks = list(engine.generate(_request(payload)))
+    tokens, last = [t for c in chunks for t in c.token_ids], chunks[-1]
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    holders = tuple(sorted({kubos[0].peer_id, kubos[1].peer_id}))
+    assert [c.dropped_kv_holders for c in chunks] == [holders] + [()] * (len(chunks) - 1)
+    assert "spot check of cached position" in caplog.text
+    # The rest of the prompt with the check's row on each stage, then the whole prompt.
+    cached = (len(prompt_ids) - 1) // BLOCK * BLOCK
+    rest = len(prompt_ids) - cached + 1
+    assert computed[:4] == [
+        (0, rest),
+        (SPLIT, rest),
+        (0, len(prompt_ids)),
+        (SPLIT, len(prompt_ids)),
+    ]
+    # Nothing fetched was kept (neither the forged parts nor the first stage's good ones,
+    # fetched for the same request): each stage holds only what it computed itself.
+    for actor in fresh:
+        held = {part.cid for part in actor.kv.store.entries()}
+        assert held and not held & forged
+        assert len(actor.kv.store) == len(prompt_ids) // BLOCK

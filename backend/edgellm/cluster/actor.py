@@ -27,6 +27,7 @@ from edgellm.config import load_config
 from edgellm.engine.runner import Slots
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession, forward_batch
 from edgellm.errors import InvalidRequest, StoreError, WeightsMismatch
+from edgellm.kv import spot
 from edgellm.models.store import ModelStore
 
 
@@ -86,8 +87,11 @@ class StageActor:
             raise InvalidRequest("stage not loaded")
         self.sessions[session_id] = self.stage.session(max_positions)
 
-    def forward(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
-        return self.sessions[session_id].forward(inputs)
+    def forward(
+        self, session_id: str, inputs: torch.Tensor, check: int | None = None
+    ) -> torch.Tensor:
+        """With `check`, the last row recomputes that cached position (edgellm.kv.spot)."""
+        return self.sessions[session_id].forward(inputs, check=check)
 
     def forward_batch(self, session_ids: list[str], inputs: torch.Tensor) -> torch.Tensor:
         """One decode step of several sessions: row i of `inputs` is session_ids[i]'s."""
@@ -176,3 +180,17 @@ class StageActor:
         session = self.sessions.get(session_id)
         if session is not None:
             self._prefix().keep(session_id, session, prompt, first)
+
+    def spot_difference(self, session_id: str, position: int) -> tuple[float, float]:
+        """After a forward with `check=position`: how far the recomputed K/V of this stage's
+        layers are from the imported ones, and the tolerance for its dtype."""
+        session = self.sessions[session_id]
+        return session.difference(position), spot.tolerance(session.kv_layout.dtype)
+
+    def prefix_reject(self, session_id: str, position: int) -> bool:
+        """A failed spot check: drop what the session took; whether any came from others."""
+        return self._prefix().reject(session_id, self.sessions[session_id], position)
+
+    def prefix_drain(self, timeout_s: float) -> bool:
+        """Before the cluster ends: wait (bounded) for this stage's blocks to be stored."""
+        return self.prefix is None or self.prefix.wait_stored(timeout_s)

@@ -56,6 +56,7 @@ class ClusterManager:
         max_batch: int = 8,
         kv_budget_mb: int = 512,
         kv_dir: Path | None = None,
+        spot_check: bool = True,
     ) -> None:
         self._work_dir = Path(work_dir)
         # This peer's KV block store (one directory per model under it), shared by the
@@ -70,6 +71,8 @@ class ClusterManager:
         self._engine = engine
         # The slot pool of each plan's stages (continuous batching).
         self._batch = (max_batch, kv_budget_mb)
+        # Whether a split's prefill after cached blocks spot-checks one (kv.spot_check).
+        self._spot_check = spot_check
         # Ray is imported on first use, so a backend that never clusters never loads it.
         self._driver: Driver | None = None
         self._sessions: dict[str, ClusterSession] = {}
@@ -179,6 +182,7 @@ class ClusterManager:
                     model_dir,
                     self._batch,
                     session.handoffs,
+                    self._spot_check,
                 )
                 log.info("plan's stages loaded in %.2fs", time.monotonic() - started)
                 session.engines[key] = engine
@@ -228,6 +232,7 @@ def _build(
     model_dir: Path,
     batch: tuple[int, int],
     handoffs: RecentHandoffs,
+    spot_check: bool = True,
 ) -> Engine:
     """An engine over the plan's stage actors: a pipeline's, or a prefill/decode plan's
     (prefill on one peer, decode on the other, KV blocks handed over through IPFS; the
@@ -242,4 +247,4 @@ def _build(
     from edgellm.engine.torch.slots import slots_for
 
     slots = slots_for(AutoConfig.from_pretrained(model_dir), *batch)
-    return engine.over(RayPipeline.load(plan, model_id, slots), model_dir)
+    return engine.over(RayPipeline.load(plan, model_id, slots, spot_check), model_dir)

@@ -16,18 +16,20 @@ their peers' stores and the request's manifest, and after it they store theirs
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import ray
 import torch
 from ray.exceptions import RayError
 
 from edgellm.cluster.actor import StageActor
-from edgellm.cluster.calls import RayCalls, ray_error
+from edgellm.cluster.calls import Calls, RayCalls, ray_error
 from edgellm.cluster.plan import Plan
-from edgellm.cluster.stage_prefix import keep_prompt, load_prefix
+from edgellm.cluster.stage_prefix import keep_prompt, load_prefix, spot_checked_prefill
 from edgellm.engine.runner import KVStats, Slots
 
 log = logging.getLogger(__name__)
@@ -36,17 +38,27 @@ log = logging.getLogger(__name__)
 STAGE_NUM_CPUS = 0.001
 STAGE_RESOURCE_UNITS = 0.001
 LOAD_TIMEOUT_S = 300.0
+# How long the cluster's end waits for the stages to finish storing the prompt's KV
+# blocks (background threads in the stage processes, which the end stops). Bounded: a
+# stage lost to a cut link never answers.
+DRAIN_TIMEOUT_S = 20.0
+# Which cached position a prefill checks: a holder must not predict it.
+_RNG = random.SystemRandom()
 # No batching: one request at a time, of any length (a slot when it fits, else its own cache).
 ONE_AT_A_TIME = Slots(1, 2**62)
 
 
 class RayPipeline:
-    def __init__(self, plan: Plan, actors: list, pids: list[int], slots: Slots) -> None:
+    def __init__(
+        self, plan: Plan, actors: list, pids: list[int], slots: Slots, spot_check: bool = True
+    ) -> None:
         self.plan = plan
         self.actors = actors
         self._slots = slots  # every stage actor's pool
         # Stage actor pids, in plan order (each on its peer's node).
         self.pids = pids
+        # Whether a prefill after cached blocks spot-checks one of them (edgellm.kv.spot).
+        self.spot_check = spot_check
 
     @property
     def device(self) -> torch.device:
@@ -57,7 +69,9 @@ class RayPipeline:
         return self._slots
 
     @classmethod
-    def load(cls, plan: Plan, model_id: str, slots: Slots | None = None) -> RayPipeline:
+    def load(
+        cls, plan: Plan, model_id: str, slots: Slots | None = None, spot_check: bool = True
+    ) -> RayPipeline:
         """Start one stage actor per plan stage on its peer and load its layers there,
         with a pool of `slots` (the driver's config decides, so all stages agree; None:
         one request at a time, in the stage's own small pool)."""
@@ -79,7 +93,7 @@ class RayPipeline:
         except RayError as exc:
             _kill(actors)
             raise ray_error(exc, "loading a stage failed") from None
-        return cls(plan, actors, pids, slots or ONE_AT_A_TIME)
+        return cls(plan, actors, pids, slots or ONE_AT_A_TIME, spot_check)
 
     def session(self, max_positions: int) -> RaySession:
         sid = uuid.uuid4().hex
@@ -87,7 +101,7 @@ class RayPipeline:
             ray.get([a.open.remote(sid, max_positions) for a in self.actors])
         except RayError as exc:
             raise ray_error(exc, "opening a stage session failed") from None
-        return RaySession(self.actors, sid)
+        return RaySession(self.actors, sid, self.spot_check)
 
     def forward_batch(
         self, sessions: Sequence[RaySession], input_ids: torch.Tensor
@@ -103,58 +117,102 @@ class RayPipeline:
             raise ray_error(exc, "a stage failed") from None
 
     def close(self) -> None:
+        _drain(self.actors)
         _kill(self.actors)
         self.actors = []
 
 
 class RaySession:
-    def __init__(self, actors: list, sid: str) -> None:
+    """One request's state on the stages. Its calls go through `calls` (RayCalls; the
+    tests' in-process actors use LocalCalls), so the same code runs both."""
+
+    def __init__(
+        self, actors: list, sid: str, spot_check: bool = True, calls: Calls | None = None
+    ) -> None:
         self.actors = actors
         self.sid = sid
-        # The whole prompt and the blocks the stages took from the cache, until the
-        # prefill has run (then None).
+        self.spot_check = spot_check
+        self.calls: Calls = calls or RayCalls()
+        # The whole prompt, the request's manifest and what the stages took from the
+        # cache, until the prefill has run.
         self.prompt: list[int] | None = None
+        self.manifest = b""
         self.cached_blocks = 0
+        self.cached_tokens = 0
         self.prefilled = False
 
     def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
-        self.prompt = list(prompt_ids)
+        self.prompt, self.manifest = list(prompt_ids), manifest
         started = time.monotonic()
-        hit = load_prefix(RayCalls(), self.actors, self.sid, self.prompt, manifest)
+        hit = load_prefix(self.calls, self.actors, self.sid, self.prompt, manifest)
         log.info(
             "stages took %d cached prompt tokens in %.2fs", hit.tokens, time.monotonic() - started
         )
         self.cached_blocks = len(hit.per_stage) and min(hit.per_stage)
+        self.cached_tokens = hit.tokens
         return hit.tokens, hit.fetch_ms
 
+    def prefill_cached(self) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+        """The prompt past the cached tokens, with one of them spot-checked on every stage
+        (edgellm.cluster.stage_prefix.spot_checked_prefill)."""
+        assert self.prompt is not None and self.cached_tokens > 0
+        if not self.spot_check:
+            return self.forward(torch.tensor([self.prompt[self.cached_tokens :]])), ()
+        position = _RNG.randrange(self.cached_tokens)
+        logits, dropped = spot_checked_prefill(
+            self.calls,
+            self.actors,
+            self.sid,
+            self.prompt,
+            self.cached_tokens,
+            position,
+            self.manifest,
+        )
+        if logits is None:  # every stage emptied its session: all of it is computed
+            self.cached_blocks = self.cached_tokens = 0
+        else:
+            self._keep(self.prompt)
+        return logits, dropped
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = input_ids
+        x: Any = input_ids
         for actor in self.actors:
-            x = actor.forward.remote(self.sid, x)
-        try:
-            out = ray.get(x)
-        except RayError as exc:
-            raise ray_error(exc, "a stage failed") from None
+            x = self.calls.submit(actor, "forward", self.sid, x)
+        out = self.calls.get(x, "a stage failed")
         if not self.prefilled:
-            self._keep(input_ids)
+            self._keep(self.prompt if self.prompt is not None else input_ids[0].tolist())
         return out
 
-    def _keep(self, input_ids: torch.Tensor) -> None:
+    def _keep(self, prompt: Sequence[int]) -> None:
         """After the prefill: every stage stores its blocks of the prompt."""
         self.prefilled = True
-        prompt = self.prompt if self.prompt is not None else input_ids[0].tolist()
-        keep_prompt(RayCalls(), self.actors, self.sid, prompt, self.cached_blocks)
+        keep_prompt(self.calls, self.actors, self.sid, list(prompt), self.cached_blocks)
 
     def kv_stats(self) -> KVStats:
         return KVStats()  # the stages compute every position
 
     def close(self) -> None:
         for actor in self.actors:
-            actor.close.remote(self.sid)
+            self.calls.submit(actor, "close", self.sid)
 
 
 def _peers(plan: Plan) -> list[str]:
     return [s.peer_resource for s in plan.stages]
+
+
+def _drain(actors: list) -> None:
+    """Let every stage finish storing its KV blocks before it is stopped."""
+    if not actors:
+        return
+    try:
+        done = ray.get(
+            [a.prefix_drain.remote(DRAIN_TIMEOUT_S) for a in actors], timeout=DRAIN_TIMEOUT_S + 5.0
+        )
+    except (RayError, TimeoutError) as exc:  # a lost stage: the others' stores may be cut
+        log.warning("kv: not every stage finished storing its blocks: %s", exc)
+        return
+    if not all(done):
+        log.warning("kv: a stage was still storing its blocks after %.0fs", DRAIN_TIMEOUT_S)
 
 
 def _kill(actors: list) -> None:

@@ -9,10 +9,16 @@ its own layer range (`load_prefix`):
    it got (`StagePrefix.fetch`);
 2. the stages agree on the smallest count: a stage's cache must hold exactly the positions
    the next stage's does, so all crop to it and import only that many (`StagePrefix.take`);
-3. the driver sends the rest of the prompt through the chain as usual.
+3. the driver sends the rest of the prompt through the chain with the spot check folded in
+   (edgellm.kv.spot, `spot_checked_prefill`): one imported position, at random, rides as
+   one more row, and every stage compares its layers' recomputed K/V with the imported
+   ones. On a mismatch every stage empties its session, forgets its own copy of the checked
+   block and the blocks fetched for the request (`StagePrefix.reject`), the manifest's
+   holders are dropped (the node is told), and the driver computes the whole prompt.
 
 After the prefill each stage stores its layer range's full blocks not held yet, and pins
-the verified blocks it fetched from others, in a background thread (`StagePrefix.keep`):
+the verified blocks it fetched from others once the check passed, in a background thread
+(`StagePrefix.keep`):
 they land in the peer's store (shared with its backend, edgellm.kv.store), which the
 worker announces, so a later split with the same ranges, a whole-model peer (through
 manifests of several holders) or `infer --local` finds them.
@@ -42,7 +48,7 @@ from edgellm.kv import handoff
 from edgellm.kv.handoff import Fetched, StageKV
 from edgellm.kv.keys import chain
 from edgellm.kv.manifest import KVManifest
-from edgellm.kv.prefix import FETCH_WORKERS
+from edgellm.kv.prefix import FETCH_WORKERS, holder_ids
 from edgellm.kv.stage import StageCache
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,9 @@ class StagePrefix:
         self._fetched: dict[str, tuple[Fetched, list[bytes]]] = {}
         # Verified parts fetched from other peers, per request, pinned by `keep`.
         self._remote: dict[str, list[tuple[handoff.Source, int]]] = {}
+        # Per request, the imported blocks' keys and the parts of them held here: what a
+        # failed spot check forgets.
+        self._taken: dict[str, tuple[list[bytes], list[handoff.Source]]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._storing: list[threading.Thread] = []
 
@@ -135,11 +144,26 @@ class StagePrefix:
         store = self.kv.store
         assert store is not None
         used = set(keys[:count])
-        store.touch(
-            (s.key, s.part.layer_start, s.part.layer_end) for s in fetched.local if s.key in used
-        )
+        local = [s for s in fetched.local if s.key in used]
+        store.touch((s.key, s.part.layer_start, s.part.layer_end) for s in local)
         self._remote[sid] = [r for r in fetched.remote if r[0].key in used]
+        self._taken[sid] = (keys[:count], local)
         return tokens
+
+    def reject(self, sid: str, session: StageCache, position: int) -> bool:
+        """A failed spot check of `position`: empty the session, forget this peer's parts
+        of the checked block and the request's fetched parts (never pinned); whether any
+        imported part came from another peer."""
+        keys, local = self._taken.pop(sid, ([], []))
+        remote = self._remote.pop(sid, [])
+        index = position // self.kv.block_size
+        store = self.kv.store
+        if store is not None and index < len(keys):
+            for source in local:
+                if source.key == keys[index]:
+                    store.forget(source.key, source.part.layer_start, source.part.layer_end)
+        session.reset()
+        return bool(remote)
 
     def keep(self, sid: str, session: StageCache, prompt: Sequence[int], first: int) -> None:
         """After the prefill: store the prompt's full blocks from block `first` on (the
@@ -180,15 +204,21 @@ class StagePrefix:
         thread.start()
         self._storing = [t for t in self._storing if t.is_alive()] + [thread]
 
-    def wait_stored(self) -> None:
-        """Wait for the stores `keep` started (a caller that reads the store next)."""
+    def wait_stored(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the stores `keep` started; whether all finished.
+        The cluster's end calls it before the stage's process is stopped: the threads are
+        daemons, and a short-lived cluster would otherwise end before a long prompt's
+        blocks reach the store."""
+        deadline = time.monotonic() + timeout_s
         for thread in self._storing:
-            thread.join()
-        self._storing = []
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._storing = [t for t in self._storing if t.is_alive()]
+        return not self._storing
 
     def forget(self, sid: str) -> None:
         self._fetched.pop(sid, None)
         self._remote.pop(sid, None)
+        self._taken.pop(sid, None)
 
 
 # -- the driver's side -------------------------------------------------------------------
@@ -221,6 +251,46 @@ def load_prefix(
     if count:
         log.info("kv: %d prompt tokens from cached blocks on every stage (%.0f ms)", tokens[0], ms)
     return StagePrefixHit(tokens[0] if tokens else 0, ms if count else 0.0, tuple(counts))
+
+
+def spot_checked_prefill(
+    calls: Any,
+    actors: Sequence[Any],
+    sid: str,
+    prompt: Sequence[int],
+    cached: int,
+    position: int,
+    manifest: bytes,
+) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+    """The prompt past its `cached` tokens through the chain, with cached `position`
+    recomputed in the same forward and compared by every stage for its layers: (the
+    logits of the last position, ()) when all match. On a mismatch every stage rejects
+    what it took, and the result is (None, the manifest's holders if any stage had used
+    their blocks) for the caller to compute the whole prompt."""
+    x: Any = torch.tensor([[*prompt[cached:], prompt[position]]])
+    for actor in actors:
+        x = calls.submit(actor, "forward", sid, x, position)
+    logits = calls.get(x, "a stage failed")
+    checks = [calls.submit(a, "spot_difference", sid, position) for a in actors]
+    differences = [calls.get(c, "a stage's spot check failed") for c in checks]
+    if all(d <= tolerance for d, tolerance in differences):
+        return logits, ()
+    rejects = [calls.submit(a, "prefix_reject", sid, position) for a in actors]
+    remote = any([calls.get(r, "a stage could not drop its cached blocks") for r in rejects])
+    holders: tuple[str, ...] = ()
+    if remote and manifest:
+        try:
+            holders = tuple(sorted(set(holder_ids(KVManifest.from_json(manifest).providers))))
+        except ManifestRefused:  # the stages refused it too: nothing came from it
+            holders = ()
+    log.warning(
+        "kv: spot check of cached position %d failed on the stages (K/V differ by %s of "
+        "their scale): computing the whole prompt; dropped %s",
+        position,
+        ", ".join(f"{d:.3g}" for d, _ in differences),
+        ", ".join(holders) or "this peer's copies of the block",
+    )
+    return None, holders
 
 
 def keep_prompt(calls: Any, actors: Sequence[Any], sid: str, prompt: Sequence[int], first: int):

@@ -56,6 +56,12 @@ class PrefixLoading(Protocol):
     def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
         """Fill the stages with the prompt's cached leading blocks; (tokens, ms)."""
 
+    def prefill_cached(self) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+        """After `load_prefix` took some tokens: the rest of the prompt with one cached
+        position spot-checked (edgellm.kv.spot). (The last position's logits, ()), or
+        (None, the holders dropped) when the check failed and the stages were emptied:
+        the caller computes the whole prompt."""
+
 
 class StageRunner(Protocol):
     @property

@@ -151,6 +151,7 @@ def build(config: BackendConfig, device: str) -> Built:
         engine="torch",
         **batch,
         kv_dir=config.kv.dir,
+        spot_check=config.kv.spot_check,
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS))
     inference = InferenceService(models, tracker, clusters)

@@ -90,6 +90,12 @@ class Sequence:
             # Ray stages: each takes its layers' cached blocks itself (cluster.stage_prefix).
             tokens, ms = self.session.load_prefix(job.prompt_ids, job.kv_manifest)
             self.hit = PrefixHit(tokens, ms)
+            if tokens:
+                logits, dropped = self.session.prefill_cached()
+                if logits is None:
+                    self.hit = PrefixHit(fetch_ms=ms, dropped=dropped)
+                else:
+                    return self.advance(logits)
         logits, check = None, self.hit.spot
         if prefix is not None and check is not None:
             # The rest of the prompt with the spot check folded in (kv/spot.py); None when
