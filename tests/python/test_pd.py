@@ -132,9 +132,9 @@ def computed(monkeypatch) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     original = StageSession.forward
 
-    def spy(self, inputs):
+    def spy(self, inputs, **kwargs):
         seen.append((id(self), inputs.shape[1]))
-        return original(self, inputs)
+        return original(self, inputs, **kwargs)
 
     monkeypatch.setattr(StageSession, "forward", spy)
     return seen

@@ -170,9 +170,9 @@ def computed(monkeypatch) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     original = StageSession.forward
 
-    def spy(self, inputs, logits=True, check=None):
+    def spy(self, inputs, **kwargs):
         seen.append((self.kv_layout.layer_start, inputs.shape[1]))
-        return original(self, inputs, logits, check)
+        return original(self, inputs, **kwargs)
 
     monkeypatch.setattr(StageSession, "forward", spy)
     return seen
