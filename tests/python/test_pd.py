@@ -6,7 +6,8 @@ from there, or has no IPFS at all; the prefill peer's loss costs only a warning.
 peer lost mid-generation is replaced (as the node's failover does: a new runner on the
 same cluster session, the request resumed with the tokens so far) by one that fetches the
 prompt's blocks and computes only the generated tokens on top, or everything, with a
-warning, when the blocks cannot be had."""
+warning, when the blocks cannot be had. Forged blocks fail the decode peer's spot check:
+it computes the prompt, keeps none of them and names the prefill peer."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError
+from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff as kvhandoff
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.store import KVStore
@@ -156,10 +158,11 @@ def test_decode_peer_continues_from_prefill_peers_blocks(
     assert last.usage.cached_prompt_tokens == full
     assert last.timings.kv_store_ms > 0
     assert last.timings.kv_fetch_ms > 0
-    # P computed the whole prompt in one forward; D computed only the tail, then decoded.
+    # P computed the whole prompt in one forward; D computed only the tail (and the spot
+    # check's row), then decoded.
     sizes = [n for _, n in computed]
     assert sizes[0] == len(prompt_ids)
-    assert sizes[1] == len(prompt_ids) - full
+    assert sizes[1] == len(prompt_ids) - full + 1
     assert sizes[2:] == [1] * (MAX_NEW - 1)
     assert len({sid for sid, _ in computed[1:]}) == 1  # all on the decode peer's session
     # P's blocks are pinned in P's Kubo; D fetched them over bitswap.
@@ -203,7 +206,7 @@ def test_refused_block_is_recomputed_with_a_warning(
     assert tokens == reference
     good = SpoilingPrefill.index * BLOCK
     assert last.usage.cached_prompt_tokens == good
-    assert [n for _, n in computed][1] == len(prompt_ids) - good
+    assert [n for _, n in computed][1] == len(prompt_ids) - good + 1  # + the check's row
     warned = [
         r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated.driver"
     ]
@@ -396,10 +399,11 @@ def test_replacement_decode_peer_fetches_the_prompts_blocks(
     # The replacement took the prompt's whole blocks from the prefill peer's Kubo...
     assert last.usage.cached_prompt_tokens == full
     assert last.timings.kv_fetch_ms > 0 and last.timings.kv_store_ms == 0
-    # ...and computed the prompt's tail and the produced tokens on top, in one forward,
-    # then decoded; the prefill peer computed nothing and stored nothing more.
+    # ...and computed the prompt's tail and the produced tokens on top (with the spot
+    # check's row), in one forward, then decoded; the prefill peer computed nothing and
+    # stored nothing more.
     sizes = [n for _, n in computed]
-    assert sizes[0] == len(prompt_ids) + len(produced) - full
+    assert sizes[0] == len(prompt_ids) + len(produced) - full + 1
     assert sizes[1:] == [1] * (MAX_NEW - len(produced) - 1)
     assert len({sid for sid, _ in computed}) == 1
     assert len(prefill.kv.store) == full // BLOCK
@@ -451,3 +455,42 @@ def test_replacement_computes_everything_when_the_blocks_cannot_be_had(
     assert [n for _, n in computed][0] == len(prompt_ids) + len(produced)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("kv block 0" in m and blocks in m for m in warned), warned
+
+
+class ForgingPrefill(StageActor):
+    """A prefill peer (a fake, named as such: no honest peer forges) that hands over
+    well-formed blocks of finite K/V that are not the model's, stored in its own Kubo;
+    its first token's logits are honest. Only the decode peer's spot check can tell."""
+
+    def handoff(self, session_id: str) -> Handoff:
+        handoff = super().handoff(session_id)
+        doc = json.loads(handoff.manifest)
+        client = self.kv.store.client
+        for block in doc["blocks"]:
+            for part in block["parts"]:
+                meta, _ = blockfmt.read_meta(client.block_get(part["cid"], 10.0))
+                layers = [
+                    (torch.full((3, BLOCK, 64), 0.25), torch.full((3, BLOCK, 64), 0.25))
+                    for _ in range(meta.layer_end - meta.layer_start)
+                ]
+                part["cid"] = client.block_put(blockfmt.encode(meta, layers))
+        return Handoff(json.dumps(doc).encode(), handoff.store_ms, handoff.tokens, handoff.warnings)
+
+
+def test_forged_handoff_fails_the_decode_peers_spot_check(
+    store_dir, stage, model_cid, pair, kubos, prompt_ids, reference, computed, caplog
+) -> None:
+    _, decode = pair
+    prefill = ForgingPrefill()
+    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    with caplog.at_level(logging.WARNING):
+        chunks = list(_engine(store_dir, prefill, decode).generate(_request()))
+    tokens, last = [t for c in chunks for t in c.token_ids], chunks[-1]
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert last.dropped_kv_holders == (kubos[0].peer_id,)
+    assert "spot check of the prefill peer's block" in caplog.text
+    # D computed the tail with the check's row, then, after the mismatch, the whole prompt.
+    full = len(prompt_ids) // BLOCK * BLOCK
+    assert [n for _, n in computed][1:3] == [len(prompt_ids) - full + 1, len(prompt_ids)]
+    assert len(decode.kv.store) == 0  # nothing of P's adopted, so nothing re-announced

@@ -246,7 +246,7 @@ class DisaggregatedSession:
             except EdgeLLMError:  # D's failure is the request's; here only stats are asked
                 loaded = None
         if loaded is not None:
-            return KVStats(loaded.cached_tokens, loaded.fetch_ms, loaded.store_ms)
+            return KVStats(loaded.cached_tokens, loaded.fetch_ms, loaded.store_ms, loaded.dropped)
         if self.handoff is not None and calls.done(self.handoff):
             try:
                 return KVStats(store_ms=calls.get(self.handoff, "").store_ms)

@@ -35,3 +35,5 @@ class Loaded:
     # None (the actor keeps them for take_logits; they do not travel back by default).
     logits: torch.Tensor | None = None
     warnings: tuple[str, ...] = ()
+    # IPFS peer ids of the prefill peer when D's spot check of its blocks failed.
+    dropped: tuple[str, ...] = ()

@@ -1,11 +1,21 @@
 """The stage actors' side of P/D (edgellm.cluster.actor.StageActor runs it on each peer):
 a peer's KV block store in its own Kubo, storing the prompt's blocks on the prefill peer
-and fetching them into the session on the decode peer."""
+and fetching them into the session on the decode peer.
+
+The decode peer spot-checks what it took (edgellm.kv.spot): one imported position, at
+random, rides as one more row of the forward that computes the rest of the prompt (or
+alone, when nothing is left to compute). On a mismatch it computes the whole prompt,
+keeps none of the prefill peer's blocks (they are adopted, and so announced, only after a
+passed check) and names the prefill peer's IPFS node in `Loaded.dropped`. The first
+token's logits come from the prefill peer and no block check can vouch for them: the
+check protects the decode and the swarm's cache, not that one token.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,11 +31,12 @@ from edgellm.engine.torch.stage import StageSession
 from edgellm.errors import InvalidRequest, KuboError, KVError, ManifestRefused
 from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff as kvhandoff
+from edgellm.kv import spot
 from edgellm.kv.handoff import StageKV
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.manifest import KVManifest
-from edgellm.kv.prefix import FETCH_WORKERS, merge
+from edgellm.kv.prefix import FETCH_WORKERS, holder_ids, merge
 from edgellm.kv.store import KVStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +49,8 @@ STAGE_KV_DIR_ENV = "EDGELLM_STAGE_KV_DIR"
 MAX_PROVIDERS = 16
 # Seconds to wait for one swarm/connect to the prefill peer's Kubo.
 CONNECT_TIMEOUT_S = 5.0
+# Which imported position the decode peer checks: the prefill peer must not predict it.
+_RNG = random.SystemRandom()
 
 
 class _Collect(logging.Handler):
@@ -66,10 +79,14 @@ def _warnings() -> Iterator[list[str]]:
 class PeerKV:
     """One peer's side of P/D: its block store in its own Kubo (None: no IPFS here)."""
 
-    def __init__(self, store: KVStore | None, model_cid: str, block_size: int) -> None:
+    def __init__(
+        self, store: KVStore | None, model_cid: str, block_size: int, spot_check: bool = True
+    ) -> None:
         self.store = store
         self.model_cid = model_cid
         self.block_size = block_size
+        # Whether the decode peer spot-checks the blocks it takes (kv.spot_check).
+        self.spot_check = spot_check
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -77,13 +94,13 @@ class PeerKV:
         """The store this process's configuration names (EDGELLM_IPFS_API, kv: section)."""
         config = load_config().kv
         if not config.enabled:
-            return cls(None, model_cid, config.block_size)
+            return cls(None, model_cid, config.block_size, config.spot_check)
         base = os.environ.get(STAGE_KV_DIR_ENV) or str(config.dir or ".")
         client = KuboClient(config.ipfs_api, gateway=config.ipfs_gateway)
         store = KVStore(
             client, Path(base) / model_cid, config.max_store_mb << 20, config.fetch_timeout_s
         )
-        return cls(store, model_cid, config.block_size)
+        return cls(store, model_cid, config.block_size, config.spot_check)
 
     def _chain(self, session: StageSession, block_size: int) -> ChainSpec:
         return ChainSpec(self.model_cid, blockfmt.dtype_name(session.kv_layout.dtype), block_size)
@@ -158,7 +175,7 @@ class PeerKV:
             raise InvalidRequest("the decode session already holds tokens")
         with _warnings() as warned:
             started = time.monotonic()
-            cached = 0
+            cached, fetched = 0, kvhandoff.Fetched()
             if not handoff.manifest:
                 pass  # P said why (its warnings travel along)
             elif self.store is None:
@@ -169,7 +186,7 @@ class PeerKV:
                 )
             else:
                 try:
-                    cached = self._fetch(session, handoff.manifest, token_ids, logits)
+                    cached, fetched = self._fetch(session, handoff.manifest, token_ids, logits)
                 except Exception as exc:  # noqa: BLE001 - a peer's blocks must never fail us
                     log.warning(
                         "kv: fetching the prefill peer's blocks failed (%s); "
@@ -179,23 +196,65 @@ class PeerKV:
                     session.reset()
                     cached = 0
             fetch_ms = (time.monotonic() - started) * 1000.0 if handoff.manifest else 0.0
+            out, passed, dropped = None, True, ()
+            if cached and self.spot_check:
+                out, passed, dropped = self._checked(session, token_ids, cached, handoff.manifest)
+            if not passed:
+                cached = 0  # the session was emptied; nothing fetched is kept
+            elif cached:
+                self._keep(fetched)
             rest = list(token_ids[cached:])
-            logits = None
-            if rest:
-                logits = session.forward(torch.tensor([rest], dtype=torch.long))
+            if rest and out is None:
+                out = session.forward(torch.tensor([rest], dtype=torch.long))
         return Loaded(
-            cached, fetch_ms, handoff.store_ms, len(rest), logits, handoff.warnings + tuple(warned)
+            cached,
+            fetch_ms,
+            handoff.store_ms,
+            len(rest),
+            out,
+            handoff.warnings + tuple(warned),
+            dropped,
         )
+
+    def _checked(
+        self, session: StageSession, token_ids: Sequence[int], cached: int, manifest: bytes
+    ) -> tuple[torch.Tensor | None, bool, tuple[str, ...]]:
+        """The prompt past `cached` with one imported position recomputed in the same
+        forward: (the last position's logits, None when nothing was left to compute;
+        whether the check passed; if not, the prefill peer's IPFS ids, and the session
+        is emptied)."""
+        position = _RNG.randrange(cached)
+        rest = list(token_ids[cached:])
+        rows = torch.tensor([[*rest, token_ids[position]]], dtype=torch.long)
+        out = session.forward(rows, logits=bool(rest), check=position)
+        difference = session.difference(position)
+        if difference <= spot.tolerance(session.kv_layout.dtype):
+            return (out if rest else None), True, ()
+        try:
+            dropped = tuple(sorted(set(holder_ids(KVManifest.from_json(manifest).providers))))
+        except ManifestRefused:  # cannot happen: the fetch parsed it
+            dropped = ()
+        log.warning(
+            "kv: spot check of the prefill peer's block at position %d failed (K/V differ "
+            "by %.3g of their scale): computing the whole prompt; dropped %s",
+            position,
+            difference,
+            ", ".join(dropped) or "the prefill peer",
+        )
+        session.reset()
+        return None, False, dropped
 
     def _fetch(
         self, session: StageSession, data: bytes, token_ids: Sequence[int], logits: bool
-    ) -> int:
+    ) -> tuple[int, kvhandoff.Fetched]:
+        """Import P's verified blocks into the session: (tokens, what was fetched)."""
         assert self.store is not None
+        none = kvhandoff.Fetched()
         try:
             manifest = KVManifest.from_json(data)
         except ManifestRefused as exc:
             log.warning("kv: refusing the prefill peer's manifest: %s; computing the prompt", exc)
-            return 0
+            return 0, none
         spec = self._chain(session, manifest.block_size)
         theirs = (manifest.model_cid, manifest.dtype)
         if theirs != (spec.model_cid, spec.dtype):
@@ -206,7 +265,7 @@ class PeerKV:
                 spec.model_cid,
                 spec.dtype,
             )
-            return 0
+            return 0, none
         self._connect(manifest.providers)
         keys = chain(spec, token_ids)
         limit = len(keys)
@@ -227,11 +286,10 @@ class PeerKV:
                 self._pool,
             )
         cached = len(fetched.blocks) * spec.block_size
-        self._keep(fetched)
         log.info(
             "kv: %d of %d prompt tokens from the prefill peer's blocks", cached, len(token_ids)
         )
-        return cached
+        return cached, fetched
 
     def _keep(self, fetched: kvhandoff.Fetched) -> None:
         """Pin and index the verified blocks taken from P (in the background), so this

@@ -128,6 +128,7 @@ class Sequence:
             self.store.finish(harmless=True)  # the fetched blocks served a whole request
         # One of the two is all zeros: a prefix cache serves in-process stages only.
         taken = self.session.kv_stats()
+        dropped += tuple(d for d in taken.dropped if d not in dropped)  # P/D: the prefill peer
         store, hit, clock, produced = self.store, self.hit, self.clock, self.produced
         max_batch = self.max_batch
         usage = Usage(len(self.job.prompt_ids), produced, hit.tokens + taken.cached_tokens)
