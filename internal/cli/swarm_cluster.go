@@ -176,7 +176,7 @@ func (c *swarmCluster) Close() {
 // (not with --no-pd). A failed lookup costs a debug line and keeps the plan.
 func (c *swarmCluster) preferHolders(ctx context.Context, log *slog.Logger, r *requester.Requester,
 	planned *requester.Planned, req *pb.GenerateRequest) *requester.Planned {
-	prefix, err := requester.LookupPrefix(ctx, c.index, c.keyer, req)
+	prefix, err := requester.LookupPrefix(ctx, c.index, c.keyer, req, nil)
 	if err != nil {
 		log.Debug("kv: no cached prefix from the swarm", "err", err)
 	} else {

@@ -127,24 +127,29 @@ func CachedPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, ipf
 // a cluster's stages: they fetch the blocks of their own layers themselves,
 // connecting to the holders the manifest names, so this machine's IPFS node
 // takes no part. With nothing cached the error comes with the prompt's
-// length (Prefix.PromptTokens) when its keys were computed.
-func StagePrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (Prefix, error) {
+// length (Prefix.PromptTokens) when its keys were computed. Holders in
+// distrust are not asked.
+func StagePrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest, distrust *Distrust) (Prefix, error) {
 	ctx, cancel := context.WithTimeout(ctx, prefixLookupTimeout)
 	defer cancel()
-	hit, shape, err := lookup(ctx, index, keyer, req, nil)
+	hit, shape, err := lookup(ctx, index, keyer, req, distrust.Peers())
 	if err != nil {
 		return Prefix{PromptTokens: shape.prompt}, err
 	}
 	var addrs []ma.Multiaddr
+	peers := map[string]peer.ID{}
 	for _, h := range holderIDs(hit) {
 		if more, err := index.IPFSAddrs(ctx, h); err == nil {
-			addrs = append(addrs, more[:min(len(more), maxIPFSAddrs)]...)
+			more = more[:min(len(more), maxIPFSAddrs)]
+			addrs = append(addrs, more...)
+			ipfsPeers(peers, h, more)
 		}
 	}
 	p, err := prefixOf(hit, shape, addrs)
 	if err != nil {
 		return Prefix{PromptTokens: shape.prompt}, err
 	}
+	p.IPFSPeers = peers
 	return p, nil
 }
 

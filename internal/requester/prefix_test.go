@@ -110,38 +110,55 @@ func TestCachedPrefix(t *testing.T) {
 
 // TestDistrustedHolderIsNotAskedAgain: once the backend reports that a
 // holder's blocks failed its spot check (by the holder's IPFS peer id), the
-// node's later lookups skip that holder; other ids change nothing.
+// node's later lookups skip that holder; other ids change nothing. Both
+// lookups: the local backend's (CachedPrefix) and a cluster's stages'
+// (LookupPrefix, whose stages spot-check their layers).
 func TestDistrustedHolderIsNotAskedAgain(t *testing.T) {
 	holder := peer.ID("holder")
 	const ipfsID = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
 	addr := ma.StringCast("/ip4/10.0.0.9/tcp/4001/p2p/" + ipfsID)
 	keys := testKeys(4)
 	hit := p2p.KVHit{Peer: peer.AddrInfo{ID: holder}, Blocks: 4, Manifest: testManifest(keys, nil)}
-	index := &fakeIndex{hit: hit, addrs: []ma.Multiaddr{addr}}
-	req := &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}}
-	var distrust Distrust
-	prefix, err := CachedPrefix(t.Context(), index, fakeKeyer{keys}, &fakeIPFS{}, req, &distrust)
-	if err != nil || prefix.IPFSPeers[ipfsID] != holder {
-		t.Fatalf("CachedPrefix = %+v, %v; want the holder's IPFS peer id mapped", prefix, err)
-	}
-	for _, tt := range []struct {
-		name    string
-		dropped []string
-		want    []peer.ID
+	lookups := []struct {
+		name   string
+		lookup func(*fakeIndex, *pb.GenerateRequest, *Distrust) (Prefix, error)
 	}{
-		{"nothing dropped", nil, nil},
-		{"another IPFS node", []string{"QmSomeoneElse"}, nil},
-		{"the holder's", []string{ipfsID}, []peer.ID{holder}},
-		{"the holder's again", []string{ipfsID}, nil},
-	} {
-		got := distrust.Report(prefix, &pb.GenerateResponse{DroppedKvHolders: tt.dropped})
-		if !slices.Equal(got, tt.want) {
-			t.Errorf("%s: Report = %v; want %v", tt.name, got, tt.want)
-		}
+		{"local backend", func(index *fakeIndex, req *pb.GenerateRequest, d *Distrust) (Prefix, error) {
+			return CachedPrefix(t.Context(), index, fakeKeyer{keys}, &fakeIPFS{}, req, d)
+		}},
+		{"cluster stages", func(index *fakeIndex, req *pb.GenerateRequest, d *Distrust) (Prefix, error) {
+			return LookupPrefix(t.Context(), index, fakeKeyer{keys}, req, d)
+		}},
 	}
-	_, err = CachedPrefix(t.Context(), index, fakeKeyer{keys}, &fakeIPFS{}, req, &distrust)
-	if !errors.Is(err, p2p.ErrNoCachedPrefix) || !slices.Equal(index.skipped, []peer.ID{holder}) {
-		t.Fatalf("after the report: %v, skipped %v; want the holder skipped", err, index.skipped)
+	for _, l := range lookups {
+		t.Run(l.name, func(t *testing.T) {
+			index := &fakeIndex{hit: hit, addrs: []ma.Multiaddr{addr}}
+			req := &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}}
+			var distrust Distrust
+			prefix, err := l.lookup(index, req, &distrust)
+			if err != nil || prefix.IPFSPeers[ipfsID] != holder {
+				t.Fatalf("lookup = %+v, %v; want the holder's IPFS peer id mapped", prefix, err)
+			}
+			for _, tt := range []struct {
+				name    string
+				dropped []string
+				want    []peer.ID
+			}{
+				{"nothing dropped", nil, nil},
+				{"another IPFS node", []string{"QmSomeoneElse"}, nil},
+				{"the holder's", []string{ipfsID}, []peer.ID{holder}},
+				{"the holder's again", []string{ipfsID}, nil},
+			} {
+				got := distrust.Report(prefix, &pb.GenerateResponse{DroppedKvHolders: tt.dropped})
+				if !slices.Equal(got, tt.want) {
+					t.Errorf("%s: Report = %v; want %v", tt.name, got, tt.want)
+				}
+			}
+			_, err = l.lookup(index, &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}}, &distrust)
+			if !errors.Is(err, p2p.ErrNoCachedPrefix) || !slices.Equal(index.skipped, []peer.ID{holder}) {
+				t.Fatalf("after the report: %v, skipped %v; want the holder skipped", err, index.skipped)
+			}
+		})
 	}
 }
 

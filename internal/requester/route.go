@@ -22,12 +22,13 @@ var ErrPrefixCacheOff = errors.New("the request turned the prefix cache off")
 // a cluster's stages (StagePrefix) and hands the stages its manifest
 // (req.KvManifest), so each fetches its own layers' blocks from the holders.
 // A miss leaves req unchanged; its Prefix still has PromptTokens when the
-// prompt's keys were computed.
-func LookupPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest) (Prefix, error) {
+// prompt's keys were computed. Holders in distrust (nil: none) are not
+// asked; a stage's spot check names bad ones (Distrust.Report).
+func LookupPrefix(ctx context.Context, index PrefixIndex, keyer PromptKeyer, req *pb.GenerateRequest, distrust *Distrust) (Prefix, error) {
 	if req.GetNoPrefixCache() {
 		return Prefix{}, ErrPrefixCacheOff
 	}
-	prefix, err := StagePrefix(ctx, index, keyer, req)
+	prefix, err := StagePrefix(ctx, index, keyer, req, distrust)
 	if err != nil {
 		return prefix, err
 	}

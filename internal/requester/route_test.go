@@ -34,7 +34,7 @@ func TestLookupPrefix(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := &pb.GenerateRequest{Model: model, Input: &pb.GenerateRequest_Prompt{Prompt: "hi"}, NoPrefixCache: tt.noCache}
-			got, err := LookupPrefix(t.Context(), tt.index, fakeKeyer{key}, req)
+			got, err := LookupPrefix(t.Context(), tt.index, fakeKeyer{key}, req, nil)
 			if tt.want != nil {
 				if !errors.Is(err, tt.want) || req.KvManifest != nil {
 					t.Fatalf("LookupPrefix: %v, manifest %d bytes; want %v and none", err, len(req.KvManifest), tt.want)

@@ -231,7 +231,7 @@ func (s *Service) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 	}
 	if !s.runsHere(req.GetModel()) {
 		prefix := s.lookupPrefix(ctx, req)
-		route, err := s.clusters.generate(ctx, req, prefix, s.countHits(onResp, prefix.HolderIDs()))
+		route, err := s.clusters.generate(ctx, req, prefix, s.countHits(s.distrustBad(prefix, onResp), prefix.HolderIDs()))
 		return route, swarmStatus(err)
 	}
 	s.setTrace(Trace{RequestID: req.GetRequestId(), Model: req.GetModel(), Route: openai.RouteLocal})
@@ -290,7 +290,7 @@ func (s *Service) lookupPrefix(ctx context.Context, req *pb.GenerateRequest) req
 	if s.o.Swarm.Index == nil {
 		return requester.Prefix{}
 	}
-	prefix, err := requester.LookupPrefix(ctx, s.o.Swarm.Index, s.o.Backend, req)
+	prefix, err := requester.LookupPrefix(ctx, s.o.Swarm.Index, s.o.Backend, req, &s.distrust)
 	if err != nil {
 		s.log.Debug("no cached prefix from the swarm", "request", req.GetRequestId(), "err", err)
 		return prefix
