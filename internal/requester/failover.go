@@ -121,6 +121,7 @@ func (c *Cluster) Generate(ctx context.Context, req *pb.GenerateRequest, onResp 
 		if resp.GetFinishReason() != pb.FinishReason_FINISH_REASON_UNSPECIFIED {
 			finished = true
 			c.r.measured.record(c.stagePeers(), resp.GetTimings().GetDecodeTokensPerS())
+			c.dropWorkers(resp.GetDroppedWorkers())
 		}
 		if err := onResp(resp); err != nil {
 			return &callbackError{err}
@@ -409,7 +410,7 @@ func (c *Cluster) replanKnown(old planner.Plan, lostIDs []string, try int) (plan
 	if try > 0 || len(c.known) == 0 || time.Since(c.knownAt) > knownPeersFor {
 		return planner.Plan{}, nil, errors.New("no recent peers")
 	}
-	peers := slices.DeleteFunc(slices.Clone(c.known), func(p planner.Peer) bool {
+	peers := slices.DeleteFunc(c.r.dropped.filter(slices.Clone(c.known)), func(p planner.Peer) bool {
 		return c.gone[p.ID] && !slices.Contains(lostIDs, p.ID)
 	})
 	plan, err := planner.Replace(old, lostIDs, peers, c.req.plannerRequest())

@@ -19,6 +19,7 @@ type Requester struct {
 	swarm    Swarm
 	log      *slog.Logger
 	measured measuredSpeeds
+	dropped  droppedWorkers
 }
 
 // Option configures a Requester.
@@ -189,7 +190,7 @@ func (r *Requester) discover(ctx context.Context, timeout time.Duration) ([]plan
 	if ctx.Err() != nil {
 		return nil, cancelled(ctx, "while looking for workers")
 	}
-	return peers, nil
+	return r.dropped.filter(peers), nil
 }
 
 // rtts are the peers' measured RTTs by id.

@@ -26,8 +26,9 @@ from edgellm.cluster.disaggregated.driver import DisaggregatedRunner, LocalCalls
 from edgellm.cluster.disaggregated.handoffs import RecentHandoffs
 from edgellm.cluster.disaggregated.messages import Handoff
 from edgellm.cluster.disaggregated.worker import PeerKV
+from edgellm.cluster.plan import Plan, PlanStage, StageRole
 from edgellm.engine.torch.engine import TorchEngine
-from edgellm.engine.torch.stage import Stage, StageSession
+from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError
 from edgellm.kv import block as blockfmt
@@ -35,6 +36,7 @@ from edgellm.kv import handoff as kvhandoff
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
+from edgellm.server.messages import generate_response
 
 BLOCK = 16
 MAX_NEW = 12
@@ -483,12 +485,25 @@ def test_forged_handoff_fails_the_decode_peers_spot_check(
     _, decode = pair
     prefill = ForgingPrefill()
     prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    # The plan names the peers, as the node's does: the prefill one is reported.
+    plan = Plan(
+        "s-forged",
+        (
+            PlanStage("peer:12D3KooWPrefill", LayerRange(0, 30), model_cid, StageRole.PREFILL),
+            PlanStage("peer:12D3KooWDecode", LayerRange(0, 30), model_cid, StageRole.DECODE),
+        ),
+    )
+    runner = DisaggregatedRunner(prefill, decode, LocalCalls(), plan=plan)
     with caplog.at_level(logging.WARNING):
-        chunks = list(_engine(store_dir, prefill, decode).generate(_request()))
+        chunks = list(TorchEngine.over(runner, store_dir).generate(_request()))
     tokens, last = [t for c in chunks for t in c.token_ids], chunks[-1]
     assert tokens == reference
     assert last.usage.cached_prompt_tokens == 0
     assert last.dropped_kv_holders == (kubos[0].peer_id,)
+    assert last.dropped_workers == ("12D3KooWPrefill",)
+    wire = generate_response("r", last)  # what the node reads
+    assert list(wire.dropped_workers) == ["12D3KooWPrefill"]
+    assert list(wire.dropped_kv_holders) == [kubos[0].peer_id]
     assert "spot check of the prefill peer's block" in caplog.text
     # D computed the tail with the check's row, then, after the mismatch, the whole prompt.
     full = len(prompt_ids) // BLOCK * BLOCK

@@ -24,8 +24,10 @@ class KVStats:
     cached_tokens: int = 0  # prompt tokens whose K/V came from blocks
     fetch_ms: float = 0.0  # fetch, verify and import of those blocks
     store_ms: float = 0.0  # storing the prompt's blocks (P/D: on the prefill peer)
-    # IPFS peer ids whose blocks failed the decode peer's spot check (P/D: the prefill peer).
+    # IPFS peer ids whose blocks failed the decode peer's spot check (P/D: the prefill
+    # peer's), and the peer ids of the workers that handed them over.
     dropped: tuple[str, ...] = ()
+    dropped_workers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

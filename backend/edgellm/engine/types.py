@@ -97,9 +97,13 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     timings: Timings | None = None
-    # On the first token's chunk: IPFS peer ids of KV block holders this request's spot
-    # check dropped (kv/spot.py), for the node to stop asking them.
+    # IPFS peer ids of KV block holders this request's spot check dropped (kv/spot.py),
+    # for the node to stop asking them: on the first token's chunk for a cached prefix,
+    # on the last for a P/D handoff.
     dropped_kv_holders: tuple[str, ...] = ()
+    # On the last chunk: peer ids of the cluster's workers whose handed-over blocks
+    # failed the check (a P/D prefill peer), for the requester to plan without them.
+    dropped_workers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def generate_response(request_id: str, chunk: GenerationChunk) -> inference_pb2.
         text=chunk.text,
         token_ids=chunk.token_ids,
         dropped_kv_holders=chunk.dropped_kv_holders,
+        dropped_workers=chunk.dropped_workers,
     )
     if chunk.finish_reason is not None:
         out.finish_reason = _FINISH[chunk.finish_reason]

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x64gellm/v1/inference.proto\x12\nedgellm.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xc8\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xa9\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12,\n\x08messages\x18\x04 \x01(\x0b\x32\x18.edgellm.v1.ChatMessagesH\x00\x12\x14\n\nraw_prompt\x18\x05 \x01(\tH\x00\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.edgellm.v1.SamplingParams\x12\x1e\n\x04plan\x18\x07 \x01(\x0b\x32\x10.edgellm.v1.Plan\x12\x18\n\x10resume_token_ids\x18\x08 \x03(\r\x12\x17\n\x0fno_prefix_cache\x18\t \x01(\x08\x12\x13\n\x0bkv_manifest\x18\n \x01(\x0c\x42\x07\n\x05input\"A\n\x04Plan\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12%\n\x06stages\x18\x02 \x03(\x0b\x32\x15.edgellm.v1.PlanStage\"\x84\x01\n\tPlanStage\x12\x15\n\rpeer_resource\x18\x01 \x01(\t\x12\x13\n\x0blayer_start\x18\x02 \x01(\r\x12\x11\n\tlayer_end\x18\x03 \x01(\r\x12\x13\n\x0bweights_cid\x18\x04 \x01(\t\x12#\n\x04role\x18\x05 \x01(\x0e\x32\x15.edgellm.v1.StageRole\"9\n\x0c\x43hatMessages\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.edgellm.v1.ChatMessage\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\xa4\x01\n\x07Timings\x12\x0f\n\x07ttft_ms\x18\x01 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x02 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x13\n\x0bkv_fetch_ms\x18\x05 \x01(\x01\x12\x13\n\x0bkv_store_ms\x18\x06 \x01(\x01\x12\x11\n\tmax_batch\x18\x07 \x01(\r\"\xdc\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.edgellm.v1.FinishReason\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.edgellm.v1.Usage\x12$\n\x07timings\x18\x06 \x01(\x0b\x32\x13.edgellm.v1.Timings\x12\x1a\n\x12\x64ropped_kv_holders\x18\x07 \x03(\t\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08*S\n\tStageRole\x12\x17\n\x13STAGE_ROLE_PIPELINE\x10\x00\x12\x16\n\x12STAGE_ROLE_PREFILL\x10\x01\x12\x15\n\x11STAGE_ROLE_DECODE\x10\x02*~\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1d\n\x19\x46INISH_REASON_STOP_STRING\x10\x03\x32\x92\x01\n\tInference\x12G\n\x08Generate\x12\x1b.edgellm.v1.GenerateRequest\x1a\x1c.edgellm.v1.GenerateResponse0\x01\x12<\n\x05\x41\x62ort\x12\x18.edgellm.v1.AbortRequest\x1a\x19.edgellm.v1.AbortResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x64gellm/v1/inference.proto\x12\nedgellm.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xc8\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xa9\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12,\n\x08messages\x18\x04 \x01(\x0b\x32\x18.edgellm.v1.ChatMessagesH\x00\x12\x14\n\nraw_prompt\x18\x05 \x01(\tH\x00\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.edgellm.v1.SamplingParams\x12\x1e\n\x04plan\x18\x07 \x01(\x0b\x32\x10.edgellm.v1.Plan\x12\x18\n\x10resume_token_ids\x18\x08 \x03(\r\x12\x17\n\x0fno_prefix_cache\x18\t \x01(\x08\x12\x13\n\x0bkv_manifest\x18\n \x01(\x0c\x42\x07\n\x05input\"A\n\x04Plan\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12%\n\x06stages\x18\x02 \x03(\x0b\x32\x15.edgellm.v1.PlanStage\"\x84\x01\n\tPlanStage\x12\x15\n\rpeer_resource\x18\x01 \x01(\t\x12\x13\n\x0blayer_start\x18\x02 \x01(\r\x12\x11\n\tlayer_end\x18\x03 \x01(\r\x12\x13\n\x0bweights_cid\x18\x04 \x01(\t\x12#\n\x04role\x18\x05 \x01(\x0e\x32\x15.edgellm.v1.StageRole\"9\n\x0c\x43hatMessages\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.edgellm.v1.ChatMessage\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\xa4\x01\n\x07Timings\x12\x0f\n\x07ttft_ms\x18\x01 \x01(\x01\x12\x1b\n\x13\x64\x65\x63ode_tokens_per_s\x18\x02 \x01(\x01\x12\x1c\n\x14prefill_tokens_per_s\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x13\n\x0bkv_fetch_ms\x18\x05 \x01(\x01\x12\x13\n\x0bkv_store_ms\x18\x06 \x01(\x01\x12\x11\n\tmax_batch\x18\x07 \x01(\r\"\xf5\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.edgellm.v1.FinishReason\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.edgellm.v1.Usage\x12$\n\x07timings\x18\x06 \x01(\x0b\x32\x13.edgellm.v1.Timings\x12\x1a\n\x12\x64ropped_kv_holders\x18\x07 \x03(\t\x12\x17\n\x0f\x64ropped_workers\x18\x08 \x03(\t\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08*S\n\tStageRole\x12\x17\n\x13STAGE_ROLE_PIPELINE\x10\x00\x12\x16\n\x12STAGE_ROLE_PREFILL\x10\x01\x12\x15\n\x11STAGE_ROLE_DECODE\x10\x02*~\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1d\n\x19\x46INISH_REASON_STOP_STRING\x10\x03\x32\x92\x01\n\tInference\x12G\n\x08Generate\x12\x1b.edgellm.v1.GenerateRequest\x1a\x1c.edgellm.v1.GenerateResponse0\x01\x12<\n\x05\x41\x62ort\x12\x18.edgellm.v1.AbortRequest\x1a\x19.edgellm.v1.AbortResponseB7Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +32,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgellm.v1.inference_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z5github.com/edgellm/edgellm/proto/edgellm/v1;edgellmv1'
-  _globals['_STAGEROLE']._serialized_start=1401
-  _globals['_STAGEROLE']._serialized_end=1484
-  _globals['_FINISHREASON']._serialized_start=1486
-  _globals['_FINISHREASON']._serialized_end=1612
+  _globals['_STAGEROLE']._serialized_start=1426
+  _globals['_STAGEROLE']._serialized_end=1509
+  _globals['_FINISHREASON']._serialized_start=1511
+  _globals['_FINISHREASON']._serialized_end=1637
   _globals['_CHATMESSAGE']._serialized_start=42
   _globals['_CHATMESSAGE']._serialized_end=86
   _globals['_SAMPLINGPARAMS']._serialized_start=89
@@ -53,11 +53,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMINGS']._serialized_start=942
   _globals['_TIMINGS']._serialized_end=1106
   _globals['_GENERATERESPONSE']._serialized_start=1109
-  _globals['_GENERATERESPONSE']._serialized_end=1329
-  _globals['_ABORTREQUEST']._serialized_start=1331
-  _globals['_ABORTREQUEST']._serialized_end=1365
-  _globals['_ABORTRESPONSE']._serialized_start=1367
-  _globals['_ABORTRESPONSE']._serialized_end=1399
-  _globals['_INFERENCE']._serialized_start=1615
-  _globals['_INFERENCE']._serialized_end=1761
+  _globals['_GENERATERESPONSE']._serialized_end=1354
+  _globals['_ABORTREQUEST']._serialized_start=1356
+  _globals['_ABORTREQUEST']._serialized_end=1390
+  _globals['_ABORTRESPONSE']._serialized_start=1392
+  _globals['_ABORTRESPONSE']._serialized_end=1424
+  _globals['_INFERENCE']._serialized_start=1640
+  _globals['_INFERENCE']._serialized_end=1786
 # @@protoc_insertion_point(module_scope)

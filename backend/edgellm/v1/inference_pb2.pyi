@@ -132,7 +132,7 @@ class Timings(_message.Message):
     def __init__(self, ttft_ms: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., prefill_tokens_per_s: _Optional[float] = ..., total_ms: _Optional[float] = ..., kv_fetch_ms: _Optional[float] = ..., kv_store_ms: _Optional[float] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("request_id", "text", "token_ids", "finish_reason", "usage", "timings", "dropped_kv_holders")
+    __slots__ = ("request_id", "text", "token_ids", "finish_reason", "usage", "timings", "dropped_kv_holders", "dropped_workers")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class GenerateResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_KV_HOLDERS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_WORKERS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
@@ -147,7 +148,8 @@ class GenerateResponse(_message.Message):
     usage: Usage
     timings: Timings
     dropped_kv_holders: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., dropped_kv_holders: _Optional[_Iterable[str]] = ...) -> None: ...
+    dropped_workers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., dropped_kv_holders: _Optional[_Iterable[str]] = ..., dropped_workers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
     __slots__ = ("request_id",)

@@ -802,13 +802,18 @@ type GenerateResponse struct {
 	FinishReason FinishReason `protobuf:"varint,4,opt,name=finish_reason,json=finishReason,proto3,enum=edgellm.v1.FinishReason" json:"finish_reason,omitempty"`
 	Usage        *Usage       `protobuf:"bytes,5,opt,name=usage,proto3" json:"usage,omitempty"`
 	Timings      *Timings     `protobuf:"bytes,6,opt,name=timings,proto3" json:"timings,omitempty"`
-	// On the first token's response: the IPFS peer ids of the holders whose KV
-	// blocks failed this request's spot check (the answer was computed
-	// instead). The backend ignores their manifests from then on; the node
-	// stops asking them for cached prefixes for the rest of its session.
+	// The IPFS peer ids of the holders whose KV blocks failed this request's
+	// spot check (the answer was computed instead): on the first token's
+	// response for a cached prefix, on the last for a P/D handoff (checked by
+	// the decode peer). The backend ignores their manifests from then on; the
+	// node stops asking them for cached prefixes for the rest of its session.
 	DroppedKvHolders []string `protobuf:"bytes,7,rep,name=dropped_kv_holders,json=droppedKvHolders,proto3" json:"dropped_kv_holders,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// On the last response: the peer ids of this cluster's workers whose
+	// handed-over KV blocks failed the spot check (a P/D prefill peer). The
+	// requester plans without them for the rest of its life.
+	DroppedWorkers []string `protobuf:"bytes,8,rep,name=dropped_workers,json=droppedWorkers,proto3" json:"dropped_workers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GenerateResponse) Reset() {
@@ -886,6 +891,13 @@ func (x *GenerateResponse) GetTimings() *Timings {
 func (x *GenerateResponse) GetDroppedKvHolders() []string {
 	if x != nil {
 		return x.DroppedKvHolders
+	}
+	return nil
+}
+
+func (x *GenerateResponse) GetDroppedWorkers() []string {
+	if x != nil {
+		return x.DroppedWorkers
 	}
 	return nil
 }
@@ -1042,7 +1054,7 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\btotal_ms\x18\x04 \x01(\x01R\atotalMs\x12\x1e\n" +
 	"\vkv_fetch_ms\x18\x05 \x01(\x01R\tkvFetchMs\x12\x1e\n" +
 	"\vkv_store_ms\x18\x06 \x01(\x01R\tkvStoreMs\x12\x1b\n" +
-	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\"\xa7\x02\n" +
+	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\"\xd0\x02\n" +
 	"\x10GenerateResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
@@ -1051,7 +1063,8 @@ const file_edgellm_v1_inference_proto_rawDesc = "" +
 	"\rfinish_reason\x18\x04 \x01(\x0e2\x18.edgellm.v1.FinishReasonR\ffinishReason\x12'\n" +
 	"\x05usage\x18\x05 \x01(\v2\x11.edgellm.v1.UsageR\x05usage\x12-\n" +
 	"\atimings\x18\x06 \x01(\v2\x13.edgellm.v1.TimingsR\atimings\x12,\n" +
-	"\x12dropped_kv_holders\x18\a \x03(\tR\x10droppedKvHolders\"-\n" +
+	"\x12dropped_kv_holders\x18\a \x03(\tR\x10droppedKvHolders\x12'\n" +
+	"\x0fdropped_workers\x18\b \x03(\tR\x0edroppedWorkers\"-\n" +
 	"\fAbortRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\")\n" +

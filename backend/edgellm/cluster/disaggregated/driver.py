@@ -18,7 +18,7 @@ from edgellm.cluster.calls import Calls, LocalCalls, RayCalls
 from edgellm.cluster.disaggregated.handoffs import Kept, RecentHandoffs
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.cluster.pipeline import ONE_AT_A_TIME, RayPipeline
-from edgellm.cluster.plan import Plan, StageRole
+from edgellm.cluster.plan import PEER_RESOURCE_PREFIX, Plan, StageRole
 from edgellm.engine.runner import KVStats, Slots
 from edgellm.errors import ClusterError, EdgeLLMError, InvalidRequest
 
@@ -57,6 +57,13 @@ class DisaggregatedRunner:
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    @property
+    def prefill_peer(self) -> str:
+        """The prefill stage's peer id ("" without a plan: in-process tests)."""
+        if self.plan is None:
+            return ""
+        return self.plan.stages[0].peer_resource.removeprefix(PEER_RESOURCE_PREFIX)
 
     @property
     def slots(self) -> Slots:
@@ -246,7 +253,12 @@ class DisaggregatedSession:
             except EdgeLLMError:  # D's failure is the request's; here only stats are asked
                 loaded = None
         if loaded is not None:
-            return KVStats(loaded.cached_tokens, loaded.fetch_ms, loaded.store_ms, loaded.dropped)
+            # A failed spot check of P's blocks: the node stops planning with P.
+            prefill = self.runner.prefill_peer
+            workers = (prefill,) if loaded.dropped and prefill else ()
+            return KVStats(
+                loaded.cached_tokens, loaded.fetch_ms, loaded.store_ms, loaded.dropped, workers
+            )
         if self.handoff is not None and calls.done(self.handoff):
             try:
                 return KVStats(store_ms=calls.get(self.handoff, "").store_ms)

@@ -138,7 +138,9 @@ class Sequence:
             timings = clock.timings(
                 produced, hit.fetch_ms + taken.fetch_ms, store_ms + taken.store_ms, max_batch
             )
-            return GenerationChunk(text, (token,), finish, usage, timings, dropped)
+            return GenerationChunk(
+                text, (token,), finish, usage, timings, dropped, taken.dropped_workers
+            )
 
         return last
 
