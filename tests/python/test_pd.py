@@ -31,12 +31,12 @@ from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
 from edgellm.errors import ClusterError
-from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff as kvhandoff
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
 from edgellm.server.messages import generate_response
+from tests.python.forged import forge_parts
 
 BLOCK = 16
 MAX_NEW = 12
@@ -467,15 +467,7 @@ class ForgingPrefill(StageActor):
     def handoff(self, session_id: str) -> Handoff:
         handoff = super().handoff(session_id)
         doc = json.loads(handoff.manifest)
-        client = self.kv.store.client
-        for block in doc["blocks"]:
-            for part in block["parts"]:
-                meta, _ = blockfmt.read_meta(client.block_get(part["cid"], 10.0))
-                layers = [
-                    (torch.full((3, BLOCK, 64), 0.25), torch.full((3, BLOCK, 64), 0.25))
-                    for _ in range(meta.layer_end - meta.layer_start)
-                ]
-                part["cid"] = client.block_put(blockfmt.encode(meta, layers))
+        forge_parts(self.kv.store.client, doc, BLOCK)
         return Handoff(json.dumps(doc).encode(), handoff.store_ms, handoff.tokens, handoff.warnings)
 
 

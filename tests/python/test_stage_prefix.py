@@ -27,12 +27,12 @@ from edgellm.engine.runner import Slots
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
-from edgellm.kv import block as blockfmt
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.store import KVStore
 from edgellm.models.manifest import Manifest
 from edgellm.server.kv import manifest_of
+from tests.python.forged import forge_parts
 
 BLOCK = 16
 MAX_NEW = 8
@@ -311,17 +311,7 @@ def _forged_manifest(filled, model_cid, prompt_ids, kubos) -> tuple[bytes, set[s
     stored them): only the spot check can tell. The forged CIDs too."""
     a = json.loads(_manifest(filled[0], model_cid, prompt_ids, kubos[0]))
     b = json.loads(_manifest(filled[1], model_cid, prompt_ids, kubos[1]))
-    holder = KuboClient(kubos[1].api)
-    forged = set()
-    for block in b["blocks"]:
-        for part in block["parts"]:
-            meta, _ = blockfmt.read_meta(holder.block_get(part["cid"], 10.0))
-            layers = [
-                (torch.full((3, BLOCK, 64), 0.25), torch.full((3, BLOCK, 64), 0.25))
-                for _ in range(meta.layer_end - meta.layer_start)
-            ]
-            part["cid"] = holder.block_put(blockfmt.encode(meta, layers))
-            forged.add(part["cid"])
+    forged = forge_parts(KuboClient(kubos[1].api), b, BLOCK)
     n = min(len(a["blocks"]), len(b["blocks"]))
     for ba, bb in zip(a["blocks"][:n], b["blocks"][:n], strict=True):
         ba["parts"] += bb["parts"]
