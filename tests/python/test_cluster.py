@@ -4,6 +4,7 @@ separate process tree with its own peer resource, on this machine."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +125,11 @@ def test_stages_run_on_their_peers(cluster: Cluster, distributed: TorchEngine) -
     for peer, pid in zip(cluster.peers, pids, strict=True):
         (session,) = peer._sessions.values()
         assert pid in session.node.members()
+        # Stage threads sleep between parallel regions unless the user says otherwise
+        # (node.STAGE_ENV_DEFAULTS: a spinning idle stage slowed the other's token).
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        want = os.environ.get("OMP_WAIT_POLICY", "PASSIVE").encode()
+        assert b"OMP_WAIT_POLICY=" + want in environ
 
 
 @pytest.mark.parametrize("request_", PROMPTS, ids=lambda r: r.request_id)
