@@ -30,7 +30,10 @@ def load_runs(results: Path) -> list[tuple[str, dict[str, Any]]]:
             report = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        runs.append((path.stem, report.get("figures", {})))
+        # A figure is a dict (value, goal, parts); a provider's bare numbers (the models
+        # provider's parts, e.g. model_pull_bytes) have no goal or latencies to plot.
+        figures = {n: f for n, f in report.get("figures", {}).items() if isinstance(f, dict)}
+        runs.append((path.stem, figures))
     return runs
 
 
