@@ -48,7 +48,7 @@ from edgellm.kv import handoff
 from edgellm.kv.handoff import Fetched, StageKV
 from edgellm.kv.keys import chain
 from edgellm.kv.manifest import KVManifest
-from edgellm.kv.prefix import FETCH_WORKERS, holder_ids
+from edgellm.kv.prefix import FETCH_WORKERS, manifest_holders
 from edgellm.kv.stage import StageCache
 
 log = logging.getLogger(__name__)
@@ -277,12 +277,7 @@ def spot_checked_prefill(
         return logits, ()
     rejects = [calls.submit(a, "prefix_reject", sid, position) for a in actors]
     remote = any([calls.get(r, "a stage could not drop its cached blocks") for r in rejects])
-    holders: tuple[str, ...] = ()
-    if remote and manifest:
-        try:
-            holders = tuple(sorted(set(holder_ids(KVManifest.from_json(manifest).providers))))
-        except ManifestRefused:  # the stages refused it too: nothing came from it
-            holders = ()
+    holders = manifest_holders(manifest) if remote and manifest else ()
     log.warning(
         "kv: spot check of cached position %d failed on the stages (K/V differ by %s of "
         "their scale): computing the whole prompt; dropped %s",

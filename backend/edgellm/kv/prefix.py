@@ -344,6 +344,15 @@ def holder_ids(providers: Sequence[str]) -> list[str]:
     return [p.rsplit("/p2p/", 1)[1] for p in providers if "/p2p/" in p]
 
 
+def manifest_holders(data: bytes) -> tuple[str, ...]:
+    """The Kubo peer ids of a manifest's providers, sorted, once each (what a failed
+    spot check drops); none for a manifest that is refused (nothing came from it)."""
+    try:
+        return tuple(sorted(set(holder_ids(KVManifest.from_json(data).providers))))
+    except ManifestRefused:
+        return ()
+
+
 def merge(kv: StageKV, blocks: Sequence[Sequence[BlockRef]], providers: Sequence[str] = ()):
     """One manifest for the blocks every stage stored (parts merged per key)."""
     merged: dict[bytes, BlockRef] = {}

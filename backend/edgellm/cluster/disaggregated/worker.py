@@ -36,7 +36,7 @@ from edgellm.kv.handoff import StageKV
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.manifest import KVManifest
-from edgellm.kv.prefix import FETCH_WORKERS, holder_ids, merge
+from edgellm.kv.prefix import FETCH_WORKERS, manifest_holders, merge
 from edgellm.kv.store import KVStore
 
 log = logging.getLogger(__name__)
@@ -230,10 +230,7 @@ class PeerKV:
         difference = session.difference(position)
         if difference <= spot.tolerance(session.kv_layout.dtype):
             return (out if rest else None), True, ()
-        try:
-            dropped = tuple(sorted(set(holder_ids(KVManifest.from_json(manifest).providers))))
-        except ManifestRefused:  # cannot happen: the fetch parsed it
-            dropped = ()
+        dropped = manifest_holders(manifest)
         log.warning(
             "kv: spot check of the prefill peer's block at position %d failed (K/V differ "
             "by %.3g of their scale): computing the whole prompt; dropped %s",
