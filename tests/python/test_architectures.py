@@ -7,6 +7,7 @@ and in several; Gemma 3's splits cut between its sliding-window and global layer
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,20 +49,18 @@ def tiny_store(tmp_path_factory, store_dir: Path) -> ModelStore:
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_split_and_whole_equal_generate(tiny_store: ModelStore, arch: str) -> None:
+    """Alone, and both prompts at once in one batch (the batched step's dense layers go
+    through oneDNN: engine/torch/dense.py), each equals `generate` for its prompt alone."""
     model_dir = tiny_store.path(f"tiny-{arch}")
     assert tiny_store.manifest(f"tiny-{arch}").architecture in SUPPORTED
     reference = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     for splits in SPLITS:
-        engine = TorchEngine.load(EngineConfig(model_dir), splits=splits)
+        engine = TorchEngine.load(EngineConfig(model_dir, max_batch=len(PROMPTS)), splits=splits)
+        expected = {}
         for prompt in PROMPTS:
-            request = GenerationRequest(
-                prompt.request_id,
-                messages=prompt.messages,
-                raw_prompt=prompt.raw_prompt,
-                sampling=SamplingParams(max_tokens=MAX_NEW),
-            )
+            request = _request(prompt)
             ids = torch.tensor([engine.prepare(request).prompt_ids])
-            expected = reference.generate(
+            expected[prompt.request_id] = reference.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
                 do_sample=False,
@@ -69,6 +68,32 @@ def test_split_and_whole_equal_generate(tiny_store: ModelStore, arch: str) -> No
                 eos_token_id=sorted(engine.eos_ids),
             )[0, ids.shape[1] :].tolist()
             got = [t for chunk in engine.generate(request) for t in chunk.token_ids]
-            assert got == expected, (arch, splits, prompt.request_id)
-            assert len(set(expected)) > 1  # a model that repeats one token proves little
+            assert got == expected[prompt.request_id], (arch, splits, prompt.request_id)
+            assert len(set(got)) > 1  # a model that repeats one token proves little
+        before = engine.step_sizes.get(len(PROMPTS), 0)
+        assert _at_once(engine) == expected, (arch, splits, "batched")
+        assert engine.step_sizes.get(len(PROMPTS), 0) > before  # they did decode together
         engine.close()
+
+
+def _request(prompt: GenerationRequest) -> GenerationRequest:
+    return GenerationRequest(
+        prompt.request_id,
+        messages=prompt.messages,
+        raw_prompt=prompt.raw_prompt,
+        sampling=SamplingParams(max_tokens=MAX_NEW),
+    )
+
+
+def _at_once(engine: TorchEngine) -> dict[str, list[int]]:
+    got: dict[str, list[int]] = {}
+
+    def run(prompt: GenerationRequest) -> None:
+        got[prompt.request_id] = [t for c in engine.generate(_request(prompt)) for t in c.token_ids]
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in PROMPTS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return got

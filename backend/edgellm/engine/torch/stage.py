@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModel
 from transformers.initialization import no_init_weights
 
 from edgellm.engine.runner import Slots
+from edgellm.engine.torch import dense
 from edgellm.engine.torch.batch import BATCH_KWARG, SLOTS_ATTENTION, BatchCache
 from edgellm.engine.torch.kv_cache import PreallocatedCache
 from edgellm.engine.torch.slots import (
@@ -111,6 +112,10 @@ class Stage:
         self._load_weights(Path(model_dir) / WEIGHTS_NAME)
         self.model.to(self.device).eval()
         self.dtype: torch.dtype = next(self.model.parameters()).dtype
+        # Batched decode steps' dense layers through oneDNN (dense.py), where it runs.
+        self.batch_dense = dense.supported(self.device, self.dtype)
+        if self.batch_dense:
+            dense.install(self.model)
         self.kv_heads: int = self.config.num_key_value_heads
         self.head_dim: int = getattr(self.config, "head_dim", None) or (
             self.config.hidden_size // self.config.num_attention_heads
@@ -343,21 +348,22 @@ def forward_batch(sessions: Sequence[StageSession], inputs: torch.Tensor) -> tor
     positions_t = torch.tensor(positions, device=device)
     cache = BatchCache(stage.pool.buffer, torch.tensor(slot_ids, device=device), positions_t)
     kwargs = {"input_ids": inputs} if stage.is_first else {"inputs_embeds": inputs}
-    out = stage.model(
-        **kwargs,
-        # A prepared 4D mask skips transformers' mask building; attention ignores it.
-        attention_mask=torch.ones(len(sessions), 1, 1, 1, dtype=torch.bool, device=device),
-        position_ids=positions_t.unsqueeze(1),
-        past_key_values=cache,
-        use_cache=True,
-        **{BATCH_KWARG: [(s, p + 1) for s, p in zip(slot_ids, positions, strict=True)]},
-    )
+    with dense.batched(stage.batch_dense):
+        out = stage.model(
+            **kwargs,
+            # A prepared 4D mask skips transformers' mask building; attention ignores it.
+            attention_mask=torch.ones(len(sessions), 1, 1, 1, dtype=torch.bool, device=device),
+            position_ids=positions_t.unsqueeze(1),
+            past_key_values=cache,
+            use_cache=True,
+            **{BATCH_KWARG: [(s, p + 1) for s, p in zip(slot_ids, positions, strict=True)]},
+        )
+        hidden = out.last_hidden_state
+        logits = dense.head_logits(hidden[:, -1:, :], stage.lm_head) if stage.is_last else None
     for session in sessions:
         session.advance(1)
-    hidden = out.last_hidden_state
-    if not stage.is_last:
+    if logits is None:
         return hidden
-    logits = torch.nn.functional.linear(hidden[:, -1:, :], stage.lm_head)
     return logits[:, -1].to(copy=True, dtype=torch.float32)
 
 
