@@ -30,12 +30,22 @@ def bind_host(text: str) -> str:
     return str(ip)
 
 
-def free_port(host: str) -> int:
-    """A port free on `host` right now (Ray binds it a moment later)."""
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct ports free on `host` right now (Ray binds them a moment later).
+    Every socket stays bound until all are picked: one bound and closed at a time, the
+    kernel can hand out the same port twice, and Ray refuses a command line that names
+    one port for two of its components (seen in CI: object manager and dashboard agent)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def head_address(text: str) -> str:

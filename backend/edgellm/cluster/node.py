@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgellm.cluster import procs
-from edgellm.cluster.address import free_port
+from edgellm.cluster.address import free_ports
 from edgellm.cluster.reap import MARKER_ENV, OWNER_ENV, OWNER_FILE, TEMP_PREFIX, owner_id
 from edgellm.cluster.token import RayToken
 from edgellm.errors import ClusterError
@@ -105,18 +105,21 @@ def _command(config: NodeConfig, temp: Path) -> list[str]:
     cmd += ["--object-store-memory", str(config.object_store_bytes)]
     cmd += ["--resources", json.dumps(config.resources or {})]
     cmd += ["--min-worker-port", "0", "--max-worker-port", "0"]
-    for flag in (
+    flags = [
         "--node-manager-port",
         "--object-manager-port",
         "--dashboard-agent-listen-port",
         "--dashboard-agent-grpc-port",
         "--runtime-env-agent-port",
         "--metrics-export-port",
-    ):
-        cmd += [flag, str(free_port(host))]
-    if config.head_address is None:
-        cmd += ["--head", "--port", str(free_port(host)), "--include-dashboard=false"]
-        cmd += ["--ray-client-server-port", str(free_port(host))]
+    ]
+    head = config.head_address is None
+    if head:
+        flags += ["--port", "--ray-client-server-port"]
+    for flag, port in zip(flags, free_ports(host, len(flags)), strict=True):
+        cmd += [flag, str(port)]
+    if head:
+        cmd += ["--head", "--include-dashboard=false"]
     else:
         cmd += ["--address", config.head_address]
     return cmd

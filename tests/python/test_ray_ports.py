@@ -1,0 +1,39 @@
+"""A Ray node's command line names a distinct free port for each of its components: Ray
+refuses a start that names one port twice (a CI run lost a P/D test to that)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgellm.cluster.address import free_ports
+from edgellm.cluster.node import NodeConfig, _command
+
+PORT_FLAGS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
+
+
+def test_free_ports_are_distinct() -> None:
+    for _ in range(50):
+        ports = free_ports("127.0.0.1", 8)
+        assert len(set(ports)) == 8 and all(0 < p < 65536 for p in ports)
+
+
+@pytest.mark.parametrize(
+    ("head_address", "extra"),
+    [(None, ("--port", "--ray-client-server-port")), ("127.0.0.1:6379", ())],
+    ids=["head", "worker"],
+)
+def test_every_component_gets_its_own_port(tmp_path: Path, head_address, extra) -> None:
+    for _ in range(20):
+        cmd = _command(NodeConfig("127.0.0.1", tmp_path, head_address=head_address), tmp_path)
+        ports = [int(cmd[cmd.index(flag) + 1]) for flag in (*PORT_FLAGS, *extra)]
+        assert len(set(ports)) == len(ports), ports
+    assert ("--head" in cmd) == (head_address is None)
