@@ -8,16 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgellm.cluster.address import free_ports
-from edgellm.cluster.node import NodeConfig, _command
-
-PORT_FLAGS = (
-    "--node-manager-port",
-    "--object-manager-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-    "--metrics-export-port",
-)
+from edgellm.cluster.node import HEAD_PORT_FLAGS, PORT_FLAGS, NodeConfig, _command
 
 
 def test_free_ports_are_distinct() -> None:
@@ -28,7 +19,7 @@ def test_free_ports_are_distinct() -> None:
 
 @pytest.mark.parametrize(
     ("head_address", "extra"),
-    [(None, ("--port", "--ray-client-server-port")), ("127.0.0.1:6379", ())],
+    [(None, HEAD_PORT_FLAGS), ("127.0.0.1:6379", ())],
     ids=["head", "worker"],
 )
 def test_every_component_gets_its_own_port(tmp_path: Path, head_address, extra) -> None:

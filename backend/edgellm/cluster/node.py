@@ -97,6 +97,18 @@ def _temp_root(work_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
 
 
+# Every Ray component's port, picked by us (all distinct: address.free_ports); a head's too.
+PORT_FLAGS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+)
+HEAD_PORT_FLAGS = ("--port", "--ray-client-server-port")
+
+
 def _command(config: NodeConfig, temp: Path) -> list[str]:
     host = config.host
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block"]
@@ -105,17 +117,8 @@ def _command(config: NodeConfig, temp: Path) -> list[str]:
     cmd += ["--object-store-memory", str(config.object_store_bytes)]
     cmd += ["--resources", json.dumps(config.resources or {})]
     cmd += ["--min-worker-port", "0", "--max-worker-port", "0"]
-    flags = [
-        "--node-manager-port",
-        "--object-manager-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-        "--metrics-export-port",
-    ]
     head = config.head_address is None
-    if head:
-        flags += ["--port", "--ray-client-server-port"]
+    flags = [*PORT_FLAGS, *(HEAD_PORT_FLAGS if head else ())]
     for flag, port in zip(flags, free_ports(host, len(flags)), strict=True):
         cmd += [flag, str(port)]
     if head:
