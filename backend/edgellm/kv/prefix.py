@@ -251,8 +251,22 @@ class PrefixCache:
         for the caller to compute the whole prompt."""
         checked: Sequence[spot.SpotSession] = sessions  # type: ignore[assignment]
         logits, difference = spot.prefill(checked, token_ids, check.position)
-        if difference <= spot.tolerance(sessions[0].kv_layout.dtype):
+        judged = self.judge(hit, check, difference, sessions[0].kv_layout.dtype)
+        if judged is hit:
             return logits, hit
+        for session in checked:
+            session.reset()
+        return None, judged
+
+    def judge(
+        self, hit: PrefixHit, check: SpotCheck, difference: float, dtype: torch.dtype
+    ) -> PrefixHit:
+        """`hit` when the recompute of `check.position` differs from the imported K/V by
+        at most the dtype's tolerance; otherwise forget the checked block's local parts,
+        drop the manifest's holders, and return an empty hit naming them (the caller
+        computes the whole prompt)."""
+        if difference <= spot.tolerance(dtype):
+            return hit
         index = check.position // self.block_size
         remote = any(got.remote for got in check.fetched)
         manifest = check.manifest
@@ -270,9 +284,7 @@ class PrefixCache:
             for source in got.local:
                 if source.key == hit.keys[index]:
                     self.store.forget(source.key, source.part.layer_start, source.part.layer_end)
-        for session in checked:
-            session.reset()
-        return None, PrefixHit(fetch_ms=hit.fetch_ms, keys=hit.keys, dropped=tuple(sorted(holders)))
+        return PrefixHit(fetch_ms=hit.fetch_ms, keys=hit.keys, dropped=tuple(sorted(holders)))
 
     def store_async(
         self, sessions: Sequence[StageCache], token_ids: Sequence[int], hit: PrefixHit
