@@ -9,26 +9,46 @@ StopMatcher, so both engines answer a request with the same tokens, text and usa
 across peers are refused (`over`): vLLM's CPU build cannot run its pipeline parallelism (see
 docs/architecture.md), and the GPU path is not built yet.
 
+With a Kubo at hand (`kv` on) and a model of full-attention layers only, vLLM runs our KV
+connector (connector.py): the swarm prefix cache's blocks for a prompt are fetched here
+(prefix.PrefixRun), handed to vLLM's workers as a file, and the blocks vLLM computed come
+back the same way to be stored under the same chained keys as the torch engine's, so P/D
+and the prefix cache work across the two engines.
+
 vLLM's engine core is a separate process, spawned (not forked: the gRPC server's threads
 must not be copied), so the program's entry point needs the `__main__` guard.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from edgellm.engine.base import EngineConfig
 from edgellm.engine.runner import StageRunner
 from edgellm.engine.tokenized import ModelText, TokenizedEngine
 from edgellm.engine.types import GenerationChunk, PreparedRequest, Speeds
+from edgellm.engine.vllm import kvfile
 from edgellm.engine.vllm.loop import LoopThread
+from edgellm.engine.vllm.prefix import (
+    PrefixRun,
+    SpotCheckFailed,
+    VllmKV,
+    layout_of,
+    supported,
+    vllm_block_size,
+)
 from edgellm.engine.vllm.stream import Stream, sampling_params
 from edgellm.errors import InvalidRequest, Unavailable
+from edgellm.kv.prefix import PrefixCache
+
+log = logging.getLogger(__name__)
 
 # Seconds to wait for the engine core to start and load the model.
 LOAD_TIMEOUT_S = 600.0
@@ -36,9 +56,18 @@ CALIBRATION_PROMPT_TOKENS = 64
 CALIBRATION_DECODE_TOKENS = 16
 
 
-def _engine_args(config: EngineConfig, context: int):
+# vLLM loads our KV connector by module path in its own processes (connector.py).
+CONNECTOR = {
+    "kv_connector": "EdgeLLMConnector",
+    "kv_connector_module_path": "edgellm.engine.vllm.connector",
+    "kv_role": "kv_both",
+}
+
+
+def _engine_args(config: EngineConfig, context: int, kv: VllmKV | None):
     from vllm.engine.arg_utils import AsyncEngineArgs
 
+    connector = {"kv_transfer_config": CONNECTOR, "block_size": kv.vllm_block} if kv else {}
     return AsyncEngineArgs(
         model=str(config.model_dir),
         # fp32 like the store's weights and the torch engine, so greedy tokens match.
@@ -54,6 +83,7 @@ def _engine_args(config: EngineConfig, context: int):
         # The budget must hold one max-length sequence (SmolLM2-135M: 46 KiB a token,
         # 8k tokens = 368 MiB; the default 512 MiB does).
         kv_cache_memory_bytes=config.kv_budget_mb * 2**20 if config.device == "cpu" else None,
+        **connector,
     )
 
 
@@ -74,10 +104,20 @@ def _async_llm_class():
 
 
 class VllmEngine(TokenizedEngine):
-    def __init__(self, llm, loop: LoopThread, tokenizer, eos_ids: frozenset[int], context: int):
-        super().__init__(ModelText(tokenizer, eos_ids, context))
+    def __init__(
+        self,
+        llm,
+        loop: LoopThread,
+        text: ModelText,
+        kv: tuple[PrefixCache, VllmKV] | None = None,
+    ):
+        super().__init__(text)
         self._llm = llm
         self._loop = loop
+        # Whether vLLM runs our connector; the cache itself is `prefix_cache`, public as
+        # the torch engine's (the KV control RPCs list it).
+        self._kv = kv[1] if kv is not None else None
+        self.prefix_cache = kv[0] if kv is not None else None
 
     @classmethod
     def load(cls, config: EngineConfig) -> VllmEngine:
@@ -86,7 +126,8 @@ class VllmEngine(TokenizedEngine):
         async_llm = _async_llm_class()
         model_dir = Path(config.model_dir)
         text = ModelText.load(model_dir)
-        args = _engine_args(config, text.context_length)
+        kv = _open_kv(config, model_dir)
+        args = _engine_args(config, text.context_length, kv[1] if kv else None)
         loop = LoopThread()
 
         async def start():
@@ -96,8 +137,11 @@ class VllmEngine(TokenizedEngine):
             llm = loop.run(start(), LOAD_TIMEOUT_S)
         except Exception as exc:
             loop.close()
+            if kv is not None:
+                kv[0].close()
+                kv[1].close()
             raise Unavailable(f"vLLM could not load {model_dir.name}: {exc}") from exc
-        return cls(llm, loop, text.tokenizer, text.eos_ids, text.context_length)
+        return cls(llm, loop, text, kv)
 
     @classmethod
     def over(cls, runner: StageRunner, model_dir: Path) -> VllmEngine:
@@ -109,14 +153,54 @@ class VllmEngine(TokenizedEngine):
     def run(
         self, prepared: PreparedRequest, cancel: threading.Event | None = None
     ) -> Iterator[GenerationChunk]:
+        prefix = self._prefix_run(prepared)
+        try:
+            yield from self._attempt(prepared, prefix, cancel)
+        except SpotCheckFailed as exc:
+            # Nothing was streamed (the check runs before the first chunk): run it again
+            # with every position computed, telling the node whom to drop.
+            log.warning("kv: %s; computing the whole prompt", exc)
+            dropped = prefix.hit.dropped
+            again = self._prefix_run(replace(prepared, no_prefix_cache=True))
+            yield from self._attempt(prepared, again, cancel, dropped)
+
+    def _prefix_run(self, prepared: PreparedRequest) -> PrefixRun | None:
+        if self._kv is None or self.prefix_cache is None:
+            return None
+        return PrefixRun(self.prefix_cache, self._kv, prepared)
+
+    def _attempt(
+        self,
+        prepared: PreparedRequest,
+        prefix: PrefixRun | None,
+        cancel: threading.Event | None,
+        dropped: tuple[str, ...] = (),
+    ) -> Iterator[GenerationChunk]:
+        extra, salt = prefix.params() if prefix is not None else ({}, None)
         # A fresh vLLM id: a resumed request reuses our id while vLLM may still be
         # dropping the aborted one.
         stream = Stream(self._llm, self._loop, f"{prepared.request_id}-{uuid.uuid4().hex[:8]}")
-        stream.start(prepared.prompt_ids, sampling_params(prepared, self.eos_ids))
+        params = sampling_params(prepared, self.eos_ids, None, extra)
+        stream.start(prepared.prompt_ids, params, salt)
+        on_first = prefix.prefilled if prefix is not None else None
+        first = True
         try:
-            yield from stream.chunks(self.tokenizer, self.eos_ids, prepared, cancel)
+            for chunk in stream.chunks(self.tokenizer, self.eos_ids, prepared, cancel, on_first):
+                if first:
+                    first = False
+                    more = prefix.hit.dropped if prefix is not None else ()
+                    chunk = replace(chunk, dropped_kv_holders=dropped + more)
+                if chunk.finish_reason is not None and prefix is not None:
+                    stored_ms = prefix.finish(harmless=True)
+                    timings = replace(
+                        chunk.timings, kv_fetch_ms=prefix.hit.fetch_ms, kv_store_ms=stored_ms
+                    )
+                    chunk = replace(chunk, timings=timings)
+                yield chunk
         finally:
             stream.close()
+            if prefix is not None:
+                prefix.finish(harmless=False)  # no-op once finished
 
     def calibrate(self) -> Speeds:
         """Prefill 64 tokens, then decode 16 greedily (EOS ignored), after a warm-up."""
@@ -145,3 +229,22 @@ class VllmEngine(TokenizedEngine):
     def close(self) -> None:
         self._llm.shutdown()
         self._loop.close()
+        if self.prefix_cache is not None:
+            self.prefix_cache.close()
+        if self._kv is not None:
+            self._kv.close()
+
+
+def _open_kv(config: EngineConfig, model_dir: Path) -> tuple[PrefixCache, VllmKV] | None:
+    """The prefix cache through the connector, or None (no Kubo, or a model it cannot map)."""
+    if config.kv is None or not config.kv.enabled:
+        return None
+    why = supported(model_dir)
+    if why:
+        log.warning("kv: the vllm engine keeps no KV blocks for %s: %s", model_dir.name, why)
+        return None
+    cache = PrefixCache.open(config.kv, model_dir)
+    if cache is None:
+        return None
+    block = vllm_block_size(cache.block_size)
+    return cache, VllmKV(layout_of(model_dir), block, kvfile.scratch_dir())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from edgellm.engine.torch.text import Detokenizer, StopMatcher, advance_text, drain_text
 from edgellm.engine.types import FinishReason, GenerationChunk, PreparedRequest, Timings, Usage
@@ -29,13 +29,21 @@ class EngineDead(FatalError):
 
 
 def sampling_params(
-    prepared: PreparedRequest | None, eos_ids: frozenset[int], max_tokens: int | None = None
+    prepared: PreparedRequest | None,
+    eos_ids: frozenset[int],
+    max_tokens: int | None = None,
+    extra_args: dict | None = None,
 ):
-    """vLLM's SamplingParams for a prepared request (None: greedy, EOS ignored)."""
+    """vLLM's SamplingParams for a prepared request (None: greedy, EOS ignored);
+    `extra_args` carries the KV connector's parameters (prefix.PrefixRun.params)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    common = {"detokenize": False, "output_kind": RequestOutputKind.DELTA}
+    common = {
+        "detokenize": False,
+        "output_kind": RequestOutputKind.DELTA,
+        "extra_args": extra_args or None,
+    }
     if prepared is None:
         return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, **common)
     s = prepared.sampling
@@ -59,12 +67,16 @@ class Stream:
         self._queue: queue.Queue = queue.Queue()
         self._done = threading.Event()
 
-    def start(self, prompt_ids: tuple[int, ...], params) -> None:
+    def start(self, prompt_ids: tuple[int, ...], params, cache_salt: str | None = None) -> None:
+        """Submit the request; a `cache_salt` keeps its blocks out of vLLM's prefix cache
+        for every request without the same salt."""
         from vllm.inputs import TokensPrompt
 
         if self._llm.errored:
             raise EngineDead("vLLM's engine core is dead; the backend restarts")
         prompt = TokensPrompt(prompt_token_ids=list(prompt_ids))
+        if cache_salt is not None:
+            prompt["cache_salt"] = cache_salt
         self._loop.submit(self._pump(prompt, params))
 
     async def _pump(self, prompt, params) -> None:
@@ -102,8 +114,11 @@ class Stream:
         eos_ids: frozenset[int],
         job: PreparedRequest,
         cancel: threading.Event | None,
+        on_first: Callable[[], None] | None = None,
     ) -> Iterator[GenerationChunk]:
-        """One chunk per generated token; the last carries finish, usage and timings."""
+        """One chunk per generated token; the last carries finish, usage and timings.
+        `on_first` runs once the first output is in, before anything is yielded (what it
+        raises ends the stream with nothing streamed)."""
         detok = Detokenizer(tokenizer, job.prompt_ids)
         stops = StopMatcher(job.sampling.stop)
         prefill_start = time.monotonic()
@@ -111,6 +126,9 @@ class Stream:
         produced = cached = 0
         try:
             for output in self.outputs(cancel):
+                if on_first is not None:
+                    on_first()
+                    on_first = None
                 cached = output.num_cached_tokens or cached
                 for token in output.outputs[0].token_ids:
                     if cancel is not None and cancel.is_set():
