@@ -132,6 +132,24 @@ def test_stages_run_on_their_peers(cluster: Cluster, distributed: TorchEngine) -
         assert b"OMP_WAIT_POLICY=" + want in environ
 
 
+def test_a_batch_of_logits_comes_back_in_the_reply(distributed: TorchEngine) -> None:
+    """The cluster returns results up to 2 MiB in the task's reply (node.SYSTEM_CONFIG, set
+    on the head and handed by Ray to every node): a decode step's logits for a batch of 8
+    skip the peer's object store, which a larger result still takes."""
+    from ray.experimental import get_object_locations
+
+    @ray.remote(num_cpus=0.001, resources={"peer:p1": 0.001})
+    def logits(floats: int) -> torch.Tensor:
+        return torch.zeros(floats)
+
+    batch = logits.remote(8 * 49152)  # 1.5 MiB
+    large = logits.remote(2**20)  # 4 MiB
+    ray.get([batch, large])
+    where = get_object_locations([batch, large])
+    assert where[batch]["node_ids"] == []  # in the driver's memory, from the reply
+    assert where[large]["node_ids"]  # in object stores (the peer's, then the driver's)
+
+
 @pytest.mark.parametrize("request_", PROMPTS, ids=lambda r: r.request_id)
 def test_two_peer_greedy_matches_generate(distributed, expected, request_) -> None:
     assert _tokens(distributed, _with(request_)) == expected[request_.request_id]

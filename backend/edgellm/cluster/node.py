@@ -57,6 +57,17 @@ _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-spawn")
 # enable_metrics_collection, read by the raylet, which then starts its agent with
 # --disable-metrics-collection). What still listens is listed in docs/architecture.md.
 QUIET_ENV = {"RAY_enable_metrics_collection": "0"}
+# Settings of the whole cluster, given to the head (`ray start --system-config`), which hands
+# them to every node and driver that joins. Ray returns a task's result in its reply only up
+# to max_direct_call_object_size (100 KiB by default) and puts anything larger in the
+# executing node's object store, from which the owner then fetches it: a decode step's logits
+# are 196 KiB a sequence (SmolLM2's 49,152-token vocabulary in fp32), so every token of a
+# split took that detour from the last stage to the driver. Inline up to 2 MiB: a default
+# batch of 8 such sequences (a larger vocabulary or batch still takes the store). The last
+# stage's end to the next step's start went from 10 to 4.2-5 ms a token (two-stage split on
+# two cores, medians of 60 steps). The price: a prefill's activations under 2 MiB (about
+# 900 tokens of SmolLM2) now travel between stages through the driver, not node to node.
+SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 2**20}
 # OpenMP threads of a stage sleep, not spin, between parallel regions. The stages of a
 # split run one after another for a token, on the same cores when the peers share a
 # machine, and libgomp's default spinning kept the idle stage's threads busy while the
@@ -123,6 +134,7 @@ def _command(config: NodeConfig, temp: Path) -> list[str]:
         cmd += [flag, str(port)]
     if head:
         cmd += ["--head", "--include-dashboard=false"]
+        cmd += ["--system-config", json.dumps(SYSTEM_CONFIG)]
     else:
         cmd += ["--address", config.head_address]
     return cmd
