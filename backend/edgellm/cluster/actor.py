@@ -97,11 +97,6 @@ class StageActor:
         """One decode step of several sessions: row i of `inputs` is session_ids[i]'s."""
         return forward_batch([self.sessions[sid] for sid in session_ids], inputs)
 
-    def step(self, item: tuple[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
-        """forward() in the shape a Ray compiled graph passes along: (session, tensor)."""
-        session_id, inputs = item
-        return session_id, self.sessions[session_id].forward(inputs)
-
     def close(self, session_id: str) -> None:
         session = self.sessions.pop(session_id, None)
         if session is not None:
