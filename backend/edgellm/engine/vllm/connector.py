@@ -27,7 +27,7 @@ read as [blocks, kv_heads, 2 * block_size, head_dim]: a block's K, then its V
 each head's K transposed, [head_dim, block_size], and V as is, [block_size, head_dim];
 found by comparing pages with the torch engine's K/V, and checked by the tests, which
 compare answers with transformers `generate`. Other kernels (AMX, NEON, ...) may lay K
-out otherwise, so the worker refuses them (`_check_kernel`): the backend then computes
+out otherwise, so the worker refuses them (`unsupported_pages`): the backend then computes
 and stores nothing through the connector, with a warning. A model with other cache
 groups (sliding windows) is not offered to this connector (`prefix.supported`).
 
@@ -189,6 +189,9 @@ class EdgeLLMConnector(KVConnectorBase_V1):
         self._layers = [
             pages.view(pages.shape[0], pages.shape[1], 2 * self._block, -1) for _, pages in ordered
         ]
+        self._refused = unsupported_pages(ordered[0][1], self._block) if ordered else "no KV cache"
+        if self._refused:
+            log.warning("edgellm connector: off, KV blocks are computed here: %s", self._refused)
 
     def start_load_kv(self, forward_context, **kwargs: Any) -> None:
         meta = self._get_connector_metadata()
@@ -245,7 +248,7 @@ class EdgeLLMConnector(KVConnectorBase_V1):
                     data[2 * i + 1, :, lo:hi].copy_(v)
 
 
-def _check_kernel(pages: torch.Tensor, block: int) -> str:
+def unsupported_pages(pages: torch.Tensor, block: int) -> str:
     """Why the pages' layout is not the one `_copy` knows, or "" when it is."""
     from vllm.v1.attention.backends import cpu_attn
 
