@@ -27,12 +27,14 @@ read as [blocks, kv_heads, 2 * block_size, head_dim]: a block's K, then its V
 each head's K transposed, [head_dim, block_size], and V as is, [block_size, head_dim];
 found by comparing pages with the torch engine's K/V, and checked by the tests, which
 compare answers with transformers `generate`. Other kernels (AMX, NEON, ...) may lay K
-out otherwise, so the worker refuses them (`unsupported_pages`): the backend then computes
-and stores nothing through the connector, with a warning. A model with other cache
+out otherwise: the backend does not turn the connector on for them (`unsupported_layout`,
+asked again by the worker of the pages it gets), with a warning. A model with other cache
 groups (sliding windows) is not offered to this connector (`prefix.supported`).
 
-A file that cannot be read costs its pages a recompute (`get_block_ids_with_load_errors`),
-never the request.
+A file that cannot be read costs its pages a recompute (`get_block_ids_with_load_errors`,
+with vLLM's `kv_load_failure_policy: recompute`), never the request; that step writes no
+save file for it, so the backend computes the prompt again rather than check pages that
+were not loaded (prefix.PrefixRun.prefilled).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorMetadata,
     KVConnectorRole,
 )
+from vllm.v1.request import RequestStatus
 
 from edgellm.engine.vllm import kvfile
 
@@ -61,6 +64,7 @@ _LAYER = re.compile(r"layers\.(\d+)\.")
 class Transfer:
     """Positions [start, end) of one request between a file and its pages."""
 
+    request_id: str
     path: str
     start: int
     end: int
@@ -78,6 +82,7 @@ class StepMetadata(KVConnectorMetadata):
 class _Tracked:
     """What the scheduler side keeps of one request until it finishes."""
 
+    request_id: str
     params: dict[str, Any]
     prompt_len: int
     local: int = 0  # tokens vLLM's own prefix cache had
@@ -105,6 +110,7 @@ class EdgeLLMConnector(KVConnectorBase_V1):
         self._tracked: dict[str, _Tracked] = {}
         self._layers: list[torch.Tensor] = []  # worker: each layer's pages, in layer order
         self._load_errors: set[int] = set()
+        self._failed_loads: set[str] = set()  # requests whose load failed this step
         self._refused = ""  # why the worker's pages cannot be read or written
 
     # ---- scheduler side -------------------------------------------------------------
@@ -115,7 +121,7 @@ class EdgeLLMConnector(KVConnectorBase_V1):
             return 0, False
         tracked = self._tracked.get(request.request_id)
         if tracked is None:
-            tracked = _Tracked(params, len(request.prompt_token_ids or ()))
+            tracked = _Tracked(request.request_id, params, len(request.prompt_token_ids or ()))
             self._tracked[request.request_id] = tracked
         tracked.local = num_computed_tokens
         tokens = int(params.get("load_tokens", 0)) if params.get("load") else 0
@@ -137,9 +143,7 @@ class EdgeLLMConnector(KVConnectorBase_V1):
             if tracked is None:
                 continue
             tracked.block_ids = list(new.block_ids[0])
-            if tracked.load:
-                tracked.load = False
-                meta.loads.append(self._transfer(tracked, "load", tracked.local))
+            self._maybe_load(meta, tracked)
             self._maybe_save(meta, tracked, new.num_computed_tokens + scheduled[new.req_id])
         cached = scheduler_output.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
@@ -151,8 +155,16 @@ class EdgeLLMConnector(KVConnectorBase_V1):
                 tracked.block_ids = list(added[0]) if added else []
             elif added:
                 tracked.block_ids.extend(added[0])
+            # A resumed request was offered its load again (preemption reset what it had
+            # computed), and its new pages need it.
+            self._maybe_load(meta, tracked)
             self._maybe_save(meta, tracked, cached.num_computed_tokens[i] + scheduled[req_id])
         return meta
+
+    def _maybe_load(self, meta: StepMetadata, tracked: _Tracked) -> None:
+        if tracked.load:
+            tracked.load = False
+            meta.loads.append(self._transfer(tracked, "load", tracked.local))
 
     def _maybe_save(self, meta: StepMetadata, tracked: _Tracked, computed: int) -> None:
         """Save once the step that computes the prompt's last token is scheduled."""
@@ -164,10 +176,17 @@ class EdgeLLMConnector(KVConnectorBase_V1):
     def _transfer(self, tracked: _Tracked, kind: str, start: int) -> Transfer:
         params = tracked.params
         end = int(params[f"{kind}_tokens"])
-        return Transfer(str(params[kind]), start, end, tuple(tracked.block_ids), _shape(params))
+        blocks = tuple(tracked.block_ids)
+        return Transfer(tracked.request_id, str(params[kind]), start, end, blocks, _shape(params))
 
     def request_finished(self, request, block_ids: list[int]) -> tuple[bool, None]:
-        self._tracked.pop(request.request_id, None)
+        tracked = self._tracked.pop(request.request_id, None)
+        if tracked is not None and request.status == RequestStatus.FINISHED_ABORTED:
+            # An aborted request's backend has stopped waiting for its files, and no later
+            # step writes them (the engine core runs steps and aborts in turn).
+            for kind in ("load", "save"):
+                if tracked.params.get(kind):
+                    Path(str(tracked.params[kind])).unlink(missing_ok=True)
         return False, None
 
     # ---- worker side ----------------------------------------------------------------
@@ -189,12 +208,18 @@ class EdgeLLMConnector(KVConnectorBase_V1):
         self._layers = [
             pages.view(pages.shape[0], pages.shape[1], 2 * self._block, -1) for _, pages in ordered
         ]
-        self._refused = unsupported_pages(ordered[0][1], self._block) if ordered else "no KV cache"
+        first = ordered[0][1] if ordered else None
+        self._refused = (
+            unsupported_layout(first.dtype, self._block, first.shape[3] // 2)
+            if first is not None
+            else "no KV cache"
+        )
         if self._refused:
             log.warning("edgellm connector: off, KV blocks are computed here: %s", self._refused)
 
     def start_load_kv(self, forward_context, **kwargs: Any) -> None:
         meta = self._get_connector_metadata()
+        self._failed_loads = set()
         for load in meta.loads:
             try:
                 if self._refused:
@@ -203,6 +228,7 @@ class EdgeLLMConnector(KVConnectorBase_V1):
                 self._copy(load, data, into_pages=True)
             except (OSError, ValueError, RuntimeError) as exc:
                 log.warning("edgellm connector: cannot load %s, recomputing: %s", load.path, exc)
+                self._failed_loads.add(load.request_id)
                 first = load.start // self._block
                 last = -(-load.end // self._block)
                 self._load_errors.update(load.block_ids[first:last])
@@ -216,11 +242,15 @@ class EdgeLLMConnector(KVConnectorBase_V1):
     def wait_for_save(self) -> None:
         meta = self._get_connector_metadata()
         for save in [] if self._refused else meta.saves:
+            if save.request_id in self._failed_loads:
+                # Its pages were not filled this step (vLLM recomputes them next): no file,
+                # and the backend computes the prompt again rather than trust a check.
+                continue
             data = torch.empty(save.shape.of(save.end), dtype=save.shape.dtype)
             try:
                 self._copy(save, data, into_pages=False)
                 kvfile.write(Path(save.path), data)
-            except (OSError, RuntimeError) as exc:
+            except (OSError, ValueError, RuntimeError) as exc:
                 log.warning("edgellm connector: cannot save %s: %s", save.path, exc)
 
     def get_block_ids_with_load_errors(self) -> set[int]:
@@ -248,13 +278,15 @@ class EdgeLLMConnector(KVConnectorBase_V1):
                     data[2 * i + 1, :, lo:hi].copy_(v)
 
 
-def unsupported_pages(pages: torch.Tensor, block: int) -> str:
-    """Why the pages' layout is not the one `_copy` knows, or "" when it is."""
+def unsupported_layout(dtype: torch.dtype, block: int, head_dim: int) -> str:
+    """Why vLLM's pages of this dtype, block and head size on this machine are not laid out
+    as `_copy` knows, or "" when they are. The backend asks before it turns the connector
+    on; the worker asks again of the pages it gets."""
     from vllm.v1.attention.backends import cpu_attn
 
-    if pages.dtype != torch.float32:
-        return f"its KV cache is {pages.dtype}; the connector knows float32 pages"
-    kind = cpu_attn._get_attn_isa(pages.dtype, block, pages.shape[3] // 2)
+    if dtype != torch.float32:
+        return f"its KV cache is {dtype}; the connector knows float32 pages"
+    kind = cpu_attn._get_attn_isa(dtype, block, head_dim)
     if kind != "vec":
         return f"vLLM's attention kernel here is {kind!r}; the connector knows 'vec' pages"
     return ""

@@ -61,6 +61,8 @@ CONNECTOR = {
     "kv_connector": "EdgeLLMConnector",
     "kv_connector_module_path": "edgellm.engine.vllm.connector",
     "kv_role": "kv_both",
+    # A load that fails costs its pages a recompute, not the request.
+    "kv_load_failure_policy": "recompute",
 }
 
 
@@ -176,15 +178,15 @@ class VllmEngine(TokenizedEngine):
         cancel: threading.Event | None,
         dropped: tuple[str, ...] = (),
     ) -> Iterator[GenerationChunk]:
-        extra, salt = prefix.params() if prefix is not None else ({}, None)
         # A fresh vLLM id: a resumed request reuses our id while vLLM may still be
         # dropping the aborted one.
         stream = Stream(self._llm, self._loop, f"{prepared.request_id}-{uuid.uuid4().hex[:8]}")
-        params = sampling_params(prepared, self.eos_ids, None, extra)
-        stream.start(prepared.prompt_ids, params, salt)
         on_first = prefix.prefilled if prefix is not None else None
         first = True
         try:
+            extra, salt = prefix.params() if prefix is not None else ({}, None)
+            params = sampling_params(prepared, self.eos_ids, None, extra)
+            stream.start(prepared.prompt_ids, params, salt)
             for chunk in stream.chunks(self.tokenizer, self.eos_ids, prepared, cancel, on_first):
                 if first:
                     first = False
@@ -239,7 +241,13 @@ def _open_kv(config: EngineConfig, model_dir: Path) -> tuple[PrefixCache, VllmKV
     """The prefix cache through the connector, or None (no Kubo, or a model it cannot map)."""
     if config.kv is None or not config.kv.enabled:
         return None
+    from edgellm.engine.vllm.connector import unsupported_layout  # imports vLLM
+
     why = supported(model_dir)
+    if not why:
+        layout = layout_of(model_dir)
+        block = vllm_block_size(config.kv.block_size)
+        why = unsupported_layout(layout.dtype, block, layout.head_dim)
     if why:
         log.warning("kv: the vllm engine keeps no KV blocks for %s: %s", model_dir.name, why)
         return None

@@ -14,6 +14,7 @@ Imported by the connector inside vLLM's processes: torch and the standard librar
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,12 @@ class Shape:
 def write(path: Path, kv: torch.Tensor) -> None:
     """Write `kv` whole, atomically: a reader sees the complete file or none."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    kv.contiguous().numpy().tofile(tmp)
-    os.replace(tmp, path)
+    try:
+        kv.contiguous().numpy().tofile(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full /dev/shm must not keep half a file
+        raise
 
 
 def read(path: Path, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -63,10 +68,24 @@ def _numel(path: Path, dtype: torch.dtype) -> int:
     return size // itemsize
 
 
-def scratch_dir() -> Path:
-    """A fresh private directory for a backend's files: in /dev/shm (memory) if present."""
+SCRATCH_PREFIX = "edgellm-vllm-kv-"
+
+
+def scratch_dir(base: Path | None = None) -> Path:
+    """A fresh private directory for this backend's files, in /dev/shm (memory) if present.
+    Its name carries the backend's pid, so the directories of backends that died without
+    cleaning up (an engine core's death ends the backend) are removed here."""
     import tempfile
 
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="edgellm-vllm-kv-", dir=base))
+    if base is None:
+        shm = Path("/dev/shm")
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    _sweep(base)
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
+
+
+def _sweep(base: Path) -> None:
+    for old in base.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = old.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)  # another user's stays: not ours to remove

@@ -162,7 +162,12 @@ class PrefixRun:
         self._lookup()
         salt = None
         if self.tokens:
-            kvfile.write(self._load_path, self._staged.data[:, :, : self.tokens])
+            try:
+                kvfile.write(self._load_path, self._staged.data[:, :, : self.tokens])
+            except OSError as exc:  # e.g. /dev/shm full: compute the prompt
+                log.warning("kv: cannot hand the cached blocks to vLLM, computing: %s", exc)
+                self.tokens = 0
+        if self.tokens:
             ours |= {"load": str(self._load_path), "load_tokens": self.tokens}
             salt = uuid.uuid4().hex
         return {"kv_transfer_params": {kvfile.PARAM: ours}}, salt
@@ -186,6 +191,11 @@ class PrefixRun:
         storing the prompt's new blocks."""
         computed = self._read_saved()
         check = self._check
+        if computed is None and check is not None and self.tokens:
+            # Nothing to check the loaded blocks against (the load failed and vLLM
+            # recomputed, or the save did): do not stream from them unchecked.
+            self.tokens = 0
+            raise SpotCheckFailed("the cached blocks could not be checked")
         if computed is not None and check is not None and check.position < computed.position:
             difference = _difference(computed.data, self._staged.data, check.position)
             judged = self.cache.judge(self.hit, check, difference, self.kv.layout.dtype)
