@@ -275,8 +275,8 @@ def test_scratch_dirs_of_dead_backends_are_swept(tmp_path: Path) -> None:
     assert not dead.exists() and alive.exists()
 
 
-def _worker_connector(pages: torch.Tensor):
-    """The connector's worker side over `pages` (one layer), as vLLM's worker builds it."""
+def _connector(role: str):
+    """The connector as vLLM builds it on one side ("WORKER" or "SCHEDULER")."""
     from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 
     from edgellm.engine.vllm.connector import EdgeLLMConnector
@@ -284,7 +284,12 @@ def _worker_connector(pages: torch.Tensor):
     config = SimpleNamespace(
         kv_transfer_config=object(), cache_config=SimpleNamespace(block_size=VLLM_BLOCK)
     )
-    connector = EdgeLLMConnector(config, KVConnectorRole.WORKER)
+    return EdgeLLMConnector(config, KVConnectorRole[role])
+
+
+def _worker_connector(pages: torch.Tensor):
+    """The connector's worker side over `pages` (one layer), as vLLM's worker builds it."""
+    connector = _connector("WORKER")
     connector.register_kv_caches({"model.layers.0.self_attn.attn": pages})
     return connector
 
@@ -341,17 +346,6 @@ def test_pages_of_the_known_layout_are_taken(tmp_path: Path) -> None:
     assert pages[2].eq(1).all() and not pages[[0, 1, 3]].any()
 
 
-def _scheduler_connector():
-    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
-
-    from edgellm.engine.vllm.connector import EdgeLLMConnector
-
-    config = SimpleNamespace(
-        kv_transfer_config=object(), cache_config=SimpleNamespace(block_size=VLLM_BLOCK)
-    )
-    return EdgeLLMConnector(config, KVConnectorRole.SCHEDULER)
-
-
 def _step(new=(), cached=(), resumed=()):
     """The parts of vLLM's SchedulerOutput the connector reads: `new` and `cached` are
     (request id, block ids, computed tokens, scheduled tokens)."""
@@ -380,7 +374,7 @@ def test_a_preempted_request_gets_its_load_again(tmp_path: Path) -> None:
 
     from edgellm.engine.vllm import kvfile
 
-    connector = _scheduler_connector()
+    connector = _connector("SCHEDULER")
     load, save = tmp_path / "r.load", tmp_path / "r.save"
     for path in (load, save):
         path.write_bytes(b"")

@@ -26,6 +26,18 @@ class KVLayout:
     head_dim: int
     dtype: torch.dtype
 
+    @classmethod
+    def of_config(cls, config, start: int, end: int, dtype: torch.dtype) -> KVLayout:
+        """Layers [start, end) of the model a transformers `config` describes."""
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        return cls(start, end, kv_heads, head_dim, dtype)
+
+    @property
+    def layers(self) -> int:
+        return self.layer_end - self.layer_start
+
 
 class StageCache(Protocol):
     """One request's KV cache on one stage."""

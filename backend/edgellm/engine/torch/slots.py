@@ -19,6 +19,7 @@ import torch
 
 from edgellm.engine.runner import Slots
 from edgellm.errors import InvalidRequest
+from edgellm.kv.stage import KVLayout
 
 
 def _element_size(config) -> int:
@@ -32,11 +33,8 @@ def slots_for(config, max_batch: int, kv_budget_mb: int) -> Slots:
     """`max_batch` slots sharing `kv_budget_mb` of KV for the model `config` describes."""
     if max_batch < 1 or kv_budget_mb < 1:
         raise InvalidRequest("max_batch and kv_budget_mb must be at least 1")
-    head_dim = getattr(config, "head_dim", None) or (
-        config.hidden_size // config.num_attention_heads
-    )
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    per_position = config.num_hidden_layers * 2 * kv_heads * head_dim * _element_size(config)
+    lay = KVLayout.of_config(config, 0, config.num_hidden_layers, torch.float32)
+    per_position = lay.layers * 2 * lay.kv_heads * lay.head_dim * _element_size(config)
     positions = kv_budget_mb * 2**20 // (max_batch * per_position)
     return Slots(max_batch, max(1, min(positions, config.max_position_embeddings)))
 

@@ -116,13 +116,11 @@ class Stage:
         self.batch_dense = dense.supported(self.device, self.dtype)
         if self.batch_dense:
             dense.install(self.model)
-        self.kv_heads: int = self.config.num_key_value_heads
-        self.head_dim: int = getattr(self.config, "head_dim", None) or (
-            self.config.hidden_size // self.config.num_attention_heads
+        self.kv_layout = KVLayout.of_config(
+            self.config, self.layers.start, self.layers.end, self.dtype
         )
-        self.kv_layout = KVLayout(
-            self.layers.start, self.layers.end, self.kv_heads, self.head_dim, self.dtype
-        )
+        self.kv_heads: int = self.kv_layout.kv_heads
+        self.head_dim: int = self.kv_layout.head_dim
         self.pool = SlotPool(
             slots or slots_for(full, UNCONFIGURED_BATCH, UNCONFIGURED_KV_MB),
             self.config.num_hidden_layers,

@@ -41,7 +41,6 @@ from edgellm.engine.vllm.prefix import (
     SpotCheckFailed,
     VllmKV,
     layout_of,
-    supported,
     vllm_block_size,
 )
 from edgellm.engine.vllm.stream import Stream, sampling_params
@@ -238,21 +237,19 @@ class VllmEngine(TokenizedEngine):
 
 
 def _open_kv(config: EngineConfig, model_dir: Path) -> tuple[PrefixCache, VllmKV] | None:
-    """The prefix cache through the connector, or None (no Kubo, or a model it cannot map)."""
+    """The prefix cache through the connector, or None (no Kubo, or a model or kernel it
+    cannot map)."""
     if config.kv is None or not config.kv.enabled:
         return None
     from edgellm.engine.vllm.connector import unsupported_layout  # imports vLLM
 
-    why = supported(model_dir)
-    if not why:
-        layout = layout_of(model_dir)
-        block = vllm_block_size(config.kv.block_size)
-        why = unsupported_layout(layout.dtype, block, layout.head_dim)
+    layout, why = layout_of(model_dir)
+    block = vllm_block_size(config.kv.block_size)
+    why = why or unsupported_layout(layout.dtype, block, layout.head_dim)
     if why:
         log.warning("kv: the vllm engine keeps no KV blocks for %s: %s", model_dir.name, why)
         return None
     cache = PrefixCache.open(config.kv, model_dir)
     if cache is None:
         return None
-    block = vllm_block_size(cache.block_size)
-    return cache, VllmKV(layout_of(model_dir), block, kvfile.scratch_dir())
+    return cache, VllmKV(layout, block, kvfile.scratch_dir())

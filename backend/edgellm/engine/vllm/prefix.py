@@ -51,22 +51,21 @@ log = logging.getLogger(__name__)
 VLLM_BLOCK_MULTIPLE = 32
 
 
-def supported(model_dir: Path) -> str:
-    """Why the model's KV cannot go through the connector, or "" when it can: vLLM keeps
-    sliding-window layers in cache groups of their own, which the connector does not map."""
+def layout_of(model_dir: Path) -> tuple[KVLayout, str]:
+    """The model's K/V layout (fp32, as the engine runs it) and why its KV cannot go
+    through the connector ("" when it can): vLLM keeps sliding-window layers in cache
+    groups of their own, which the connector does not map."""
     config = AutoConfig.from_pretrained(model_dir)
+    layout = KVLayout.of_config(config, 0, config.num_hidden_layers, torch.float32)
     kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
     if kinds != {"full_attention"}:
-        return f"its layers are {', '.join(sorted(kinds))}; only full attention is mapped"
-    return ""
+        return layout, f"its layers are {', '.join(sorted(kinds))}; only full attention is mapped"
+    return layout, ""
 
 
-def layout_of(model_dir: Path) -> KVLayout:
-    config = AutoConfig.from_pretrained(model_dir)
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    return KVLayout(0, config.num_hidden_layers, kv_heads, head_dim, torch.float32)
+def shape_of(layout: KVLayout) -> kvfile.Shape:
+    """The K/V of a file holding `layout`'s layers."""
+    return kvfile.Shape(layout.layers, layout.kv_heads, layout.head_dim, layout.dtype)
 
 
 def vllm_block_size(block_size: int) -> int:
@@ -87,11 +86,10 @@ class HostCache:
 
     @classmethod
     def empty(cls, layout: KVLayout, capacity: int) -> HostCache:
-        shape = kvfile.Shape(layout.layer_end, layout.kv_heads, layout.head_dim, layout.dtype)
-        return cls(layout, torch.empty(shape.of(capacity), dtype=layout.dtype))
+        return cls(layout, torch.empty(shape_of(layout).of(capacity), dtype=layout.dtype))
 
     def export_kv(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        layers = self.kv_layout.layer_end - self.kv_layout.layer_start
+        layers = self.kv_layout.layers
         return [
             (
                 self.data[2 * i, :, start:end].contiguous(),
@@ -118,8 +116,7 @@ class VllmKV:
 
     @property
     def shape(self) -> kvfile.Shape:
-        lay = self.layout
-        return kvfile.Shape(lay.layer_end, lay.kv_heads, lay.head_dim, lay.dtype)
+        return shape_of(self.layout)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
