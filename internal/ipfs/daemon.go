@@ -77,6 +77,13 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	startCtx, cancel := context.WithTimeout(ctx, o.StartTimeout)
+	defer cancel()
+	unlock, err := lockStart(startCtx, o.RepoDir)
+	if err != nil {
+		return nil, &StartError{Err: fmt.Errorf("%w: %w", ErrStartFailed, err)}
+	}
+	defer unlock()
 	if d, err := attach(ctx, o); d != nil || err != nil {
 		if err != nil {
 			return nil, &StartError{Err: fmt.Errorf("%w: %w", ErrStartFailed, err)}
@@ -90,8 +97,6 @@ func Start(ctx context.Context, opts Options) (*Daemon, error) {
 			return nil, &StartError{Err: fmt.Errorf("%w: swarm port: %w", ErrStartFailed, err)}
 		}
 	}
-	startCtx, cancel := context.WithTimeout(ctx, o.StartTimeout)
-	defer cancel()
 	p, api, err := d.spawn(startCtx)
 	if err != nil {
 		return nil, err
@@ -351,9 +356,7 @@ func (d *Daemon) restart(dead *kuboProc) (*kuboProc, error) {
 			return nil, errors.New("ipfs: closed")
 		case <-timer.C:
 		}
-		ctx, cancel := context.WithTimeout(d.ctx, d.opts.StartTimeout)
-		p, _, err := d.spawn(ctx)
-		cancel()
+		p, err := d.respawn()
 		if err == nil {
 			return p, nil
 		}
@@ -361,6 +364,19 @@ func (d *Daemon) restart(dead *kuboProc) (*kuboProc, error) {
 		lastErr = err
 		delay = min(max(2*delay, 250*time.Millisecond), restartBackoffMax)
 	}
+}
+
+// respawn is one restart try, under the start lock like the first start.
+func (d *Daemon) respawn() (*kuboProc, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, d.opts.StartTimeout)
+	defer cancel()
+	unlock, err := lockStart(ctx, d.opts.RepoDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	p, _, err := d.spawn(ctx)
+	return p, err
 }
 
 // takeRestart records a restart at now when fewer than MaxRestartsPerMinute

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -400,5 +401,57 @@ func TestStartFailure(t *testing.T) {
 	var se *ipfs.StartError
 	if !errors.As(err, &se) || !errors.Is(err, ipfs.ErrStartFailed) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestConcurrentStartsShareOneDaemon: commands started at once on a fresh
+// repository (two `edgellm infer` in one data dir) do not race on `ipfs init`
+// or on the repository: one starts the daemon, the others attach to it.
+func TestConcurrentStartsShareOneDaemon(t *testing.T) {
+	testutil.NoLeakedChildren(t)
+	repo := filepath.Join(t.TempDir(), "ipfs")
+	const n = 3
+	daemons := make([]*ipfs.Daemon, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			daemons[i], errs[i] = ipfs.Start(ctxT(t, 2*time.Minute), ipfs.Options{
+				Binary: testutil.IPFSBinary(t), RepoDir: repo, SwarmIPs: loopback, StopTimeout: 5 * time.Second,
+			})
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, d := range daemons {
+			if d != nil {
+				d.Close() // a no-op on the attached ones
+			}
+		}
+	})
+	var owner *ipfs.Daemon
+	for i, d := range daemons {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		if !d.Attached() {
+			if owner != nil {
+				t.Fatalf("two daemons started on one repository")
+			}
+			owner = d
+		}
+	}
+	if owner == nil {
+		t.Fatal("no start spawned the daemon")
+	}
+	for i, d := range daemons {
+		if d.APIURL() != owner.APIURL() {
+			t.Errorf("start %d: API %s, the daemon's is %s", i, d.APIURL(), owner.APIURL())
+		}
+		if _, err := d.Client().ID(ctxT(t, 10*time.Second)); err != nil {
+			t.Errorf("start %d: id: %v", i, err)
+		}
 	}
 }

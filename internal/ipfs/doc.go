@@ -42,5 +42,8 @@
 //     (Kubo's defaults; edit <repo>/config to change them, they are kept).
 //   - A repository whose daemon is already running (another edgellm command
 //     with the same data directory, e.g. infer beside a worker) is shared:
-//     Start attaches to it, and Close leaves it running.
+//     Start attaches to it, and Close leaves it running. Starts on one
+//     repository take turns (an flock in it, startlock.go), so commands
+//     started at once on a fresh data directory do not race on `ipfs init`:
+//     the first starts the daemon, the others attach (tested).
 package ipfs
