@@ -97,7 +97,7 @@ func TestDistributedInfer(t *testing.T) {
 
 	t.Run("two stages match generate", func(t *testing.T) {
 		const maxTokens = 24
-		want := referenceTokens(t, python, distPrompt, maxTokens)
+		want := referenceTokens(t, distPrompt, maxTokens)
 		out, stderr, code := infer("--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), distPrompt)
 		if code != 0 {
 			t.Fatalf("infer exited %d: %s\nworker a:\n%s\nworker b:\n%s", code, stderr, a.stderr, b.stderr)
@@ -138,7 +138,7 @@ func TestDistributedInfer(t *testing.T) {
 		// template's first block, which the earlier runs in this swarm stored,
 		// but none of the long prompt, which no other test uses.)
 		first := splitKVPrompt + " Answer briefly."
-		want := referenceTokens(t, python, first, maxTokens)
+		want := referenceTokens(t, first, maxTokens)
 		got := distKV(t, infer, "--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), first)
 		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens >= 200 {
 			t.Fatalf("first split run: %d cached, tokens %v, want %v", got.CachedPromptTokens, got.TokenIDs, want)
@@ -146,7 +146,7 @@ func TestDistributedInfer(t *testing.T) {
 		// A second split run sharing the prefix: every stage takes its layers'
 		// blocks (cached tokens are what all stages took), same greedy tokens.
 		second := splitKVPrompt + " Answer in one line."
-		want = referenceTokens(t, python, second, maxTokens)
+		want = referenceTokens(t, second, maxTokens)
 		got = distKV(t, infer, "--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), second)
 		if !slices.Equal(got.TokenIDs, want) || got.CachedPromptTokens < 900 || len(got.CachedFrom) == 0 {
 			t.Fatalf("second split run: %d of %d cached from %v, tokens %v, want %v",
@@ -155,7 +155,7 @@ func TestDistributedInfer(t *testing.T) {
 		// infer --local on the requester's node: the prefix comes from both
 		// workers' layer ranges (merged manifests), same greedy tokens.
 		third := splitKVPrompt + " Say it in a sentence."
-		want = referenceTokens(t, python, third, maxTokens)
+		want = referenceTokens(t, third, maxTokens)
 		got = distKV(t, func(args ...string) (string, string, int) {
 			return c.run(append([]string{"--data-dir", dirs[2], "infer", "--local", "--join", join, "--no-mdns",
 				"--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
@@ -183,7 +183,7 @@ func TestDistributedInfer(t *testing.T) {
 		}
 		const maxTokens = 6
 		prompt := splitKVPrompt + " Say it in two words."
-		want := referenceTokens(t, python, prompt, maxTokens)
+		want := referenceTokens(t, prompt, maxTokens)
 		got := distKV(t, func(args ...string) (string, string, int) {
 			// vLLM's engine start takes longer than c.run allows on a busy machine.
 			return c.runFor(8*time.Minute, append([]string{"--data-dir", dirs[4], "infer", "--local", "--join", join,
@@ -284,37 +284,6 @@ func distKV(t *testing.T, run func(args ...string) (string, string, int), args .
 	return res
 }
 
-// referenceTokens is single-process transformers generate (greedy) on the
-// chat-templated prompt, as the backend's engine templates it.
-func referenceTokens(t *testing.T, python, prompt string, maxTokens int) []uint32 {
-	t.Helper()
-	const script = `
-import json, sys
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-path, prompt, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-tok = AutoTokenizer.from_pretrained(path)
-text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-model = AutoModelForCausalLM.from_pretrained(path).eval()
-with torch.inference_mode():
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n)
-print(json.dumps(out[0, ids.shape[1]:].tolist()))
-`
-	cmd := exec.Command(python, "-c", script, filepath.Join(testutil.ModelsDir(t), "smollm2-135m"), prompt, strconv.Itoa(maxTokens))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("reference generate: %v\n%s", err, stderr.String())
-	}
-	var ids []uint32
-	if err := json.Unmarshal(out, &ids); err != nil || len(ids) == 0 {
-		t.Fatalf("reference generate printed %q: %v", out, err)
-	}
-	return ids
-}
-
 // noProcessesOf fails the test if a process still names one of dirs in its
 // command line or (Ray's processes) in its EDGELLM_RAY_WORK_DIR marker. A
 // process still exiting gets a moment, watched by pidfd.
@@ -374,7 +343,6 @@ func TestDistributedFailover(t *testing.T) {
 	}
 	testutil.NoLeakedChildren(t)
 	c := newCLIEnv(t)
-	python := testutil.Python(t)
 	c.ns = testutil.NewNetNS(t)
 	join := c.swarmInit()
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // four workers, the requester
@@ -382,8 +350,8 @@ func TestDistributedFailover(t *testing.T) {
 	req := dirs[4]
 
 	const maxTokens = 64
-	wantIDs := referenceTokens(t, python, distPrompt, maxTokens)
-	wantText := referenceText(t, python, distPrompt, wantIDs)
+	wantIDs := referenceTokens(t, distPrompt, maxTokens)
+	wantText := referenceText(t, distPrompt, wantIDs)
 
 	workers := map[string]*workerProc{}
 	var ids []string
@@ -670,85 +638,6 @@ func (c *cliEnv) startWorkerOwnGroup(dataDir string, args ...string) *workerProc
 			c.t.Fatalf("worker did not join in time\n%s", w.stderr)
 		}
 	}
-}
-
-// referenceText is the text the backend streams for the reference ids: its
-// own incremental detokenizer over them, after the chat-templated prompt.
-func referenceText(t *testing.T, python, prompt string, ids []uint32) string {
-	t.Helper()
-	const script = `
-import json, sys
-from transformers import AutoTokenizer
-from edgellm.engine.torch.text import Detokenizer
-path, prompt, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-tok = AutoTokenizer.from_pretrained(path)
-text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-detok = Detokenizer(tok, tok(text, add_special_tokens=False)["input_ids"])
-print(json.dumps("".join(detok.add(i) for i in ids) + detok.flush()))
-`
-	idsJSON, _ := json.Marshal(ids)
-	cmd := exec.Command(python, "-c", script, filepath.Join(testutil.ModelsDir(t), "smollm2-135m"), prompt, string(idsJSON))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("reference text: %v\n%s", err, stderr.String())
-	}
-	var text string
-	if err := json.Unmarshal(out, &text); err != nil || text == "" {
-		t.Fatalf("reference text printed %q: %v", out, err)
-	}
-	return text
-}
-
-// refAnswer is transformers generate's answer to one prompt: its token ids
-// and the text the backend streams for them.
-type refAnswer struct {
-	Tokens []uint32 `json:"tokens"`
-	Text   string   `json:"text"`
-}
-
-// referenceAnswers is referenceTokens and referenceText for each prompt
-// alone (greedy, chat-templated), in one process: the model loads once.
-func referenceAnswers(t *testing.T, python string, prompts []string, maxTokens int) []refAnswer {
-	t.Helper()
-	const script = `
-import json, sys
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from edgellm.engine.torch.text import Detokenizer
-path, prompts, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-tok = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path).eval()
-eos = model.generation_config.eos_token_id
-eos = set(eos if isinstance(eos, list) else [eos])
-out = []
-for prompt in prompts:
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-    prompt_ids = tok(text, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt_ids])
-    with torch.inference_mode():
-        gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n)
-    tokens = gen[0, ids.shape[1]:].tolist()
-    detok = Detokenizer(tok, prompt_ids)
-    answer = "".join(detok.add(i) for i in tokens if i not in eos) + detok.flush()
-    out.append({"tokens": tokens, "text": answer})
-print(json.dumps(out))
-`
-	promptsJSON, _ := json.Marshal(prompts)
-	cmd := exec.Command(python, "-c", script, filepath.Join(testutil.ModelsDir(t), "smollm2-135m"), string(promptsJSON),
-		strconv.Itoa(maxTokens))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("reference generate: %v\n%s", err, stderr.String())
-	}
-	var refs []refAnswer
-	if err := json.Unmarshal(out, &refs); err != nil || len(refs) != len(prompts) {
-		t.Fatalf("reference generate printed %q: %v", out, err)
-	}
-	return refs
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.

@@ -130,7 +130,7 @@ func TestHosts(t *testing.T) {
 
 	t.Run("split across hosts matches generate", func(t *testing.T) {
 		const maxTokens = 24
-		want := referenceTokens(t, python, distPrompt, maxTokens)
+		want := referenceTokens(t, distPrompt, maxTokens)
 		out, stderr, code := c.runFor(6*time.Minute, append(base, "--json", "--stages", "2",
 			"--max-tokens", strconv.Itoa(maxTokens), distPrompt)...)
 		if code != 0 {
@@ -163,7 +163,7 @@ func TestHosts(t *testing.T) {
 			t.Skip("skipping: no Kubo binary (make setup builds it; or set EDGELLM_IPFS_BIN)")
 		}
 		const maxTokens = 16
-		want := referenceTokens(t, python, pdPrompt, maxTokens)
+		want := referenceTokens(t, pdPrompt, maxTokens)
 		out, stderr, code := c.runFor(6*time.Minute, append(base, "--json", "--discover-timeout", "5s",
 			"--prefill-peer", ids[1], "--decode-peer", ids[2], "--max-tokens", strconv.Itoa(maxTokens), pdPrompt)...)
 		if code != 0 {
@@ -196,8 +196,8 @@ func TestHosts(t *testing.T) {
 
 	t.Run("a cut link fails over to the spare", func(t *testing.T) {
 		const maxTokens = 32
-		wantIDs := referenceTokens(t, python, distPrompt, maxTokens)
-		wantText := referenceText(t, python, distPrompt, wantIDs)
+		wantIDs := referenceTokens(t, distPrompt, maxTokens)
+		wantText := referenceText(t, distPrompt, wantIDs)
 		args := append(slices.Clone(base), "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), distPrompt)
 		var samples []float64
 		for i := range linkCutRuns(t) {
@@ -313,7 +313,7 @@ func testPlannerChoosesPD(t *testing.T, c *cliEnv, python string, ids []string,
 			"asleep on the jetty before the lamp was lit. ", i, 3+2*i)
 	}
 	prompt := b.String() + "\n\nHow many ships did the keeper log in note 4?"
-	wantIDs := referenceTokens(t, python, prompt, maxTokens)
+	wantIDs := referenceTokens(t, prompt, maxTokens)
 	out, stderr, code = c.runFor(6*time.Minute, append(append([]string{"--data-dir", dataDir, "infer"}, net...),
 		"--json", "--discover-timeout", "5s", "--max-tokens", strconv.Itoa(maxTokens), prompt)...)
 	if code != 0 {

@@ -85,7 +85,6 @@ func TestPrefillDecodeInfer(t *testing.T) {
 	if !c.kubo() {
 		t.Skip("skipping: no Kubo binary (make setup builds it; or set EDGELLM_IPFS_BIN)")
 	}
-	python := testutil.Python(t)
 	c.ns = testutil.NewNetNS(t)
 	join := c.swarmInit()
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // two workers, the requester, a fresh node
@@ -129,7 +128,7 @@ func TestPrefillDecodeInfer(t *testing.T) {
 
 	t.Run("prefill on one worker, decode on the other, match generate", func(t *testing.T) {
 		const maxTokens = 16
-		want := referenceTokens(t, python, pdPrompt, maxTokens)
+		want := referenceTokens(t, pdPrompt, maxTokens)
 		out, stderr, code := infer("--json", "--prefill-peer", aID, "--decode-peer", bID,
 			"--max-tokens", strconv.Itoa(maxTokens), pdPrompt)
 		if code != 0 {
@@ -172,7 +171,7 @@ func TestPrefillDecodeInfer(t *testing.T) {
 		// one, finds them with no back door.
 		const maxTokens = 6
 		prompt := pdPrompt + " Answer in one word."
-		want := referenceTokens(t, python, prompt, maxTokens)
+		want := referenceTokens(t, prompt, maxTokens)
 		got := distKV(t, func(args ...string) (string, string, int) {
 			return c.runFor(6*time.Minute, append([]string{"--data-dir", dirs[2], "infer", "--local", "--join", join,
 				"--no-mdns", "--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
@@ -220,7 +219,7 @@ func TestPrefillDecodeInfer(t *testing.T) {
 		}
 		const maxTokens = 4
 		prompt := pdPrompt + " Answer in one word."
-		want := referenceTokens(t, python, prompt, maxTokens)
+		want := referenceTokens(t, prompt, maxTokens)
 		out, stderr, code := c.runFor(6*time.Minute, "--data-dir", dirs[3], "infer", "--local", "--join", join,
 			"--no-mdns", "--bootstrap", aAddrs[0], "--listen", "/ip4/127.0.0.1/tcp/0", "--json",
 			"--max-tokens", strconv.Itoa(maxTokens), prompt)

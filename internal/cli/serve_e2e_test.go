@@ -124,7 +124,7 @@ type serveRecord struct {
 // the cluster (each worker leaves it) and leaves nothing running.
 func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, workers []*workerProc, swarmArgs []string) {
 	const maxTokens = 24
-	refs := referenceAnswers(t, python, servePrompts, maxTokens)
+	refs := referenceAnswers(t, servePrompts, maxTokens)
 	want := refs[0].Tokens
 	joins := func() []int {
 		var n []int
@@ -234,7 +234,7 @@ func testServeThroughSwarm(t *testing.T, c *cliEnv, python, dataDir string, work
 func testServeKVRouting(ctx context.Context, t *testing.T, c *cliEnv, python, url string, workers []*workerProc) {
 	const maxTokens = 6
 	prompt := pdPrompt + " Tell it to a child."
-	want := referenceText(t, python, prompt, referenceTokens(t, python, prompt, maxTokens))
+	want := referenceText(t, prompt, referenceTokens(t, prompt, maxTokens))
 	// One after the other: the second finds the first's blocks.
 	first, _ := c.openaiChat(ctx, t, python, url, maxTokens, prompt)
 	second, _ := c.openaiChat(ctx, t, python, url, maxTokens, prompt)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -50,7 +49,6 @@ func TestSessionInfer(t *testing.T) {
 	}
 	testutil.NoLeakedChildren(t)
 	c := newCLIEnv(t)
-	python := testutil.Python(t)
 	if _, err := os.Stat(filepath.Join(testutil.RepoRoot(t), "backend", "edgellm", "server", "cluster.py")); err != nil {
 		t.Skip("skipping: the backend has no cluster RPCs (backend/edgellm/server/cluster.py)")
 	}
@@ -99,7 +97,10 @@ func TestSessionInfer(t *testing.T) {
 	joinsBefore := joins()
 
 	const maxTokens = 16
-	want := referenceTokensMany(t, python, sessionPrompts, maxTokens)
+	var want [][]uint32
+	for _, ans := range referenceAnswers(t, sessionPrompts, maxTokens) {
+		want = append(want, ans.Tokens)
+	}
 
 	out, stderr, code := edgellm(append([]string{"session", "open", "--stages", "2", "--log-level", "info"}, net...)...)
 	id := strings.TrimSpace(out)
@@ -288,39 +289,4 @@ func closeLeftSessions(t *testing.T, dataDir string) {
 		syscall.Kill(rec.PID, syscall.SIGTERM)
 		testutil.WaitExit(t, rec.PID, 2*time.Minute)
 	}
-}
-
-// referenceTokensMany is referenceTokens for several prompts in one Python
-// process.
-func referenceTokensMany(t *testing.T, python string, prompts []string, maxTokens int) [][]uint32 {
-	t.Helper()
-	const script = `
-import json, sys
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-path, n, prompts = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-tok = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path).eval()
-out = []
-for prompt in prompts:
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-    with torch.inference_mode():
-        gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n)
-    out.append(gen[0, ids.shape[1]:].tolist())
-print(json.dumps(out))
-`
-	arg, _ := json.Marshal(prompts)
-	cmd := exec.Command(python, "-c", script, filepath.Join(testutil.ModelsDir(t), "smollm2-135m"), strconv.Itoa(maxTokens), string(arg))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("reference generate: %v\n%s", err, stderr.String())
-	}
-	var ids [][]uint32
-	if err := json.Unmarshal(out, &ids); err != nil || len(ids) != len(prompts) {
-		t.Fatalf("reference generate printed %q: %v", out, err)
-	}
-	return ids
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -97,6 +98,14 @@ func Children(t testing.TB) []int {
 	return pids
 }
 
+// sharedChildren are the pids SharedChild named.
+var sharedChildren sync.Map
+
+// SharedChild names a child process that is a fixture of the whole test
+// binary (started by one test, used by many, stopped by TestMain):
+// NoLeakedChildren does not count it as a test's leak.
+func SharedChild(pid int) { sharedChildren.Store(pid, true) }
+
 // NoLeakedChildren registers a cleanup that fails the test if it left child processes running.
 // Call it first in the test, so that its cleanup runs after the others.
 func NoLeakedChildren(t testing.TB) {
@@ -107,7 +116,7 @@ func NoLeakedChildren(t testing.TB) {
 	}
 	t.Cleanup(func() {
 		for _, pid := range Children(t) {
-			if !before[pid] {
+			if _, shared := sharedChildren.Load(pid); !before[pid] && !shared {
 				t.Errorf("child process %d still running after the test", pid)
 			}
 		}
