@@ -37,7 +37,6 @@ func TestHosts(t *testing.T) {
 	}
 	testutil.NoLeakedChildren(t)
 	c := newCLIEnv(t)
-	python := testutil.Python(t)
 	hosts := testutil.NewHosts(t, 4, 1, 2, 3) // requester, three workers (their delays settable)
 	join := c.swarmInit()
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()} // requester, workers, another tenant
@@ -190,7 +189,7 @@ func TestHosts(t *testing.T) {
 		if !c.kubo() {
 			t.Skip("skipping: no Kubo binary (make setup builds it; or set EDGELLM_IPFS_BIN)")
 		}
-		testPlannerChoosesPD(t, c, python, ids, hostOf, []string{"--join", join, "--no-mdns", "--bootstrap", boot,
+		testPlannerChoosesPD(t, c, ids, hostOf, []string{"--join", join, "--no-mdns", "--bootstrap", boot,
 			"--listen", "/ip4/" + requester.Addr + "/tcp/0", "--ray-address", requester.Addr}, dirs[0], dirs[4], dump)
 	})
 
@@ -237,7 +236,7 @@ func TestHosts(t *testing.T) {
 // expected sooner. infer --json says mode pd_planner, the stages
 // are prefill on the far worker and decode on a LAN one, the decode took
 // the prompt's blocks, and the tokens equal transformers generate.
-func testPlannerChoosesPD(t *testing.T, c *cliEnv, python string, ids []string,
+func testPlannerChoosesPD(t *testing.T, c *cliEnv, ids []string,
 	hostOf map[string]*testutil.Host, net []string, dataDir, tenantDir string, dump func() string) {
 	// The far one is the fastest to prefill as measured (the workers are
 	// alike, one CPU each, but a shared machine's calibration varies).
