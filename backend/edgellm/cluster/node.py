@@ -68,13 +68,18 @@ QUIET_ENV = {"RAY_enable_metrics_collection": "0"}
 # two cores, medians of 60 steps). The price: a prefill's activations under 2 MiB (about
 # 900 tokens of SmolLM2) now travel between stages through the driver, not node to node.
 SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 2**20}
-# OpenMP threads of a stage sleep, not spin, between parallel regions. The stages of a
-# split run one after another for a token, on the same cores when the peers share a
-# machine, and libgomp's default spinning kept the idle stage's threads busy while the
-# other computed: a two-stage split decoded 12.3-12.4 tokens/s spinning and 14.5-14.9
-# sleeping (bench pipeline_decode_ratio 0.68-0.72 -> 0.82-0.83, two A/B pairs on two
-# cores). A user's own OMP_WAIT_POLICY wins.
-STAGE_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+# OpenMP threads of a stage spin only briefly between parallel regions, then sleep. The
+# stages of a split run one after another for a token, on the same cores when the peers
+# share a machine: libgomp's default spin (300,000 rounds, milliseconds) kept the idle
+# stage's threads busy while the other computed (a two-stage split decoded 12.3-12.4
+# tokens/s spinning, 14.5-14.9 with OMP_WAIT_POLICY=PASSIVE). But sleeping at once, as
+# PASSIVE does, wakes the threads for every one of a forward's many small regions: a
+# prefill ran 1.6x slower (two 15-layer stage processes taking turns through a pipe, two
+# cores, medians: 24 tokens 176-209 ms PASSIVE, 102-152 ms with 10,000-50,000 rounds; 8
+# tokens 146-157 against 76-112; a decode step 70-73 against 61-76). A bounded spin keeps
+# a forward's regions back to back and still frees the cores between turns. A user's own
+# GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.
+STAGE_ENV_DEFAULTS = {"GOMP_SPINCOUNT": "50000"}
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
