@@ -76,11 +76,11 @@ SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 2**20}
 # PASSIVE does, wakes the threads for every one of a forward's many small regions: a
 # prefill ran 1.6x slower (two 15-layer stage processes taking turns through a pipe, two
 # cores, medians: 24 tokens 176-209 ms PASSIVE, 109-152 ms at 10,000 rounds; 8 tokens
-# 146-157 against 81-112; a decode step 70-73 against 61-76). 50,000 rounds did as well
-# there, but in the swarm the longer spin of both stages' threads slowed a cached
-# prompt's block fetch (bench split_prefix_cache_ttft_speedup 4.7 against 7.2 at 10,000,
-# warm_session_ttft_ratio 1.13 against 0.98, one run each). A user's own GOMP_SPINCOUNT
-# or OMP_WAIT_POLICY wins.
+# 146-157 against 81-112; a decode step 70-73 against 61-76). A bounded spin keeps a
+# forward's regions back to back and still frees the cores between turns. 50,000 rounds
+# did as well in that test; 10,000 is the shorter spin, so an idle stage frees the cores
+# sooner (the swarm bench's split figures vary by more between runs on this machine than
+# the two differ). A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.
 STAGE_ENV_DEFAULTS = {"GOMP_SPINCOUNT": "10000"}
 
 
