@@ -1,5 +1,6 @@
 """A Ray node's command line names a distinct free port for each of its components: Ray
-refuses a start that names one port twice (a CI run lost a P/D test to that)."""
+refuses a start that names one port twice (a CI run lost a P/D test to that). Its
+environment gives stage threads a bounded spin unless the user chose how they wait."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgellm.cluster.address import free_ports
-from edgellm.cluster.node import HEAD_PORT_FLAGS, PORT_FLAGS, NodeConfig, _command
+from edgellm.cluster.node import HEAD_PORT_FLAGS, PORT_FLAGS, NodeConfig, _command, stage_env
 
 
 def test_free_ports_are_distinct() -> None:
@@ -28,3 +29,17 @@ def test_every_component_gets_its_own_port(tmp_path: Path, head_address, extra) 
         ports = [int(cmd[cmd.index(flag) + 1]) for flag in (*PORT_FLAGS, *extra)]
         assert len(set(ports)) == len(ports), ports
     assert ("--head" in cmd) == (head_address is None)
+
+
+@pytest.mark.parametrize(
+    ("environ", "want"),
+    [
+        ({"PATH": "/bin"}, {"PATH": "/bin", "GOMP_SPINCOUNT": "10000"}),
+        ({"GOMP_SPINCOUNT": "5"}, {"GOMP_SPINCOUNT": "5"}),
+        # libgomp takes GOMP_SPINCOUNT over OMP_WAIT_POLICY: none is added beside it.
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    ],
+    ids=["default", "user spin count", "user wait policy"],
+)
+def test_stage_env_keeps_the_users_wait_setting(environ, want) -> None:
+    assert stage_env(environ) == want

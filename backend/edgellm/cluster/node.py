@@ -80,8 +80,18 @@ SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 2**20}
 # forward's regions back to back and still frees the cores between turns. 50,000 rounds
 # did as well in that test; 10,000 is the shorter spin, so an idle stage frees the cores
 # sooner (the swarm bench's split figures vary by more between runs on this machine than
-# the two differ). A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.
+# the two differ). A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins (stage_env).
 STAGE_ENV_DEFAULTS = {"GOMP_SPINCOUNT": "10000"}
+# Either says how OpenMP threads wait; libgomp takes GOMP_SPINCOUNT over OMP_WAIT_POLICY,
+# so the default spin must not be added beside a user's wait policy.
+_WAIT_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+
+
+def stage_env(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` with STAGE_ENV_DEFAULTS added unless it already says how threads wait."""
+    if any(name in environ for name in _WAIT_SETTINGS):
+        return dict(environ)
+    return {**STAGE_ENV_DEFAULTS, **environ}
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
@@ -181,7 +191,7 @@ class RayNode:
         progress(PHASE_START, 0, 1)
         started = time.monotonic()
         temp = _temp_root(config.work_dir)
-        env = {**STAGE_ENV_DEFAULTS, **os.environ, **(config.env or {})}
+        env = stage_env({**os.environ, **(config.env or {})})
         env.update(token.env(token.write(temp)))
         env[MARKER_ENV] = str(config.work_dir)
         env[OWNER_ENV] = owner = owner_id()
