@@ -3,6 +3,7 @@ separate process tree with its own peer resource, on this machine."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator
@@ -131,6 +132,28 @@ def test_stages_run_on_their_peers(cluster: Cluster, distributed: TorchEngine) -
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         want = os.environ.get("GOMP_SPINCOUNT", "10000").encode()
         assert b"GOMP_SPINCOUNT=" + want in environ
+
+
+def test_nodes_run_without_the_components_nobody_reads(cluster: Cluster) -> None:
+    """No node runs Ray's log monitor (the driver takes no worker logs) and the head runs no
+    autoscaler monitor (node.UNUSED_COMPONENT_FLAGS): each would be one more Python process
+    importing Ray on every cold split's path. The components a node needs still run."""
+
+    def scripts(manager: ClusterManager) -> list[str]:
+        (session,) = manager._sessions.values()
+        lines = []
+        for pid in session.node.members():
+            with contextlib.suppress(OSError):  # a short-lived process ended meanwhile
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                lines.append(cmdline.replace(b"\0", b" ").decode())
+        return lines
+
+    for manager in (cluster.head, *cluster.peers):
+        running = " | ".join(scripts(manager))
+        assert "raylet" in running, running
+        assert "log_monitor.py" not in running, running
+        assert "autoscaler/_private/monitor.py" not in running, running
+    assert "gcs_server" in " ".join(scripts(cluster.head))
 
 
 def test_a_batch_of_logits_comes_back_in_the_reply(distributed: TorchEngine) -> None:

@@ -135,6 +135,14 @@ PORT_FLAGS = (
     "--metrics-export-port",
 )
 HEAD_PORT_FLAGS = ("--port", "--ray-client-server-port")
+# Ray components a cluster of EdgeLLM's has no use for, each a Python process importing Ray
+# (about 80 MB and a second or more of CPU at every cold start, with the stage actors' own
+# imports contending for the same cores): the log monitor streams worker logs to drivers,
+# and the driver runs with log_to_driver=False (driver.py); the head's autoscaler monitor
+# scales nothing in a cluster of named peers. (Ray's client server cannot be left out: it
+# starts whenever grpc is importable and refuses port 0.)
+UNUSED_COMPONENT_FLAGS = ("--include-log-monitor=false",)
+UNUSED_HEAD_FLAGS = ("--no-monitor",)
 
 
 def _command(config: NodeConfig, temp: Path) -> list[str]:
@@ -149,8 +157,9 @@ def _command(config: NodeConfig, temp: Path) -> list[str]:
     flags = [*PORT_FLAGS, *(HEAD_PORT_FLAGS if head else ())]
     for flag, port in zip(flags, free_ports(host, len(flags)), strict=True):
         cmd += [flag, str(port)]
+    cmd += UNUSED_COMPONENT_FLAGS
     if head:
-        cmd += ["--head", "--include-dashboard=false"]
+        cmd += ["--head", "--include-dashboard=false", *UNUSED_HEAD_FLAGS]
         cmd += ["--system-config", json.dumps(SYSTEM_CONFIG)]
     else:
         cmd += ["--address", config.head_address]
