@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgellm.server.app import check_listen
+from edgellm.server.listen import check_listen
 from edgellm.v1 import inference_pb2, inference_pb2_grpc, model_control_pb2, model_control_pb2_grpc
 
 from .conftest import MODEL_ID

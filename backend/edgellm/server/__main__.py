@@ -13,7 +13,7 @@ import sys
 from edgellm.config import DEVICES, load_config
 from edgellm.engine.registry import check_available
 from edgellm.errors import EdgeLLMError
-from edgellm.server.app import ListenRefused, ServeOptions, check_listen, serve
+from edgellm.server.listen import ListenRefused, check_listen
 
 log = logging.getLogger("edgellm.server")
 
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeLLMError as exc:
         log.error("configuration: %s", exc)
         return 2
+    # The services (torch, transformers, gRPC) are imported only once the flags and the
+    # configuration passed: a refused flag costs no more than Python's start.
+    from edgellm.server.app import ServeOptions, serve
+
     try:
         return serve(config, ServeOptions(listen=args.listen, parent_pid=args.parent_pid))
     except EdgeLLMError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -17,13 +16,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
-from edgellm.errors import EdgeLLMError, FatalError
+from edgellm.errors import FatalError
 from edgellm.models.store import ModelStore
 from edgellm.server import fatal
 from edgellm.server.budget import model_memory_budget
 from edgellm.server.cluster import ClusterControl
 from edgellm.server.inference import InferenceService
 from edgellm.server.kv import KVControl
+from edgellm.server.listen import check_listen
 from edgellm.server.model_control import ModelControl
 from edgellm.server.models import ModelManager, RequestTracker
 from edgellm.server.status import device_name, resolve_device
@@ -64,31 +64,6 @@ class ServeOptions:
 # users reach it: a unix socket (0600, created here under a 0177 umask, in a directory
 # made 0700 when missing) or a loopback TCP address. Any other --listen is refused
 # before anything is built (exit 2).
-
-
-def check_listen(listen: str) -> None:
-    """Raise ListenRefused unless `listen` is unix:/abs/path or a loopback HOST:PORT."""
-    if listen.startswith("unix:"):
-        return
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ListenRefused(f"--listen {listen!r}: want unix:/abs/path.sock or 127.0.0.1:PORT")
-    host = host.removeprefix("[").removesuffix("]")
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ListenRefused(
-            f"--listen {listen!r}: the backend has no authentication and listens on "
-            "loopback or a unix socket only (127.0.0.1:PORT, [::1]:PORT, unix:/abs/path.sock)"
-        )
-
-
-class ListenRefused(EdgeLLMError):
-    """--listen names an address other users or machines could reach."""
 
 
 def _prepare_socket(listen: str) -> Path | None:
