@@ -129,3 +129,21 @@ def test_only_the_engine_package_names_a_concrete_engine(graph) -> None:
     concrete = "edgellm.engine.torch.engine"
     users = {name for name, targets in graph.items() if concrete in targets}
     assert {u for u in users if not u.startswith("edgellm.engine.")} == set()
+
+
+def test_the_server_imports_nothing_heavy_before_it_serves() -> None:
+    """The backend serves while torch and transformers import in the background
+    (edgellm.warm): the server's own modules, imported whole, leave them (and Ray,
+    which only a cluster loads) unimported. One module-level `import torch` on the path
+    would put seconds back on every backend's start and every cold split's first token."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "safetensors", "numpy", "ray", "vllm")
+    probe = (
+        "import sys, edgellm.server.__main__, edgellm.server.app; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == ""

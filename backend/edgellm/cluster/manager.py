@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgellm import warm
 from edgellm.cluster.address import bind_host, head_address
 from edgellm.cluster.disaggregated.handoffs import RecentHandoffs
 from edgellm.cluster.node import NodeConfig, ProgressFn, RayNode
@@ -237,6 +238,7 @@ def _build(
     """An engine over the plan's stage actors: a pipeline's, or a prefill/decode plan's
     (prefill on one peer, decode on the other, KV blocks handed over through IPFS; the
     cluster session's recent handoffs let a failover's new decode peer start from them)."""
+    warm.wait()  # transformers may still be importing in the background (edgellm.warm)
     if plan.disaggregated:
         from edgellm.cluster.disaggregated.driver import DisaggregatedRunner
 

@@ -16,7 +16,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from edgellm.engine.torch.stage import LayerRange
+from edgellm.engine.layers import LayerRange
 from edgellm.errors import InvalidRequest
 
 PEER_RESOURCE_PREFIX = "peer:"

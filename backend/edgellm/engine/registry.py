@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING
 
+from edgellm import warm
 from edgellm.errors import InvalidRequest, Unavailable
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ def engine_class(name: str) -> type[Engine]:
     from edgellm.engine.base import Engine
 
     check_available(name)
+    warm.wait()  # transformers may still be importing in the background
     module_name, _, class_name = ENGINES[name].partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -30,7 +30,6 @@ from pathlib import Path
 
 from edgellm import atomicfile
 from edgellm.errors import BlockRefused, KuboError, KVError
-from edgellm.kv.block import read_meta
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.manifest import PartRef
 from edgellm.models.cid import raw_cid
@@ -292,6 +291,10 @@ class KVStore:
 
     def _recover(self, cid: str, model_cid: str) -> StoredPart | None:
         """The index entry of pinned block `cid` if it is a KV block of this model."""
+        # kv.block imports torch; the backend's services import this module before torch
+        # (edgellm.warm), and only a reindex after a lost index reads blocks here.
+        from edgellm.kv.block import read_meta
+
         try:
             data = self.fetch(cid)
             meta, _ = read_meta(data)

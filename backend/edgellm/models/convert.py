@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgellm import warm
 from edgellm.models.cid import file_cid
 from edgellm.models.manifest import WEIGHTS_NAME, Manifest
 from edgellm.models.registry import GgufSource, ModelSpec
@@ -36,6 +37,7 @@ def _gguf_progress(progress: ProgressFn) -> Iterator[None]:
     transformers offers no callback there, and its tqdm would write to stderr even when
     piped; the loop looks the name up in its module, so swapping it is enough.
     """
+    warm.wait()  # transformers may still be importing in the background (edgellm.warm)
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     def tracked(iterable, *args, **kwargs):
@@ -54,6 +56,7 @@ def _gguf_progress(progress: ProgressFn) -> Iterator[None]:
 
 
 def _load_gguf(gguf: Path, progress: ProgressFn):
+    warm.wait()
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -107,6 +110,7 @@ def convert_dir(
     src: Path, model_id: str, out_dir: Path, progress: ProgressFn, source: str
 ) -> Manifest:
     """Re-write a transformers model directory as the store files of `model_id`."""
+    warm.wait()
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from edgellm import warm
 from edgellm.cluster.manager import ClusterManager
 from edgellm.config import BackendConfig
 from edgellm.errors import FatalError
@@ -143,6 +144,7 @@ def build(config: BackendConfig, device: str) -> Built:
 
 def serve(config: BackendConfig, options: ServeOptions) -> int:
     check_listen(options.listen)
+    warm.start()  # torch and transformers import while the services start and serve
     device = resolve_device(config.device)
     socket_path = _prepare_socket(options.listen)
     built = build(config, device)

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 
 from edgellm.errors import EdgeLLMError, InvalidRequest
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.manifest import BlockRef, KVManifest
-from edgellm.kv.prefix import PrefixCache
 from edgellm.kv.store import KVStore
 from edgellm.server import messages
 from edgellm.server.models import LoadedModel, ModelManager
 from edgellm.server.status import abort
 from edgellm.v1 import inference_pb2, kv_control_pb2, kv_control_pb2_grpc
+
+if TYPE_CHECKING:
+    from edgellm.kv.prefix import PrefixCache
 
 MAX_KEYS = 4096  # keys in one request or reply (p2p.MaxKVKeys)
 KEY_BYTES = 32

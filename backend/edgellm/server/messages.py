@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from edgellm.cluster.plan import Plan, PlanStage, StageRole
-from edgellm.engine.torch.stage import LayerRange
+from edgellm.engine.layers import LayerRange
 from edgellm.engine.types import (
     ChatMessage,
     FinishReason,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 from transformers.initialization import no_init_weights
 
+from edgellm.engine.layers import LayerRange
 from edgellm.engine.runner import Slots
 from edgellm.engine.torch import dense
 from edgellm.engine.torch.batch import BATCH_KWARG, SLOTS_ATTENTION, BatchCache
@@ -38,18 +38,6 @@ from edgellm.kv.stage import KVLayout
 from edgellm.models.manifest import WEIGHTS_NAME
 
 _LAYER_PREFIX = "layers."
-
-
-@dataclass(frozen=True)
-class LayerRange:
-    start: int  # first layer, inclusive
-    end: int  # last layer, exclusive
-
-    def validate(self, num_layers: int) -> None:
-        if not 0 <= self.start < self.end <= num_layers:
-            raise InvalidRequest(
-                f"layer range [{self.start}, {self.end}) must lie within [0, {num_layers})"
-            )
 
 
 def _stage_name(name: str, prefix: str, layers: LayerRange) -> str | None:
