@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import TYPE_CHECKING
 
 from edgellm import warm
+from edgellm.engine.base import Engine
 from edgellm.errors import InvalidRequest, Unavailable
-
-if TYPE_CHECKING:
-    from edgellm.engine.base import Engine
 
 ENGINES: dict[str, str] = {
     "torch": "edgellm.engine.torch.engine:TorchEngine",
@@ -40,10 +37,6 @@ def check_available(name: str) -> None:
 
 
 def engine_class(name: str) -> type[Engine]:
-    # Imported here, not above: check_available runs before the backend imports torch (which
-    # engine.base does), so an unknown --engine is refused at once.
-    from edgellm.engine.base import Engine
-
     check_available(name)
     warm.wait()  # transformers may still be importing in the background
     module_name, _, class_name = ENGINES[name].partition(":")

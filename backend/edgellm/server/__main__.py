@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeLLMError as exc:
         log.error("configuration: %s", exc)
         return 2
-    # The services (torch, transformers, gRPC) are imported only once the flags and the
-    # configuration passed: a refused flag costs no more than Python's start.
+    # gRPC and the services are imported only once the flags and the configuration passed
+    # (torch and transformers later still, in the background: edgellm.warm).
     from edgellm.server.app import ServeOptions, serve
 
     try:
