@@ -37,7 +37,6 @@ def _gguf_progress(progress: ProgressFn) -> Iterator[None]:
     transformers offers no callback there, and its tqdm would write to stderr even when
     piped; the loop looks the name up in its module, so swapping it is enough.
     """
-    warm.wait()  # transformers may still be importing in the background (edgellm.warm)
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     def tracked(iterable, *args, **kwargs):
@@ -56,7 +55,7 @@ def _gguf_progress(progress: ProgressFn) -> Iterator[None]:
 
 
 def _load_gguf(gguf: Path, progress: ProgressFn):
-    warm.wait()
+    warm.wait()  # transformers may still be importing in the background (edgellm.warm)
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
