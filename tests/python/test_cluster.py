@@ -287,6 +287,25 @@ def test_wrong_token_is_refused_and_nothing_is_left(cluster: Cluster, tmp_path: 
     assert procs.marked(MARKER_ENV, str(tmp_path)) == []
 
 
+def test_nodes_stop_on_sigterm_without_a_kill(tmp_path: Path, isolated_network: None) -> None:
+    """A cluster's nodes stop, the head first as a cluster's teardown does, with every
+    process ending on SIGTERM: `ray start` does not spend the stop's grace draining its node
+    (node.STOP_ENV), which asks the head's GCS and hangs once the head is gone, until
+    procs.stop_session SIGKILLs it. A node's keeper exits with `ray start`'s own status, or
+    is killed (-9) when it outlives the grace."""
+    token = RayToken.generate()
+    head = RayNode.start(NodeConfig("127.0.0.1", tmp_path / "head"), token)
+    try:
+        worker = RayNode.start(
+            NodeConfig("127.0.0.1", tmp_path / "worker", head_address=head.address), token
+        )
+    finally:
+        head.stop()
+    worker.stop()
+    assert (head.proc.returncode, worker.proc.returncode) == (1, 1)
+    assert procs.marked(MARKER_ENV, str(tmp_path)) == []
+
+
 BAD_PLANS = [
     ((), "plan has no stages"),
     ((("peer:p0", 0, 10), ("peer:p1", 11, 30)), "layers must be contiguous"),

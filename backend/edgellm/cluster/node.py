@@ -57,6 +57,14 @@ _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-spawn")
 # enable_metrics_collection, read by the raylet, which then starts its agent with
 # --disable-metrics-collection). What still listens is listed in docs/architecture.md.
 QUIET_ENV = {"RAY_enable_metrics_collection": "0"}
+# `ray start --block` answers SIGTERM by draining its node first (Ray 2.60: asks the head's
+# GCS to drain it, then waits, for up to RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S, 30 s by
+# default, for Serve's proxies to quiesce). A cluster's teardown stops the head first, so the
+# head's GCS is going or gone and the ask hangs: every node's stop waited out its grace
+# (procs.TERM_GRACE_S) and ended in SIGKILL, 5 s for the head, then 5 s for the workers,
+# after a cold split's answer. Nothing of EdgeLLM's drains (a stage's KV stores are waited
+# for before the stop, manager._stop), so a node stops at once, each process on SIGTERM.
+STOP_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 # Settings of the whole cluster, given to the head (`ray start --system-config`), which hands
 # them to every node and driver that joins. Ray returns a task's result in its reply only up
 # to max_direct_call_object_size (100 KiB by default) and puts anything larger in the
@@ -207,6 +215,7 @@ class RayNode:
         (temp / OWNER_FILE).write_text(f"{owner}\n{config.work_dir}\n")
         env.pop("RAY_AUTH_TOKEN", None)  # the file is the one source of the token
         env.update(QUIET_ENV)
+        env.update(STOP_ENV)
         proc = _SPAWNER.submit(_spawn, _command(config, temp), env, temp / LOG_NAME).result()
         try:
             address = _wait_ready(proc, temp, config.start_timeout_s)
