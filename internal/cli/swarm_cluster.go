@@ -22,7 +22,8 @@ type swarmCluster struct {
 	*requester.Cluster
 	closers []func() // run in reverse order by Close
 	// Phases: milliseconds of forming it, by phase (node_start overlaps
-	// discover_plan; node_ready is when both were done).
+	// discover_plan; node_ready is when both were done; prefix_lookup
+	// overlaps ray_head_and_joins, both counted from the head's start).
 	Phases map[string]float64
 	// index and keyer find a prompt's cached prefix in the swarm.
 	index requester.PrefixIndex
@@ -89,12 +90,17 @@ func (app *App) formCluster(ctx context.Context, cfg *config.Config, model strin
 	c.Phases["node_ready"] = sinceMs(started)
 	c.closers = append(c.closers, func() { app.closeQuietly(n) })
 	c.index, c.keyer = swarm, n
+	// The Ray head starts while the prompt's KV lookup routes the plan: the
+	// head is the same whichever workers join it, and the lookup waits for
+	// the backend's tokenizer (its first import, seconds on a cold start).
+	formed := time.Now()
+	head := r.StartHead(ctx, n, planned.Request.RayAddress)
 	if d.prompt != nil {
 		planned = c.preferHolders(ctx, app.log, r, planned, d.prompt)
+		c.Phases["prefix_lookup"] = sinceMs(formed)
 	}
 	c.mode = modeOf(planned, d)
-	formed := time.Now()
-	c.Cluster, err = r.Form(ctx, n, planned, opts...)
+	c.Cluster, err = r.FormOn(ctx, head, planned, opts...)
 	if err != nil {
 		return nil, err
 	}

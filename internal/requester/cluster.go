@@ -78,8 +78,46 @@ func OnFailover(f func(line string)) ClusterOption {
 // and the head stops. The head backend stays the caller's, as does the
 // swarm.
 func (r *Requester) Form(ctx context.Context, head Head, p *Planned, opts ...ClusterOption) (*Cluster, error) {
+	return r.FormOn(ctx, r.StartHead(ctx, head, p.Request.RayAddress), p, opts...)
+}
+
+// StartingHead is a cluster's Ray head starting on the head backend in the
+// background. A head does not depend on the plan (only a fresh session id
+// and token, and the address to bind), so it can start while the requester
+// still plans and routes: a cold split's head start (seconds) runs beside
+// the prompt's KV lookup, which waits for the backend's tokenizer. FormOn
+// joins a plan's workers to it.
+type StartingHead struct {
+	head  Head
+	sid   p2p.SessionID
+	token p2p.RayToken
+	done  chan struct{}
+	node  *pb.ClusterNode // once done, unless err
+	err   error
+}
+
+// StartHead starts a Ray head on head, bound to rayAddress (empty: the
+// swarm's reachable IP), and returns at once. ctx bounds the start.
+func (r *Requester) StartHead(ctx context.Context, head Head, rayAddress string) *StartingHead {
+	h := &StartingHead{head: head, sid: p2p.NewSessionID(), token: p2p.NewRayToken(), done: make(chan struct{})}
+	bindIP := rayAddress
+	if bindIP == "" {
+		bindIP = r.swarm.ReachableIP()
+	}
+	go func() {
+		defer close(h.done)
+		h.node, h.err = head.StartClusterHead(ctx, &pb.StartClusterHeadRequest{
+			SessionId: h.sid.String(), BindAddress: bindIP, Token: h.token.Hex()})
+	}()
+	return h
+}
+
+// FormOn has every stage of p join the head h is starting, all at once, and
+// owns h from then on. On error nothing is left: the workers that joined
+// leave and the head stops.
+func (r *Requester) FormOn(ctx context.Context, h *StartingHead, p *Planned, opts ...ClusterOption) (*Cluster, error) {
 	c := &Cluster{
-		r: r, head: head, req: p.Request, sid: p2p.NewSessionID(), token: p2p.NewRayToken(),
+		r: r, head: h.head, req: p.Request, sid: h.sid, token: h.token,
 		onFailover: func(string) {}, lossGrace: lossGrace, gone: map[string]bool{},
 		plan: p.Plan, rtts: p.RTTs, done: make(chan struct{}),
 		known: p.peers, knownAt: time.Now(), knownJoinTimeout: knownJoinTimeout,
@@ -87,20 +125,16 @@ func (r *Requester) Form(ctx context.Context, head Head, p *Planned, opts ...Clu
 	for _, o := range opts {
 		o(c)
 	}
-	bindIP := c.req.RayAddress
-	if bindIP == "" {
-		bindIP = r.swarm.ReachableIP()
-	}
-	hn, err := head.StartClusterHead(ctx, &pb.StartClusterHeadRequest{
-		SessionId: c.sid.String(), BindAddress: bindIP, Token: c.token.Hex()})
-	if err != nil {
+	<-h.done
+	if h.err != nil {
 		c.leaveHead()
 		if ctx.Err() != nil {
 			return nil, cancelled(ctx, "while starting the Ray head")
 		}
-		return nil, fmt.Errorf("start the Ray head: %w", err)
+		return nil, fmt.Errorf("start the Ray head: %w", h.err)
 	}
-	c.headAddr = hn.GetHeadAddress()
+	c.headAddr = h.node.GetHeadAddress()
+	var err error
 	c.members, err = c.joinAll(ctx)
 	if err != nil {
 		c.leaveHead()
