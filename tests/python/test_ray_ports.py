@@ -1,9 +1,12 @@
 """A Ray node's command line names a distinct free port for each of its components: Ray
 refuses a start that names one port twice (a CI run lost a P/D test to that). Its
-environment gives stage threads a bounded spin unless the user chose how they wait."""
+environment gives stage threads a bounded spin unless the user chose how they wait. It runs
+Ray's `start` without importing the subcommands no node uses."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,22 @@ def test_every_component_gets_its_own_port(tmp_path: Path, head_address, extra) 
 )
 def test_stage_env_keeps_the_users_wait_setting(environ, want) -> None:
     assert stage_env(environ) == want
+
+
+def test_ray_start_imports_no_unused_subcommand() -> None:
+    """edgellm.cluster.ray_start's command line still has `start` (every Ray test starts
+    nodes through it), and imports none of Serve's, the jobs' or the state API's command
+    lines, nor FastAPI, which they pull in."""
+    script = (
+        "import sys; from edgellm.cluster import ray_start; group = ray_start.cli(); "
+        "print(sorted(group.commands)); "
+        "print([m for m in ('ray.serve', 'ray.util.state', 'fastapi') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    commands, heavy = out.stdout.splitlines()
+    assert "'start'" in commands and "'stop'" in commands, out.stderr
+    for unused in ("'serve'", "'job'", "'list'", "'logs'"):
+        assert unused not in commands
+    assert heavy == "[]"
+    cmd = _command(NodeConfig("127.0.0.1", Path("/tmp")), Path("/tmp"))
+    assert cmd[1:4] == ["-m", "edgellm.cluster.ray_start", "start"]

@@ -155,7 +155,7 @@ UNUSED_HEAD_FLAGS = ("--no-monitor",)
 
 def _command(config: NodeConfig, temp: Path) -> list[str]:
     host = config.host
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block"]
+    cmd = [sys.executable, "-m", "edgellm.cluster.ray_start", "start", "--block"]
     cmd += ["--node-ip-address", host, "--temp-dir", str(temp), "--disable-usage-stats"]
     cmd += ["--num-cpus", str(config.num_cpus), "--num-gpus", "0"]
     cmd += ["--object-store-memory", str(config.object_store_bytes)]
