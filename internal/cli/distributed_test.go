@@ -121,7 +121,7 @@ func TestDistributedInfer(t *testing.T) {
 			res.Stages[1].LayerEnd != 30 {
 			t.Errorf("stages %+v; want both workers, contiguous layers [0,30)", res.Stages)
 		}
-		for _, phase := range []string{"discover_plan", "node_start", "node_ready", "ray_head_and_joins"} {
+		for _, phase := range []string{"discover_plan", "node_start", "node_ready", "prefix_lookup", "ray_head_and_joins"} {
 			if ms, ok := res.PhasesMs[phase]; !ok || ms <= 0 {
 				t.Errorf("phases_ms %v: want %s > 0", res.PhasesMs, phase)
 			}
