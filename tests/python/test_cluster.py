@@ -287,12 +287,13 @@ def test_wrong_token_is_refused_and_nothing_is_left(cluster: Cluster, tmp_path: 
     assert procs.marked(MARKER_ENV, str(tmp_path)) == []
 
 
-def test_nodes_stop_on_sigterm_without_a_kill(tmp_path: Path, isolated_network: None) -> None:
-    """A cluster's nodes stop, the head first as a cluster's teardown does, with every
-    process ending on SIGTERM: `ray start` does not spend the stop's grace draining its node
-    (node.STOP_ENV), which asks the head's GCS and hangs once the head is gone, until
-    procs.stop_session SIGKILLs it. A node's keeper exits with `ray start`'s own status, or
-    is killed (-9) when it outlives the grace."""
+def test_nodes_stop_and_ray_start_exits_by_itself(tmp_path: Path, isolated_network: None) -> None:
+    """A cluster's nodes stop, the head first as a cluster's teardown does: their Ray
+    components are killed at once (node._stop) and `ray start` exits on its SIGTERM by
+    itself, not after hanging for the stop's whole grace in its drain (node.STOP_ENV),
+    which asks the head's GCS and so hangs once the head is gone, until procs.stop_session
+    SIGKILLs it. A node's keeper exits with `ray start`'s own status, or is killed (-9)
+    when it outlives the grace. Nothing of either node is left."""
     token = RayToken.generate()
     head = RayNode.start(NodeConfig("127.0.0.1", tmp_path / "head"), token)
     try:

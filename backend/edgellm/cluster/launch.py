@@ -13,8 +13,8 @@ Ray:
   that spawned us, see node.py's spawner) dies, even by SIGKILL, it SIGKILLs every
   descendant at once, reaps them, and exits;
 - when the command exits by itself, it kills what the command left and exits with its
-  status. An orderly stop (SIGTERM from the backend to the whole session, procs.py) is
-  passed to the command, which gets its own grace.
+  status. An orderly stop (SIGTERM from the backend, which kills Ray's components at once,
+  node._stop) is passed to the command, which gets its own grace.
 
 Not a preexec_fn in the backend: those are unsafe in a threaded process like the gRPC
 server. The keeper is a small Python process per Ray node.

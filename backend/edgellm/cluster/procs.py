@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 POLL_S = 0.1
@@ -74,10 +75,29 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def stop_session(sid: int, grace_s: float = TERM_GRACE_S) -> list[int]:
-    """SIGTERM every process of session `sid`, SIGKILL what is left after `grace_s`;
-    returns the pids still alive after that (empty on success)."""
-    _signal_all(session_members(sid), signal.SIGTERM)
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = stat(int(entry))
+            if fields and fields[0] != "Z" and int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def stop_session(
+    sid: int, grace_s: float = TERM_GRACE_S, term_only: Collection[int] = ()
+) -> list[int]:
+    """SIGTERM the processes of session `sid` named in `term_only` and SIGKILL the rest
+    of it at once (all get SIGTERM when `term_only` is empty), SIGKILL what is left after
+    `grace_s`; returns the pids still alive after that (empty on success)."""
+    members = session_members(sid)
+    if term_only:
+        _signal_all([pid for pid in members if pid not in term_only], signal.SIGKILL)
+        _signal_all([pid for pid in members if pid in term_only], signal.SIGTERM)
+    else:
+        _signal_all(members, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while (left := session_members(sid)) and time.monotonic() < deadline:
         time.sleep(POLL_S)
