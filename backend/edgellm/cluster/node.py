@@ -63,7 +63,7 @@ QUIET_ENV = {"RAY_enable_metrics_collection": "0"}
 # head's GCS is going or gone and the ask hangs: every node's stop waited out its grace
 # (procs.TERM_GRACE_S) and ended in SIGKILL, 5 s for the head, then 5 s for the workers,
 # after a cold split's answer. Nothing of EdgeLLM's drains (a stage's KV stores are waited
-# for before the stop, manager._stop), so a node stops at once, each process on SIGTERM.
+# for before the stop, manager._stop), so `ray start` exits on SIGTERM at once (_stop).
 STOP_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 # Settings of the whole cluster, given to the head (`ray start --system-config`), which hands
 # them to every node and driver that joins. Ray returns a task's result in its reply only up
@@ -275,7 +275,7 @@ def _stop(proc: subprocess.Popen, temp: Path) -> None:
     # still had to store was waited for before the stop (manager._stop). `ray start` then
     # finds its components gone and exits on its own, and the keeper with its status.
     launchers = {proc.pid, *procs.children(proc.pid)}
-    left = procs.stop_session(proc.pid, term_only=launchers)
+    left = procs.stop_session(proc.pid, spared=launchers)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:

@@ -14,7 +14,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 POLL_S = 0.1
-# A node's stop: SIGTERM, TERM_GRACE_S, SIGKILL, KILL_WAIT_S. The whole backend's stop
+# A node's stop: SIGKILL for its components and SIGTERM for its launchers, TERM_GRACE_S for
+# those to exit, SIGKILL, KILL_WAIT_S (node._stop). The whole backend's stop
 # (gRPC grace, then its nodes) must end well inside the Go supervisor's stop timeout
 # (internal/backend, default 30 s) so its SIGKILL never cuts a stop short; and if it does,
 # the parent-death signal (launch.py) still ends the nodes.
@@ -30,16 +31,26 @@ def stat(pid: int) -> list[str] | None:
         return None
 
 
-def session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes in session `sid`."""
-    members = []
+def _live_where(field: int, value: int) -> list[int]:
+    """Live (not zombie) processes whose stat `field` (1: parent, 3: session) is `value`."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         fields = stat(int(entry))
-        if fields and fields[0] != "Z" and int(fields[3]) == sid:
-            members.append(int(entry))
-    return members
+        if fields and fields[0] != "Z" and int(fields[field]) == value:
+            found.append(int(entry))
+    return found
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes in session `sid`."""
+    return _live_where(3, sid)
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is `pid`."""
+    return _live_where(1, pid)
 
 
 def environ(pid: int) -> dict[str, str]:
@@ -75,29 +86,13 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def children(pid: int) -> list[int]:
-    """Live processes whose parent is `pid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = stat(int(entry))
-            if fields and fields[0] != "Z" and int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def stop_session(
-    sid: int, grace_s: float = TERM_GRACE_S, term_only: Collection[int] = ()
-) -> list[int]:
-    """SIGTERM the processes of session `sid` named in `term_only` and SIGKILL the rest
-    of it at once (all get SIGTERM when `term_only` is empty), SIGKILL what is left after
-    `grace_s`; returns the pids still alive after that (empty on success)."""
+def stop_session(sid: int, spared: Collection[int], grace_s: float = TERM_GRACE_S) -> list[int]:
+    """SIGKILL every process of session `sid` but the `spared` ones, which get SIGTERM,
+    then SIGKILL what is left after `grace_s`; returns the pids still alive after that
+    (empty on success)."""
     members = session_members(sid)
-    if term_only:
-        _signal_all([pid for pid in members if pid not in term_only], signal.SIGKILL)
-        _signal_all([pid for pid in members if pid in term_only], signal.SIGTERM)
-    else:
-        _signal_all(members, signal.SIGTERM)
+    _signal_all([pid for pid in members if pid not in spared], signal.SIGKILL)
+    _signal_all([pid for pid in members if pid in spared], signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while (left := session_members(sid)) and time.monotonic() < deadline:
         time.sleep(POLL_S)
