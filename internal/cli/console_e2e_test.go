@@ -108,8 +108,11 @@ func TestConsole(t *testing.T) {
 	const maxTokens = 24
 	want := chatText(t, rec.URL, key, prompt, maxTokens)
 
+	// Chromium's own temp files (an org.chromium.Chromium.* dir it leaves behind) go
+	// under the test's temp dir, removed with it, not into the machine's /tmp.
 	actx, acancel := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1400, 1000))...)
+		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1400, 1000),
+		chromedp.Env("TMPDIR="+t.TempDir()))...)
 	defer acancel()
 	bctx, bcancel := chromedp.NewContext(actx)
 	defer bcancel()
