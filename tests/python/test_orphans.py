@@ -4,12 +4,10 @@ backend left (reap.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from edgellm.cluster.reap import (
     MARKER_ENV,
     OWNER_ENV,
     OWNER_FILE,
-    TEMP_PREFIX,
+    node_temps,
     owner_id,
     reap,
 )
@@ -185,21 +183,13 @@ def test_sigkilled_backends_leave_no_ray_process(start_server, tmp_path, isolate
     for pid in survivors:  # clean up before failing, by pid
         os.kill(pid, signal.SIGKILL)
     assert described == []
+
     # The nodes' temp dirs, each holding the cluster's token, stay until a backend of the
     # same data dir starts again and reaps them (manager's reap); this is that start's reap.
-    assert _temps_of(work_dirs), "each node's temp dir names its data dir"
+    def temps() -> list[Path]:
+        return [temp for d in work_dirs for temp, _ in node_temps(d)]
+
+    assert temps(), "each node's temp dir names its data dir"
     for work_dir in work_dirs:
         reap(work_dir)
-    assert _temps_of(work_dirs) == []
-
-
-def _temps_of(work_dirs: list[Path]) -> list[Path]:
-    """Ray node temp dirs (under a work dir or in the system's temp dir) of `work_dirs`."""
-    candidates = [t for d in work_dirs if d.is_dir() for t in d.glob("ray-*")]
-    candidates += Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*")
-    found = []
-    for temp in candidates:
-        with contextlib.suppress(OSError, IndexError):
-            if Path((temp / OWNER_FILE).read_text().splitlines()[1]) in work_dirs:
-                found.append(temp)
-    return found
+    assert temps() == []

@@ -207,12 +207,13 @@ class ClusterManager:
             self._get_driver().disconnect()
         head_done = time.monotonic()
         session.node.stop()
+        ended = time.monotonic()
         log.info(
             "left cluster session %s in %.2fs (engines and driver %.2fs, ray node %.2fs)",
             session.session_id,
-            time.monotonic() - started,
+            ended - started,
             head_done - started,
-            time.monotonic() - head_done,
+            ended - head_done,
         )
 
     def close(self) -> None:

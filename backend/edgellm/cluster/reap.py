@@ -61,12 +61,22 @@ def reap(work_dir: Path) -> list[int]:
 
 
 def _remove_stale_temps(work_dir: Path) -> None:
+    for temp, owner in node_temps(work_dir):
+        if not owner_alive(owner):
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def node_temps(work_dir: Path) -> list[tuple[Path, str]]:
+    """The node temp dirs made for `work_dir` (in it, or in the system's temp dir when its
+    path is too long), each with the owner its OWNER_FILE names."""
     candidates = list(work_dir.glob("ray-*")) if work_dir.is_dir() else []
     candidates += Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*")
+    found = []
     for temp in candidates:
         try:
             owner, marked_dir = (temp / OWNER_FILE).read_text().splitlines()[:2]
         except (OSError, ValueError):
             continue  # not ours, or not a node temp dir of this scheme
-        if Path(marked_dir) == work_dir and not owner_alive(owner):
-            shutil.rmtree(temp, ignore_errors=True)
+        if Path(marked_dir) == work_dir:
+            found.append((temp, owner))
+    return found
