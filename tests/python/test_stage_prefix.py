@@ -20,6 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgellm.cluster.actor import StageActor
+from edgellm.cluster.calls import AfterOpen
 from edgellm.cluster.disaggregated.driver import LocalCalls
 from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.cluster.pipeline import RaySession
@@ -27,6 +28,7 @@ from edgellm.engine.runner import Slots
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.errors import InvalidRequest
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.store import KVStore
@@ -53,9 +55,10 @@ class ChainSession(RaySession):
     sees them."""
 
     def __init__(self, actors: list[StageActor], sid: str, positions: int) -> None:
-        for actor in actors:
-            actor.open(sid, positions)
-        super().__init__(actors, sid, calls=LocalCalls())
+        # As RayPipeline.session: the opens are not waited for on their own.
+        calls = LocalCalls()
+        opening = [calls.submit(actor, "open", sid, positions) for actor in actors]
+        super().__init__(actors, sid, calls=AfterOpen(calls, opening))
 
     def _keep(self, prompt) -> None:
         super()._keep(prompt)
@@ -356,3 +359,18 @@ def test_forged_blocks_fail_the_stages_spot_check(
         held = {part.cid for part in actor.kv.store.entries()}
         assert held and not held & forged
         assert len(actor.kv.store) == len(prompt_ids) // BLOCK
+
+
+def test_a_failed_open_is_the_error_the_request_sees() -> None:
+    """A session's opens are not waited for on their own (AfterOpen): when one fails, every
+    later reply raises its error. The prefix lookup takes a stage's failed fetch as a miss,
+    so the request's prefill is what fails, with the open's error and not the missing
+    session's KeyError."""
+    actor = StageActor()  # no stage loaded: its open fails
+    calls = LocalCalls()
+    session = RaySession(
+        [actor], "s", calls=AfterOpen(calls, [calls.submit(actor, "open", "s", 8)])
+    )
+    assert session.load_prefix([1, 2, 3], b"") == (0, 0.0)
+    with pytest.raises(InvalidRequest, match="stage not loaded"):
+        session.forward(torch.tensor([[1, 2, 3]]))

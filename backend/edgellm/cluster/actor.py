@@ -7,8 +7,9 @@ weights CID; KV blocks go to and come from the peer's own Kubo.
 
 A pipeline stage uses open/forward/close, and forward_batch for a decode step of several
 sessions at once (continuous batching: each session holds one slot of the stage's pool);
-prefix_fetch/prefix_take before its prefill and prefix_keep after it for the peer's KV
-blocks of its layers (edgellm.cluster.stage_prefix). In a prefill/decode plan
+prefix_fetch/prefix_take before its prefill, forward_checked for that prefill (the spot
+check of what it took) and prefix_keep after it for the peer's KV blocks of its layers
+(edgellm.cluster.stage_prefix). In a prefill/decode plan
 (edgellm.cluster.disaggregated) the prefill stage uses open/prefill/handoff, the decode
 stage open/load_kv/forward/close; their KV work is the worker side of P/D (`PeerKV`).
 """
@@ -87,11 +88,8 @@ class StageActor:
             raise InvalidRequest("stage not loaded")
         self.sessions[session_id] = self.stage.session(max_positions)
 
-    def forward(
-        self, session_id: str, inputs: torch.Tensor, check: int | None = None
-    ) -> torch.Tensor:
-        """With `check`, the last row recomputes that cached position (edgellm.kv.spot)."""
-        return self.sessions[session_id].forward(inputs, check=check)
+    def forward(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
+        return self.sessions[session_id].forward(inputs)
 
     def forward_batch(self, session_ids: list[str], inputs: torch.Tensor) -> torch.Tensor:
         """One decode step of several sessions: row i of `inputs` is session_ids[i]'s."""
@@ -176,11 +174,19 @@ class StageActor:
         if session is not None:
             self._prefix().keep(session_id, session, prompt, first)
 
-    def spot_difference(self, session_id: str, position: int) -> tuple[float, float]:
-        """After a forward with `check=position`: how far the recomputed K/V of this stage's
-        layers are from the imported ones, and the tolerance for its dtype."""
+    def forward_checked(
+        self, session_id: str, carried: tuple[torch.Tensor, list[tuple[float, float]]], check: int
+    ) -> tuple[torch.Tensor, list[tuple[float, float]]]:
+        """`forward` with `check`, in a chain that carries the stages' spot-check results:
+        (the input, the results of the stages before) -> (the output, those results and
+        this stage's: how far the recomputed K/V of its layers are from the imported ones,
+        and the tolerance for its dtype). The driver then reads every stage's verdict from
+        the last reply, with no round trip of its own after the prefill."""
+        inputs, differences = carried
         session = self.sessions[session_id]
-        return session.difference(position), spot.tolerance(session.kv_layout.dtype)
+        out = session.forward(inputs, check=check)
+        mine = (session.difference(check), spot.tolerance(session.kv_layout.dtype))
+        return out, [*differences, mine]
 
     def prefix_reject(self, session_id: str, position: int) -> bool:
         """A failed spot check: drop what the session took; whether any came from others."""

@@ -96,3 +96,39 @@ class LocalCalls:
 
     def kill(self, actors: Sequence[Any]) -> None:
         return None
+
+
+class AfterOpen:
+    """A session's calls, whose first `get` first takes the replies of the stages' `open`.
+
+    Opening a request's session on the stages is then not a round trip of its own: a stage
+    runs one caller's calls in the order they were submitted, so the session's first call
+    runs after its open on every stage, and the open's reply is there by the time that
+    call's is. A failed open is the error every `get` raises from then on: the later calls
+    fail only because the session is missing, and a caller that tolerates one failed call
+    (the prefix cache's fetch) must not hide it."""
+
+    def __init__(self, calls: Calls, opening: Sequence[Any]) -> None:
+        self.calls = calls
+        self.opening = list(opening)
+        self.failed: EdgeLLMError | None = None
+
+    def submit(self, actor: Any, method: str, *args: Any) -> Any:
+        return self.calls.submit(actor, method, *args)
+
+    def get(self, handle: Any, what: str) -> Any:
+        opening, self.opening = self.opening, []
+        try:
+            for open_handle in opening:
+                self.calls.get(open_handle, "opening a stage session failed")
+        except EdgeLLMError as exc:
+            self.failed = exc
+        if self.failed is not None:
+            raise self.failed
+        return self.calls.get(handle, what)
+
+    def done(self, handle: Any) -> bool:
+        return self.calls.done(handle)
+
+    def kill(self, actors: Sequence[Any]) -> None:
+        self.calls.kill(actors)

@@ -27,7 +27,7 @@ import torch
 from ray.exceptions import RayError
 
 from edgellm.cluster.actor import StageActor
-from edgellm.cluster.calls import Calls, RayCalls, ray_error
+from edgellm.cluster.calls import AfterOpen, Calls, RayCalls, ray_error
 from edgellm.cluster.plan import Plan
 from edgellm.cluster.stage_prefix import keep_prompt, load_prefix, spot_checked_prefill
 from edgellm.engine.runner import KVStats, Slots
@@ -96,12 +96,12 @@ class RayPipeline:
         return cls(plan, actors, pids, slots or ONE_AT_A_TIME, spot_check)
 
     def session(self, max_positions: int) -> RaySession:
+        """Open a request's session on every stage; its first reply waits for the opens
+        (`AfterOpen`), which are not a round trip of their own."""
         sid = uuid.uuid4().hex
-        try:
-            ray.get([a.open.remote(sid, max_positions) for a in self.actors])
-        except RayError as exc:
-            raise ray_error(exc, "opening a stage session failed") from None
-        return RaySession(self.actors, sid, self.spot_check)
+        calls = RayCalls()
+        opening = [calls.submit(a, "open", sid, max_positions) for a in self.actors]
+        return RaySession(self.actors, sid, self.spot_check, AfterOpen(calls, opening))
 
     def forward_batch(
         self, sessions: Sequence[RaySession], input_ids: torch.Tensor

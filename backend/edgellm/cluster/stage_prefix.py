@@ -245,12 +245,13 @@ def load_prefix(
             counts,
             count,
         )
+    if not count:  # a miss costs no second round trip (what a stage fetched goes on close)
+        return StagePrefixHit(per_stage=tuple(counts))
     takes = [calls.submit(a, "prefix_take", sid, count) for a in actors]
     tokens = [int(calls.get(t, "importing cached KV blocks failed")) for t in takes]
     ms = (time.monotonic() - started) * 1000.0
-    if count:
-        log.info("kv: %d prompt tokens from cached blocks on every stage (%.0f ms)", tokens[0], ms)
-    return StagePrefixHit(tokens[0] if tokens else 0, ms if count else 0.0, tuple(counts))
+    log.info("kv: %d prompt tokens from cached blocks on every stage (%.0f ms)", tokens[0], ms)
+    return StagePrefixHit(tokens[0], ms, tuple(counts))
 
 
 def spot_checked_prefill(
@@ -267,12 +268,10 @@ def spot_checked_prefill(
     logits of the last position, ()) when all match. On a mismatch every stage rejects
     what it took, and the result is (None, the manifest's holders if any stage had used
     their blocks) for the caller to compute the whole prompt."""
-    x: Any = torch.tensor([[*prompt[cached:], prompt[position]]])
+    x: Any = (torch.tensor([[*prompt[cached:], prompt[position]]]), [])
     for actor in actors:
-        x = calls.submit(actor, "forward", sid, x, position)
-    logits = calls.get(x, "a stage failed")
-    checks = [calls.submit(a, "spot_difference", sid, position) for a in actors]
-    differences = [calls.get(c, "a stage's spot check failed") for c in checks]
+        x = calls.submit(actor, "forward_checked", sid, x, position)
+    logits, differences = calls.get(x, "a stage failed")
     if all(d <= tolerance for d, tolerance in differences):
         return logits, ()
     rejects = [calls.submit(a, "prefix_reject", sid, position) for a in actors]
