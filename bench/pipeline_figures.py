@@ -8,8 +8,10 @@ with no namespace (not root, no iproute2) the provider raises instead of touchin
 network. Everything the swarm part starts is stopped by pid.
 
 - cold_ttft_s: wall time from launching a cold `infer --stages 2` (discover, plan, Ray head,
-  workers join, prefill) to the first byte of its streamed answer on stdout; baseline is
-  the single-process torch engine's TTFT on the same prompt (model already loaded).
+  workers join, prefill) to the first byte of its streamed answer on stdout, once both
+  workers have shared their model over IPFS (a worker's one-time work after it joins, not
+  the cluster's); baseline is the single-process torch engine's TTFT on the same prompt
+  (model already loaded).
 - pipeline_decode_ratio: decode tokens/s that `infer --session ID --json` over a two-stage
   session reports for DECODE_TOKENS new tokens, over plain transformers `generate` decode
   tokens/s (greedy, same chat-templated prompt, same number of new tokens) in the namespace
@@ -118,6 +120,8 @@ class _Swarm:
         proc = subprocess.Popen(
             [str(BIN), "--data-dir", str(data), "worker", "--no-mdns", "--join", self.join]
             + ["--listen", "/ip4/127.0.0.1/tcp/0", "--label", f"bench-{name}", *extra]
+            # Info lines on stderr: `shared` waits for the model's "shared over IPFS" line.
+            + ["--log-level", "info"]
             # Republish the record (and so its load) every 2 s, as the tests do: with the
             # default minute, a worker still looks busy long after a request left it.
             + ["--refresh", "2s", "--record-ttl", "6s"],
@@ -135,6 +139,16 @@ class _Swarm:
             time.sleep(0.2)  # polls a condition: the worker writes worker.json once joined
         time.sleep(0.1)  # written in one go, but let a partial write finish
         return json.loads(info.read_text())
+
+    def shared(self, names: list[str]) -> None:
+        """Wait until each worker has shared its model over IPFS (or said why not): a
+        worker adds its weights to its Kubo once, in the background, just after it joins,
+        hashing every byte. A cold cluster measured during that measures the share too,
+        which a volunteer's worker, up for minutes before a request comes, has long done."""
+        logs = [self.work / f"{name}.log" for name in names]
+        while not all("shared over IPFS" in log.read_text(errors="replace") for log in logs):
+            self.left()
+            time.sleep(0.2)  # polls a condition: the workers log the share when it ends
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -401,6 +415,8 @@ def swarm_main(store_dir: Path) -> int:
         boot = a["addrs"][0]
         swarm.start_worker("b", "--bootstrap", boot)
         workers_s = time.monotonic() - started
+        swarm.shared(["a", "b"])
+        shared_s = time.monotonic() - started
         net = ["--join", swarm.join, "--no-mdns", "--bootstrap", boot]
         for _ in range(6):
             peers = swarm.run("requester", "peers", "--json", *net, "--timeout", "5s")
@@ -420,6 +436,7 @@ def swarm_main(store_dir: Path) -> int:
                     "cold_ttft_s": cold_ttft_s,
                     "streamed_text": streamed,
                     "workers_start_s": workers_s,
+                    "workers_shared_s": shared_s,
                     "answer": answer,
                     "session": session,
                 }
@@ -623,6 +640,9 @@ def figures(store_dir: Path) -> dict[str, Any]:
             "peers": 3,
             "stages": 2,
             "workers_start_s": swarm["workers_start_s"],
+            # From the first worker's launch until both had shared their model over IPFS,
+            # which the cold infer waits for (_Swarm.shared).
+            "workers_shared_s": swarm["workers_shared_s"],
             # A second cold one-shot infer (--json): its cluster's phases (node_start
             # overlaps discover_plan) and its TTFT (stage loads + prefill, in the backend).
             "json_infer_phases_ms": answer.get("phases_ms"),
