@@ -63,10 +63,14 @@ REPEATS = 3
 DECODE_TOKENS = 64
 # warm_session_ttft_ratio: a warm-up prompt, then distinct measured prompts.
 WARMUP_PROMPT = "Say hello to the lighthouse keeper."
-SESSION_PROMPTS = (
+SESSION_PROMPTS = (  # seven: a stage's prefill on a shared machine varies by half between runs
     "Write a short story about a lighthouse keeper.",
     "Write a short poem about a fishing boat at dawn.",
     "Describe a quiet harbour town in winter.",
+    "Explain how a tide table is read.",
+    "List three things a ferry captain checks before leaving port.",
+    "Write a letter from a sailor to his sister.",
+    "Describe the sound of a storm reaching the coast.",
 )
 WALL_PROMPT = "Write a haiku about a lighthouse."  # the client-side first-byte timing
 # split_prefix_cache_ttft_speedup: pairs of prompts sharing a ~1,500-token prefix.
@@ -594,7 +598,9 @@ def figures(store_dir: Path) -> dict[str, Any]:
             "warm_session_ttft_s": warm_ms / 1000,
             "engine_ttft_s": engine_ms / 1000,
             "session_ttft_ms": session["ttft_ms"],
+            "session_ttft_ms_p95": _quantile(session["ttft_ms"], 0.95),
             "engine_ttft_ms": session["engine_ttft_ms"],
+            "engine_ttft_ms_p95": _quantile(session["engine_ttft_ms"], 0.95),
             "pair_ratios": [w / e if e else None for w, e in pairs],
             "engine_skips_prefix_cache": session["engine_skips_prefix_cache"],
             "session_prompt_tokens": session["prompt_tokens"],
