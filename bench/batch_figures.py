@@ -160,7 +160,9 @@ def ray_main(store_dir: Path, work_dir: Path) -> int:
         engine = head.engine(plan, MODEL_ID, store_dir, total)
         print(json.dumps(measure(engine, "pipeline_batch_throughput_ratio")), flush=True)
     finally:
-        for manager in (*peers, head):
+        # The head first, as a requester's teardown does: its engine waits for the stages'
+        # block stores while their peers' nodes are still up.
+        for manager in (head, *peers):
             manager.close()
     return 0
 
