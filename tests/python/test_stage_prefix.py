@@ -56,9 +56,7 @@ class ChainSession(RaySession):
 
     def __init__(self, actors: list[StageActor], sid: str, positions: int) -> None:
         # As RayPipeline.session: the opens are not waited for on their own.
-        calls = LocalCalls()
-        opening = [calls.submit(actor, "open", sid, positions) for actor in actors]
-        super().__init__(actors, sid, calls=AfterOpen(calls, opening))
+        super().__init__(actors, sid, calls=AfterOpen.open(LocalCalls(), actors, sid, positions))
 
     def _keep(self, prompt) -> None:
         super()._keep(prompt)
@@ -367,10 +365,7 @@ def test_a_failed_open_is_the_error_the_request_sees() -> None:
     so the request's prefill is what fails, with the open's error and not the missing
     session's KeyError."""
     actor = StageActor()  # no stage loaded: its open fails
-    calls = LocalCalls()
-    session = RaySession(
-        [actor], "s", calls=AfterOpen(calls, [calls.submit(actor, "open", "s", 8)])
-    )
+    session = RaySession([actor], "s", calls=AfterOpen.open(LocalCalls(), [actor], "s", 8))
     assert session.load_prefix([1, 2, 3], b"") == (0, 0.0)
     with pytest.raises(InvalidRequest, match="stage not loaded"):
         session.forward(torch.tensor([[1, 2, 3]]))

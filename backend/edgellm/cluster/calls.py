@@ -113,6 +113,11 @@ class AfterOpen:
         self.opening = list(opening)
         self.failed: EdgeLLMError | None = None
 
+    @classmethod
+    def open(cls, calls: Calls, actors: Sequence[Any], sid: str, positions: int) -> AfterOpen:
+        """Submit session `sid`'s open (room for `positions`) to every stage; the calls."""
+        return cls(calls, [calls.submit(a, "open", sid, positions) for a in actors])
+
     def submit(self, actor: Any, method: str, *args: Any) -> Any:
         return self.calls.submit(actor, method, *args)
 

@@ -99,9 +99,8 @@ class RayPipeline:
         """Open a request's session on every stage; its first reply waits for the opens
         (`AfterOpen`), which are not a round trip of their own."""
         sid = uuid.uuid4().hex
-        calls = RayCalls()
-        opening = [calls.submit(a, "open", sid, max_positions) for a in self.actors]
-        return RaySession(self.actors, sid, self.spot_check, AfterOpen(calls, opening))
+        calls = AfterOpen.open(RayCalls(), self.actors, sid, max_positions)
+        return RaySession(self.actors, sid, self.spot_check, calls)
 
     def forward_batch(
         self, sessions: Sequence[RaySession], input_ids: torch.Tensor
