@@ -91,6 +91,9 @@ var reference refGenerator
 func TestMain(m *testing.M) {
 	code := m.Run()
 	reference.stop()
+	if edgellmBinary.dir != "" {
+		os.RemoveAll(edgellmBinary.dir)
+	}
 	os.Exit(code)
 }
 

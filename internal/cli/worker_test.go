@@ -6,10 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,16 +23,36 @@ import (
 	"github.com/edgellm/edgellm/p2p"
 )
 
-// buildEdgellm builds the edgellm binary into a temporary directory.
+// edgellmBinary is the edgellm binary every test of the package runs, built
+// once: each build is a link of several CPU-seconds, and thirteen tests built
+// their own on a two-core machine shared with the rest of `make test`.
+// TestMain removes it.
+var edgellmBinary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// buildEdgellm returns the package's edgellm binary, building it on first use.
 func buildEdgellm(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "edgellm")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = testutil.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	b := &edgellmBinary
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "edgellm-cli-bin-"); b.err != nil {
+			return
+		}
+		b.path = filepath.Join(b.dir, "edgellm")
+		cmd := exec.Command("go", "build", "-o", b.path, ".")
+		cmd.Dir = testutil.RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return bin
+	return b.path
 }
 
 type cliEnv struct {
