@@ -20,9 +20,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from edgellm.models.add import add_model
+from edgellm.models.store import ModelStore
 from tests.python.conftest import MODEL_ID, processes_mentioning
+from tests.python.tiny_models import build
 
 API_KEY = "sk-edgellm-test-key"
+FUZZ_MODEL_ID = "tiny-llama"
 MAX_NEW = 24
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -329,16 +333,51 @@ def test_metrics_count_requests(node):
     assert _metric(node, "edgellm_queue_depth", model=MODEL_ID) == 0
 
 
-def test_openapi_schemathesis(start_serve, tmp_path):
-    """Schemathesis against /openapi.json (bounded examples): no 5xx, every response
-    conforms to the document, invalid requests are refused. The node caps a request at 4
-    tokens (--max-completion-tokens, which its document states), so every generated
-    request answers quickly; the document lists the served model as the only id."""
+# Schemathesis's cases per operation and generation mode. It stops there: with --max-time
+# its fuzzing phase draws new cases until the time is spent (schemathesis run's docs), which
+# made this test 240 s of fuzzing whatever the count, and as many cases as the machine's
+# load allowed (about 1,470 alone on two cores, 0.2 s a case against the embedded model).
+# Bounded, against a small random model, it runs more cases in half the time.
+FUZZ_EXAMPLES = 400
+# The run's case count (seeded: about 1,600 here): a floor so that a change in Schemathesis
+# that generates far fewer cases fails the test rather than passing it with little done.
+MIN_FUZZ_CASES = 1200
+
+
+@pytest.fixture(scope="module")
+def fuzz_models(tmp_path_factory, store_dir: Path) -> Path:
+    """A models directory holding one small random llama with the embedded model's
+    tokenizer and context length (tests/python/tiny_models.py): the API's checks do not
+    depend on what the model answers, and a case costs a few milliseconds of it."""
+    root = tmp_path_factory.mktemp("fuzz-models")
+    add_model(
+        ModelStore(root / "models"),
+        build("llama", root / "src", store_dir, max_positions=8192),
+        FUZZ_MODEL_ID,
+        lambda *_: None,
+    )
+    return root / "models"
+
+
+def test_openapi_schemathesis(start_serve, tmp_path, fuzz_models: Path):
+    """Schemathesis against /openapi.json, its cases bounded and seeded (the same ones every
+    run): no 5xx, every response conforms to the document, invalid requests are refused.
+    The node caps a request at 4 tokens (--max-completion-tokens, which its document
+    states), so every generated request answers quickly; the document lists the served
+    model as the only id."""
     key_file = tmp_path / "api.key"
     key_file.write_text(API_KEY)
-    node = start_serve("--api-key-file", str(key_file), "--max-completion-tokens", "4")
+    node = start_serve(
+        "--api-key-file",
+        str(key_file),
+        "--max-completion-tokens",
+        "4",
+        "--model",
+        FUZZ_MODEL_ID,
+        env={"EDGELLM_MODELS_DIR": str(fuzz_models)},
+    )
     spec = httpx.get(f"{node.url}/openapi.json").json()
-    assert spec["components"]["schemas"]["ModelID"]["enum"] == [MODEL_ID]
+    assert spec["components"]["schemas"]["ModelID"]["enum"] == [FUZZ_MODEL_ID]
     assert "/v1/chat/completions" in spec["paths"]
     exe = Path(sys.executable).parent / "schemathesis"
     run = subprocess.run(
@@ -349,7 +388,7 @@ def test_openapi_schemathesis(start_serve, tmp_path):
             "--header",
             f"Authorization: Bearer {API_KEY}",
             "--max-examples",
-            "12",
+            str(FUZZ_EXAMPLES),
             "--seed",
             "1",
             "--workers",
@@ -363,16 +402,16 @@ def test_openapi_schemathesis(start_serve, tmp_path):
             "none",
             "--request-timeout",
             "120",
-            "--max-time",
-            "240",
             "--no-color",
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    cases = re.search(r"(\d+) generated", run.stdout)
+    assert cases and int(cases.group(1)) >= MIN_FUZZ_CASES, run.stdout[-3000:]
 
 
 def test_sigterm_finishes_in_flight_and_leaves_nothing(start_serve, reference):

@@ -47,10 +47,14 @@ def _configs() -> dict[str, transformers.PretrainedConfig]:
 ARCHITECTURES = tuple(_configs())
 
 
-def build(name: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """Write a random `name` model as a transformers directory in `out`."""
+def build(name: str, out: Path, tokenizer_dir: Path, seed: int = 0, max_positions: int = 0) -> Path:
+    """Write a random `name` model as a transformers directory in `out`; `max_positions`,
+    when given, is its context length (512 otherwise)."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(_configs()[name])
+    config = _configs()[name]
+    if max_positions:
+        config.max_position_embeddings = max_positions
+    model = transformers.AutoModelForCausalLM.from_config(config)
     model.save_pretrained(out)
     for f in tokenizer_dir.iterdir():
         if f.name.startswith("tokenizer") or f.name.endswith(".jinja"):
