@@ -182,16 +182,6 @@ func TestPrefillDecodeInfer(t *testing.T) {
 		}
 	})
 
-	t.Run("stage lines name the roles", func(t *testing.T) {
-		_, stderr, code := infer("--prefill-peer", bID, "--decode-peer", aID, "--max-tokens", "2", "Say hi")
-		if code != 0 {
-			t.Fatalf("infer exited %d: %s", code, stderr)
-		}
-		if !strings.Contains(stderr, "prefill on "+bID) || !strings.Contains(stderr, "decode on "+aID) {
-			t.Errorf("stderr %q; want 'prefill on %s' and 'decode on %s'", stderr, bID, aID)
-		}
-	})
-
 	t.Run("holders' IPFS nodes frozen: infer --local computes, with a warning", func(t *testing.T) {
 		// A fresh node (the requester's now holds the prefix itself). The
 		// lookup still finds the holders and their manifests, but their
@@ -258,14 +248,19 @@ func TestPrefillDecodeInfer(t *testing.T) {
 			t.Fatalf("losing the decode worker with no spare: %v, stderr %q; want exit 4 and one line naming %s\nworker a:\n%s",
 				run.err, run.stderr, bID, a.stderr)
 		}
+		// The stage lines name the roles, before the answer streams (checked on
+		// this run: one cold P/D cluster fewer than a run of its own).
+		if !strings.Contains(run.stderr, "prefill on "+aID) || !strings.Contains(run.stderr, "decode on "+bID) {
+			t.Errorf("stderr %q; want 'prefill on %s' and 'decode on %s'", run.stderr, aID, bID)
+		}
 		noProcessesOf(t, []string{dirs[1], dirs[2]})
 	})
 
 	if err := a.stop(t); err != nil {
 		t.Fatalf("worker exit after SIGTERM: %v\n%s", err, a.stderr)
 	}
-	if log := a.stderr.String(); strings.Count(log, "joined cluster") != 3 || strings.Count(log, "left cluster") != 3 {
-		t.Errorf("worker %s did not join and leave three clusters:\n%s", a.dataDir, log)
+	if log := a.stderr.String(); strings.Count(log, "joined cluster") != 2 || strings.Count(log, "left cluster") != 2 {
+		t.Errorf("worker %s did not join and leave two clusters:\n%s", a.dataDir, log)
 	}
 }
 
