@@ -28,14 +28,21 @@ PROMPT ?= What is the capital of France?
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.venv/*' -not -path './.cache/*' 2>/dev/null) go.mod go.sum
 
 .PHONY: compose-test compose-test-optional compose-plugin compose-tools
-.PHONY: setup kubo build infer serve run-worker demo model test test-go test-python test-rest test-python-local test-python-ray lint proto proto-check bench clean browser gemma test-fuzz fuzz
+.PHONY: setup setup-parts kubo build infer serve run-worker demo model test test-go test-python test-rest test-python-local test-python-ray lint proto proto-check bench clean browser gemma test-fuzz fuzz
 
 # Tests and benchmarks share one model store, so the one-time conversion (~40 s) happens once.
 TEST_MODELS_DIR := $(CURDIR)/.cache/models
 JOIN ?=
 WORKER_FLAGS ?=
 
-setup: $(VENV)/.installed $(GOBIN_DIR)/.tools go.sum kubo
+# The Python environment, the Go tools, the Go modules and Kubo are independent, and each
+# mostly waits on downloads or on one build: a fresh clone makes them side by side (they were
+# the first several minutes of `make infer` and of CI, one after another). Inside another
+# make's jobserver (make test -j2) it takes that make's job slots instead of its own -j.
+setup:
+	@$(MAKE) --no-print-directory $(if $(findstring j,$(MAKEFLAGS)),,-j4) --output-sync=line setup-parts
+
+setup-parts: $(VENV)/.installed $(GOBIN_DIR)/.tools go.sum kubo
 
 $(VENV)/.installed: backend/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
