@@ -20,7 +20,7 @@ from edgellm.engine.types import ChatMessage, GenerationRequest, SamplingParams
 from edgellm.models.add import add_model
 from edgellm.models.architectures import SUPPORTED
 from edgellm.models.store import ModelStore
-from tests.python.tiny_models import ARCHITECTURES, build
+from tests.python.tiny_models import ARCHITECTURES, build, quiet
 
 MAX_NEW = 16
 PROMPTS = (
@@ -28,10 +28,6 @@ PROMPTS = (
     GenerationRequest("chat", messages=(ChatMessage("user", "Why is the sky blue?"),)),
 )
 SPLITS = (None, [2, 3])
-
-
-def _quiet(phase: str, done: int, total: int) -> None:
-    pass
 
 
 def test_every_supported_architecture_is_tested() -> None:
@@ -43,7 +39,7 @@ def tiny_store(tmp_path_factory, store_dir: Path) -> ModelStore:
     root = tmp_path_factory.mktemp("arch")
     store = ModelStore(root / "models")
     for name in ARCHITECTURES:
-        add_model(store, build(name, root / name, store_dir), f"tiny-{name}", _quiet)
+        add_model(store, build(name, root / name, store_dir), f"tiny-{name}", quiet)
     return store
 
 

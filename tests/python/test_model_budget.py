@@ -15,11 +15,7 @@ from edgellm.models.store import ModelStore
 from edgellm.server.budget import MIB, MemoryBudget, model_memory_budget
 from edgellm.server.models import ModelManager
 from edgellm.server.status import memory
-from tests.python.tiny_models import build
-
-
-def _quiet(phase: str, done: int, total: int) -> None:
-    pass
+from tests.python.tiny_models import build, quiet
 
 
 @pytest.mark.parametrize(
@@ -56,7 +52,7 @@ def two_models(tmp_path_factory, store_dir: Path) -> ModelStore:
     root = tmp_path_factory.mktemp("budget")
     store = ModelStore(root / "models")
     for i, arch in enumerate(("llama", "qwen2")):
-        add_model(store, build(arch, root / arch, store_dir, seed=i), f"tiny-{i}", _quiet)
+        add_model(store, build(arch, root / arch, store_dir, seed=i), f"tiny-{i}", quiet)
     return store
 
 

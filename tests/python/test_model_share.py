@@ -27,11 +27,7 @@ from edgellm.models.share import (
     pull,
 )
 from edgellm.models.store import ModelStore
-from tests.python.tiny_models import build
-
-
-def _quiet(phase: str, done: int, total: int) -> None:
-    pass
+from tests.python.tiny_models import build, quiet
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def holder(tmp_path_factory, store_dir: Path, kubo_pair) -> tuple[ModelStore, st
     """Store A with a tiny model, published into Kubo A; returns (store, dir CID)."""
     root = tmp_path_factory.mktemp("share")
     store = ModelStore(root / "a")
-    add_model(store, build("qwen2", root / "src", store_dir), "tiny", _quiet)
+    add_model(store, build("qwen2", root / "src", store_dir), "tiny", quiet)
     shared = publish(store, "tiny", kubo_pair[0].api)
     assert shared.weights_cid == store.manifest("tiny").weights_cid
     return store, shared.dir_cid
@@ -62,7 +58,7 @@ def test_pull_installs_the_same_files(holder, kubo_pair, tmp_path: Path) -> None
 def test_cid_nobody_has(kubo_pair, tmp_path: Path) -> None:
     nobody = raw_cid(f"no peer holds this {uuid.uuid4()}".encode())
     with pytest.raises(PullRefused, match=f"no peer in the swarm provided {nobody} within 3s"):
-        pull(ModelStore(tmp_path / "b"), nobody, kubo_pair[1].api, _quiet, timeout_s=3)
+        pull(ModelStore(tmp_path / "b"), nobody, kubo_pair[1].api, quiet, timeout_s=3)
 
 
 def test_disk_budget_too_small_is_refused_before_fetching(holder, kubo_pair, tmp_path) -> None:
@@ -71,7 +67,7 @@ def test_disk_budget_too_small_is_refused_before_fetching(holder, kubo_pair, tmp
     # Forget the blocks an earlier pull left (gc streams one JSON line per block).
     httpx.post(f"{b.api}/api/v0/repo/gc", timeout=60).raise_for_status()
     with pytest.raises(PullRefused, match="disk budget"):
-        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, _quiet, disk_budget_bytes=1_000_000)
+        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, quiet, disk_budget_bytes=1_000_000)
     # Listing read the directory and each file's root node for its size; none of the
     # weights' ~100 leaves was fetched.
     local = httpx.post(f"{b.api}/api/v0/refs/local", timeout=60).text.splitlines()
@@ -86,7 +82,7 @@ def test_weights_not_the_manifests_are_refused(holder, kubo_pair, tmp_path, stor
     forged = tmp_path / "forged"
     shutil.copytree(a_store.path("tiny"), forged)
     other = ModelStore(tmp_path / "other")
-    add_model(other, build("qwen2", tmp_path / "src", store_dir, seed=1), "tiny", _quiet)
+    add_model(other, build("qwen2", tmp_path / "src", store_dir, seed=1), "tiny", quiet)
     shutil.copy(other.path("tiny") / WEIGHTS_NAME, forged / WEIGHTS_NAME)
     reply = httpx.post(
         f"{kubo_pair[0].api}/api/v0/add",
@@ -98,7 +94,7 @@ def test_weights_not_the_manifests_are_refused(holder, kubo_pair, tmp_path, stor
     dir_cid = httpx.Response(200, content=dir_cid).json()["Hash"]
     b_store = ModelStore(tmp_path / "b")
     with pytest.raises(PullRefused, match="weights are not the manifest's"):
-        pull(b_store, dir_cid, kubo_pair[1].api, _quiet)
+        pull(b_store, dir_cid, kubo_pair[1].api, quiet)
     assert not (tmp_path / "b" / "tiny").exists()
     assert (forged / MANIFEST_NAME).is_file()
 
@@ -113,10 +109,10 @@ def test_a_directory_that_is_not_what_the_record_claims_is_refused(
     httpx.post(f"{b.api}/api/v0/repo/gc", timeout=60).raise_for_status()
     other = raw_cid(b"other weights")
     with pytest.raises(HolderRefused, match=f"not {other} as its holder's record claims"):
-        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, _quiet, claim=Claim("tiny", other))
+        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, quiet, claim=Claim("tiny", other))
     local = httpx.post(f"{b.api}/api/v0/refs/local", timeout=60).text.splitlines()
     assert len(local) < 20 < a_store.manifest("tiny").weights_bytes // (256 * 1024)
     weights = a_store.manifest("tiny").weights_cid
     with pytest.raises(HolderRefused, match="holds model 'tiny', not 'tiny2'"):
-        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, _quiet, claim=Claim("tiny2", weights))
+        pull(ModelStore(tmp_path / "b"), dir_cid, b.api, quiet, claim=Claim("tiny2", weights))
     assert not any((tmp_path / "b").iterdir())

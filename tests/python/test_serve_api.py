@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from edgellm.models.add import add_model
 from edgellm.models.store import ModelStore
 from tests.python.conftest import MODEL_ID, processes_mentioning
-from tests.python.tiny_models import build
+from tests.python.tiny_models import build, quiet
 
 API_KEY = "sk-edgellm-test-key"
 FUZZ_MODEL_ID = "tiny-llama"
@@ -348,13 +348,14 @@ MIN_FUZZ_CASES = 1200
 def fuzz_models(tmp_path_factory, store_dir: Path) -> Path:
     """A models directory holding one small random llama with the embedded model's
     tokenizer and context length (tests/python/tiny_models.py): the API's checks do not
-    depend on what the model answers, and a case costs a few milliseconds of it."""
+    depend on what the model answers, and its answers cost a small part of the embedded
+    model's."""
     root = tmp_path_factory.mktemp("fuzz-models")
     add_model(
         ModelStore(root / "models"),
         build("llama", root / "src", store_dir, max_positions=8192),
         FUZZ_MODEL_ID,
-        lambda *_: None,
+        quiet,
     )
     return root / "models"
 

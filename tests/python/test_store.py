@@ -17,7 +17,7 @@ from edgellm.models.manifest import WEIGHTS_NAME, Manifest
 from edgellm.models.store import ModelStore
 
 from .conftest import MODEL_ID
-from .tiny_models import build
+from .tiny_models import build, quiet
 
 
 def test_manifest_describes_the_model(store_dir: Path) -> None:
@@ -82,7 +82,7 @@ def test_weights_that_are_not_the_manifests_cid_are_not_installed(
     # torn write, a bit flip; same size, so the start-up check could not tell): the
     # install hashes them again and refuses, naming both CIDs.
     src = ModelStore(tmp_path / "a")
-    manifest = add_model(src, build("qwen2", tmp_path / "src", store_dir), "tiny", _quiet)
+    manifest = add_model(src, build("qwen2", tmp_path / "src", store_dir), "tiny", quiet)
     store = ModelStore(tmp_path / "b")
     with store.staging("tiny") as staged:
         shutil.copytree(src.path("tiny"), staged, dirs_exist_ok=True)
@@ -95,7 +95,3 @@ def test_weights_that_are_not_the_manifests_cid_are_not_installed(
         with pytest.raises(StoreError, match=expected):
             store.add("tiny", staged, manifest)
     assert not (tmp_path / "b" / "tiny").exists()
-
-
-def _quiet(phase: str, done: int, total: int) -> None:
-    pass

@@ -47,6 +47,10 @@ def _configs() -> dict[str, transformers.PretrainedConfig]:
 ARCHITECTURES = tuple(_configs())
 
 
+def quiet(phase: str, done: int, total: int) -> None:
+    """A progress callback that shows nothing: `add_model` of the tests' models."""
+
+
 def build(name: str, out: Path, tokenizer_dir: Path, seed: int = 0, max_positions: int = 0) -> Path:
     """Write a random `name` model as a transformers directory in `out`; `max_positions`,
     when given, is its context length (512 otherwise)."""
