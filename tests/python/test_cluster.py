@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM
 
-from edgellm.cluster import procs
+from edgellm.cluster import procs, ray_start
 from edgellm.cluster.manager import ClusterManager
 from edgellm.cluster.node import MARKER_ENV, NodeConfig, RayNode
 from edgellm.cluster.plan import Plan, PlanStage
@@ -304,6 +307,48 @@ def test_nodes_stop_and_ray_start_exits_by_itself(tmp_path: Path, isolated_netwo
         head.stop()
     worker.stop()
     assert (head.proc.returncode, worker.proc.returncode) == (1, 1)
+    assert procs.marked(MARKER_ENV, str(tmp_path)) == []
+
+
+def _raylet_of(work_dir: Path, starting: Future) -> int:
+    """The pid of the raylet of the node starting in `work_dir`, as soon as it exists."""
+    while not starting.done():
+        for entry in os.listdir("/proc"):
+            pid = int(entry) if entry.isdigit() else 0
+            with contextlib.suppress(OSError):
+                raylet = pid and Path(f"/proc/{pid}/comm").read_text() == "raylet\n"
+                if raylet and procs.environ(pid).get(MARKER_ENV) == str(work_dir):
+                    return pid
+        time.sleep(0.002)
+    raise AssertionError(f"the node ended before its raylet started: {starting.result()}")
+
+
+def test_a_raylet_slow_to_register_still_joins(tmp_path: Path, isolated_network: None) -> None:
+    """A joining node whose raylet registers with the head's GCS only after Ray's own
+    hard-coded 30 s (which failed `ray start` with "timed out during startup"): its raylet
+    is stopped (SIGSTOP) the moment it exists, past those 30 s, and the node still comes
+    up once it runs again (ray_start.patient)."""
+    stopped_s = 35.0
+    assert stopped_s < ray_start.REGISTER_WAIT_S
+    token = RayToken.generate()
+    head = RayNode.start(NodeConfig("127.0.0.1", tmp_path / "head"), token)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            config = NodeConfig("127.0.0.1", tmp_path / "worker", head_address=head.address)
+            starting = pool.submit(RayNode.start, config, token)
+            raylet = _raylet_of(tmp_path / "worker", starting)
+            os.kill(raylet, signal.SIGSTOP)
+            try:
+                time.sleep(stopped_s)
+                # Still starting: the raylet had not registered when it was stopped.
+                assert not starting.done(), starting.result()
+            finally:
+                os.kill(raylet, signal.SIGCONT)
+            worker = starting.result(timeout=60)
+        assert raylet in worker.members()
+        worker.stop()
+    finally:
+        head.stop()
     assert procs.marked(MARKER_ENV, str(tmp_path)) == []
 
 

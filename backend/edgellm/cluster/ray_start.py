@@ -7,12 +7,15 @@ command lines: 1.4 s of a 2.4 s import here, and FastAPI with them, on every nod
 split starts (the head, then each worker's join, one after the other on the first token's
 path). Ray imports each of them in a `try` and leaves the subcommand out when the import
 fails, so marking them missing in sys.modules (a None entry makes `import` raise
-ImportError) leaves `ray start` exactly as it was, 1.0 s to import instead of 2.4.
+ImportError) leaves `ray start` exactly as it was, 1.0 s to import instead of 2.4. It also
+waits longer than Ray does for its node to register (REGISTER_WAIT_S).
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 
 # Optional subcommands of Ray's CLI (ray/scripts/scripts.py, Ray 2.60), none used by a node.
 UNUSED_CLI_MODULES = (
@@ -22,12 +25,45 @@ UNUSED_CLI_MODULES = (
 )
 
 
+# Ray waits 30 s, hard-coded (Node.__init__, Ray 2.60), for a new node's raylet to register
+# with the GCS, and then fails `ray start`: "The current node timed out during startup". A
+# raylet that is slow to start (a busy volunteer's machine; in CI, a one-CPU worker while the
+# other lane ran vLLM) made the worker refuse the join, twice in three fresh-clone CI runs.
+# Ray asks services.get_node in a loop with no pause, each ask a new GCS connection; here
+# each ask waits, asking again every REGISTER_POLL_S, until the node is known or
+# REGISTER_WAIT_S has passed, so Ray's check of its 30 s only ever follows a success or this
+# longer wait. REGISTER_WAIT_S stays under the requester's two minutes for a join
+# (internal/requester's joinTimeout) and NodeConfig.start_timeout_s.
+REGISTER_WAIT_S = 90.0
+REGISTER_POLL_S = 0.2
+
+
+def patient(get_node: Callable[[str, str], dict]) -> Callable[[str, str], dict]:
+    """`get_node` asked again while it raises RuntimeError (the node is not registered yet),
+    for up to REGISTER_WAIT_S."""
+
+    def get_node_when_registered(gcs_address: str, node_id: str) -> dict:
+        deadline = time.monotonic() + REGISTER_WAIT_S
+        while True:
+            try:
+                return get_node(gcs_address, node_id)
+            except RuntimeError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(REGISTER_POLL_S)
+
+    return get_node_when_registered
+
+
 def cli():
-    """Ray's command line (a click group) without the unused subcommands' modules."""
+    """Ray's command line (a click group) without the unused subcommands' modules, waiting
+    up to REGISTER_WAIT_S for its node's raylet to register."""
     for name in UNUSED_CLI_MODULES:
         sys.modules[name] = None  # type: ignore[assignment]
+    from ray._private import services
     from ray.scripts.scripts import cli as ray_cli
 
+    services.get_node = patient(services.get_node)
     return ray_cli
 
 
