@@ -98,7 +98,9 @@ func TestDistributedInfer(t *testing.T) {
 	t.Run("two stages match generate", func(t *testing.T) {
 		const maxTokens = 24
 		want := referenceTokens(t, distPrompt, maxTokens)
-		out, stderr, code := infer("--json", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), distPrompt)
+		// --log-level info: a failure shows the requester's own account (once in CI, under
+		// load, both workers counted as lost after joining, and its one line did not say why).
+		out, stderr, code := infer("--json", "--log-level", "info", "--stages", "2", "--max-tokens", strconv.Itoa(maxTokens), distPrompt)
 		if code != 0 {
 			t.Fatalf("infer exited %d: %s\nworker a:\n%s\nworker b:\n%s", code, stderr, a.stderr, b.stderr)
 		}
