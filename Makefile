@@ -210,7 +210,7 @@ HEAVY_LOCK ?=
 COMPOSE_ENV = COMPOSE_CACHE=$(COMPOSE_CACHE) COMPOSE_BIN=$(COMPOSE_BIN) PYTHON=$(CURDIR)/$(PY) \
 	TORCH_WHEEL=$(abspath $(TORCH_WHEEL)) IPFS_BIN=$(IPFS_BIN) HEAVY_LOCK=$(HEAVY_LOCK)
 
-compose-test: setup compose-tools compose-plugin
+compose-test: setup compose-artifacts
 	$(COMPOSE_ENV) scripts/compose/test.sh
 
 # In make test: when no engine can start here, one line says why and the rest goes on.
