@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
 
 from edgellm.config import load_config
 from edgellm.errors import BlockRefused, InvalidRequest, ManifestRefused
@@ -118,6 +121,48 @@ def test_round_trip_and_documented_metadata(tmp_path: Path) -> None:
         "float32",
         "4",
     )
+
+
+def test_safetensors_reads_what_encode_writes() -> None:
+    layers = _layers()
+    tensors = load_safetensors(blockfmt.encode(_meta(), layers))
+    assert set(tensors) == {f"{kind}.{i}" for i in (2, 3, 4) for kind in "kv"}
+    for offset, (k, v) in enumerate(layers):
+        assert torch.equal(tensors[f"k.{2 + offset}"], k)
+        assert torch.equal(tensors[f"v.{2 + offset}"], v)
+
+
+# A block built in a fresh interpreter: the same K/V and metadata as _meta() and _layers().
+_ENCODE_ELSEWHERE = """
+import sys
+from tests.python.test_kv_block import _layers, _meta
+from edgellm.kv import block
+sys.stdout.buffer.write(block.encode(_meta(), _layers()))
+"""
+
+
+def test_the_same_block_has_the_same_bytes_in_every_process() -> None:
+    # Peers that store the same block must make the same CID. safetensors' own writer put
+    # the metadata in a per-process random order (a Rust HashMap): 10 keys, two processes,
+    # two CIDs for one block.
+    here = blockfmt.encode(_meta(), _layers())
+    repo = Path(__file__).resolve().parents[2]
+    for _ in range(2):
+        there = subprocess.run(
+            [sys.executable, "-c", _ENCODE_ELSEWHERE],
+            cwd=repo,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        assert there == here
+
+
+def test_tensors_of_different_shapes_are_not_a_block() -> None:
+    layers = _layers()
+    layers[1] = (layers[1][0], torch.zeros(KV_HEADS, 5, HEAD_DIM))
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        blockfmt.encode(_meta(), layers)
 
 
 @pytest.mark.parametrize(

@@ -282,7 +282,7 @@ def test_blocks_for_another_layer_split_are_refused(
 
 
 def test_holder_gone_between_lookup_and_fetch(
-    store_dir, stages, prompt_ids, reference, model_cid, kubos, start_kubo, tmp_path, caplog
+    store_dir, stages, prompt_ids, reference, model_cid, start_kubo, tmp_path, caplog
 ) -> None:
     holder = start_kubo()
     first = [
@@ -295,9 +295,12 @@ def test_holder_gone_between_lookup_and_fetch(
     for ba, bb in zip(a["blocks"], b["blocks"], strict=True):
         ba["parts"] += bb["parts"]
     holder.kill()  # gone after the lookup
+    # A Kubo of its own: kubos[2] kept these very blocks (same bytes, same CIDs) in an
+    # earlier test, and would serve them itself.
+    fetcher = start_kubo()
     fresh = [
-        _actor(stages[0], model_cid, kubos[2], tmp_path / "e0", timeout=1.0),
-        _actor(stages[1], model_cid, kubos[2], tmp_path / "e1", timeout=1.0),
+        _actor(stages[0], model_cid, fetcher, tmp_path / "e0", timeout=1.0),
+        _actor(stages[1], model_cid, fetcher, tmp_path / "e1", timeout=1.0),
     ]
     with caplog.at_level(logging.WARNING):
         tokens, last = _run(store_dir, fresh, json.dumps(a).encode())
