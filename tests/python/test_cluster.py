@@ -160,8 +160,9 @@ def test_stages_run_on_their_peers(cluster: Cluster, distributed: TorchEngine) -
 
 def test_nodes_run_without_the_components_nobody_reads(cluster: Cluster) -> None:
     """No node runs Ray's log monitor (the driver takes no worker logs) and the head runs no
-    autoscaler monitor (node.UNUSED_COMPONENT_FLAGS): each would be one more Python process
-    importing Ray on every cold split's path. The components a node needs still run."""
+    autoscaler monitor (node.UNUSED_COMPONENT_FLAGS), API server or client server
+    (ray_start.UNUSED_HEAD_PROCESSES): each would be one more Python process importing Ray
+    on every cold split's path. The components a node needs still run."""
 
     def scripts(manager: ClusterManager) -> list[str]:
         (session,) = manager._sessions.values()
@@ -177,6 +178,8 @@ def test_nodes_run_without_the_components_nobody_reads(cluster: Cluster) -> None
         assert "raylet" in running, running
         assert "log_monitor.py" not in running, running
         assert "autoscaler/_private/monitor.py" not in running, running
+        assert "dashboard/dashboard.py" not in running, running
+        assert "ray.util.client.server" not in running, running
     assert "gcs_server" in " ".join(scripts(cluster.head))
 
 

@@ -147,8 +147,9 @@ HEAD_PORT_FLAGS = ("--port", "--ray-client-server-port")
 # (about 80 MB and a second or more of CPU at every cold start, with the stage actors' own
 # imports contending for the same cores): the log monitor streams worker logs to drivers,
 # and the driver runs with log_to_driver=False (driver.py); the head's autoscaler monitor
-# scales nothing in a cluster of named peers. (Ray's client server cannot be left out: it
-# starts whenever grpc is importable and refuses port 0.)
+# scales nothing in a cluster of named peers. Ray has no flag for the head's API server and
+# client server, so ray_start.py leaves them out (UNUSED_HEAD_PROCESSES); the client server's
+# port is still named, since `ray start` would otherwise fill in its fixed default, 10001.
 UNUSED_COMPONENT_FLAGS = ("--include-log-monitor=false",)
 UNUSED_HEAD_FLAGS = ("--no-monitor",)
 

@@ -55,15 +55,34 @@ def patient(get_node: Callable[[str, str], dict]) -> Callable[[str, str], dict]:
     return get_node_when_registered
 
 
+def _not_started(self, **kwargs) -> None:
+    """In place of a Node method that starts a process no EdgeLLM cluster uses."""
+
+
+# Processes a head starts that no EdgeLLM cluster talks to (Ray 2.60, Node.start_head_processes):
+# - the API server (dashboard/dashboard.py), which `--include-dashboard=false` still starts,
+#   for its usage-stats module (usage stats are off, --disable-usage-stats), and which
+#   `ray start` waits for, polling every 0.1 s until it has published its URL: about a second
+#   of CPU importing Ray's dashboard on the head's start, on the first token's path;
+# - the Ray client server (ray.util.client.server), for `ray://` clients: the requester's
+#   backend connects as a plain driver; 1.2 s of CPU, and one more port open on the head.
+# A node's processes are otherwise Ray's own (GCS, raylet, its agents, workers).
+UNUSED_HEAD_PROCESSES = ("start_api_server", "start_ray_client_server")
+
+
 def cli():
     """Ray's command line (a click group) without the unused subcommands' modules, waiting
-    up to REGISTER_WAIT_S for its node's raylet to register."""
+    up to REGISTER_WAIT_S for its node's raylet to register, and starting none of the
+    UNUSED_HEAD_PROCESSES."""
     for name in UNUSED_CLI_MODULES:
         sys.modules[name] = None  # type: ignore[assignment]
     from ray._private import services
+    from ray._private.node import Node
     from ray.scripts.scripts import cli as ray_cli
 
     services.get_node = patient(services.get_node)
+    for method in UNUSED_HEAD_PROCESSES:
+        setattr(Node, method, _not_started)
     return ray_cli
 
 
