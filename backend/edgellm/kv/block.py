@@ -146,7 +146,7 @@ def encode(meta: BlockMeta, kv: Sequence[KV]) -> bytes:
     from a Rust HashMap, in a random order per process, so two peers storing the same
     block made two CIDs. And it is one copy: the 60 tensors of a block go straight into
     the output buffer (safetensors' `save` took ~5 ms a block, ~500 ms for a 1,568-token
-    prompt's 98 blocks; this ~0.5 ms)."""
+    prompt's 98 blocks; this about 1 ms a block)."""
     if len(kv) != meta.layer_end - meta.layer_start:
         raise ValueError(f"{len(kv)} layers for range [{meta.layer_start}, {meta.layer_end})")
     tensors: dict[str, torch.Tensor] = {}
