@@ -137,6 +137,11 @@ def layer_groups(
 
 
 def encode(meta: BlockMeta, kv: Sequence[KV]) -> bytes:
+    """`encode_buffer`'s bytes, immutable (one copy more)."""
+    return bytes(encode_buffer(meta, kv))
+
+
+def encode_buffer(meta: BlockMeta, kv: Sequence[KV]) -> bytearray:
     """`kv[i]` holds layer `meta.layer_start + i`, each tensor [kv_heads, block_size, head_dim].
 
     The bytes are a safetensors file, written here rather than by safetensors' `save` for
@@ -177,7 +182,7 @@ def encode(meta: BlockMeta, kv: Sequence[KV]) -> bytes:
     out[:base] = struct.pack("<Q", len(text)) + text
     rows = torch.frombuffer(out, dtype=first.dtype, offset=base, count=len(names) * first.numel())
     torch.stack([tensors[n] for n in names], out=rows.view(len(names), *first.shape))
-    return bytes(out)
+    return out
 
 
 def read_meta(data: bytes) -> tuple[BlockMeta, dict]:
@@ -188,7 +193,7 @@ def read_meta(data: bytes) -> tuple[BlockMeta, dict]:
     if size > _MAX_HEADER or 8 + size > len(data):
         raise BlockRefused(f"not safetensors: header length {size} for {len(data)} bytes")
     try:
-        header = json.loads(data[8 : 8 + size])
+        header = json.loads(bytes(data[8 : 8 + size]))  # a memoryview too (a P/D handoff)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BlockRefused(f"not safetensors: header is not JSON ({exc})") from exc
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
