@@ -12,6 +12,7 @@ it computes the prompt, keeps none of them and names the prefill peer."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgellm.cluster.actor import StageActor
+from edgellm.cluster.disaggregated import worker
 from edgellm.cluster.disaggregated.driver import DisaggregatedRunner, LocalCalls
 from edgellm.cluster.disaggregated.handoffs import RecentHandoffs
 from edgellm.cluster.disaggregated.messages import Handoff
@@ -167,11 +169,62 @@ def test_decode_peer_continues_from_prefill_peers_blocks(
     assert sizes[1] == len(prompt_ids) - full + 1
     assert sizes[2:] == [1] * (MAX_NEW - 1)
     assert len({sid for sid, _ in computed[1:]}) == 1  # all on the decode peer's session
-    # P's blocks are pinned in P's Kubo; D fetched them over bitswap.
+    # P handed its blocks' bytes over directly, and pinned them in its Kubo meanwhile.
+    assert prefill.kv.wait_stored(30.0)
     assert len(prefill.kv.store) == full // BLOCK
     # Both actors freed their sessions.
     assert prefill.sessions == {} and decode.sessions == {}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_blocks_the_prefill_peer_held_already_are_handed_over_too(
+    store_dir, stage, model_cid, kubos, pair, prompt_ids, reference, caplog, tmp_path
+) -> None:
+    """A prompt P has stored before: its blocks are named by the CIDs P holds, and their
+    bytes (encoded again, the same bytes) still go to D directly, not over bitswap."""
+    prefill, _ = pair
+    blocks = len(prompt_ids) // BLOCK
+    for run in ("first", "again"):
+        decode = _actor(stage, model_cid, _kv(kubos[1], tmp_path / f"kv-{run}", model_cid))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edgellm.cluster.disaggregated.driver"):
+            tokens, last = _run(_engine(store_dir, prefill, decode))
+        decode.kv.close()
+        assert prefill.kv.wait_stored(30.0)
+        assert tokens == reference
+        assert last.usage.cached_prompt_tokens == blocks * BLOCK
+        assert f"{blocks} block parts handed over directly)" in caplog.text
+        assert len(prefill.kv.store) == blocks  # the second run stored nothing new
+
+
+class GarbagePrefill(StageActor):
+    """A prefill peer (a fake, named as such) whose handoff carries something other than
+    blocks where the bytes go."""
+
+    garbage: object = ("not", "chunks")
+
+    def handoff(self, session_id: str) -> Handoff:
+        return dataclasses.replace(super().handoff(session_id), blocks=self.garbage)
+
+
+@pytest.mark.parametrize("garbage", [("not", "chunks"), {"cid": 5}, [b"x"], ((("c",), (1,), 0),)])
+def test_handed_over_garbage_costs_a_recompute(
+    store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, garbage
+) -> None:
+    _, decode = pair
+    prefill = GarbagePrefill()
+    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    prefill.garbage = garbage
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    assert last.usage.cached_prompt_tokens == 0
+    assert [n for _, n in computed][1] == len(prompt_ids)
+    assert any(
+        "fetching the prefill peer's blocks failed" in r.getMessage()
+        and "something other than" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def _spoil(manifest: bytes, index: int, cid: str) -> bytes:
@@ -197,36 +250,80 @@ class SpoilingPrefill(StageActor):
         )
 
 
-def test_refused_block_is_recomputed_with_a_warning(
-    store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog
+def _dead_kubo_actor(stage: Stage, model_cid: str, tmp_path: Path) -> StageActor:
+    """A decode actor whose Kubo does not answer (nothing listens on port 9)."""
+    dead = KVStore(KuboClient("http://127.0.0.1:9"), tmp_path / "kv-dead", 1 << 30, 1.0)
+    return _actor(stage, model_cid, PeerKV(dead, model_cid, BLOCK))
+
+
+def test_decode_peer_with_a_dead_kubo_takes_the_blocks_handed_over(
+    store_dir, stage, model_cid, pair, prompt_ids, reference, computed, tmp_path
 ) -> None:
-    _, decode = pair
-    prefill = SpoilingPrefill()
-    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
-    with caplog.at_level(logging.WARNING):
-        tokens, last = _run(_engine(store_dir, prefill, decode))
+    """The blocks' bytes come with the handoff: D needs no IPFS to take them."""
+    prefill, _ = pair
+    decode = _dead_kubo_actor(stage, model_cid, tmp_path)
+    tokens, last = _run(_engine(store_dir, prefill, decode))
     assert tokens == reference
-    good = SpoilingPrefill.index * BLOCK
-    assert last.usage.cached_prompt_tokens == good
-    assert [n for _, n in computed][1] == len(prompt_ids) - good + 1  # + the check's row
-    warned = [
-        r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated.driver"
-    ]
-    assert any(f"kv block {SpoilingPrefill.index}" in m and "refused" in m for m in warned)
+    full = len(prompt_ids) // BLOCK * BLOCK
+    assert last.usage.cached_prompt_tokens == full
+    assert [n for _, n in computed][1] == len(prompt_ids) - full + 1  # + the check's row
 
 
-def test_decode_peer_without_kubo_computes_the_prompt(
+def test_decode_peer_without_kubo_computes_a_prompt_too_long_to_hand_over(
     store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, tmp_path
 ) -> None:
+    """Over DIRECT_MAX_BYTES the blocks go through IPFS only: a D whose Kubo does not
+    answer computes the prompt, with a warning."""
     prefill, _ = pair
-    dead = KVStore(KuboClient("http://127.0.0.1:9"), tmp_path / "kv-dead", 1 << 30, 1.0)
-    decode = _actor(stage, model_cid, PeerKV(dead, model_cid, BLOCK))
-    with caplog.at_level(logging.WARNING):
+    decode = _dead_kubo_actor(stage, model_cid, tmp_path)
+    with caplog.at_level(logging.WARNING), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(worker, "DIRECT_MAX_BYTES", 0)
         tokens, last = _run(_engine(store_dir, prefill, decode))
     assert tokens == reference
     assert last.usage.cached_prompt_tokens == 0
     assert [n for _, n in computed][1] == len(prompt_ids)
     assert any("p/d:" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+class SwappingPrefill(StageActor):
+    """A prefill peer that hands over block `index + 1`'s bytes under block `index`'s CID."""
+
+    index = 3
+
+    def handoff(self, session_id: str) -> Handoff:
+        handoff = super().handoff(session_id)
+        cids = [b["parts"][0]["cid"] for b in json.loads(handoff.manifest)["blocks"]]
+        blocks = dict(handoff.blocks)
+        blocks[cids[self.index]] = blocks[cids[self.index + 1]]
+        return dataclasses.replace(handoff, blocks=blocks)
+
+
+@pytest.mark.parametrize(
+    ("forger", "why"),
+    [
+        (SpoilingPrefill, "refused"),  # the manifest names another block's CID
+        (SwappingPrefill, "do not match that CID"),  # the bytes are another block's
+    ],
+)
+def test_refused_block_is_recomputed_with_a_warning(
+    store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, forger, why
+) -> None:
+    """A block is checked against its CID (bytes handed over directly too, as a Kubo
+    fetch's are) and the request: D keeps the blocks before the first that fails and
+    computes from there."""
+    _, decode = pair
+    prefill = forger()
+    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    with caplog.at_level(logging.WARNING):
+        tokens, last = _run(_engine(store_dir, prefill, decode))
+    assert tokens == reference
+    good = forger.index * BLOCK
+    assert last.usage.cached_prompt_tokens == good
+    assert [n for _, n in computed][1] == len(prompt_ids) - good + 1  # + the check's row
+    warned = [
+        r.getMessage() for r in caplog.records if r.name == "edgellm.cluster.disaggregated.driver"
+    ]
+    assert any(f"kv block {forger.index}" in m and why in m for m in warned)
 
 
 def test_import_failing_half_way_is_recomputed_from_scratch(

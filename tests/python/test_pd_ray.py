@@ -1,11 +1,13 @@
 """Prefill/decode disaggregation on real Ray: a head and two peers' Ray nodes, each peer
 with its own Kubo daemon (the cluster manager hands its API to the peer's stage actors).
-Greedy output equals transformers generate; D took the prompt's whole blocks from P's
-Kubo; P lost before its logits costs a warning, not the answer."""
+Greedy output equals transformers generate; D took the prompt's whole blocks, their bytes
+straight from P's object store; once P is gone they cannot be taken; P lost before its
+logits costs a warning, not the answer."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +17,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgellm.cluster import procs
+from edgellm.cluster.disaggregated import direct
 from edgellm.cluster.manager import ClusterManager
 from edgellm.cluster.node import MARKER_ENV
 from edgellm.cluster.plan import Plan, PlanStage, StageRole
 from edgellm.cluster.token import RayToken
 from edgellm.engine.torch.stage import LayerRange
 from edgellm.engine.types import GenerationRequest, SamplingParams
+from edgellm.errors import KVError
 from edgellm.models.store import ModelStore
 from tests.python.conftest import KuboDaemon, _require_ipfs
 
@@ -92,13 +96,39 @@ def reference(engine, store_dir: Path) -> list[int]:
     return out[0, ids.shape[1] :].tolist()
 
 
-def test_prefill_and_decode_on_two_peers_match_generate(engine, reference) -> None:
-    chunks = list(engine.generate(_request("a")))
+def test_prefill_and_decode_on_two_peers_match_generate(engine, reference, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="edgellm.cluster.disaggregated.driver"):
+        chunks = list(engine.generate(_request("a")))
     assert [t for c in chunks for t in c.token_ids] == reference
     usage, timings = chunks[-1].usage, chunks[-1].timings
     assert usage.prompt_tokens > 10 * 16
-    assert usage.cached_prompt_tokens == usage.prompt_tokens // 16 * 16
+    blocks = usage.prompt_tokens // 16
+    assert usage.cached_prompt_tokens == blocks * 16
     assert timings.kv_store_ms > 0 and timings.kv_fetch_ms > 0
+    # Every block's bytes went P -> D through Ray's object stores, none over bitswap
+    # (one part a block: the embedded model's 30 layers fit one part).
+    assert f"{blocks} block parts handed over directly)" in caplog.text
+
+
+def test_blocks_whose_prefill_peer_is_gone_do_not_arrive(engine) -> None:
+    """The handed-over bytes live in P's object store, owned by P's actor: once it is
+    gone, taking them fails with a KVError (D then computes, as PeerKV.load does)."""
+    prefill = engine.pipeline.prefill
+    ids = torch.tensor([engine.prepare(_request("h")).prompt_ids])
+    ray.get(prefill.open.remote("h", ids.shape[1] + 1))
+    ray.get(prefill.prefill.remote("h", ids))
+    handoff = ray.get(prefill.handoff.remote("h"))
+    cids = [cid for chunk in handoff.blocks for cid in chunk[0]]
+    assert len(cids) == ids.shape[1] // 16
+    ray.kill(prefill)
+    pid = engine.pipeline.pids[0]
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # polls a condition: the kill is asynchronous
+    assert not Path(f"/proc/{pid}").exists()
+    take = direct.getters(handoff.blocks, 10.0)
+    with pytest.raises(KVError, match="did not arrive"):
+        take[cids[0]]()
 
 
 def test_prefill_peer_lost_costs_a_warning(engine, reference, caplog) -> None:

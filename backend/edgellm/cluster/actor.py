@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
+import ray
 import torch
 
+from edgellm.cluster.disaggregated.direct import put_chunks
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.cluster.stage_prefix import StagePrefix
@@ -42,6 +45,11 @@ def stage_threads() -> int:
     two (2 cores, in one process), so decode does not. The stages of a pipeline run one
     after another for a token, so their threads do not compete with each other."""
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def _in_ray_actor() -> bool:
+    """Whether this object runs as a Ray actor (not in-process, as tests drive it)."""
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
 
 
 class StageActor:
@@ -131,9 +139,30 @@ class StageActor:
         if session is None or prompt is None:
             return Handoff()
         try:
-            return self._kv().store_prompt(session, prompt)
+            handoff = self._kv().store_prompt(session, prompt)
         finally:
             session.close()
+        if handoff.blocks is not None and _in_ray_actor():
+            # Into this node's object store: the decode peer's load takes the bytes from
+            # there, and the driver, which gets every Handoff, only references. The put
+            # is part of the handoff's time.
+            started = time.monotonic()
+            chunks = put_chunks(handoff.blocks)
+            ms = handoff.store_ms + (time.monotonic() - started) * 1000.0
+            handoff = dataclasses.replace(handoff, blocks=chunks, store_ms=ms)
+        return handoff
+
+    def store_handoff(self) -> None:
+        """The prefill peer, once the decode peer has taken its last handoff: put that
+        handoff's blocks into this peer's Kubo (in the background)."""
+        if self.kv is not None:
+            self.kv.store_pending()
+
+    def prefault(self, session_id: str, positions: int) -> None:
+        """The decode peer, while the prefill peer computes: map the session's cache for
+        the prompt's positions, so that load_kv's import does not take the page faults."""
+        with torch.inference_mode():
+            self.sessions[session_id].prefault(positions)
 
     def load_kv(
         self, session_id: str, handoff: Handoff, prompt: list[int], logits: bool = False
@@ -193,5 +222,7 @@ class StageActor:
         return self._prefix().reject(session_id, self.sessions[session_id], position)
 
     def prefix_drain(self, timeout_s: float) -> bool:
-        """Before the cluster ends: wait (bounded) for this stage's blocks to be stored."""
-        return self.prefix is None or self.prefix.wait_stored(timeout_s)
+        """Before the cluster ends: wait (bounded) for this stage's blocks to be stored
+        (a pipeline stage's prefix blocks, a prefill peer's handed-over ones)."""
+        kept = self.prefix is None or self.prefix.wait_stored(timeout_s)
+        return (self.kv is None or self.kv.wait_stored(timeout_s)) and kept

@@ -7,6 +7,7 @@ code runs over Ray and, in tests, over in-process actors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,6 +16,8 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from edgellm.errors import ClusterError, EdgeLLMError
+
+log = logging.getLogger(__name__)
 
 
 def ray_error(exc: RayError, what: str) -> EdgeLLMError:
@@ -44,6 +47,10 @@ class Calls(Protocol):
     def kill(self, actors: Sequence[Any]) -> None:
         """Stop the actors."""
 
+    def drain(self, actors: Sequence[Any], timeout_s: float) -> bool:
+        """Before stopping them: let the actors finish storing their KV blocks, waiting
+        at most about `timeout_s`; whether all did (a lost or silent actor: False)."""
+
 
 class RayCalls:
     def submit(self, actor: Any, method: str, *args: Any) -> Any:
@@ -65,6 +72,18 @@ class RayCalls:
     def kill(self, actors: Sequence[Any]) -> None:
         for actor in actors:
             ray.kill(actor)
+
+    def drain(self, actors: Sequence[Any], timeout_s: float) -> bool:
+        if not actors:
+            return True
+        try:
+            done = ray.get(
+                [a.prefix_drain.remote(timeout_s) for a in actors], timeout=timeout_s + 5.0
+            )
+        except (RayError, TimeoutError) as exc:  # a lost stage: the others' stores may be cut
+            log.debug("kv: draining the stages: %s", exc)
+            return False
+        return all(done)
 
 
 @dataclass
@@ -96,6 +115,13 @@ class LocalCalls:
 
     def kill(self, actors: Sequence[Any]) -> None:
         return None
+
+    def drain(self, actors: Sequence[Any], timeout_s: float) -> bool:
+        try:
+            return all([a.prefix_drain(timeout_s) for a in actors])
+        except Exception as exc:  # noqa: BLE001 - as RayCalls reports a lost stage
+            log.debug("kv: draining the stages: %s", exc)
+            return False
 
 
 class AfterOpen:
@@ -137,3 +163,6 @@ class AfterOpen:
 
     def kill(self, actors: Sequence[Any]) -> None:
         self.calls.kill(actors)
+
+    def drain(self, actors: Sequence[Any], timeout_s: float) -> bool:
+        return self.calls.drain(actors, timeout_s)

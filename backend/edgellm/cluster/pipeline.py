@@ -201,17 +201,8 @@ def _peers(plan: Plan) -> list[str]:
 
 def _drain(actors: list) -> None:
     """Let every stage finish storing its KV blocks before it is stopped."""
-    if not actors:
-        return
-    try:
-        done = ray.get(
-            [a.prefix_drain.remote(DRAIN_TIMEOUT_S) for a in actors], timeout=DRAIN_TIMEOUT_S + 5.0
-        )
-    except (RayError, TimeoutError) as exc:  # a lost stage: the others' stores may be cut
-        log.warning("kv: not every stage finished storing its blocks: %s", exc)
-        return
-    if not all(done):
-        log.warning("kv: a stage was still storing its blocks after %.0fs", DRAIN_TIMEOUT_S)
+    if not RayCalls().drain(actors, DRAIN_TIMEOUT_S):
+        log.warning("kv: a stage may not have stored all of its blocks (lost, or still at it)")
 
 
 def _kill(actors: list) -> None:

@@ -17,7 +17,7 @@ import torch
 from edgellm.cluster.calls import Calls, LocalCalls, RayCalls
 from edgellm.cluster.disaggregated.handoffs import Kept, RecentHandoffs
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
-from edgellm.cluster.pipeline import ONE_AT_A_TIME, RayPipeline
+from edgellm.cluster.pipeline import DRAIN_TIMEOUT_S, ONE_AT_A_TIME, RayPipeline
 from edgellm.cluster.plan import PEER_RESOURCE_PREFIX, Plan, StageRole
 from edgellm.engine.runner import KVStats, Slots
 from edgellm.errors import ClusterError, EdgeLLMError, InvalidRequest
@@ -102,6 +102,9 @@ class DisaggregatedRunner:
         return session
 
     def close(self) -> None:
+        """Stop both actors, once the prefill peer's blocks are in its Kubo (bounded)."""
+        if self.actors and not self.calls.drain([self.prefill], DRAIN_TIMEOUT_S):
+            log.warning("kv: the prefill peer may not have stored all of its blocks")
         self.calls.kill(self.actors)
         self.actors = []
 
@@ -119,6 +122,8 @@ class DisaggregatedSession:
     prefill_lost: str = ""
     # The earlier plan's handoff this session started from (a failover's new decode peer).
     resumed: Kept | None = None
+    # Whether P was asked to store the blocks of this session's handoff in its Kubo.
+    store_asked: bool = False
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.prompt is None:
@@ -144,6 +149,9 @@ class DisaggregatedSession:
             return self._decode_logits(self.prefill_lost)
         logits = calls.submit(runner.prefill, "prefill", self.sid, input_ids)
         self.handoff = calls.submit(runner.prefill, "handoff", self.sid)
+        # D readies its cache meanwhile (the reply is not awaited: a D that fails it
+        # fails the load after it too, which is awaited).
+        calls.submit(runner.decode, "prefault", self.sid, len(self.prompt))
         self.load = calls.submit(runner.decode, "load_kv", self.sid, self.handoff, self.prompt)
         try:
             return calls.get(logits, "the prefill stage failed")
@@ -187,6 +195,9 @@ class DisaggregatedSession:
             handoff = calls.get(self.handoff, "")
         except EdgeLLMError:  # P failed: nothing was handed over
             return
+        # Without the bytes: kept, they would pin them in P's object store; a later
+        # decode peer fetches the blocks from P's Kubo.
+        handoff = dataclasses.replace(handoff, blocks=None)
         runner.handoffs.keep(runner.name, runner.model_id, self.prompt, handoff)
 
     def _decode_logits(self, why: str) -> torch.Tensor:
@@ -200,6 +211,23 @@ class DisaggregatedSession:
         return logits
 
     def _await_load(self) -> None:
+        try:
+            self._take_load()
+        finally:
+            self._store_handoff()
+
+    def _store_handoff(self) -> None:
+        """Have P put the blocks it handed over into its Kubo, now that D has taken them
+        or failed to (on a shared host that store would slow D's load); once."""
+        if self.handoff is None or self.store_asked:
+            return
+        self.store_asked = True
+        try:
+            self.runner.calls.submit(self.runner.prefill, "store_handoff")
+        except EdgeLLMError as exc:  # P is gone: nothing to store
+            log.debug("p/d: asking the prefill peer to store its blocks: %s", exc)
+
+    def _take_load(self) -> None:
         calls = self.runner.calls
         try:
             loaded = calls.get(self.load, "the decode stage failed loading the prompt")
@@ -221,11 +249,12 @@ class DisaggregatedSession:
             self._warn(message)
         log.info(
             "p/d: %d prompt tokens from the prefill peer's KV blocks, %d computed on the "
-            "decode peer (store %.0f ms, fetch %.0f ms)",
+            "decode peer (store %.0f ms, fetch %.0f ms, %d block parts handed over directly)",
             loaded.cached_tokens,
             loaded.computed_tokens,
             loaded.store_ms,
             loaded.fetch_ms,
+            loaded.direct_parts,
         )
 
     def _handoff_failed(self) -> bool:
@@ -267,6 +296,7 @@ class DisaggregatedSession:
         return KVStats()
 
     def close(self) -> None:
+        self._store_handoff()  # a one-token request never awaited D's load
         for actor in self.runner.actors:
             try:
                 self.runner.calls.submit(actor, "close", self.sid)

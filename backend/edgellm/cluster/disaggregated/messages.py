@@ -4,6 +4,7 @@ so plain frozen dataclasses)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -17,6 +18,11 @@ class Handoff:
     # Prompt tokens the manifest covers (whole blocks).
     tokens: int = 0
     warnings: tuple[str, ...] = ()
+    # The new blocks' bytes by CID, handed over directly (None: fetch through IPFS): a
+    # dict from an in-process actor; over Ray, a reference to one in the prefill peer's
+    # object store, so that the driver, which sees every Handoff, never holds the bytes
+    # (it drops the reference before keeping a handoff: handoffs.py).
+    blocks: Any = None
 
 
 @dataclass(frozen=True)
@@ -37,3 +43,6 @@ class Loaded:
     warnings: tuple[str, ...] = ()
     # IPFS peer ids of the prefill peer when D's spot check of its blocks failed.
     dropped: tuple[str, ...] = ()
+    # Block parts D took from the bytes P handed over directly (the rest came through
+    # IPFS).
+    direct_parts: int = 0

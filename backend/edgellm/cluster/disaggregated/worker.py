@@ -18,13 +18,14 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from edgellm.cluster.disaggregated.direct import Getter, getters
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.config import load_config
 from edgellm.engine.torch.stage import StageSession
@@ -32,7 +33,7 @@ from edgellm.errors import InvalidRequest, KuboError, KVError, ManifestRefused
 from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff as kvhandoff
 from edgellm.kv import spot
-from edgellm.kv.handoff import StageKV
+from edgellm.kv.handoff import Bytes, StageKV
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.manifest import KVManifest
@@ -49,6 +50,10 @@ STAGE_KV_DIR_ENV = "EDGELLM_STAGE_KV_DIR"
 MAX_PROVIDERS = 16
 # Seconds to wait for one swarm/connect to the prefill peer's Kubo.
 CONNECT_TIMEOUT_S = 5.0
+# The handed-over blocks' bytes travel to the decode peer directly (through Ray's object
+# stores, 128 MiB on each node: cluster/node.py) up to this size; a longer prompt's blocks
+# go through IPFS only. 1,568 fp32 tokens of the embedded model are 72.7 MB.
+DIRECT_MAX_BYTES = 96 * 1024 * 1024
 # Which imported position the decode peer checks: the prefill peer must not predict it.
 _RNG = random.SystemRandom()
 
@@ -88,6 +93,9 @@ class PeerKV:
         # Whether the decode peer spot-checks the blocks it takes (kv.spot_check).
         self.spot_check = spot_check
         self._pool: ThreadPoolExecutor | None = None
+        self._storing: threading.Thread | None = None
+        # The last handoff's new parts and their refs, until store_pending.
+        self._pending: tuple[list[tuple[bytes, int, int, Bytes]], list] | None = None
 
     @classmethod
     def from_config(cls, model_cid: str) -> PeerKV:
@@ -123,12 +131,16 @@ class PeerKV:
     # -- prefill peer ------------------------------------------------------------------
 
     def store_prompt(self, session: StageSession, token_ids: Sequence[int]) -> Handoff:
-        """Store the full blocks of a prefilled session; their manifest for the decode peer.
-        Without a store, or when Kubo fails, the manifest is empty (with a warning); what
-        else raises fails the handoff, and the driver has the decode peer compute."""
+        """Hand over the full blocks of a prefilled session: their manifest, and their
+        bytes by CID for the decode peer to take directly (verified there by CID, as a
+        Kubo fetch is). The blocks go into this peer's Kubo in the background, for the
+        swarm's cache and a failover's new decode peer. Without a store, or when the
+        blocks cannot be encoded for want of Kubo, the manifest is empty (with a
+        warning); what else raises fails the handoff, and the driver has the decode peer
+        compute."""
         with _warnings() as warned:
             started = time.monotonic()
-            handoff, tokens = b"", 0
+            handoff, tokens, direct = b"", 0, None
             if self.store is None:
                 log.warning(
                     "kv: the prefill peer has no IPFS node (EDGELLM_IPFS_API unset); "
@@ -136,7 +148,7 @@ class PeerKV:
                 )
             else:
                 try:
-                    handoff, tokens = self._store(session, token_ids)
+                    handoff, tokens, direct = self._encode(session, token_ids)
                 except KVError as exc:  # Kubo failed: the decode peer computes instead
                     log.warning(
                         "kv: the prefill peer could not store the prompt's blocks (%s); "
@@ -144,20 +156,82 @@ class PeerKV:
                         exc,
                     )
             ms = (time.monotonic() - started) * 1000.0
-        return Handoff(handoff, ms, tokens, tuple(warned))
+        return Handoff(handoff, ms, tokens, tuple(warned), direct)
 
-    def _store(self, session: StageSession, token_ids: Sequence[int]) -> tuple[bytes, int]:
+    def _encode(
+        self, session: StageSession, token_ids: Sequence[int]
+    ) -> tuple[bytes, int, dict[str, Bytes] | None]:
+        """(manifest, tokens it covers, every part's bytes by CID or None when they are
+        over DIRECT_MAX_BYTES); the new parts' store is started in the background."""
         assert self.store is not None
         kv = StageKV.of(session.kv_layout, self.model_cid, self.block_size)
         keys = chain(kv.chain, token_ids)
         with torch.inference_mode():
-            refs = kvhandoff.store_session(
+            encoded = kvhandoff.encode_session(
                 session, self.store, self.model_cid, self.block_size, token_ids, keys
             )
-        if not refs:
-            return b"", 0
+        if not encoded.chosen:
+            return b"", 0, None
+        new_refs = encoded.local_refs()
+        refs = encoded.refs(new_refs)
         manifest = merge(kv, [refs], self.providers())
-        return manifest.to_json(), len(refs) * self.block_size
+        self._store_later(encoded.new, new_refs)
+        # Every block's bytes, those this peer held already too (encoded again: the same
+        # K/V give the same bytes, and a part whose CID differs is fetched from Kubo).
+        direct = encoded.by_cid(new_refs)
+        if sum(map(len, direct.values())) > DIRECT_MAX_BYTES:
+            direct = None
+        return manifest.to_json(), len(refs) * self.block_size, direct
+
+    def _store_later(self, new: list[tuple[bytes, int, int, Bytes]], refs) -> None:
+        """Hold the new parts for `store_pending` (an earlier handoff's still pending is
+        started first: nothing handed over goes unstored)."""
+        self.store_pending()
+        if self.store is not None and new:
+            self._pending = (new, list(refs))
+
+    def store_pending(self) -> None:
+        """Put the last handoff's new parts into this peer's Kubo, in a thread. The driver
+        asks once the decode peer has taken them (on a shared host the store would
+        compete with that), the cluster's end at the latest (`wait_stored`). The CIDs
+        Kubo returns must be the ones the manifest named (the encoding is canonical),
+        else a warning."""
+        pending, self._pending = self._pending, None
+        store, before = self.store, self._storing
+        if pending is None or store is None:
+            return
+        new, refs = pending
+
+        def work() -> None:
+            if before is not None:
+                before.join()  # one store at a time, in order
+            started = time.monotonic()
+            try:
+                put = store.put_many(new)
+            except KVError as exc:  # the decode peer has the bytes; the cache misses them
+                log.warning("kv: storing the prompt's blocks in this peer's Kubo failed: %s", exc)
+                return
+            wrong = [p.cid for p, r in zip(put, refs, strict=True) if p.cid != r.cid]
+            if wrong:
+                log.warning("kv: Kubo named %d handed-over blocks otherwise: %s", len(wrong), wrong)
+            log.info(
+                "kv: stored %d handed-over block parts in %.0f ms",
+                len(put),
+                (time.monotonic() - started) * 1000.0,
+            )
+
+        thread = threading.Thread(target=work, name="pd-kv-store", daemon=True)
+        thread.start()
+        self._storing = thread
+
+    def wait_stored(self, timeout_s: float) -> bool:
+        """Store what is pending, then wait up to `timeout_s` for it; whether it finished
+        (the cluster's end asks before it stops the stage: the thread is a daemon)."""
+        self.store_pending()
+        thread = self._storing
+        if thread is not None:
+            thread.join(timeout_s)
+        return thread is None or not thread.is_alive()
 
     # -- decode peer -------------------------------------------------------------------
 
@@ -186,7 +260,10 @@ class PeerKV:
                 )
             else:
                 try:
-                    cached, fetched = self._fetch(session, handoff.manifest, token_ids, logits)
+                    direct = getters(handoff.blocks, self.store.fetch_timeout_s)
+                    cached, fetched = self._fetch(
+                        session, handoff.manifest, token_ids, logits, direct
+                    )
                 except Exception as exc:  # noqa: BLE001 - a peer's blocks must never fail us
                     log.warning(
                         "kv: fetching the prefill peer's blocks failed (%s); "
@@ -214,6 +291,7 @@ class PeerKV:
             out,
             handoff.warnings + tuple(warned),
             dropped,
+            len(fetched.direct) if cached else 0,
         )
 
     def _checked(
@@ -242,9 +320,16 @@ class PeerKV:
         return None, False, dropped
 
     def _fetch(
-        self, session: StageSession, data: bytes, token_ids: Sequence[int], logits: bool
+        self,
+        session: StageSession,
+        data: bytes,
+        token_ids: Sequence[int],
+        logits: bool,
+        direct: Mapping[str, Getter],
     ) -> tuple[int, kvhandoff.Fetched]:
-        """Import P's verified blocks into the session: (tokens, what was fetched)."""
+        """Import P's verified blocks into the session, those `direct` names (P's bytes,
+        a getter per CID) taken from there, the rest through IPFS: (tokens, what was
+        fetched)."""
         assert self.store is not None
         none = kvhandoff.Fetched()
         try:
@@ -263,7 +348,8 @@ class PeerKV:
                 spec.dtype,
             )
             return 0, none
-        self._connect(manifest.providers)
+        if not {p.cid for b in manifest.blocks for p in b.parts} <= direct.keys():
+            self._connect(manifest.providers)
         keys = chain(spec, token_ids)
         limit = len(keys)
         if logits:  # leave the last position to compute
@@ -281,23 +367,28 @@ class PeerKV:
                 keys,
                 limit,
                 self._pool,
+                direct,
             )
         cached = len(fetched.blocks) * spec.block_size
         log.info(
-            "kv: %d of %d prompt tokens from the prefill peer's blocks", cached, len(token_ids)
+            "kv: %d of %d prompt tokens from the prefill peer's blocks (%d parts handed over "
+            "directly)",
+            cached,
+            len(token_ids),
+            len(fetched.direct),
         )
         return cached, fetched
 
     def _keep(self, fetched: kvhandoff.Fetched) -> None:
         """Pin and index the verified blocks taken from P (in the background), so this
         peer announces and serves them too."""
-        store, remote = self.store, list(fetched.remote)
-        if store is None or not remote:
+        store, remote, direct = self.store, list(fetched.remote), list(fetched.direct)
+        if store is None or not (remote or direct):
             return
 
         def work() -> None:
             try:
-                kvhandoff.adopt(store, remote)
+                kvhandoff.adopt(store, remote, direct)
             except KVError as exc:  # only the cache misses them
                 log.warning("kv: keeping the prefill peer's blocks failed: %s", exc)
 

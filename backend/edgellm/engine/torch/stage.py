@@ -309,6 +309,20 @@ class StageSession:
         except ValueError as exc:
             raise InvalidRequest(f"cannot import KV: {exc}") from exc
 
+    def prefault(self, n: int) -> None:
+        """Write zeros over the next n positions' K and V, not caching them: memory fresh
+        from the allocator is mapped on first write, one page fault per 4 KB (about 6 us
+        each on a virtual machine: 110 ms for a 1,568-token prompt's 72.7 MB), and a P/D
+        decode peer does that while the prefill peer computes, not while it imports the
+        prompt's blocks. A cache with no single buffer is left alone."""
+        n = min(n, self._mask.shape[1] - self.position)
+        if n <= 0:
+            return
+        try:
+            self.cache.reserve(n).zero_()
+        except ValueError:
+            return
+
     def commit_kv(self, n: int) -> None:
         """Make the n positions written through `reserve_kv` part of the cache."""
         self.cache.commit(n)
