@@ -75,7 +75,13 @@ STOP_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 # stage's end to the next step's start went from 10 to 4.2-5 ms a token (two-stage split on
 # two cores, medians of 60 steps). The price: a prefill's activations under 2 MiB (about
 # 900 tokens of SmolLM2) now travel between stages through the driver, not node to node.
-SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 2**20}
+# Each node's object store (object_store_bytes) is faulted in when its raylet starts
+# (MAP_POPULATE), not by the first large object: a P/D handoff's 72.7 MB of KV blocks are
+# the first, on the path between the first token and the second, and on a cold cluster
+# the prefill peer's put and the decode peer's take were about 80 and 70 ms slower for the
+# page faults (two nodes on the 2-core machine). It costs each node that much once, at
+# its start, and keeps the store's memory resident while the node runs.
+SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 2**20, "preallocate_plasma_memory": True}
 # OpenMP threads of a stage spin only briefly between parallel regions, then sleep. The
 # stages of a split run one after another for a token, on the same cores when the peers
 # share a machine: libgomp's default spin (300,000 rounds, milliseconds) kept the idle
@@ -118,7 +124,8 @@ class NodeConfig:
     resources: dict[str, float] | None = None
     # CPUs Ray may schedule on this node.
     num_cpus: int = 1
-    # Object store size in bytes (activations are small).
+    # Object store size in bytes: activations, and a P/D handoff's KV blocks (up to
+    # disaggregated.worker.DIRECT_MAX_BYTES).
     object_store_bytes: int = 128 * 1024 * 1024
     # Extra environment for every Ray process of the node (e.g. EDGELLM_MODELS_DIR).
     env: dict[str, str] | None = None
