@@ -17,8 +17,11 @@ competes with B and the requester for the same cores (a real other peer would no
   median of the pairs' differences, over the median cached TTFT without the check. The
   difference of the two end-to-end TTFT medians (`end_to_end_share`) is reported too; on a
   shared machine it is mostly the noise of the block fetch, which is ~70% of the TTFT.
-- pd_handoff_share: (storing the blocks on P + fetching them on D) over the prefill time,
-  for the same prompt: what moving the KV costs relative to computing it.
+- ipfs_handoff_share: (storing the blocks on P + fetching them on D over bitswap) over
+  the prefill time, for the same prompt: what a P/D handoff costs through IPFS alone (a
+  failover's new decode peer fetching a lost one's blocks, a prompt too long to hand over
+  directly). A P/D request's own handoff (the bytes straight to D beside the store) is
+  pipeline_figures' pd_handoff_share, on the real path.
 
 Each figure is the median of REPEATS runs after a warm-up; the greedy tokens of the cached
 and uncached runs are checked equal. `cached_ttft_breakdown_ms` splits one cached TTFT into
@@ -287,7 +290,7 @@ def _measure(
             "repeats": REPEATS,
             "spot_pairs": SPOT_PAIRS,
         },
-        "pd_handoff_share": {
+        "ipfs_handoff_share": {
             "value": share,
             "unit": "ratio",
             "baseline": prefill,

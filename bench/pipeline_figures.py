@@ -30,6 +30,14 @@ network. Everything the swarm part starts is stopped by pid.
   start, socket, prefill), next to cold_ttft_s's launch-to-first-byte of a one-shot infer.
   The workers republish their records every 2 s (--refresh) so that a worker freed by one
   request is seen free by the next.
+- pd_handoff_share: on the same two workers, PD_REPEATS one-shot `infer --json
+  --prefill-peer A --decode-peer B` over a distinct ~1,500-token prompt each (about 72 MB
+  of fp32 KV), each followed by the single-process torch engine's TTFT on the same prompt
+  (its full prefill, in the namespace process). What the handoff puts between the first
+  token and the second, P's part (encoding the blocks and handing their bytes over:
+  kv_store_ms) plus D's (taking them, verifying each by CID and its contents, importing:
+  kv_fetch_ms), over the prefill: medians, each run's parts beside them. Storing the
+  blocks in P's Kubo runs beside the decode and is not on that path.
 - split_prefix_cache_ttft_speedup: on the same warm two-stage session, PREFIX_REPEATS
   pairs of requests sharing a ~1,500-token prefix (a fresh prefix per pair): the first
   computes it (and each stage stores its layers' blocks), the second, a few seconds later,
@@ -77,9 +85,12 @@ WALL_PROMPT = "Write a haiku about a lighthouse."  # the client-side first-byte 
 PREFIX_REPEATS = 3
 PREFIX_LINES = 40  # ~37 tokens a line
 PREFIX_STORE_WAIT_S = 3.0  # the stages store a prompt's blocks in the background
+# pd_handoff_share: cold P/D one-shot infers over distinct ~1,500-token prompts.
+PD_REPEATS = 3
+PD_MAX_TOKENS = 4
 BUSY_RETRY_S = 90
-SWARM_DEADLINE_S = 600  # the in-namespace part gives up (and cleans up) after this
-OUTER_TIMEOUT_S = 660
+SWARM_DEADLINE_S = 900  # the in-namespace part gives up (and cleans up) after this
+OUTER_TIMEOUT_S = 960
 STOP_GRACE_S = 30
 
 
@@ -289,10 +300,39 @@ def _engine_ttft(store_dir: Path) -> tuple[Callable[[str], float], bool]:
     return ttft_ms, bool(uncached)
 
 
-def _warm_session(swarm: _Swarm, net: list[str], store_dir: Path) -> dict[str, Any]:
+def _pd_handoff(
+    swarm: _Swarm, net: list[str], peers: tuple[str, str], engine_ttft_ms: Callable[[str], float]
+) -> dict[str, Any]:
+    """P/D one-shot infers (prefill on peers[0], decode on peers[1]), each followed by the
+    engine's full prefill of the same prompt: per run, the answer's KV parts and the
+    engine's TTFT."""
+    ask = ["infer", "--json", *net, "--prefill-peer", peers[0], "--decode-peer", peers[1]]
+    ask += ["--max-tokens", str(PD_MAX_TOKENS)]
+    runs = []
+    for run in range(PD_REPEATS):
+        prompt = _long_prefix(100 + run) + "Which boat met buoy 7?"
+        answer = json.loads(swarm.run("requester", *ask, prompt))
+        if answer.get("mode") != "pd":
+            raise RuntimeError(f"--prefill-peer/--decode-peer ran as {answer.get('mode')!r}")
+        runs.append(
+            {
+                "kv_store_ms": answer["kv_store_ms"],
+                "kv_fetch_ms": answer["kv_fetch_ms"],
+                "ttft_ms": answer["ttft_ms"],
+                "prompt_tokens": answer["prompt_tokens"],
+                "cached_prompt_tokens": answer["cached_prompt_tokens"],
+                "engine_prefill_ms": engine_ttft_ms(prompt),
+            }
+        )
+    return {"runs": runs}
+
+
+def _warm_session(
+    swarm: _Swarm, net: list[str], store_dir: Path, engine: tuple[Callable[[str], float], bool]
+) -> dict[str, Any]:
     """Open a session over the two workers, warm it up, then per prompt the session's TTFT
     and the local engine's."""
-    engine_ttft_ms, uncached = _engine_ttft(store_dir)
+    engine_ttft_ms, uncached = engine
     started = time.monotonic()
     sid = _open_session(swarm, [*net, "--stages", "2"])
     open_s = time.monotonic() - started
@@ -417,7 +457,7 @@ def swarm_main(store_dir: Path) -> int:
         started = time.monotonic()
         a = swarm.start_worker("a")
         boot = a["addrs"][0]
-        swarm.start_worker("b", "--bootstrap", boot)
+        b = swarm.start_worker("b", "--bootstrap", boot)
         workers_s = time.monotonic() - started
         swarm.shared(["a", "b"])
         shared_s = time.monotonic() - started
@@ -433,7 +473,9 @@ def swarm_main(store_dir: Path) -> int:
         cold_ttft_s, streamed = _cold_streamed_infer(swarm, common)
         answer = json.loads(swarm.run("requester", "infer", "--json", *common, PROMPT))
         net_listen = [*net, "--listen", "/ip4/127.0.0.1/tcp/0", "--ray-address", "127.0.0.1"]
-        session = _warm_session(swarm, net_listen, store_dir)
+        engine = _engine_ttft(store_dir)
+        pd = _pd_handoff(swarm, net_listen, (a["peer_id"], b["peer_id"]), engine[0])
+        session = _warm_session(swarm, net_listen, store_dir, engine)
         print(
             json.dumps(
                 {
@@ -442,6 +484,7 @@ def swarm_main(store_dir: Path) -> int:
                     "workers_start_s": workers_s,
                     "workers_shared_s": shared_s,
                     "answer": answer,
+                    "pd": pd,
                     "session": session,
                 }
             )
@@ -573,6 +616,7 @@ def figures(store_dir: Path) -> dict[str, Any]:
     warm_prefix_ms = statistics.median(prefix["cached_ttft_ms"])
     speedup = cold_ms / warm_prefix_ms if warm_prefix_ms else None
     return {
+        "pd_handoff_share": _pd_figure(swarm["pd"]["runs"]),
         "split_prefix_cache_ttft_speedup": {
             "value": speedup,
             "unit": "ratio",
@@ -654,6 +698,27 @@ def figures(store_dir: Path) -> dict[str, Any]:
             "json_infer_phases_ms": answer.get("phases_ms"),
             "json_infer_ttft_ms": answer["ttft_ms"],
         },
+    }
+
+
+def _pd_figure(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    handoff = [r["kv_store_ms"] + r["kv_fetch_ms"] for r in runs]
+    prefill = [r["engine_prefill_ms"] for r in runs]
+    share = statistics.median(handoff) / statistics.median(prefill)
+    return {
+        "value": share,
+        "unit": "ratio",
+        "baseline": statistics.median(prefill),
+        "ratio": share,
+        "goal": 0.10,
+        "handoff_ms": statistics.median(handoff),
+        "handoff_ms_p95": _quantile(handoff, 0.95),
+        "kv_store_ms": statistics.median(r["kv_store_ms"] for r in runs),
+        "kv_fetch_ms": statistics.median(r["kv_fetch_ms"] for r in runs),
+        "engine_prefill_ms": statistics.median(prefill),
+        "engine_prefill_ms_p95": _quantile(prefill, 0.95),
+        "runs": runs,
+        "path": "the real path: two workers in a loopback namespace, a cold P/D infer each",
     }
 
 
