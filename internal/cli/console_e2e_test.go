@@ -249,6 +249,8 @@ func TestConsole(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
+		// Shown while /ready says the backend is restarting, or after it
+		// from the node's restart count (a restart may fall between polls).
 		until("not ready shown", `!document.querySelector("#banner").hidden`, 30*time.Second)
 		shot(bctx, shots, "5-backend-down")
 		until("ready again", `document.querySelector("#banner").hidden && document.querySelector("#ready").textContent === "ready"`, 3*time.Minute)

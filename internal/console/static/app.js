@@ -362,9 +362,23 @@ function renderFigures(st) {
   sparkline($("ch-queue"), [{ values: s.map((p) => p.queue_depth), color: "#6b3fb0" }]);
 }
 
+// A backend restart can be over before the next /ready poll (a backend serves within
+// a couple of seconds): the node's restart count says it happened all the same.
+let restartsSeen = null;
+
+function noteRestarts(n) {
+  if (restartsSeen !== null && n > restartsSeen) {
+    $("banner").hidden = false;
+    $("banner").textContent = `The node's backend restarted (${n} since the node started): ` +
+      "requests in flight were lost, and the next one to the swarm forms a new cluster.";
+  }
+  restartsSeen = n;
+}
+
 async function pollStatus() {
   const st = await fetchStatus();
   if (!st) return;
+  noteRestarts(st.totals.backend_restarts);
   $("self").textContent = st.self ? "node " + shortId(st.self) : "";
   renderChain(st);
   renderPeers(st);
@@ -372,7 +386,10 @@ async function pollStatus() {
 }
 
 async function tick() {
-  await Promise.all([pollReady(), pollStatus()]);
+  // Readiness first: a restart noticed by pollStatus stays on the banner until the next
+  // tick's readiness, not only until this one's answer.
+  await pollReady();
+  await pollStatus();
   setTimeout(tick, POLL_MS);
 }
 
