@@ -71,6 +71,8 @@ def getters(blocks: object, timeout_s: float) -> dict[str, Getter]:
             raise KVError("the prefill peer handed over something other than bytes by CID")
         return {cid: (lambda data=data: data) for cid, data in blocks.items()}
     chunks = _checked_chunks(blocks)
+    if not chunks:
+        return {}
     deadline = time.monotonic() + timeout_s
     refs = [ref for *_, ref in chunks]
     ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)  # start every pull
