@@ -82,8 +82,10 @@ def _request(rid: str = "r") -> GenerationRequest:
     return GenerationRequest(rid, prompt=PROMPT, sampling=SamplingParams(max_tokens=MAX_NEW))
 
 
-def _actor(stage: Stage, model_cid: str, kv: PeerKV | None) -> StageActor:
-    actor = StageActor()
+def _actor(
+    stage: Stage, model_cid: str, kv: PeerKV | None, cls: type[StageActor] = StageActor
+) -> StageActor:
+    actor = cls()
     actor.stage = stage
     actor.weights_cid = model_cid
     actor.kv = kv or PeerKV(None, model_cid, BLOCK)
@@ -212,8 +214,7 @@ def test_handed_over_garbage_costs_a_recompute(
     store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, garbage
 ) -> None:
     _, decode = pair
-    prefill = GarbagePrefill()
-    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    prefill = _actor(stage, model_cid, pair[0].kv, GarbagePrefill)
     prefill.garbage = garbage
     with caplog.at_level(logging.WARNING):
         tokens, last = _run(_engine(store_dir, prefill, decode))
@@ -312,8 +313,7 @@ def test_refused_block_is_recomputed_with_a_warning(
     fetch's are) and the request: D keeps the blocks before the first that fails and
     computes from there."""
     _, decode = pair
-    prefill = forger()
-    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    prefill = _actor(stage, model_cid, pair[0].kv, forger)
     with caplog.at_level(logging.WARNING):
         tokens, last = _run(_engine(store_dir, prefill, decode))
     assert tokens == reference
@@ -383,8 +383,7 @@ def test_prefill_peer_lost_costs_a_warning(
     store_dir, stage, model_cid, pair, prompt_ids, reference, computed, caplog, lost
 ) -> None:
     _, decode = pair
-    prefill = lost()
-    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    prefill = _actor(stage, model_cid, pair[0].kv, lost)
     with caplog.at_level(logging.WARNING):
         tokens, last = _run(_engine(store_dir, prefill, decode))
     assert tokens == reference
@@ -572,8 +571,7 @@ def test_forged_handoff_fails_the_decode_peers_spot_check(
     store_dir, stage, model_cid, pair, kubos, prompt_ids, reference, computed, caplog
 ) -> None:
     _, decode = pair
-    prefill = ForgingPrefill()
-    prefill.stage, prefill.weights_cid, prefill.kv = stage, model_cid, pair[0].kv
+    prefill = _actor(stage, model_cid, pair[0].kv, ForgingPrefill)
     # The plan names the peers, as the node's does: the prefill one is reported.
     plan = Plan(
         "s-forged",
