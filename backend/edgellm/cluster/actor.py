@@ -27,6 +27,7 @@ from edgellm.cluster.disaggregated.direct import put_chunks
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
 from edgellm.cluster.disaggregated.worker import PeerKV
 from edgellm.cluster.stage_prefix import StagePrefix
+from edgellm.cluster.wire import on_the_wire
 from edgellm.config import load_config
 from edgellm.engine.runner import Slots
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession, forward_batch
@@ -65,6 +66,8 @@ class StageActor:
         self.prompt_logits: dict[str, torch.Tensor] = {}
         # The prefix cache of a pipeline stage (edgellm.cluster.stage_prefix).
         self.prefix: StagePrefix | None = None
+        # Whether results go back through Ray, their tensors as arrays (cluster.wire).
+        self.on_ray = _in_ray_actor()
 
     def load(
         self,
@@ -96,9 +99,11 @@ class StageActor:
             raise InvalidRequest("stage not loaded")
         self.sessions[session_id] = self.stage.session(max_positions)
 
+    @on_the_wire
     def forward(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
         return self.sessions[session_id].forward(inputs)
 
+    @on_the_wire
     def forward_batch(self, session_ids: list[str], inputs: torch.Tensor) -> torch.Tensor:
         """One decode step of several sessions: row i of `inputs` is session_ids[i]'s."""
         return forward_batch([self.sessions[sid] for sid in session_ids], inputs)
@@ -119,6 +124,7 @@ class StageActor:
             self.kv = PeerKV.from_config(self.weights_cid)
         return self.kv
 
+    @on_the_wire
     def prefill(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
         """The prefill peer: the prompt [1, n] through every layer; the last position's
         logits. The session waits for `handoff`."""
@@ -177,6 +183,7 @@ class StageActor:
             self.prompt_logits[session_id] = loaded.logits
         return dataclasses.replace(loaded, logits=None)
 
+    @on_the_wire
     def take_logits(self, session_id: str) -> torch.Tensor | None:
         """The logits of the prompt's last position if load_kv computed it (the first
         token, when the prefill peer was lost before returning its own)."""
@@ -203,6 +210,7 @@ class StageActor:
         if session is not None:
             self._prefix().keep(session_id, session, prompt, first)
 
+    @on_the_wire
     def forward_checked(
         self, session_id: str, carried: tuple[torch.Tensor, list[tuple[float, float]]], check: int
     ) -> tuple[torch.Tensor, list[tuple[float, float]]]:

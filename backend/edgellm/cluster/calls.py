@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from edgellm.cluster import wire
 from edgellm.errors import ClusterError, EdgeLLMError
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,17 @@ class Calls(Protocol):
 
 
 class RayCalls:
+    """Tensors travel as arrays both ways (edgellm.cluster.wire)."""
+
     def submit(self, actor: Any, method: str, *args: Any) -> Any:
         try:
-            return getattr(actor, method).remote(*args)
+            return getattr(actor, method).remote(*(wire.pack(a) for a in args))
         except RayError as exc:
             raise ray_error(exc, f"submitting {method}") from None
 
     def get(self, handle: Any, what: str) -> Any:
         try:
-            return ray.get(handle)
+            return wire.unpack(ray.get(handle))
         except RayError as exc:
             raise ray_error(exc, what) from None
 

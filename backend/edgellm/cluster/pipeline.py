@@ -2,7 +2,8 @@
 
 Per decode step the driver submits one call per stage, each taking the previous call's
 ObjectRef, and waits once for the last: Ray hands activations from stage to stage
-without a driver round-trip in between (small tensors ride inline in the call). A batched
+without a driver round-trip in between (small tensors ride inline in the call, as numpy
+arrays: edgellm.cluster.wire). A batched
 step carries the whole batch's activations [b, 1, h] the same way (`forward_batch`), each
 stage running its sessions' slots at once. The last
 stage returns float32 logits, and the shared decode loop samples on the driver, so
@@ -26,6 +27,7 @@ import ray
 import torch
 from ray.exceptions import RayError
 
+from edgellm.cluster import wire
 from edgellm.cluster.actor import StageActor
 from edgellm.cluster.calls import AfterOpen, Calls, RayCalls, ray_error
 from edgellm.cluster.plan import Plan
@@ -107,11 +109,11 @@ class RayPipeline:
     ) -> torch.Tensor:
         """One decode step of `sessions` on every stage, chained like `RaySession.forward`."""
         sids = [s.sid for s in sessions]
-        x = input_ids
+        x = wire.pack(input_ids)
         for actor in self.actors:
             x = actor.forward_batch.remote(sids, x)
         try:
-            return ray.get(x)
+            return wire.unpack(ray.get(x))
         except RayError as exc:
             raise ray_error(exc, "a stage failed") from None
 
