@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from edgellm.cluster import procs, ray_start
+from edgellm.cluster.actor import stage_threads
 from edgellm.cluster.manager import ClusterManager
 from edgellm.cluster.node import MARKER_ENV, NodeConfig, RayNode
 from edgellm.cluster.plan import Plan, PlanStage
@@ -135,6 +136,28 @@ def test_stages_run_on_their_peers(cluster: Cluster, distributed: TorchEngine) -
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         want = os.environ.get("GOMP_SPINCOUNT", "10000").encode()
         assert b"GOMP_SPINCOUNT=" + want in environ
+
+
+def test_a_stage_decodes_on_half_its_cores(cluster: Cluster, distributed: TorchEngine) -> None:
+    """After a request, whose last call to each stage was a decode step, the stage's torch
+    runs on half the cores it may use (actor.stage_threads); a prefill takes them all."""
+    list(distributed.generate(_with(PROMPTS[0])))
+    for actor in distributed.pipeline.actors:
+        threads, cores = ray.get(
+            actor.__ray_call__.remote(
+                lambda self: (torch.get_num_threads(), len(os.sched_getaffinity(0)))
+            )
+        )
+        assert threads == max(1, cores // 2)
+
+
+@pytest.mark.parametrize(
+    ("cores", "positions", "threads"),
+    [(2, 1, 1), (2, 40, 2), (1, 1, 1), (1, 9, 1), (16, 1, 8), (16, 2, 16), (3, 1, 1)],
+)
+def test_stage_threads(monkeypatch, cores: int, positions: int, threads: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert stage_threads(positions) == threads
 
 
 def test_nodes_run_without_the_components_nobody_reads(cluster: Cluster) -> None:

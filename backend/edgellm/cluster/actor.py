@@ -36,16 +36,28 @@ from edgellm.kv import spot
 from edgellm.models.store import ModelStore
 
 
-def stage_threads() -> int:
-    """Torch threads for a stage: every CPU this process may run on, as torch itself takes
-    in a plain process. Ray sets OMP_NUM_THREADS to an actor's CPU request, floored, at
-    least 1, when the environment has none; stages ask for 0.001 CPU (Ray's accounting
-    must not refuse a stage), so torch would run a stage on one thread while the
-    single-process engine uses every core. That matters for a prefill's matrix products;
-    a decode token of two 15-layer stages ran at 17.4 tokens/s on one thread and 17.1 on
-    two (2 cores, in one process), so decode does not. The stages of a pipeline run one
-    after another for a token, so their threads do not compete with each other."""
-    return max(1, len(os.sched_getaffinity(0)))
+def stage_threads(positions: int) -> int:
+    """Torch threads for a stage's forward of `positions` new positions a sequence.
+
+    A prefill (more than one): every CPU this process may run on, as torch itself takes in
+    a plain process. Ray sets OMP_NUM_THREADS to an actor's CPU request, floored, at least
+    1, when the environment has none; stages ask for 0.001 CPU (Ray's accounting must not
+    refuse a stage), so torch would run a stage on one thread while the single-process
+    engine uses every core, and a prefill's matrix products need them.
+
+    A decode step (one): half of them, at least one. Its small matrix-vector products are
+    bound by memory, not arithmetic: in one process, 1 and 2 threads decoded alike here
+    (SmolLM2, two in-process stages, 20-22 tokens/s either way). But a stage is a process
+    beside its peer's node, Kubo, raylet (and on the requester, the driver), and every
+    parallel region of a step waits at its end for a thread that one of those preempted.
+    A two-stage split through Ray on the 2-core machine, runs of 64 tokens interleaved:
+    one thread a step 15.1-19.3 tokens/s (mean 17.4 of 6), two 13.3-17.5 (mean 15.0); one
+    thread for the prefill too made the time to first token worse (1.27-1.45 times the
+    engine's, against 1.20-1.24). The other half of the cores is left to those processes.
+    The stages of a pipeline run one after another for a token, so their threads do not
+    compete with each other."""
+    cores = max(1, len(os.sched_getaffinity(0)))
+    return cores if positions > 1 else max(1, cores // 2)
 
 
 def _in_ray_actor() -> bool:
@@ -68,6 +80,8 @@ class StageActor:
         self.prefix: StagePrefix | None = None
         # Whether results go back through Ray, their tensors as arrays (cluster.wire).
         self.on_ray = _in_ray_actor()
+        # Torch's threads, as last set (_threads_for).
+        self.threads = 0
 
     def load(
         self,
@@ -91,8 +105,17 @@ class StageActor:
             )
         self.stage = Stage(store.path(model_id), LayerRange(start, end), "cpu", slots)
         self.weights_cid = weights_cid
-        torch.set_num_threads(stage_threads())
         return os.getpid()
+
+    def _threads_for(self, positions: int) -> None:
+        """Torch's threads for a forward of `positions` a sequence (stage_threads), in a
+        Ray actor's process of its own (in-process actors leave their host's setting)."""
+        if not self.on_ray:
+            return
+        threads = stage_threads(positions)
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            self.threads = threads
 
     def open(self, session_id: str, max_positions: int) -> None:
         if self.stage is None:
@@ -101,11 +124,13 @@ class StageActor:
 
     @on_the_wire
     def forward(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
+        self._threads_for(inputs.shape[1])
         return self.sessions[session_id].forward(inputs)
 
     @on_the_wire
     def forward_batch(self, session_ids: list[str], inputs: torch.Tensor) -> torch.Tensor:
         """One decode step of several sessions: row i of `inputs` is session_ids[i]'s."""
+        self._threads_for(1)
         return forward_batch([self.sessions[sid] for sid in session_ids], inputs)
 
     def close(self, session_id: str) -> None:
@@ -128,6 +153,7 @@ class StageActor:
     def prefill(self, session_id: str, inputs: torch.Tensor) -> torch.Tensor:
         """The prefill peer: the prompt [1, n] through every layer; the last position's
         logits. The session waits for `handoff`."""
+        self._threads_for(inputs.shape[1])
         session = self.sessions[session_id]
         try:
             logits = session.forward(inputs)
@@ -178,6 +204,7 @@ class StageActor:
         last position, whose logits take_logits returns)."""
         if self.stage is None:
             raise InvalidRequest("stage not loaded")
+        self._threads_for(len(prompt))  # the prompt past P's blocks is computed here
         loaded = self._kv().load(self.sessions[session_id], handoff, prompt, logits)
         if loaded.logits is not None:
             self.prompt_logits[session_id] = loaded.logits
@@ -220,6 +247,7 @@ class StageActor:
         and the tolerance for its dtype). The driver then reads every stage's verdict from
         the last reply, with no round trip of its own after the prefill."""
         inputs, differences = carried
+        self._threads_for(inputs.shape[1])
         session = self.sessions[session_id]
         out = session.forward(inputs, check=check)
         mine = (session.difference(check), spot.tolerance(session.kv_layout.dtype))
