@@ -28,7 +28,7 @@ from edgellm.engine.runner import Slots
 from edgellm.engine.torch.engine import TorchEngine
 from edgellm.engine.torch.stage import LayerRange, Stage, StageSession
 from edgellm.engine.types import GenerationRequest, SamplingParams
-from edgellm.errors import InvalidRequest
+from edgellm.errors import ClusterError, InvalidRequest
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
 from edgellm.kv.store import KVStore
@@ -54,9 +54,12 @@ class ChainSession(RaySession):
     stages' stores, as RayPipeline.close does before it stops them, so a test's next step
     sees them."""
 
-    def __init__(self, actors: list[StageActor], sid: str, positions: int) -> None:
+    def __init__(
+        self, actors: list[StageActor], sid: str, positions: int, calls: LocalCalls | None = None
+    ) -> None:
         # As RayPipeline.session: the opens are not waited for on their own.
-        super().__init__(actors, sid, calls=AfterOpen.open(LocalCalls(), actors, sid, positions))
+        opened = AfterOpen.open(calls or LocalCalls(), actors, sid, positions)
+        super().__init__(actors, sid, calls=opened)
 
     def _keep(self, prompt) -> None:
         super()._keep(prompt)
@@ -64,9 +67,27 @@ class ChainSession(RaySession):
             assert actor.prefix_drain(60.0)
 
 
+class Recorded(LocalCalls):
+    """LocalCalls that record each submit and get, by method, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def submit(self, actor, method: str, *args):
+        handle = super().submit(actor, method, *args)
+        handle.method = method
+        self.events.append(("submit", method))
+        return handle
+
+    def get(self, handle, what: str):
+        self.events.append(("get", getattr(handle, "method", "")))
+        return super().get(handle, what)
+
+
 class Chain:
-    def __init__(self, actors: list[StageActor]) -> None:
+    def __init__(self, actors: list[StageActor], calls: LocalCalls | None = None) -> None:
         self.actors = actors
+        self.calls = calls
         self.count = 0
 
     @property
@@ -79,7 +100,7 @@ class Chain:
 
     def session(self, max_positions: int) -> ChainSession:
         self.count += 1
-        return ChainSession(self.actors, f"s{self.count}", max_positions)
+        return ChainSession(self.actors, f"s{self.count}", max_positions, self.calls)
 
     def forward_batch(self, sessions: list[ChainSession], input_ids: torch.Tensor) -> torch.Tensor:
         x = input_ids
@@ -129,8 +150,8 @@ def _request(manifest: bytes = b"") -> GenerationRequest:
     return GenerationRequest("r", prompt=PROMPT, sampling=sampling, kv_manifest=manifest)
 
 
-def _run(store_dir: Path, actors: list[StageActor], manifest: bytes = b""):
-    engine = TorchEngine.over(Chain(actors), store_dir)
+def _run(store_dir: Path, actors: list[StageActor], manifest: bytes = b"", calls=None):
+    engine = TorchEngine.over(Chain(actors, calls), store_dir)
     chunks = list(engine.generate(_request(manifest)))
     return [t for c in chunks for t in c.token_ids], chunks[-1]
 
@@ -212,6 +233,29 @@ def test_second_run_takes_every_stages_blocks(
     rest = len(prompt_ids) - cached + 1
     assert computed[:2] == [(0, rest), (SPLIT, rest)]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_stages_import_with_the_prefill(store_dir, filled, reference) -> None:
+    """The stages' imports of the cached blocks are not a round trip of their own: the
+    driver submits them, then the prefill, and reads the imports' replies after."""
+    calls = Recorded()
+    tokens, last = _run(store_dir, filled, calls=calls)
+    assert tokens == reference and last.usage.cached_prompt_tokens > 0
+    events = calls.events
+    first_prefill = events.index(("submit", "forward_checked"))
+    assert events[:first_prefill].count(("submit", "prefix_take")) == 2
+    assert ("get", "prefix_take") not in events[:first_prefill]
+    assert events.count(("get", "prefix_take")) == 2
+
+
+def test_a_stage_importing_other_tokens_fails_the_request(store_dir, filled, monkeypatch) -> None:
+    """A stage whose import took other tokens than the rest would run the prompt at
+    other positions: the request fails rather than answer from it."""
+    stage = filled[1]
+    real = StageActor.prefix_take
+    monkeypatch.setattr(stage, "prefix_take", lambda sid, count: real(stage, sid, count - 1))
+    with pytest.raises(ClusterError, match="a stage imported .* cached prompt tokens"):
+        _run(store_dir, filled)
 
 
 def test_stages_with_fewer_blocks_make_all_crop(

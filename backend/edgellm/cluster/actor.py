@@ -223,9 +223,12 @@ class StageActor:
             self.prefix = StagePrefix(self._kv())
         return self.prefix
 
-    def prefix_fetch(self, session_id: str, prompt: list[int], manifest: bytes) -> int:
-        """Fetch the prompt's cached blocks of this stage's layers; how many."""
-        return self._prefix().fetch(session_id, self.sessions[session_id], prompt, manifest)
+    def prefix_fetch(self, session_id: str, prompt: list[int], manifest: bytes) -> tuple[int, int]:
+        """Fetch the prompt's cached blocks of this stage's layers; how many, and the
+        tokens a block holds."""
+        prefix = self._prefix()
+        count = prefix.fetch(session_id, self.sessions[session_id], prompt, manifest)
+        return count, prefix.kv.block_size
 
     def prefix_take(self, session_id: str, count: int) -> int:
         """Import the first `count` fetched blocks; the tokens they hold."""

@@ -31,7 +31,13 @@ from edgellm.cluster import wire
 from edgellm.cluster.actor import StageActor
 from edgellm.cluster.calls import AfterOpen, Calls, RayCalls, ray_error
 from edgellm.cluster.plan import Plan
-from edgellm.cluster.stage_prefix import keep_prompt, load_prefix, spot_checked_prefill
+from edgellm.cluster.stage_prefix import (
+    StagePrefixHit,
+    keep_prompt,
+    load_prefix,
+    spot_checked_prefill,
+    taken,
+)
 from edgellm.engine.runner import KVStats, Slots
 
 log = logging.getLogger(__name__)
@@ -138,6 +144,7 @@ class RaySession:
         # cache, until the prefill has run.
         self.prompt: list[int] | None = None
         self.manifest = b""
+        self.hit = StagePrefixHit()
         self.cached_blocks = 0
         self.cached_tokens = 0
         self.prefilled = False
@@ -147,8 +154,11 @@ class RaySession:
         started = time.monotonic()
         hit = load_prefix(self.calls, self.actors, self.sid, self.prompt, manifest)
         log.info(
-            "stages took %d cached prompt tokens in %.2fs", hit.tokens, time.monotonic() - started
+            "stages take %d cached prompt tokens (found in %.2fs)",
+            hit.tokens,
+            time.monotonic() - started,
         )
+        self.hit = hit
         self.cached_blocks = len(hit.per_stage) and min(hit.per_stage)
         self.cached_tokens = hit.tokens
         return hit.tokens, hit.fetch_ms
@@ -158,14 +168,16 @@ class RaySession:
         (edgellm.cluster.stage_prefix.spot_checked_prefill)."""
         assert self.prompt is not None and self.cached_tokens > 0
         if not self.spot_check:
-            return self.forward(torch.tensor([self.prompt[self.cached_tokens :]])), ()
+            logits = self.forward(torch.tensor([self.prompt[self.cached_tokens :]]))
+            taken(self.calls, self.hit)
+            return logits, ()
         position = _RNG.randrange(self.cached_tokens)
         logits, dropped = spot_checked_prefill(
             self.calls,
             self.actors,
             self.sid,
             self.prompt,
-            self.cached_tokens,
+            self.hit,
             position,
             self.manifest,
         )
