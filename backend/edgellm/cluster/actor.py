@@ -7,8 +7,9 @@ weights CID; KV blocks go to and come from the peer's own Kubo.
 
 A pipeline stage uses open/forward/close, and forward_batch for a decode step of several
 sessions at once (continuous batching: each session holds one slot of the stage's pool);
-prefix_fetch/prefix_take before its prefill, forward_checked for that prefill (the spot
-check of what it took) and prefix_keep after it for the peer's KV blocks of its layers
+prefix_fetch before its prefill, prefix_take just before it (submitted with it, not waited
+for), forward_checked for that prefill (the spot check of what it took) and prefix_keep after
+it for the peer's KV blocks of its layers
 (edgellm.cluster.stage_prefix). In a prefill/decode plan
 (edgellm.cluster.disaggregated) the prefill stage uses open/prefill/handoff, the decode
 stage open/load_kv/forward/close; their KV work is the worker side of P/D (`PeerKV`).

@@ -3,10 +3,9 @@
 Per decode step the driver submits one call per stage, each taking the previous call's
 ObjectRef, and waits once for the last: Ray hands activations from stage to stage
 without a driver round-trip in between (small tensors ride inline in the call, as numpy
-arrays: edgellm.cluster.wire). A batched
-step carries the whole batch's activations [b, 1, h] the same way (`forward_batch`), each
-stage running its sessions' slots at once. The last
-stage returns float32 logits, and the shared decode loop samples on the driver, so
+arrays: edgellm.cluster.wire). A batched step carries the whole batch's activations
+[b, 1, h] the same way (`forward_batch`), each stage running its sessions' slots at once.
+The last stage returns float32 logits, and the shared decode loop samples on the driver, so
 greedy and seeded sampling are exactly the local engine's.
 
 Before the prefill the stages take the prompt's cached KV blocks of their layers from
