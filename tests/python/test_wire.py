@@ -42,7 +42,7 @@ def test_a_tensor_comes_back_equal(tensor: torch.Tensor) -> None:
 def test_what_is_not_a_tensor_passes_through() -> None:
     value = ("sid", [1, 2], {"a": torch.ones(1)}, None)
     assert wire.pack(value) is not value
-    assert wire.pack(value)[2]["a"] is value[2]["a"]  # only tuples and lists are walked
+    assert wire.pack(value)[2]["a"] is value[2]["a"]  # only tuples are walked
     assert wire.unpack(wire.pack(value))[:2] == ("sid", [1, 2])
 
 
@@ -66,4 +66,4 @@ def test_read_only_elements_give_a_writable_tensor() -> None:
 )
 def test_a_malformed_tensor_is_refused(data, dtype, message: str) -> None:
     with pytest.raises(ClusterError, match=message):
-        wire.unpack([wire.WireTensor(data, dtype)])
+        wire.unpack((wire.WireTensor(data, dtype),))

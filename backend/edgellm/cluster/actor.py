@@ -175,7 +175,7 @@ class StageActor:
             handoff = self._kv().store_prompt(session, prompt)
         finally:
             session.close()
-        if handoff.blocks is not None and _in_ray_actor():
+        if handoff.blocks is not None and self.on_ray:
             # Into this node's object store: the decode peer's load takes the bytes from
             # there, and the driver, which gets every Handoff, only references. The put
             # is part of the handoff's time.

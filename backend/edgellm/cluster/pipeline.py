@@ -144,8 +144,6 @@ class RaySession:
         self.prompt: list[int] | None = None
         self.manifest = b""
         self.hit = StagePrefixHit()
-        self.cached_blocks = 0
-        self.cached_tokens = 0
         self.prefilled = False
 
     def load_prefix(self, prompt_ids: Sequence[int], manifest: bytes) -> tuple[int, float]:
@@ -158,19 +156,17 @@ class RaySession:
             time.monotonic() - started,
         )
         self.hit = hit
-        self.cached_blocks = len(hit.per_stage) and min(hit.per_stage)
-        self.cached_tokens = hit.tokens
         return hit.tokens, hit.fetch_ms
 
     def prefill_cached(self) -> tuple[torch.Tensor | None, tuple[str, ...]]:
         """The prompt past the cached tokens, with one of them spot-checked on every stage
         (edgellm.cluster.stage_prefix.spot_checked_prefill)."""
-        assert self.prompt is not None and self.cached_tokens > 0
+        assert self.prompt is not None and self.hit.tokens > 0
         if not self.spot_check:
-            logits = self.forward(torch.tensor([self.prompt[self.cached_tokens :]]))
+            logits = self.forward(torch.tensor([self.prompt[self.hit.tokens :]]))
             taken(self.calls, self.hit)
             return logits, ()
-        position = _RNG.randrange(self.cached_tokens)
+        position = _RNG.randrange(self.hit.tokens)
         logits, dropped = spot_checked_prefill(
             self.calls,
             self.actors,
@@ -181,7 +177,7 @@ class RaySession:
             self.manifest,
         )
         if logits is None:  # every stage emptied its session: all of it is computed
-            self.cached_blocks = self.cached_tokens = 0
+            self.hit = StagePrefixHit()
         else:
             self._keep(self.prompt)
         return logits, dropped
@@ -198,7 +194,7 @@ class RaySession:
     def _keep(self, prompt: Sequence[int]) -> None:
         """After the prefill: every stage stores its blocks of the prompt."""
         self.prefilled = True
-        keep_prompt(self.calls, self.actors, self.sid, list(prompt), self.cached_blocks)
+        keep_prompt(self.calls, self.actors, self.sid, list(prompt), self.hit.blocks)
 
     def kv_stats(self) -> KVStats:
         return KVStats()  # the stages compute every position

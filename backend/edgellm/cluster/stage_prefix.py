@@ -70,6 +70,8 @@ class StagePrefixHit:
     fetch_ms: float = 0.0
     # Blocks each stage could get before they agreed (stage order).
     per_stage: tuple[int, ...] = ()
+    # Leading blocks every stage takes (0: none, the whole prompt is computed).
+    blocks: int = 0
     # The stages' imports of those tokens, submitted and not yet read (`taken`).
     takes: tuple[Any, ...] = ()
 
@@ -263,7 +265,7 @@ def load_prefix(
     takes = tuple(calls.submit(a, "prefix_take", sid, count) for a in actors)
     tokens, ms = count * sizes.pop(), (time.monotonic() - started) * 1000.0
     log.info("kv: %d prompt tokens from cached blocks on every stage (%.0f ms)", tokens, ms)
-    return StagePrefixHit(tokens, ms, tuple(counts), takes)
+    return StagePrefixHit(tokens, ms, tuple(counts), blocks=count, takes=takes)
 
 
 def taken(calls: Any, hit: StagePrefixHit) -> None:

@@ -78,20 +78,21 @@ class WireTensor:
 
 
 def pack(value: Any) -> Any:
-    """`value` with its tensors (also inside tuples and lists) as WireTensors."""
+    """`value` with its tensors (also inside tuples) as WireTensors. Lists are not walked:
+    a call's lists are prompts and ids (a prompt's 1,500 ints each call), never tensors."""
     if isinstance(value, torch.Tensor):
         return WireTensor.of(value)
-    if type(value) in (tuple, list):
-        return type(value)(pack(v) for v in value)
+    if type(value) is tuple:
+        return tuple(pack(v) for v in value)
     return value
 
 
 def unpack(value: Any) -> Any:
-    """`value` with its WireTensors (also inside tuples and lists) as tensors."""
+    """`value` with its WireTensors (also inside tuples) as tensors."""
     if isinstance(value, WireTensor):
         return value.tensor()
-    if type(value) in (tuple, list):
-        return type(value)(unpack(v) for v in value)
+    if type(value) is tuple:
+        return tuple(unpack(v) for v in value)
     return value
 
 
