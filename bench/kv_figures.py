@@ -173,6 +173,7 @@ def figures(store_dir: Path, ipfs_bin: Path) -> dict[str, Any]:
         httpx.post(f"{b.api}/api/v0/swarm/connect", params={"arg": a.multiaddr}, timeout=10)
         figures = _measure(engine, pipeline, model_cid, root, a, b)
         figures.update(kv_transfer.measure(ipfs_bin, root, a, b))
+        figures["swarm_stream_mb_s"] = kv_transfer.swarm_stream(REPO)
         return figures
     finally:
         for kubo in (b, a):

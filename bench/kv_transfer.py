@@ -14,11 +14,18 @@ hits both alike:
 Each side records its CPU seconds in A's Kubo, B's Kubo and this process (the absolute cost,
 which other processes on a shared machine do not inflate), and `local_read_mb_s` is B
 reading the same blocks once they are local, which says what bitswap adds. Medians with p95.
+
+- swarm_stream_mb_s: the ceiling of any transfer between two peers over the swarm, Kubo or
+  not: one libp2p stream between two of our hosts of a private swarm on loopback moving the
+  same number of blocks of the same size, each hashed on arrival, nothing stored
+  (`go test -bench SwarmStream ./p2p`, p2p/transport_bench_test.go). The baseline is the
+  same stream between two open hosts, without the pre-shared key's encryption.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import time
@@ -174,6 +181,45 @@ def _figure(sides: dict[str, Side], megabytes: float, stock: str) -> dict[str, A
     }
 
 
+# A line of `go test -bench` output: the sub-benchmark's name, then its throughput.
+_BENCH_LINE = re.compile(r"^BenchmarkSwarmStream/(\w+)-\d+\s.*?\s([\d.]+) MB/s")
+
+
+def swarm_stream(repo: Path) -> dict[str, Any]:
+    """swarm_stream_mb_s: REPEATS transfers through a private swarm's stream and an open
+    one's (Go's benchmark, one transfer per sample), medians with the slow end."""
+    out = subprocess.run(
+        ["go", "test", "-run", "^$", "-bench", "^BenchmarkSwarmStream$", "-benchtime", "1x"]
+        + ["-count", str(REPEATS), "./p2p"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    rates: dict[str, list[float]] = {"private": [], "open": []}
+    for line in out.splitlines():
+        match = _BENCH_LINE.match(line)
+        if match and match.group(1) in rates:
+            rates[match.group(1)].append(float(match.group(2)))
+    if not all(rates.values()):
+        raise RuntimeError(f"go test -bench SwarmStream printed no figures:\n{out[-2000:]}")
+    private, open_ = (statistics.median(rates[k]) for k in ("private", "open"))
+    return {
+        "value": private,
+        "unit": "MB/s",
+        "baseline": open_,
+        "ratio": private / open_,
+        "target": TARGET_MB_S,
+        "p95": min(rates["private"]),  # the slow end, as the Kubo figures' mb_s_p95
+        "private_mb_s": rates["private"],
+        "open_mb_s": rates["open"],
+        "bytes": BLOCKS * BLOCK_BYTES,
+        "blocks": BLOCKS,
+        "how": "one libp2p stream between two hosts (TCP, pnet, Noise, yamux), SHA-256 per block",
+    }
+
+
 def main() -> None:
     """Only these figures: `bench/kv_transfer.py` (two Kubos of their own)."""
     import json
@@ -189,7 +235,9 @@ def main() -> None:
     try:
         a, b = Kubo(binary, root / "kubo-a"), Kubo(binary, root / "kubo-b")
         httpx.post(f"{b.api}/api/v0/swarm/connect", params={"arg": a.multiaddr}, timeout=10)
-        print(json.dumps(measure(binary, root, a, b), indent=2, sort_keys=True))
+        figures = measure(binary, root, a, b)
+        figures["swarm_stream_mb_s"] = swarm_stream(REPO)
+        print(json.dumps(figures, indent=2, sort_keys=True))
     finally:
         for kubo in (b, a):
             if kubo is not None:
