@@ -110,6 +110,30 @@ def test_prefill_and_decode_on_two_peers_match_generate(engine, reference, caplo
     assert f"{blocks} block parts handed over directly)" in caplog.text
 
 
+def _buffers(actor) -> tuple[int, int, int]:
+    """The prefill actor's encode buffers: (taken from the pool, new memory, free)."""
+    return ray.get(
+        actor.__ray_call__.remote(
+            lambda self: (self.kv.buffers.reused, self.kv.buffers.fresh, self.kv.buffers.free)
+        )
+    )
+
+
+def test_the_prefill_peer_encodes_into_buffers_kept_from_its_load(engine, reference) -> None:
+    """Filled at load (DisaggregatedRunner.load), taken by the handoff, given back once
+    the blocks are in P's Kubo, taken again by the next handoff: no new memory."""
+    prefill = engine.pipeline.prefill
+    reused, fresh, free = _buffers(prefill)
+    assert free > 0
+    chunks = list(engine.generate(_request("pool")))
+    assert [t for c in chunks for t in c.token_ids] == reference
+    blocks = chunks[-1].usage.prompt_tokens // 16  # one part a block
+    deadline = time.monotonic() + 30
+    while _buffers(prefill)[2] < free and time.monotonic() < deadline:
+        time.sleep(0.1)  # polls a condition: P stores the blocks in a thread
+    assert _buffers(prefill) == (reused + blocks, fresh, free)
+
+
 def test_blocks_whose_prefill_peer_is_gone_do_not_arrive(engine) -> None:
     """The handed-over bytes live in P's object store, owned by P's actor: once it is
     gone, taking them fails with a KVError (D then computes, as PeerKV.load does)."""

@@ -164,6 +164,18 @@ class StageActor:
         self.prompts[session_id] = [int(t) for t in inputs[0].tolist()]
         return logits
 
+    def keep_buffers(self) -> int:
+        """The prefill peer of a P/D plan, at load: fill its pool of encode buffers
+        (PeerKV.keep_buffers), so that a handoff encodes into memory already touched;
+        returns their count. Only as a Ray actor, whose handoff's bytes are copied into
+        the object store before a buffer is reused (in-process, the decode side reads
+        them where they lie): 0 otherwise."""
+        if self.stage is None:
+            raise InvalidRequest("stage not loaded")
+        if not self.on_ray:
+            return 0
+        return self._kv().keep_buffers(self.stage.kv_layout)
+
     def handoff(self, session_id: str) -> Handoff:
         """The prefill peer, after `prefill`: store the prompt's blocks, free the session,
         return the manifest (empty when there is nothing to hand over)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -141,8 +141,13 @@ def encode(meta: BlockMeta, kv: Sequence[KV]) -> bytes:
     return bytes(encode_buffer(meta, kv))
 
 
-def encode_buffer(meta: BlockMeta, kv: Sequence[KV]) -> bytearray:
-    """`kv[i]` holds layer `meta.layer_start + i`, each tensor [kv_heads, block_size, head_dim].
+def encode_buffer(
+    meta: BlockMeta,
+    kv: Sequence[KV],
+    alloc: Callable[[int], bytearray | memoryview] = bytearray,
+) -> bytearray | memoryview:
+    """`kv[i]` holds layer `meta.layer_start + i`, each tensor [kv_heads, block_size, head_dim],
+    encoded into `alloc(size)` (every byte of it is written: it need not be zeroed).
 
     The bytes are a safetensors file, written here rather than by safetensors' `save` for
     two reasons. Its header is canonical: the metadata in `BlockMeta.to_strings` order,
@@ -178,7 +183,7 @@ def encode_buffer(meta: BlockMeta, kv: Sequence[KV]) -> bytearray:
     total = base + len(names) * size
     if total > BLOCK_BUDGET:
         raise ValueError(f"encoded block is {total} bytes, over the {BLOCK_BUDGET} budget")
-    out = bytearray(total)
+    out = alloc(total)
     out[:base] = struct.pack("<Q", len(text)) + text
     rows = torch.frombuffer(out, dtype=first.dtype, offset=base, count=len(names) * first.numel())
     torch.stack([tensors[n] for n in names], out=rows.view(len(names), *first.shape))

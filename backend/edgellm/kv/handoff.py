@@ -90,6 +90,8 @@ class StageKV:
 
 # A part's bytes as the encoder or a transport hands them over (none is written to).
 Bytes = bytes | bytearray | memoryview
+# Where an encoder writes a part of n bytes (bytearray, or a kv.buffers.BufferPool's take).
+Alloc = Callable[[int], bytearray | memoryview]
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 # Encoding and hashing blocks: torch's copies and hashlib release the GIL, so a thread
@@ -163,12 +165,12 @@ def encode_blocks(
     token_ids: Sequence[int],
     keys: Sequence[bytes],
     encode_held: bool = False,
-    buffers: bool = False,
+    alloc: Alloc | None = None,
 ) -> Encoded:
     """Encode blocks first, first+1, ... whose K/V are in `exported` (per layer, positions
     from first * block_size on, as StageCache.export_kv returns them); parts the store
     holds already are named, and encoded again only with `encode_held` (into `held`).
-    With `buffers`, the parts are the encoder's bytearrays (no immutable copy)."""
+    With `alloc`, each part is encoded into the memory it gives (no immutable copy)."""
     size = kv.block_size
     count = exported[0][0].shape[1] // size if exported else 0
     out = Encoded(first, keys, size)
@@ -195,8 +197,10 @@ def encode_blocks(
             meta = kv.meta(keys, index, token_ids, start, end)
             jobs.append(((start, end) in held, (keys[index], start, end), meta, layers))
         out.chosen.append(row)
-    encode = blockfmt.encode_buffer if buffers else blockfmt.encode
-    encoded = parallel(lambda job: encode(job[2], job[3]), jobs)
+    if alloc is None:
+        encoded = parallel(lambda job: blockfmt.encode(job[2], job[3]), jobs)
+    else:
+        encoded = parallel(lambda job: blockfmt.encode_buffer(job[2], job[3], alloc), jobs)
     for (was_held, (key, start, end), _, _), data in zip(jobs, encoded, strict=True):
         if was_held:
             out.held.append(data)
@@ -227,13 +231,14 @@ def encode_session(
     block_size: int,
     token_ids: Sequence[int],
     keys: Sequence[bytes],
+    alloc: Alloc = bytearray,
 ) -> Encoded:
     """Encode every full block of a prefilled session, those the store holds too, each
-    into a bytearray of its own."""
+    into memory of its own from `alloc`."""
     kv = StageKV.of(session.kv_layout, model_cid, block_size)
     last = min(len(keys), session.position // block_size)
     exported = session.export_kv(0, last * block_size) if last > 0 else []
-    return encode_blocks(kv, exported, 0, store, token_ids, keys, encode_held=True, buffers=True)
+    return encode_blocks(kv, exported, 0, store, token_ids, keys, encode_held=True, alloc=alloc)
 
 
 def store_session(

@@ -85,7 +85,16 @@ class DisaggregatedRunner:
             raise InvalidRequest(f"not a prefill/decode plan: roles {roles}")
         pipeline = RayPipeline.load(plan, model_id)
         prefill, decode = pipeline.actors
-        return cls(prefill, decode, RayCalls(), pipeline.pids, plan, handoffs, model_id)
+        calls = RayCalls()
+        try:
+            buffers = calls.get(
+                calls.submit(prefill, "keep_buffers"), "readying the prefill stage failed"
+            )
+        except EdgeLLMError:
+            calls.kill(pipeline.actors)
+            raise
+        log.info("p/d: the prefill peer keeps %d encode buffers", buffers)
+        return cls(prefill, decode, calls, pipeline.pids, plan, handoffs, model_id)
 
     def session(self, max_positions: int) -> DisaggregatedSession:
         """Open the request on both peers; without the prefill peer (lost since the

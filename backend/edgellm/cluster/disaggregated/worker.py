@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,11 +34,13 @@ from edgellm.errors import InvalidRequest, KuboError, KVError, ManifestRefused
 from edgellm.kv import block as blockfmt
 from edgellm.kv import handoff as kvhandoff
 from edgellm.kv import spot
+from edgellm.kv.buffers import BufferPool
 from edgellm.kv.handoff import Bytes, StageKV
 from edgellm.kv.ipfs import KuboClient
 from edgellm.kv.keys import ChainSpec, chain
-from edgellm.kv.manifest import KVManifest
+from edgellm.kv.manifest import KVManifest, PartRef
 from edgellm.kv.prefix import FETCH_WORKERS, manifest_holders, merge
+from edgellm.kv.stage import KVLayout
 from edgellm.kv.store import KVStore
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,20 @@ def _warnings() -> Iterator[list[str]]:
         root.removeHandler(handler)
 
 
+@dataclass
+class _Pending:
+    """A handoff's parts after it: the new ones to store in Kubo (key, layer_start,
+    layer_end, bytes) with the refs the manifest named, and the held ones encoded again
+    for the decode peer, whose buffers come back with the new ones'."""
+
+    new: list[tuple[bytes, int, int, Bytes]]
+    refs: list[PartRef]
+    held: list[Bytes]
+
+    def spent(self) -> list[Bytes]:
+        return [data for *_, data in self.new] + self.held
+
+
 class PeerKV:
     """One peer's side of P/D: its block store in its own Kubo (None: no IPFS here)."""
 
@@ -95,7 +112,9 @@ class PeerKV:
         self._pool: ThreadPoolExecutor | None = None
         self._storing: threading.Thread | None = None
         # The last handoff's new parts and their refs, until store_pending.
-        self._pending: tuple[list[tuple[bytes, int, int, Bytes]], list] | None = None
+        self._pending: _Pending | None = None
+        # A prefill peer's encode buffers (keep_buffers); None: fresh memory per handoff.
+        self.buffers: BufferPool | None = None
 
     @classmethod
     def from_config(cls, model_cid: str) -> PeerKV:
@@ -129,6 +148,21 @@ class PeerKV:
         return tuple(out[:MAX_PROVIDERS])
 
     # -- prefill peer ------------------------------------------------------------------
+
+    def keep_buffers(self, layout: KVLayout) -> int:
+        """At a prefill peer's load: fill a pool of encode buffers (kv.buffers) with room
+        for a handoff of up to DIRECT_MAX_BYTES, the buffers sized for this stage's largest
+        block part; returns their count (0 without a store: nothing is handed over). The
+        handed-over bytes must be copied out before a buffer is reused, as Ray's object
+        store does: an in-process decode side would read them where they lie."""
+        if self.store is None:
+            return 0
+        kv = StageKV.of(layout, self.model_cid, self.block_size)
+        per_layer = blockfmt.layer_bytes(kv.block_size, kv.kv_heads, kv.head_dim, kv.dtype)
+        largest = max(end - start for start, end in kv.groups()) * per_layer
+        if self.buffers is None:
+            self.buffers = BufferPool.for_blocks(largest)
+        return self.buffers.fill(DIRECT_MAX_BYTES)
 
     def store_prompt(self, session: StageSession, token_ids: Sequence[int]) -> Handoff:
         """Hand over the full blocks of a prefilled session: their manifest, and their
@@ -166,16 +200,17 @@ class PeerKV:
         assert self.store is not None
         kv = StageKV.of(session.kv_layout, self.model_cid, self.block_size)
         keys = chain(kv.chain, token_ids)
+        alloc = self.buffers.take if self.buffers is not None else bytearray
         with torch.inference_mode():
             encoded = kvhandoff.encode_session(
-                session, self.store, self.model_cid, self.block_size, token_ids, keys
+                session, self.store, self.model_cid, self.block_size, token_ids, keys, alloc
             )
         if not encoded.chosen:
             return b"", 0, None
         new_refs = encoded.local_refs()
         refs = encoded.refs(new_refs)
         manifest = merge(kv, [refs], self.providers())
-        self._store_later(encoded.new, new_refs)
+        self._store_later(_Pending(encoded.new, new_refs, [*encoded.held]))
         # Every block's bytes, those this peer held already too (encoded again: the same
         # K/V give the same bytes, and a part whose CID differs is fetched from Kubo).
         direct = encoded.by_cid(new_refs)
@@ -183,12 +218,12 @@ class PeerKV:
             direct = None
         return manifest.to_json(), len(refs) * self.block_size, direct
 
-    def _store_later(self, new: list[tuple[bytes, int, int, Bytes]], refs) -> None:
+    def _store_later(self, pending: _Pending) -> None:
         """Hold the new parts for `store_pending` (an earlier handoff's still pending is
         started first: nothing handed over goes unstored)."""
         self.store_pending()
-        if self.store is not None and new:
-            self._pending = (new, list(refs))
+        if self.store is not None:
+            self._pending = pending
 
     def store_pending(self) -> None:
         """Put the last handoff's new parts into this peer's Kubo, in a thread. The driver
@@ -197,21 +232,27 @@ class PeerKV:
         Kubo returns must be the ones the manifest named (the encoding is canonical),
         else a warning."""
         pending, self._pending = self._pending, None
-        store, before = self.store, self._storing
+        store, before, buffers = self.store, self._storing, self.buffers
         if pending is None or store is None:
             return
-        new, refs = pending
+        if not pending.new:  # every part was held already: only buffers to give back
+            if buffers is not None:
+                buffers.give(pending.spent())
+            return
 
         def work() -> None:
             if before is not None:
                 before.join()  # one store at a time, in order
             started = time.monotonic()
             try:
-                put = store.put_many(new)
+                put = store.put_many(pending.new)
             except KVError as exc:  # the decode peer has the bytes; the cache misses them
                 log.warning("kv: storing the prompt's blocks in this peer's Kubo failed: %s", exc)
                 return
-            wrong = [p.cid for p, r in zip(put, refs, strict=True) if p.cid != r.cid]
+            finally:
+                if buffers is not None:  # nothing reads the parts any more
+                    buffers.give(pending.spent())
+            wrong = [p.cid for p, r in zip(put, pending.refs, strict=True) if p.cid != r.cid]
             if wrong:
                 log.warning("kv: Kubo named %d handed-over blocks otherwise: %s", len(wrong), wrong)
             log.info(
