@@ -7,6 +7,7 @@ logits costs a warning, not the answer."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from edgellm.cluster import procs
 from edgellm.cluster.disaggregated import direct
+from edgellm.cluster.disaggregated.worker import DIRECT_MAX_BYTES
 from edgellm.cluster.manager import ClusterManager
 from edgellm.cluster.node import MARKER_ENV
 from edgellm.cluster.plan import Plan, PlanStage, StageRole
@@ -94,6 +96,23 @@ def reference(engine, store_dir: Path) -> list[int]:
             ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=MAX_NEW
         )
     return out[0, ids.shape[1] :].tolist()
+
+
+def _store_mapped(pid: int) -> int:
+    """Bytes of its node's object store (Ray's plasma file) that process `pid` has mapped."""
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = "plasma" in line
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_the_prefill_peer_maps_its_object_store_at_load(engine) -> None:
+    """Before any request (this test runs first): where its handoffs' bytes will go is
+    mapped into the prefill stage's process, so put_chunks does not fault it in."""
+    assert _store_mapped(engine.pipeline.pids[0]) >= DIRECT_MAX_BYTES
 
 
 def test_prefill_and_decode_on_two_peers_match_generate(engine, reference, caplog) -> None:

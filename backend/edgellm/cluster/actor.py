@@ -24,9 +24,9 @@ import time
 import ray
 import torch
 
-from edgellm.cluster.disaggregated.direct import put_chunks
+from edgellm.cluster.disaggregated.direct import map_object_store, put_chunks
 from edgellm.cluster.disaggregated.messages import Handoff, Loaded
-from edgellm.cluster.disaggregated.worker import PeerKV
+from edgellm.cluster.disaggregated.worker import DIRECT_MAX_BYTES, PeerKV
 from edgellm.cluster.stage_prefix import StagePrefix
 from edgellm.cluster.wire import on_the_wire
 from edgellm.config import load_config
@@ -166,15 +166,19 @@ class StageActor:
 
     def keep_buffers(self) -> int:
         """The prefill peer of a P/D plan, at load: fill its pool of encode buffers
-        (PeerKV.keep_buffers), so that a handoff encodes into memory already touched;
-        returns their count. Only as a Ray actor, whose handoff's bytes are copied into
+        (PeerKV.keep_buffers) and map its node's object store into this process
+        (direct.map_object_store), so that a handoff encodes and puts into memory already
+        touched; returns the buffers' count. Only as a Ray actor, whose handoff's bytes are copied into
         the object store before a buffer is reused (in-process, the decode side reads
         them where they lie): 0 otherwise."""
         if self.stage is None:
             raise InvalidRequest("stage not loaded")
         if not self.on_ray:
             return 0
-        return self._kv().keep_buffers(self.stage.kv_layout)
+        count = self._kv().keep_buffers(self.stage.kv_layout)
+        if count:
+            map_object_store(DIRECT_MAX_BYTES)  # where put_chunks will write them
+        return count
 
     def handoff(self, session_id: str) -> Handoff:
         """The prefill peer, after `prefill`: store the prompt's blocks, free the session,

@@ -139,3 +139,16 @@ class _Chunk:
             self._error = KVError("the prefill peer's chunk is not the blocks it named")
             return
         self._parts = {cid: memoryview(a) for cid, a in zip(self.cids, data, strict=True)}
+
+
+def map_object_store(nbytes: int) -> None:
+    """In a Ray worker: map `nbytes` of this node's object store into this process, by
+    putting that much (zeros) and dropping it. The store's memory is
+    faulted in when its raylet starts (cluster/node.py), but each process maps it anew,
+    page by page, on first touch: a new prefill stage's `put_chunks` of 72.7 MB took
+    37-49 ms against 12-27 ms once the process had mapped the store (four Ray nodes on the
+    2-core machine, medians of 3). The store reuses the freed space for the next puts."""
+    if nbytes <= 0:
+        return
+    ref = ray.put(np.zeros(nbytes, dtype=np.uint8))  # written here: every page mapped
+    del ref
