@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,12 @@ ADDRESS_FILE = "ray_current_cluster"  # written by `ray start` once the node is 
 # plasma_store and must stay within 107 bytes, so a longer work_dir gets a /tmp dir.
 MAX_TEMP_ROOT = 24
 LOG_NAME = "ray-start.log"
+# A node's raylet log, in Ray's session directory under the node's temp dir; how much of its
+# end is read for errors; and an error line of it (glog: "[date time E pid tid] (raylet)
+# file.cc:line: message", E for error, F for fatal).
+RAYLET_LOG = Path("session_latest") / "logs" / "raylet.out"
+RAYLET_TAIL_BYTES = 64 * 1024
+_RAYLET_ERROR = re.compile(r"^\[\S+ \S+ [EF] \d+ \d+\] (?:\(raylet\) )?(.*\S)")
 # MARKER_ENV (the node's work_dir) and OWNER_ENV (this backend) are set in every Ray
 # process of a node (workers inherit the raylet's environment), so procs.marked() can prove
 # that nothing a node started is left, and reap.py can find what a dead backend left.
@@ -245,14 +252,35 @@ class RayNode:
 
 
 def _log_tail(temp: Path, limit: int = 1500) -> str:
-    """The log's last line (a traceback's exception) first, then its tail: callers cut a
-    long message short, and the last line is what says why."""
+    """The log's last line (a traceback's exception) first, then its tail, then what the
+    raylet said went wrong: callers cut a long message short, and the last line is what
+    says why."""
     try:
         text = (temp / LOG_NAME).read_text(errors="replace")
     except OSError:
-        return ""
+        text = ""
     lines = [line.strip() for line in text[-limit:].splitlines() if line.strip()]
-    return f"{lines[-1]} (log: {' | '.join(lines[:-1])})" if lines else ""
+    parts = [f"{lines[-1]} (log: {' | '.join(lines[:-1])})"] if lines else []
+    raylet = raylet_errors(temp)
+    if raylet:
+        parts.append(f"(raylet: {raylet})")
+    return " ".join(parts)
+
+
+def raylet_errors(temp: Path, count: int = 3) -> str:
+    """The last `count` error lines of the node's raylet log, joined. When a raylet never
+    registers, `ray start` says only that the node timed out during startup; the raylet's
+    own log says why (a GCS it could not reach, a refused token), and it goes with the
+    node's temp dir when the failed start is cleaned up."""
+    try:
+        with (temp / RAYLET_LOG).open("rb") as log_file:
+            log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(0, log_file.tell() - RAYLET_TAIL_BYTES))
+            tail = log_file.read().decode(errors="replace")
+    except OSError:
+        return ""
+    errors = [m.group(1) for m in map(_RAYLET_ERROR.match, tail.splitlines()) if m]
+    return " | ".join(errors[-count:])
 
 
 def _wait_ready(proc: subprocess.Popen, temp: Path, timeout_s: float) -> str:
