@@ -109,10 +109,12 @@ def _store_mapped(pid: int) -> int:
     return total
 
 
-def test_the_prefill_peer_maps_its_object_store_at_load(engine) -> None:
-    """Before any request (this test runs first): where its handoffs' bytes will go is
-    mapped into the prefill stage's process, so put_chunks does not fault it in."""
-    assert _store_mapped(engine.pipeline.pids[0]) >= DIRECT_MAX_BYTES
+def test_both_peers_map_their_object_stores_at_load(engine) -> None:
+    """Before any request (this test runs first): where the handoff's bytes will be put
+    and read is mapped into each stage's process, so that neither faults it in on the
+    request's path."""
+    for pid in engine.pipeline.pids:
+        assert _store_mapped(pid) >= DIRECT_MAX_BYTES
 
 
 def test_prefill_and_decode_on_two_peers_match_generate(engine, reference, caplog) -> None:

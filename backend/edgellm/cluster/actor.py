@@ -164,20 +164,23 @@ class StageActor:
         self.prompts[session_id] = [int(t) for t in inputs[0].tolist()]
         return logits
 
-    def keep_buffers(self) -> int:
-        """The prefill peer of a P/D plan, at load: fill its pool of encode buffers
-        (PeerKV.keep_buffers) and map its node's object store into this process
-        (direct.map_object_store), so that a handoff encodes and puts into memory already
-        touched; returns the buffers' count. Only as a Ray actor, whose handoff's bytes are copied into
-        the object store before a buffer is reused (in-process, the decode side reads
-        them where they lie): 0 otherwise."""
+    def ready_handoff(self, prefill: bool) -> int:
+        """A P/D plan's stage, at load: its side of a handoff readied before any request.
+        The prefill peer fills its pool of encode buffers (PeerKV.keep_buffers); both
+        open their block store and map their node's object store into this process
+        (direct.map_object_store), where the prefill peer puts the handoff's bytes and the
+        decode peer reads them, so that neither faults it in page by page on a request's
+        path. Returns the buffers' count. Only as a Ray actor, whose handoff's bytes are
+        copied into the object store before a buffer is reused (in-process, the decode
+        side reads them where they lie): 0 otherwise."""
         if self.stage is None:
             raise InvalidRequest("stage not loaded")
         if not self.on_ray:
             return 0
-        count = self._kv().keep_buffers(self.stage.kv_layout)
-        if count:
-            map_object_store(DIRECT_MAX_BYTES)  # where put_chunks will write them
+        kv = self._kv()
+        count = kv.keep_buffers(self.stage.kv_layout) if prefill else 0
+        if kv.store is not None:  # without one nothing is handed over
+            map_object_store(DIRECT_MAX_BYTES)
         return count
 
     def handoff(self, session_id: str) -> Handoff:

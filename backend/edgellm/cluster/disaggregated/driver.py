@@ -86,14 +86,13 @@ class DisaggregatedRunner:
         pipeline = RayPipeline.load(plan, model_id)
         prefill, decode = pipeline.actors
         calls = RayCalls()
+        readying = [calls.submit(a, "ready_handoff", a is prefill) for a in (prefill, decode)]
         try:
-            buffers = calls.get(
-                calls.submit(prefill, "keep_buffers"), "readying the prefill stage failed"
-            )
+            buffers = [calls.get(r, "readying a stage for the handoff failed") for r in readying]
         except EdgeLLMError:
             calls.kill(pipeline.actors)
             raise
-        log.info("p/d: the prefill peer keeps %d encode buffers", buffers)
+        log.info("p/d: the prefill peer keeps %d encode buffers", buffers[0])
         return cls(prefill, decode, calls, pipeline.pids, plan, handoffs, model_id)
 
     def session(self, max_positions: int) -> DisaggregatedSession:
