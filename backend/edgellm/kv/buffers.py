@@ -19,7 +19,6 @@ from collections.abc import Iterable
 # What a block's header may take beyond its tensors: its metadata and tensor table (about
 # 4.7 KB for a block of the embedded model's 30 layers and 16 tokens) with room to spare.
 HEADER_ROOM = 16 * 1024
-_PAGE = 4096
 
 
 class BufferPool:
@@ -45,15 +44,11 @@ class BufferPool:
         return cls(tensor_bytes + HEADER_ROOM)
 
     def fill(self, total_bytes: int) -> int:
-        """Add buffers up to `total_bytes` in all, every page written once so that it is
-        in memory before any block is encoded; returns the pool's buffer count."""
+        """Add buffers up to `total_bytes` in all, their pages in memory before any block
+        is encoded (a new bytearray is written with zeros); returns the buffer count."""
         with self._lock:
             want = total_bytes // self.capacity - len(self._owned)
-        added = []
-        for _ in range(max(0, want)):
-            buffer = bytearray(self.capacity)
-            buffer[::_PAGE] = bytes(len(range(0, self.capacity, _PAGE)))
-            added.append(buffer)
+        added = [bytearray(self.capacity) for _ in range(max(0, want))]
         with self._lock:
             self._free.update((id(b), b) for b in added)
             self._owned.update(self._free)
