@@ -73,8 +73,7 @@ class RayCalls:
         return bool(ready)
 
     def kill(self, actors: Sequence[Any]) -> None:
-        for actor in actors:
-            ray.kill(actor)
+        kill(actors)
 
     def drain(self, actors: Sequence[Any], timeout_s: float) -> bool:
         if not actors:
@@ -87,6 +86,17 @@ class RayCalls:
             log.debug("kv: draining the stages: %s", exc)
             return False
         return all(done)
+
+
+def kill(actors: Sequence[Any]) -> None:
+    """Stop the actors; one that cannot be stopped any more (its node gone, or this process
+    no longer the cluster's driver: a replaced plan closing after its session ended) is
+    left, with a debug line."""
+    for actor in actors:
+        try:
+            ray.kill(actor)
+        except RayError as exc:
+            log.debug("cluster: an actor could not be stopped (gone already): %s", exc)
 
 
 @dataclass

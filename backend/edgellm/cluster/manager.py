@@ -232,7 +232,15 @@ def _close_in_background(engine: Engine) -> None:
     """Close a replaced plan's engine without waiting for it: after a lost stage (a cut
     link) its batch step waits until Ray declares that node dead, tens of seconds, and the
     failover's new plan must not wait behind it. Its requests already failed over."""
-    threading.Thread(target=engine.close, name="close-old-plan", daemon=True).start()
+
+    def close() -> None:
+        try:
+            engine.close()
+        except Exception as exc:  # noqa: BLE001 - its requests failed over already
+            # Its cluster session may have ended meanwhile (Ray disconnected here).
+            log.info("cluster: a replaced plan's engine closed with an error: %s", exc)
+
+    threading.Thread(target=close, name="close-old-plan", daemon=True).start()
 
 
 def _build(

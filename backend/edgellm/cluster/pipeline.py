@@ -28,7 +28,7 @@ from ray.exceptions import RayError
 
 from edgellm.cluster import wire
 from edgellm.cluster.actor import StageActor
-from edgellm.cluster.calls import AfterOpen, Calls, RayCalls, ray_error
+from edgellm.cluster.calls import AfterOpen, Calls, RayCalls, kill, ray_error
 from edgellm.cluster.plan import Plan
 from edgellm.cluster.stage_prefix import (
     StagePrefixHit,
@@ -98,7 +98,7 @@ class RayPipeline:
         try:
             pids = ray.get(loads, timeout=LOAD_TIMEOUT_S)
         except RayError as exc:
-            _kill(actors)
+            kill(actors)
             raise ray_error(exc, "loading a stage failed") from None
         return cls(plan, actors, pids, slots or ONE_AT_A_TIME, spot_check)
 
@@ -124,7 +124,7 @@ class RayPipeline:
 
     def close(self) -> None:
         _drain(self.actors)
-        _kill(self.actors)
+        kill(self.actors)
         self.actors = []
 
 
@@ -212,8 +212,3 @@ def _drain(actors: list) -> None:
     """Let every stage finish storing its KV blocks before it is stopped."""
     if not RayCalls().drain(actors, DRAIN_TIMEOUT_S):
         log.warning("kv: a stage may not have stored all of its blocks (lost, or still at it)")
-
-
-def _kill(actors: list) -> None:
-    for actor in actors:
-        ray.kill(actor)
