@@ -44,11 +44,11 @@ ADDRESS_FILE = "ray_current_cluster"  # written by `ray start` once the node is 
 MAX_TEMP_ROOT = 24
 LOG_NAME = "ray-start.log"
 # A node's raylet log, in Ray's session directory under the node's temp dir; how much of its
-# end is read for errors; and an error line of it (glog: "[date time E pid tid] (raylet)
-# file.cc:line: message", E for error, F for fatal).
+# end is read; and a line of it (glog: "[date time L pid tid] (raylet) file.cc:line:
+# message", L the level: I, W, E for error, F for fatal).
 RAYLET_LOG = Path("session_latest") / "logs" / "raylet.out"
 RAYLET_TAIL_BYTES = 64 * 1024
-_RAYLET_ERROR = re.compile(r"^\[\S+ \S+ [EF] \d+ \d+\] (?:\(raylet\) )?(.*\S)")
+_RAYLET_LINE = re.compile(r"^\[\S+ \S+ ([IWEF]) \d+ \d+\] (?:\(raylet\) )?(.*\S)")
 # MARKER_ENV (the node's work_dir) and OWNER_ENV (this backend) are set in every Ray
 # process of a node (workers inherit the raylet's environment), so procs.marked() can prove
 # that nothing a node started is left, and reap.py can find what a dead backend left.
@@ -261,17 +261,18 @@ def _log_tail(temp: Path, limit: int = 1500) -> str:
         text = ""
     lines = [line.strip() for line in text[-limit:].splitlines() if line.strip()]
     parts = [f"{lines[-1]} (log: {' | '.join(lines[:-1])})"] if lines else []
-    raylet = raylet_errors(temp)
+    raylet = raylet_tail(temp)
     if raylet:
         parts.append(f"(raylet: {raylet})")
     return " ".join(parts)
 
 
-def raylet_errors(temp: Path, count: int = 3) -> str:
-    """The last `count` error lines of the node's raylet log, joined. When a raylet never
-    registers, `ray start` says only that the node timed out during startup; the raylet's
-    own log says why (a GCS it could not reach, a refused token), and it goes with the
-    node's temp dir when the failed start is cleaned up."""
+def raylet_tail(temp: Path, count: int = 3) -> str:
+    """The last `count` error lines of the node's raylet log, joined; without any, its last
+    `count` lines ("last: ..."). When a raylet never registers, `ray start` says only that
+    the node timed out during startup; the raylet's own log says why (a GCS it could not
+    reach, a refused token) or how far it got, and it goes with the node's temp dir when
+    the failed start is cleaned up."""
     try:
         with (temp / RAYLET_LOG).open("rb") as log_file:
             log_file.seek(0, os.SEEK_END)
@@ -279,8 +280,11 @@ def raylet_errors(temp: Path, count: int = 3) -> str:
             tail = log_file.read().decode(errors="replace")
     except OSError:
         return ""
-    errors = [m.group(1) for m in map(_RAYLET_ERROR.match, tail.splitlines()) if m]
-    return " | ".join(errors[-count:])
+    lines = [m.groups() for m in map(_RAYLET_LINE.match, tail.splitlines()) if m]
+    errors = [text for level, text in lines if level in "EF"]
+    if errors:
+        return " | ".join(errors[-count:])
+    return f"last: {' | '.join(text for _, text in lines[-count:])}" if lines else ""
 
 
 def _wait_ready(proc: subprocess.Popen, temp: Path, timeout_s: float) -> str:
