@@ -111,7 +111,8 @@ class PeerKV:
         self.spot_check = spot_check
         self._pool: ThreadPoolExecutor | None = None
         self._storing: threading.Thread | None = None
-        # The last handoff's new parts and their refs, until store_pending.
+        # The last handoff's parts (new ones with their refs, held ones encoded again),
+        # until store_pending stores the new ones and gives the buffers back.
         self._pending: _Pending | None = None
         # A prefill peer's encode buffers (keep_buffers); None: fresh memory per handoff.
         self.buffers: BufferPool | None = None
@@ -219,8 +220,8 @@ class PeerKV:
         return manifest.to_json(), len(refs) * self.block_size, direct
 
     def _store_later(self, pending: _Pending) -> None:
-        """Hold the new parts for `store_pending` (an earlier handoff's still pending is
-        started first: nothing handed over goes unstored)."""
+        """Hold the handoff's parts for `store_pending` (an earlier handoff's still pending
+        is started first: nothing handed over goes unstored)."""
         self.store_pending()
         if self.store is not None:
             self._pending = pending
