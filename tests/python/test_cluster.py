@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM
 from edgellm.cluster import procs, ray_start
 from edgellm.cluster.actor import stage_threads
 from edgellm.cluster.manager import ClusterManager
-from edgellm.cluster.node import MARKER_ENV, NodeConfig, RayNode
+from edgellm.cluster.node import MARKER_ENV, NodeConfig, RayletNotRegistered, RayNode
 from edgellm.cluster.plan import Plan, PlanStage
 from edgellm.cluster.token import RayToken
 from edgellm.engine.base import EngineConfig
@@ -336,14 +336,19 @@ def test_nodes_stop_and_ray_start_exits_by_itself(tmp_path: Path, isolated_netwo
     assert procs.marked(MARKER_ENV, str(tmp_path)) == []
 
 
+def _is_raylet(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text() == "raylet\n"
+    return False
+
+
 def _raylet_of(work_dir: Path, starting: Future) -> int:
     """The pid of the raylet of the node starting in `work_dir`, as soon as it exists."""
     while not starting.done():
         for entry in os.listdir("/proc"):
             pid = int(entry) if entry.isdigit() else 0
             with contextlib.suppress(OSError):
-                raylet = pid and Path(f"/proc/{pid}/comm").read_text() == "raylet\n"
-                if raylet and procs.environ(pid).get(MARKER_ENV) == str(work_dir):
+                if _is_raylet(pid) and procs.environ(pid).get(MARKER_ENV) == str(work_dir):
                     return pid
         time.sleep(0.002)
     raise AssertionError(f"the node ended before its raylet started: {starting.result()}")
@@ -373,6 +378,60 @@ def test_a_raylet_slow_to_register_still_joins(tmp_path: Path, isolated_network:
             worker = starting.result(timeout=60)
         assert raylet in worker.members()
         worker.stop()
+    finally:
+        head.stop()
+    assert procs.marked(MARKER_ENV, str(tmp_path)) == []
+
+
+def _start_with_raylet_stopped(
+    tmp_path: Path, head: RayNode, token: RayToken, timeout_s: float
+) -> tuple[Future, int]:
+    """A worker node starting (in a thread) whose first raylet is stopped (SIGSTOP) the
+    moment it exists and never continued; its pid."""
+    pool = ThreadPoolExecutor(1)
+    config = NodeConfig(
+        "127.0.0.1", tmp_path / "worker", head_address=head.address, start_timeout_s=timeout_s
+    )
+    starting = pool.submit(RayNode.start, config, token)
+    pool.shutdown(wait=False)
+    raylet = _raylet_of(tmp_path / "worker", starting)
+    os.kill(raylet, signal.SIGSTOP)
+    return starting, raylet
+
+
+def test_a_raylet_that_never_registers_is_replaced(tmp_path: Path, isolated_network: None) -> None:
+    """A joining node whose raylet never registers (stopped for good) is started once more,
+    on new ports, and joins with its second raylet; the first is gone."""
+    token = RayToken.generate()
+    head = RayNode.start(NodeConfig("127.0.0.1", tmp_path / "head"), token)
+    try:
+        starting, first = _start_with_raylet_stopped(tmp_path, head, token, 120.0)
+        worker = starting.result(timeout=150)
+        try:
+            raylets = [p for p in worker.members() if _is_raylet(p)]
+            assert len(raylets) == 1 and first not in raylets
+            state = procs.stat(first)
+            assert state is None or state[0] == "Z"  # killed (a zombie until reaped)
+        finally:
+            worker.stop()
+    finally:
+        head.stop()
+    assert procs.marked(MARKER_ENV, str(tmp_path)) == []
+
+
+def test_a_node_says_when_its_raylet_never_registered(
+    tmp_path: Path, isolated_network: None
+) -> None:
+    """With no time left for a second start, a raylet that never registers fails the
+    node's start with Ray's reason, and leaves nothing."""
+    token = RayToken.generate()
+    head = RayNode.start(NodeConfig("127.0.0.1", tmp_path / "head"), token)
+    try:
+        timeout_s = ray_start.REGISTER_WAIT_S + 30  # less than two waits for registration
+        starting, _ = _start_with_raylet_stopped(tmp_path, head, token, timeout_s)
+        with pytest.raises(RayletNotRegistered) as info:
+            starting.result(timeout=timeout_s + 30)
+        assert "timed out during startup" in str(info.value)
     finally:
         head.stop()
     assert procs.marked(MARKER_ENV, str(tmp_path)) == []

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from edgellm.cluster import procs
 from edgellm.cluster.address import free_ports
+from edgellm.cluster.ray_start import REGISTER_WAIT_S
 from edgellm.cluster.reap import MARKER_ENV, OWNER_ENV, OWNER_FILE, TEMP_PREFIX, owner_id
 from edgellm.cluster.token import RayToken
 from edgellm.errors import ClusterError
@@ -140,6 +141,18 @@ class NodeConfig:
     start_timeout_s: float = 120.0
 
 
+# `ray start`'s words when its node's raylet did not register with the GCS in time
+# (ray_start.REGISTER_WAIT_S): the start is tried once more. Why a raylet never registers
+# was not found (its log had no error line; see raylet_tail); a new one, on new ports,
+# joined where the first did not, and a user's join should not fail on the first.
+NOT_REGISTERED = "The current node timed out during startup"
+START_ATTEMPTS = 2
+
+
+class RayletNotRegistered(ClusterError):
+    """A node's raylet did not register with the GCS in time."""
+
+
 def _temp_root(work_dir: Path) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     if len(str(work_dir)) <= MAX_TEMP_ROOT:
@@ -219,9 +232,28 @@ class RayNode:
     def start(
         cls, config: NodeConfig, token: RayToken, progress: ProgressFn | None = None
     ) -> RayNode:
+        """Start the node; once more, with new ports and a new temp dir, when its raylet
+        never registered (START_ATTEMPTS), all within config.start_timeout_s."""
         progress = progress or _quiet
         progress(PHASE_START, 0, 1)
         started = time.monotonic()
+        deadline = started + config.start_timeout_s
+        role = "head" if config.head_address is None else "worker"
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                node = cls._start_once(config, token, deadline)
+                break
+            except RayletNotRegistered as exc:
+                if attempt == START_ATTEMPTS or deadline - time.monotonic() < REGISTER_WAIT_S:
+                    raise
+                log.warning("ray %s: %s; starting it once more", role, exc)
+        progress(PHASE_START, 1, 1)
+        took = time.monotonic() - started
+        log.info("ray %s up at %s (pid %d) in %.2fs", role, node.address, node.pid, took)
+        return node
+
+    @classmethod
+    def _start_once(cls, config: NodeConfig, token: RayToken, deadline: float) -> RayNode:
         temp = _temp_root(config.work_dir)
         env = stage_env({**os.environ, **(config.env or {})})
         env.update(token.env(token.write(temp)))
@@ -233,14 +265,10 @@ class RayNode:
         env.update(STOP_ENV)
         proc = _SPAWNER.submit(_spawn, _command(config, temp), env, temp / LOG_NAME).result()
         try:
-            address = _wait_ready(proc, temp, config.start_timeout_s)
+            address = _wait_ready(proc, temp, deadline)
         except BaseException:
             _stop(proc, temp)
             raise
-        progress(PHASE_START, 1, 1)
-        role = "head" if config.head_address is None else "worker"
-        took = time.monotonic() - started
-        log.info("ray %s up at %s (pid %d) in %.2fs", role, address, proc.pid, took)
         return cls(proc, temp, address)
 
     def members(self) -> list[int]:
@@ -287,8 +315,8 @@ def raylet_tail(temp: Path, count: int = 3) -> str:
     return f"last: {' | '.join(text for _, text in lines[-count:])}" if lines else ""
 
 
-def _wait_ready(proc: subprocess.Popen, temp: Path, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
+def _wait_ready(proc: subprocess.Popen, temp: Path, deadline: float) -> str:
+    timeout_s = deadline - time.monotonic()
     delay = 0.05
     address_file = temp / ADDRESS_FILE
     while True:
@@ -297,7 +325,9 @@ def _wait_ready(proc: subprocess.Popen, temp: Path, timeout_s: float) -> str:
             if address:
                 return address
         if proc.poll() is not None:
-            raise ClusterError(f"ray start exited with {proc.returncode}: {_log_tail(temp)}")
+            tail = _log_tail(temp)
+            error = RayletNotRegistered if NOT_REGISTERED in tail else ClusterError
+            raise error(f"ray start exited with {proc.returncode}: {tail}")
         if time.monotonic() > deadline:
             raise ClusterError(f"ray node not up after {timeout_s:.0f}s: {_log_tail(temp)}")
         time.sleep(delay)

@@ -32,9 +32,12 @@ UNUSED_CLI_MODULES = (
 # Ray asks services.get_node in a loop with no pause, each ask a new GCS connection; here
 # each ask waits, asking again every REGISTER_POLL_S, until the node is known or
 # REGISTER_WAIT_S has passed, so Ray's check of its 30 s only ever follows a success or this
-# longer wait. REGISTER_WAIT_S stays under the requester's two minutes for a join
-# (internal/requester's joinTimeout) and NodeConfig.start_timeout_s.
-REGISTER_WAIT_S = 90.0
+# longer wait. A raylet that has not registered by then is given up on, and the node is
+# started once more (node.START_ATTEMPTS): twice REGISTER_WAIT_S, and each start's own
+# seconds, stay under the requester's two minutes for a join (internal/requester's
+# joinTimeout) and NodeConfig.start_timeout_s. A fresh-clone CI run lost a join to a
+# raylet that never registered in 90 s while the other worker's joined the same head.
+REGISTER_WAIT_S = 45.0
 REGISTER_POLL_S = 0.2
 
 
