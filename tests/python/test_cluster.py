@@ -52,6 +52,22 @@ def _tokens(engine: TorchEngine, request: GenerationRequest) -> list[int]:
     return [t for chunk in engine.generate(request) for t in chunk.token_ids]
 
 
+def _prestarted_worker(manager: ClusterManager, wait_s: float = 60.0) -> int | None:
+    """The pid of the idle Ray worker a joined node started, with torch loaded (the
+    stage actor's module preloaded: manager.STAGE_NODE_ENV); None if none appears within
+    `wait_s`. (Ray workers rename themselves: an idle one's cmdline is "ray::IDLE".)"""
+    (session,) = manager._sessions.values()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        for pid in session.node.members():
+            with contextlib.suppress(OSError):  # a short-lived process ended meanwhile
+                idle = Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::IDLE")
+                if idle and b"libtorch_cpu" in Path(f"/proc/{pid}/maps").read_bytes():
+                    return pid
+        time.sleep(0.2)  # polls a condition: the raylet starts its worker as it comes up
+    return None
+
+
 class Cluster:
     def __init__(self, work_dir: Path, models_dir: Path) -> None:
         self.work_dir = work_dir
@@ -62,6 +78,8 @@ class Cluster:
         self.address = session.node.address
         for i, peer in enumerate(self.peers):
             peer.join(SESSION, self.address, self.token.value, f"peer:p{i}", "127.0.0.1")
+        # Each peer's Ray worker started with its node, before any actor was asked for.
+        self.prestarted = [_prestarted_worker(peer) for peer in self.peers]
 
     def close(self) -> None:
         for manager in (*self.peers, self.head):
@@ -127,6 +145,9 @@ def expected(local: TorchEngine, store_dir: Path) -> dict[str, list[int]]:
 
 def test_stages_run_on_their_peers(cluster: Cluster, distributed: TorchEngine) -> None:
     pids = distributed.pipeline.pids
+    # Each stage runs in the worker its node started as it joined, which imported the
+    # stage's module meanwhile (manager.STAGE_NODE_ENV), not in one started on demand.
+    assert pids == cluster.prestarted
     for peer, pid in zip(cluster.peers, pids, strict=True):
         (session,) = peer._sessions.values()
         assert pid in session.node.members()

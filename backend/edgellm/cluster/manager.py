@@ -29,6 +29,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A node that serves a stage starts, as its raylet comes up, one Ray worker per CPU that
+# imports the stage actor's module at once (torch and transformers, ~5 s of CPU), and Ray
+# places the stage actor on that worker. Ray 2.60 prestarts no worker by default
+# (enable_worker_prestart), so a stage's worker was started, and began those imports, only
+# when the driver asked for the actor, after every join: the imports were on the first
+# token's path. Two stage actors created and loaded 8.5 s after their peers joined, 1.0 s
+# with this when the imports had had 10 s (two cores, one machine); in a cold split they get
+# what is left of the joins and the driver's own start.
+STAGE_NODE_ENV = {
+    "RAY_enable_worker_prestart": "1",
+    "RAY_preload_python_modules": "edgellm.cluster.actor",
+}
+
 
 @dataclass
 class ClusterSession:
@@ -89,7 +102,7 @@ class ClusterManager:
             resources={peer: 1} if peer else {},
             # The head only coordinates unless it also serves a stage (peer named).
             num_cpus=self._num_cpus if peer or head else 0,
-            env=self._env(),
+            env={**self._env(), **(STAGE_NODE_ENV if peer else {})},
         )
 
     def _env(self) -> dict[str, str]:
