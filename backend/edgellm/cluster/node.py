@@ -142,9 +142,10 @@ class NodeConfig:
 
 
 # `ray start`'s words when its node's raylet did not register with the GCS in time
-# (ray_start.REGISTER_WAIT_S): the start is tried once more. Why a raylet never registers
-# was not found (its log had no error line; see raylet_tail); a new one, on new ports,
-# joined where the first did not, and a user's join should not fail on the first.
+# (ray_start.REGISTER_WAIT_S): the start is tried once more. Why a raylet sometimes never
+# registers (twice in fresh-clone CI runs, under load, while another node joined the same
+# head) was not found: its log had no error line (see raylet_tail). A join should not fail
+# on one stuck raylet, so a new one, on new ports, gets what is left of the start's time.
 NOT_REGISTERED = "The current node timed out during startup"
 START_ATTEMPTS = 2
 
