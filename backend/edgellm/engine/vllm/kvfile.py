@@ -14,12 +14,13 @@ Imported by the connector inside vLLM's processes: torch and the standard librar
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from edgellm.engine.vllm.scratch import private_dir
 
 # The request parameter (inside vLLM's kv_transfer_params) the connector reads.
 PARAM = "edgellm"
@@ -72,20 +73,5 @@ SCRATCH_PREFIX = "edgellm-vllm-kv-"
 
 
 def scratch_dir(base: Path | None = None) -> Path:
-    """A fresh private directory for this backend's files, in /dev/shm (memory) if present.
-    Its name carries the backend's pid, so the directories of backends that died without
-    cleaning up (an engine core's death ends the backend) are removed here."""
-    import tempfile
-
-    if base is None:
-        shm = Path("/dev/shm")
-        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    _sweep(base)
-    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
-
-
-def _sweep(base: Path) -> None:
-    for old in base.glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = old.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(old, ignore_errors=True)  # another user's stays: not ours to remove
+    """A fresh private directory for this backend's K/V files (scratch.private_dir)."""
+    return private_dir(SCRATCH_PREFIX, base)
