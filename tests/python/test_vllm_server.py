@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from edgellm.engine import registry
 from edgellm.engine.types import GenerationRequest
+from edgellm.engine.vllm import engine as vllm_engine
 from edgellm.errors import Unavailable
 from edgellm.v1 import inference_pb2, inference_pb2_grpc, model_control_pb2, model_control_pb2_grpc
 
@@ -66,7 +68,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         proc.wait_serving()
         yield proc
     finally:
+        held = _socket_dirs(proc.proc.pid)
         proc.stop()
+    # The backend closed its engine as it stopped (SIGTERM), and vLLM's sockets went with
+    # the engine's directory for them.
+    assert held, "the backend's vLLM engine had no socket directory (was it loaded?)"
+    assert [d for d in held if d.exists()] == []
+
+
+def _socket_dirs(pid: int) -> list[Path]:
+    bases = (Path("/dev/shm"), Path(tempfile.gettempdir()))
+    return [d for base in bases for d in base.glob(f"{vllm_engine.IPC_PREFIX}{pid}-*")]
 
 
 @pytest.fixture(scope="module")

@@ -173,6 +173,7 @@ def serve(config: BackendConfig, options: ServeOptions) -> int:
     server.stop(config.shutdown_grace_s).wait()
     tracker.abort_all()
     built.clusters.close()  # every Ray process this backend started, by pid
+    built.models.close()  # every engine, and what each started
     if socket_path is not None:
         socket_path.unlink(missing_ok=True)
     return 1 if fatal.reason() is not None else 0

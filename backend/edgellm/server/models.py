@@ -214,6 +214,17 @@ class ModelManager:
         model.engine.close()  # fails the requests it still runs
         return True
 
+    def close(self) -> None:
+        """Unload every model, as the backend stops: what an engine started (vLLM's
+        engine core and its sockets) goes with the engine, not at the process's exit."""
+        with self._guard:
+            model_ids = list(self._loaded)
+        for model_id in model_ids:
+            try:
+                self.unload(model_id)
+            except Exception:  # noqa: BLE001 - the others are unloaded all the same
+                log.exception("unloading %s as the backend stops failed", model_id)
+
 
 @lru_cache(maxsize=4)
 def _encoder(engine: str, model_dir: Path) -> PromptEncoder:
