@@ -137,9 +137,16 @@ def test_vllm_sockets_are_in_the_engines_own_directory(engine) -> None:
 
 
 def test_a_failed_load_is_unavailable_and_leaves_no_sockets(
-    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A KV budget too small for one sequence: vLLM's engine core fails to start."""
+    """A model whose weights file is cut short: vLLM's engine core fails to load it."""
+    damaged = tmp_path / store_dir.name
+    damaged.mkdir()
+    for item in store_dir.iterdir():
+        if item.name == "model.safetensors":
+            (damaged / item.name).write_bytes(item.read_bytes()[: 1 << 20])
+        else:
+            (damaged / item.name).symlink_to(item)
     made: list[Path] = []
     real = vllm_engine.private_dir
 
@@ -148,10 +155,47 @@ def test_a_failed_load_is_unavailable_and_leaves_no_sockets(
         return made[-1]
 
     monkeypatch.setattr(vllm_engine, "private_dir", recorded)
-    with pytest.raises(Unavailable, match="vLLM could not load"):
-        engine_class("vllm").load(EngineConfig(store_dir, kv_budget_mb=1))
+    with pytest.raises(Unavailable, match=f"vLLM could not load {store_dir.name}"):
+        engine_class("vllm").load(EngineConfig(damaged))
     assert len(made) == 1 and not made[0].exists()
     assert vllm_engine.RPC_BASE_ENV not in os.environ
+
+
+def test_a_kv_budget_too_small_for_one_sequence_is_refused_in_the_users_terms(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(vllm_engine, "private_dir", lambda *a: started.append("vllm") or Path())
+    with pytest.raises(Unavailable) as info:
+        engine_class("vllm").load(EngineConfig(store_dir, kv_budget_mb=359))
+    assert str(info.value) == (
+        "backend.kv_budget_mb is 359 MiB; the vllm engine needs at least 360 MiB of K/V for "
+        f"one 8192-token sequence of {store_dir.name}"
+    )
+    assert started == []  # refused before vLLM started
+
+
+def test_kv_bytes_needed_for_one_sequence(store_dir: Path) -> None:
+    from transformers import AutoConfig
+
+    from tests.python.tiny_models import _configs
+
+    # SmolLM2-135M: 30 layers, 3 K/V heads of 64 in fp32 (45 KiB a position), 8,192 positions.
+    smollm2 = AutoConfig.from_pretrained(store_dir)
+    assert vllm_engine.kv_bytes_needed(smollm2, 8192) == 30 * 2 * 3 * 64 * 4 * 8192
+    configs = _configs()
+    # Gemma 3: only the full-attention layers hold every position, sliding ones a window.
+    gemma = configs["gemma3"]
+    kinds, window = gemma.layer_types, gemma.sliding_window
+    full, sliding = kinds.count("full_attention"), kinds.count("sliding_attention")
+    assert full and sliding and full + sliding == len(kinds)
+    per = 2 * gemma.num_key_value_heads * gemma.head_dim * 4
+    assert vllm_engine.kv_bytes_needed(gemma, 4 * window) == per * (4 * full + sliding) * window
+    assert vllm_engine.kv_bytes_needed(gemma, 1) == per * len(kinds)  # a window past the end
+    # Mistral names no kinds: its window applies to every layer.
+    mistral = configs["mistral"]
+    per = 2 * mistral.num_key_value_heads * (mistral.hidden_size // mistral.num_attention_heads)
+    assert vllm_engine.kv_bytes_needed(mistral, 64) == per * 4 * mistral.num_hidden_layers * 8
 
 
 @pytest.mark.parametrize("users", [None, "/srv/vllm-sockets"])

@@ -32,6 +32,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig
+
 from edgellm.engine.base import EngineConfig
 from edgellm.engine.runner import StageRunner
 from edgellm.engine.tokenized import ModelText, TokenizedEngine
@@ -49,6 +52,7 @@ from edgellm.engine.vllm.scratch import private_dir
 from edgellm.engine.vllm.stream import Stream, sampling_params
 from edgellm.errors import InvalidRequest, Unavailable
 from edgellm.kv.prefix import PrefixCache
+from edgellm.kv.stage import KVLayout
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,39 @@ def _engine_args(config: EngineConfig, context: int, kv: VllmKV | None):
     )
 
 
+def kv_bytes_needed(model_config, context: int) -> int:
+    """At least the fp32 K/V vLLM holds for one `context`-token sequence of the model a
+    transformers config describes: every position of a full-attention layer, a window of
+    a sliding-window one (other kinds of layer are not counted: a lower bound, so that
+    nothing vLLM would take is refused)."""
+    layout = KVLayout.of_config(model_config, 0, model_config.num_hidden_layers, torch.float32)
+    per_layer_position = 2 * layout.kv_heads * layout.head_dim * 4
+    window = getattr(model_config, "sliding_window", None)
+    # Without per-layer kinds, a window applies to every layer (Mistral).
+    every = "sliding_attention" if window else "full_attention"
+    kinds = getattr(model_config, "layer_types", None) or [every] * layout.layers
+    window = min(window or context, context)
+    positions = {"full_attention": context, "sliding_attention": window}
+    return per_layer_position * sum(positions.get(kind, 0) for kind in kinds)
+
+
+def _check_kv_budget(config: EngineConfig, model_dir: Path, context: int) -> None:
+    """Refuse, in the user's terms, a KV budget vLLM would refuse at its start (on CPU,
+    `kv_cache_memory_bytes` is the budget; vLLM's own message names a GPU setting). A
+    lower bound: vLLM also keeps a null block, so a budget within a block of it is
+    still refused by vLLM itself (SmolLM2-135M: 360 MiB here; vLLM wants one more 128-token
+    block, 5.6 MiB)."""
+    if config.device != "cpu":
+        return
+    needed = kv_bytes_needed(AutoConfig.from_pretrained(model_dir), context)
+    if config.kv_budget_mb * 2**20 < needed:
+        raise Unavailable(
+            f"backend.kv_budget_mb is {config.kv_budget_mb} MiB; the vllm engine needs at "
+            f"least {-(-needed // 2**20)} MiB of K/V for one {context}-token sequence of "
+            f"{model_dir.name}"
+        )
+
+
 def _async_llm_class():
     """AsyncLLM whose __del__ does not shut down a second time: after close() it would,
     and at interpreter exit (module globals gone) that fails with a traceback."""
@@ -142,6 +179,7 @@ class VllmEngine(TokenizedEngine):
         async_llm = _async_llm_class()
         model_dir = Path(config.model_dir)
         text = ModelText.load(model_dir)
+        _check_kv_budget(config, model_dir, text.context_length)
         kv = _open_kv(config, model_dir)
         args = _engine_args(config, text.context_length, kv[1] if kv else None)
         loop = LoopThread()
