@@ -110,7 +110,7 @@ def kv_bytes_needed(model_config, context: int) -> int:
     a sliding-window one (other kinds of layer are not counted: a lower bound, so that
     nothing vLLM would take is refused)."""
     layout = KVLayout.of_config(model_config, 0, model_config.num_hidden_layers, torch.float32)
-    per_layer_position = 2 * layout.kv_heads * layout.head_dim * 4
+    per_layer_position = 2 * layout.kv_heads * layout.head_dim * layout.dtype.itemsize
     window = getattr(model_config, "sliding_window", None)
     # Without per-layer kinds, a window applies to every layer (Mistral).
     every = "sliding_attention" if window else "full_attention"
