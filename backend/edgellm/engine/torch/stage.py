@@ -11,7 +11,6 @@ local, and a later issue can put stages on different peers.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,12 +84,6 @@ class Stage:
         self.is_first = self.layers.start == 0
         self.is_last = self.layers.end == self.num_layers_total
         self.device = torch.device(device)
-        if self.device.type == "cpu":
-            # With a mask (every chunk after a cached prefix), transformers copies K/V once
-            # per query head (repeat_kv) unless told that the kernel does grouped-query
-            # attention, which torch's CPU kernel does: measured bit-equal logits and
-            # 40 ms less for 13 tokens over a 1.5k-token cached prefix. Read per call.
-            os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.config = _stage_config(full, self.layers)
         with no_init_weights():
             # SDPA, plus batched decode steps over the slot pool (batch.py).
